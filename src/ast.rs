@@ -1,0 +1,282 @@
+//! The surface syntax: what the parser builds, with spans and no meaning.
+//!
+//! Names are not resolved here and types are not known; the checker does
+//! both. Each variant's doc names the smallest input that produces it.
+
+use crate::source::{FileId, Span};
+
+/// A parsed policy file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct File {
+    /// Which file this is.
+    pub file: FileId,
+    /// Constants and rules, in source order.
+    pub items: Vec<Item>,
+    /// Common mistakes the parser accepted so the checker can explain them.
+    pub mistakes: Vec<Mistake>,
+}
+
+/// A top-level item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// `const max = 10;`
+    Const(ConstDecl),
+    /// `forbid if subject.shared;`
+    Rule(Rule),
+}
+
+/// A name with its span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ident {
+    /// The name.
+    pub name: String,
+    /// Where it is.
+    pub span: Span,
+}
+
+/// A string literal with its span (escapes applied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrLit {
+    /// The text.
+    pub value: String,
+    /// Where it is, quotes included.
+    pub span: Span,
+}
+
+/// `const name = value;`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstDecl {
+    /// The constant's name.
+    pub name: Ident,
+    /// Its value: a literal or a list of literals.
+    pub value: Expr,
+    /// The whole declaration.
+    pub span: Span,
+}
+
+/// `@id("x")`, `@control("NHI1", "NHI5")`, `@owner("team")`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    /// The annotation's name (`id`, `control`, ...).
+    pub name: Ident,
+    /// Its string arguments.
+    pub args: Vec<StrLit>,
+    /// The whole annotation.
+    pub span: Span,
+}
+
+/// One rule, with its annotations and doc comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// `///` lines directly above the rule, joined by newlines.
+    pub doc: Option<String>,
+    /// `@...` annotations.
+    pub annotations: Vec<Annotation>,
+    /// What the rule does.
+    pub kind: RuleKind,
+    /// `if COND`; `None` means the rule always applies.
+    pub condition: Option<Expr>,
+    /// `because "template"`.
+    pub because: Option<StrLit>,
+    /// The keyword that starts the rule.
+    pub keyword_span: Span,
+    /// The whole rule, annotations included.
+    pub span: Span,
+}
+
+/// The four rule kinds (two shapes of `limit`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// `permit if action == "read" grant ["read:{resource.id}"] for 1h revoke on task_end`
+    Permit {
+        /// `grant [...] for ...`.
+        grant: Option<Grant>,
+        /// Obligations the permit attaches when it is used.
+        obligations: Vec<Obligation>,
+    },
+    /// `forbid if subject.shared`
+    Forbid,
+    /// `limit ttl 5m if sensitivity >= restricted`
+    LimitTtl(Expr),
+    /// `limit scope ["read:**"] if subject.kind == "agent"`
+    LimitScope(Expr),
+    /// `require approval if sensitivity >= restricted`
+    Require(Obligation),
+}
+
+impl RuleKind {
+    /// The keyword(s) that name the kind: `permit`, `limit ttl`, ...
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            RuleKind::Permit { .. } => "permit",
+            RuleKind::Forbid => "forbid",
+            RuleKind::LimitTtl(_) => "limit",
+            RuleKind::LimitScope(_) => "limit",
+            RuleKind::Require(_) => "require",
+        }
+    }
+}
+
+/// `grant ["read:{resource.id}"] for 15m`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// The scope templates: a list literal or a constant.
+    pub items: Expr,
+    /// `for DURATION`.
+    pub ttl: Option<Expr>,
+    /// The whole grant clause.
+    pub span: Span,
+}
+
+/// What the broker must do to honour an allow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Obligation {
+    /// `approval`
+    Approval(Span),
+    /// `revoke on task_end`
+    RevokeOn {
+        /// The event name.
+        event: Ident,
+        /// The whole obligation.
+        span: Span,
+    },
+    /// `audience resource.id`
+    Audience {
+        /// The value the token must be bound to.
+        value: Expr,
+        /// The whole obligation.
+        span: Span,
+    },
+    /// `log`
+    Log(Span),
+}
+
+impl Obligation {
+    /// Where the obligation is written.
+    pub fn span(&self) -> Span {
+        match self {
+            Obligation::Approval(span) | Obligation::Log(span) => *span,
+            Obligation::RevokeOn { span, .. } | Obligation::Audience { span, .. } => *span,
+        }
+    }
+}
+
+/// An expression with its span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    /// What kind of expression.
+    pub kind: ExprKind,
+    /// Where it is.
+    pub span: Span,
+}
+
+/// Expression forms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    /// `subject`, `workload_auth`, `restricted`: resolved by the checker.
+    Name(String),
+    /// `"read"`
+    Str(String),
+    /// `10`
+    Num(f64),
+    /// `15m` (seconds)
+    Dur(u64),
+    /// `true`
+    Bool(bool),
+    /// `["a", "b"]`
+    List(Vec<Expr>),
+    /// `subject.kind`
+    Field(Box<Expr>, Ident),
+    /// `teams[subject.owner]`
+    Index(Box<Expr>, Box<Expr>),
+    /// `len(requested.scope)`
+    Call(Ident, Vec<Expr>),
+    /// `not x`
+    Not(Box<Expr>),
+    /// `a == b`, `a and b`, `a + b`, ...
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `context has approval.by`
+    Has(Box<Expr>, Vec<Ident>),
+    /// `any(item in requested.scope: item matches "read:*")`
+    Quantifier {
+        /// `all` (true) or `any` (false).
+        all: bool,
+        /// The bound name.
+        var: Ident,
+        /// The list it ranges over.
+        list: Box<Expr>,
+        /// The condition.
+        body: Box<Expr>,
+    },
+    /// What error recovery leaves where an expression could not be parsed.
+    Error,
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `in`
+    In,
+    /// `not in`
+    NotIn,
+    /// `matches`
+    Matches,
+    /// `and`
+    And,
+    /// `or`
+    Or,
+    /// `+`
+    Add,
+}
+
+impl BinOp {
+    /// How the operator is written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::In => "in",
+            BinOp::NotIn => "not in",
+            BinOp::Matches => "matches",
+            BinOp::And => "and",
+            BinOp::Or => "or",
+            BinOp::Add => "+",
+        }
+    }
+}
+
+/// A common mistake the grammar accepts so the checker can name the fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mistake {
+    /// `action = "read"`
+    Assign(Span),
+    /// `a && b`
+    AmpAmp(Span),
+    /// `a || b`
+    PipePipe(Span),
+    /// `!a`
+    Bang(Span),
+}
+
+impl Expr {
+    /// Builds an expression.
+    pub fn new(kind: ExprKind, span: Span) -> Expr {
+        Expr { kind, span }
+    }
+}

@@ -1,0 +1,453 @@
+//! The lexer: one logos token enum, the single source of truth for the
+//! language's keywords and punctuation.
+//!
+//! Comments and doc comments are tokens too: the parser facade drops them,
+//! the formatter keeps them. Lexer errors become diagnostics; the lexer skips
+//! the bad bytes and goes on, so one typo does not hide the rest of a file.
+
+use logos::Logos;
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::source::{FileId, Span};
+
+/// Why a stretch of text is not a token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum LexErrorKind {
+    /// `#`: a character the language has no use for.
+    #[default]
+    UnexpectedChar,
+    /// `"abc` with no closing quote before the end of the line.
+    UnterminatedString,
+    /// `"\q"`: an escape other than `\\ \" \n \t \{ \}`.
+    BadEscape(char),
+    /// `99999999999999999999d`: a duration that does not fit in 64 bits.
+    DurationOverflow,
+    /// `1e999`: a number that is not finite.
+    BadNumber,
+}
+
+/// A token of the writ language. Keywords are listed here and nowhere else.
+#[derive(Logos, Debug, Clone, PartialEq)]
+#[logos(error = LexErrorKind)]
+#[logos(skip r"[ \t\r\n\f]+")]
+pub enum Token {
+    /// `/// text`: documents the rule that follows.
+    #[regex(r"///[^\n]*", |lex| lex.slice()[3..].trim().to_owned(), priority = 10)]
+    DocComment(String),
+    /// `// text`: ignored by the parser, kept by the formatter.
+    #[regex(r"//[^\n]*", |lex| lex.slice().to_owned())]
+    Comment(String),
+
+    /// `const`
+    #[token("const")]
+    Const,
+    /// `permit`
+    #[token("permit")]
+    Permit,
+    /// `forbid`
+    #[token("forbid")]
+    Forbid,
+    /// `limit`
+    #[token("limit")]
+    Limit,
+    /// `require`
+    #[token("require")]
+    Require,
+    /// `if`
+    #[token("if")]
+    If,
+    /// `grant`
+    #[token("grant")]
+    Grant,
+    /// `for`
+    #[token("for")]
+    For,
+    /// `because`
+    #[token("because")]
+    Because,
+    /// `ttl`
+    #[token("ttl")]
+    Ttl,
+    /// `scope`
+    #[token("scope")]
+    Scope,
+    /// `approval`
+    #[token("approval")]
+    Approval,
+    /// `revoke`
+    #[token("revoke")]
+    Revoke,
+    /// `on`
+    #[token("on")]
+    On,
+    /// `audience`
+    #[token("audience")]
+    Audience,
+    /// `log`
+    #[token("log")]
+    Log,
+    /// `and`
+    #[token("and")]
+    And,
+    /// `or`
+    #[token("or")]
+    Or,
+    /// `not`
+    #[token("not")]
+    Not,
+    /// `in`
+    #[token("in")]
+    In,
+    /// `has`
+    #[token("has")]
+    Has,
+    /// `matches`
+    #[token("matches")]
+    Matches,
+    /// `any`
+    #[token("any")]
+    Any,
+    /// `all`
+    #[token("all")]
+    All,
+    /// `true`
+    #[token("true")]
+    True,
+    /// `false`
+    #[token("false")]
+    False,
+
+    /// `subject`, `workload_auth`, `len`: names resolved by the checker.
+    #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice().to_owned())]
+    Ident(String),
+    /// `"text"`, with `\\ \" \n \t \{ \}` escapes already applied.
+    #[regex(r#""([^"\\\n]|\\[^\n])*""#, unescape)]
+    #[regex(r#""([^"\\\n]|\\[^\n])*"#, unterminated)]
+    Str(String),
+    /// `42`, `-1`, `0.5`.
+    #[regex(r"-?[0-9]+(\.[0-9]+)?", |lex| {
+        lex.slice().parse::<f64>().ok().filter(|n| n.is_finite()).ok_or(LexErrorKind::BadNumber)
+    })]
+    Num(f64),
+    /// `30s`, `5m`, `1h`, `1d`, `1h30m`: a duration in seconds.
+    #[regex(r"([0-9]+[smhd])+", |lex| duration_seconds(lex.slice()))]
+    Dur(u64),
+
+    /// `@`
+    #[token("@")]
+    At,
+    /// `(`
+    #[token("(")]
+    LParen,
+    /// `)`
+    #[token(")")]
+    RParen,
+    /// `[`
+    #[token("[")]
+    LBracket,
+    /// `]`
+    #[token("]")]
+    RBracket,
+    /// `,`
+    #[token(",")]
+    Comma,
+    /// `;`
+    #[token(";")]
+    Semi,
+    /// `:`
+    #[token(":")]
+    Colon,
+    /// `.`
+    #[token(".")]
+    Dot,
+    /// `+`
+    #[token("+")]
+    Plus,
+    /// `==`
+    #[token("==")]
+    EqEq,
+    /// `!=`
+    #[token("!=")]
+    NotEq,
+    /// `<`
+    #[token("<")]
+    Lt,
+    /// `<=`
+    #[token("<=")]
+    Le,
+    /// `>`
+    #[token(">")]
+    Gt,
+    /// `>=`
+    #[token(">=")]
+    Ge,
+    /// `=`: not part of the language; parsed so the checker can say `==`.
+    #[token("=")]
+    Assign,
+    /// `&&`: not part of the language; parsed so the checker can say `and`.
+    #[token("&&")]
+    AmpAmp,
+    /// `||`: not part of the language; parsed so the checker can say `or`.
+    #[token("||")]
+    PipePipe,
+    /// `!`: not part of the language; parsed so the checker can say `not`.
+    #[token("!")]
+    Bang,
+}
+
+impl Token {
+    /// True for comments and doc comments, which the parser does not see.
+    pub fn is_trivia(&self) -> bool {
+        matches!(self, Token::Comment(_) | Token::DocComment(_))
+    }
+}
+
+fn unterminated(_: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
+    Err(LexErrorKind::UnterminatedString)
+}
+
+fn unescape(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
+    let raw = lex.slice();
+    let inner = &raw[1..raw.len() - 1];
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('"') => out.push('"'),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            // Templates use `{`/`}`; an escaped brace is a literal brace.
+            Some('{') => out.push_str("\\{"),
+            Some('}') => out.push_str("\\}"),
+            Some(other) => return Err(LexErrorKind::BadEscape(other)),
+            None => return Err(LexErrorKind::UnterminatedString),
+        }
+    }
+    Ok(out)
+}
+
+/// Seconds in `1h30m`-style text; `None` on overflow.
+fn duration_seconds(text: &str) -> Result<u64, LexErrorKind> {
+    let mut total: u64 = 0;
+    let mut number: u64 = 0;
+    for c in text.chars() {
+        if let Some(digit) = c.to_digit(10) {
+            number = number
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(digit)))
+                .ok_or(LexErrorKind::DurationOverflow)?;
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => 86400,
+        };
+        total = number
+            .checked_mul(unit)
+            .and_then(|n| total.checked_add(n))
+            .ok_or(LexErrorKind::DurationOverflow)?;
+        number = 0;
+    }
+    Ok(total)
+}
+
+/// A lexer error with its location.
+#[derive(Debug, Clone, Error, Diagnostic)]
+pub enum LexError {
+    /// `#`
+    #[error("unexpected character `{text}`")]
+    #[diagnostic(
+        code(writ::lex::unexpected_char),
+        help("writ has no `{text}`; comments start with `//`")
+    )]
+    UnexpectedChar {
+        /// The offending text.
+        text: String,
+        /// Where it is.
+        #[label("not part of the language")]
+        span: miette::SourceSpan,
+    },
+    /// `"abc`
+    #[error("unterminated string")]
+    #[diagnostic(
+        code(writ::lex::unterminated_string),
+        help("close the string with `\"` on the same line")
+    )]
+    UnterminatedString {
+        /// Where the string starts.
+        #[label("this string never ends")]
+        span: miette::SourceSpan,
+    },
+    /// `"\q"`
+    #[error("unknown escape `\\{escape}` in string")]
+    #[diagnostic(
+        code(writ::lex::bad_escape),
+        help("the escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\{{` and `\\}}`")
+    )]
+    BadEscape {
+        /// The character after the backslash.
+        escape: char,
+        /// The string.
+        #[label("in this string")]
+        span: miette::SourceSpan,
+    },
+    /// `99999999999999999999d`
+    #[error("duration `{text}` is too large")]
+    #[diagnostic(
+        code(writ::lex::duration_overflow),
+        help("durations are whole seconds and must fit in 64 bits")
+    )]
+    DurationOverflow {
+        /// The literal.
+        text: String,
+        /// Where it is.
+        #[label("too large")]
+        span: miette::SourceSpan,
+    },
+    /// `1e999`
+    #[error("number `{text}` is not a finite number")]
+    #[diagnostic(code(writ::lex::bad_number))]
+    BadNumber {
+        /// The literal.
+        text: String,
+        /// Where it is.
+        #[label("not finite")]
+        span: miette::SourceSpan,
+    },
+}
+
+/// A token with its span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned {
+    /// The token.
+    pub token: Token,
+    /// Where it is.
+    pub span: Span,
+}
+
+/// Lexes a whole file: every token (comments included) and every error.
+pub fn lex(file: FileId, text: &str) -> (Vec<Spanned>, Vec<(Span, LexError)>) {
+    let mut tokens = Vec::new();
+    let mut errors = Vec::new();
+    let mut lexer = Token::lexer(text);
+    while let Some(result) = lexer.next() {
+        let range = lexer.span();
+        let span = Span::new(file, range.start, range.end);
+        let source_span = span.source_span();
+        match result {
+            Ok(token) => tokens.push(Spanned { token, span }),
+            Err(kind) => {
+                let slice = lexer.slice().to_owned();
+                let error = match kind {
+                    LexErrorKind::UnexpectedChar => LexError::UnexpectedChar {
+                        text: slice,
+                        span: source_span,
+                    },
+                    LexErrorKind::UnterminatedString => {
+                        LexError::UnterminatedString { span: source_span }
+                    }
+                    LexErrorKind::BadEscape(escape) => LexError::BadEscape {
+                        escape,
+                        span: source_span,
+                    },
+                    LexErrorKind::DurationOverflow => LexError::DurationOverflow {
+                        text: slice,
+                        span: source_span,
+                    },
+                    LexErrorKind::BadNumber => LexError::BadNumber {
+                        text: slice,
+                        span: source_span,
+                    },
+                };
+                errors.push((span, error));
+            }
+        }
+    }
+    (tokens, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<Token> {
+        let (tokens, errors) = lex(FileId(0), text);
+        assert!(errors.is_empty(), "{errors:?}");
+        tokens.into_iter().map(|t| t.token).collect()
+    }
+
+    #[test]
+    fn keywords_idents_and_literals() {
+        assert_eq!(
+            kinds(r#"permit if action == "read" grant ["r:{resource.id}"] for 1h30m"#),
+            vec![
+                Token::Permit,
+                Token::If,
+                Token::Ident("action".into()),
+                Token::EqEq,
+                Token::Str("read".into()),
+                Token::Grant,
+                Token::LBracket,
+                Token::Str("r:{resource.id}".into()),
+                Token::RBracket,
+                Token::For,
+                Token::Dur(5400),
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_are_tokens() {
+        assert_eq!(
+            kinds("/// why\n// note\nforbid;"),
+            vec![
+                Token::DocComment("why".into()),
+                Token::Comment("// note".into()),
+                Token::Forbid,
+                Token::Semi
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_and_durations() {
+        assert_eq!(
+            kinds("10 -2 0.5 30s 1d"),
+            vec![
+                Token::Num(10.0),
+                Token::Num(-2.0),
+                Token::Num(0.5),
+                Token::Dur(30),
+                Token::Dur(86400)
+            ]
+        );
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(kinds(r#""a\"b\\c""#), vec![Token::Str("a\"b\\c".into())]);
+    }
+
+    #[test]
+    fn errors_do_not_stop_the_lexer() {
+        let (tokens, errors) = lex(FileId(0), "forbid # ; \"open");
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(errors.len(), 2);
+        assert!(matches!(errors[0].1, LexError::UnexpectedChar { .. }));
+        assert!(matches!(errors[1].1, LexError::UnterminatedString { .. }));
+    }
+
+    #[test]
+    fn duration_overflow_is_an_error() {
+        let (_, errors) = lex(FileId(0), "99999999999999999999d");
+        assert!(matches!(errors[0].1, LexError::DurationOverflow { .. }));
+    }
+}

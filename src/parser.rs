@@ -1,0 +1,310 @@
+//! The parser facade: the one function the rest of the crate calls.
+//!
+//! lalrpop's generated module and its types stay private to this file, so
+//! the parser could be replaced without touching any other phase.
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::ast::{File, Item};
+use crate::diagnostics::Diagnostics;
+use crate::lexer::{self, Token};
+use crate::source::{FileId, SourceFile, Span};
+
+#[allow(clippy::all, missing_docs, unused_qualifications, dead_code)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/writ.rs"));
+}
+
+/// The parser's user error type: writ's grammar raises none of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoError;
+
+/// A syntax error the grammar recovered from.
+pub type Recovered = lalrpop_util::ErrorRecovery<usize, Token, NoError>;
+
+/// A syntax error.
+#[derive(Debug, Clone, Error, Diagnostic)]
+pub enum ParseError {
+    /// `permit if ;`
+    #[error("unexpected {found}")]
+    #[diagnostic(code(writ::parse::unexpected_token), help("expected {expected}"))]
+    UnexpectedToken {
+        /// The token that was found, described for people.
+        found: String,
+        /// What the grammar could have accepted.
+        expected: String,
+        /// Where it is.
+        #[label("unexpected here")]
+        span: miette::SourceSpan,
+    },
+    /// `permit if action ==`
+    #[error("unexpected end of file")]
+    #[diagnostic(code(writ::parse::unexpected_eof), help("expected {expected}"))]
+    UnexpectedEof {
+        /// What the grammar could have accepted.
+        expected: String,
+        /// The end of the file.
+        #[label("the file ends here")]
+        span: miette::SourceSpan,
+    },
+}
+
+/// Parses one file. Returns the AST (with everything that could be parsed)
+/// and the diagnostics of the lexer and the parser, all of them.
+pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
+    let mut diagnostics = Diagnostics::default();
+    let (tokens, lex_errors) = lexer::lex(file, &source.text);
+    for (_, error) in lex_errors {
+        diagnostics.push(error, source);
+    }
+    let docs: Vec<(Span, &str)> = tokens
+        .iter()
+        .filter_map(|t| match &t.token {
+            Token::DocComment(text) => Some((t.span, text.as_str())),
+            _ => None,
+        })
+        .collect();
+    let stream = tokens
+        .iter()
+        .filter(|t| !t.token.is_trivia())
+        .map(|t| Ok::<_, NoError>((t.span.start as usize, t.token.clone(), t.span.end as usize)));
+    let mut mistakes = Vec::new();
+    let mut recovered = Vec::new();
+    let result =
+        generated::FileParser::new().parse(file, &mut mistakes, &mut recovered, stream);
+    let end = source.text.len();
+    for error in recovered {
+        diagnostics.push(convert(error.error, end), source);
+    }
+    let mut items = match result {
+        Ok(items) => items,
+        Err(error) => {
+            diagnostics.push(convert(error, end), source);
+            Vec::new()
+        }
+    };
+    attach_docs(&mut items, &docs, &source.text);
+    (
+        File {
+            file,
+            items,
+            mistakes,
+        },
+        diagnostics,
+    )
+}
+
+/// Gives each rule the `///` lines directly above it (only blank space,
+/// other doc lines or plain comments between them).
+fn attach_docs(items: &mut [Item], docs: &[(Span, &str)], text: &str) {
+    for item in items {
+        let Item::Rule(rule) = item else { continue };
+        let mut lines = Vec::new();
+        let mut cursor = rule.span.start as usize;
+        for (span, line) in docs.iter().rev() {
+            if span.end as usize > cursor {
+                continue;
+            }
+            let between = text.get(span.end as usize..cursor).unwrap_or("x");
+            if !between.trim().is_empty() {
+                break;
+            }
+            lines.push(*line);
+            cursor = span.start as usize;
+        }
+        if !lines.is_empty() {
+            lines.reverse();
+            rule.doc = Some(lines.join("\n"));
+        }
+    }
+}
+
+fn convert(error: lalrpop_util::ParseError<usize, Token, NoError>, end: usize) -> ParseError {
+    use lalrpop_util::ParseError as E;
+    match error {
+        E::UnrecognizedToken {
+            token: (start, token, stop),
+            expected,
+        } => ParseError::UnexpectedToken {
+            found: describe(&token),
+            expected: expected_list(&expected),
+            span: (start, stop - start).into(),
+        },
+        E::ExtraToken {
+            token: (start, token, stop),
+        } => ParseError::UnexpectedToken {
+            found: describe(&token),
+            expected: "the end of the file".to_owned(),
+            span: (start, stop - start).into(),
+        },
+        E::UnrecognizedEof { location, expected } => ParseError::UnexpectedEof {
+            expected: expected_list(&expected),
+            span: (location.min(end), 0).into(),
+        },
+        E::InvalidToken { location } => ParseError::UnexpectedToken {
+            found: "input".to_owned(),
+            expected: "a token".to_owned(),
+            span: (location, 0).into(),
+        },
+        E::User { error: NoError } => ParseError::UnexpectedToken {
+            found: "input".to_owned(),
+            expected: "a token".to_owned(),
+            span: (end, 0).into(),
+        },
+    }
+}
+
+/// How a token is named in a message.
+pub fn describe(token: &Token) -> String {
+    match token {
+        Token::Ident(name) => format!("name `{name}`"),
+        Token::Str(text) => format!("string \"{text}\""),
+        Token::Num(n) => format!("number `{n}`"),
+        Token::Dur(_) => "duration".to_owned(),
+        Token::Comment(_) | Token::DocComment(_) => "comment".to_owned(),
+        other => format!("`{}`", token_text(other)),
+    }
+}
+
+fn token_text(token: &Token) -> &'static str {
+    match token {
+        Token::Const => "const",
+        Token::Permit => "permit",
+        Token::Forbid => "forbid",
+        Token::Limit => "limit",
+        Token::Require => "require",
+        Token::If => "if",
+        Token::Grant => "grant",
+        Token::For => "for",
+        Token::Because => "because",
+        Token::Ttl => "ttl",
+        Token::Scope => "scope",
+        Token::Approval => "approval",
+        Token::Revoke => "revoke",
+        Token::On => "on",
+        Token::Audience => "audience",
+        Token::Log => "log",
+        Token::And => "and",
+        Token::Or => "or",
+        Token::Not => "not",
+        Token::In => "in",
+        Token::Has => "has",
+        Token::Matches => "matches",
+        Token::Any => "any",
+        Token::All => "all",
+        Token::True => "true",
+        Token::False => "false",
+        Token::At => "@",
+        Token::LParen => "(",
+        Token::RParen => ")",
+        Token::LBracket => "[",
+        Token::RBracket => "]",
+        Token::Comma => ",",
+        Token::Semi => ";",
+        Token::Colon => ":",
+        Token::Dot => ".",
+        Token::Plus => "+",
+        Token::EqEq => "==",
+        Token::NotEq => "!=",
+        Token::Lt => "<",
+        Token::Le => "<=",
+        Token::Gt => ">",
+        Token::Ge => ">=",
+        Token::Assign => "=",
+        Token::AmpAmp => "&&",
+        Token::PipePipe => "||",
+        Token::Bang => "!",
+        Token::Ident(_)
+        | Token::Str(_)
+        | Token::Num(_)
+        | Token::Dur(_)
+        | Token::Comment(_)
+        | Token::DocComment(_) => "token",
+    }
+}
+
+fn expected_list(expected: &[String]) -> String {
+    let mut names: Vec<String> = expected
+        .iter()
+        .map(|e| match e.as_str() {
+            "IDENT" => "a name".to_owned(),
+            "STR" => "a string".to_owned(),
+            "NUM" => "a number".to_owned(),
+            "DUR" => "a duration".to_owned(),
+            quoted => format!("`{}`", quoted.trim_matches('"')),
+        })
+        .filter(|name| !matches!(name.as_str(), "`=`" | "`&&`" | "`||`" | "`!`"))
+        .collect();
+    names.dedup();
+    if names.len() > 8 {
+        names.truncate(8);
+        names.push("...".to_owned());
+    }
+    match names.len() {
+        0 => "something else".to_owned(),
+        1 => names.remove(0),
+        _ => format!("one of {}", names.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::{ExprKind, RuleKind};
+
+    fn parse(text: &str) -> (File, Diagnostics) {
+        parse_file(FileId(0), &SourceFile::new("t.writ", text))
+    }
+
+    #[test]
+    fn parses_each_rule_kind() {
+        let (file, diags) = parse(
+            r#"const n = 10;
+            /// why
+            @id("a") permit if action == "read" grant ["read:{resource.id}"] for 1h revoke on task_end audience resource.id;
+            forbid if subject.shared because "shared";
+            limit ttl 5m if sensitivity >= restricted;
+            limit scope ["read:**"];
+            require approval if not context has approval;"#,
+        );
+        assert!(diags.is_empty(), "{diags}");
+        assert_eq!(file.items.len(), 6);
+        let Item::Rule(rule) = &file.items[1] else {
+            panic!("not a rule")
+        };
+        assert_eq!(rule.doc.as_deref(), Some("why"));
+        let RuleKind::Permit { grant, obligations } = &rule.kind else {
+            panic!("not a permit")
+        };
+        assert!(grant.is_some());
+        assert_eq!(obligations.len(), 2);
+    }
+
+    #[test]
+    fn precedence_and_over_or_and_not_in() {
+        let (file, diags) = parse("forbid if a or b and c not in d;");
+        assert!(diags.is_empty(), "{diags}");
+        let Item::Rule(rule) = &file.items[0] else {
+            panic!("not a rule")
+        };
+        let Some(cond) = &rule.condition else {
+            panic!("no condition")
+        };
+        assert!(matches!(cond.kind, ExprKind::Binary(crate::ast::BinOp::Or, _, _)));
+    }
+
+    #[test]
+    fn recovers_and_reports_every_error() {
+        let (file, diags) = parse("permit if ;\nforbid if a == ;\nforbid if b;");
+        assert_eq!(diags.len(), 2, "{diags}");
+        assert_eq!(file.items.len(), 1);
+    }
+
+    #[test]
+    fn records_mistakes() {
+        let (file, diags) = parse("forbid if a = 1 && b || !c;");
+        assert!(diags.is_empty(), "{diags}");
+        assert_eq!(file.mistakes.len(), 4);
+    }
+}
