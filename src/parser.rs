@@ -308,3 +308,25 @@ mod tests {
         assert_eq!(file.mistakes.len(), 4);
     }
 }
+
+/// Parses a single expression (a template hole), whose text starts at byte
+/// `offset` of file `file`. Returns `None` when it is not one expression.
+pub fn parse_expr(file: FileId, text: &str, offset: usize) -> Option<crate::ast::Expr> {
+    let (tokens, errors) = lexer::lex(file, text);
+    if !errors.is_empty() {
+        return None;
+    }
+    let stream = tokens.into_iter().filter(|t| !t.token.is_trivia()).map(|t| {
+        Ok::<_, NoError>((
+            t.span.start as usize + offset,
+            t.token,
+            t.span.end as usize + offset,
+        ))
+    });
+    let mut mistakes = Vec::new();
+    let mut recovered = Vec::new();
+    let expr = generated::ExprParser::new()
+        .parse(file, &mut mistakes, &mut recovered, stream)
+        .ok()?;
+    (recovered.is_empty() && mistakes.is_empty()).then_some(expr)
+}

@@ -1,0 +1,394 @@
+//! Compilation of a checked policy set into a decision tree.
+//!
+//! Each rule's top-level conjuncts that test one request attribute against
+//! constants (`action == "read"`, `resource.kind in [...]`,
+//! `sensitivity >= confidential`) form its *head*. The tree switches on the
+//! attribute that the most remaining rules test, so a request follows one
+//! child per switch (plus the rules that do not test that attribute) and
+//! reaches a handful of candidates whatever the number of rules. The
+//! candidates' full conditions are then evaluated, so the tree only prunes:
+//! it decides exactly as evaluating every rule in order would.
+//!
+//! When a request lacks the switched attribute, or holds a non-string in it,
+//! the walk visits every child: a forbid that would error on the missing
+//! attribute must still be evaluated so that it fails closed.
+
+use std::fmt::Write as _;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::ast::BinOp;
+use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
+use crate::request::Sensitivity;
+
+/// Index of a node in [`Tree::nodes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NodeId(pub u32);
+
+/// A node of the decision tree.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Node {
+    /// Rules to evaluate (indices into the policy set, ascending).
+    Leaf {
+        /// The candidate rules.
+        rules: Vec<u32>,
+    },
+    /// Branch on the string value of an attribute.
+    Switch {
+        /// The attribute tested.
+        attr: Attr,
+        /// Child per value.
+        children: IndexMap<Box<str>, NodeId>,
+        /// Rules that do not test this attribute.
+        rest: NodeId,
+    },
+}
+
+/// The compiled decision tree, stored flat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tree {
+    /// All nodes; the root is [`Tree::root`].
+    pub nodes: Vec<Node>,
+    /// Where the walk starts.
+    pub root: NodeId,
+}
+
+impl Serialize for Attr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.path())
+    }
+}
+
+/// Rules at or below this many stay in one leaf.
+const LEAF_SIZE: usize = 2;
+
+/// The attribute and the values one conjunct restricts it to, when the
+/// conjunct is an indexable head test.
+pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
+    let ExprKind::Binary(op, left, right) = &expr.kind else {
+        return None;
+    };
+    let (attr, lit, op) = match (&left.kind, &right.kind) {
+        (ExprKind::Attr(attr), ExprKind::Lit(lit)) => (attr, lit, *op),
+        (ExprKind::Lit(lit), ExprKind::Attr(attr)) => (attr, lit, flip(*op)?),
+        _ => return None,
+    };
+    if *attr == Attr::Sensitivity {
+        let keep = |level: Sensitivity| -> Option<bool> {
+            Some(match (op, lit) {
+                (BinOp::Eq, Lit::Level(l)) => level == *l,
+                (BinOp::Ne, Lit::Level(l)) => level != *l,
+                (BinOp::Lt, Lit::Level(l)) => level < *l,
+                (BinOp::Le, Lit::Level(l)) => level <= *l,
+                (BinOp::Gt, Lit::Level(l)) => level > *l,
+                (BinOp::Ge, Lit::Level(l)) => level >= *l,
+                (BinOp::In, Lit::List(items)) => items.contains(&Lit::Level(level)),
+                (BinOp::NotIn, Lit::List(items)) => !items.contains(&Lit::Level(level)),
+                _ => return None,
+            })
+        };
+        let mut values = Vec::new();
+        for level in Sensitivity::ALL {
+            if keep(level)? {
+                values.push(level.as_str().to_owned());
+            }
+        }
+        return Some((attr.clone(), values));
+    }
+    if !matches!(attr.ty(), crate::ir::Ty::Str | crate::ir::Ty::Any) || *attr == Attr::EnvironmentTime {
+        return None;
+    }
+    match (op, lit) {
+        (BinOp::Eq, Lit::Str(value)) => Some((attr.clone(), vec![value.to_string()])),
+        (BinOp::In, Lit::List(items)) => {
+            let mut values = Vec::new();
+            for item in items {
+                match item {
+                    Lit::Str(value) => {
+                        if !values.iter().any(|v: &String| v == &**value) {
+                            values.push(value.to_string());
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+            Some((attr.clone(), values))
+        }
+        _ => None,
+    }
+}
+
+fn flip(op: BinOp) -> Option<BinOp> {
+    Some(match op {
+        BinOp::Eq => BinOp::Eq,
+        BinOp::Ne => BinOp::Ne,
+        BinOp::Lt => BinOp::Gt,
+        BinOp::Le => BinOp::Ge,
+        BinOp::Gt => BinOp::Lt,
+        BinOp::Ge => BinOp::Le,
+        _ => return None,
+    })
+}
+
+type Heads = Vec<(Attr, Vec<String>)>;
+
+/// Each rule's head: per attribute, the values its conjuncts allow
+/// (intersected when several conjuncts test the same attribute).
+fn heads(set: &PolicySet) -> Vec<Heads> {
+    set.rules
+        .iter()
+        .map(|rule| {
+            let mut heads: Heads = Vec::new();
+            for conjunct in &rule.conjuncts {
+                let Some((attr, values)) = head_test(conjunct) else { continue };
+                match heads.iter_mut().find(|(a, _)| *a == attr) {
+                    Some((_, existing)) => existing.retain(|v| values.contains(v)),
+                    None => heads.push((attr, values)),
+                }
+            }
+            heads
+        })
+        .collect()
+}
+
+struct Builder {
+    heads: Vec<Heads>,
+    nodes: Vec<Node>,
+}
+
+impl Builder {
+    fn push(&mut self, node: Node) -> NodeId {
+        self.nodes.push(node);
+        NodeId((self.nodes.len() - 1) as u32)
+    }
+
+    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<Attr>) -> NodeId {
+        if rules.len() <= LEAF_SIZE {
+            return self.push(Node::Leaf { rules });
+        }
+        // The attribute most of these rules test.
+        let mut counts: IndexMap<&Attr, usize> = IndexMap::new();
+        for &rule in &rules {
+            for (attr, values) in &self.heads[rule as usize] {
+                if !values.is_empty() && !used.contains(attr) {
+                    *counts.entry(attr).or_default() += 1;
+                }
+            }
+        }
+        let best = counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(attr, _)| (*attr).clone());
+        let Some(attr) = best else {
+            return self.push(Node::Leaf { rules });
+        };
+        let mut children: IndexMap<Box<str>, Vec<u32>> = IndexMap::new();
+        let mut rest = Vec::new();
+        for &rule in &rules {
+            match self.heads[rule as usize]
+                .iter()
+                .find(|(a, values)| *a == attr && !values.is_empty())
+            {
+                Some((_, values)) => {
+                    for value in values {
+                        children.entry(value.as_str().into()).or_default().push(rule);
+                    }
+                }
+                None => rest.push(rule),
+            }
+        }
+        used.push(attr.clone());
+        let mut built = IndexMap::new();
+        for (value, rules) in children {
+            let child = self.build(rules, used);
+            built.insert(value, child);
+        }
+        let rest = self.build(rest, used);
+        used.pop();
+        self.push(Node::Switch {
+            attr,
+            children: built,
+            rest,
+        })
+    }
+}
+
+/// Builds the decision tree of a checked policy set.
+pub fn compile(set: &PolicySet) -> Tree {
+    let mut builder = Builder {
+        heads: heads(set),
+        nodes: Vec::new(),
+    };
+    let all: Vec<u32> = (0..set.rules.len() as u32).collect();
+    let root = builder.build(all, &mut Vec::new());
+    Tree {
+        nodes: builder.nodes,
+        root,
+    }
+}
+
+impl Tree {
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0 as usize]
+    }
+
+    /// Collects the candidate rules for a request into `out`: sorted,
+    /// without duplicates. `value` reads the string value of an attribute
+    /// (`None` when it is missing or not a string).
+    pub fn candidates<'r>(
+        &self,
+        value: impl Fn(&Attr) -> Option<&'r str>,
+        out: &mut Vec<u32>,
+        near_misses: &mut Vec<NodeId>,
+    ) {
+        let mut stack = vec![self.root];
+        let mut exact = true;
+        while let Some(id) = stack.pop() {
+            match self.node(id) {
+                Node::Leaf { rules } => out.extend_from_slice(rules),
+                Node::Switch {
+                    attr,
+                    children,
+                    rest,
+                } => {
+                    stack.push(*rest);
+                    match value(attr) {
+                        Some(key) => match children.get(key) {
+                            Some(child) => stack.push(*child),
+                            None => near_misses.push(id),
+                        },
+                        None => {
+                            exact = false;
+                            stack.extend(children.values().copied());
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        if !exact {
+            out.dedup();
+        }
+    }
+
+    /// Up to `limit` rules found below the children of the given switches:
+    /// the rules that would have been candidates had one tested value
+    /// been different.
+    pub fn rules_below(&self, switches: &[NodeId], limit: usize) -> Vec<u32> {
+        let mut found = Vec::new();
+        let mut budget = 64usize;
+        for &switch in switches {
+            let Node::Switch { children, .. } = self.node(switch) else { continue };
+            let mut stack: Vec<NodeId> = children.values().rev().copied().collect();
+            while let Some(id) = stack.pop() {
+                if budget == 0 || found.len() >= limit {
+                    return found;
+                }
+                budget -= 1;
+                match self.node(id) {
+                    Node::Leaf { rules } => {
+                        for rule in rules {
+                            if !found.contains(rule) {
+                                found.push(*rule);
+                            }
+                        }
+                    }
+                    Node::Switch { children, rest, .. } => {
+                        stack.push(*rest);
+                        stack.extend(children.values().rev().copied());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// The tree as indented text, rules named by id.
+    pub fn render(&self, set: &PolicySet) -> String {
+        let mut out = String::new();
+        self.render_node(set, self.root, 0, &mut out);
+        out
+    }
+
+    fn render_node(&self, set: &PolicySet, id: NodeId, depth: usize, out: &mut String) {
+        let pad = "  ".repeat(depth);
+        match self.node(id) {
+            Node::Leaf { rules } if rules.is_empty() => {
+                let _ = writeln!(out, "{pad}(no rules)");
+            }
+            Node::Leaf { rules } => {
+                for rule in rules {
+                    let rule = &set.rules[*rule as usize];
+                    let _ = writeln!(out, "{pad}{} {}", rule.kind.name(), rule.id);
+                }
+            }
+            Node::Switch {
+                attr,
+                children,
+                rest,
+            } => {
+                let _ = writeln!(out, "{pad}switch {}", attr.path());
+                for (value, child) in children {
+                    let _ = writeln!(out, "{pad}  == \"{value}\"");
+                    self.render_node(set, *child, depth + 2, out);
+                }
+                let _ = writeln!(out, "{pad}  otherwise");
+                self.render_node(set, *rest, depth + 2, out);
+            }
+        }
+    }
+
+    /// The tree in Graphviz DOT.
+    pub fn to_dot(&self, set: &PolicySet) -> String {
+        let mut out = String::from(
+            "digraph writ {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n",
+        );
+        for (index, node) in self.nodes.iter().enumerate() {
+            match node {
+                Node::Leaf { rules } => {
+                    let label: Vec<String> = rules
+                        .iter()
+                        .map(|r| {
+                            let rule = &set.rules[*r as usize];
+                            format!("{} {}", rule.kind.name(), rule.id)
+                        })
+                        .collect();
+                    let label = if label.is_empty() {
+                        "(no rules)".to_owned()
+                    } else {
+                        label.join("\\l") + "\\l"
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  n{index} [shape=box, style=rounded, label=\"{}\"];",
+                        escape_dot(&label)
+                    );
+                }
+                Node::Switch {
+                    attr,
+                    children,
+                    rest,
+                } => {
+                    let _ = writeln!(out, "  n{index} [shape=diamond, label=\"{}\"];", attr.path());
+                    for (value, child) in children {
+                        let _ = writeln!(
+                            out,
+                            "  n{index} -> n{} [label=\"{}\"];",
+                            child.0,
+                            escape_dot(&format!("\"{value}\""))
+                        );
+                    }
+                    let _ = writeln!(out, "  n{index} -> n{} [label=\"otherwise\", style=dashed];", rest.0);
+                }
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn escape_dot(text: &str) -> String {
+    text.replace('"', "\\\"").replace("\\\\l", "\\l")
+}

@@ -1,0 +1,184 @@
+//! The library entry point: compile policy sources once, decide many times.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::compile::{self, Tree};
+use crate::decision::Decision;
+use crate::diagnostics::Diagnostics;
+use crate::eval::{self, Compiled};
+use crate::ir::PolicySet;
+use crate::parser;
+use crate::request::{Request, RequestError};
+use crate::source::Sources;
+
+/// The default policy pack, embedded at build time: `(file name, text)`.
+pub const DEFAULT_PACK: &[(&str, &str)] = &[
+    ("policies/default/identity.writ", include_str!("../policies/default/identity.writ")),
+    ("policies/default/intent.writ", include_str!("../policies/default/intent.writ")),
+    ("policies/default/scope.writ", include_str!("../policies/default/scope.writ")),
+    ("policies/default/ttl.writ", include_str!("../policies/default/ttl.writ")),
+    ("policies/default/lifecycle.writ", include_str!("../policies/default/lifecycle.writ")),
+    ("policies/default/baseline.writ", include_str!("../policies/default/baseline.writ")),
+];
+
+/// A compiled policy set, ready to decide. Cheap to share across threads
+/// (`Send + Sync`; wrap it in an `Arc`).
+#[derive(Debug)]
+pub struct Engine {
+    sources: Sources,
+    set: PolicySet,
+    tree: Tree,
+    digest: String,
+}
+
+/// Limits on what [`Engine::compile`] accepts.
+pub mod limits {
+    /// Largest policy file, in bytes.
+    pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+}
+
+impl Engine {
+    /// Compiles `(name, text)` sources, with an optional JSON data object
+    /// whose keys override constants by name and add data by path.
+    pub fn compile<N, T>(files: impl IntoIterator<Item = (N, T)>, data: Option<&Value>) -> Result<Engine, Diagnostics>
+    where
+        N: Into<String>,
+        T: Into<std::sync::Arc<str>>,
+    {
+        let mut sources = Sources::new();
+        for (name, text) in files {
+            sources.add(name, text);
+        }
+        let mut diagnostics = Diagnostics::default();
+        let data = match data {
+            None => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => {
+                diagnostics.push_plain(DataError::NotAnObject);
+                None
+            }
+        };
+        let mut files = Vec::new();
+        for (id, file) in sources.files() {
+            if file.text.len() > limits::MAX_FILE_BYTES {
+                diagnostics.push_plain(DataError::FileTooLarge {
+                    name: file.name.clone(),
+                    limit: limits::MAX_FILE_BYTES,
+                });
+                continue;
+            }
+            let (ast, diags) = parser::parse_file(id, file);
+            diagnostics.extend(diags);
+            files.push(ast);
+        }
+        let (set, diags) = crate::check::check(&sources, &files, data);
+        diagnostics.extend(diags);
+        if !diagnostics.is_empty() {
+            return Err(diagnostics);
+        }
+        let tree = compile::compile(&set);
+        let digest = digest(&sources, data);
+        Ok(Engine {
+            sources,
+            set,
+            tree,
+            digest,
+        })
+    }
+
+    /// The embedded default pack, with optional data.
+    pub fn default_pack(data: Option<&Value>) -> Result<Engine, Diagnostics> {
+        Engine::compile(DEFAULT_PACK.iter().copied(), data)
+    }
+
+    /// Decides a request. A request that fails validation is denied with an
+    /// error; nothing here panics or allows on error.
+    pub fn decide(&self, request: &Request) -> Decision {
+        eval::decide(&self.compiled(), request)
+    }
+
+    /// Parses a JSON request and decides it.
+    pub fn decide_json(&self, text: &str) -> Result<Decision, RequestError> {
+        let request = Request::from_json(text)?;
+        Ok(self.decide(&request))
+    }
+
+    /// Decides by evaluating every rule in order, without the tree. Slower;
+    /// for tests that the tree changes nothing.
+    pub fn decide_naive(&self, request: &Request) -> Decision {
+        eval::decide_naive(&self.set, &self.digest, request)
+    }
+
+    fn compiled(&self) -> Compiled<'_> {
+        Compiled {
+            set: &self.set,
+            tree: &self.tree,
+            digest: &self.digest,
+        }
+    }
+
+    /// `sha256:...` over the file names, texts and data.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The checked rules.
+    pub fn policy(&self) -> &PolicySet {
+        &self.set
+    }
+
+    /// The decision tree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The sources compiled.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+}
+
+fn digest(sources: &Sources, data: Option<&serde_json::Map<String, Value>>) -> String {
+    let mut hasher = Sha256::new();
+    for (_, file) in sources.files() {
+        hasher.update((file.name.len() as u64).to_le_bytes());
+        hasher.update(file.name.as_bytes());
+        hasher.update((file.text.len() as u64).to_le_bytes());
+        hasher.update(file.text.as_bytes());
+    }
+    if let Some(data) = data {
+        hasher.update(serde_json::to_string(data).unwrap_or_default().as_bytes());
+    }
+    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Problems with inputs other than policy text.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+pub enum DataError {
+    /// `--data` holding `[1, 2]`
+    #[error("the data file must hold a JSON object")]
+    #[diagnostic(code(writ::data::not_an_object), help("write `{{\"name\": value, ...}}`"))]
+    NotAnObject,
+    /// A policy file over the size limit.
+    #[error("policy file `{name}` is larger than {limit} bytes")]
+    #[diagnostic(code(writ::limits::file_too_large))]
+    FileTooLarge {
+        /// The file.
+        name: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+    }
+}

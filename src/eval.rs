@@ -1,0 +1,991 @@
+//! The evaluator: walks the tree, evaluates the candidates' conditions with
+//! three-valued logic, and combines them into the decision.
+//!
+//! Errors are values here. `and` is false when either side is false (even if
+//! the other errs) and `or` is true when either side is true; otherwise an
+//! error propagates. This makes the result independent of operand order,
+//! which is what lets the tree skip rules without changing any decision.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use indexmap::IndexMap;
+use serde_json::{json, Value};
+
+use crate::ast::BinOp;
+use crate::compile::Tree;
+use crate::decision::{
+    Decision, Effect, EvalError, Failed, ObligationOut, Outcome, PolicyRef, TraceEntry,
+};
+use crate::ir::{
+    Attr, Builtin, Dim, Expr, ExprKind, Lit, Obligation, PolicySet, Rule, RuleKind, Template,
+    TemplatePart,
+};
+use crate::request::{parse_time, Prepared, Request, Sensitivity};
+use crate::scope::ScopeItem;
+
+/// The TTL granted when no permit, limit or request bounds it.
+pub const DEFAULT_TTL: u64 = 3600;
+
+/// A value during evaluation, borrowing from the request and the policy.
+#[derive(Debug, Clone)]
+pub enum Val<'a> {
+    /// A string.
+    Str(Cow<'a, str>),
+    /// A number.
+    Num(f64),
+    /// A bool.
+    Bool(bool),
+    /// A duration in seconds.
+    Dur(u64),
+    /// A sensitivity level.
+    Level(Sensitivity),
+    /// An instant, Unix nanoseconds.
+    Time(i128),
+    /// A list of constants.
+    Lits(&'a [Lit]),
+    /// A list of strings from the request.
+    Strs(&'a [String]),
+    /// A JSON array or object from the request or the data.
+    Json(&'a Value),
+}
+
+type Res<T> = Result<T, String>;
+
+struct Ctx<'a> {
+    request: &'a Request,
+    prepared: &'a Prepared,
+    data: &'a IndexMap<String, Value>,
+    locals: Vec<Val<'a>>,
+}
+
+fn from_json(value: &Value) -> Res<Val<'_>> {
+    Ok(match value {
+        Value::String(s) => Val::Str(Cow::Borrowed(s)),
+        Value::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Null => return Err("value is null".to_owned()),
+        other => Val::Json(other),
+    })
+}
+
+fn from_lit(lit: &Lit) -> Res<Val<'_>> {
+    Ok(match lit {
+        Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
+        Lit::Num(n) => Val::Num(*n),
+        Lit::Bool(b) => Val::Bool(*b),
+        Lit::Dur(d) => Val::Dur(*d),
+        Lit::Level(l) => Val::Level(*l),
+        Lit::List(items) => Val::Lits(items),
+        Lit::Json(v) => from_json(v)?,
+    })
+}
+
+/// The value of a request attribute; `None` when it is absent.
+pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<Val<'a>> {
+    let s = |o: &'a Option<String>| o.as_deref().map(|s| Val::Str(Cow::Borrowed(s)));
+    let extra = |map: &'a IndexMap<String, Value>, name: &str| {
+        map.get(name).and_then(|v| from_json(v).ok())
+    };
+    match attr {
+        Attr::SubjectId => s(&request.subject.id),
+        Attr::SubjectKind => s(&request.subject.kind),
+        Attr::SubjectAuth => s(&request.subject.auth),
+        Attr::SubjectAttested => request.subject.attested.map(Val::Bool),
+        Attr::SubjectShared => request.subject.shared.map(Val::Bool),
+        Attr::SubjectOwner => s(&request.subject.owner),
+        Attr::SubjectEnvironment => s(&request.subject.environment),
+        Attr::Action => s(&request.action),
+        Attr::ResourceId => s(&request.resource.id),
+        Attr::ResourceKind => s(&request.resource.kind),
+        Attr::ResourceOwner => s(&request.resource.owner),
+        Attr::IntentTask => s(&request.intent.task),
+        Attr::IntentId => s(&request.intent.id),
+        Attr::IntentObjective => s(&request.intent.objective),
+        Attr::IntentObjectiveChanged => request.intent.objective_changed.map(Val::Bool),
+        Attr::EnvironmentName => s(&request.environment.name),
+        Attr::EnvironmentBroker => s(&request.environment.broker),
+        Attr::EnvironmentTime => prepared.time.map(Val::Time),
+        Attr::Sensitivity => request.sensitivity.map(Val::Level),
+        Attr::RequestedScope => request.requested.scope.as_deref().map(Val::Strs),
+        Attr::RequestedTtl => request.requested.ttl.map(Val::Dur),
+        Attr::Extra(dim, name) => match dim {
+            Dim::Subject => extra(&request.subject.extra, name),
+            Dim::Resource => extra(&request.resource.extra, name),
+            Dim::Intent => extra(&request.intent.extra, name),
+            Dim::Environment => extra(&request.environment.extra, name),
+            Dim::Requested => None,
+            Dim::Context => extra(&request.context, name),
+        },
+    }
+}
+
+/// The string value of an attribute, for the tree's switches.
+pub fn attr_key<'a>(request: &'a Request, attr: &Attr) -> Option<&'a str> {
+    let s = |o: &'a Option<String>| o.as_deref();
+    let extra = |map: &'a IndexMap<String, Value>, name: &str| map.get(name).and_then(Value::as_str);
+    match attr {
+        Attr::SubjectId => s(&request.subject.id),
+        Attr::SubjectKind => s(&request.subject.kind),
+        Attr::SubjectAuth => s(&request.subject.auth),
+        Attr::SubjectOwner => s(&request.subject.owner),
+        Attr::SubjectEnvironment => s(&request.subject.environment),
+        Attr::Action => s(&request.action),
+        Attr::ResourceId => s(&request.resource.id),
+        Attr::ResourceKind => s(&request.resource.kind),
+        Attr::ResourceOwner => s(&request.resource.owner),
+        Attr::IntentTask => s(&request.intent.task),
+        Attr::IntentId => s(&request.intent.id),
+        Attr::IntentObjective => s(&request.intent.objective),
+        Attr::EnvironmentName => s(&request.environment.name),
+        Attr::EnvironmentBroker => s(&request.environment.broker),
+        Attr::Sensitivity => request.sensitivity.map(Sensitivity::as_str),
+        Attr::Extra(dim, name) => match dim {
+            Dim::Subject => extra(&request.subject.extra, name),
+            Dim::Resource => extra(&request.resource.extra, name),
+            Dim::Intent => extra(&request.intent.extra, name),
+            Dim::Environment => extra(&request.environment.extra, name),
+            Dim::Requested => None,
+            Dim::Context => extra(&request.context, name),
+        },
+        _ => None,
+    }
+}
+
+fn type_name(val: &Val) -> &'static str {
+    match val {
+        Val::Str(_) => "string",
+        Val::Num(_) => "number",
+        Val::Bool(_) => "bool",
+        Val::Dur(_) => "duration",
+        Val::Level(_) => "sensitivity level",
+        Val::Time(_) => "timestamp",
+        Val::Lits(_) | Val::Strs(_) => "list",
+        Val::Json(Value::Array(_)) => "list",
+        Val::Json(_) => "object",
+    }
+}
+
+/// A value as JSON, for traces.
+pub fn to_json(val: &Val) -> Value {
+    match val {
+        Val::Str(s) => Value::String(s.to_string()),
+        Val::Num(n) => json!(n),
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Dur(d) => json!(format!("{d}s")),
+        Val::Level(l) => Value::String(l.as_str().to_owned()),
+        Val::Time(t) => Value::String(format_time(*t)),
+        Val::Lits(items) => Value::Array(
+            items
+                .iter()
+                .map(|l| from_lit(l).map_or(Value::Null, |v| to_json(&v)))
+                .collect(),
+        ),
+        Val::Strs(items) => Value::Array(items.iter().map(|s| Value::String(s.clone())).collect()),
+        Val::Json(v) => (*v).clone(),
+    }
+}
+
+fn format_time(nanos: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| nanos.to_string())
+}
+
+fn as_time(val: &Val) -> Option<i128> {
+    match val {
+        Val::Time(t) => Some(*t),
+        Val::Str(s) => parse_time(s),
+        _ => None,
+    }
+}
+
+fn equal(a: &Val, b: &Val) -> Res<bool> {
+    Ok(match (a, b) {
+        (Val::Str(x), Val::Str(y)) => x == y,
+        (Val::Num(x), Val::Num(y)) => x == y,
+        (Val::Bool(x), Val::Bool(y)) => x == y,
+        (Val::Dur(x), Val::Dur(y)) => x == y,
+        (Val::Dur(d), Val::Num(n)) | (Val::Num(n), Val::Dur(d)) => *d as f64 == *n,
+        (Val::Level(x), Val::Level(y)) => x == y,
+        (Val::Time(x), other) | (other, Val::Time(x)) => match as_time(other) {
+            Some(y) => *x == y,
+            None => return Err(mismatch(a, b)),
+        },
+        _ => {
+            let left = list_items(a);
+            let right = list_items(b);
+            match (left, right) {
+                (Some(l), Some(r)) => {
+                    if l.len() != r.len() {
+                        return Ok(false);
+                    }
+                    for (x, y) in l.iter().zip(r.iter()) {
+                        if !equal(x, y)? {
+                            return Ok(false);
+                        }
+                    }
+                    true
+                }
+                _ => match (a, b) {
+                    (Val::Json(x), Val::Json(y)) => x == y,
+                    _ => return Err(mismatch(a, b)),
+                },
+            }
+        }
+    })
+}
+
+fn mismatch(a: &Val, b: &Val) -> String {
+    format!(
+        "cannot compare {} {} with {} {}",
+        type_name(a),
+        to_json(a),
+        type_name(b),
+        to_json(b)
+    )
+}
+
+fn order(a: &Val, b: &Val) -> Res<Ordering> {
+    let ord = match (a, b) {
+        (Val::Num(x), Val::Num(y)) => x.partial_cmp(y),
+        (Val::Dur(x), Val::Dur(y)) => Some(x.cmp(y)),
+        (Val::Dur(d), Val::Num(n)) => (*d as f64).partial_cmp(n),
+        (Val::Num(n), Val::Dur(d)) => n.partial_cmp(&(*d as f64)),
+        (Val::Level(x), Val::Level(y)) => Some(x.cmp(y)),
+        _ => match (as_time(a), as_time(b)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => None,
+        },
+    };
+    ord.ok_or_else(|| {
+        format!(
+            "cannot order {} {} and {} {}",
+            type_name(a),
+            to_json(a),
+            type_name(b),
+            to_json(b)
+        )
+    })
+}
+
+fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
+    match val {
+        Val::Lits(items) => items.iter().map(|l| from_lit(l).ok()).collect(),
+        Val::Strs(items) => Some(items.iter().map(|s| Val::Str(Cow::Borrowed(s.as_str()))).collect()),
+        Val::Json(Value::Array(items)) => items.iter().map(|v| from_json(v).ok()).collect(),
+        _ => None,
+    }
+}
+
+fn contains(list: &Val, needle: &Val) -> Res<bool> {
+    // Membership compares like `==` but skips elements of another type.
+    let check = |item: Val| equal(&item, needle).unwrap_or(false);
+    match list {
+        Val::Lits(items) => Ok(items.iter().any(|l| from_lit(l).is_ok_and(check))),
+        Val::Strs(items) => Ok(match needle {
+            Val::Str(n) => items.iter().any(|s| s == n),
+            _ => false,
+        }),
+        Val::Json(Value::Array(items)) => Ok(items.iter().any(|v| from_json(v).is_ok_and(check))),
+        other => Err(format!("`in` needs a list, found {} {}", type_name(other), to_json(other))),
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn eval(&mut self, expr: &'a Expr) -> Res<Val<'a>> {
+        match &expr.kind {
+            ExprKind::Lit(lit) => from_lit(lit),
+            ExprKind::Attr(attr) => attr_value(self.request, self.prepared, attr)
+                .ok_or_else(|| format!("`{}` is missing", attr.path())),
+            ExprKind::Local(depth) => self
+                .locals
+                .get(*depth)
+                .cloned()
+                .ok_or_else(|| "unbound name".to_owned()),
+            ExprKind::Data(key) => self
+                .data
+                .get(&**key)
+                .ok_or_else(|| format!("data `{key}` is missing"))
+                .and_then(from_json),
+            ExprKind::Field(base, name) => {
+                let base = self.eval(base)?;
+                match base {
+                    Val::Json(Value::Object(map)) => map
+                        .get(&**name)
+                        .ok_or_else(|| format!("field `{name}` is missing"))
+                        .and_then(from_json),
+                    other => Err(format!("{} has no field `{name}`", type_name(&other))),
+                }
+            }
+            ExprKind::Index(base, index) => {
+                let base = self.eval(base)?;
+                let index = self.eval(index)?;
+                match (&base, &index) {
+                    (Val::Json(Value::Object(map)), Val::Str(key)) => map
+                        .get(&**key)
+                        .ok_or_else(|| format!("key `{key}` is missing"))
+                        .and_then(from_json),
+                    (_, Val::Num(n)) if n.fract() == 0.0 && *n >= 0.0 => {
+                        let items = list_items(&base)
+                            .ok_or_else(|| format!("a {} cannot be indexed", type_name(&base)))?;
+                        items
+                            .into_iter()
+                            .nth(*n as usize)
+                            .ok_or_else(|| format!("index {n} is out of range"))
+                    }
+                    _ => Err(format!(
+                        "cannot index {} with {} {}",
+                        type_name(&base),
+                        type_name(&index),
+                        to_json(&index)
+                    )),
+                }
+            }
+            ExprKind::Call(builtin, args) => {
+                let mut values = Vec::with_capacity(args.len());
+                for arg in args {
+                    values.push(self.eval(arg)?);
+                }
+                call(*builtin, &values)
+            }
+            ExprKind::Not(inner) => match self.eval(inner)? {
+                Val::Bool(b) => Ok(Val::Bool(!b)),
+                other => Err(format!("`not` needs a bool, found {} {}", type_name(&other), to_json(&other))),
+            },
+            ExprKind::Matches(inner, glob) => match self.eval(inner)? {
+                Val::Str(s) => Ok(Val::Bool(glob.is_match(&s))),
+                other => Err(format!("`matches` needs a string, found {} {}", type_name(&other), to_json(&other))),
+            },
+            ExprKind::Has(attr, rest) => Ok(Val::Bool(self.has(attr, rest))),
+            ExprKind::Quantifier { all, list, body } => {
+                let list = self.eval(list)?;
+                let items = list_items(&list)
+                    .ok_or_else(|| format!("`{}` needs a list, found {}", if *all { "all" } else { "any" }, type_name(&list)))?;
+                let mut error = None;
+                for item in items {
+                    self.locals.push(item);
+                    let result = self.truth(body);
+                    self.locals.pop();
+                    match result {
+                        Ok(b) if b != *all => return Ok(Val::Bool(b)),
+                        Ok(_) => {}
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
+                    }
+                }
+                match error {
+                    Some(e) => Err(e),
+                    None => Ok(Val::Bool(*all)),
+                }
+            }
+            ExprKind::Binary(op, left, right) => self.binary(*op, left, right),
+        }
+    }
+
+    fn truth(&mut self, expr: &'a Expr) -> Res<bool> {
+        match self.eval(expr)? {
+            Val::Bool(b) => Ok(b),
+            other => Err(format!("expected true or false, found {} {}", type_name(&other), to_json(&other))),
+        }
+    }
+
+    fn has(&self, attr: &Attr, rest: &[Box<str>]) -> bool {
+        let Some(mut value) = attr_value(self.request, self.prepared, attr) else {
+            return false;
+        };
+        for field in rest {
+            match value {
+                Val::Json(Value::Object(map)) => match map.get(&**field).map(from_json) {
+                    Some(Ok(next)) => value = next,
+                    _ => return false,
+                },
+                _ => return false,
+            }
+        }
+        !matches!(&value, Val::Str(s) if s.is_empty())
+    }
+
+    fn binary(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr) -> Res<Val<'a>> {
+        match op {
+            BinOp::And | BinOp::Or => {
+                let dominant = op == BinOp::Or;
+                let l = self.truth(left);
+                if l == Ok(dominant) {
+                    return Ok(Val::Bool(dominant));
+                }
+                let r = self.truth(right);
+                if r == Ok(dominant) {
+                    return Ok(Val::Bool(dominant));
+                }
+                l?;
+                r?;
+                Ok(Val::Bool(!dominant))
+            }
+            _ => {
+                let l = self.eval(left)?;
+                let r = self.eval(right)?;
+                Ok(match op {
+                    BinOp::Eq => Val::Bool(equal(&l, &r)?),
+                    BinOp::Ne => Val::Bool(!equal(&l, &r)?),
+                    BinOp::Lt => Val::Bool(order(&l, &r)? == Ordering::Less),
+                    BinOp::Le => Val::Bool(order(&l, &r)? != Ordering::Greater),
+                    BinOp::Gt => Val::Bool(order(&l, &r)? == Ordering::Greater),
+                    BinOp::Ge => Val::Bool(order(&l, &r)? != Ordering::Less),
+                    BinOp::In => Val::Bool(contains(&r, &l)?),
+                    BinOp::NotIn => Val::Bool(!contains(&r, &l)?),
+                    BinOp::Add => add(&l, &r)?,
+                    BinOp::Matches | BinOp::And | BinOp::Or => {
+                        return Err("operator not supported here".to_owned())
+                    }
+                })
+            }
+        }
+    }
+
+    /// Evaluates a rule's conjuncts: the first false one wins over errors.
+    fn rule(&mut self, rule: &'a Rule) -> RuleResult {
+        let mut error = None;
+        for (index, conjunct) in rule.conjuncts.iter().enumerate() {
+            match self.truth(conjunct) {
+                Ok(true) => {}
+                Ok(false) => return RuleResult::False(index),
+                Err(message) => {
+                    error.get_or_insert(message);
+                }
+            }
+        }
+        match error {
+            Some(message) => RuleResult::Error(message),
+            None => RuleResult::True,
+        }
+    }
+
+    /// How many conjuncts hold, for ranking near misses.
+    fn held(&mut self, rule: &'a Rule) -> usize {
+        rule.conjuncts
+            .iter()
+            .filter(|c| self.truth(c) == Ok(true))
+            .count()
+    }
+
+    /// The value a failed conjunct saw: its attribute side.
+    fn saw(&mut self, conjunct: &'a Expr) -> Value {
+        let target = match &conjunct.kind {
+            ExprKind::Binary(_, left, right) => {
+                if matches!(left.kind, ExprKind::Lit(_)) {
+                    right
+                } else {
+                    left
+                }
+            }
+            ExprKind::Not(inner) => inner,
+            ExprKind::Matches(inner, _) => inner,
+            _ => conjunct,
+        };
+        match self.eval(target) {
+            Ok(v) => to_json(&v),
+            Err(_) => Value::Null,
+        }
+    }
+
+    fn template(&mut self, template: &'a Template, scope_item: bool) -> Res<String> {
+        let mut out = String::new();
+        for part in &template.parts {
+            match part {
+                TemplatePart::Text(text) => out.push_str(text),
+                TemplatePart::Hole(expr) => {
+                    let value = self.eval(expr)?;
+                    let text = match &value {
+                        Val::Str(s) => s.to_string(),
+                        Val::Num(n) => n.to_string(),
+                        Val::Dur(d) => d.to_string(),
+                        Val::Level(l) => l.as_str().to_owned(),
+                        Val::Time(t) => format_time(*t),
+                        Val::Bool(b) => b.to_string(),
+                        other => {
+                            return Err(format!(
+                                "cannot put a {} into `{}`",
+                                type_name(other),
+                                template.source
+                            ))
+                        }
+                    };
+                    if scope_item && (text.contains('*') || text.is_empty()) {
+                        return Err(format!(
+                            "value {} would widen or break the scope item `{}`",
+                            Value::String(text),
+                            template.source
+                        ));
+                    }
+                    out.push_str(&text);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn call<'a>(builtin: Builtin, args: &[Val<'a>]) -> Res<Val<'a>> {
+    let string = |v: &Val<'a>| match v {
+        Val::Str(s) => Ok(s.clone()),
+        other => Err(format!("expected a string, found {} {}", type_name(other), to_json(other))),
+    };
+    match builtin {
+        Builtin::Len => match &args[0] {
+            Val::Str(s) => Ok(Val::Num(s.chars().count() as f64)),
+            other => list_items(other)
+                .map(|items| Val::Num(items.len() as f64))
+                .ok_or_else(|| format!("`len` needs a list or a string, found {}", type_name(other))),
+        },
+        Builtin::Contains => match &args[0] {
+            Val::Str(s) => Ok(Val::Bool(s.contains(&*string(&args[1])?))),
+            list => Ok(Val::Bool(contains(list, &args[1])?)),
+        },
+        Builtin::StartsWith => Ok(Val::Bool(string(&args[0])?.starts_with(&*string(&args[1])?))),
+        Builtin::EndsWith => Ok(Val::Bool(string(&args[0])?.ends_with(&*string(&args[1])?))),
+        Builtin::Lower => Ok(Val::Str(Cow::Owned(string(&args[0])?.to_lowercase()))),
+    }
+}
+
+fn add<'a>(a: &Val<'a>, b: &Val<'a>) -> Res<Val<'a>> {
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => Ok(Val::Num(x + y)),
+        (Val::Dur(x), Val::Dur(y)) => x.checked_add(*y).map(Val::Dur).ok_or_else(|| "duration overflow".to_owned()),
+        (t, Val::Dur(d)) => match as_time(t) {
+            Some(t) => Ok(Val::Time(t + i128::from(*d) * 1_000_000_000)),
+            None => Err(format!("cannot add a duration to {} {}", type_name(t), to_json(t))),
+        },
+        _ => Err(format!("cannot add {} and {}", type_name(a), type_name(b))),
+    }
+}
+
+enum RuleResult {
+    True,
+    False(usize),
+    Error(String),
+}
+
+/// Everything the evaluator needs from a compiled engine.
+pub struct Compiled<'e> {
+    /// The checked rules.
+    pub set: &'e PolicySet,
+    /// Their decision tree.
+    pub tree: &'e Tree,
+    /// The policy digest.
+    pub digest: &'e str,
+}
+
+fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
+    TraceEntry {
+        rule: rule.id.clone(),
+        kind: rule.kind.name().to_owned(),
+        at: rule.location.clone(),
+        outcome,
+        failed: None,
+        error: None,
+        effect: Vec::new(),
+        because: None,
+        closest: false,
+    }
+}
+
+/// Decides a request. Never panics; any error fails closed.
+pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
+    let prepared = match request.validate() {
+        Ok(p) => p,
+        Err(error) => return Decision::rejected(error.to_string(), compiled.digest),
+    };
+    let mut candidates = Vec::new();
+    let mut near = Vec::new();
+    compiled
+        .tree
+        .candidates(|attr| attr_key(request, attr), &mut candidates, &mut near);
+    let set = compiled.set;
+    let mut ctx = Ctx {
+        request,
+        prepared: &prepared,
+        data: &set.data,
+        locals: Vec::new(),
+    };
+
+    let mut trace: Vec<TraceEntry> = Vec::with_capacity(candidates.len());
+    let mut errors: Vec<EvalError> = Vec::new();
+    // Indices into `trace` by role.
+    let mut forbids = Vec::new();
+    let mut permits = Vec::new();
+    let mut limits = Vec::new();
+    let mut requires = Vec::new();
+    let mut missed_permits = Vec::new();
+
+    for &index in &candidates {
+        let rule = &set.rules[index as usize];
+        let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
+        let mut e = match ctx.rule(rule) {
+            RuleResult::True => entry(rule, Outcome::Matched),
+            RuleResult::False(at) => {
+                let mut e = entry(rule, Outcome::NotMatched);
+                e.failed = Some(Failed {
+                    condition: rule.conjunct_text[at].clone(),
+                    saw: ctx.saw(&rule.conjuncts[at]),
+                });
+                if !fails_closed {
+                    missed_permits.push(index);
+                }
+                e
+            }
+            RuleResult::Error(message) => {
+                errors.push(EvalError {
+                    rule: rule.id.clone(),
+                    message: message.clone(),
+                });
+                let mut e = entry(
+                    rule,
+                    if fails_closed {
+                        Outcome::Matched
+                    } else {
+                        Outcome::Error
+                    },
+                );
+                e.error = Some(message);
+                e
+            }
+        };
+        if e.outcome == Outcome::Matched {
+            if let Some(because) = &rule.because {
+                e.because = ctx.template(because, false).ok();
+            }
+            let slot = trace.len();
+            match rule.kind {
+                RuleKind::Permit { .. } => permits.push((slot, index)),
+                RuleKind::Forbid => forbids.push(slot),
+                RuleKind::LimitTtl(_) | RuleKind::LimitScope(_) => limits.push((slot, index)),
+                RuleKind::Require(_) => requires.push((slot, index)),
+            }
+        }
+        trace.push(e);
+    }
+
+    let deny = |trace: Vec<TraceEntry>, reasons: Vec<String>, errors: Vec<EvalError>, dropped: Vec<String>| Decision {
+        decision: Effect::Deny,
+        scope: Vec::new(),
+        ttl: 0,
+        obligations: Vec::new(),
+        reasons,
+        dropped_scope: dropped,
+        errors,
+        trace,
+        policy: PolicyRef {
+            digest: compiled.digest.to_owned(),
+        },
+    };
+
+    // 2. A matching forbid (or one that failed closed) denies.
+    if !forbids.is_empty() {
+        let mut reasons = Vec::new();
+        for &slot in &forbids {
+            trace[slot].effect.push("denied".to_owned());
+            reasons.push(trace[slot].rule.clone());
+        }
+        return deny(trace, reasons, errors, Vec::new());
+    }
+
+    // Instantiate the matched permits' grants; a grant that cannot be built
+    // makes its permit not match.
+    let mut granted: Vec<(usize, u32, Vec<ScopeItem>)> = Vec::new();
+    for &(slot, index) in &permits {
+        let RuleKind::Permit { grant, .. } = &set.rules[index as usize].kind else { continue };
+        let mut items = Vec::new();
+        let mut failure = None;
+        for template in grant {
+            match ctx
+                .template(template, true)
+                .and_then(|text| ScopeItem::parse(&text).map_err(|e| e.to_string()))
+            {
+                Ok(item) => items.push(item),
+                Err(message) => {
+                    failure = Some(message);
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => granted.push((slot, index, items)),
+            Some(message) => {
+                trace[slot].outcome = Outcome::Error;
+                trace[slot].error = Some(message.clone());
+                errors.push(EvalError {
+                    rule: trace[slot].rule.clone(),
+                    message,
+                });
+            }
+        }
+    }
+
+    // 1. Deny by default, naming the permits that came closest.
+    if granted.is_empty() {
+        mark_closest(&mut ctx, compiled, &mut trace, &missed_permits, &near);
+        return deny(trace, Vec::new(), errors, Vec::new());
+    }
+
+    // 4. Scope.
+    let scope_limits: Vec<(usize, &Vec<ScopeItem>)> = limits
+        .iter()
+        .filter_map(|&(slot, index)| match &set.rules[index as usize].kind {
+            RuleKind::LimitScope(patterns) => Some((slot, patterns)),
+            _ => None,
+        })
+        .collect();
+    let mut contributing = vec![false; granted.len()];
+    let mut scope: Vec<String> = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
+    let requested = !prepared.scope.is_empty();
+    let wanted: Vec<ScopeItem> = if requested {
+        prepared.scope.clone()
+    } else {
+        let mut all: Vec<ScopeItem> = granted.iter().flat_map(|(_, _, items)| items.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let mut limit_drops: Vec<Vec<String>> = vec![Vec::new(); scope_limits.len()];
+    for item in &wanted {
+        let covering: Vec<usize> = granted
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, items))| items.iter().any(|p| p.covers(item)))
+            .map(|(i, _)| i)
+            .collect();
+        if covering.is_empty() {
+            dropped.push(item.to_string());
+            continue;
+        }
+        let mut kept = true;
+        for (which, (_, patterns)) in scope_limits.iter().enumerate() {
+            if !patterns.iter().any(|p| p.covers(item)) {
+                limit_drops[which].push(item.to_string());
+                kept = false;
+            }
+        }
+        if kept {
+            for i in covering {
+                contributing[i] = true;
+            }
+            scope.push(item.to_string());
+        } else {
+            dropped.push(item.to_string());
+        }
+    }
+    for (which, (slot, _)) in scope_limits.iter().enumerate() {
+        let effect = if limit_drops[which].is_empty() {
+            "narrowed scope: nothing to drop".to_owned()
+        } else {
+            format!("narrowed scope: dropped {}", limit_drops[which].join(", "))
+        };
+        trace[*slot].effect.push(effect);
+    }
+    let any_grant = granted.iter().any(|(_, _, items)| !items.is_empty());
+    if (requested || any_grant) && scope.is_empty() {
+        for &(slot, _, ref items) in &granted {
+            if !items.is_empty() || requested {
+                trace[slot].effect.push("covered none of the requested scope".to_owned());
+            }
+        }
+        // A permit without a grant still allows when nothing was requested.
+        let plain_allow = !requested && granted.iter().any(|(_, _, items)| items.is_empty());
+        if !plain_allow {
+            return deny(trace, Vec::new(), errors, dropped);
+        }
+    }
+
+    // 5. TTL: requested, contributing permits, applicable limits.
+    let mut ttl: Option<u64> = request.requested.ttl;
+    let cap = |current: &mut Option<u64>, value: u64| -> Option<String> {
+        match *current {
+            Some(now) if now <= value => None,
+            Some(now) => {
+                *current = Some(value);
+                Some(format!("capped ttl {now} -> {value}"))
+            }
+            None => {
+                *current = Some(value);
+                Some(format!("set ttl {value}"))
+            }
+        }
+    };
+    let mut ttl_steps: Vec<(usize, u32, u64)> = Vec::new();
+    for (i, &(slot, index, _)) in granted.iter().enumerate() {
+        if let RuleKind::Permit { ttl: Some(seconds), .. } = set.rules[index as usize].kind {
+            if contributing[i] {
+                ttl_steps.push((slot, index, seconds));
+            }
+        }
+    }
+    for &(slot, index) in &limits {
+        if let RuleKind::LimitTtl(seconds) = set.rules[index as usize].kind {
+            ttl_steps.push((slot, index, seconds));
+        }
+    }
+    ttl_steps.sort_by_key(|&(_, index, _)| index);
+    for (slot, _, seconds) in ttl_steps {
+        let effect = cap(&mut ttl, seconds).unwrap_or_else(|| format!("cap {seconds} did not lower ttl {}", ttl.unwrap_or(0)));
+        trace[slot].effect.push(effect);
+    }
+    let ttl = ttl.unwrap_or(DEFAULT_TTL);
+
+    // Permits' effects.
+    for (i, (slot, _, items)) in granted.iter().enumerate() {
+        if items.is_empty() {
+            trace[*slot].effect.insert(0, "allowed (no scope of its own)".to_owned());
+        } else if contributing[i] || !requested {
+            let mine: Vec<&String> = scope
+                .iter()
+                .filter(|s| ScopeItem::parse(s).is_ok_and(|s| items.iter().any(|p| p.covers(&s))))
+                .collect();
+            if !mine.is_empty() {
+                let list: Vec<&str> = mine.iter().map(|s| s.as_str()).collect();
+                trace[*slot].effect.insert(0, format!("granted {}", list.join(", ")));
+            }
+        }
+    }
+
+    // 6. Obligations: matched permits' and applicable requires', deduplicated.
+    let mut sources: Vec<(usize, u32, &Obligation)> = Vec::new();
+    for &(slot, index, _) in &granted {
+        if let RuleKind::Permit { obligations, .. } = &set.rules[index as usize].kind {
+            sources.extend(obligations.iter().map(|o| (slot, index, o)));
+        }
+    }
+    for &(slot, index) in &requires {
+        if let RuleKind::Require(obligation) = &set.rules[index as usize].kind {
+            sources.push((slot, index, obligation));
+        }
+    }
+    sources.sort_by_key(|&(_, index, _)| index);
+    let mut obligations: Vec<ObligationOut> = Vec::new();
+    for (slot, index, obligation) in sources {
+        let rule = &set.rules[index as usize];
+        let (kind, event, value) = match obligation {
+            Obligation::Approval => ("approval", None, None),
+            Obligation::Log => ("log", None, None),
+            Obligation::RevokeOn(event) => ("revoke_on", Some(event.to_string()), None),
+            Obligation::Audience(template) => match ctx.template(template, false) {
+                Ok(value) => ("audience", None, Some(value)),
+                Err(message) => {
+                    // An obligation that cannot be stated cannot be honoured.
+                    trace[slot].outcome = Outcome::Error;
+                    trace[slot].error = Some(message.clone());
+                    trace[slot].effect.push("denied: obligation could not be computed".to_owned());
+                    errors.push(EvalError {
+                        rule: rule.id.clone(),
+                        message,
+                    });
+                    return deny(trace, vec![rule.id.clone()], errors, Vec::new());
+                }
+            },
+        };
+        let label = match (&event, &value) {
+            (Some(e), _) => format!("added obligation {kind} {e}"),
+            (_, Some(v)) => format!("added obligation {kind} {v}"),
+            _ => format!("added obligation {kind}"),
+        };
+        if obligations
+            .iter()
+            .any(|o| o.kind == kind && o.event == event && o.value == value)
+        {
+            continue;
+        }
+        trace[slot].effect.push(label);
+        obligations.push(ObligationOut {
+            kind: kind.to_owned(),
+            event,
+            value,
+            rule: rule.id.clone(),
+        });
+    }
+
+    let reasons = granted.iter().map(|&(slot, _, _)| trace[slot].rule.clone()).collect();
+    Decision {
+        decision: Effect::Allow,
+        scope,
+        ttl,
+        obligations,
+        reasons,
+        dropped_scope: dropped,
+        errors,
+        trace,
+        policy: PolicyRef {
+            digest: compiled.digest.to_owned(),
+        },
+    }
+}
+
+/// On default deny: flags up to three permits that came closest (most
+/// conditions held), adding those found in sibling branches of the tree.
+fn mark_closest<'a>(
+    ctx: &mut Ctx<'a>,
+    compiled: &Compiled<'a>,
+    trace: &mut Vec<TraceEntry>,
+    missed: &[u32],
+    near: &[crate::compile::NodeId],
+) {
+    let set = compiled.set;
+    let mut pool: Vec<u32> = missed.to_vec();
+    if pool.len() < 3 {
+        for rule in compiled.tree.rules_below(near, 8) {
+            if matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. }) && !pool.contains(&rule) {
+                pool.push(rule);
+            }
+        }
+    }
+    let mut ranked: Vec<(usize, u32)> = pool
+        .iter()
+        .map(|&r| (ctx.held(&set.rules[r as usize]), r))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranked.truncate(3);
+    for (_, index) in ranked {
+        let rule = &set.rules[index as usize];
+        if let Some(existing) = trace.iter_mut().find(|e| e.rule == rule.id) {
+            existing.closest = true;
+            continue;
+        }
+        let mut e = entry(rule, Outcome::NotMatched);
+        if let RuleResult::False(at) = ctx.rule(rule) {
+            e.failed = Some(Failed {
+                condition: rule.conjunct_text[at].clone(),
+                saw: ctx.saw(&rule.conjuncts[at]),
+            });
+        }
+        e.closest = true;
+        trace.push(e);
+    }
+    // Keep the trace in policy order.
+    let order: IndexMap<&str, usize> = set
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    trace.sort_by_key(|e| order.get(e.rule.as_str()).copied().unwrap_or(usize::MAX));
+}
+
+/// Evaluates every rule in order without the tree; the reference the tree
+/// is tested against.
+pub fn decide_naive(set: &PolicySet, digest: &str, request: &Request) -> Decision {
+    let all: Vec<u32> = (0..set.rules.len() as u32).collect();
+    let tree = Tree {
+        nodes: vec![crate::compile::Node::Leaf { rules: all }],
+        root: crate::compile::NodeId(0),
+    };
+    decide(
+        &Compiled {
+            set,
+            tree: &tree,
+            digest,
+        },
+        request,
+    )
+}

@@ -1,0 +1,195 @@
+//! Rendering a decision for people: `writ eval --explain`.
+//!
+//! The decision first, then what decided it, then how scope and TTL were
+//! derived, then obligations, then (on default deny) the permits that came
+//! closest; every step with its `file:line`.
+
+use std::fmt::Write as _;
+
+use crate::decision::{Decision, Effect, Outcome, TraceEntry};
+use crate::engine::Engine;
+
+/// ANSI styling, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    /// Colour when `color` is true.
+    pub fn new(color: bool) -> Style {
+        Style { color }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+    fn green(self, text: &str) -> String {
+        self.paint("1;32", text)
+    }
+    fn red(self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+    fn dim(self, text: &str) -> String {
+        self.paint("2", text)
+    }
+}
+
+fn rule_line(entry: &TraceEntry) -> String {
+    format!("{} {}  {}", entry.kind, entry.rule, entry.at)
+}
+
+/// The explanation of a decision made by `engine`.
+pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
+    let mut out = String::new();
+    let doc = |id: &str| {
+        engine
+            .policy()
+            .rules
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.doc.clone())
+    };
+    let verdict = match decision.decision {
+        Effect::Allow => style.green("ALLOW"),
+        Effect::Deny => style.red("DENY"),
+    };
+    let _ = writeln!(out, "{verdict}  {}", style.dim(&decision.policy.digest));
+    if decision.decision == Effect::Allow {
+        let _ = writeln!(
+            out,
+            "  scope {}  ttl {}s  obligations {}",
+            if decision.scope.is_empty() {
+                "(none)".to_owned()
+            } else {
+                decision.scope.join(", ")
+            },
+            decision.ttl,
+            decision.obligations.len()
+        );
+    }
+
+    // What decided it.
+    let _ = writeln!(out, "\n{}", style.bold("decided by"));
+    let deciding: Vec<&TraceEntry> = decision
+        .trace
+        .iter()
+        .filter(|e| decision.reasons.contains(&e.rule))
+        .collect();
+    if deciding.is_empty() {
+        let text = match decision.decision {
+            Effect::Deny if decision.errors.iter().any(|e| e.rule == "request") => {
+                "the request was rejected before any rule ran".to_owned()
+            }
+            Effect::Deny if !decision.dropped_scope.is_empty() => {
+                "no requested scope item survived: deny".to_owned()
+            }
+            Effect::Deny => "no permit matched: deny by default".to_owned(),
+            Effect::Allow => "(nothing)".to_owned(),
+        };
+        let _ = writeln!(out, "  {text}");
+    }
+    for entry in deciding {
+        let _ = writeln!(out, "  {}", rule_line(entry));
+        if let Some(because) = &entry.because {
+            let _ = writeln!(out, "    because {because}");
+        }
+        if let Some(error) = &entry.error {
+            let _ = writeln!(out, "    error (fails closed): {error}");
+        }
+        if let Some(doc) = doc(&entry.rule) {
+            for line in doc.lines() {
+                let _ = writeln!(out, "    {}", style.dim(&format!("/// {line}")));
+            }
+        }
+    }
+
+    // How scope and TTL were derived.
+    let steps: Vec<&TraceEntry> = decision
+        .trace
+        .iter()
+        .filter(|e| {
+            e.effect
+                .iter()
+                .any(|x| x.contains("scope") || x.contains("granted") || x.contains("ttl") || x.contains("allowed") || x.contains("covered"))
+        })
+        .collect();
+    if !steps.is_empty() || !decision.dropped_scope.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("scope and ttl"));
+        for entry in steps {
+            for effect in entry.effect.iter().filter(|x| !x.starts_with("added obligation")) {
+                let _ = writeln!(out, "  {effect:<40} {}", style.dim(&format!("{} {}", entry.rule, entry.at)));
+            }
+        }
+        if !decision.dropped_scope.is_empty() {
+            let _ = writeln!(out, "  dropped: {}", decision.dropped_scope.join(", "));
+        }
+        if decision.decision == Effect::Allow {
+            let _ = writeln!(out, "  => ttl {}s", decision.ttl);
+        }
+    }
+
+    if !decision.obligations.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("obligations"));
+        for obligation in &decision.obligations {
+            let what = obligation
+                .event
+                .as_deref()
+                .or(obligation.value.as_deref())
+                .map(|x| format!(" {x}"))
+                .unwrap_or_default();
+            let at = decision
+                .trace
+                .iter()
+                .find(|e| e.rule == obligation.rule)
+                .map_or(String::new(), |e| e.at.clone());
+            let _ = writeln!(
+                out,
+                "  {:<40} {}",
+                format!("{}{what}", obligation.kind),
+                style.dim(&format!("{} {at}", obligation.rule))
+            );
+        }
+    }
+
+    if !decision.errors.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("errors"));
+        for error in &decision.errors {
+            let _ = writeln!(out, "  {}: {}", error.rule, error.message);
+        }
+    }
+
+    let closest: Vec<&TraceEntry> = decision.trace.iter().filter(|e| e.closest).collect();
+    if !closest.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("closest permits"));
+        for entry in closest {
+            let _ = writeln!(out, "  {}", rule_line(entry));
+            if let Some(failed) = &entry.failed {
+                let _ = writeln!(out, "    failed: {}  (saw {})", failed.condition, failed.saw);
+            }
+        }
+    }
+
+    let _ = writeln!(out, "\n{}", style.bold("rules considered"));
+    for entry in &decision.trace {
+        let mark = match entry.outcome {
+            Outcome::Matched => style.green("+"),
+            Outcome::NotMatched => style.dim("-"),
+            Outcome::Error => style.red("!"),
+        };
+        let detail = match (&entry.failed, &entry.error) {
+            (Some(failed), _) => format!("{}  saw {}", failed.condition, failed.saw),
+            (None, Some(error)) => format!("error: {error}"),
+            (None, None) => entry.effect.join("; "),
+        };
+        let _ = writeln!(out, "  {mark} {:<48} {}", rule_line(entry), detail);
+    }
+    out
+}

@@ -1,0 +1,534 @@
+//! The checked form of a policy set: names resolved, types known, constants
+//! folded. The compiler builds the decision tree over it and the evaluator
+//! runs it.
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::ast::BinOp;
+use crate::request::Sensitivity;
+use crate::scope::ScopeItem;
+use crate::source::Span;
+
+/// A request attribute the evaluator can read without allocating.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attr {
+    /// `subject.id`
+    SubjectId,
+    /// `subject.kind`
+    SubjectKind,
+    /// `subject.auth`
+    SubjectAuth,
+    /// `subject.attested`
+    SubjectAttested,
+    /// `subject.shared`
+    SubjectShared,
+    /// `subject.owner`
+    SubjectOwner,
+    /// `subject.environment`
+    SubjectEnvironment,
+    /// `action`
+    Action,
+    /// `resource.id`
+    ResourceId,
+    /// `resource.kind`
+    ResourceKind,
+    /// `resource.owner`
+    ResourceOwner,
+    /// `intent.task`
+    IntentTask,
+    /// `intent.id`
+    IntentId,
+    /// `intent.objective`
+    IntentObjective,
+    /// `intent.objective_changed`
+    IntentObjectiveChanged,
+    /// `environment.name`
+    EnvironmentName,
+    /// `environment.broker`
+    EnvironmentBroker,
+    /// `environment.time`
+    EnvironmentTime,
+    /// `sensitivity`
+    Sensitivity,
+    /// `requested.scope`
+    RequestedScope,
+    /// `requested.ttl`
+    RequestedTtl,
+    /// Another attribute of a dimension: `subject.repository`, `context.approval`.
+    Extra(Dim, Box<str>),
+}
+
+/// The objects of a request that carry attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dim {
+    /// `subject`
+    Subject,
+    /// `resource`
+    Resource,
+    /// `intent`
+    Intent,
+    /// `environment`
+    Environment,
+    /// `requested`
+    Requested,
+    /// `context`
+    Context,
+}
+
+impl Dim {
+    /// The dimension's name in the language.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dim::Subject => "subject",
+            Dim::Resource => "resource",
+            Dim::Intent => "intent",
+            Dim::Environment => "environment",
+            Dim::Requested => "requested",
+            Dim::Context => "context",
+        }
+    }
+
+    /// The named fields of the dimension, with their types.
+    pub fn fields(self) -> &'static [(&'static str, Ty)] {
+        match self {
+            Dim::Subject => &[
+                ("id", Ty::Str),
+                ("kind", Ty::Str),
+                ("auth", Ty::Str),
+                ("attested", Ty::Bool),
+                ("shared", Ty::Bool),
+                ("owner", Ty::Str),
+                ("environment", Ty::Str),
+            ],
+            Dim::Resource => &[("id", Ty::Str), ("kind", Ty::Str), ("owner", Ty::Str)],
+            Dim::Intent => &[
+                ("task", Ty::Str),
+                ("id", Ty::Str),
+                ("objective", Ty::Str),
+                ("objective_changed", Ty::Bool),
+            ],
+            Dim::Environment => &[("name", Ty::Str), ("broker", Ty::Str), ("time", Ty::Time)],
+            Dim::Requested => &[("scope", Ty::StrList), ("ttl", Ty::Dur)],
+            Dim::Context => &[],
+        }
+    }
+
+    /// The dimension named `name`.
+    pub fn from_name(name: &str) -> Option<Dim> {
+        Some(match name {
+            "subject" => Dim::Subject,
+            "resource" => Dim::Resource,
+            "intent" => Dim::Intent,
+            "environment" => Dim::Environment,
+            "requested" => Dim::Requested,
+            "context" => Dim::Context,
+            _ => return None,
+        })
+    }
+}
+
+impl Attr {
+    /// The attribute for `dim.field`.
+    pub fn of(dim: Dim, field: &str) -> Attr {
+        match (dim, field) {
+            (Dim::Subject, "id") => Attr::SubjectId,
+            (Dim::Subject, "kind") => Attr::SubjectKind,
+            (Dim::Subject, "auth") => Attr::SubjectAuth,
+            (Dim::Subject, "attested") => Attr::SubjectAttested,
+            (Dim::Subject, "shared") => Attr::SubjectShared,
+            (Dim::Subject, "owner") => Attr::SubjectOwner,
+            (Dim::Subject, "environment") => Attr::SubjectEnvironment,
+            (Dim::Resource, "id") => Attr::ResourceId,
+            (Dim::Resource, "kind") => Attr::ResourceKind,
+            (Dim::Resource, "owner") => Attr::ResourceOwner,
+            (Dim::Intent, "task") => Attr::IntentTask,
+            (Dim::Intent, "id") => Attr::IntentId,
+            (Dim::Intent, "objective") => Attr::IntentObjective,
+            (Dim::Intent, "objective_changed") => Attr::IntentObjectiveChanged,
+            (Dim::Environment, "name") => Attr::EnvironmentName,
+            (Dim::Environment, "broker") => Attr::EnvironmentBroker,
+            (Dim::Environment, "time") => Attr::EnvironmentTime,
+            (Dim::Requested, "scope") => Attr::RequestedScope,
+            (Dim::Requested, "ttl") => Attr::RequestedTtl,
+            (dim, other) => Attr::Extra(dim, other.into()),
+        }
+    }
+
+    /// How the attribute is written (`subject.kind`).
+    pub fn path(&self) -> String {
+        let text = match self {
+            Attr::SubjectId => "subject.id",
+            Attr::SubjectKind => "subject.kind",
+            Attr::SubjectAuth => "subject.auth",
+            Attr::SubjectAttested => "subject.attested",
+            Attr::SubjectShared => "subject.shared",
+            Attr::SubjectOwner => "subject.owner",
+            Attr::SubjectEnvironment => "subject.environment",
+            Attr::Action => "action",
+            Attr::ResourceId => "resource.id",
+            Attr::ResourceKind => "resource.kind",
+            Attr::ResourceOwner => "resource.owner",
+            Attr::IntentTask => "intent.task",
+            Attr::IntentId => "intent.id",
+            Attr::IntentObjective => "intent.objective",
+            Attr::IntentObjectiveChanged => "intent.objective_changed",
+            Attr::EnvironmentName => "environment.name",
+            Attr::EnvironmentBroker => "environment.broker",
+            Attr::EnvironmentTime => "environment.time",
+            Attr::Sensitivity => "sensitivity",
+            Attr::RequestedScope => "requested.scope",
+            Attr::RequestedTtl => "requested.ttl",
+            Attr::Extra(dim, name) => return format!("{}.{}", dim.name(), name),
+        };
+        text.to_owned()
+    }
+
+    /// The attribute's static type.
+    pub fn ty(&self) -> Ty {
+        match self {
+            Attr::Action => Ty::Str,
+            Attr::Sensitivity => Ty::Level,
+            Attr::Extra(..) => Ty::Any,
+            other => {
+                let path = other.path();
+                let (dim, field) = path.split_once('.').unwrap_or(("", ""));
+                Dim::from_name(dim)
+                    .and_then(|d| d.fields().iter().find(|(f, _)| *f == field))
+                    .map_or(Ty::Any, |(_, ty)| *ty)
+            }
+        }
+    }
+}
+
+/// A static type, as far as the checker knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    /// A string.
+    Str,
+    /// A number.
+    Num,
+    /// `true` or `false`.
+    Bool,
+    /// A duration in seconds.
+    Dur,
+    /// A sensitivity level.
+    Level,
+    /// An instant (RFC 3339 on the wire).
+    Time,
+    /// A list of strings.
+    StrList,
+    /// A list of something else or of mixed values.
+    List,
+    /// Not known until the request arrives.
+    Any,
+}
+
+impl Ty {
+    /// How the type is named in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ty::Str => "string",
+            Ty::Num => "number",
+            Ty::Bool => "bool",
+            Ty::Dur => "duration",
+            Ty::Level => "sensitivity level",
+            Ty::Time => "timestamp",
+            Ty::StrList => "list of strings",
+            Ty::List => "list",
+            Ty::Any => "value",
+        }
+    }
+}
+
+/// A constant value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lit {
+    /// `"read"`
+    Str(Box<str>),
+    /// `10`
+    Num(f64),
+    /// `true`
+    Bool(bool),
+    /// `15m`
+    Dur(u64),
+    /// `restricted`
+    Level(Sensitivity),
+    /// `["a", "b"]`
+    List(Vec<Lit>),
+    /// A value from the data file that is not a scalar of the above.
+    Json(Value),
+}
+
+impl Lit {
+    /// The literal's type.
+    pub fn ty(&self) -> Ty {
+        match self {
+            Lit::Str(_) => Ty::Str,
+            Lit::Num(_) => Ty::Num,
+            Lit::Bool(_) => Ty::Bool,
+            Lit::Dur(_) => Ty::Dur,
+            Lit::Level(_) => Ty::Level,
+            Lit::List(items) if items.iter().all(|i| matches!(i, Lit::Str(_))) => Ty::StrList,
+            Lit::List(_) => Ty::List,
+            Lit::Json(_) => Ty::Any,
+        }
+    }
+}
+
+/// Built-in functions, resolved by name in the checker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// `len(list_or_string)`
+    Len,
+    /// `contains(list_or_string, value)`
+    Contains,
+    /// `starts_with(string, prefix)`
+    StartsWith,
+    /// `ends_with(string, suffix)`
+    EndsWith,
+    /// `lower(string)`
+    Lower,
+}
+
+impl Builtin {
+    /// Every built-in with its name and arity.
+    pub const ALL: [(&'static str, Builtin, usize); 5] = [
+        ("len", Builtin::Len, 1),
+        ("contains", Builtin::Contains, 2),
+        ("starts_with", Builtin::StartsWith, 2),
+        ("ends_with", Builtin::EndsWith, 2),
+        ("lower", Builtin::Lower, 1),
+    ];
+}
+
+/// A checked expression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    /// What it computes.
+    pub kind: ExprKind,
+    /// Its static type.
+    pub ty: Ty,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// Checked expression forms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    /// A literal or a folded constant.
+    Lit(Lit),
+    /// A request attribute.
+    Attr(Attr),
+    /// A quantifier's bound value, by depth.
+    Local(usize),
+    /// A top-level key of the data file.
+    Data(Box<str>),
+    /// `expr.field` on an object value.
+    Field(Box<Expr>, Box<str>),
+    /// `expr[index]`
+    Index(Box<Expr>, Box<Expr>),
+    /// `len(x)`
+    Call(Builtin, Vec<Expr>),
+    /// `not x`
+    Not(Box<Expr>),
+    /// `a op b`
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `x matches "glob"`, with the glob compiled.
+    Matches(Box<Expr>, Glob),
+    /// `subject has owner`: presence of the attribute (and of nested fields).
+    Has(Attr, Vec<Box<str>>),
+    /// `any(x in list: cond)` / `all(...)`
+    Quantifier {
+        /// `all` when true.
+        all: bool,
+        /// The list.
+        list: Box<Expr>,
+        /// The condition, with the bound value as `Local(depth)`.
+        body: Box<Expr>,
+    },
+}
+
+/// A `matches` pattern: `*` any run of characters, `?` one character,
+/// `\*` and `\?` literal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Glob {
+    /// The pattern as written.
+    pub source: Box<str>,
+    /// Pieces: literal text or wildcards.
+    pub parts: Vec<GlobPart>,
+}
+
+/// A piece of a glob.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GlobPart {
+    /// Literal text.
+    Text(Box<str>),
+    /// `*`
+    Star,
+    /// `?`
+    One,
+}
+
+impl Glob {
+    /// Compiles a pattern.
+    pub fn new(source: &str) -> Glob {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = source.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(next) => text.push(next),
+                    None => text.push('\\'),
+                },
+                '*' | '?' => {
+                    if !text.is_empty() {
+                        parts.push(GlobPart::Text(std::mem::take(&mut text).into()));
+                    }
+                    parts.push(if c == '*' {
+                        GlobPart::Star
+                    } else {
+                        GlobPart::One
+                    });
+                }
+                other => text.push(other),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(GlobPart::Text(text.into()));
+        }
+        Glob {
+            source: source.into(),
+            parts,
+        }
+    }
+
+    /// True when `text` matches the whole pattern.
+    pub fn is_match(&self, text: &str) -> bool {
+        glob_match(&self.parts, text)
+    }
+}
+
+fn glob_match(parts: &[GlobPart], text: &str) -> bool {
+    match parts.split_first() {
+        None => text.is_empty(),
+        Some((GlobPart::Text(lit), rest)) => text
+            .strip_prefix(&**lit)
+            .is_some_and(|tail| glob_match(rest, tail)),
+        Some((GlobPart::One, rest)) => {
+            let mut chars = text.chars();
+            chars.next().is_some() && glob_match(rest, chars.as_str())
+        }
+        Some((GlobPart::Star, rest)) => {
+            if rest.is_empty() {
+                return true;
+            }
+            text.char_indices()
+                .map(|(i, _)| i)
+                .chain(std::iter::once(text.len()))
+                .any(|i| glob_match(rest, &text[i..]))
+        }
+    }
+}
+
+/// A string with `{expr}` holes: grants, audiences and `because` messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    /// The text as written.
+    pub source: Box<str>,
+    /// The pieces.
+    pub parts: Vec<TemplatePart>,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A piece of a template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplatePart {
+    /// Literal text.
+    Text(Box<str>),
+    /// A value to interpolate.
+    Hole(Expr),
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// Grants scope templates for at most `ttl`, with obligations.
+    Permit {
+        /// Scope item templates; empty for a permit without grant.
+        grant: Vec<Template>,
+        /// `for DURATION`.
+        ttl: Option<u64>,
+        /// Obligations attached when the permit matches.
+        obligations: Vec<Obligation>,
+    },
+    /// Denies.
+    Forbid,
+    /// Caps the TTL.
+    LimitTtl(u64),
+    /// Keeps only scope items these patterns cover.
+    LimitScope(Vec<ScopeItem>),
+    /// Adds an obligation.
+    Require(Obligation),
+}
+
+impl RuleKind {
+    /// `permit`, `forbid`, `limit`, `require`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuleKind::Permit { .. } => "permit",
+            RuleKind::Forbid => "forbid",
+            RuleKind::LimitTtl(_) | RuleKind::LimitScope(_) => "limit",
+            RuleKind::Require(_) => "require",
+        }
+    }
+}
+
+/// A checked obligation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Obligation {
+    /// Human approval before minting.
+    Approval,
+    /// Revoke the credential when this event happens.
+    RevokeOn(Box<str>),
+    /// Bind the token to this audience.
+    Audience(Template),
+    /// Log the use of the credential.
+    Log,
+}
+
+/// One checked rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// `@id`, or the generated id.
+    pub id: String,
+    /// True when the id was generated.
+    pub generated_id: bool,
+    /// What the rule does.
+    pub kind: RuleKind,
+    /// The top-level conjuncts of the condition; empty means always.
+    pub conjuncts: Vec<Expr>,
+    /// Source text of each conjunct, for traces.
+    pub conjunct_text: Vec<String>,
+    /// `because` message.
+    pub because: Option<Template>,
+    /// The doc comment.
+    pub doc: Option<String>,
+    /// Annotations other than `@id`, by name.
+    pub annotations: IndexMap<String, Vec<String>>,
+    /// `file:line`.
+    pub location: String,
+    /// The whole rule.
+    pub span: Span,
+}
+
+/// A checked policy set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicySet {
+    /// Rules in source order (files in the order given).
+    pub rules: Vec<Rule>,
+    /// The data file's top-level values that are not constants.
+    pub data: IndexMap<String, Value>,
+}

@@ -1,0 +1,373 @@
+//! The request a broker sends: contract.md's JSON, as serde types.
+//!
+//! Every field is optional and every object may carry more attributes, which
+//! land in the `extra` maps and stay reachable by path. Named fields have
+//! fixed types; a wrong type is rejected with an error naming the field.
+
+use indexmap::IndexMap;
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::scope::ScopeItem;
+
+/// An ordered sensitivity level: `public < internal < confidential < restricted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    /// Anyone may read it.
+    Public,
+    /// Inside the organisation.
+    Internal,
+    /// Harm if disclosed.
+    Confidential,
+    /// Serious harm if disclosed.
+    Restricted,
+}
+
+impl Sensitivity {
+    /// All levels, lowest first.
+    pub const ALL: [Sensitivity; 4] = [
+        Sensitivity::Public,
+        Sensitivity::Internal,
+        Sensitivity::Confidential,
+        Sensitivity::Restricted,
+    ];
+
+    /// The level's keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sensitivity::Public => "public",
+            Sensitivity::Internal => "internal",
+            Sensitivity::Confidential => "confidential",
+            Sensitivity::Restricted => "restricted",
+        }
+    }
+
+    /// The level named by a keyword.
+    pub fn from_name(name: &str) -> Option<Sensitivity> {
+        Sensitivity::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// The workload identity (SPIFFE ID, OIDC `sub`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `workload`, `service`, `ci`, `agent`, `human`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// How it proved who it is: `spiffe`, `oidc`, `static-secret`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// The broker verified the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested: Option<bool>,
+    /// More than one workload uses the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
+    /// The accountable team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The environment the workload runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Other attributes (OIDC claims, labels).
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+/// What the credential is for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// The target; scope items and audiences are built from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `database`, `bucket`, `cluster`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The accountable team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Other attributes.
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+/// The task the credential is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    /// The declared kind of task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The concrete job, run or agent task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// An agent's current objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
+    /// The broker saw the objective change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_changed: Option<bool>,
+    /// Other attributes.
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+/// Where the request is made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// `dev`, `staging`, `prod`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The broker asking: the issuance path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// The decision time, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Other attributes.
+    #[serde(flatten)]
+    pub extra: IndexMap<String, Value>,
+}
+
+/// What the requester asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requested {
+    /// Scope items (`verb:resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
+    /// Lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+/// A credential request (contract.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Who is asking.
+    #[serde(default)]
+    pub subject: Subject,
+    /// `read`, `write`, `deploy`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The target.
+    #[serde(default)]
+    pub resource: Resource,
+    /// What for.
+    #[serde(default)]
+    pub intent: Intent,
+    /// Where.
+    #[serde(default)]
+    pub environment: Environment,
+    /// How sensitive the target is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<Sensitivity>,
+    /// What is asked for.
+    #[serde(default)]
+    pub requested: Requested,
+    /// Other facts the broker knows.
+    #[serde(default)]
+    pub context: IndexMap<String, Value>,
+}
+
+/// A request that cannot be decided.
+#[derive(Debug, Clone, PartialEq, Error, Diagnostic)]
+pub enum RequestError {
+    /// `{"subject": {"attested": "yes"}}`, `not json`
+    #[error("invalid request at `{path}`: {message}")]
+    #[diagnostic(code(writ::request::invalid))]
+    Invalid {
+        /// Where in the document (`subject.attested`, `.` for the root).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `{"environment": {"time": "yesterday"}}`
+    #[error("`environment.time` is not an RFC 3339 timestamp: `{value}`")]
+    #[diagnostic(
+        code(writ::request::bad_time),
+        help("write it like `2026-11-22T10:00:00Z`")
+    )]
+    BadTime {
+        /// The value given.
+        value: String,
+    },
+    /// `{"requested": {"scope": ["read:a//b"]}}`
+    #[error("`requested.scope[{index}]` is not a valid scope item: {reason}")]
+    #[diagnostic(code(writ::request::bad_scope))]
+    BadScope {
+        /// Which item.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A body deeper than the nesting limit.
+    #[error("request nests deeper than {limit} levels")]
+    #[diagnostic(code(writ::request::too_deep))]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// How deeply a request document may nest (objects and arrays).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+impl Request {
+    /// Parses and validates a request from JSON text.
+    pub fn from_json(text: &str) -> Result<Request, RequestError> {
+        if json_depth(text) > MAX_JSON_DEPTH {
+            return Err(RequestError::TooDeep {
+                limit: MAX_JSON_DEPTH,
+            });
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let request: Request =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                let path = error.path().to_string();
+                RequestError::Invalid {
+                    path,
+                    message: error.into_inner().to_string(),
+                }
+            })?;
+        deserializer.end().map_err(|error| RequestError::Invalid {
+            path: ".".to_owned(),
+            message: error.to_string(),
+        })?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Checks what serde cannot: the timestamp and the scope items.
+    pub fn validate(&self) -> Result<Prepared, RequestError> {
+        let time = match &self.environment.time {
+            Some(value) => Some(parse_time(value).ok_or_else(|| RequestError::BadTime {
+                value: value.clone(),
+            })?),
+            None => None,
+        };
+        let mut scope = Vec::new();
+        for (index, item) in self.requested.scope.iter().flatten().enumerate() {
+            scope.push(
+                ScopeItem::parse(item).map_err(|error| RequestError::BadScope {
+                    index,
+                    reason: error.to_string(),
+                })?,
+            );
+        }
+        Ok(Prepared { time, scope })
+    }
+}
+
+/// What validation derives from a request: its time and parsed scope items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// `environment.time` in Unix nanoseconds.
+    pub time: Option<i128>,
+    /// `requested.scope`, parsed.
+    pub scope: Vec<ScopeItem>,
+}
+
+/// An RFC 3339 timestamp as Unix nanoseconds.
+pub fn parse_time(text: &str) -> Option<i128> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos())
+}
+
+/// The deepest nesting of `{`/`[` in a JSON text (strings skipped), so that
+/// hostile bodies are refused before a recursive parser sees them.
+pub fn json_depth(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in text.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let request = Request::from_json(
+            r#"{"subject":{"id":"spiffe://x","kind":"ci","attested":true,"repository":"acme/p"},
+                "action":"deploy","sensitivity":"confidential",
+                "environment":{"time":"2026-11-22T10:00:00Z"},
+                "requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":900},
+                "context":{"recent_issuances":2}}"#,
+        )
+        .expect("valid");
+        assert_eq!(request.subject.kind.as_deref(), Some("ci"));
+        assert_eq!(request.subject.extra["repository"], "acme/p");
+        assert_eq!(request.sensitivity, Some(Sensitivity::Confidential));
+        assert_eq!(request.requested.ttl, Some(900));
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let error = Request::from_json(r#"{"subject":{"attested":"yes"}}"#).unwrap_err();
+        assert!(error.to_string().contains("subject.attested"), "{error}");
+    }
+
+    #[test]
+    fn unknown_sensitivity_is_rejected() {
+        let error = Request::from_json(r#"{"sensitivity":"secret"}"#).unwrap_err();
+        assert!(error.to_string().contains("sensitivity"), "{error}");
+    }
+
+    #[test]
+    fn bad_time_and_scope_are_rejected() {
+        assert!(matches!(
+            Request::from_json(r#"{"environment":{"time":"noon"}}"#),
+            Err(RequestError::BadTime { .. })
+        ));
+        assert!(matches!(
+            Request::from_json(r#"{"requested":{"scope":["read:a//b"]}}"#),
+            Err(RequestError::BadScope { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn negative_ttl_and_trailing_garbage_are_rejected() {
+        assert!(Request::from_json(r#"{"requested":{"ttl":-1}}"#).is_err());
+        assert!(Request::from_json(r#"{} x"#).is_err());
+        assert!(Request::from_json(r#"{"sensitivty":"public"}"#).is_err());
+    }
+
+    #[test]
+    fn deep_json_is_refused() {
+        let deep = format!("{{\"context\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(
+            Request::from_json(&deep),
+            Err(RequestError::TooDeep { .. })
+        ));
+    }
+}

@@ -1,0 +1,668 @@
+//! Scope items (`verb:resource`) and the coverage relation between them.
+//!
+//! A scope item is `verb:resource`, for example `read:db://payments/orders`.
+//! The resource is a `/`-separated path; an optional `scheme://` prefix
+//! belongs to the first segment, so `k8s://prod-eu/payments` has the
+//! segments `k8s://prod-eu` and `payments`.
+//!
+//! In a pattern, `*` matches exactly one whole segment, `**` matches one or
+//! more trailing segments (and may only be last), and a verb of `*` matches
+//! any verb. There are no globs inside a segment: `app*` is rejected rather
+//! than read as a prefix match. Items with empty, `.` or `..` segments are
+//! rejected, not normalised.
+//!
+//! In a first segment that has a scheme, the scheme must match exactly and
+//! the part after `://` behaves like a segment of its own: `k8s://*` is any
+//! one first segment with scheme `k8s`, `k8s://**` is scheme `k8s` followed by
+//! one or more segments. A bare `*` first segment covers any first segment,
+//! scheme or not, and a bare `**` covers every resource.
+
+use std::fmt;
+use std::str::FromStr;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+/// The longest scope item accepted, in bytes.
+pub const MAX_LEN: usize = 1024;
+
+/// How many characters of an over-long item an error message quotes.
+const PREVIEW_CHARS: usize = 32;
+
+/// A validated scope item such as `read:db://payments/orders` or `*:k8s://*/**`.
+///
+/// Equality, ordering and hashing follow the item's text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeItem {
+    /// The item exactly as written.
+    text: Box<str>,
+    /// Byte offset of the `:` that ends the verb.
+    verb_end: u32,
+    /// Length of the `scheme://` prefix of the resource, 0 when there is none.
+    scheme_len: u32,
+}
+
+/// What one segment of a resource is, ignoring any scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A literal name, matching only itself.
+    Literal,
+    /// `*`: exactly one segment.
+    Star,
+    /// `**`: one or more trailing segments.
+    DoubleStar,
+}
+
+impl Kind {
+    fn of(body: &str) -> Self {
+        match body {
+            "*" => Kind::Star,
+            "**" => Kind::DoubleStar,
+            _ => Kind::Literal,
+        }
+    }
+}
+
+/// One segment of a resource, as seen by the matcher.
+#[derive(Clone, Copy, Debug)]
+struct Part<'a> {
+    /// The whole segment, with its `scheme://` prefix if it has one.
+    text: &'a str,
+    /// The scheme, for a first segment that has one.
+    scheme: Option<&'a str>,
+    /// What the segment (after `://`) is.
+    kind: Kind,
+}
+
+impl Part<'_> {
+    /// True when every single segment `requested` could stand for is matched
+    /// by `self` as a non-final segment. Not meaningful for a `**` `self`.
+    fn covers_one(&self, requested: &Part<'_>) -> bool {
+        match self.kind {
+            Kind::Literal => self.text == requested.text,
+            Kind::Star | Kind::DoubleStar => {
+                requested.kind != Kind::DoubleStar
+                    && (self.scheme.is_none() || self.scheme == requested.scheme)
+            }
+        }
+    }
+}
+
+impl ScopeItem {
+    /// Parses and validates a scope item.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first rule the text breaks; see [`ScopeError`].
+    pub fn parse(text: &str) -> Result<Self, ScopeError> {
+        if text.len() > MAX_LEN {
+            let preview = match text.char_indices().nth(PREVIEW_CHARS) {
+                Some((at, _)) => &text[..at],
+                None => text,
+            };
+            return Err(ScopeError::TooLong {
+                item: preview.escape_debug().to_string(),
+                len: text.len(),
+            });
+        }
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ScopeError::Whitespace {
+                item: text.escape_debug().to_string(),
+            });
+        }
+        let item = || text.to_owned();
+        let Some((verb, resource)) = text.split_once(':') else {
+            return Err(ScopeError::MissingSeparator { item: item() });
+        };
+        if verb.is_empty() {
+            return Err(ScopeError::EmptyVerb { item: item() });
+        }
+        let verb_ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+        if verb != "*" && !verb.bytes().all(verb_ok) {
+            return Err(ScopeError::BadVerb {
+                item: item(),
+                verb: verb.to_owned(),
+            });
+        }
+        if resource.is_empty() {
+            return Err(ScopeError::EmptyResource { item: item() });
+        }
+        let scheme_len = match resource.find("://") {
+            Some(at) if !resource[..at].contains('/') => {
+                let scheme = &resource[..at];
+                if scheme.is_empty() {
+                    return Err(ScopeError::EmptyScheme { item: item() });
+                }
+                if !is_scheme(scheme) {
+                    return Err(ScopeError::BadScheme {
+                        item: item(),
+                        scheme: scheme.to_owned(),
+                    });
+                }
+                at + "://".len()
+            }
+            _ => 0,
+        };
+        let mut segments = resource[scheme_len..].split('/').peekable();
+        while let Some(segment) = segments.next() {
+            let error = match segment {
+                "" => ScopeError::EmptySegment { item: item() },
+                "." | ".." => ScopeError::DotSegment {
+                    item: item(),
+                    segment: segment.to_owned(),
+                },
+                "**" if segments.peek().is_some() => ScopeError::DoubleStarNotLast { item: item() },
+                "*" | "**" => continue,
+                _ if segment.contains('*') => ScopeError::GlobInSegment {
+                    item: item(),
+                    segment: segment.to_owned(),
+                },
+                _ => continue,
+            };
+            return Err(error);
+        }
+        // Both offsets are at most MAX_LEN, so they fit in a u32.
+        Ok(Self {
+            text: text.into(),
+            verb_end: verb.len() as u32,
+            scheme_len: scheme_len as u32,
+        })
+    }
+
+    /// The item exactly as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The verb, before the first `:` (`read`, or `*` for any verb).
+    pub fn verb(&self) -> &str {
+        &self.text[..self.verb_end as usize]
+    }
+
+    /// The resource, after the first `:` (`db://payments/orders`).
+    pub fn resource(&self) -> &str {
+        &self.text[self.verb_end as usize + 1..]
+    }
+
+    /// The resource's scheme (`db` in `read:db://payments`), if it has one.
+    pub fn scheme(&self) -> Option<&str> {
+        let len = self.scheme_len as usize;
+        (len > 0).then(|| &self.resource()[..len - "://".len()])
+    }
+
+    /// The resource's segments; a scheme stays part of the first one, so
+    /// `k8s://prod-eu/payments` yields `k8s://prod-eu` and `payments`.
+    pub fn segments(&self) -> impl Iterator<Item = &str> + '_ {
+        self.parts().map(|part| part.text)
+    }
+
+    /// True when the verb or any segment is a wildcard (`*` or `**`).
+    pub fn has_wildcard(&self) -> bool {
+        self.verb() == "*" || self.parts().any(|part| part.kind != Kind::Literal)
+    }
+
+    /// True when every concrete item that `requested` could match is also
+    /// matched by `self`, so granting `self` already grants `requested`.
+    ///
+    /// A `*` verb covers any verb, a requested `*` verb only a `*` verb. A `*`
+    /// segment covers any one requested segment, including `*`, but not `**`;
+    /// a final `**` covers one or more remaining segments of any kind; a
+    /// literal covers only the same literal. With a scheme, `k8s://*` and
+    /// `k8s://**` cover only segments with scheme `k8s`, while a bare `*` or
+    /// `**` first segment covers schemed and unschemed first segments alike.
+    /// Never allocates.
+    pub fn covers(&self, requested: &ScopeItem) -> bool {
+        if self.verb() != "*" && self.verb() != requested.verb() {
+            return false;
+        }
+        let mut granted = self.parts();
+        let mut wanted = requested.parts();
+        loop {
+            match (granted.next(), wanted.next()) {
+                (None, None) => return true,
+                (Some(g), Some(w)) if g.kind == Kind::DoubleStar => {
+                    return g.scheme.is_none() || g.scheme == w.scheme;
+                }
+                (Some(g), Some(w)) if g.covers_one(&w) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// The resource's segments with their scheme and kind.
+    fn parts(&self) -> impl Iterator<Item = Part<'_>> + '_ {
+        let resource = self.resource();
+        let scheme_len = self.scheme_len as usize;
+        let scheme = self.scheme();
+        resource[scheme_len..]
+            .split('/')
+            .enumerate()
+            .map(move |(index, body)| {
+                let (text, scheme) = if index == 0 {
+                    (&resource[..scheme_len + body.len()], scheme)
+                } else {
+                    (body, None)
+                };
+                Part {
+                    text,
+                    scheme,
+                    kind: Kind::of(body),
+                }
+            })
+    }
+}
+
+/// `[a-z][a-z0-9+.-]*`
+fn is_scheme(scheme: &str) -> bool {
+    let mut bytes = scheme.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+        })
+}
+
+impl fmt::Display for ScopeItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for ScopeItem {
+    type Err = ScopeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
+
+/// Why a scope item was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Diagnostic)]
+pub enum ScopeError {
+    /// `read`
+    #[error("scope item `{item}` has no `:` between verb and resource")]
+    #[diagnostic(
+        code(writ::scope::missing_separator),
+        help("write the item as `verb:resource`, for example `read:db://payments/orders`")
+    )]
+    MissingSeparator {
+        /// The offending item.
+        item: String,
+    },
+    /// `:db://payments`
+    #[error("scope item `{item}` has an empty verb")]
+    #[diagnostic(
+        code(writ::scope::empty_verb),
+        help("put a verb such as `read` before the `:`, or `*` for any verb")
+    )]
+    EmptyVerb {
+        /// The offending item.
+        item: String,
+    },
+    /// `re*d:x`
+    #[error("scope item `{item}` has an invalid verb `{verb}`")]
+    #[diagnostic(
+        code(writ::scope::bad_verb),
+        help("a verb uses only letters, digits, `_`, `.` and `-`, or is exactly `*`")
+    )]
+    BadVerb {
+        /// The offending item.
+        item: String,
+        /// Its verb.
+        verb: String,
+    },
+    /// `read:`
+    #[error("scope item `{item}` has an empty resource")]
+    #[diagnostic(
+        code(writ::scope::empty_resource),
+        help("put a resource after the `:`, or `**` for any resource")
+    )]
+    EmptyResource {
+        /// The offending item.
+        item: String,
+    },
+    /// `read:a//b`, `read:a/`
+    #[error("scope item `{item}` has an empty path segment")]
+    #[diagnostic(
+        code(writ::scope::empty_segment),
+        help("remove the doubled, leading or trailing `/`")
+    )]
+    EmptySegment {
+        /// The offending item.
+        item: String,
+    },
+    /// `read:a/../b`
+    #[error("scope item `{item}` has a `{segment}` segment")]
+    #[diagnostic(
+        code(writ::scope::dot_segment),
+        help("`.` and `..` are not normalised; write the path out in full")
+    )]
+    DotSegment {
+        /// The offending item.
+        item: String,
+        /// The segment, `.` or `..`.
+        segment: String,
+    },
+    /// `read:app*`
+    #[error("scope item `{item}` has a glob inside the segment `{segment}`")]
+    #[diagnostic(
+        code(writ::scope::glob_in_segment),
+        help("`*` and `**` must be whole segments; list the items or use `*` for any one segment")
+    )]
+    GlobInSegment {
+        /// The offending item.
+        item: String,
+        /// The segment with the glob.
+        segment: String,
+    },
+    /// `read:**/x`
+    #[error("scope item `{item}` has `**` before the last segment")]
+    #[diagnostic(
+        code(writ::scope::double_star_not_last),
+        help("`**` matches trailing segments, so it can only be last; use `*` for one segment")
+    )]
+    DoubleStarNotLast {
+        /// The offending item.
+        item: String,
+    },
+    /// `read:a b`
+    #[error("scope item `{item}` contains whitespace or a control character")]
+    #[diagnostic(
+        code(writ::scope::whitespace),
+        help("scope items are written without spaces, tabs, line breaks or control characters")
+    )]
+    Whitespace {
+        /// The offending item, with those characters escaped.
+        item: String,
+    },
+    /// An item over [`MAX_LEN`] bytes.
+    #[error("scope item `{item}...` is {len} bytes, longer than the limit")]
+    #[diagnostic(
+        code(writ::scope::too_long),
+        help("scope items are at most 1024 bytes; grant a wider pattern instead")
+    )]
+    TooLong {
+        /// The start of the offending item.
+        item: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// `read:://x`
+    #[error("scope item `{item}` has an empty scheme before `://`")]
+    #[diagnostic(
+        code(writ::scope::empty_scheme),
+        help("write a scheme such as `k8s` before `://`, or drop the `://`")
+    )]
+    EmptyScheme {
+        /// The offending item.
+        item: String,
+    },
+    /// `read:K8s://x`
+    #[error("scope item `{item}` has an invalid scheme `{scheme}`")]
+    #[diagnostic(
+        code(writ::scope::bad_scheme),
+        help(
+            "a scheme is a lowercase letter followed by lowercase letters, digits, `+`, `.` or `-`"
+        )
+    )]
+    BadScheme {
+        /// The offending item.
+        item: String,
+        /// Its scheme.
+        scheme: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::{collection::vec, sample::select};
+
+    fn item(text: &str) -> ScopeItem {
+        ScopeItem::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn accessors_and_segments() {
+        let it = item("read:k8s://prod-eu/payments");
+        assert_eq!(it.verb(), "read");
+        assert_eq!(it.resource(), "k8s://prod-eu/payments");
+        assert_eq!(it.scheme(), Some("k8s"));
+        let segments: Vec<_> = it.segments().collect();
+        assert_eq!(segments, ["k8s://prod-eu", "payments"]);
+        assert_eq!(it.to_string(), "read:k8s://prod-eu/payments");
+        assert_eq!(it.as_str(), "read:k8s://prod-eu/payments");
+        assert!(!it.has_wildcard());
+        let plain: ScopeItem = "write:a/b:c/d".parse().expect("valid");
+        assert_eq!(plain.scheme(), None);
+        assert_eq!(plain.segments().collect::<Vec<_>>(), ["a", "b:c", "d"]);
+        for pattern in ["*:x", "read:k8s://*", "read:a/**", "read:*/b"] {
+            assert!(item(pattern).has_wildcard(), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn coverage() {
+        let cases = [
+            // `*` is exactly one segment, and covers a requested `*` but not `**`.
+            ("read:db://p/*", "read:db://p/orders", true),
+            ("read:db://p/*", "read:db://p/*", true),
+            ("read:db://p/*", "read:db://p/orders/x", false),
+            ("read:db://p/*", "read:db://p", false),
+            ("read:db://p/*", "read:db://p/**", false),
+            ("read:a/*/c", "read:a/b/c", true),
+            ("read:a/*/c", "read:a/b/d", false),
+            // `**` is one or more trailing segments of any kind.
+            ("read:db://p/**", "read:db://p/a/b", true),
+            ("read:db://p/**", "read:db://p/*", true),
+            ("read:db://p/**", "read:db://p/a/**", true),
+            ("read:db://p/**", "read:db://p/**", true),
+            ("read:db://p/**", "read:db://p", false),
+            ("read:db://p/a/**", "read:db://p/**", false),
+            ("read:db://p/*/**", "read:db://p/**", false),
+            ("read:**", "read:k8s://prod/x", true),
+            ("read:**", "read:**", true),
+            // Literals match only themselves.
+            ("read:app", "read:app", true),
+            ("read:app", "read:app-evil", false),
+            ("read:app", "read:*", false),
+            ("read:app/x", "read:app", false),
+            // Verbs.
+            ("*:x", "write:x", true),
+            ("*:x", "*:x", true),
+            ("read:x", "*:x", false),
+            ("read:x", "write:x", false),
+            ("*:x", "write:y", false),
+            // Schemes must match; a bare `*` or `**` covers any scheme.
+            ("read:k8s://*", "read:k8s://prod", true),
+            ("read:k8s://*/payments", "read:k8s://prod-eu/payments", true),
+            ("read:k8s://*", "read:db://prod", false),
+            ("read:k8s://*", "read:prod", false),
+            ("read:k8s://*", "read:*", false),
+            ("read:k8s://*", "read:k8s://prod/x", false),
+            ("read:k8s://**", "read:k8s://prod/x", true),
+            ("read:k8s://**", "read:k8s://*", true),
+            ("read:k8s://**", "read:**", false),
+            ("read:k8s://**", "read:db://prod", false),
+            ("read:*", "read:k8s://prod", true),
+            ("read:*/x", "read:k8s://*/x", true),
+            ("read:*", "read:k8s://**", false),
+            ("read:k8s://prod", "read:prod", false),
+        ];
+        for (granted, requested, expected) in cases {
+            let got = item(granted).covers(&item(requested));
+            assert_eq!(got, expected, "{granted} covers {requested}");
+        }
+    }
+
+    #[test]
+    fn rejections() {
+        let long = format!("read:{}", "a".repeat(MAX_LEN));
+        let cases = [
+            ("read", "missing_separator"),
+            (":x", "empty_verb"),
+            ("re*d:x", "bad_verb"),
+            ("re/ad:x", "bad_verb"),
+            ("read:", "empty_resource"),
+            ("read:a//b", "empty_segment"),
+            ("read:a/", "empty_segment"),
+            ("read:/a", "empty_segment"),
+            ("read:k8s://", "empty_segment"),
+            ("read:a/./b", "dot_segment"),
+            ("read:../b", "dot_segment"),
+            ("read:k8s://..", "dot_segment"),
+            ("read:app*", "glob_in_segment"),
+            ("read:a**b", "glob_in_segment"),
+            ("read:*x", "glob_in_segment"),
+            ("read:k8s://prod*", "glob_in_segment"),
+            ("read:**/x", "double_star_not_last"),
+            ("read:k8s://**/x", "double_star_not_last"),
+            ("read:a b", "whitespace"),
+            (" read:a", "whitespace"),
+            ("read:a\u{7}", "whitespace"),
+            ("read:a\n", "whitespace"),
+            (&long, "too_long"),
+            ("read:://x", "empty_scheme"),
+            ("read:K8s://x", "bad_scheme"),
+            ("read:8s://x", "bad_scheme"),
+            ("read:*://x", "bad_scheme"),
+        ];
+        for (text, expected) in cases {
+            let error = ScopeItem::parse(text).expect_err(text);
+            let code = error.code().map(|c| c.to_string());
+            assert_eq!(code.as_deref(), Some(&*format!("writ::scope::{expected}")));
+            assert!(error.help().is_some(), "{text}");
+        }
+        assert!(ScopeItem::parse(&long[..MAX_LEN]).is_ok());
+        assert!(ScopeItem::parse("read:git+ssh.v-2://h/x").is_ok());
+    }
+
+    #[test]
+    fn messages() {
+        let cases = [
+            (
+                "read:app*",
+                "scope item `read:app*` has a glob inside the segment `app*`",
+            ),
+            (
+                "read:a\tb",
+                "scope item `read:a\\tb` contains whitespace or a control character",
+            ),
+            (
+                "read",
+                "scope item `read` has no `:` between verb and resource",
+            ),
+        ];
+        for (text, message) in cases {
+            assert_eq!(ScopeItem::parse(text).expect_err(text).to_string(), message);
+        }
+        let error = ScopeItem::parse(&"x".repeat(2000)).expect_err("long");
+        assert!(error.to_string().contains("is 2000 bytes"), "{error}");
+        assert!(error.to_string().len() < 120, "{error}");
+    }
+
+    /// An independent, allocating matcher of a pattern against a concrete item.
+    fn matches(pattern: &str, concrete: &str) -> bool {
+        fn split(text: &str) -> (&str, Vec<(Option<&str>, &str)>) {
+            let (verb, resource) = text.split_once(':').expect("verb");
+            let (scheme, path) = match resource.split_once("://") {
+                Some((scheme, path)) if !scheme.contains('/') => (Some(scheme), path),
+                _ => (None, resource),
+            };
+            let mut segments: Vec<_> = path.split('/').map(|s| (None, s)).collect();
+            segments[0].0 = scheme;
+            (verb, segments)
+        }
+        let ((pv, ps), (cv, cs)) = (split(pattern), split(concrete));
+        if pv != "*" && pv != cv {
+            return false;
+        }
+        for (i, &(scheme, body)) in ps.iter().enumerate() {
+            let Some(&c) = cs.get(i) else { return false };
+            let scheme_ok = scheme.is_none() || scheme == c.0;
+            match body {
+                "**" => return scheme_ok,
+                "*" if scheme_ok => {}
+                _ if (scheme, body) == c => {}
+                _ => return false,
+            }
+        }
+        ps.len() == cs.len()
+    }
+
+    /// Every concrete item with 1 to 5 segments over `a`, `b` and `c`: enough
+    /// to tell apart the patterns `pattern()` makes, which have at most four
+    /// segments and never use `c`.
+    fn universe() -> Vec<String> {
+        let (mut paths, mut frontier) = (Vec::new(), vec![String::new()]);
+        for _ in 0..5 {
+            frontier = frontier
+                .iter()
+                .flat_map(|p| {
+                    ["a", "b", "c"]
+                        .map(|s| format!("{p}{}{s}", ["/", ""][usize::from(p.is_empty())]))
+                })
+                .collect();
+            paths.extend(frontier.iter().cloned());
+        }
+        let mut items = Vec::new();
+        for verb in ["read", "write"] {
+            for scheme in ["", "k8s://", "db://"] {
+                items.extend(paths.iter().map(|path| format!("{verb}:{scheme}{path}")));
+            }
+        }
+        items
+    }
+
+    fn pattern() -> impl Strategy<Value = ScopeItem> {
+        let verb = select(&["read", "write", "*"][..]);
+        let scheme = select(&["", "k8s://", "db://"][..]);
+        let segments = vec(select(&["a", "b", "*"][..]), 0..4);
+        (verb, scheme, segments, any::<bool>()).prop_map(|(verb, scheme, mut segments, tail)| {
+            if tail || segments.is_empty() {
+                segments.push("**");
+            }
+            item(&format!("{verb}:{scheme}{}", segments.join("/")))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn covers_is_reflexive(a in pattern()) {
+            prop_assert!(a.covers(&a));
+        }
+
+        #[test]
+        fn covers_is_transitive(a in pattern(), b in pattern(), c in pattern()) {
+            if a.covers(&b) && b.covers(&c) {
+                prop_assert!(a.covers(&c), "{a} > {b} > {c}");
+            }
+        }
+
+        #[test]
+        fn covers_agrees_with_matching_on_concrete_items(a in pattern(), b in select(universe())) {
+            let b = item(&b);
+            prop_assert!(!b.has_wildcard());
+            prop_assert_eq!(a.covers(&b), matches(a.as_str(), b.as_str()));
+        }
+
+        #[test]
+        fn covers_is_inclusion_of_matched_items(a in pattern(), b in pattern()) {
+            let included = universe().iter().all(|c| !matches(b.as_str(), c) || matches(a.as_str(), c));
+            prop_assert_eq!(a.covers(&b), included, "{} covers {}", a, b);
+        }
+
+        #[test]
+        fn parse_never_panics(text in any::<String>()) {
+            let _ = ScopeItem::parse(&text);
+        }
+
+        #[test]
+        fn parse_round_trips(text in "[a-z*]{0,3}:([a-z*.]{0,3}(:|/|://)){0,4}[a-z*.]{0,3}") {
+            if let Ok(parsed) = ScopeItem::parse(&text) {
+                prop_assert_eq!(parsed.to_string(), text.clone());
+                prop_assert!(parsed.covers(&parsed));
+            }
+        }
+    }
+}
