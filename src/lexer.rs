@@ -122,16 +122,15 @@ pub enum Token {
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice().to_owned())]
     Ident(String),
     /// `"text"`, with `\\ \" \n \t \{ \}` escapes already applied.
-    #[regex(r#""([^"\\\n]|\\[^\n])*""#, unescape)]
-    #[regex(r#""([^"\\\n]|\\[^\n])*"#, unterminated)]
+    #[token("\"", lex_string)]
     Str(String),
     /// `42`, `-1`, `0.5`.
-    #[regex(r"-?[0-9]+(\.[0-9]+)?", |lex| {
+    #[regex(r"-?[0-9]{1,24}(\.[0-9]{1,24})?", |lex| {
         lex.slice().parse::<f64>().ok().filter(|n| n.is_finite()).ok_or(LexErrorKind::BadNumber)
     })]
     Num(f64),
     /// `30s`, `5m`, `1h`, `1d`, `1h30m`: a duration in seconds.
-    #[regex(r"([0-9]+[smhd])+", |lex| duration_seconds(lex.slice()))]
+    #[regex(r"([0-9]{1,24}[smhd]){1,4}", |lex| duration_seconds(lex.slice()))]
     Dur(u64),
 
     /// `@`
@@ -203,33 +202,44 @@ impl Token {
     }
 }
 
-fn unterminated(_: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
-    Err(LexErrorKind::UnterminatedString)
-}
-
-fn unescape(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
-    let raw = lex.slice();
-    let inner = &raw[1..raw.len() - 1];
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('\\') => out.push('\\'),
-            Some('"') => out.push('"'),
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            // Templates use `{`/`}`; an escaped brace is a literal brace.
-            Some('{') => out.push_str("\\{"),
-            Some('}') => out.push_str("\\}"),
-            Some(other) => return Err(LexErrorKind::BadEscape(other)),
-            None => return Err(LexErrorKind::UnterminatedString),
+/// Scans a string literal after its opening quote by hand: a regex here
+/// makes logos generate code that recurses once per character.
+fn lex_string(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
+    let rest = lex.remainder();
+    let mut out = String::new();
+    let mut chars = rest.char_indices();
+    let mut bad = None;
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => {
+                lex.bump(at + 1);
+                return match bad {
+                    Some(escape) => Err(LexErrorKind::BadEscape(escape)),
+                    None => Ok(out),
+                };
+            }
+            '\n' => break,
+            '\\' => match chars.next() {
+                Some((_, '\\')) => out.push('\\'),
+                Some((_, '"')) => out.push('"'),
+                Some((_, 'n')) => out.push('\n'),
+                Some((_, 't')) => out.push('\t'),
+                // Templates use `{`/`}`; an escaped brace stays escaped
+                // until the checker reads the template.
+                Some((_, '{')) => out.push_str("\\{"),
+                Some((_, '}')) => out.push_str("\\}"),
+                Some((_, '\n')) | None => break,
+                Some((_, other)) => {
+                    bad.get_or_insert(other);
+                }
+            },
+            other => out.push(other),
         }
     }
-    Ok(out)
+    // Unterminated: consume to the end of the line so lexing can resume.
+    let line_end = rest.find('\n').unwrap_or(rest.len());
+    lex.bump(line_end);
+    Err(LexErrorKind::UnterminatedString)
 }
 
 /// Seconds in `1h30m`-style text; `None` on overflow.
@@ -443,6 +453,22 @@ mod tests {
         assert_eq!(errors.len(), 2);
         assert!(matches!(errors[0].1, LexError::UnexpectedChar { .. }));
         assert!(matches!(errors[1].1, LexError::UnterminatedString { .. }));
+    }
+
+    #[test]
+    fn long_tokens_do_not_exhaust_a_small_stack() {
+        let inputs = [
+            format!("\"{}\"", "x".repeat(100_000)),
+            "1".repeat(100_000),
+            format!("{}s", "1".repeat(100_000)),
+            "x".repeat(100_000),
+            format!("// {}", "x".repeat(100_000)),
+        ];
+        let handle = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || inputs.iter().map(|i| lex(FileId(0), i).0.len()).sum::<usize>())
+            .expect("spawn");
+        assert!(handle.join().expect("no stack overflow") > 0);
     }
 
     #[test]

@@ -50,6 +50,118 @@ pub enum ParseError {
     },
 }
 
+/// Limits that keep hostile or broken input from exhausting the stack or
+/// the memory of the later (recursive) phases.
+pub mod limits {
+    /// Deepest nesting of `(`/`[` inside one item.
+    pub const MAX_NESTING: usize = 64;
+    /// Most operators (`and`, `or`, `not`, comparisons, `+`, `.`, `[`) in one item.
+    pub const MAX_OPERATORS: usize = 512;
+    /// Longest string literal, in bytes.
+    pub const MAX_STRING: usize = 16 * 1024;
+}
+
+/// Input that is syntactically fine but too big to accept.
+#[derive(Debug, Clone, Error, Diagnostic)]
+pub enum LimitError {
+    /// `((((((...))))))` nested more than 64 deep
+    #[error("expression nests deeper than {limit} levels")]
+    #[diagnostic(
+        code(writ::limits::nesting_too_deep),
+        help("split the condition into several rules or constants")
+    )]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+        /// Where the limit was crossed.
+        #[label("too deep here")]
+        span: miette::SourceSpan,
+    },
+    /// a rule with thousands of `and`s or a long `not not not ...` chain
+    #[error("item has more than {limit} operators")]
+    #[diagnostic(
+        code(writ::limits::expression_too_long),
+        help("split the condition into several rules")
+    )]
+    TooLong {
+        /// The limit.
+        limit: usize,
+        /// The operator that crossed it.
+        #[label("one operator too many")]
+        span: miette::SourceSpan,
+    },
+    /// a string literal over 16 KiB
+    #[error("string literal is longer than {limit} bytes")]
+    #[diagnostic(code(writ::limits::string_too_long))]
+    StringTooLong {
+        /// The limit.
+        limit: usize,
+        /// The string.
+        #[label("this string")]
+        span: miette::SourceSpan,
+    },
+}
+
+/// Checks the token stream against [`limits`] item by item (items end at
+/// `;`). Returns the first violation, if any.
+fn check_limits(tokens: &[lexer::Spanned]) -> Option<LimitError> {
+    let mut depth = 0usize;
+    let mut operators = 0usize;
+    for t in tokens {
+        let span = t.span.source_span();
+        match &t.token {
+            Token::Semi => {
+                depth = 0;
+                operators = 0;
+            }
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                if depth > limits::MAX_NESTING {
+                    return Some(LimitError::TooDeep {
+                        limit: limits::MAX_NESTING,
+                        span,
+                    });
+                }
+            }
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Str(text) if text.len() > limits::MAX_STRING => {
+                return Some(LimitError::StringTooLong {
+                    limit: limits::MAX_STRING,
+                    span,
+                });
+            }
+            Token::And
+            | Token::Or
+            | Token::Not
+            | Token::Bang
+            | Token::AmpAmp
+            | Token::PipePipe
+            | Token::EqEq
+            | Token::NotEq
+            | Token::Lt
+            | Token::Le
+            | Token::Gt
+            | Token::Ge
+            | Token::Assign
+            | Token::In
+            | Token::Has
+            | Token::Matches
+            | Token::Plus
+            | Token::Dot => {
+                operators += 1;
+                if operators > limits::MAX_OPERATORS {
+                    return Some(LimitError::TooLong {
+                        limit: limits::MAX_OPERATORS,
+                        span,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parses one file. Returns the AST (with everything that could be parsed)
 /// and the diagnostics of the lexer and the parser, all of them.
 pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
@@ -57,6 +169,16 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     let (tokens, lex_errors) = lexer::lex(file, &source.text);
     for (_, error) in lex_errors {
         diagnostics.push(error, source);
+    }
+    if let Some(error) = check_limits(&tokens) {
+        // Refuse the whole file: the later phases recurse over the tree.
+        diagnostics.push(error, source);
+        let empty = File {
+            file,
+            items: Vec::new(),
+            mistakes: Vec::new(),
+        };
+        return (empty, diagnostics);
     }
     let docs: Vec<(Span, &str)> = tokens
         .iter()
@@ -299,6 +421,22 @@ mod tests {
         let (file, diags) = parse("permit if ;\nforbid if a == ;\nforbid if b;");
         assert_eq!(diags.len(), 2, "{diags}");
         assert_eq!(file.items.len(), 1);
+    }
+
+    #[test]
+    fn refuses_deep_and_long_input() {
+        let deep = format!("forbid if {}a{};", "(".repeat(100), ")".repeat(100));
+        let (_, diags) = parse(&deep);
+        assert_eq!(diags.codes(), ["writ::limits::nesting_too_deep"]);
+        let nots = format!("forbid if {}a;", "not ".repeat(10_000));
+        let (_, diags) = parse(&nots);
+        assert_eq!(diags.codes(), ["writ::limits::expression_too_long"]);
+        let ands = format!("forbid if a{};", " and a".repeat(10_000));
+        let (_, diags) = parse(&ands);
+        assert_eq!(diags.codes(), ["writ::limits::expression_too_long"]);
+        let long = format!("forbid if a == \"{}\";", "x".repeat(20_000));
+        let (_, diags) = parse(&long);
+        assert_eq!(diags.codes(), ["writ::limits::string_too_long"]);
     }
 
     #[test]
