@@ -22,7 +22,7 @@ pub enum Item {
     /// `const max = 10;`
     Const(ConstDecl),
     /// `forbid if subject.shared;`
-    Rule(Rule),
+    Rule(Box<Rule>),
 }
 
 /// A name with its span.

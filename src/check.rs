@@ -164,11 +164,13 @@ pub enum CheckError {
     #[error("duplicate rule id `{id}`")]
     #[diagnostic(
         code(writ::check::duplicate_id),
-        help("rule ids must be unique across the policy set")
+        help("rule ids must be unique across the policy set; `{id}` is first used at {first_at}")
     )]
     DuplicateId {
         /// The id.
         id: String,
+        /// `file:line` of the first use.
+        first_at: String,
         /// The second use.
         #[label("used again here")]
         span: SourceSpan,
@@ -224,7 +226,7 @@ pub enum CheckError {
         span: SourceSpan,
     },
     /// `limit scope ["read:a//b"]`
-    #[error("invalid scope pattern `{pattern}`: {reason}")]
+    #[error("invalid scope pattern: {reason}")]
     #[diagnostic(code(writ::check::bad_scope))]
     BadScope {
         /// The pattern.
@@ -275,20 +277,31 @@ pub enum CheckError {
     },
 }
 
-/// Edit distance, for "did you mean".
+/// Edit distance for "did you mean": insertions, deletions, substitutions
+/// and swaps of two adjacent characters each cost one.
 fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            prev = row[j + 1];
-            row[j + 1] = next;
+    let mut table = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in table.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        table[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (table[i - 1][j] + 1)
+                .min(table[i][j - 1] + 1)
+                .min(table[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(table[i - 2][j - 2] + 1);
+            }
+            table[i][j] = best;
         }
     }
-    row[b.len()]
+    table[a.len()][b.len()]
 }
 
 /// The closest of `candidates` to `name`, if it is close enough to be a typo.
@@ -325,7 +338,9 @@ pub fn check(
         sources,
         diagnostics: Diagnostics::default(),
         consts: IndexMap::new(),
-        data: data.map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
+        data: data
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
         locals: Vec::new(),
         current_file: crate::source::FileId(0),
     };
@@ -371,13 +386,15 @@ pub fn check(
             if let ast::Item::Rule(rule) = item {
                 if let Some(rule) = checker.rule(rule) {
                     if let Some(first) = ids.get(&rule.id) {
-                        let first = (first.file == rule.span.file).then(|| first.source_span());
+                        let first_span =
+                            (first.file == rule.span.file).then(|| first.source_span());
                         checker.error(
                             rule.span,
                             CheckError::DuplicateId {
                                 id: rule.id.clone(),
+                                first_at: checker.sources.location(*first),
                                 span: rule.span.source_span(),
-                                first,
+                                first: first_span,
                             },
                         );
                     } else {
@@ -409,7 +426,9 @@ impl Checker<'_> {
             );
             return;
         }
-        let Some(expr) = self.expr(&decl.value) else { return };
+        let Some(expr) = self.expr(&decl.value) else {
+            return;
+        };
         let I::Lit(value) = expr.kind else {
             self.error(
                 decl.value.span,
@@ -587,7 +606,9 @@ impl Checker<'_> {
         Some(match obligation {
             ast::Obligation::Approval(_) => Obligation::Approval,
             ast::Obligation::Log(_) => Obligation::Log,
-            ast::Obligation::RevokeOn { event, .. } => Obligation::RevokeOn(event.name.clone().into()),
+            ast::Obligation::RevokeOn { event, .. } => {
+                Obligation::RevokeOn(event.name.clone().into())
+            }
             ast::Obligation::Audience { value, .. } => {
                 if let A::Str(text) = &value.kind {
                     Obligation::Audience(self.template(text, value.span, false)?)
@@ -597,7 +618,10 @@ impl Checker<'_> {
                         self.error(
                             value.span,
                             CheckError::BadOperand {
-                                message: format!("an audience must be a string, not a {}", expr.ty.name()),
+                                message: format!(
+                                    "an audience must be a string, not a {}",
+                                    expr.ty.name()
+                                ),
                                 span: value.span.source_span(),
                                 help: None,
                             },
@@ -708,7 +732,10 @@ impl Checker<'_> {
                 };
                 let expr = self.expr(&parsed)?;
                 if matches!(expr.ty, Ty::Bool | Ty::List | Ty::StrList) {
-                    return bad(self, &format!("`{hole}` is a {}, not a string", expr.ty.name()));
+                    return bad(
+                        self,
+                        &format!("`{hole}` is a {}, not a string", expr.ty.name()),
+                    );
                 }
                 if !literal.is_empty() {
                     parts.push(TemplatePart::Text(std::mem::take(&mut literal).into()));
@@ -776,7 +803,12 @@ impl Checker<'_> {
         let span = expr.span;
         let make = |kind, ty| Some(Expr { kind, ty, span });
         match &expr.kind {
-            A::Str(text) => make(I::Lit(Lit::Str(text.replace("\\{", "{").replace("\\}", "}").into())), Ty::Str),
+            A::Str(text) => make(
+                I::Lit(Lit::Str(
+                    text.replace("\\{", "{").replace("\\}", "}").into(),
+                )),
+                Ty::Str,
+            ),
             A::Num(n) => make(I::Lit(Lit::Num(*n)), Ty::Num),
             A::Dur(d) => make(I::Lit(Lit::Dur(*d)), Ty::Dur),
             A::Bool(b) => make(I::Lit(Lit::Bool(*b)), Ty::Bool),
@@ -827,12 +859,18 @@ impl Checker<'_> {
                     );
                     return None;
                 }
-                let ty = if base.ty == Ty::StrList { Ty::Str } else { Ty::Any };
+                let ty = if base.ty == Ty::StrList {
+                    Ty::Str
+                } else {
+                    Ty::Any
+                };
                 make(I::Index(Box::new(base), Box::new(index)), ty)
             }
             A::Call(name, args) => {
-                let Some((_, builtin, arity)) =
-                    Builtin::ALL.iter().find(|(n, _, _)| *n == name.name).copied()
+                let Some((_, builtin, arity)) = Builtin::ALL
+                    .iter()
+                    .find(|(n, _, _)| *n == name.name)
+                    .copied()
                 else {
                     self.error(
                         name.span,
@@ -885,7 +923,11 @@ impl Checker<'_> {
                         self.error(
                             list.span,
                             CheckError::BadOperand {
-                                message: format!("`{}` ranges over a list, not a {}", if *all { "all" } else { "any" }, other.name()),
+                                message: format!(
+                                    "`{}` ranges over a list, not a {}",
+                                    if *all { "all" } else { "any" },
+                                    other.name()
+                                ),
                                 span: list.span.source_span(),
                                 help: None,
                             },
@@ -926,7 +968,11 @@ impl Checker<'_> {
             _ => {}
         }
         if let Some(dim) = Dim::from_name(name) {
-            let example = dim.fields().first().map_or("approval", |(f, _)| f).to_owned();
+            let example = dim
+                .fields()
+                .first()
+                .map_or("approval", |(f, _)| f)
+                .to_owned();
             self.error(
                 span,
                 CheckError::ObjectAsValue {
@@ -944,8 +990,18 @@ impl Checker<'_> {
             return make(I::Data(name.into()), Ty::Any);
         }
         let mut candidates: Vec<&str> = vec![
-            "subject", "resource", "intent", "environment", "requested", "context", "action",
-            "sensitivity", "public", "internal", "confidential", "restricted",
+            "subject",
+            "resource",
+            "intent",
+            "environment",
+            "requested",
+            "context",
+            "action",
+            "sensitivity",
+            "public",
+            "internal",
+            "confidential",
+            "restricted",
         ];
         candidates.extend(self.consts.keys().map(String::as_str));
         candidates.extend(self.data.keys().map(String::as_str));
@@ -970,7 +1026,8 @@ impl Checker<'_> {
             return self.expr(expr);
         };
         if let A::Name(root) = &base.kind {
-            let shadowed = self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(root);
+            let shadowed =
+                self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(root);
             if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
                 let attr = self.attr(dim, field)?;
                 let ty = attr.ty();
@@ -1027,8 +1084,19 @@ impl Checker<'_> {
     }
 
     fn has(&mut self, base: &ast::Expr, fields: &[ast::Ident], span: Span) -> Option<Expr> {
-        let make = |kind| Some(Expr { kind, ty: Ty::Bool, span });
-        let rest = |from: usize| fields[from..].iter().map(|f| f.name.clone().into()).collect();
+        let make = |kind| {
+            Some(Expr {
+                kind,
+                ty: Ty::Bool,
+                span,
+            })
+        };
+        let rest = |from: usize| {
+            fields[from..]
+                .iter()
+                .map(|f| f.name.clone().into())
+                .collect()
+        };
         if let A::Name(root) = &base.kind {
             if let Some(dim) = Dim::from_name(root) {
                 let attr = self.attr(dim, &fields[0])?;
@@ -1042,9 +1110,13 @@ impl Checker<'_> {
                 self.error(
                     base.span,
                     CheckError::BadOperand {
-                        message: "`has` needs a dimension or an attribute holding an object on its left".to_owned(),
+                        message:
+                            "`has` needs a dimension or an attribute holding an object on its left"
+                                .to_owned(),
                         span: base.span.source_span(),
-                        help: Some("for example `context has approval` or `subject has owner`".to_owned()),
+                        help: Some(
+                            "for example `context has approval` or `subject has owner`".to_owned(),
+                        ),
                     },
                 );
                 None
@@ -1052,7 +1124,13 @@ impl Checker<'_> {
         }
     }
 
-    fn binary(&mut self, op: BinOp, left: &ast::Expr, right: &ast::Expr, span: Span) -> Option<Expr> {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        left: &ast::Expr,
+        right: &ast::Expr,
+        span: Span,
+    ) -> Option<Expr> {
         if matches!(op, BinOp::And | BinOp::Or) {
             let l = self.condition(left);
             let r = self.condition(right);
@@ -1097,7 +1175,10 @@ impl Checker<'_> {
             BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
                 for (a, b) in [(&l, &r), (&r, &l)] {
                     if a.ty == Ty::Level && b.ty == Ty::Str {
-                        return level_string(self, &string_lit(b).unwrap_or_else(|| "restricted".to_owned()));
+                        return level_string(
+                            self,
+                            &string_lit(b).unwrap_or_else(|| "restricted".to_owned()),
+                        );
                     }
                 }
                 let compatible = l.ty == r.ty
@@ -1105,20 +1186,25 @@ impl Checker<'_> {
                     || r.ty == Ty::Any
                     || (l.ty == Ty::Time && is_time_lit(&r))
                     || (r.ty == Ty::Time && is_time_lit(&l))
-                    || (matches!(l.ty, Ty::List | Ty::StrList) && matches!(r.ty, Ty::List | Ty::StrList));
+                    || (matches!(l.ty, Ty::List | Ty::StrList)
+                        && matches!(r.ty, Ty::List | Ty::StrList));
                 if !compatible {
                     let help = match (l.ty, r.ty) {
                         (Ty::Dur, Ty::Num) | (Ty::Num, Ty::Dur) => {
                             Some("write durations with a unit, like `15m` or `900s`".to_owned())
+                        }
+                        (Ty::Dur, Ty::Str) | (Ty::Str, Ty::Dur) => {
+                            Some("write the duration without quotes, like `1h`".to_owned())
                         }
                         _ => None,
                     };
                     return mismatch(self, help);
                 }
                 if !matches!(op, BinOp::Eq | BinOp::Ne) {
-                    let ordered = |t: Ty| matches!(t, Ty::Num | Ty::Dur | Ty::Level | Ty::Time | Ty::Any);
+                    let ordered =
+                        |t: Ty| matches!(t, Ty::Num | Ty::Dur | Ty::Level | Ty::Time | Ty::Any);
                     let time_pair = is_time_lit(&l) || is_time_lit(&r);
-                    if !(ordered(l.ty) && ordered(r.ty)) && !time_pair {
+                    if !(time_pair || ordered(l.ty) && ordered(r.ty)) {
                         let ty = if ordered(l.ty) { r.ty } else { l.ty };
                         self.error(
                             span,
@@ -1137,9 +1223,15 @@ impl Checker<'_> {
                     self.error(
                         right.span,
                         CheckError::BadOperand {
-                            message: format!("`{}` needs a list on its right, not a {}", op.symbol(), r.ty.name()),
+                            message: format!(
+                                "`{}` needs a list on its right, not a {}",
+                                op.symbol(),
+                                r.ty.name()
+                            ),
                             span: right.span.source_span(),
-                            help: Some("for a substring test use `contains(text, part)`".to_owned()),
+                            help: Some(
+                                "for a substring test use `contains(text, part)`".to_owned(),
+                            ),
                         },
                     );
                     return None;
@@ -1174,7 +1266,9 @@ impl Checker<'_> {
                 });
             }
             BinOp::Add => match (l.ty, r.ty) {
-                (Ty::Time | Ty::Any | Ty::Str, Ty::Dur) if l.ty != Ty::Str || is_time_lit(&l) => Ty::Time,
+                (Ty::Time | Ty::Any | Ty::Str, Ty::Dur) if l.ty != Ty::Str || is_time_lit(&l) => {
+                    Ty::Time
+                }
                 (Ty::Dur, Ty::Dur) => Ty::Dur,
                 (Ty::Num, Ty::Num) => Ty::Num,
                 _ => {
@@ -1202,7 +1296,9 @@ impl Checker<'_> {
     fn contradictions(&mut self, conjuncts: &[Expr], rule: &ast::Rule) {
         let mut sets: IndexMap<Attr, Vec<String>> = IndexMap::new();
         for conjunct in conjuncts {
-            let Some((attr, values)) = crate::compile::head_test(conjunct) else { continue };
+            let Some((attr, values)) = crate::compile::head_test(conjunct) else {
+                continue;
+            };
             match sets.get_mut(&attr) {
                 Some(existing) => existing.retain(|v| values.contains(v)),
                 None => {
@@ -1278,7 +1374,12 @@ fn lit_from_json(json: &Value, like: &Lit) -> Option<Lit> {
         (Lit::Level(_), Value::String(s)) => Lit::Level(Sensitivity::from_name(s)?),
         (Lit::List(items), Value::Array(values)) => {
             let first = items.first().cloned().unwrap_or(Lit::Str("".into()));
-            Lit::List(values.iter().map(|v| lit_from_json(v, &first)).collect::<Option<_>>()?)
+            Lit::List(
+                values
+                    .iter()
+                    .map(|v| lit_from_json(v, &first))
+                    .collect::<Option<_>>()?,
+            )
         }
         _ => return None,
     })
@@ -1290,7 +1391,8 @@ mod tests {
 
     #[test]
     fn distance_and_closest() {
-        assert_eq!(distance("kind", "kidn"), 2);
+        assert_eq!(distance("kind", "kidn"), 1);
+        assert_eq!(closest("kidn", ["id", "kind"]), Some("kind"));
         assert_eq!(closest("ownr", ["owner", "id"]), Some("owner"));
         assert_eq!(closest("zzzzzz", ["owner", "id"]), None);
     }

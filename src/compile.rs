@@ -96,7 +96,9 @@ pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
         }
         return Some((attr.clone(), values));
     }
-    if !matches!(attr.ty(), crate::ir::Ty::Str | crate::ir::Ty::Any) || *attr == Attr::EnvironmentTime {
+    if !matches!(attr.ty(), crate::ir::Ty::Str | crate::ir::Ty::Any)
+        || *attr == Attr::EnvironmentTime
+    {
         return None;
     }
     match (op, lit) {
@@ -141,7 +143,9 @@ fn heads(set: &PolicySet) -> Vec<Heads> {
         .map(|rule| {
             let mut heads: Heads = Vec::new();
             for conjunct in &rule.conjuncts {
-                let Some((attr, values)) = head_test(conjunct) else { continue };
+                let Some((attr, values)) = head_test(conjunct) else {
+                    continue;
+                };
                 match heads.iter_mut().find(|(a, _)| *a == attr) {
                     Some((_, existing)) => existing.retain(|v| values.contains(v)),
                     None => heads.push((attr, values)),
@@ -192,7 +196,10 @@ impl Builder {
             {
                 Some((_, values)) => {
                     for value in values {
-                        children.entry(value.as_str().into()).or_default().push(rule);
+                        children
+                            .entry(value.as_str().into())
+                            .or_default()
+                            .push(rule);
                     }
                 }
                 None => rest.push(rule),
@@ -280,7 +287,9 @@ impl Tree {
         let mut found = Vec::new();
         let mut budget = 64usize;
         for &switch in switches {
-            let Node::Switch { children, .. } = self.node(switch) else { continue };
+            let Node::Switch { children, .. } = self.node(switch) else {
+                continue;
+            };
             let mut stack: Vec<NodeId> = children.values().rev().copied().collect();
             while let Some(id) = stack.pop() {
                 if budget == 0 || found.len() >= limit {
@@ -334,7 +343,7 @@ impl Tree {
                     let _ = writeln!(out, "{pad}  == \"{value}\"");
                     self.render_node(set, *child, depth + 2, out);
                 }
-                let _ = writeln!(out, "{pad}  otherwise");
+                let _ = writeln!(out, "{pad}  any value");
                 self.render_node(set, *rest, depth + 2, out);
             }
         }
@@ -371,7 +380,11 @@ impl Tree {
                     children,
                     rest,
                 } => {
-                    let _ = writeln!(out, "  n{index} [shape=diamond, label=\"{}\"];", attr.path());
+                    let _ = writeln!(
+                        out,
+                        "  n{index} [shape=diamond, label=\"{}\"];",
+                        attr.path()
+                    );
                     for (value, child) in children {
                         let _ = writeln!(
                             out,
@@ -380,7 +393,11 @@ impl Tree {
                             escape_dot(&format!("\"{value}\""))
                         );
                     }
-                    let _ = writeln!(out, "  n{index} -> n{} [label=\"otherwise\", style=dashed];", rest.0);
+                    let _ = writeln!(
+                        out,
+                        "  n{index} -> n{} [label=\"any value\", style=dashed];",
+                        rest.0
+                    );
                 }
             }
         }
@@ -390,5 +407,5 @@ impl Tree {
 }
 
 fn escape_dot(text: &str) -> String {
-    text.replace('"', "\\\"").replace("\\\\l", "\\l")
+    text.replace('"', "\\\"")
 }

@@ -4,12 +4,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `allow` or `deny`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Mint the credential, with the scope, TTL and obligations given.
     Allow,
-    /// Do not mint.
+    /// Do not mint (the default).
+    #[default]
     Deny,
 }
 
@@ -149,6 +150,7 @@ impl Decision {
 
     /// The decision as indented JSON.
     pub fn to_json_pretty(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
     }
 }

@@ -10,6 +10,8 @@ use crate::source::SourceFile;
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     reports: Vec<Report>,
+    /// (file, byte offset) of each report, for sorting into source order.
+    positions: Vec<(u32, u32)>,
 }
 
 impl Diagnostics {
@@ -18,8 +20,28 @@ impl Diagnostics {
     where
         D: Diagnostic + Send + Sync + 'static,
     {
+        let offset = diagnostic
+            .labels()
+            .and_then(|mut labels| labels.next())
+            .map_or(0, |label| u32::try_from(label.offset()).unwrap_or(u32::MAX));
+        self.positions.push((source.order, offset));
         self.reports
             .push(Report::new(diagnostic).with_source_code(source.named_source()));
+    }
+
+    /// Puts the diagnostics in source order (file, then offset); those
+    /// without a location come last. The sort is stable.
+    pub fn sort(&mut self) {
+        let mut pairs: Vec<((u32, u32), Report)> = self
+            .positions
+            .drain(..)
+            .zip(self.reports.drain(..))
+            .collect();
+        pairs.sort_by_key(|(position, _)| *position);
+        for (position, report) in pairs {
+            self.positions.push(position);
+            self.reports.push(report);
+        }
     }
 
     /// Adds a diagnostic that has no location (a bad data file, say).
@@ -27,11 +49,13 @@ impl Diagnostics {
     where
         D: Diagnostic + Send + Sync + 'static,
     {
+        self.positions.push((u32::MAX, u32::MAX));
         self.reports.push(Report::new(diagnostic));
     }
 
     /// Moves all of `other` in.
     pub fn extend(&mut self, other: Diagnostics) {
+        self.positions.extend(other.positions);
         self.reports.extend(other.reports);
     }
 

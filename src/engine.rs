@@ -14,12 +14,30 @@ use crate::source::Sources;
 
 /// The default policy pack, embedded at build time: `(file name, text)`.
 pub const DEFAULT_PACK: &[(&str, &str)] = &[
-    ("policies/default/identity.writ", include_str!("../policies/default/identity.writ")),
-    ("policies/default/intent.writ", include_str!("../policies/default/intent.writ")),
-    ("policies/default/scope.writ", include_str!("../policies/default/scope.writ")),
-    ("policies/default/ttl.writ", include_str!("../policies/default/ttl.writ")),
-    ("policies/default/lifecycle.writ", include_str!("../policies/default/lifecycle.writ")),
-    ("policies/default/baseline.writ", include_str!("../policies/default/baseline.writ")),
+    (
+        "policies/default/identity.writ",
+        include_str!("../policies/default/identity.writ"),
+    ),
+    (
+        "policies/default/intent.writ",
+        include_str!("../policies/default/intent.writ"),
+    ),
+    (
+        "policies/default/scope.writ",
+        include_str!("../policies/default/scope.writ"),
+    ),
+    (
+        "policies/default/ttl.writ",
+        include_str!("../policies/default/ttl.writ"),
+    ),
+    (
+        "policies/default/lifecycle.writ",
+        include_str!("../policies/default/lifecycle.writ"),
+    ),
+    (
+        "policies/default/baseline.writ",
+        include_str!("../policies/default/baseline.writ"),
+    ),
 ];
 
 /// A compiled policy set, ready to decide. Cheap to share across threads
@@ -36,12 +54,17 @@ pub struct Engine {
 pub mod limits {
     /// Largest policy file, in bytes.
     pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+    /// Most rules in one policy set.
+    pub const MAX_RULES: usize = 100_000;
 }
 
 impl Engine {
     /// Compiles `(name, text)` sources, with an optional JSON data object
     /// whose keys override constants by name and add data by path.
-    pub fn compile<N, T>(files: impl IntoIterator<Item = (N, T)>, data: Option<&Value>) -> Result<Engine, Diagnostics>
+    pub fn compile<N, T>(
+        files: impl IntoIterator<Item = (N, T)>,
+        data: Option<&Value>,
+    ) -> Result<Engine, Diagnostics>
     where
         N: Into<String>,
         T: Into<std::sync::Arc<str>>,
@@ -72,8 +95,25 @@ impl Engine {
             diagnostics.extend(diags);
             files.push(ast);
         }
+        let rule_count: usize = files
+            .iter()
+            .map(|f| {
+                f.items
+                    .iter()
+                    .filter(|i| matches!(i, crate::ast::Item::Rule(_)))
+                    .count()
+            })
+            .sum();
+        if rule_count > limits::MAX_RULES {
+            diagnostics.push_plain(DataError::TooManyRules {
+                count: rule_count,
+                limit: limits::MAX_RULES,
+            });
+            return Err(diagnostics);
+        }
         let (set, diags) = crate::check::check(&sources, &files, data);
         diagnostics.extend(diags);
+        diagnostics.sort();
         if !diagnostics.is_empty() {
             return Err(diagnostics);
         }
@@ -150,7 +190,11 @@ fn digest(sources: &Sources, data: Option<&serde_json::Map<String, Value>>) -> S
     if let Some(data) = data {
         hasher.update(serde_json::to_string(data).unwrap_or_default().as_bytes());
     }
-    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sha256:{hex}")
 }
 
@@ -159,8 +203,20 @@ fn digest(sources: &Sources, data: Option<&serde_json::Map<String, Value>>) -> S
 pub enum DataError {
     /// `--data` holding `[1, 2]`
     #[error("the data file must hold a JSON object")]
-    #[diagnostic(code(writ::data::not_an_object), help("write `{{\"name\": value, ...}}`"))]
+    #[diagnostic(
+        code(writ::data::not_an_object),
+        help("write `{{\"name\": value, ...}}`")
+    )]
     NotAnObject,
+    /// A policy set with more rules than the limit.
+    #[error("the policy set has {count} rules, more than the limit of {limit}")]
+    #[diagnostic(code(writ::limits::too_many_rules))]
+    TooManyRules {
+        /// How many rules.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A policy file over the size limit.
     #[error("policy file `{name}` is larger than {limit} bytes")]
     #[diagnostic(code(writ::limits::file_too_large))]

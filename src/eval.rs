@@ -123,7 +123,8 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) ->
 /// The string value of an attribute, for the tree's switches.
 pub fn attr_key<'a>(request: &'a Request, attr: &Attr) -> Option<&'a str> {
     let s = |o: &'a Option<String>| o.as_deref();
-    let extra = |map: &'a IndexMap<String, Value>, name: &str| map.get(name).and_then(Value::as_str);
+    let extra =
+        |map: &'a IndexMap<String, Value>, name: &str| map.get(name).and_then(Value::as_str);
     match attr {
         Attr::SubjectId => s(&request.subject.id),
         Attr::SubjectKind => s(&request.subject.kind),
@@ -189,7 +190,10 @@ pub fn to_json(val: &Val) -> Value {
 fn format_time(nanos: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| nanos.to_string())
 }
 
@@ -273,7 +277,12 @@ fn order(a: &Val, b: &Val) -> Res<Ordering> {
 fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
     match val {
         Val::Lits(items) => items.iter().map(|l| from_lit(l).ok()).collect(),
-        Val::Strs(items) => Some(items.iter().map(|s| Val::Str(Cow::Borrowed(s.as_str()))).collect()),
+        Val::Strs(items) => Some(
+            items
+                .iter()
+                .map(|s| Val::Str(Cow::Borrowed(s.as_str())))
+                .collect(),
+        ),
         Val::Json(Value::Array(items)) => items.iter().map(|v| from_json(v).ok()).collect(),
         _ => None,
     }
@@ -289,7 +298,11 @@ fn contains(list: &Val, needle: &Val) -> Res<bool> {
             _ => false,
         }),
         Val::Json(Value::Array(items)) => Ok(items.iter().any(|v| from_json(v).is_ok_and(check))),
-        other => Err(format!("`in` needs a list, found {} {}", type_name(other), to_json(other))),
+        other => Err(format!(
+            "`in` needs a list, found {} {}",
+            type_name(other),
+            to_json(other)
+        )),
     }
 }
 
@@ -352,17 +365,30 @@ impl<'a> Ctx<'a> {
             }
             ExprKind::Not(inner) => match self.eval(inner)? {
                 Val::Bool(b) => Ok(Val::Bool(!b)),
-                other => Err(format!("`not` needs a bool, found {} {}", type_name(&other), to_json(&other))),
+                other => Err(format!(
+                    "`not` needs a bool, found {} {}",
+                    type_name(&other),
+                    to_json(&other)
+                )),
             },
             ExprKind::Matches(inner, glob) => match self.eval(inner)? {
                 Val::Str(s) => Ok(Val::Bool(glob.is_match(&s))),
-                other => Err(format!("`matches` needs a string, found {} {}", type_name(&other), to_json(&other))),
+                other => Err(format!(
+                    "`matches` needs a string, found {} {}",
+                    type_name(&other),
+                    to_json(&other)
+                )),
             },
             ExprKind::Has(attr, rest) => Ok(Val::Bool(self.has(attr, rest))),
             ExprKind::Quantifier { all, list, body } => {
                 let list = self.eval(list)?;
-                let items = list_items(&list)
-                    .ok_or_else(|| format!("`{}` needs a list, found {}", if *all { "all" } else { "any" }, type_name(&list)))?;
+                let items = list_items(&list).ok_or_else(|| {
+                    format!(
+                        "`{}` needs a list, found {}",
+                        if *all { "all" } else { "any" },
+                        type_name(&list)
+                    )
+                })?;
                 let mut error = None;
                 for item in items {
                     self.locals.push(item);
@@ -388,7 +414,11 @@ impl<'a> Ctx<'a> {
     fn truth(&mut self, expr: &'a Expr) -> Res<bool> {
         match self.eval(expr)? {
             Val::Bool(b) => Ok(b),
-            other => Err(format!("expected true or false, found {} {}", type_name(&other), to_json(&other))),
+            other => Err(format!(
+                "expected true or false, found {} {}",
+                type_name(&other),
+                to_json(&other)
+            )),
         }
     }
 
@@ -531,20 +561,28 @@ impl<'a> Ctx<'a> {
 fn call<'a>(builtin: Builtin, args: &[Val<'a>]) -> Res<Val<'a>> {
     let string = |v: &Val<'a>| match v {
         Val::Str(s) => Ok(s.clone()),
-        other => Err(format!("expected a string, found {} {}", type_name(other), to_json(other))),
+        other => Err(format!(
+            "expected a string, found {} {}",
+            type_name(other),
+            to_json(other)
+        )),
     };
     match builtin {
         Builtin::Len => match &args[0] {
             Val::Str(s) => Ok(Val::Num(s.chars().count() as f64)),
             other => list_items(other)
                 .map(|items| Val::Num(items.len() as f64))
-                .ok_or_else(|| format!("`len` needs a list or a string, found {}", type_name(other))),
+                .ok_or_else(|| {
+                    format!("`len` needs a list or a string, found {}", type_name(other))
+                }),
         },
         Builtin::Contains => match &args[0] {
             Val::Str(s) => Ok(Val::Bool(s.contains(&*string(&args[1])?))),
             list => Ok(Val::Bool(contains(list, &args[1])?)),
         },
-        Builtin::StartsWith => Ok(Val::Bool(string(&args[0])?.starts_with(&*string(&args[1])?))),
+        Builtin::StartsWith => Ok(Val::Bool(
+            string(&args[0])?.starts_with(&*string(&args[1])?),
+        )),
         Builtin::EndsWith => Ok(Val::Bool(string(&args[0])?.ends_with(&*string(&args[1])?))),
         Builtin::Lower => Ok(Val::Str(Cow::Owned(string(&args[0])?.to_lowercase()))),
     }
@@ -553,10 +591,17 @@ fn call<'a>(builtin: Builtin, args: &[Val<'a>]) -> Res<Val<'a>> {
 fn add<'a>(a: &Val<'a>, b: &Val<'a>) -> Res<Val<'a>> {
     match (a, b) {
         (Val::Num(x), Val::Num(y)) => Ok(Val::Num(x + y)),
-        (Val::Dur(x), Val::Dur(y)) => x.checked_add(*y).map(Val::Dur).ok_or_else(|| "duration overflow".to_owned()),
+        (Val::Dur(x), Val::Dur(y)) => x
+            .checked_add(*y)
+            .map(Val::Dur)
+            .ok_or_else(|| "duration overflow".to_owned()),
         (t, Val::Dur(d)) => match as_time(t) {
             Some(t) => Ok(Val::Time(t + i128::from(*d) * 1_000_000_000)),
-            None => Err(format!("cannot add a duration to {} {}", type_name(t), to_json(t))),
+            None => Err(format!(
+                "cannot add a duration to {} {}",
+                type_name(t),
+                to_json(t)
+            )),
         },
         _ => Err(format!("cannot add {} and {}", type_name(a), type_name(b))),
     }
@@ -654,7 +699,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
             }
         };
         if e.outcome == Outcome::Matched {
-            if let Some(because) = &rule.because {
+            // A rule that applies only by failing closed did not hold, so
+            // its `because` would not be true.
+            if let (Some(because), None) = (&rule.because, &e.error) {
                 e.because = ctx.template(because, false).ok();
             }
             let slot = trace.len();
@@ -668,7 +715,10 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
         trace.push(e);
     }
 
-    let deny = |trace: Vec<TraceEntry>, reasons: Vec<String>, errors: Vec<EvalError>, dropped: Vec<String>| Decision {
+    let deny = |trace: Vec<TraceEntry>,
+                reasons: Vec<String>,
+                errors: Vec<EvalError>,
+                dropped: Vec<String>| Decision {
         decision: Effect::Deny,
         scope: Vec::new(),
         ttl: 0,
@@ -696,7 +746,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     // makes its permit not match.
     let mut granted: Vec<(usize, u32, Vec<ScopeItem>)> = Vec::new();
     for &(slot, index) in &permits {
-        let RuleKind::Permit { grant, .. } = &set.rules[index as usize].kind else { continue };
+        let RuleKind::Permit { grant, .. } = &set.rules[index as usize].kind else {
+            continue;
+        };
         let mut items = Vec::new();
         let mut failure = None;
         for template in grant {
@@ -745,7 +797,10 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     let wanted: Vec<ScopeItem> = if requested {
         prepared.scope.clone()
     } else {
-        let mut all: Vec<ScopeItem> = granted.iter().flat_map(|(_, _, items)| items.iter().cloned()).collect();
+        let mut all: Vec<ScopeItem> = granted
+            .iter()
+            .flat_map(|(_, _, items)| items.iter().cloned())
+            .collect();
         all.sort();
         all.dedup();
         all
@@ -790,7 +845,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     if (requested || any_grant) && scope.is_empty() {
         for &(slot, _, ref items) in &granted {
             if !items.is_empty() || requested {
-                trace[slot].effect.push("covered none of the requested scope".to_owned());
+                trace[slot]
+                    .effect
+                    .push("covered none of the requested scope".to_owned());
             }
         }
         // A permit without a grant still allows when nothing was requested.
@@ -817,7 +874,10 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     };
     let mut ttl_steps: Vec<(usize, u32, u64)> = Vec::new();
     for (i, &(slot, index, _)) in granted.iter().enumerate() {
-        if let RuleKind::Permit { ttl: Some(seconds), .. } = set.rules[index as usize].kind {
+        if let RuleKind::Permit {
+            ttl: Some(seconds), ..
+        } = set.rules[index as usize].kind
+        {
             if contributing[i] {
                 ttl_steps.push((slot, index, seconds));
             }
@@ -830,7 +890,8 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     }
     ttl_steps.sort_by_key(|&(_, index, _)| index);
     for (slot, _, seconds) in ttl_steps {
-        let effect = cap(&mut ttl, seconds).unwrap_or_else(|| format!("cap {seconds} did not lower ttl {}", ttl.unwrap_or(0)));
+        let effect = cap(&mut ttl, seconds)
+            .unwrap_or_else(|| format!("cap {seconds} did not lower ttl {}", ttl.unwrap_or(0)));
         trace[slot].effect.push(effect);
     }
     let ttl = ttl.unwrap_or(DEFAULT_TTL);
@@ -838,7 +899,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     // Permits' effects.
     for (i, (slot, _, items)) in granted.iter().enumerate() {
         if items.is_empty() {
-            trace[*slot].effect.insert(0, "allowed (no scope of its own)".to_owned());
+            trace[*slot]
+                .effect
+                .insert(0, "allowed (no scope of its own)".to_owned());
         } else if contributing[i] || !requested {
             let mine: Vec<&String> = scope
                 .iter()
@@ -846,7 +909,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
                 .collect();
             if !mine.is_empty() {
                 let list: Vec<&str> = mine.iter().map(|s| s.as_str()).collect();
-                trace[*slot].effect.insert(0, format!("granted {}", list.join(", ")));
+                trace[*slot]
+                    .effect
+                    .insert(0, format!("granted {}", list.join(", ")));
             }
         }
     }
@@ -877,7 +942,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
                     // An obligation that cannot be stated cannot be honoured.
                     trace[slot].outcome = Outcome::Error;
                     trace[slot].error = Some(message.clone());
-                    trace[slot].effect.push("denied: obligation could not be computed".to_owned());
+                    trace[slot]
+                        .effect
+                        .push("denied: obligation could not be computed".to_owned());
                     errors.push(EvalError {
                         rule: rule.id.clone(),
                         message,
@@ -906,7 +973,10 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
         });
     }
 
-    let reasons = granted.iter().map(|&(slot, _, _)| trace[slot].rule.clone()).collect();
+    let reasons = granted
+        .iter()
+        .map(|&(slot, _, _)| trace[slot].rule.clone())
+        .collect();
     Decision {
         decision: Effect::Allow,
         scope,
@@ -935,7 +1005,9 @@ fn mark_closest<'a>(
     let mut pool: Vec<u32> = missed.to_vec();
     if pool.len() < 3 {
         for rule in compiled.tree.rules_below(near, 8) {
-            if matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. }) && !pool.contains(&rule) {
+            if matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. })
+                && !pool.contains(&rule)
+            {
                 pool.push(rule);
             }
         }

@@ -42,6 +42,15 @@ impl Style {
     }
 }
 
+/// `left` padded to `width`, at least two spaces, then `right`; no
+/// trailing blanks.
+fn columns(left: &str, width: usize, right: &str) -> String {
+    let pad = width.saturating_sub(left.chars().count()).max(2);
+    format!("{left}{}{right}", " ".repeat(pad))
+        .trim_end()
+        .to_owned()
+}
+
 fn rule_line(entry: &TraceEntry) -> String {
     format!("{} {}  {}", entry.kind, entry.rule, entry.at)
 }
@@ -116,16 +125,32 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         .trace
         .iter()
         .filter(|e| {
-            e.effect
-                .iter()
-                .any(|x| x.contains("scope") || x.contains("granted") || x.contains("ttl") || x.contains("allowed") || x.contains("covered"))
+            e.effect.iter().any(|x| {
+                x.contains("scope")
+                    || x.contains("granted")
+                    || x.contains("ttl")
+                    || x.contains("allowed")
+                    || x.contains("covered")
+            })
         })
         .collect();
     if !steps.is_empty() || !decision.dropped_scope.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("scope and ttl"));
         for entry in steps {
-            for effect in entry.effect.iter().filter(|x| !x.starts_with("added obligation")) {
-                let _ = writeln!(out, "  {effect:<40} {}", style.dim(&format!("{} {}", entry.rule, entry.at)));
+            for effect in entry
+                .effect
+                .iter()
+                .filter(|x| !x.starts_with("added obligation"))
+            {
+                let _ = writeln!(
+                    out,
+                    "  {}",
+                    columns(
+                        effect,
+                        40,
+                        &style.dim(&format!("{} {}", entry.rule, entry.at))
+                    )
+                );
             }
         }
         if !decision.dropped_scope.is_empty() {
@@ -152,9 +177,12 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
                 .map_or(String::new(), |e| e.at.clone());
             let _ = writeln!(
                 out,
-                "  {:<40} {}",
-                format!("{}{what}", obligation.kind),
-                style.dim(&format!("{} {at}", obligation.rule))
+                "  {}",
+                columns(
+                    &format!("{}{what}", obligation.kind),
+                    40,
+                    &style.dim(&format!("{} {at}", obligation.rule))
+                )
             );
         }
     }
@@ -172,7 +200,11 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         for entry in closest {
             let _ = writeln!(out, "  {}", rule_line(entry));
             if let Some(failed) = &entry.failed {
-                let _ = writeln!(out, "    failed: {}  (saw {})", failed.condition, failed.saw);
+                let _ = writeln!(
+                    out,
+                    "    failed: {}  (saw {})",
+                    failed.condition, failed.saw
+                );
             }
         }
     }
@@ -189,7 +221,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
             (None, Some(error)) => format!("error: {error}"),
             (None, None) => entry.effect.join("; "),
         };
-        let _ = writeln!(out, "  {mark} {:<48} {}", rule_line(entry), detail);
+        let _ = writeln!(out, "  {mark} {}", columns(&rule_line(entry), 48, &detail));
     }
     out
 }

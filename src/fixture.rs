@@ -82,12 +82,6 @@ pub struct Expect {
     pub errors: Option<Vec<String>>,
 }
 
-impl Default for Effect {
-    fn default() -> Effect {
-        Effect::Deny
-    }
-}
-
 /// The result of one case.
 #[derive(Debug, Clone)]
 pub struct CaseResult {
@@ -143,7 +137,9 @@ pub fn discover(paths: &[PathBuf]) -> Vec<PathBuf> {
 /// Files with extension `ext` under `path` (or `path` itself), recursively.
 pub fn collect(path: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     if path.is_dir() {
-        let Ok(entries) = std::fs::read_dir(path) else { return };
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
         for child in children {
@@ -159,15 +155,27 @@ pub fn collect(path: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 pub fn load_policies(paths: &[String], base: &Path) -> Result<Vec<(String, String)>, String> {
     let mut files = Vec::new();
     if paths.is_empty() {
-        files.extend(DEFAULT_PACK.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+        files.extend(
+            DEFAULT_PACK
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string())),
+        );
         return Ok(files);
     }
     for path in paths {
         if path == "default" {
-            files.extend(DEFAULT_PACK.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+            files.extend(
+                DEFAULT_PACK
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.to_string())),
+            );
             continue;
         }
-        let full = base.join(path);
+        let full = if base == Path::new(".") {
+            PathBuf::from(path)
+        } else {
+            base.join(path)
+        };
         let mut found = Vec::new();
         collect(&full, "writ", &mut found);
         if found.is_empty() {
@@ -204,12 +212,14 @@ fn run_file(path: &Path, report: &mut Report) {
         }
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let engine = match load_policies(&fixture.policies, base)
-        .and_then(|files| Engine::compile(files, fixture.data.as_ref()).map_err(|d| d.render(false)))
-    {
+    let engine = match load_policies(&fixture.policies, base).and_then(|files| {
+        Engine::compile(files, fixture.data.as_ref()).map_err(|d| d.render(false))
+    }) {
         Ok(engine) => engine,
         Err(error) => {
-            report.load_errors.push(format!("{display}: policies do not compile:\n{error}"));
+            report
+                .load_errors
+                .push(format!("{display}: policies do not compile:\n{error}"));
             return;
         }
     };
@@ -253,7 +263,10 @@ pub fn check_case(expect: &Expect, decision: &Decision) -> Vec<String> {
     }
     if let Some(scope) = &expect.scope {
         if &decision.scope != scope {
-            failures.push(format!("scope: expected {scope:?}, got {:?}", decision.scope));
+            failures.push(format!(
+                "scope: expected {scope:?}, got {:?}",
+                decision.scope
+            ));
         }
     }
     if let Some(ttl) = expect.ttl {
@@ -269,21 +282,30 @@ pub fn check_case(expect: &Expect, decision: &Decision) -> Vec<String> {
     if let Some(kinds) = &expect.obligations {
         for kind in kinds {
             if !decision.obligations.iter().any(|o| &o.kind == kind) {
-                failures.push(format!("obligations: expected `{kind}`, got {:?}", kinds_of(decision)));
+                failures.push(format!(
+                    "obligations: expected `{kind}`, got {:?}",
+                    kinds_of(decision)
+                ));
             }
         }
     }
     if let Some(kinds) = &expect.no_obligations {
         for kind in kinds {
             if decision.obligations.iter().any(|o| &o.kind == kind) {
-                failures.push(format!("obligations: expected no `{kind}`, got {:?}", kinds_of(decision)));
+                failures.push(format!(
+                    "obligations: expected no `{kind}`, got {:?}",
+                    kinds_of(decision)
+                ));
             }
         }
     }
     if let Some(reasons) = &expect.reasons {
         for reason in reasons {
             if !decision.reasons.contains(reason) {
-                failures.push(format!("reasons: expected `{reason}`, got {:?}", decision.reasons));
+                failures.push(format!(
+                    "reasons: expected `{reason}`, got {:?}",
+                    decision.reasons
+                ));
             }
         }
     }
@@ -309,7 +331,11 @@ pub fn check_case(expect: &Expect, decision: &Decision) -> Vec<String> {
 }
 
 fn kinds_of(decision: &Decision) -> Vec<&str> {
-    decision.obligations.iter().map(|o| o.kind.as_str()).collect()
+    decision
+        .obligations
+        .iter()
+        .map(|o| o.kind.as_str())
+        .collect()
 }
 
 /// The text `writ test` prints: each failure with the trace lines that

@@ -23,7 +23,7 @@ pub enum LexErrorKind {
     BadEscape(char),
     /// `99999999999999999999d`: a duration that does not fit in 64 bits.
     DurationOverflow,
-    /// `1e999`: a number that is not finite.
+    /// A number literal with more digits than any policy needs.
     BadNumber,
 }
 
@@ -125,12 +125,10 @@ pub enum Token {
     #[token("\"", lex_string)]
     Str(String),
     /// `42`, `-1`, `0.5`.
-    #[regex(r"-?[0-9]{1,24}(\.[0-9]{1,24})?", |lex| {
-        lex.slice().parse::<f64>().ok().filter(|n| n.is_finite()).ok_or(LexErrorKind::BadNumber)
-    })]
+    #[regex(r"-?[0-9]{1,24}(\.[0-9]{1,24})?", lex_number)]
     Num(f64),
     /// `30s`, `5m`, `1h`, `1d`, `1h30m`: a duration in seconds.
-    #[regex(r"([0-9]{1,24}[smhd]){1,4}", |lex| duration_seconds(lex.slice()))]
+    #[regex(r"([0-9]{1,24}[smhd]){1,4}", lex_duration)]
     Dur(u64),
 
     /// `@`
@@ -242,6 +240,36 @@ fn lex_string(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
     Err(LexErrorKind::UnterminatedString)
 }
 
+/// Bounded regexes keep logos from recursing per digit; a literal longer
+/// than they allow is consumed here whole and reported as one error.
+fn swallow_rest(lex: &mut logos::Lexer<Token>) -> bool {
+    let extra = lex
+        .remainder()
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'.' | b's' | b'm' | b'h' | b'd'))
+        .count();
+    lex.bump(extra);
+    extra > 0
+}
+
+fn lex_number(lex: &mut logos::Lexer<Token>) -> Result<f64, LexErrorKind> {
+    if swallow_rest(lex) {
+        return Err(LexErrorKind::BadNumber);
+    }
+    lex.slice()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .ok_or(LexErrorKind::BadNumber)
+}
+
+fn lex_duration(lex: &mut logos::Lexer<Token>) -> Result<u64, LexErrorKind> {
+    if swallow_rest(lex) {
+        return Err(LexErrorKind::DurationOverflow);
+    }
+    duration_seconds(lex.slice())
+}
+
 /// Seconds in `1h30m`-style text; `None` on overflow.
 fn duration_seconds(text: &str) -> Result<u64, LexErrorKind> {
     let mut total: u64 = 0;
@@ -322,9 +350,12 @@ pub enum LexError {
         #[label("too large")]
         span: miette::SourceSpan,
     },
-    /// `1e999`
-    #[error("number `{text}` is not a finite number")]
-    #[diagnostic(code(writ::lex::bad_number))]
+    /// `1234567890123456789012345678`
+    #[error("number `{text}` is too long")]
+    #[diagnostic(
+        code(writ::lex::bad_number),
+        help("numbers have at most 24 digits before and after the point")
+    )]
     BadNumber {
         /// The literal.
         text: String,
@@ -377,6 +408,17 @@ pub fn lex(file: FileId, text: &str) -> (Vec<Spanned>, Vec<(Span, LexError)>) {
                         span: source_span,
                     },
                 };
+                // A stand-in keeps the parser from reporting a second,
+                // misleading error right after the bad literal.
+                let stand_in = match &error {
+                    LexError::BadEscape { .. } => Some(Token::Str(String::new())),
+                    LexError::DurationOverflow { .. } => Some(Token::Dur(u64::MAX)),
+                    LexError::BadNumber { .. } => Some(Token::Num(0.0)),
+                    _ => None,
+                };
+                if let Some(token) = stand_in {
+                    tokens.push(Spanned { token, span });
+                }
                 errors.push((span, error));
             }
         }
@@ -466,7 +508,12 @@ mod tests {
         ];
         let handle = std::thread::Builder::new()
             .stack_size(128 * 1024)
-            .spawn(move || inputs.iter().map(|i| lex(FileId(0), i).0.len()).sum::<usize>())
+            .spawn(move || {
+                inputs
+                    .iter()
+                    .map(|i| lex(FileId(0), i).0.len())
+                    .sum::<usize>()
+            })
             .expect("spawn");
         assert!(handle.join().expect("no stack overflow") > 0);
     }

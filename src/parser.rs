@@ -193,8 +193,7 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
         .map(|t| Ok::<_, NoError>((t.span.start as usize, t.token.clone(), t.span.end as usize)));
     let mut mistakes = Vec::new();
     let mut recovered = Vec::new();
-    let result =
-        generated::FileParser::new().parse(file, &mut mistakes, &mut recovered, stream);
+    let result = generated::FileParser::new().parse(file, &mut mistakes, &mut recovered, stream);
     let end = source.text.len();
     for error in recovered {
         diagnostics.push(convert(error.error, end), source);
@@ -370,6 +369,31 @@ fn expected_list(expected: &[String]) -> String {
     }
 }
 
+/// Parses a single expression (a template hole), whose text starts at byte
+/// `offset` of file `file`. Returns `None` when it is not one expression.
+pub fn parse_expr(file: FileId, text: &str, offset: usize) -> Option<crate::ast::Expr> {
+    let (tokens, errors) = lexer::lex(file, text);
+    if !errors.is_empty() {
+        return None;
+    }
+    let stream = tokens
+        .into_iter()
+        .filter(|t| !t.token.is_trivia())
+        .map(|t| {
+            Ok::<_, NoError>((
+                t.span.start as usize + offset,
+                t.token,
+                t.span.end as usize + offset,
+            ))
+        });
+    let mut mistakes = Vec::new();
+    let mut recovered = Vec::new();
+    let expr = generated::ExprParser::new()
+        .parse(file, &mut mistakes, &mut recovered, stream)
+        .ok()?;
+    (recovered.is_empty() && mistakes.is_empty()).then_some(expr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,7 +437,10 @@ mod tests {
         let Some(cond) = &rule.condition else {
             panic!("no condition")
         };
-        assert!(matches!(cond.kind, ExprKind::Binary(crate::ast::BinOp::Or, _, _)));
+        assert!(matches!(
+            cond.kind,
+            ExprKind::Binary(crate::ast::BinOp::Or, _, _)
+        ));
     }
 
     #[test]
@@ -445,26 +472,4 @@ mod tests {
         assert!(diags.is_empty(), "{diags}");
         assert_eq!(file.mistakes.len(), 4);
     }
-}
-
-/// Parses a single expression (a template hole), whose text starts at byte
-/// `offset` of file `file`. Returns `None` when it is not one expression.
-pub fn parse_expr(file: FileId, text: &str, offset: usize) -> Option<crate::ast::Expr> {
-    let (tokens, errors) = lexer::lex(file, text);
-    if !errors.is_empty() {
-        return None;
-    }
-    let stream = tokens.into_iter().filter(|t| !t.token.is_trivia()).map(|t| {
-        Ok::<_, NoError>((
-            t.span.start as usize + offset,
-            t.token,
-            t.span.end as usize + offset,
-        ))
-    });
-    let mut mistakes = Vec::new();
-    let mut recovered = Vec::new();
-    let expr = generated::ExprParser::new()
-        .parse(file, &mut mistakes, &mut recovered, stream)
-        .ok()?;
-    (recovered.is_empty() && mistakes.is_empty()).then_some(expr)
 }

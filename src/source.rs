@@ -44,7 +44,10 @@ impl Span {
 
     /// The range as miette wants it.
     pub fn source_span(self) -> SourceSpan {
-        SourceSpan::from((self.start as usize, (self.end - self.start.min(self.end)) as usize))
+        SourceSpan::from((
+            self.start as usize,
+            (self.end - self.start.min(self.end)) as usize,
+        ))
     }
 }
 
@@ -57,6 +60,8 @@ pub struct SourceFile {
     pub text: Arc<str>,
     /// Byte offset of the start of each line, for `file:line` locations.
     line_starts: Vec<u32>,
+    /// Position of the file in its set, for ordering diagnostics.
+    pub order: u32,
 }
 
 impl SourceFile {
@@ -73,6 +78,7 @@ impl SourceFile {
             name: name.into(),
             text,
             line_starts,
+            order: 0,
         }
     }
 
@@ -121,7 +127,9 @@ impl Sources {
     /// Adds a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<Arc<str>>) -> FileId {
         let id = FileId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
-        self.files.push(SourceFile::new(name, text));
+        let mut file = SourceFile::new(name, text);
+        file.order = id.0;
+        self.files.push(file);
         id
     }
 
