@@ -178,6 +178,19 @@ pub enum CheckError {
         #[label("first used here")]
         first: Option<SourceSpan>,
     },
+    /// `const action = "read";`
+    #[error("`{name}` is a built-in name and cannot be redefined")]
+    #[diagnostic(
+        code(writ::check::reserved_name),
+        help("the dimensions, `action`, `sensitivity` and the sensitivity levels keep their meaning; pick another name")
+    )]
+    ReservedName {
+        /// The name.
+        name: String,
+        /// Where it is defined.
+        #[label("built-in name")]
+        span: SourceSpan,
+    },
     /// `const a = 1; const a = 2;`
     #[error("constant `{name}` is defined twice")]
     #[diagnostic(code(writ::check::duplicate_const))]
@@ -286,8 +299,8 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, row) in table.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        table[0][j] = j;
+    for (j, cell) in table[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -416,6 +429,16 @@ impl Checker<'_> {
 
     fn constant(&mut self, decl: &ast::ConstDecl) {
         let name = decl.name.name.clone();
+        if is_reserved(&name) {
+            self.error(
+                decl.name.span,
+                CheckError::ReservedName {
+                    name,
+                    span: decl.name.span.source_span(),
+                },
+            );
+            return;
+        }
         if self.consts.contains_key(&name) {
             self.error(
                 decl.name.span,
@@ -556,19 +579,9 @@ impl Checker<'_> {
                 let items = self.string_list(expr, "a scope limit")?;
                 let mut patterns = Vec::new();
                 for (text, span) in items {
-                    match ScopeItem::parse(&text) {
-                        Ok(item) => patterns.push(item),
-                        Err(error) => {
-                            self.error(
-                                span,
-                                CheckError::BadScope {
-                                    pattern: text,
-                                    reason: error.to_string(),
-                                    span: span.source_span(),
-                                },
-                            );
-                            ok = false;
-                        }
+                    match self.template(&text, span, true) {
+                        Some(t) => patterns.push(t),
+                        None => ok = false,
                     }
                 }
                 RuleKind::LimitScope(patterns)
@@ -897,6 +910,32 @@ impl Checker<'_> {
                 for arg in args {
                     lowered.push(self.expr(arg)?);
                 }
+                let stringy = |t: Ty| matches!(t, Ty::Str | Ty::Any);
+                let listy = |t: Ty| matches!(t, Ty::Str | Ty::Any | Ty::List | Ty::StrList);
+                let expected: &[(fn(Ty) -> bool, &str)] = match builtin {
+                    Builtin::Len | Builtin::Contains => &[(listy, "a list or a string")],
+                    Builtin::StartsWith | Builtin::EndsWith => {
+                        &[(stringy, "a string"), (stringy, "a string")]
+                    }
+                    Builtin::Lower => &[(stringy, "a string")],
+                };
+                for ((accepts, what), arg) in expected.iter().zip(&lowered) {
+                    if !accepts(arg.ty) {
+                        self.error(
+                            arg.span,
+                            CheckError::BadOperand {
+                                message: format!(
+                                    "`{}` takes {what} here, not a {}",
+                                    name.name,
+                                    arg.ty.name()
+                                ),
+                                span: arg.span.source_span(),
+                                help: None,
+                            },
+                        );
+                        return None;
+                    }
+                }
                 let ty = match builtin {
                     Builtin::Len => Ty::Num,
                     Builtin::Lower => Ty::Str,
@@ -935,6 +974,16 @@ impl Checker<'_> {
                         return None;
                     }
                 };
+                if is_reserved(&var.name) {
+                    self.error(
+                        var.span,
+                        CheckError::ReservedName {
+                            name: var.name.clone(),
+                            span: var.span.source_span(),
+                        },
+                    );
+                    return None;
+                }
                 self.locals.push((var.name.clone(), elem));
                 let body = self.condition(body);
                 self.locals.pop();
@@ -1275,7 +1324,7 @@ impl Checker<'_> {
                     self.error(
                         span,
                         CheckError::BadOperand {
-                            message: format!("cannot add a {} and a {}", r.ty.name(), l.ty.name()),
+                            message: format!("cannot add a {} and a {}", l.ty.name(), r.ty.name()),
                             span: span.source_span(),
                             help: Some("`+` adds a duration to a timestamp or to a duration, or two numbers".to_owned()),
                         },
@@ -1318,6 +1367,13 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// Names a constant or a quantifier variable may not take.
+fn is_reserved(name: &str) -> bool {
+    Dim::from_name(name).is_some()
+        || Sensitivity::from_name(name).is_some()
+        || matches!(name, "action" | "sensitivity")
 }
 
 fn flatten_and<'e>(expr: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {

@@ -521,6 +521,17 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Builds scope items from templates; the first that fails fails all.
+    fn scope_items(&mut self, templates: &'a [Template]) -> Res<Vec<ScopeItem>> {
+        templates
+            .iter()
+            .map(|t| {
+                self.template(t, true)
+                    .and_then(|text| ScopeItem::parse(&text).map_err(|e| e.to_string()))
+            })
+            .collect()
+    }
+
     fn template(&mut self, template: &'a Template, scope_item: bool) -> Res<String> {
         let mut out = String::new();
         for part in &template.parts {
@@ -749,23 +760,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
         let RuleKind::Permit { grant, .. } = &set.rules[index as usize].kind else {
             continue;
         };
-        let mut items = Vec::new();
-        let mut failure = None;
-        for template in grant {
-            match ctx
-                .template(template, true)
-                .and_then(|text| ScopeItem::parse(&text).map_err(|e| e.to_string()))
-            {
-                Ok(item) => items.push(item),
-                Err(message) => {
-                    failure = Some(message);
-                    break;
-                }
-            }
-        }
-        match failure {
-            None => granted.push((slot, index, items)),
-            Some(message) => {
+        match ctx.scope_items(grant) {
+            Ok(items) => granted.push((slot, index, items)),
+            Err(message) => {
                 trace[slot].outcome = Outcome::Error;
                 trace[slot].error = Some(message.clone());
                 errors.push(EvalError {
@@ -783,13 +780,23 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     }
 
     // 4. Scope.
-    let scope_limits: Vec<(usize, &Vec<ScopeItem>)> = limits
-        .iter()
-        .filter_map(|&(slot, index)| match &set.rules[index as usize].kind {
-            RuleKind::LimitScope(patterns) => Some((slot, patterns)),
-            _ => None,
-        })
-        .collect();
+    // Each applicable scope limit's patterns, built for this request. A
+    // pattern that cannot be built keeps nothing: the limit fails closed.
+    let mut scope_limits: Vec<(usize, Vec<ScopeItem>)> = Vec::new();
+    for &(slot, index) in &limits {
+        let RuleKind::LimitScope(templates) = &set.rules[index as usize].kind else {
+            continue;
+        };
+        let patterns = ctx.scope_items(templates).unwrap_or_else(|message| {
+            trace[slot].error = Some(message.clone());
+            errors.push(EvalError {
+                rule: trace[slot].rule.clone(),
+                message,
+            });
+            Vec::new()
+        });
+        scope_limits.push((slot, patterns));
+    }
     let mut contributing = vec![false; granted.len()];
     let mut scope: Vec<String> = Vec::new();
     let mut dropped: Vec<String> = Vec::new();

@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use crate::ast::BinOp;
 use crate::request::Sensitivity;
-use crate::scope::ScopeItem;
 use crate::source::Span;
 
 /// A request attribute the evaluator can read without allocating.
@@ -468,8 +467,9 @@ pub enum RuleKind {
     Forbid,
     /// Caps the TTL.
     LimitTtl(u64),
-    /// Keeps only scope items these patterns cover.
-    LimitScope(Vec<ScopeItem>),
+    /// Keeps only scope items these patterns cover (templates, built per
+    /// request like grants).
+    LimitScope(Vec<Template>),
     /// Adds an obligation.
     Require(Obligation),
 }
