@@ -912,7 +912,7 @@ impl Checker<'_> {
                 }
                 let stringy = |t: Ty| matches!(t, Ty::Str | Ty::Any);
                 let listy = |t: Ty| matches!(t, Ty::Str | Ty::Any | Ty::List | Ty::StrList);
-                let expected: &[(fn(Ty) -> bool, &str)] = match builtin {
+                let expected: &[ArgCheck] = match builtin {
                     Builtin::Len | Builtin::Contains => &[(listy, "a list or a string")],
                     Builtin::StartsWith | Builtin::EndsWith => {
                         &[(stringy, "a string"), (stringy, "a string")]
@@ -1368,6 +1368,9 @@ impl Checker<'_> {
         }
     }
 }
+
+/// A test on an argument's type and how the expected type is named.
+type ArgCheck = (fn(Ty) -> bool, &'static str);
 
 /// Names a constant or a quantifier variable may not take.
 fn is_reserved(name: &str) -> bool {

@@ -776,7 +776,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     // 1. Deny by default, naming the permits that came closest.
     if granted.is_empty() {
         mark_closest(&mut ctx, compiled, &mut trace, &missed_permits, &near);
-        return deny(trace, Vec::new(), errors, Vec::new());
+        // No permit matched, so no requested item is covered.
+        let dropped = prepared.scope.iter().map(ToString::to_string).collect();
+        return deny(trace, Vec::new(), errors, dropped);
     }
 
     // 4. Scope.

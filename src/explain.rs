@@ -97,7 +97,13 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
             Effect::Deny if decision.errors.iter().any(|e| e.rule == "request") => {
                 "the request was rejected before any rule ran".to_owned()
             }
-            Effect::Deny if !decision.dropped_scope.is_empty() => {
+            Effect::Deny
+                if !decision.dropped_scope.is_empty()
+                    && decision
+                        .trace
+                        .iter()
+                        .any(|e| e.kind == "permit" && e.outcome == Outcome::Matched) =>
+            {
                 "no requested scope item survived: deny".to_owned()
             }
             Effect::Deny => "no permit matched: deny by default".to_owned(),

@@ -17,7 +17,8 @@
 //! of `.writ` files), or `default` for the embedded pack; it defaults to
 //! the pack. `expect` takes contract.md's fields: `decision`, `scope`
 //! (exact), `ttl` (exact), `ttl_max`, `obligations` (kinds that must be
-//! present), `reasons` (ids that must be present), and also
+//! present; `revoke_on:task_end` or `audience:VALUE` also pins the event or
+//! value), `reasons` (ids that must be present), and also
 //! `dropped_scope` (exact), `errors` (rule ids that must have errored) and
 //! `no_obligations` (kinds that must be absent).
 
@@ -281,7 +282,11 @@ pub fn check_case(expect: &Expect, decision: &Decision) -> Vec<String> {
     }
     if let Some(kinds) = &expect.obligations {
         for kind in kinds {
-            if !decision.obligations.iter().any(|o| &o.kind == kind) {
+            if !decision
+                .obligations
+                .iter()
+                .any(|o| obligation_matches(o, kind))
+            {
                 failures.push(format!(
                     "obligations: expected `{kind}`, got {:?}",
                     kinds_of(decision)
@@ -291,7 +296,11 @@ pub fn check_case(expect: &Expect, decision: &Decision) -> Vec<String> {
     }
     if let Some(kinds) = &expect.no_obligations {
         for kind in kinds {
-            if decision.obligations.iter().any(|o| &o.kind == kind) {
+            if decision
+                .obligations
+                .iter()
+                .any(|o| obligation_matches(o, kind))
+            {
                 failures.push(format!(
                     "obligations: expected no `{kind}`, got {:?}",
                     kinds_of(decision)
@@ -328,6 +337,19 @@ pub fn check_case(expect: &Expect, decision: &Decision) -> Vec<String> {
         }
     }
     failures
+}
+
+/// `approval` matches by kind; `revoke_on:task_end` and
+/// `audience:k8s://x` also match the event or value.
+fn obligation_matches(obligation: &crate::decision::ObligationOut, expected: &str) -> bool {
+    match expected.split_once(':') {
+        None => obligation.kind == expected,
+        Some((kind, payload)) => {
+            obligation.kind == kind
+                && (obligation.event.as_deref() == Some(payload)
+                    || obligation.value.as_deref() == Some(payload))
+        }
+    }
 }
 
 fn kinds_of(decision: &Decision) -> Vec<&str> {

@@ -1,0 +1,278 @@
+//! Runs the fixture corpus: `tests/core` (the semantics of brief.md and the
+//! scope rules of contract.md, on small policies of their own) and
+//! `tests/pack` (the default pack), through the library runner and through
+//! `writ test`.
+//!
+//! The fixture format cannot say everything: how many obligations of a kind
+//! there are, that a decision has no errors, or which permits the trace
+//! names as closest on a default deny. Those are checked here, on the
+//! decisions of named cases of the corpus.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use writ::decision::{Decision, Outcome};
+use writ::fixture::{self, Report};
+
+const CORE: &str = "tests/core";
+const PACK: &str = "tests/pack";
+
+/// Fewest cases `tests/core` must hold.
+const MIN_CORE_CASES: usize = 40;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The runner on `tests/core` and `tests/pack`, with paths relative to the
+/// crate root as `writ test` would print them.
+fn run_corpus() -> Report {
+    std::env::set_current_dir(root()).expect("cannot enter the crate root");
+    let files = fixture::discover(&[CORE.into(), PACK.into()]);
+    assert!(
+        files.iter().any(|f| f.starts_with(CORE)),
+        "no fixture files under {CORE}"
+    );
+    fixture::run(&files)
+}
+
+fn core_cases(report: &Report) -> usize {
+    report
+        .cases
+        .iter()
+        .filter(|c| Path::new(&c.name).starts_with(CORE))
+        .count()
+}
+
+/// The decision of the case `name` in the fixture file `file` (relative
+/// to `tests/core`).
+fn decision<'r>(report: &'r Report, file: &str, name: &str) -> &'r Decision {
+    let full = format!("{}: {name}", PathBuf::from(CORE).join(file).display());
+    let case = report
+        .cases
+        .iter()
+        .find(|c| c.name == full)
+        .unwrap_or_else(|| panic!("no case `{full}` in the corpus"));
+    case.decision
+        .as_ref()
+        .unwrap_or_else(|| panic!("case `{full}` has no decision"))
+}
+
+#[test]
+fn corpus_passes() {
+    let report = run_corpus();
+    let text = fixture::render(&report, false);
+    println!("{text}");
+    assert_eq!(report.failed(), 0, "fixture failures:\n{text}");
+    let core = core_cases(&report);
+    assert!(
+        core >= MIN_CORE_CASES,
+        "only {core} cases ran from {CORE}, expected at least {MIN_CORE_CASES}"
+    );
+}
+
+#[test]
+fn writ_test_runs_the_same_corpus() {
+    let report = run_corpus();
+    let expected = core_cases(&report);
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["test", CORE])
+        .current_dir(root())
+        .output()
+        .expect("cannot run `writ test`");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "`writ test {CORE}` failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("{expected} passed, 0 failed"),
+        "stdout:\n{stdout}"
+    );
+}
+
+#[test]
+fn running_the_corpus_twice_gives_the_same_bytes() {
+    let first = run_corpus();
+    let second = run_corpus();
+    assert_eq!(first.cases.len(), second.cases.len());
+    for (a, b) in first.cases.iter().zip(&second.cases) {
+        assert_eq!(a.name, b.name);
+        let a_json = a.decision.as_ref().map(Decision::to_json);
+        let b_json = b.decision.as_ref().map(Decision::to_json);
+        assert_eq!(a_json, b_json, "`{}` decided differently", a.name);
+    }
+}
+
+#[test]
+fn default_deny_names_the_closest_permit() {
+    let report = run_corpus();
+    let d = decision(
+        &report,
+        "basics.json",
+        "another team's database: default deny, nothing granted",
+    );
+    assert!(
+        d.reasons.is_empty(),
+        "default deny has reasons {:?}",
+        d.reasons
+    );
+    assert!(d.errors.is_empty(), "unexpected errors {:?}", d.errors);
+    let entry = d
+        .trace
+        .iter()
+        .find(|e| e.rule == "basics.owner-read")
+        .expect("the owner permit is in the trace");
+    assert!(entry.closest, "the owner permit is not marked closest");
+    assert_eq!(entry.outcome, Outcome::NotMatched);
+    let failed = entry.failed.as_ref().expect("the failed condition");
+    assert_eq!(failed.condition, "subject.owner == resource.owner");
+    assert_eq!(failed.saw, serde_json::json!("team-payments"));
+    // Forbids that did not match are not "closest": only permits are.
+    assert!(d
+        .trace
+        .iter()
+        .filter(|e| e.closest)
+        .all(|e| e.kind == "permit"));
+}
+
+#[test]
+fn a_forbid_that_matched_is_named_in_the_trace() {
+    let report = run_corpus();
+    let d = decision(
+        &report,
+        "basics.json",
+        "shared identity: the forbid denies although the owner permit matches",
+    );
+    assert_eq!(d.reasons, ["basics.no-shared"]);
+    let forbid = d
+        .trace
+        .iter()
+        .find(|e| e.rule == "basics.no-shared")
+        .expect("the forbid is in the trace");
+    assert_eq!(forbid.outcome, Outcome::Matched);
+    assert!(forbid.effect.iter().any(|e| e.contains("denied")));
+    // Its `because` template is filled in from the request.
+    assert_eq!(
+        forbid.because.as_deref(),
+        Some("`spiffe://acme.io/ns/payments/sa/reader` is shared")
+    );
+}
+
+#[test]
+fn errors_are_in_the_trace_too() {
+    let report = run_corpus();
+    let d = decision(
+        &report,
+        "fail_closed.json",
+        "vault read without a risk score: the forbid errs and denies",
+    );
+    let entry = d
+        .trace
+        .iter()
+        .find(|e| e.rule == "fc.risk")
+        .expect("the erring forbid is in the trace");
+    assert!(
+        entry.error.is_some(),
+        "no error on the trace entry: {entry:?}"
+    );
+    let d = decision(
+        &report,
+        "fail_closed.json",
+        "tier given as a string: the tier permit errs and does not match, the other still allows",
+    );
+    let entry = d
+        .trace
+        .iter()
+        .find(|e| e.rule == "fc.read-tier")
+        .expect("the erring permit is in the trace");
+    assert_eq!(entry.outcome, Outcome::Error);
+    assert!(entry.error.is_some());
+}
+
+#[test]
+fn short_circuits_over_errors_report_no_error() {
+    let report = run_corpus();
+    for (file, name) in [
+        // `action == "write" and context.freeze...`: false whatever the freeze.
+        (
+            "fail_closed.json",
+            "database read with every attribute known: both permits grant, no forbid errs on the missing freeze",
+        ),
+        // `context.paged == true or context.break_glass == true`: true.
+        (
+            "fail_closed.json",
+            "admin paged, break-glass unknown: `or` holds, allow",
+        ),
+        (
+            "fail_closed.json",
+            "admin with break-glass only: `or` holds on its right side, allow",
+        ),
+        // `subject has shared and ...`: `has` never errs.
+        (
+            "basics.json",
+            "no shared attribute: `has` keeps the forbid from applying, allow",
+        ),
+    ] {
+        let d = decision(&report, file, name);
+        assert!(d.errors.is_empty(), "`{name}` reported {:?}", d.errors);
+    }
+}
+
+#[test]
+fn obligations_are_deduplicated() {
+    let report = run_corpus();
+    let d = decision(
+        &report,
+        "obligations.json",
+        "deploy to prod without approval: the grant's and the requires' obligations together",
+    );
+    // The permit and `ob.revoke` both ask for revoke on task_end; the permit
+    // and `ob.audience` both bind the audience to the cluster.
+    let kinds: Vec<(&str, Option<&str>, Option<&str>)> = d
+        .obligations
+        .iter()
+        .map(|o| (o.kind.as_str(), o.event.as_deref(), o.value.as_deref()))
+        .collect();
+    let count = |kind: &str| kinds.iter().filter(|k| k.0 == kind).count();
+    assert_eq!(count("revoke_on"), 1, "{kinds:?}");
+    assert_eq!(count("audience"), 1, "{kinds:?}");
+    assert_eq!(count("approval"), 1, "{kinds:?}");
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert!(kinds.contains(&("revoke_on", Some("task_end"), None)));
+    assert!(kinds.contains(&("audience", None, Some("k8s://prod-eu/payments"))));
+
+    // Different events are different obligations.
+    let d = decision(
+        &report,
+        "obligations.json",
+        "agent read: two revoke events, both kept",
+    );
+    let mut events: Vec<&str> = d
+        .obligations
+        .iter()
+        .filter(|o| o.kind == "revoke_on")
+        .filter_map(|o| o.event.as_deref())
+        .collect();
+    events.sort_unstable();
+    assert_eq!(events, ["objective_change", "task_end"]);
+    assert_eq!(d.obligations.len(), 2, "{:?}", d.obligations);
+}
+
+#[test]
+fn decisions_carry_the_policy_digest() {
+    let report = run_corpus();
+    for case in &report.cases {
+        let Some(d) = &case.decision else { continue };
+        assert!(
+            d.policy.digest.starts_with("sha256:") && d.policy.digest.len() == 7 + 64,
+            "`{}` has digest {:?}",
+            case.name,
+            d.policy.digest
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! The default pack through the real `writ` binary: the worked examples of
+//! default-pack.md decided with no `--policy`, `--data` overriding the
+//! pack's tunables, `writ pack show`, org rules layered over the pack, and
+//! `writ test tests/pack --coverage`. The library half checks what fixture
+//! files cannot express (obligation events) and that the decision tree and
+//! the naive evaluator agree on every fixture request.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+/// Every rule id default-pack.md names, in the pack's file order.
+const CONTRACT_IDS: [&str; 26] = [
+    "identity.workload-auth",
+    "exception.static-secret",
+    "identity.attested",
+    "identity.shared",
+    "identity.owner",
+    "identity.human",
+    "issuance.trusted-broker",
+    "env.isolation",
+    "intent.required",
+    "intent.objective-changed",
+    "rate.repeat",
+    "scope.explicit",
+    "scope.no-wildcard-privileged",
+    "ttl.ceiling",
+    "ttl.confidential",
+    "ttl.restricted",
+    "ttl.agent",
+    "ttl.agent-restricted",
+    "approval.prod-restricted",
+    "approval.agent-privileged",
+    "lifecycle.revoke-on-task-end",
+    "lifecycle.revoke-on-objective-change",
+    "lifecycle.audience",
+    "baseline.owner-read",
+    "baseline.owner-change",
+    "baseline.agent-tool",
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `writ ARGS` from the crate root.
+fn writ(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the writ binary runs")
+}
+
+/// `writ eval ARGS`: the exit code and the decision JSON.
+fn eval(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["eval"];
+    all.extend_from_slice(args);
+    let out = writ(&all);
+    let code = out.status.code().expect("writ exited with a code");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let decision = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "writ {all:?} printed no decision ({e}); exit {code}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, decision)
+}
+
+/// A scratch directory for this test, emptied first.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("writ-pack-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn write_json(dir: &Path, name: &str, value: &Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(value).expect("json")).expect("write");
+    path.to_string_lossy().into_owned()
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn worked_1() -> Value {
+    read_json(&root().join("examples/worked-1-ci-deploy.json"))
+}
+
+fn reasons(decision: &Value) -> Vec<&str> {
+    decision["reasons"]
+        .as_array()
+        .expect("reasons is a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+fn obligation_kinds(decision: &Value) -> Vec<&str> {
+    decision["obligations"]
+        .as_array()
+        .expect("obligations is a list")
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect()
+}
+
+#[test]
+fn worked_example_1_ci_deploy_is_allowed_for_900_seconds() {
+    let (code, d) = eval(&["--request", "examples/worked-1-ci-deploy.json"]);
+    assert_eq!(code, 0, "allow exits 0: {d}");
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["scope"], json!(["deploy:k8s://prod-eu/payments"]));
+    assert_eq!(d["ttl"], 900);
+    assert_eq!(
+        d["obligations"],
+        json!([
+            {"kind": "revoke_on", "event": "task_end", "rule": "lifecycle.revoke-on-task-end"},
+            {"kind": "audience", "value": "k8s://prod-eu/payments", "rule": "lifecycle.audience"}
+        ])
+    );
+    assert_eq!(d["reasons"], json!(["baseline.owner-change"]));
+    assert_eq!(d["dropped_scope"], json!([]));
+    assert_eq!(d["errors"], json!([]));
+    // The 900 s comes from the permit's 15 minutes, after the confidential cap.
+    let permit = d["trace"]
+        .as_array()
+        .expect("trace")
+        .iter()
+        .find(|e| e["rule"] == "baseline.owner-change")
+        .expect("the permit is in the trace");
+    assert_eq!(permit["outcome"], "matched");
+    assert!(
+        permit["effect"]
+            .as_array()
+            .expect("effect")
+            .iter()
+            .any(|e| e == "capped ttl 1800 -> 900"),
+        "{permit}"
+    );
+}
+
+#[test]
+fn worked_example_2_static_secret_is_denied_by_workload_auth() {
+    let (code, d) = eval(&["--request", "examples/worked-2-static-secret.json"]);
+    assert_eq!(code, 1, "deny exits 1: {d}");
+    assert_eq!(d["decision"], "deny");
+    assert_eq!(d["reasons"], json!(["identity.workload-auth"]));
+    assert_eq!(d["scope"], json!([]));
+    assert_eq!(d["ttl"], 0);
+    assert_eq!(d["obligations"], json!([]));
+    let forbid = d["trace"]
+        .as_array()
+        .expect("trace")
+        .iter()
+        .find(|e| e["rule"] == "identity.workload-auth")
+        .expect("the forbid is in the trace");
+    assert_eq!(forbid["outcome"], "matched");
+    assert_eq!(
+        forbid["because"],
+        "`static-secret` is knowledge of a secret, not a workload identity"
+    );
+}
+
+#[test]
+fn worked_example_3_restricted_needs_approval_unless_given() {
+    let (code, d) = eval(&["--request", "examples/worked-3-restricted.json"]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["scope"], json!(["deploy:k8s://prod-eu/payments"]));
+    assert_eq!(d["ttl"], 900);
+    assert_eq!(
+        d["obligations"],
+        json!([
+            {"kind": "approval", "rule": "approval.prod-restricted"},
+            {"kind": "revoke_on", "event": "task_end", "rule": "lifecycle.revoke-on-task-end"},
+            {"kind": "audience", "value": "k8s://prod-eu/payments", "rule": "lifecycle.audience"}
+        ])
+    );
+
+    let (code, d) = eval(&["--request", "examples/worked-3-restricted-approved.json"]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["ttl"], 900);
+    assert_eq!(obligation_kinds(&d), ["revoke_on", "audience"]);
+}
+
+#[test]
+fn no_policy_means_the_embedded_pack() {
+    let (_, implicit) = eval(&["--request", "examples/worked-1-ci-deploy.json"]);
+    let (_, explicit) = eval(&[
+        "--policy",
+        "default",
+        "--request",
+        "examples/worked-1-ci-deploy.json",
+    ]);
+    let (_, from_disk) = eval(&[
+        "--policy",
+        "policies/default",
+        "--request",
+        "examples/worked-1-ci-deploy.json",
+    ]);
+    assert_eq!(implicit["policy"], explicit["policy"]);
+    let digest = implicit["policy"]["digest"].as_str().expect("digest");
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // The files on disk decide the same way as the embedded copy.
+    for field in ["decision", "scope", "ttl", "obligations", "reasons"] {
+        assert_eq!(implicit[field], from_disk[field], "{field}");
+    }
+}
+
+#[test]
+fn worked_example_files_are_the_fixture_requests() {
+    let fixture = read_json(&root().join("tests/pack/worked-examples.json"));
+    let cases = fixture["cases"].as_array().expect("cases");
+    let files = [
+        "worked-1-ci-deploy.json",
+        "worked-2-static-secret.json",
+        "worked-3-restricted.json",
+        "worked-3-restricted-approved.json",
+    ];
+    assert_eq!(cases.len(), files.len());
+    for (case, file) in cases.iter().zip(files) {
+        let example = read_json(&root().join("examples").join(file));
+        assert_eq!(case["request"], example, "{file} and `{}`", case["name"]);
+    }
+    // The original example is the first worked example.
+    assert_eq!(
+        read_json(&root().join("examples/ci-deploy.json")),
+        worked_1()
+    );
+}
+
+#[test]
+fn data_overrides_trusted_brokers_and_max_recent_issuances() {
+    let dir = scratch("data");
+    let data = write_json(
+        &dir,
+        "data.json",
+        &json!({"trusted_brokers": ["my-broker"], "max_recent_issuances": 2}),
+    );
+    let worked = write_json(&dir, "worked.json", &worked_1());
+    let mut own = worked_1();
+    own["environment"]["broker"] = json!("my-broker");
+    own["context"] = json!({"recent_issuances": 3});
+    let own_three = write_json(&dir, "own-3.json", &own);
+    own["context"] = json!({"recent_issuances": 2});
+    let own_two = write_json(&dir, "own-2.json", &own);
+
+    // ci-oidc-exchange: trusted by the pack, not by the data.
+    let (code, d) = eval(&["--request", &worked]);
+    assert_eq!((code, d["decision"].as_str()), (0, Some("allow")));
+    let (code, d) = eval(&["--data", &data, "--request", &worked]);
+    assert_eq!((code, d["decision"].as_str()), (1, Some("deny")));
+    assert_eq!(reasons(&d), ["issuance.trusted-broker"]);
+
+    // my-broker with 3 recent issuances: the pack refuses the broker; the
+    // data trusts the broker but allows only 2 issuances.
+    let (code, d) = eval(&["--request", &own_three]);
+    assert_eq!(code, 1);
+    assert_eq!(reasons(&d), ["issuance.trusted-broker"]);
+    let (code, d) = eval(&["--data", &data, "--request", &own_three]);
+    assert_eq!(code, 1);
+    assert_eq!(reasons(&d), ["rate.repeat"]);
+    assert_eq!(
+        d["trace"]
+            .as_array()
+            .expect("trace")
+            .iter()
+            .find(|e| e["rule"] == "rate.repeat")
+            .expect("rate.repeat in the trace")["because"],
+        "3 recent issuances is more than allowed"
+    );
+
+    // my-broker with 2: allowed under the data, as the pack allows ci-oidc-exchange.
+    let (code, d) = eval(&["--data", &data, "--request", &own_two]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["ttl"], 900);
+
+    // Data is part of the policy: the digest changes with it.
+    let (_, plain) = eval(&["--request", &own_two]);
+    assert_ne!(plain["policy"]["digest"], d["policy"]["digest"]);
+
+    // A TTL cap overrides the same way, as a duration or as seconds.
+    let caps = write_json(&dir, "caps.json", &json!({"ttl_confidential": "10m"}));
+    let (code, d) = eval(&["--data", &caps, "--request", &worked]);
+    assert_eq!((code, d["ttl"].as_u64()), (0, Some(600)));
+
+    // A value of the wrong type is refused, not ignored.
+    let bad = write_json(&dir, "bad.json", &json!({"trusted_brokers": "my-broker"}));
+    let out = writ(&["eval", "--data", &bad, "--request", &worked]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("writ::check::bad_data"), "{stderr}");
+    assert!(stderr.contains("trusted_brokers"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pack_show_prints_every_rule_id() {
+    let out = writ(&["pack", "show"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for id in CONTRACT_IDS {
+        assert!(text.contains(&format!("@id(\"{id}\")")), "`{id}` missing");
+    }
+    for name in [
+        "trusted_brokers",
+        "max_recent_issuances",
+        "ttl_ceiling",
+        "ttl_confidential",
+        "ttl_restricted",
+        "ttl_agent",
+        "ttl_agent_restricted",
+        "ttl_exception",
+    ] {
+        assert!(
+            text.contains(&format!("const {name} =")),
+            "`{name}` missing"
+        );
+    }
+    // What is printed is what is compiled: exactly the contract's rules.
+    let engine = writ::Engine::default_pack(None).expect("the pack compiles");
+    let ids: Vec<&str> = engine
+        .policy()
+        .rules
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(ids, CONTRACT_IDS);
+}
+
+#[test]
+fn org_rules_layer_over_the_pack() {
+    let dir = scratch("org");
+    let mut delete = worked_1();
+    delete["action"] = json!("delete");
+    delete["requested"]["scope"] = json!(["delete:k8s://prod-eu/payments"]);
+    let delete_path = write_json(&dir, "delete.json", &delete);
+    let mut secret = delete.clone();
+    secret["subject"]["auth"] = json!("static-secret");
+    let secret_path = write_json(&dir, "secret.json", &secret);
+    let layered = ["--policy", "default", "--policy", "tests/pack/org"];
+
+    // The pack alone has no permit for delete.
+    let (code, d) = eval(&["--request", &delete_path]);
+    assert_eq!(code, 1);
+    assert_eq!(d["reasons"], json!([]));
+
+    // The org's permit grants it, under the pack's caps and obligations.
+    let mut args = layered.to_vec();
+    args.extend(["--request", delete_path.as_str()]);
+    let (code, d) = eval(&args);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["scope"], json!(["delete:k8s://prod-eu/payments"]));
+    assert_eq!(d["ttl"], 300);
+    assert_eq!(d["reasons"], json!(["org.owner-delete"]));
+    assert_eq!(
+        d["obligations"],
+        json!([
+            {"kind": "revoke_on", "event": "task_end", "rule": "lifecycle.revoke-on-task-end"},
+            {"kind": "audience", "value": "k8s://prod-eu/payments", "rule": "lifecycle.audience"},
+            {"kind": "approval", "rule": "org.delete-approval"}
+        ])
+    );
+
+    // ... and the pack's guardrails still deny what they deny.
+    let mut args = layered.to_vec();
+    args.extend(["--request", secret_path.as_str()]);
+    let (code, d) = eval(&args);
+    assert_eq!(code, 1);
+    assert_eq!(reasons(&d), ["identity.workload-auth"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn writ_test_passes_the_pack_fixtures_with_every_rule_exercised() {
+    let out = writ(&["test", "tests/pack", "--coverage"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("every rule is exercised"), "{stdout}");
+    let last = stdout.lines().last().expect("a summary line");
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+}
+
+#[test]
+fn fixture_runner_covers_every_pack_rule() {
+    let files = writ::fixture::discover(&[root().join("tests/pack")]);
+    assert!(files.len() >= 10, "{files:?}");
+    let report = writ::fixture::run(&files);
+    assert!(report.load_errors.is_empty(), "{:?}", report.load_errors);
+    assert_eq!(
+        report.failed(),
+        0,
+        "{}",
+        writ::fixture::render(&report, false)
+    );
+    for id in CONTRACT_IDS {
+        let matched = report.coverage.get(id).copied().unwrap_or(0);
+        assert!(matched > 0, "no case matched `{id}`");
+    }
+}
+
+/// Fixture expectations name obligation kinds only; both revoke rules add
+/// `revoke_on`, so their events are checked here.
+#[test]
+fn agents_get_revoked_on_objective_change_and_others_do_not() {
+    let engine = writ::Engine::default_pack(None).expect("the pack compiles");
+    let agent = json!({
+        "subject": {"id": "spiffe://prod.acme.io/ns/support/sa/triage-agent", "kind": "agent",
+                    "auth": "oidc", "attested": true, "owner": "support"},
+        "action": "invoke",
+        "resource": {"id": "tool://support/ticket-search", "kind": "tool", "owner": "support"},
+        "environment": {"name": "prod", "broker": "agent-gateway"},
+        "sensitivity": "internal",
+        "requested": {"scope": ["invoke:tool://support/ticket-search"]}
+    });
+    let decision = engine
+        .decide_json(&agent.to_string())
+        .expect("valid request");
+    let events: Vec<(Option<&str>, &str)> = decision
+        .obligations
+        .iter()
+        .filter(|o| o.kind == "revoke_on")
+        .map(|o| (o.event.as_deref(), o.rule.as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (Some("task_end"), "lifecycle.revoke-on-task-end"),
+            (
+                Some("objective_change"),
+                "lifecycle.revoke-on-objective-change"
+            )
+        ]
+    );
+    assert_eq!(decision.ttl, 300);
+
+    let ci = engine
+        .decide_json(&worked_1().to_string())
+        .expect("valid request");
+    assert!(ci.is_allow());
+    assert!(
+        !ci.obligations
+            .iter()
+            .any(|o| o.event.as_deref() == Some("objective_change")),
+        "{:?}",
+        ci.obligations
+    );
+}
+
+/// The tree and the rule-by-rule evaluator decide every fixture request
+/// of the pack alike.
+#[test]
+fn tree_and_naive_evaluation_agree_on_the_pack_fixtures() {
+    let engine = writ::Engine::default_pack(None).expect("the pack compiles");
+    let files = writ::fixture::discover(&[root().join("tests/pack")]);
+    let mut checked = 0;
+    for file in files {
+        let fixture = read_json(&file);
+        if fixture.get("data").is_some()
+            || fixture.get("policies") == Some(&json!(["default", "org"]))
+        {
+            continue;
+        }
+        for case in fixture["cases"].as_array().expect("cases") {
+            let request = writ::Request::from_json(&case["request"].to_string())
+                .unwrap_or_else(|e| panic!("{}: {e}", case["name"]));
+            let tree = engine.decide(&request);
+            let naive = engine.decide_naive(&request);
+            assert_eq!(tree.decision, naive.decision, "{}", case["name"]);
+            assert_eq!(tree.scope, naive.scope, "{}", case["name"]);
+            assert_eq!(tree.ttl, naive.ttl, "{}", case["name"]);
+            assert_eq!(tree.obligations, naive.obligations, "{}", case["name"]);
+            assert_eq!(tree.reasons, naive.reasons, "{}", case["name"]);
+            assert_eq!(tree.dropped_scope, naive.dropped_scope, "{}", case["name"]);
+            assert_eq!(tree.errors, naive.errors, "{}", case["name"]);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 80, "only {checked} requests checked");
+}
+
+/// docs/default-pack.md has a table row for every rule and every constant
+/// of the pack, so the reference cannot silently fall behind it.
+#[test]
+fn the_pack_documentation_lists_every_rule_and_tunable() {
+    let doc = std::fs::read_to_string(root().join("docs/default-pack.md")).expect("docs");
+    for id in CONTRACT_IDS {
+        assert!(
+            doc.contains(&format!("| `{id}` |")),
+            "no table row for `{id}`"
+        );
+    }
+    let pack: String = writ::engine::DEFAULT_PACK
+        .iter()
+        .map(|(_, text)| *text)
+        .collect();
+    let constants: Vec<&str> = pack
+        .lines()
+        .filter_map(|line| line.strip_prefix("const "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(constants.len() >= 15, "{constants:?}");
+    for name in constants {
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "no table row for `{name}`"
+        );
+    }
+}
