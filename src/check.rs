@@ -530,7 +530,7 @@ impl Checker<'_> {
         }
         let conjunct_text: Vec<String> = conjuncts
             .iter()
-            .map(|c: &Expr| collapse(self.sources.slice(c.span)))
+            .map(|c: &Expr| condition_text(self.sources.slice(c.span)))
             .collect();
         if ok {
             self.contradictions(&conjuncts, rule);
@@ -1394,10 +1394,37 @@ pub fn collapse(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `{kind}.{8 hex digits}` from the rule's text with whitespace normalised,
-/// so reformatting a rule keeps its id.
+/// The text's tokens without comments, joined by single spaces: the same
+/// for any layout of the same code.
+fn canonical_tokens(text: &str) -> String {
+    let (tokens, _) = crate::lexer::lex(crate::source::FileId(0), text);
+    tokens
+        .iter()
+        .filter(|t| !t.token.is_trivia())
+        .filter_map(|t| text.get(t.span.start as usize..t.span.end as usize))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A condition's source text for traces: comments dropped, whitespace
+/// collapsed, spacing otherwise as written.
+fn condition_text(text: &str) -> String {
+    let (tokens, _) = crate::lexer::lex(crate::source::FileId(0), text);
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0usize;
+    for token in tokens.iter().filter(|t| t.token.is_trivia()) {
+        out.push_str(text.get(last..token.span.start as usize).unwrap_or(""));
+        out.push(' ');
+        last = token.span.end as usize;
+    }
+    out.push_str(text.get(last..).unwrap_or(""));
+    collapse(&out)
+}
+
+/// `{kind}.{8 hex digits}` from the rule's tokens, so reformatting a rule
+/// (spacing, line breaks, comments) keeps its id.
 fn generated_id(kind: &str, text: &str) -> String {
-    let digest = Sha256::digest(collapse(text).as_bytes());
+    let digest = Sha256::digest(canonical_tokens(text).as_bytes());
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("{kind}.{hex}")
 }
@@ -1459,9 +1486,14 @@ mod tests {
     #[test]
     fn generated_ids_ignore_layout() {
         assert_eq!(
-            generated_id("forbid", "forbid  if\n a;"),
-            generated_id("forbid", "forbid if a;")
+            generated_id("forbid", "forbid  if\n a==\"x\"; // note"),
+            generated_id("forbid", "forbid if a == \"x\";")
         );
+        assert_ne!(
+            generated_id("forbid", "forbid if a == \"x\";"),
+            generated_id("forbid", "forbid if a == \"y\";")
+        );
+        assert_eq!(condition_text("a // note\n  or b"), "a or b");
         assert!(generated_id("forbid", "forbid if a;").starts_with("forbid."));
     }
 }

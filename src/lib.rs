@@ -39,12 +39,17 @@ pub mod engine;
 pub mod eval;
 pub mod explain;
 pub mod fixture;
+pub mod fmt;
 pub mod ir;
 pub mod lexer;
+pub mod lint;
 pub mod parser;
 pub mod request;
 pub mod scope;
+pub mod server;
 pub mod source;
+#[doc(hidden)]
+pub mod testgen;
 
 pub use decision::{Decision, Effect};
 pub use diagnostics::Diagnostics;

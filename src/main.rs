@@ -12,6 +12,12 @@ use writ::explain::{explain, Style};
 use writ::fixture;
 use writ::{Engine, Request};
 
+/// mimalloc instead of the system allocator: decisions allocate many small
+/// strings, and `writ serve` answers about a third more requests a second
+/// with it (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// writ decides whether a non-human identity may be issued a short-lived
 /// credential, with which scope, for how long and under which obligations.
 #[derive(Debug, Parser)]
@@ -73,6 +79,9 @@ enum Command {
         /// Graphviz DOT instead of text.
         #[arg(long)]
         dot: bool,
+        /// SVG drawn by Graphviz (`dot` must be on the PATH).
+        #[arg(long, conflicts_with = "dot")]
+        svg: bool,
     },
     /// Run fixture files and report `N passed, M failed`.
     Test {
@@ -82,11 +91,65 @@ enum Command {
         #[arg(long)]
         coverage: bool,
     },
+    /// Lint policy files: rules that compile but are probably mistakes.
+    /// Exits 0 when clean, 1 on findings, 2 when the policies do not compile.
+    Lint {
+        /// Files or directories (`default` for the embedded pack).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// JSON data file the policies are compiled with.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+    },
+    /// Format policy files in place, in the one canonical layout.
+    Fmt {
+        /// List the files that are not formatted (exit 1) instead of
+        /// rewriting them.
+        #[arg(long)]
+        check: bool,
+        /// Files or directories (every `.writ` file below), or `-` to
+        /// format stdin to stdout.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Work with the embedded default pack.
     Pack {
         #[command(subcommand)]
         command: PackCommand,
     },
+    /// Serve decisions over HTTP until SIGTERM (see docs/server.md).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8181", value_name = "HOST:PORT")]
+    addr: std::net::SocketAddr,
+    /// Append one JSON line per decision to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE|-")]
+    decision_log: Option<String>,
+    /// Replace a request field with `[redacted]` in the decision log
+    /// (repeatable), e.g. `subject.id`.
+    #[arg(long = "redact", value_name = "PATH")]
+    redact: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    max_body: usize,
+    /// How long a client may take to send its request (`10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    request_timeout: std::time::Duration,
+    /// How often to look for changed policy files (`0s` turns it off).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    watch_interval: std::time::Duration,
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    shutdown_grace: std::time::Duration,
+    /// After SIGTERM, keep serving this long with `/ready` answering 503.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    drain_delay: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +228,10 @@ fn run(cli: Cli) -> Result<u8, String> {
             let request = Request::from_json(&text).map_err(|e| e.to_string())?;
             let decision = engine.decide(&request);
             if want_explain {
-                print!("{}", explain(&decision, &engine, Style::new(color_stdout())));
+                print!(
+                    "{}",
+                    explain(&decision, &engine, Style::new(color_stdout()))
+                );
             } else if format == Format::Json {
                 println!("{}", decision.to_json_pretty());
             } else {
@@ -185,7 +251,11 @@ fn run(cli: Cli) -> Result<u8, String> {
             }
             Ok(if decision.is_allow() { 0 } else { 1 })
         }
-        Command::Check { paths, data, format } => {
+        Command::Check {
+            paths,
+            data,
+            format,
+        } => {
             let files = fixture::load_policies(&paths, Path::new("."))?;
             let data = read_data(data.as_deref())?;
             let count = files.len();
@@ -212,9 +282,11 @@ fn run(cli: Cli) -> Result<u8, String> {
                 }
             }
         }
-        Command::Tree { policy, dot } => {
+        Command::Tree { policy, dot, svg } => {
             let engine = compile(&policy)?;
-            if dot {
+            if svg {
+                print!("{}", dot_to_svg(&engine.tree().to_dot(engine.policy()))?);
+            } else if dot {
                 print!("{}", engine.tree().to_dot(engine.policy()));
             } else {
                 print!("{}", engine.tree().render(engine.policy()));
@@ -235,6 +307,42 @@ fn run(cli: Cli) -> Result<u8, String> {
             print!("{}", fixture::render(&report, coverage));
             Ok(if report.failed() == 0 { 0 } else { 1 })
         }
+        Command::Serve(args) => {
+            let mut config = writ::server::Config::new();
+            config.policies = args.policy.policies;
+            config.data = args.policy.data;
+            config.addr = args.addr;
+            config.decision_log = args.decision_log;
+            config.redact = args.redact;
+            config.max_body = args.max_body;
+            config.request_timeout = args.request_timeout;
+            config.watch_interval = args.watch_interval;
+            config.shutdown_grace = args.shutdown_grace;
+            config.drain_delay = args.drain_delay;
+            writ::server::run(config)?;
+            Ok(0)
+        }
+        Command::Fmt { check, paths } => run_fmt(&paths, check),
+        Command::Lint { paths, data } => {
+            let engine = compile(&PolicyArgs {
+                policies: paths,
+                data,
+            })?;
+            let findings = writ::lint::lint(&engine);
+            if findings.is_empty() {
+                eprintln!(
+                    "ok: {} rule(s), no lint findings",
+                    engine.policy().rules.len()
+                );
+                return Ok(0);
+            }
+            eprint!(
+                "{}",
+                writ::lint::diagnostics(&engine, &findings).render(color_stderr())
+            );
+            eprintln!("{} finding(s)", findings.len());
+            Ok(1)
+        }
         Command::Pack { command } => {
             for (name, text) in DEFAULT_PACK {
                 match command {
@@ -245,4 +353,117 @@ fn run(cli: Cli) -> Result<u8, String> {
             Ok(0)
         }
     }
+}
+
+/// `10s`, `500ms`, `2m`: a duration for `writ serve`'s options.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write it like `10s` or `500ms`"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(number)),
+        "s" | "" => Ok(std::time::Duration::from_secs(number)),
+        "m" => Ok(std::time::Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!(
+            "`{text}` has an unknown unit; use `ms`, `s` or `m`"
+        )),
+    }
+}
+
+/// `writ fmt`: 0 when nothing needed formatting (or it was rewritten), 1
+/// when `--check` found files to change, 2 when a file does not parse.
+fn run_fmt(paths: &[PathBuf], check: bool) -> Result<u8, String> {
+    if paths.len() == 1 && paths[0] == Path::new("-") {
+        let text = read_input("-")?;
+        return match writ::fmt::format_source("<stdin>", &text) {
+            Ok(formatted) if check => {
+                if formatted == text {
+                    Ok(0)
+                } else {
+                    println!("<stdin>");
+                    Ok(1)
+                }
+            }
+            Ok(formatted) => {
+                print!("{formatted}");
+                Ok(0)
+            }
+            Err(diagnostics) => {
+                eprint!("{}", diagnostics.render(color_stderr()));
+                Ok(2)
+            }
+        };
+    }
+    let files = writ::fmt::discover(paths);
+    if files.is_empty() {
+        return Err("no `.writ` files found".to_owned());
+    }
+    let (mut changed, mut broken) = (0usize, 0usize);
+    for file in &files {
+        let name = file.display().to_string();
+        let text = read_input(&name)?;
+        match writ::fmt::format_source(&name, &text) {
+            Ok(formatted) if formatted == text => {}
+            Ok(formatted) => {
+                changed += 1;
+                if check {
+                    println!("{name}");
+                } else {
+                    std::fs::write(file, formatted)
+                        .map_err(|e| format!("cannot write `{name}`: {e}"))?;
+                    eprintln!("formatted `{name}`");
+                }
+            }
+            Err(diagnostics) => {
+                broken += 1;
+                eprint!("{}", diagnostics.render(color_stderr()));
+            }
+        }
+    }
+    if broken > 0 {
+        eprintln!("{broken} file(s) could not be formatted");
+        return Ok(2);
+    }
+    if check && changed > 0 {
+        eprintln!("{changed} of {} file(s) would be reformatted", files.len());
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Draws DOT as SVG with Graphviz's `dot`.
+fn dot_to_svg(dot: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "`--svg` needs Graphviz, and `dot` is not on the PATH; install Graphviz (https://graphviz.org/download/, e.g. `apt-get install graphviz` or `brew install graphviz`) or use `--dot`".to_owned(),
+            _ => format!("cannot run Graphviz's `dot`: {e}"),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(dot.as_bytes())
+            .map_err(|e| format!("cannot write to Graphviz's `dot`: {e}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("Graphviz's `dot` failed: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "Graphviz's `dot` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|_| "Graphviz's `dot` wrote invalid UTF-8".to_owned())
 }

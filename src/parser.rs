@@ -228,7 +228,11 @@ fn attach_docs(items: &mut [Item], docs: &[(Span, &str)], text: &str) {
                 continue;
             }
             let between = text.get(span.end as usize..cursor).unwrap_or("x");
-            if !between.trim().is_empty() {
+            // Blank lines and plain `//` comment lines may sit in between.
+            if !between
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with("//"))
+            {
                 break;
             }
             lines.push(*line);

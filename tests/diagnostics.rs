@@ -81,18 +81,12 @@ fn lex_unterminated_string() {
 
 #[test]
 fn lex_bad_escape() {
-    assert_case(
-        "bad_escape",
-        &["writ::lex::bad_escape"],
-    );
+    assert_case("bad_escape", &["writ::lex::bad_escape"]);
 }
 
 #[test]
 fn lex_duration_overflow() {
-    assert_case(
-        "duration_overflow",
-        &["writ::lex::duration_overflow"],
-    );
+    assert_case("duration_overflow", &["writ::lex::duration_overflow"]);
 }
 
 /// A number literal too long to represent is one lexer error covering the

@@ -1,0 +1,159 @@
+//! Decision, compile and end-to-end benchmarks (`cargo bench --bench decide`).
+//!
+//! - `pack/*`: the default pack on four representative requests.
+//! - `decide/{matching,non_matching}/N`: generated sets of the issuance
+//!   shape (`writ::testgen`) of N rules, for a request that one permit
+//!   matches and one that nothing matches.
+//! - `compile/N`: parse + check + compile of the same sets.
+//! - `end_to_end/*`: JSON request parse + decide + decision serialise.
+//!
+//! Measurement times are short so that the whole run takes a few minutes;
+//! the Cedar comparison lives in `benches/peers`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use writ::testgen::{generate, GenConfig};
+use writ::{Effect, Engine, Request};
+
+const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+
+/// A CI job deploying to a cluster its team owns: allowed by
+/// `baseline.owner-change`.
+const ALLOW: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/deployer","kind":"ci","auth":"oidc","attested":true,"owner":"payments"},"action":"deploy","resource":{"id":"k8s://prod-eu/payments","kind":"cluster","owner":"payments"},"intent":{"task":"deploy","id":"run-1"},"environment":{"name":"prod","broker":"ci-oidc-exchange","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":3600}}"#;
+
+/// A static secret with no exception: denied by `identity.workload-auth`.
+const FORBID: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/legacy","kind":"service","auth":"static-secret","attested":true,"owner":"payments"},"action":"read","resource":{"id":"db://payments/orders","kind":"database","owner":"payments"},"intent":{"task":"report","id":"job-7"},"environment":{"name":"prod","broker":"vault","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["read:db://payments/orders"],"ttl":900}}"#;
+
+/// Reading another team's database: no permit matches.
+const DEFAULT_DENY: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/search/sa/indexer","kind":"workload","auth":"spiffe","attested":true,"owner":"search"},"action":"read","resource":{"id":"db://payments/orders","kind":"database","owner":"payments"},"intent":{"task":"index","id":"job-9"},"environment":{"name":"prod","broker":"vault","time":"2026-11-22T10:00:00Z"},"sensitivity":"internal","requested":{"scope":["read:db://payments/orders"],"ttl":900}}"#;
+
+/// An agent invoking its team's tool: allowed by `baseline.agent-tool`
+/// with a short TTL and revocation obligations.
+const AGENT: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/support/sa/assistant","kind":"agent","auth":"oidc","attested":true,"owner":"support"},"action":"invoke","resource":{"id":"tool://support/refund-lookup","kind":"tool","owner":"support"},"intent":{"task":"answer-ticket","id":"ticket-4411","objective":"look up a refund"},"environment":{"name":"prod","broker":"agent-gateway","time":"2026-11-22T10:00:00Z"},"sensitivity":"internal","requested":{"scope":["invoke:tool://support/refund-lookup"],"ttl":600}}"#;
+
+/// The pack requests, with the decision and first reason each must get.
+const PACK_REQUESTS: [(&str, &str, Effect, Option<&str>); 4] = [
+    ("allow", ALLOW, Effect::Allow, Some("baseline.owner-change")),
+    (
+        "forbid_deny",
+        FORBID,
+        Effect::Deny,
+        Some("identity.workload-auth"),
+    ),
+    ("default_deny", DEFAULT_DENY, Effect::Deny, None),
+    ("agent", AGENT, Effect::Allow, Some("baseline.agent-tool")),
+];
+
+fn pack_engine() -> Engine {
+    Engine::default_pack(None).expect("the default pack compiles")
+}
+
+fn generated_engine(text: &str) -> Engine {
+    Engine::compile([("gen.writ", text.to_owned())], None).expect("the generated set compiles")
+}
+
+fn pack(c: &mut Criterion) {
+    let engine = pack_engine();
+    let mut group = c.benchmark_group("pack");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for (name, json, effect, reason) in PACK_REQUESTS {
+        let request = Request::from_json(json).expect("valid request");
+        let decision = engine.decide(&request);
+        assert_eq!(decision.decision, effect, "{name}: {}", decision.to_json());
+        assert_eq!(
+            decision.reasons.first().map(String::as_str),
+            reason,
+            "{name}"
+        );
+        group.bench_function(name, |b| b.iter(|| engine.decide(black_box(&request))));
+    }
+    group.finish();
+}
+
+fn decide(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for size in SIZES {
+        let set = generate(GenConfig::issuance(size));
+        let engine = generated_engine(&set.writ_source());
+        let (matching, id) = set
+            .matching_request()
+            .expect("a request one permit matches");
+        let matching = matching.to_request().expect("valid request");
+        let non_matching = set
+            .non_matching_request()
+            .to_request()
+            .expect("valid request");
+        let allowed = engine.decide(&matching);
+        assert!(
+            allowed.is_allow() && allowed.reasons == [id],
+            "{}",
+            allowed.to_json()
+        );
+        assert!(!engine.decide(&non_matching).is_allow());
+        group.bench_with_input(BenchmarkId::new("matching", size), &matching, |b, r| {
+            b.iter(|| engine.decide(black_box(r)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("non_matching", size),
+            &non_matching,
+            |b, r| b.iter(|| engine.decide(black_box(r))),
+        );
+    }
+    group.finish();
+}
+
+fn compile(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compile");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for size in SIZES {
+        let text = generate(GenConfig::issuance(size)).writ_source();
+        if size >= 1_000 {
+            group.sample_size(10);
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(size), &text, |b, text| {
+            b.iter(|| generated_engine(black_box(text)))
+        });
+    }
+    group.finish();
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let mut group = c.benchmark_group("end_to_end");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let engine = pack_engine();
+    for (name, json) in [("pack_allow", ALLOW), ("pack_default_deny", DEFAULT_DENY)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let decision = engine.decide_json(black_box(json)).expect("valid request");
+                decision.to_json()
+            })
+        });
+    }
+    let set = generate(GenConfig::issuance(1_000));
+    let engine = generated_engine(&set.writ_source());
+    let (matching, _) = set
+        .matching_request()
+        .expect("a request one permit matches");
+    let json = matching.to_writ_json();
+    group.bench_function("generated_1000_matching", |b| {
+        b.iter(|| {
+            let decision = engine.decide_json(black_box(&json)).expect("valid request");
+            decision.to_json()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pack, decide, compile, end_to_end);
+criterion_main!(benches);

@@ -1,0 +1,71 @@
+//! A small driver to profile writ under `valgrind --tool=callgrind` or
+//! `perf`: it compiles a generated set (or the default pack) and repeats
+//! one operation.
+//!
+//! ```text
+//! cargo build --release --bin profile
+//! valgrind --tool=callgrind --toggle-collect='writ::eval::decide*' \
+//!     target/release/profile match 10 20000
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid> | head -60
+//! ```
+//!
+//! Modes: `match N ITERS`, `nomatch N ITERS` (decide on a generated set of
+//! N rules), `pack ITERS` (the default pack, an allowed request),
+//! `e2e ITERS` (JSON parse + decide + serialise on the pack),
+//! `compile N ITERS` (parse + check + compile of N generated rules).
+
+use std::hint::black_box;
+
+use writ::testgen::{generate, GenConfig};
+use writ::{Engine, Request};
+
+/// The pack's allowed CI deploy (as in `benches/decide.rs`).
+const ALLOW: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/deployer","kind":"ci","auth":"oidc","attested":true,"owner":"payments"},"action":"deploy","resource":{"id":"k8s://prod-eu/payments","kind":"cluster","owner":"payments"},"intent":{"task":"deploy","id":"run-1"},"environment":{"name":"prod","broker":"ci-oidc-exchange","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":3600}}"#;
+
+type Failure = Box<dyn std::error::Error>;
+
+fn main() -> Result<(), Failure> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |at: usize, default: usize| -> usize {
+        args.get(at).and_then(|s| s.parse().ok()).unwrap_or(default)
+    };
+    let compile = |text: String| -> Result<Engine, Failure> {
+        Engine::compile([("gen.writ", text)], None).map_err(|d| d.render(false).into())
+    };
+    match args.first().map(String::as_str) {
+        Some("compile") => {
+            let text = generate(GenConfig::issuance(number(1, 10_000))).writ_source();
+            for _ in 0..number(2, 1) {
+                black_box(compile(text.clone())?);
+            }
+        }
+        Some(mode @ ("match" | "nomatch")) => {
+            let set = generate(GenConfig::issuance(number(1, 10)));
+            let engine = compile(set.writ_source())?;
+            let request = if mode == "match" {
+                set.matching_request().ok_or("no matching request")?.0
+            } else {
+                set.non_matching_request()
+            };
+            let request = request.to_request()?;
+            for _ in 0..number(2, 10_000) {
+                black_box(engine.decide(black_box(&request)));
+            }
+        }
+        Some("pack") => {
+            let engine = Engine::default_pack(None).map_err(|d| d.render(false))?;
+            let request = Request::from_json(ALLOW)?;
+            for _ in 0..number(1, 10_000) {
+                black_box(engine.decide(black_box(&request)));
+            }
+        }
+        Some("e2e") => {
+            let engine = Engine::default_pack(None).map_err(|d| d.render(false))?;
+            for _ in 0..number(1, 10_000) {
+                black_box(engine.decide_json(black_box(ALLOW))?.to_json());
+            }
+        }
+        _ => return Err("usage: profile match|nomatch|compile N ITERS | pack|e2e ITERS".into()),
+    }
+    Ok(())
+}

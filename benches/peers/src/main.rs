@@ -1,0 +1,272 @@
+//! writ against Cedar, side by side, on the same generated policy sets.
+//!
+//! For 10, 100, 1,000 and 10,000 rules of the issuance shape (see
+//! `writ::testgen`), this prints the time of one decision in writ (with the
+//! decision tree, and without it), in Cedar (`Authorizer::is_authorized`),
+//! and the ratio, for a request that matches one permit and for one that
+//! matches nothing; then the time to parse, check and compile each set.
+//!
+//! Each number is the median of several runs, and each run repeats the
+//! operation enough times to last about `RUN_MS` milliseconds. writ and
+//! Cedar runs alternate, so both see the same machine.
+//!
+//! ```text
+//! cd benches/peers && cargo run --release
+//! ```
+
+use std::hint::black_box;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet};
+use writ::testgen::{generate, GenConfig, GenRequest, GenSet};
+use writ::Engine;
+
+/// Sizes of the generated sets.
+const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+/// Runs per measurement; the median is reported.
+const RUNS: usize = 7;
+/// How long one run lasts.
+const RUN_MS: u64 = 60;
+
+type Failure = Box<dyn std::error::Error>;
+
+fn main() -> Result<(), Failure> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runs = if quick { 3 } else { RUNS };
+    println!(
+        "writ {} vs cedar-policy 4 ({} runs of ~{RUN_MS} ms each; median per decision)\n",
+        env!("CARGO_PKG_VERSION"),
+        runs
+    );
+    let mut decide_rows = Vec::new();
+    let mut compile_rows = Vec::new();
+    for &size in &SIZES {
+        let set = generate(GenConfig::issuance(size));
+        let writ_text = set.writ_source();
+        let cedar_text = set.cedar_source();
+
+        let compile_runs = if size >= 10_000 { 3.min(runs) } else { runs };
+        let (writ_compile, engine) = time_compile(compile_runs, || {
+            Engine::compile([("gen.writ", writ_text.clone())], None)
+                .map_err(|d| d.render(false).into())
+        })?;
+        let (cedar_parse, policies) = time_compile(compile_runs, || {
+            PolicySet::from_str(&cedar_text).map_err(|e| format!("cedar: {e}").into())
+        })?;
+        compile_rows.push((size, writ_text.len(), writ_compile, cedar_parse));
+
+        let (matching, matched_id) = set
+            .matching_request()
+            .ok_or("the generated set has no permit that a request can match alone")?;
+        let cases = [
+            ("matching", matching, Some(matched_id)),
+            ("non-matching", set.non_matching_request(), None),
+        ];
+        for (label, request, expected) in cases {
+            let row = measure(
+                &set,
+                &engine,
+                &policies,
+                &request,
+                expected.as_deref(),
+                runs,
+            )?;
+            decide_rows.push((size, label, row));
+        }
+        eprintln!("measured {size} rules");
+    }
+
+    println!("## Decision time per request\n");
+    println!("| rules | request | writ | writ without tree | Cedar | Cedar / writ | candidates |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for (size, label, row) in &decide_rows {
+        println!(
+            "| {size} | {label} | {} | {} | {} | {:.0}x | {} |",
+            show(row.writ),
+            show(row.naive),
+            show(row.cedar),
+            row.cedar / row.writ,
+            row.candidates
+        );
+    }
+    println!("\n## Growth with rules (writ, relative to 10 rules)\n");
+    println!("| rules | matching | non-matching |");
+    println!("|---:|---:|---:|");
+    let base = |label: &str| {
+        decide_rows
+            .iter()
+            .find(|(s, l, _)| *s == SIZES[0] && *l == label)
+            .map_or(f64::NAN, |(_, _, r)| r.writ)
+    };
+    for &size in &SIZES {
+        let at = |label: &str| {
+            decide_rows
+                .iter()
+                .find(|(s, l, _)| *s == size && *l == label)
+                .map_or(f64::NAN, |(_, _, r)| r.writ / base(label))
+        };
+        println!(
+            "| {size} | {:.2}x | {:.2}x |",
+            at("matching"),
+            at("non-matching")
+        );
+    }
+    println!("\n## Parse + check + compile\n");
+    println!("| rules | writ source | writ compile | Cedar parse |");
+    println!("|---:|---:|---:|---:|");
+    for (size, bytes, writ, cedar) in &compile_rows {
+        println!(
+            "| {size} | {} KiB | {} | {} |",
+            bytes / 1024,
+            show(*writ),
+            show(*cedar)
+        );
+    }
+    Ok(())
+}
+
+/// Median times, in nanoseconds, of one decision.
+struct Row {
+    writ: f64,
+    naive: f64,
+    cedar: f64,
+    /// Rules in writ's trace for the request (the candidates the tree kept).
+    candidates: usize,
+}
+
+fn measure(
+    set: &GenSet,
+    engine: &Engine,
+    policies: &PolicySet,
+    request: &GenRequest,
+    expected: Option<&str>,
+    runs: usize,
+) -> Result<Row, Failure> {
+    let writ_request = request.to_request()?;
+    let decision = engine.decide(&writ_request);
+    let naive = engine.decide_naive(&writ_request);
+    // Both engines must agree with what the generator promised.
+    match expected {
+        Some(id) if decision.is_allow() && decision.reasons == [id] => {}
+        None if !decision.is_allow() && decision.reasons.is_empty() => {}
+        _ => {
+            return Err(format!(
+                "writ decided {} for {}",
+                decision.to_json(),
+                set.config.rules
+            )
+            .into())
+        }
+    }
+    if naive.decision != decision.decision {
+        return Err("writ's tree and naive evaluation disagree".into());
+    }
+
+    let authorizer = Authorizer::new();
+    let entities = Entities::from_json_str(&request.cedar_entities_json(), None)?;
+    let cedar_request = cedar_policy::Request::new(
+        EntityUid::from_str(request.cedar_principal())?,
+        EntityUid::from_str(&request.cedar_action())?,
+        EntityUid::from_str(request.cedar_resource())?,
+        Context::from_json_str(&request.cedar_context_json(), None)?,
+        None,
+    )?;
+    let response = authorizer.is_authorized(&cedar_request, policies, &entities);
+    let cedar_allows = response.decision() == cedar_policy::Decision::Allow;
+    if cedar_allows != expected.is_some() || response.diagnostics().errors().next().is_some() {
+        return Err(format!(
+            "cedar decided {:?} ({} errors) for {} rules",
+            response.decision(),
+            response.diagnostics().errors().count(),
+            set.config.rules
+        )
+        .into());
+    }
+
+    let mut writ = || {
+        black_box(engine.decide(black_box(&writ_request)));
+    };
+    let mut no_tree = || {
+        black_box(engine.decide_naive(black_box(&writ_request)));
+    };
+    let mut cedar = || {
+        black_box(authorizer.is_authorized(black_box(&cedar_request), policies, &entities));
+    };
+    let writ_iters = calibrate(&mut writ);
+    let naive_iters = calibrate(&mut no_tree);
+    let cedar_iters = calibrate(&mut cedar);
+    let (mut w, mut n, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        w.push(per_op(&mut writ, writ_iters));
+        n.push(per_op(&mut no_tree, naive_iters));
+        c.push(per_op(&mut cedar, cedar_iters));
+    }
+    Ok(Row {
+        writ: median(w),
+        naive: median(n),
+        cedar: median(c),
+        candidates: decision.trace.len(),
+    })
+}
+
+/// How many iterations make a run of about `RUN_MS`.
+fn calibrate(f: &mut impl FnMut()) -> u64 {
+    let mut iters = 1u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= Duration::from_millis(RUN_MS / 4) || iters >= 1 << 30 {
+            let per = elapsed.as_secs_f64() / iters as f64;
+            return ((RUN_MS as f64 / 1000.0) / per).ceil().max(1.0) as u64;
+        }
+        iters *= 2;
+    }
+}
+
+/// Nanoseconds per call over `iters` calls.
+fn per_op(f: &mut impl FnMut(), iters: u64) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Median wall time of `runs` calls to a fallible builder, and its last result.
+fn time_compile<T>(
+    runs: usize,
+    mut build: impl FnMut() -> Result<T, Failure>,
+) -> Result<(f64, T), Failure> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let built = build()?;
+        times.push(start.elapsed().as_nanos() as f64);
+        last = Some(built);
+    }
+    let built = last.ok_or("no run")?;
+    Ok((median(times), built))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A duration in nanoseconds, in the unit that suits it.
+fn show(nanos: f64) -> String {
+    if nanos < 1_000.0 {
+        format!("{nanos:.0} ns")
+    } else if nanos < 1_000_000.0 {
+        format!("{:.2} µs", nanos / 1_000.0)
+    } else if nanos < 1_000_000_000.0 {
+        format!("{:.2} ms", nanos / 1_000_000.0)
+    } else {
+        format!("{:.2} s", nanos / 1_000_000_000.0)
+    }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Bounded load test of `writ serve`, loopback only, with wrk.
+#
+#   scripts/loadtest.sh [DURATION]      # default 10s per scenario
+#
+# Scenarios, each a fresh server, a 2 s warm-up, then DURATION of load:
+#   decide      POST /v1/decide, default pack, examples/ci-deploy.json (allow)
+#   decide+log  the same with --decision-log to a temporary file
+#   authzen     POST /access/v1/evaluation, the Todo policy, one evaluation
+# Environment: THREADS (wrk threads, 2), CONNECTIONS (32), BIN (skip the
+# release build and use this binary). Prints one summary line a scenario.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration="${1:-10s}"
+threads="${THREADS:-2}"
+connections="${CONNECTIONS:-32}"
+
+if ! command -v wrk >/dev/null; then
+  echo "loadtest: wrk is not installed (apt-get install -y wrk)" >&2
+  exit 2
+fi
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=target/release/writ
+fi
+
+tmp="$(mktemp -d)"
+server=""
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+    kill -TERM "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+cat >"$tmp/todo.json" <<'JSON'
+{"subject": {"type": "user", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
+ "action": {"name": "can_update_todo"},
+ "resource": {"type": "todo", "id": "7240d0db-8ff0-41ec-98b2-34a096273b91",
+              "properties": {"ownerID": "morty@the-citadel.com"}}}
+JSON
+
+# scenario NAME PATH BODY -- SERVER ARGS...
+scenario() {
+  local name="$1" path="$2" body="$3"
+  shift 4
+  local port
+  port="$(free_port)"
+  "$BIN" serve --addr "127.0.0.1:$port" "$@" 2>"$tmp/$name.stderr" &
+  server=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  local url="http://127.0.0.1:$port$path"
+  WRIT_BODY="$body" wrk -t"$threads" -c"$connections" -d2s -s scripts/loadtest.lua "$url" >/dev/null
+  WRIT_BODY="$body" wrk -t"$threads" -c"$connections" -d"$duration" --latency \
+    -s scripts/loadtest.lua "$url" >"$tmp/$name.wrk"
+  local decisions
+  decisions="$(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^writ_decisions_total/ {s += $2} END {print s}')"
+  kill -TERM "$server"
+  wait "$server" || true
+  server=""
+  local rps p50 p99 errors
+  rps="$(awk '/^Requests\/sec/ {print $2}' "$tmp/$name.wrk")"
+  p50="$(awk '$1 == "50%" {print $2}' "$tmp/$name.wrk")"
+  p99="$(awk '$1 == "99%" {print $2}' "$tmp/$name.wrk")"
+  errors="$(awk '/Non-2xx|Socket errors/ {print}' "$tmp/$name.wrk" | tr '\n' ' ')"
+  printf '%-11s %10s req/s  p50 %-9s p99 %-9s decisions %s %s\n' \
+    "$name" "$rps" "$p50" "$p99" "$decisions" "$errors"
+}
+
+echo "writ serve load test: wrk -t$threads -c$connections, $duration a scenario, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+scenario decide /v1/decide examples/ci-deploy.json --
+scenario decide+log /v1/decide examples/ci-deploy.json -- --decision-log "$tmp/decisions.jsonl"
+scenario authzen /access/v1/evaluation "$tmp/todo.json" -- \
+  --policy examples/authzen/todo.writ --data examples/authzen/pip_users.json

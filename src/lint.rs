@@ -1,0 +1,1020 @@
+//! Lints: rules that compile but are probably not what the author meant.
+//!
+//! Each lint reads the checked rules ([`crate::ir`]) and reasons about their
+//! top-level conjuncts. A conjunct that tests one attribute against
+//! constants (`action == "read"`, `subject.kind != "agent"`,
+//! `sensitivity <= internal`, `subject.attested == true`) is a *test*: the
+//! set of values it lets through. One rule *implies* a conjunct of another
+//! when every request its tests let through also passes that conjunct: the
+//! same conjunct written again, or a test whose values contain the rule's
+//! own. The lints are sound for what they say (a permit reported as
+//! overridden is overridden) and silent on what they cannot see (two
+//! conditions that agree only through a function call).
+//!
+//! | code | finds |
+//! |---|---|
+//! | `writ::lint::overridden_permit` | a permit that a forbid always overrides |
+//! | `writ::lint::dead_permit` | a permit that can never match |
+//! | `writ::lint::unbounded_ttl` | a grant that no `for` and no limit bounds |
+//! | `writ::lint::broad_grant` | `**` or a `*` verb on data of any sensitivity |
+//! | `writ::lint::no_workload_identity` | a permit that never looks at how the subject proved its identity |
+//! | `writ::lint::redundant_limit` | a `limit ttl` that never lowers a TTL |
+//!
+//! A rule silences a lint about itself with `@allow("writ::lint::CODE")`
+//! (or just `@allow("CODE")`), for a finding that is deliberate: a TTL
+//! ceiling kept as a backstop for permits that do not exist yet, say.
+
+use std::collections::BTreeMap;
+
+use miette::{Diagnostic, SourceSpan};
+use thiserror::Error;
+
+use crate::ast::{self, BinOp};
+use crate::compile::head_test;
+use crate::diagnostics::Diagnostics;
+use crate::engine::Engine;
+use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart, Ty};
+use crate::request::Sensitivity;
+use crate::source::Span;
+
+/// The code of every lint, in the order they are documented.
+pub const CODES: [&str; 6] = [
+    "writ::lint::overridden_permit",
+    "writ::lint::dead_permit",
+    "writ::lint::unbounded_ttl",
+    "writ::lint::broad_grant",
+    "writ::lint::no_workload_identity",
+    "writ::lint::redundant_limit",
+];
+
+/// A lint finding.
+#[derive(Debug, Clone, Error, Diagnostic)]
+pub enum Lint {
+    /// `forbid if action == "write"; permit if action == "write" and ...`
+    #[error("permit `{permit}` can never allow: forbid `{forbid}` matches whenever it does")]
+    #[diagnostic(code(writ::lint::overridden_permit), severity(Warning))]
+    OverriddenPermit {
+        /// The permit.
+        permit: String,
+        /// The forbid that overrides it.
+        forbid: String,
+        /// The permit's keyword.
+        #[label("every request this permit matches is denied")]
+        span: SourceSpan,
+        /// Why, and what to do.
+        #[help]
+        help: String,
+    },
+    /// `permit if action == "read" and action != "read"`, `permit if false`
+    #[error("permit `{permit}` can never match")]
+    #[diagnostic(code(writ::lint::dead_permit), severity(Warning))]
+    DeadPermit {
+        /// The permit.
+        permit: String,
+        /// The condition.
+        #[label("{reason}")]
+        span: SourceSpan,
+        /// Why it never holds.
+        reason: String,
+        /// What to do.
+        #[help]
+        help: String,
+    },
+    /// `permit if ... grant ["read:x"];` with no `for` and no `limit ttl`
+    #[error("permit `{permit}` grants a credential that no TTL bounds")]
+    #[diagnostic(code(writ::lint::unbounded_ttl), severity(Warning))]
+    UnboundedTtl {
+        /// The permit.
+        permit: String,
+        /// The grant.
+        #[label("no `for`, and no `limit ttl` always applies")]
+        span: SourceSpan,
+        /// What to do.
+        #[help]
+        help: String,
+    },
+    /// `permit if ... grant ["*:db://payments/**"]` without a sensitivity test
+    #[error("permit `{permit}` grants `{item}` on data of any sensitivity")]
+    #[diagnostic(code(writ::lint::broad_grant), severity(Warning))]
+    BroadGrant {
+        /// The permit.
+        permit: String,
+        /// The scope item.
+        item: String,
+        /// The scope item.
+        #[label("{what}")]
+        span: SourceSpan,
+        /// `**` or `*` verb.
+        what: String,
+        /// What to do.
+        #[help]
+        help: String,
+    },
+    /// `permit if action == "read" grant [...]` with nothing on `subject.auth`
+    #[error("permit `{permit}` allows without checking how the subject proved its identity")]
+    #[diagnostic(code(writ::lint::no_workload_identity), severity(Warning))]
+    NoWorkloadIdentity {
+        /// The permit.
+        permit: String,
+        /// The permit's keyword.
+        #[label("no test on `subject.auth` or `subject.attested`, here or in a forbid")]
+        span: SourceSpan,
+        /// What to do.
+        #[help]
+        help: String,
+    },
+    /// `limit ttl 1h;` next to `limit ttl 30m;`
+    #[error("limit `{limit}` never lowers a TTL")]
+    #[diagnostic(code(writ::lint::redundant_limit), severity(Warning))]
+    RedundantLimit {
+        /// The limit.
+        limit: String,
+        /// The limit's keyword.
+        #[label("{reason}")]
+        span: SourceSpan,
+        /// Why.
+        reason: String,
+        /// What to do.
+        #[help]
+        help: String,
+    },
+}
+
+impl Lint {
+    /// The lint's code (`writ::lint::dead_permit`).
+    pub fn code_name(&self) -> String {
+        Diagnostic::code(self)
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// One finding: the lint and the rule it is about.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// The rule's id.
+    pub rule: String,
+    /// Where the label points.
+    pub span: Span,
+    /// What was found.
+    pub lint: Lint,
+}
+
+/// Runs every lint over a compiled policy set, in rule order.
+pub fn lint(engine: &Engine) -> Vec<Finding> {
+    let set = engine.policy();
+    let places = Places::new(engine);
+    let facts: Vec<Facts> = set.rules.iter().map(Facts::of).collect();
+    let mut findings = Vec::new();
+    for (index, rule) in set.rules.iter().enumerate() {
+        let before = findings.len();
+        lint_rule(set, &facts, &places, index, &mut findings);
+        let allowed = rule.annotations.get("allow").cloned().unwrap_or_default();
+        let mut kept = findings.split_off(before);
+        kept.retain(|f| {
+            let code = f.lint.code_name();
+            let short = code.trim_start_matches("writ::lint::");
+            !allowed.iter().any(|a| *a == code || a == short)
+        });
+        findings.extend(kept);
+    }
+    findings
+}
+
+/// The findings about one rule.
+fn lint_rule(
+    set: &PolicySet,
+    facts: &[Facts<'_>],
+    places: &Places,
+    index: usize,
+    findings: &mut Vec<Finding>,
+) {
+    let rule = &set.rules[index];
+    let keyword = places.keyword(rule);
+    match &rule.kind {
+        RuleKind::Permit { grant, ttl, .. } => {
+            let dead = dead(rule, &facts[index], places.condition(rule));
+            if dead.is_some() {
+                findings.extend(dead);
+                return;
+            }
+            findings.extend(overridden(set, facts, index, keyword));
+            if !grant.is_empty() && ttl.is_none() {
+                findings.extend(unbounded(set, facts, index, places.grant(rule)));
+            }
+            findings.extend(broad(rule, &facts[index], grant));
+            findings.extend(no_identity(set, facts, index, keyword));
+        }
+        RuleKind::LimitTtl(cap) => findings.extend(redundant(set, facts, index, *cap, keyword)),
+        _ => {}
+    }
+}
+
+/// The findings as diagnostics with their source excerpts.
+pub fn diagnostics(engine: &Engine, findings: &[Finding]) -> Diagnostics {
+    let mut diagnostics = Diagnostics::default();
+    for finding in findings {
+        diagnostics.push(
+            finding.lint.clone(),
+            engine.sources().get(finding.span.file),
+        );
+    }
+    diagnostics
+}
+
+/// Where a rule's parts are written, from the parsed files.
+struct Places {
+    rules: BTreeMap<Span, (Span, Option<Span>, Option<Span>)>,
+}
+
+impl Places {
+    fn new(engine: &Engine) -> Places {
+        let mut rules = BTreeMap::new();
+        for (id, file) in engine.sources().files() {
+            let (parsed, _) = crate::parser::parse_file(id, file);
+            for item in parsed.items {
+                let ast::Item::Rule(rule) = item else {
+                    continue;
+                };
+                let grant = match &rule.kind {
+                    ast::RuleKind::Permit {
+                        grant: Some(grant), ..
+                    } => Some(grant.span),
+                    _ => None,
+                };
+                let condition = rule.condition.as_ref().map(|c| c.span);
+                rules.insert(rule.span, (rule.keyword_span, condition, grant));
+            }
+        }
+        Places { rules }
+    }
+
+    fn keyword(&self, rule: &Rule) -> Span {
+        self.rules.get(&rule.span).map_or(rule.span, |p| p.0)
+    }
+
+    fn condition(&self, rule: &Rule) -> Span {
+        self.rules
+            .get(&rule.span)
+            .and_then(|p| p.1)
+            .unwrap_or_else(|| self.keyword(rule))
+    }
+
+    fn grant(&self, rule: &Rule) -> Span {
+        self.rules
+            .get(&rule.span)
+            .and_then(|p| p.2)
+            .unwrap_or_else(|| self.keyword(rule))
+    }
+}
+
+/// The values a test lets through.
+#[derive(Debug, Clone, PartialEq)]
+enum Values {
+    /// Only these.
+    In(Vec<String>),
+    /// Anything but these.
+    NotIn(Vec<String>),
+}
+
+impl Values {
+    fn intersect(&self, other: &Values) -> Values {
+        match (self, other) {
+            (Values::In(a), Values::In(b)) => {
+                Values::In(a.iter().filter(|v| b.contains(v)).cloned().collect())
+            }
+            (Values::In(a), Values::NotIn(b)) | (Values::NotIn(b), Values::In(a)) => {
+                Values::In(a.iter().filter(|v| !b.contains(v)).cloned().collect())
+            }
+            (Values::NotIn(a), Values::NotIn(b)) => {
+                let mut all = a.clone();
+                all.extend(b.iter().filter(|v| !a.contains(v)).cloned());
+                Values::NotIn(all)
+            }
+        }
+    }
+
+    /// True when every value `self` lets through, `wider` lets through too.
+    fn within(&self, wider: &Values) -> bool {
+        match (self, wider) {
+            (Values::In(a), Values::In(b)) => a.iter().all(|v| b.contains(v)),
+            (Values::In(a), Values::NotIn(b)) => a.iter().all(|v| !b.contains(v)),
+            (Values::NotIn(a), Values::NotIn(b)) => b.iter().all(|v| a.contains(v)),
+            (Values::NotIn(_), Values::In(_)) => false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Values::In(values) if values.is_empty())
+    }
+}
+
+/// The attribute and values of a test conjunct. Booleans have two values,
+/// so `!= true` becomes `in [false]`; a request whose attribute is missing
+/// or of another type errors, which a permit treats as not matching.
+fn test_of(expr: &Expr) -> Option<(Attr, Values)> {
+    if let Some((attr, values)) = head_test(expr) {
+        return Some((attr, Values::In(values)));
+    }
+    let bools = |attr: &Attr, keep: &dyn Fn(bool) -> bool| {
+        let values = [true, false]
+            .into_iter()
+            .filter(|b| keep(*b))
+            .map(|b| b.to_string())
+            .collect();
+        Some((attr.clone(), Values::In(values)))
+    };
+    match &expr.kind {
+        ExprKind::Attr(attr) if attr.ty() == Ty::Bool => bools(attr, &|b| b),
+        ExprKind::Not(inner) => match &inner.kind {
+            ExprKind::Attr(attr) if attr.ty() == Ty::Bool => bools(attr, &|b| !b),
+            _ => None,
+        },
+        ExprKind::Binary(op, left, right) => {
+            let (attr, lit) = match (&left.kind, &right.kind) {
+                (ExprKind::Attr(attr), ExprKind::Lit(lit))
+                | (ExprKind::Lit(lit), ExprKind::Attr(attr)) => (attr, lit),
+                _ => return None,
+            };
+            match (op, lit) {
+                (BinOp::Eq, Lit::Bool(value)) if attr.ty() == Ty::Bool => {
+                    bools(attr, &|b| b == *value)
+                }
+                (BinOp::Ne, Lit::Bool(value)) if attr.ty() == Ty::Bool => {
+                    bools(attr, &|b| b != *value)
+                }
+                (BinOp::Ne, Lit::Str(value)) if matches!(attr.ty(), Ty::Str | Ty::Any) => {
+                    Some((attr.clone(), Values::NotIn(vec![value.to_string()])))
+                }
+                (BinOp::NotIn, Lit::List(items)) if matches!(attr.ty(), Ty::Str | Ty::Any) => {
+                    let mut values = Vec::new();
+                    for item in items {
+                        let Lit::Str(value) = item else { return None };
+                        values.push(value.to_string());
+                    }
+                    Some((attr.clone(), Values::NotIn(values)))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// What a rule's condition says about requests it matches.
+struct Facts<'r> {
+    conjuncts: &'r [Expr],
+    /// Per attribute, the values all its tests together let through.
+    tests: Vec<(Attr, Values)>,
+}
+
+impl<'r> Facts<'r> {
+    fn of(rule: &'r Rule) -> Facts<'r> {
+        let mut tests: Vec<(Attr, Values)> = Vec::new();
+        for conjunct in &rule.conjuncts {
+            let Some((attr, values)) = test_of(conjunct) else {
+                continue;
+            };
+            match tests.iter_mut().find(|(a, _)| *a == attr) {
+                Some((_, existing)) => *existing = existing.intersect(&values),
+                None => tests.push((attr, values)),
+            }
+        }
+        Facts {
+            conjuncts: &rule.conjuncts,
+            tests,
+        }
+    }
+
+    fn values(&self, attr: &Attr) -> Option<&Values> {
+        self.tests.iter().find(|(a, _)| a == attr).map(|(_, v)| v)
+    }
+
+    /// True when every request these facts match also passes `conjunct`.
+    fn implies(&self, conjunct: &Expr) -> bool {
+        if constant(conjunct) == Some(Lit::Bool(true)) {
+            return true;
+        }
+        if self.conjuncts.iter().any(|c| same(c, conjunct)) {
+            return true;
+        }
+        if let ExprKind::Has(attr, fields) = &conjunct.kind {
+            // A test that held read the attribute, so it was there.
+            if fields.is_empty() && self.values(attr).is_some() {
+                return true;
+            }
+        }
+        match test_of(conjunct) {
+            Some((attr, wider)) => self.values(&attr).is_some_and(|mine| mine.within(&wider)),
+            None => false,
+        }
+    }
+
+    /// True when every conjunct of `other` follows from these facts.
+    fn implies_all(&self, other: &Facts<'_>) -> bool {
+        other.conjuncts.iter().all(|c| self.implies(c))
+    }
+
+    /// True when no request can pass both these facts and `other`'s.
+    fn excludes(&self, other: &Facts<'_>) -> bool {
+        self.tests.iter().any(|(attr, mine)| {
+            other
+                .values(attr)
+                .is_some_and(|theirs| mine.intersect(theirs).is_empty())
+        })
+    }
+}
+
+/// Structural equality, ignoring where things are written.
+fn same(a: &Expr, b: &Expr) -> bool {
+    use ExprKind as K;
+    match (&a.kind, &b.kind) {
+        (K::Lit(x), K::Lit(y)) => x == y,
+        (K::Attr(x), K::Attr(y)) => x == y,
+        (K::Local(x), K::Local(y)) => x == y,
+        (K::Data(x), K::Data(y)) => x == y,
+        (K::Field(x, f), K::Field(y, g)) => f == g && same(x, y),
+        (K::Index(x, i), K::Index(y, j)) => same(x, y) && same(i, j),
+        (K::Call(f, xs), K::Call(g, ys)) => {
+            f == g && xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same(x, y))
+        }
+        (K::Not(x), K::Not(y)) => same(x, y),
+        (K::Binary(o, x1, x2), K::Binary(p, y1, y2)) => o == p && same(x1, y1) && same(x2, y2),
+        (K::Matches(x, g), K::Matches(y, h)) => g.source == h.source && same(x, y),
+        (K::Has(x, f), K::Has(y, g)) => x == y && f == g,
+        (
+            K::Quantifier { all, list, body },
+            K::Quantifier {
+                all: all2,
+                list: list2,
+                body: body2,
+            },
+        ) => all == all2 && same(list, list2) && same(body, body2),
+        _ => false,
+    }
+}
+
+/// The value of an expression that reads nothing from the request.
+fn constant(expr: &Expr) -> Option<Lit> {
+    use ExprKind as K;
+    match &expr.kind {
+        K::Lit(lit) => Some(lit.clone()),
+        K::Not(inner) => match constant(inner)? {
+            Lit::Bool(b) => Some(Lit::Bool(!b)),
+            _ => None,
+        },
+        K::Matches(inner, glob) => match constant(inner)? {
+            Lit::Str(text) => Some(Lit::Bool(glob.is_match(&text))),
+            _ => None,
+        },
+        K::Binary(op, left, right) => {
+            // `false and x` is false and `true or x` is true whatever x is.
+            let l = constant(left);
+            let r = constant(right);
+            match op {
+                BinOp::And if l == Some(Lit::Bool(false)) || r == Some(Lit::Bool(false)) => {
+                    return Some(Lit::Bool(false))
+                }
+                BinOp::Or if l == Some(Lit::Bool(true)) || r == Some(Lit::Bool(true)) => {
+                    return Some(Lit::Bool(true))
+                }
+                _ => {}
+            }
+            let (l, r) = (l?, r?);
+            let ordered = |l: &Lit, r: &Lit| -> Option<std::cmp::Ordering> {
+                match (l, r) {
+                    (Lit::Num(a), Lit::Num(b)) => a.partial_cmp(b),
+                    (Lit::Dur(a), Lit::Dur(b)) => Some(a.cmp(b)),
+                    (Lit::Level(a), Lit::Level(b)) => Some(a.cmp(b)),
+                    _ => None,
+                }
+            };
+            let value = match op {
+                BinOp::And | BinOp::Or => match (&l, &r) {
+                    (Lit::Bool(a), Lit::Bool(b)) => {
+                        if *op == BinOp::And {
+                            *a && *b
+                        } else {
+                            *a || *b
+                        }
+                    }
+                    _ => return None,
+                },
+                BinOp::Eq | BinOp::Ne if l.ty() == r.ty() => (l == r) == (*op == BinOp::Eq),
+                BinOp::In | BinOp::NotIn => match &r {
+                    Lit::List(items) => items.contains(&l) == (*op == BinOp::In),
+                    _ => return None,
+                },
+                BinOp::Lt => ordered(&l, &r)?.is_lt(),
+                BinOp::Le => ordered(&l, &r)?.is_le(),
+                BinOp::Gt => ordered(&l, &r)?.is_gt(),
+                BinOp::Ge => ordered(&l, &r)?.is_ge(),
+                _ => return None,
+            };
+            Some(Lit::Bool(value))
+        }
+        _ => None,
+    }
+}
+
+fn mentions_identity(expr: &Expr) -> bool {
+    use ExprKind as K;
+    let identity = |attr: &Attr| matches!(attr, Attr::SubjectAuth | Attr::SubjectAttested);
+    match &expr.kind {
+        K::Attr(attr) | K::Has(attr, _) => identity(attr),
+        K::Lit(_) | K::Local(_) | K::Data(_) => false,
+        K::Field(inner, _) | K::Not(inner) | K::Matches(inner, _) => mentions_identity(inner),
+        K::Index(a, b) | K::Binary(_, a, b) => mentions_identity(a) || mentions_identity(b),
+        K::Call(_, args) => args.iter().any(mentions_identity),
+        K::Quantifier { list, body, .. } => mentions_identity(list) || mentions_identity(body),
+    }
+}
+
+fn duration(seconds: u64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    if seconds == 0 {
+        return "0s".to_owned();
+    }
+    let mut rest = seconds;
+    let mut out = String::new();
+    for (size, unit) in units {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
+fn finding(rule: &Rule, span: Span, lint: Lint) -> Finding {
+    Finding {
+        rule: rule.id.clone(),
+        span,
+        lint,
+    }
+}
+
+fn dead(rule: &Rule, facts: &Facts<'_>, condition: Span) -> Option<Finding> {
+    let help = "fix the condition, or delete the permit".to_owned();
+    let make = |span: Span, reason: String| {
+        finding(
+            rule,
+            span,
+            Lint::DeadPermit {
+                permit: rule.id.clone(),
+                span: span.source_span(),
+                reason,
+                help: help.clone(),
+            },
+        )
+    };
+    if let Some(conjunct) = rule
+        .conjuncts
+        .iter()
+        .find(|c| constant(c) == Some(Lit::Bool(false)))
+    {
+        return Some(make(conjunct.span, "this is always false".to_owned()));
+    }
+    if let Some((attr, _)) = facts.tests.iter().find(|(_, values)| values.is_empty()) {
+        let reason = format!("`{}` cannot pass all of these tests at once", attr.path());
+        return Some(make(condition, reason));
+    }
+    for (index, conjunct) in rule.conjuncts.iter().enumerate() {
+        let ExprKind::Not(inner) = &conjunct.kind else {
+            continue;
+        };
+        if rule
+            .conjuncts
+            .iter()
+            .enumerate()
+            .any(|(i, c)| i != index && same(c, inner))
+        {
+            return Some(make(condition, "a test and its negation".to_owned()));
+        }
+    }
+    None
+}
+
+fn overridden(
+    set: &PolicySet,
+    facts: &[Facts<'_>],
+    index: usize,
+    keyword: Span,
+) -> Option<Finding> {
+    let permit = &set.rules[index];
+    let (forbid_index, forbid) = set.rules.iter().enumerate().find(|(i, r)| {
+        matches!(r.kind, RuleKind::Forbid) && facts[index].implies_all(&facts[*i])
+    })?;
+    let help = if forbid.conjuncts.is_empty() {
+        format!(
+            "`{}` ({}) has no condition, so it denies every request",
+            forbid.id, forbid.location
+        )
+    } else {
+        let tests: Vec<&str> = set.rules[forbid_index]
+            .conjunct_text
+            .iter()
+            .map(String::as_str)
+            .collect();
+        format!(
+            "every request that passes this permit also passes `{}` ({}): {}; narrow the forbid or delete the permit",
+            forbid.id,
+            forbid.location,
+            tests.join(" and ")
+        )
+    };
+    Some(finding(
+        permit,
+        keyword,
+        Lint::OverriddenPermit {
+            permit: permit.id.clone(),
+            forbid: forbid.id.clone(),
+            span: keyword.source_span(),
+            help,
+        },
+    ))
+}
+
+fn unbounded(set: &PolicySet, facts: &[Facts<'_>], index: usize, grant: Span) -> Option<Finding> {
+    let bounded = set.rules.iter().enumerate().any(|(i, r)| {
+        matches!(r.kind, RuleKind::LimitTtl(_)) && facts[index].implies_all(&facts[i])
+    });
+    if bounded {
+        return None;
+    }
+    let permit = &set.rules[index];
+    Some(finding(
+        permit,
+        grant,
+        Lint::UnboundedTtl {
+            permit: permit.id.clone(),
+            span: grant.source_span(),
+            help: "add `for 15m` (or another short duration) to the grant, or a `limit ttl` that applies whenever this permit does".to_owned(),
+        },
+    ))
+}
+
+/// `**` or `*` verb in a grant template, judged on its literal text.
+fn broadness(template: &Template) -> Option<&'static str> {
+    let skeleton: String = template
+        .parts
+        .iter()
+        .map(|p| match p {
+            TemplatePart::Text(text) => text.to_string(),
+            TemplatePart::Hole(_) => "\u{1}".to_owned(),
+        })
+        .collect();
+    let (verb, resource) = skeleton.split_once(':')?;
+    if verb == "*" {
+        return Some("`*` grants every verb");
+    }
+    resource
+        .split('/')
+        .any(|segment| segment == "**")
+        .then_some("`**` grants everything below")
+}
+
+fn broad(rule: &Rule, facts: &Facts<'_>, grant: &[Template]) -> Option<Finding> {
+    let low = Values::In(
+        [Sensitivity::Public, Sensitivity::Internal]
+            .iter()
+            .map(|l| l.as_str().to_owned())
+            .collect(),
+    );
+    if facts
+        .values(&Attr::Sensitivity)
+        .is_some_and(|v| v.within(&low))
+    {
+        return None;
+    }
+    let (template, what) = grant
+        .iter()
+        .find_map(|t| broadness(t).map(|what| (t, what)))?;
+    Some(finding(
+        rule,
+        template.span,
+        Lint::BroadGrant {
+            permit: rule.id.clone(),
+            item: template.source.to_string(),
+            span: template.span.source_span(),
+            what: what.to_owned(),
+            help:
+                "grant named resources and verbs, or add `sensitivity <= internal` to the condition"
+                    .to_owned(),
+        },
+    ))
+}
+
+fn no_identity(
+    set: &PolicySet,
+    facts: &[Facts<'_>],
+    index: usize,
+    keyword: Span,
+) -> Option<Finding> {
+    let permit = &set.rules[index];
+    if permit.conjuncts.iter().any(mentions_identity) {
+        return None;
+    }
+    // A forbid that tests identity and otherwise applies whenever this
+    // permit does turns away every request without a workload identity.
+    let guarded = set.rules.iter().any(|rule| {
+        matches!(rule.kind, RuleKind::Forbid)
+            && rule.conjuncts.iter().any(mentions_identity)
+            && rule
+                .conjuncts
+                .iter()
+                .all(|c| mentions_identity(c) || facts[index].implies(c))
+    });
+    if guarded {
+        return None;
+    }
+    Some(finding(
+        permit,
+        keyword,
+        Lint::NoWorkloadIdentity {
+            permit: permit.id.clone(),
+            span: keyword.source_span(),
+            help: "test `subject.attested == true` or `subject.auth in [...]` in the permit, or add a forbid such as `forbid if subject.attested != true;`".to_owned(),
+        },
+    ))
+}
+
+fn redundant(
+    set: &PolicySet,
+    facts: &[Facts<'_>],
+    index: usize,
+    cap: u64,
+    keyword: Span,
+) -> Option<Finding> {
+    let limit = &set.rules[index];
+    let mine = &facts[index];
+    // A cap at most as high that applies whenever this one does.
+    let lower = set.rules.iter().enumerate().find(|(i, rule)| {
+        let RuleKind::LimitTtl(other) = rule.kind else {
+            return false;
+        };
+        if *i == index || other > cap || !mine.implies_all(&facts[*i]) {
+            return false;
+        }
+        // Two equal caps under the same conditions: report the second.
+        let mutual = other == cap && facts[*i].implies_all(mine);
+        !mutual || *i < index
+    });
+    let reason_help = if let Some((_, other)) = lower {
+        let RuleKind::LimitTtl(other_cap) = other.kind else {
+            return None;
+        };
+        Some((
+            format!(
+                "`{}` caps at {} whenever this applies",
+                other.id,
+                duration(other_cap)
+            ),
+            format!(
+                "`{}` ({}) already caps the TTL at {}; delete this limit or lower its cap",
+                other.id,
+                other.location,
+                duration(other_cap)
+            ),
+        ))
+    } else {
+        // Every permit that can match alongside it asks for no more.
+        let permits: Vec<(&Rule, Option<u64>)> = set
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| matches!(r.kind, RuleKind::Permit { .. }) && !facts[*i].excludes(mine))
+            .map(|(_, r)| match r.kind {
+                RuleKind::Permit { ttl, .. } => (r, ttl),
+                _ => (r, None),
+            })
+            .collect();
+        let longest = permits
+            .iter()
+            .map(|(_, ttl)| *ttl)
+            .try_fold(0u64, |max, ttl| ttl.map(|t| max.max(t)));
+        match longest {
+            Some(longest) if !permits.is_empty() && longest <= cap => Some((
+                format!("no permit grants more than {}", duration(longest)),
+                format!(
+                    "every permit that can match with it grants at most {} (`for`), so a cap of {} never applies; lower the cap or delete the limit",
+                    duration(longest),
+                    duration(cap)
+                ),
+            )),
+            _ => None,
+        }
+    };
+    let (reason, help) = reason_help?;
+    Some(finding(
+        limit,
+        keyword,
+        Lint::RedundantLimit {
+            limit: limit.id.clone(),
+            span: keyword.source_span(),
+            reason,
+            help,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(policy: &str) -> Vec<String> {
+        let engine = match Engine::compile([("t.writ", policy)], None) {
+            Ok(engine) => engine,
+            Err(diagnostics) => panic!("does not compile: {diagnostics}"),
+        };
+        lint(&engine).iter().map(|f| f.lint.code_name()).collect()
+    }
+
+    const GUARD: &str = "forbid if subject.attested != true;\n";
+
+    #[test]
+    fn a_clean_permit_is_quiet() {
+        let policy = format!("{GUARD}permit if action == \"read\" grant [\"read:x\"] for 5m;");
+        assert_eq!(codes(&policy), Vec::<String>::new());
+    }
+
+    #[test]
+    fn implication_through_value_sets() {
+        let policy = format!(
+            "{GUARD}forbid if action in [\"write\", \"delete\"];\npermit if action == \"write\" and subject.kind != \"agent\" grant [\"write:x\"] for 5m;"
+        );
+        assert_eq!(codes(&policy), ["writ::lint::overridden_permit"]);
+        let policy = format!(
+            "{GUARD}forbid if subject.kind != \"ci\";\npermit if subject.kind == \"agent\" grant [\"write:x\"] for 5m;"
+        );
+        assert_eq!(codes(&policy), ["writ::lint::overridden_permit"]);
+        let policy = format!(
+            "{GUARD}forbid if subject.kind == \"agent\";\npermit if subject.kind != \"ci\" grant [\"write:x\"] for 5m;"
+        );
+        assert_eq!(codes(&policy), Vec::<String>::new());
+    }
+
+    #[test]
+    fn negations_and_constants_make_dead_permits() {
+        let policy = format!("{GUARD}permit if action == \"read\" and action != \"read\";");
+        assert_eq!(codes(&policy), ["writ::lint::dead_permit"]);
+        let policy =
+            format!("{GUARD}const enabled = false;\npermit if enabled and action == \"read\";");
+        assert_eq!(codes(&policy), ["writ::lint::dead_permit"]);
+        let policy = format!("{GUARD}permit if context.x and not context.x;");
+        assert_eq!(codes(&policy), ["writ::lint::dead_permit"]);
+        let policy = format!("{GUARD}permit if subject.shared and subject.shared == false;");
+        assert_eq!(codes(&policy), ["writ::lint::dead_permit"]);
+    }
+
+    #[test]
+    fn a_limit_that_applies_whenever_the_permit_does_bounds_it() {
+        let policy = format!(
+            "{GUARD}limit ttl 10m if subject.kind == \"agent\";\npermit if subject.kind == \"agent\" grant [\"read:x\"];"
+        );
+        assert_eq!(codes(&policy), Vec::<String>::new());
+        let policy = format!(
+            "{GUARD}limit ttl 10m if subject.kind == \"agent\";\npermit if action == \"read\" grant [\"read:x\"];"
+        );
+        assert_eq!(codes(&policy), ["writ::lint::unbounded_ttl"]);
+    }
+
+    #[test]
+    fn broad_grants_need_low_sensitivity() {
+        let policy =
+            format!("{GUARD}permit if action == \"read\" grant [\"read:db://x/**\"] for 5m;");
+        assert_eq!(codes(&policy), ["writ::lint::broad_grant"]);
+        let policy = format!("{GUARD}permit if action == \"read\" grant [\"*:db://x\"] for 5m;");
+        assert_eq!(codes(&policy), ["writ::lint::broad_grant"]);
+        let policy = format!(
+            "{GUARD}permit if action == \"read\" and sensitivity in [public, internal] grant [\"*:db://x/**\"] for 5m;"
+        );
+        assert_eq!(codes(&policy), Vec::<String>::new());
+        let policy = format!("{GUARD}permit if action == \"read\" grant [\"{{action}}:db://{{resource.id}}/*\"] for 5m;");
+        assert_eq!(codes(&policy), Vec::<String>::new());
+    }
+
+    #[test]
+    fn identity_checks_in_the_permit_or_a_guarding_forbid() {
+        assert_eq!(
+            codes("permit if action == \"read\" grant [\"read:x\"] for 5m;"),
+            ["writ::lint::no_workload_identity"]
+        );
+        assert_eq!(
+            codes("permit if action == \"read\" and subject.auth == \"spiffe\" grant [\"read:x\"] for 5m;"),
+            Vec::<String>::new()
+        );
+        // A forbid that only guards writes does not guard reads.
+        assert_eq!(
+            codes("forbid if action == \"write\" and subject.attested != true;\npermit if action == \"read\" grant [\"read:x\"] for 5m;"),
+            ["writ::lint::no_workload_identity"]
+        );
+        assert_eq!(
+            codes("forbid if action == \"read\" and subject.attested != true;\npermit if action == \"read\" grant [\"read:x\"] for 5m;"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn redundant_limits() {
+        let base = format!("{GUARD}permit if action == \"read\" grant [\"read:x\"] for 2h;\n");
+        assert_eq!(
+            codes(&format!(
+                "{base}limit ttl 30m;\nlimit ttl 1h if subject.kind == \"agent\";"
+            )),
+            ["writ::lint::redundant_limit"]
+        );
+        assert_eq!(
+            codes(&format!(
+                "{base}@id(\"a\") limit ttl 30m;\n@id(\"b\") limit ttl 30m;"
+            )),
+            ["writ::lint::redundant_limit"]
+        );
+        assert_eq!(
+            codes(&format!("{base}limit ttl 3h;")),
+            ["writ::lint::redundant_limit"]
+        );
+        assert_eq!(
+            codes(&format!(
+                "{base}limit ttl 1h;\nlimit ttl 30m if subject.kind == \"agent\";"
+            )),
+            Vec::<String>::new()
+        );
+        // A permit that cannot match when the limit applies does not count.
+        let policy = format!(
+            "{GUARD}permit if subject.kind == \"ci\" grant [\"read:x\"] for 2h;\npermit if subject.kind == \"agent\" grant [\"read:x\"] for 5m;\nlimit ttl 10m if subject.kind == \"agent\";"
+        );
+        assert_eq!(codes(&policy), ["writ::lint::redundant_limit"]);
+    }
+
+    #[test]
+    fn codes_lists_every_lint() {
+        let span = SourceSpan::from((0, 0));
+        let help = String::new();
+        let all = [
+            Lint::OverriddenPermit {
+                permit: help.clone(),
+                forbid: help.clone(),
+                span,
+                help: help.clone(),
+            },
+            Lint::DeadPermit {
+                permit: help.clone(),
+                span,
+                reason: help.clone(),
+                help: help.clone(),
+            },
+            Lint::UnboundedTtl {
+                permit: help.clone(),
+                span,
+                help: help.clone(),
+            },
+            Lint::BroadGrant {
+                permit: help.clone(),
+                item: help.clone(),
+                span,
+                what: help.clone(),
+                help: help.clone(),
+            },
+            Lint::NoWorkloadIdentity {
+                permit: help.clone(),
+                span,
+                help: help.clone(),
+            },
+            Lint::RedundantLimit {
+                limit: help.clone(),
+                span,
+                reason: help.clone(),
+                help: help.clone(),
+            },
+        ];
+        let codes: Vec<String> = all.iter().map(Lint::code_name).collect();
+        assert_eq!(codes, CODES);
+    }
+
+    #[test]
+    fn allow_silences_one_lint_on_one_rule() {
+        let base = format!("{GUARD}permit if action == \"read\" grant [\"read:x\"] for 15m;\n");
+        assert_eq!(
+            codes(&format!(
+                "{base}@allow(\"writ::lint::redundant_limit\") limit ttl 1h;"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            codes(&format!("{base}@allow(\"redundant_limit\") limit ttl 1h;")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            codes(&format!("{base}@allow(\"broad_grant\") limit ttl 1h;")),
+            ["writ::lint::redundant_limit"]
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(5400), "1h30m");
+        assert_eq!(duration(60), "1m");
+        assert_eq!(duration(0), "0s");
+    }
+}

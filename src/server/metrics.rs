@@ -1,0 +1,349 @@
+//! Counters and a latency histogram, rendered in the Prometheus text format.
+//!
+//! Everything is a relaxed atomic: a scrape may see one counter a request
+//! ahead of another, which Prometheus tolerates.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::state::Loaded;
+
+/// The endpoints that decide, each with its own latency series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Decide,
+    Batch,
+    Evaluation,
+    Evaluations,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 4] = [
+        Endpoint::Decide,
+        Endpoint::Batch,
+        Endpoint::Evaluation,
+        Endpoint::Evaluations,
+    ];
+
+    /// The route, as logged and labelled.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Endpoint::Decide => "/v1/decide",
+            Endpoint::Batch => "/v1/decide/batch",
+            Endpoint::Evaluation => "/access/v1/evaluation",
+            Endpoint::Evaluations => "/access/v1/evaluations",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a request was refused; the `code` of the JSON error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorCode {
+    /// The body is not JSON (or not UTF-8).
+    MalformedJson,
+    /// JSON, but a field has the wrong type, a required field is missing, or
+    /// a value is out of range.
+    InvalidRequest,
+    /// The body is over `--max-body`.
+    BodyTooLarge,
+    /// A batch with more items than allowed.
+    BatchTooLarge,
+    /// The body did not arrive within the request timeout.
+    Timeout,
+    /// The body could not be read (the client went away).
+    BadBody,
+    /// No such route.
+    NotFound,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 8] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidRequest,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::BadBody,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+    ];
+
+    /// The code as it appears in error bodies and metric labels.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::BadBody => "bad_body",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.5, 1.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Per bucket, not cumulative; the last slot is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let slot = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    allow: AtomicU64,
+    deny: AtomicU64,
+    latency: [Histogram; 4],
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    log_lines: AtomicU64,
+    log_write_errors: AtomicU64,
+    time_filled: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn decision(&self, allow: bool) {
+        if allow {
+            self.allow.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.deny.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn latency(&self, endpoint: Endpoint, elapsed: Duration) {
+        self.latency[endpoint.index()].observe(elapsed);
+    }
+
+    pub(crate) fn reload(&self, ok: bool) {
+        if ok {
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn error(&self, code: ErrorCode) {
+        self.errors[code.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn time_filled(&self) {
+        self.time_filled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn log_line(&self, ok: bool) {
+        if ok {
+            self.log_lines.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.log_write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Successful reloads so far.
+    pub(crate) fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Failed reloads so far.
+    pub(crate) fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub(crate) fn render(&self, loaded: &Loaded) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+
+        out.push_str("# HELP writ_decisions_total Decisions made, by outcome.\n");
+        out.push_str("# TYPE writ_decisions_total counter\n");
+        let _ = writeln!(
+            out,
+            "writ_decisions_total{{outcome=\"allow\"}} {}",
+            get(&self.allow)
+        );
+        let _ = writeln!(
+            out,
+            "writ_decisions_total{{outcome=\"deny\"}} {}",
+            get(&self.deny)
+        );
+
+        out.push_str(
+            "# HELP writ_request_duration_seconds Time to answer a decision request, from the headers received to the response ready.\n",
+        );
+        out.push_str("# TYPE writ_request_duration_seconds histogram\n");
+        for endpoint in Endpoint::ALL {
+            let histogram = &self.latency[endpoint.index()];
+            let path = endpoint.path();
+            let mut cumulative = 0u64;
+            for (slot, bound) in BUCKETS.iter().enumerate() {
+                cumulative += get(&histogram.buckets[slot]);
+                let _ = writeln!(
+                    out,
+                    "writ_request_duration_seconds_bucket{{endpoint=\"{path}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += get(&histogram.buckets[BUCKETS.len()]);
+            let _ = writeln!(
+                out,
+                "writ_request_duration_seconds_bucket{{endpoint=\"{path}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let sum = get(&histogram.sum_nanos) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "writ_request_duration_seconds_sum{{endpoint=\"{path}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "writ_request_duration_seconds_count{{endpoint=\"{path}\"}} {}",
+                get(&histogram.count)
+            );
+        }
+
+        out.push_str(
+            "# HELP writ_request_errors_total Requests refused with a 4xx error, by code.\n",
+        );
+        out.push_str("# TYPE writ_request_errors_total counter\n");
+        for code in ErrorCode::ALL {
+            let _ = writeln!(
+                out,
+                "writ_request_errors_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                get(&self.errors[code.index()])
+            );
+        }
+
+        out.push_str("# HELP writ_policy_reloads_total Policy reloads that succeeded.\n");
+        out.push_str("# TYPE writ_policy_reloads_total counter\n");
+        let _ = writeln!(out, "writ_policy_reloads_total {}", get(&self.reloads));
+        out.push_str(
+            "# HELP writ_policy_reload_failures_total Policy reloads that failed; the last good set kept serving.\n",
+        );
+        out.push_str("# TYPE writ_policy_reload_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "writ_policy_reload_failures_total {}",
+            get(&self.reload_failures)
+        );
+
+        out.push_str("# HELP writ_policy_rules Rules in the policy set that is serving.\n");
+        out.push_str("# TYPE writ_policy_rules gauge\n");
+        let _ = writeln!(
+            out,
+            "writ_policy_rules {}",
+            loaded.engine.policy().rules.len()
+        );
+        out.push_str("# HELP writ_policy_info The digest of the policy set that is serving.\n");
+        out.push_str("# TYPE writ_policy_info gauge\n");
+        let _ = writeln!(
+            out,
+            "writ_policy_info{{digest=\"{}\"}} 1",
+            loaded.engine.digest()
+        );
+
+        out.push_str(
+            "# HELP writ_time_filled_total Requests without environment.time that the server timed from its clock.\n",
+        );
+        out.push_str("# TYPE writ_time_filled_total counter\n");
+        let _ = writeln!(out, "writ_time_filled_total {}", get(&self.time_filled));
+
+        out.push_str("# HELP writ_decision_log_lines_total Decision log lines written.\n");
+        out.push_str("# TYPE writ_decision_log_lines_total counter\n");
+        let _ = writeln!(
+            out,
+            "writ_decision_log_lines_total {}",
+            get(&self.log_lines)
+        );
+        out.push_str("# HELP writ_decision_log_write_errors_total Decision log lines that could not be written.\n");
+        out.push_str("# TYPE writ_decision_log_write_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "writ_decision_log_write_errors_total {}",
+            get(&self.log_write_errors)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_in_inf() {
+        let metrics = Metrics::default();
+        metrics.latency(Endpoint::Decide, Duration::from_micros(30));
+        metrics.latency(Endpoint::Decide, Duration::from_micros(700));
+        metrics.latency(Endpoint::Decide, Duration::from_secs(3));
+        let loaded = Loaded::for_tests();
+        let text = metrics.render(&loaded);
+        assert!(
+            text.contains(
+                "writ_request_duration_seconds_bucket{endpoint=\"/v1/decide\",le=\"0.00005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "writ_request_duration_seconds_bucket{endpoint=\"/v1/decide\",le=\"0.001\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "writ_request_duration_seconds_bucket{endpoint=\"/v1/decide\",le=\"+Inf\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("writ_request_duration_seconds_count{endpoint=\"/v1/decide\"} 3"));
+    }
+
+    #[test]
+    fn counters_render_by_label() {
+        let metrics = Metrics::default();
+        metrics.decision(true);
+        metrics.decision(false);
+        metrics.decision(false);
+        metrics.error(ErrorCode::Timeout);
+        metrics.reload(false);
+        let text = metrics.render(&Loaded::for_tests());
+        assert!(text.contains("writ_decisions_total{outcome=\"allow\"} 1"));
+        assert!(text.contains("writ_decisions_total{outcome=\"deny\"} 2"));
+        assert!(text.contains("writ_request_errors_total{code=\"timeout\"} 1"));
+        assert!(text.contains("writ_policy_reload_failures_total 1"));
+        assert!(text.contains("writ_policy_reloads_total 0"));
+    }
+}

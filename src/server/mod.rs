@@ -1,0 +1,582 @@
+//! `writ serve`: the decision service brokers call.
+//!
+//! An HTTP/1.1 server (hyper under axum's router, on tokio) that answers
+//! contract.md's requests (`POST /v1/decide`, `POST /v1/decide/batch`) and
+//! the OpenID AuthZEN 1.0 Access Evaluation API (`POST /access/v1/evaluation`,
+//! `POST /access/v1/evaluations`), reports its policy set (`GET /v1/policy`),
+//! liveness and readiness (`GET /health`, `GET /ready`) and Prometheus
+//! metrics (`GET /metrics`).
+//!
+//! The policy set is reloaded on `SIGHUP` and when a policy or data file
+//! changes (checked every second); a set that does not compile is refused
+//! and the last good one keeps serving. Every decision can be written to a
+//! decision log, one JSON line each, off the request path. `SIGTERM` and
+//! `SIGINT` stop accepting connections, let the requests in flight finish,
+//! flush the log and exit. See `docs/server.md`.
+
+mod authzen;
+mod http;
+mod ids;
+mod log;
+mod metrics;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde_json::Value;
+
+use crate::request::{Request, RequestError, MAX_JSON_DEPTH};
+use log::{DecisionLog, Redaction};
+use metrics::Metrics;
+use state::{Current, Fingerprint, PolicySource};
+
+/// How `writ serve` was asked to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Policy files or directories (`default`, or none, is the embedded pack).
+    pub policies: Vec<String>,
+    /// The JSON data file.
+    pub data: Option<PathBuf>,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Where to write the decision log (`-` for stdout); none to not log.
+    pub decision_log: Option<String>,
+    /// Request fields to redact in the decision log (`subject.id`).
+    pub redact: Vec<String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// How long a client may take to send a request (headers and body).
+    pub request_timeout: Duration,
+    /// How often to look for changed policy files; zero turns watching off.
+    pub watch_interval: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    /// After `SIGTERM`, how long to keep serving with `/ready` answering
+    /// 503, so that a load balancer stops sending first.
+    pub drain_delay: Duration,
+}
+
+impl Config {
+    /// The defaults: embedded pack, `127.0.0.1:8181`, no log, 1 MiB bodies,
+    /// 10 s request timeout, 1 s watch, 30 s shutdown grace, no drain delay.
+    pub fn new() -> Config {
+        Config {
+            policies: Vec::new(),
+            data: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            decision_log: None,
+            redact: Vec::new(),
+            max_body: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            watch_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::new()
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) current: Current,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) log: Option<DecisionLog>,
+    pub(crate) redaction: Redaction,
+    pub(crate) max_body: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) draining: AtomicBool,
+    source: PolicySource,
+    /// The files as the last reload (or the start) saw them; one reload at
+    /// a time.
+    fingerprint: tokio::sync::Mutex<Fingerprint>,
+}
+
+/// Runs the server until `SIGTERM` or `SIGINT`. Errors are for stderr: a
+/// policy set that does not compile, an address that cannot be bound, a
+/// decision log that cannot be opened.
+pub fn run(config: Config) -> Result<(), String> {
+    let redaction = Redaction::new(&config.redact)?;
+    if config.max_body == 0 {
+        return Err("`--max-body` must be at least 1 byte".to_owned());
+    }
+    let source = PolicySource {
+        policies: config.policies.clone(),
+        data: config.data.clone(),
+    };
+    let fingerprint = source.fingerprint();
+    let loaded = source.load()?;
+    let metrics = Arc::new(Metrics::default());
+    let log = match &config.decision_log {
+        Some(target) => Some(DecisionLog::open(target, metrics.clone())?),
+        None => None,
+    };
+    eprintln!(
+        "writ: serving {} rule(s) from {} file(s), {}",
+        loaded.engine.policy().rules.len(),
+        loaded.files.len(),
+        loaded.engine.digest()
+    );
+    let app = Arc::new(App {
+        current: state::current(loaded),
+        metrics,
+        log,
+        redaction,
+        max_body: config.max_body,
+        request_timeout: config.request_timeout,
+        draining: AtomicBool::new(false),
+        source,
+        fingerprint: tokio::sync::Mutex::new(fingerprint),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("writ-serve")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(serve(app, &config))
+}
+
+async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on `{}`: {e}", config.addr))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    eprintln!("writ: listening on http://{local}");
+
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
+    spawn_reload_on_hangup(app.clone())?;
+    if !config.watch_interval.is_zero() {
+        spawn_watcher(app.clone(), config.watch_interval);
+    }
+
+    let router = http::router(app.clone());
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.request_timeout)
+        .keep_alive(true);
+
+    let mut draining_until: Option<tokio::time::Instant> = None;
+    loop {
+        let drained = async {
+            match draining_until {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown, if draining_until.is_none() => {
+                app.draining.store(true, Ordering::SeqCst);
+                if config.drain_delay.is_zero() {
+                    break;
+                }
+                eprintln!(
+                    "writ: draining: /ready answers 503, serving for {:?} more",
+                    config.drain_delay
+                );
+                draining_until = Some(tokio::time::Instant::now() + config.drain_delay);
+            }
+            () = drained => break,
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off
+                        // instead of spinning.
+                        eprintln!("writ: accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(router.clone());
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+        }
+    }
+
+    app.draining.store(true, Ordering::SeqCst);
+    drop(listener);
+    eprintln!("writ: shutting down; finishing requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(config.shutdown_grace) => {
+            eprintln!(
+                "writ: requests still in flight after {:?}; stopping anyway",
+                config.shutdown_grace
+            );
+        }
+    }
+    if let Some(log) = &app.log {
+        log.close().await;
+    }
+    eprintln!("writ: stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+#[cfg(unix)]
+fn spawn_reload_on_hangup(app: Arc<App>) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(&app, "SIGHUP").await;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn spawn_reload_on_hangup(_app: Arc<App>) -> Result<(), String> {
+    Ok(())
+}
+
+fn spawn_watcher(app: Arc<App>, every: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let source = app.source.clone();
+            let now = match tokio::task::spawn_blocking(move || source.fingerprint()).await {
+                Ok(now) => now,
+                Err(_) => continue,
+            };
+            let changed = *app.fingerprint.lock().await != now;
+            if changed {
+                // Let an editor or a deploy finish writing before reading.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                reload(&app, "a policy file changed").await;
+            }
+        }
+    });
+}
+
+/// Compiles the files aside and swaps the new set in; on failure keeps the
+/// old set, prints the diagnostics and counts the failure.
+async fn reload(app: &Arc<App>, why: &str) {
+    let mut fingerprint = app.fingerprint.lock().await;
+    let source = app.source.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let seen = source.fingerprint();
+        (seen, source.load())
+    })
+    .await;
+    let (seen, loaded) = match result {
+        Ok(pair) => pair,
+        Err(error) => {
+            app.metrics.reload(false);
+            eprintln!("writ: reload ({why}) failed: {error}");
+            return;
+        }
+    };
+    *fingerprint = seen;
+    match loaded {
+        Ok(loaded) => {
+            let previous = app.current.load().engine.digest().to_owned();
+            eprintln!(
+                "writ: reloaded ({why}): {} rule(s) from {} file(s), {} (was {previous})",
+                loaded.engine.policy().rules.len(),
+                loaded.files.len(),
+                loaded.engine.digest()
+            );
+            app.current.store(Arc::new(loaded));
+            app.metrics.reload(true);
+        }
+        Err(message) => {
+            app.metrics.reload(false);
+            eprintln!(
+                "writ: reload ({why}) failed; still serving {}\n{message}",
+                app.current.load().engine.digest()
+            );
+        }
+    }
+}
+
+/// The server clock, RFC 3339 in UTC.
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// The request fields that must be JSON objects. serde's derive also reads
+/// a struct from an array, by position, so `[{"id": "x"}, "read"]` would
+/// pass as a request; the server refuses that shape before deciding.
+const OBJECT_FIELDS: [&str; 6] = [
+    "subject",
+    "resource",
+    "intent",
+    "environment",
+    "requested",
+    "context",
+];
+
+/// [`Request::from_json`] for a document already parsed: the same checks,
+/// the same errors naming the field.
+pub(crate) fn request_from_value(value: &Value) -> Result<Request, RequestError> {
+    if depth(value) > MAX_JSON_DEPTH {
+        return Err(RequestError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
+    let Value::Object(map) = value else {
+        return Err(RequestError::Invalid {
+            path: ".".to_owned(),
+            message: format!("expected a JSON object, found {}", json_kind(value)),
+        });
+    };
+    for field in OBJECT_FIELDS {
+        match map.get(field) {
+            None | Some(Value::Object(_)) => {}
+            Some(other) => {
+                return Err(RequestError::Invalid {
+                    path: field.to_owned(),
+                    message: format!("expected a JSON object, found {}", json_kind(other)),
+                })
+            }
+        }
+    }
+    let request: Request = serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        RequestError::Invalid {
+            path,
+            message: error.into_inner().to_string(),
+        }
+    })?;
+    request.validate()?;
+    Ok(request)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Why a body failed [`check_shape`].
+#[derive(Debug)]
+pub(crate) enum ShapeError {
+    /// Not JSON at all.
+    Syntax(String),
+    /// JSON, but not shaped like a request.
+    Invalid(RequestError),
+}
+
+/// Checks, without building anything, that `text` is one JSON object whose
+/// [`OBJECT_FIELDS`] are objects.
+pub(crate) fn check_shape(text: &str) -> Result<(), ShapeError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let result =
+        serde_path_to_error::deserialize::<_, shape::Request>(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_data() {
+                ShapeError::Invalid(RequestError::Invalid {
+                    path,
+                    message: inner.to_string(),
+                })
+            } else {
+                ShapeError::Syntax(inner.to_string())
+            }
+        });
+    result?;
+    deserializer
+        .end()
+        .map_err(|error| ShapeError::Syntax(error.to_string()))
+}
+
+mod shape {
+    //! Visitors that accept maps only.
+
+    use std::fmt;
+
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+
+    pub(super) struct Request;
+    struct Object;
+
+    struct RequestVisitor;
+    struct ObjectVisitor;
+
+    impl<'de> Deserialize<'de> for Request {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(RequestVisitor)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Object {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(ObjectVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for RequestVisitor {
+        type Value = Request;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if super::OBJECT_FIELDS.contains(&key.as_str()) {
+                    map.next_value::<Object>()?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Request)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ObjectVisitor {
+        type Value = Object;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Object)
+        }
+    }
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_from_value_matches_from_json() {
+        let text = r#"{"subject":{"attested":"yes"}}"#;
+        let value: Value = serde_json::from_str(text).expect("json");
+        let from_value = request_from_value(&value).expect_err("wrong type");
+        let from_text = Request::from_json(text).expect_err("wrong type");
+        match (from_value, from_text) {
+            (
+                RequestError::Invalid {
+                    path: a,
+                    message: m,
+                },
+                RequestError::Invalid {
+                    path: b,
+                    message: n,
+                },
+            ) => {
+                assert_eq!(a, "subject.attested");
+                assert_eq!(a, b);
+                // The text parser adds the position; the rest is the same.
+                assert!(n.starts_with(&m), "{m} / {n}");
+            }
+            other => panic!("expected two invalid-field errors, got {other:?}"),
+        }
+        let good =
+            r#"{"subject":{"id":"a","x":[1,{"y":2}]},"action":"read","sensitivity":"internal"}"#;
+        let value: Value = serde_json::from_str(good).expect("json");
+        assert_eq!(
+            request_from_value(&value).expect("valid"),
+            Request::from_json(good).expect("valid")
+        );
+    }
+
+    #[test]
+    fn arrays_in_place_of_objects_are_refused() {
+        for (text, path) in [
+            (r#"[{"id":"a"},"read"]"#, "."),
+            (r#"{"requested":[["read:db://x"],60]}"#, "requested"),
+            (r#"{"action":"read","subject":[]}"#, "subject"),
+        ] {
+            match check_shape(text) {
+                Err(ShapeError::Invalid(RequestError::Invalid { path: at, .. })) => {
+                    assert_eq!(at, path, "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+            let value: Value = serde_json::from_str(text).expect("json");
+            match request_from_value(&value) {
+                Err(RequestError::Invalid { path: at, .. }) => assert_eq!(at, path, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(check_shape("{\"a\":"), Err(ShapeError::Syntax(_))));
+        assert!(matches!(check_shape("{} {}"), Err(ShapeError::Syntax(_))));
+        assert!(check_shape(r#"{"subject":{"id":"a"},"context":{"x":[1]},"extra":[1]}"#).is_ok());
+    }
+
+    #[test]
+    fn deep_values_are_refused() {
+        let deep = format!(
+            "{{\"context\":{{\"a\":{}1{}}}}}",
+            "[".repeat(80),
+            "]".repeat(80)
+        );
+        let value: Value = serde_json::from_str(&deep).expect("json");
+        assert!(matches!(
+            request_from_value(&value),
+            Err(RequestError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn the_clock_is_rfc3339() {
+        assert!(crate::request::parse_time(&now_rfc3339()).is_some());
+    }
+}

@@ -1,0 +1,1108 @@
+//! Generated policy sets and requests, shared by the benches, the property
+//! tests and the Cedar comparison in `benches/peers`.
+//!
+//! The rules have the issuance shape: each permit tests four request
+//! attributes for equality (`action`, `subject.kind`, `resource.kind`,
+//! `environment.name`), one boolean (`subject.attested == true`), and grants
+//! a scope for a TTL; every tenth rule is a forbid. For variety some permits
+//! test a list (`action in [...]`), a sensitivity range
+//! (`sensitivity >= confidential`), and groups of permits share every
+//! indexable test and differ only in their residual condition
+//! (`context.tier == "gold"`, `subject.owner == resource.owner`).
+//!
+//! Everything is deterministic from a seed: the same [`GenConfig`] gives the
+//! same text, in writ ([`GenSet::writ_source`]) and in Cedar
+//! ([`GenSet::cedar_source`]), and the same requests.
+//!
+//! A small model of the generated conditions ([`GenRule::applies`]) picks a
+//! request that matches exactly one permit and no forbid; it knows only the
+//! shapes generated here.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use crate::request::{Request, RequestError};
+
+/// A xorshift64* generator: tiny, fast and deterministic, good enough for
+/// test data (not for anything secret).
+#[derive(Debug, Clone)]
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    /// A generator seeded with `seed` (any value, zero included).
+    pub fn new(seed: u64) -> Rng {
+        // splitmix64 spreads similar seeds apart and never yields a zero state
+        // for xorshift (whose zero state is a fixed point).
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Rng {
+            state: if z == 0 { 0x2545_F491_4F6C_DD1D } else { z },
+        }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        ((self.next_u64() >> 32) as usize) % n
+    }
+
+    /// True with the given chance in percent.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Actions the rules test.
+pub const ACTIONS: &[&str] = &[
+    "read", "write", "deploy", "invoke", "list", "delete", "admin", "rotate", "sign", "backup",
+];
+
+/// Subject kinds the rules test.
+pub const SUBJECT_KINDS: &[&str] = &["workload", "service", "ci", "agent", "batch", "job"];
+
+/// Environment names the rules test.
+pub const ENVIRONMENTS: &[&str] = &["dev", "staging", "prod", "test", "sandbox"];
+
+/// Named resource kinds; larger sets add `kind8`, `kind9`, ...
+const NAMED_RESOURCE_KINDS: &[&str] = &[
+    "database", "bucket", "cluster", "queue", "secret", "tool", "topic", "table",
+];
+
+/// The residual tiers some permits require in `context.tier`.
+pub const TIERS: &[&str] = &["gold", "silver", "bronze"];
+
+/// Teams, for owners and resource ids.
+pub const TEAMS: &[&str] = &["payments", "search", "ledger", "identity"];
+
+/// Sensitivity levels, lowest first (the index is the Cedar number).
+pub const LEVELS: &[&str] = &["public", "internal", "confidential", "restricted"];
+
+const TTLS: &[(&str, u64)] = &[
+    ("5m", 300),
+    ("15m", 900),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("2h", 7200),
+];
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenConfig {
+    /// How many rules.
+    pub rules: usize,
+    /// The seed; the same config always gives the same set.
+    pub seed: u64,
+    /// Add writ-only rules (`limit ttl`, `limit scope`, `require`) and
+    /// permit obligations. Off for sets that Cedar must also express.
+    pub extras: bool,
+}
+
+impl GenConfig {
+    /// The issuance shape alone (no writ-only rules), seed 1.
+    pub fn issuance(rules: usize) -> GenConfig {
+        GenConfig {
+            rules,
+            seed: 1,
+            extras: false,
+        }
+    }
+}
+
+/// A string attribute the generated rules test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `action`
+    Action,
+    /// `subject.kind`
+    SubjectKind,
+    /// `resource.kind`
+    ResourceKind,
+    /// `environment.name`
+    Environment,
+}
+
+impl Field {
+    fn writ(self) -> &'static str {
+        match self {
+            Field::Action => "action",
+            Field::SubjectKind => "subject.kind",
+            Field::ResourceKind => "resource.kind",
+            Field::Environment => "environment.name",
+        }
+    }
+
+    fn cedar(self) -> &'static str {
+        match self {
+            Field::Action => "action",
+            Field::SubjectKind => "principal.kind",
+            Field::ResourceKind => "resource.kind",
+            Field::Environment => "context.environment",
+        }
+    }
+
+    fn get(self, request: &GenRequest) -> Option<&str> {
+        match self {
+            Field::Action => request.action.as_deref(),
+            Field::SubjectKind => request.subject_kind.as_deref(),
+            Field::ResourceKind => request.resource_kind.as_deref(),
+            Field::Environment => request.environment.as_deref(),
+        }
+    }
+
+    fn set(self, request: &mut GenRequest, value: Option<String>) {
+        match self {
+            Field::Action => request.action = value,
+            Field::SubjectKind => request.subject_kind = value,
+            Field::ResourceKind => request.resource_kind = value,
+            Field::Environment => request.environment = value,
+        }
+    }
+}
+
+/// One test of a generated condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    /// `action == "read"`
+    Eq(Field, String),
+    /// `action in ["read", "list"]`
+    In(Field, Vec<String>),
+    /// `subject.attested == true`
+    Attested,
+    /// `sensitivity >= confidential` (level index)
+    SensAtLeast(usize),
+    /// `sensitivity <= internal` (level index)
+    SensAtMost(usize),
+    /// `sensitivity in [internal, confidential]` (level indices)
+    SensIn(Vec<usize>),
+    /// `context.tier == "gold"`
+    Tier(String),
+    /// `subject.owner == resource.owner`
+    OwnerMatch,
+}
+
+impl Cond {
+    fn writ(&self) -> String {
+        let list = |items: &[String]| -> String {
+            let quoted: Vec<String> = items.iter().map(|v| format!("\"{v}\"")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        match self {
+            Cond::Eq(field, value) => format!("{} == \"{value}\"", field.writ()),
+            Cond::In(field, values) => format!("{} in {}", field.writ(), list(values)),
+            Cond::Attested => "subject.attested == true".to_owned(),
+            Cond::SensAtLeast(level) => format!("sensitivity >= {}", LEVELS[*level]),
+            Cond::SensAtMost(level) => format!("sensitivity <= {}", LEVELS[*level]),
+            Cond::SensIn(levels) => {
+                let names: Vec<&str> = levels.iter().map(|l| LEVELS[*l]).collect();
+                format!("sensitivity in [{}]", names.join(", "))
+            }
+            Cond::Tier(tier) => format!("context.tier == \"{tier}\""),
+            Cond::OwnerMatch => "subject.owner == resource.owner".to_owned(),
+        }
+    }
+
+    /// The test in Cedar; `None` for tests Cedar states in the policy scope
+    /// (a test on `action`).
+    fn cedar(&self) -> Option<String> {
+        Some(match self {
+            Cond::Eq(Field::Action, _) | Cond::In(Field::Action, _) => return None,
+            Cond::Eq(field, value) => format!("{} == \"{value}\"", field.cedar()),
+            Cond::In(field, values) => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                format!("[{}].contains({})", quoted.join(", "), field.cedar())
+            }
+            Cond::Attested => "principal.attested == true".to_owned(),
+            Cond::SensAtLeast(level) => format!("context.sensitivity >= {level}"),
+            Cond::SensAtMost(level) => format!("context.sensitivity <= {level}"),
+            Cond::SensIn(levels) => {
+                let items: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+                format!("[{}].contains(context.sensitivity)", items.join(", "))
+            }
+            Cond::Tier(tier) => format!("context.tier == \"{tier}\""),
+            Cond::OwnerMatch => "principal.owner == resource.owner".to_owned(),
+        })
+    }
+
+    /// `Some(true|false)`, or `None` when writ would report an error
+    /// (a missing attribute, a tier that is not a string).
+    fn eval(&self, request: &GenRequest) -> Option<bool> {
+        match self {
+            Cond::Eq(field, value) => field.get(request).map(|v| v == value),
+            Cond::In(field, values) => field.get(request).map(|v| values.iter().any(|x| x == v)),
+            Cond::Attested => request.attested,
+            Cond::SensAtLeast(level) => request.sensitivity.map(|s| s >= *level),
+            Cond::SensAtMost(level) => request.sensitivity.map(|s| s <= *level),
+            Cond::SensIn(levels) => request.sensitivity.map(|s| levels.contains(&s)),
+            Cond::Tier(tier) => match &request.tier {
+                Some(TierValue::Str(value)) => Some(value == tier),
+                _ => None,
+            },
+            Cond::OwnerMatch => match (&request.subject_owner, &request.resource_owner) {
+                (Some(a), Some(b)) => Some(a == b),
+                _ => None,
+            },
+        }
+    }
+
+    /// Makes `request` satisfy the test, as far as one request can.
+    fn satisfy(&self, request: &mut GenRequest) {
+        match self {
+            Cond::Eq(field, value) => field.set(request, Some(value.clone())),
+            Cond::In(field, values) => field.set(request, values.first().cloned()),
+            Cond::Attested => request.attested = Some(true),
+            Cond::SensAtLeast(level) => request.sensitivity = Some(*level),
+            Cond::SensAtMost(level) => request.sensitivity = Some(*level),
+            Cond::SensIn(levels) => request.sensitivity = levels.first().copied(),
+            Cond::Tier(tier) => request.tier = Some(TierValue::Str(tier.clone())),
+            Cond::OwnerMatch => request.resource_owner = request.subject_owner.clone(),
+        }
+    }
+}
+
+/// What a generated rule does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenKind {
+    /// `permit if ... grant [...] for TTL`
+    Permit {
+        /// The grant's scope patterns (templates allowed).
+        grant: Vec<String>,
+        /// The TTL as written (`15m`).
+        ttl: &'static str,
+        /// Obligation clauses as written (`revoke on task_end`).
+        obligations: Vec<String>,
+    },
+    /// `forbid if ... because "..."`
+    Forbid,
+    /// A writ-only rule (`limit ...`, `require ...`), written whole up to
+    /// ` if`.
+    Other(String),
+}
+
+/// One generated rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenRule {
+    /// Its `@id`.
+    pub id: String,
+    /// What it does.
+    pub kind: GenKind,
+    /// Its conjuncts, in order.
+    pub conds: Vec<Cond>,
+}
+
+impl GenRule {
+    /// Whether the rule's condition holds for `request`: `Some(true)`,
+    /// `Some(false)`, or `None` when writ would report an error.
+    pub fn applies(&self, request: &GenRequest) -> Option<bool> {
+        let mut error = false;
+        for cond in &self.conds {
+            match cond.eval(request) {
+                Some(false) => return Some(false),
+                Some(true) => {}
+                None => error = true,
+            }
+        }
+        if error {
+            None
+        } else {
+            Some(true)
+        }
+    }
+
+    fn is_permit(&self) -> bool {
+        matches!(self.kind, GenKind::Permit { .. })
+    }
+}
+
+/// A generated policy set.
+#[derive(Debug, Clone)]
+pub struct GenSet {
+    /// The config it came from.
+    pub config: GenConfig,
+    /// The rules, in order.
+    pub rules: Vec<GenRule>,
+    /// The resource kinds in use.
+    pub resource_kinds: Vec<String>,
+}
+
+/// A value of `context.tier`: usually a string, sometimes a number, to
+/// exercise switches on a value of the wrong type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TierValue {
+    /// `"gold"`
+    Str(String),
+    /// `7`
+    Num(i64),
+}
+
+/// A generated request; `None` fields are left out of the JSON.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GenRequest {
+    /// `action`
+    pub action: Option<String>,
+    /// `subject.kind`
+    pub subject_kind: Option<String>,
+    /// `subject.attested`
+    pub attested: Option<bool>,
+    /// `subject.owner`
+    pub subject_owner: Option<String>,
+    /// `resource.id`
+    pub resource_id: Option<String>,
+    /// `resource.kind`
+    pub resource_kind: Option<String>,
+    /// `resource.owner`
+    pub resource_owner: Option<String>,
+    /// `environment.name`
+    pub environment: Option<String>,
+    /// `sensitivity`, as an index into [`LEVELS`].
+    pub sensitivity: Option<usize>,
+    /// `context.tier`
+    pub tier: Option<TierValue>,
+    /// `requested.scope`
+    pub requested_scope: Option<Vec<String>>,
+    /// `requested.ttl`
+    pub requested_ttl: Option<u64>,
+}
+
+/// Generates a policy set.
+pub fn generate(config: GenConfig) -> GenSet {
+    let mut rng = Rng::new(config.seed);
+    // Enough resource kinds that a full head (action, kinds, environment)
+    // is shared by few rules, as in a real inventory of resources.
+    let kinds = (config.rules / 25).max(NAMED_RESOURCE_KINDS.len());
+    let resource_kinds: Vec<String> = (0..kinds)
+        .map(|i| match NAMED_RESOURCE_KINDS.get(i) {
+            Some(name) => (*name).to_owned(),
+            None => format!("kind{i}"),
+        })
+        .collect();
+    let mut rules: Vec<GenRule> = Vec::with_capacity(config.rules);
+    // The head and residual-free tests of the current group of permits that
+    // differ only in their residual condition, and which residuals are left.
+    let mut group: Option<(Vec<Cond>, Vec<Cond>)> = None;
+    for index in 0..config.rules {
+        if index % 10 == 9 {
+            rules.push(forbid(&mut rng, index, &resource_kinds));
+            continue;
+        }
+        if config.extras && index % 25 == 12 {
+            rules.push(extra_rule(&mut rng, index));
+            continue;
+        }
+        let conds = match group.as_mut() {
+            Some((head, residuals)) if !residuals.is_empty() => {
+                let mut conds = head.clone();
+                conds.push(residuals.remove(0));
+                conds
+            }
+            _ => {
+                let head = permit_head(&mut rng, &resource_kinds);
+                if rng.chance(15) {
+                    // Start a group of two or three permits alike but for
+                    // their residual condition.
+                    let mut residuals = vec![
+                        Cond::Tier(TIERS[0].to_owned()),
+                        Cond::Tier(TIERS[1].to_owned()),
+                        Cond::OwnerMatch,
+                    ];
+                    residuals.truncate(2 + rng.below(2));
+                    let mut conds = head.clone();
+                    conds.push(residuals.remove(0));
+                    group = Some((head, residuals));
+                    conds
+                } else {
+                    group = None;
+                    head
+                }
+            }
+        };
+        rules.push(permit(&mut rng, index, conds, config.extras));
+    }
+    GenSet {
+        config,
+        rules,
+        resource_kinds,
+    }
+}
+
+/// One string test: usually equality, sometimes a short list.
+fn string_test(rng: &mut Rng, field: Field, pool: &[String], list_percent: usize) -> Cond {
+    if rng.chance(list_percent) && pool.len() > 2 {
+        let first = rng.below(pool.len());
+        let count = 2 + rng.below(2);
+        let values = (0..count)
+            .map(|i| pool[(first + i) % pool.len()].clone())
+            .collect();
+        Cond::In(field, values)
+    } else {
+        Cond::Eq(field, rng.pick(pool).clone())
+    }
+}
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn permit_head(rng: &mut Rng, resource_kinds: &[String]) -> Vec<Cond> {
+    let mut conds = vec![
+        string_test(rng, Field::Action, &owned(ACTIONS), 15),
+        string_test(rng, Field::SubjectKind, &owned(SUBJECT_KINDS), 10),
+        string_test(rng, Field::ResourceKind, resource_kinds, 10),
+        string_test(rng, Field::Environment, &owned(ENVIRONMENTS), 10),
+        Cond::Attested,
+    ];
+    match rng.below(10) {
+        0 => conds.push(Cond::SensAtLeast(1 + rng.below(3))),
+        1 => conds.push(Cond::SensAtMost(rng.below(3))),
+        2 => {
+            let low = rng.below(3);
+            conds.push(Cond::SensIn(vec![low, low + 1]));
+        }
+        _ => {}
+    }
+    conds
+}
+
+fn permit(rng: &mut Rng, index: usize, conds: Vec<Cond>, extras: bool) -> GenRule {
+    let grant = if rng.chance(75) {
+        vec!["{action}:{resource.id}".to_owned()]
+    } else {
+        // A literal pattern over the kinds it tests.
+        let verb = match &conds[0] {
+            Cond::Eq(_, action) => action.clone(),
+            _ => "*".to_owned(),
+        };
+        let scheme = match &conds[2] {
+            Cond::Eq(_, kind) => kind.clone(),
+            Cond::In(_, kinds) => kinds.first().cloned().unwrap_or_default(),
+            _ => "any".to_owned(),
+        };
+        vec![format!("{verb}:{scheme}://{}/**", rng.pick(TEAMS))]
+    };
+    let (ttl, _) = *rng.pick(TTLS);
+    let mut obligations = Vec::new();
+    if extras {
+        if rng.chance(25) {
+            obligations.push("revoke on task_end".to_owned());
+        }
+        if rng.chance(15) {
+            obligations.push("audience \"{resource.id}\"".to_owned());
+        }
+    }
+    GenRule {
+        id: format!("gen.p{index}"),
+        kind: GenKind::Permit {
+            grant,
+            ttl,
+            obligations,
+        },
+        conds,
+    }
+}
+
+fn forbid(rng: &mut Rng, index: usize, resource_kinds: &[String]) -> GenRule {
+    let mut conds = vec![
+        Cond::Eq(Field::SubjectKind, rng.pick(SUBJECT_KINDS).to_string()),
+        Cond::Eq(Field::Environment, rng.pick(ENVIRONMENTS).to_string()),
+    ];
+    conds.push(match rng.below(3) {
+        0 => Cond::SensAtLeast(2 + rng.below(2)),
+        1 => string_test(rng, Field::Action, &owned(ACTIONS), 50),
+        _ => Cond::Eq(Field::ResourceKind, rng.pick(resource_kinds).clone()),
+    });
+    GenRule {
+        id: format!("gen.f{index}"),
+        kind: GenKind::Forbid,
+        conds,
+    }
+}
+
+fn extra_rule(rng: &mut Rng, index: usize) -> GenRule {
+    let kind_test = Cond::Eq(Field::SubjectKind, rng.pick(SUBJECT_KINDS).to_string());
+    let env_test = Cond::Eq(Field::Environment, rng.pick(ENVIRONMENTS).to_string());
+    let (head, conds) = match rng.below(4) {
+        0 => ("limit ttl 10m", vec![env_test, Cond::SensAtLeast(2)]),
+        1 => (
+            "limit scope [\"read:**\", \"list:**\", \"invoke:tool://**\"]",
+            vec![kind_test],
+        ),
+        2 => (
+            "require approval",
+            vec![
+                kind_test,
+                string_test(rng, Field::Action, &owned(ACTIONS), 60),
+            ],
+        ),
+        _ => (
+            "require log",
+            vec![env_test, Cond::Tier(TIERS[2].to_owned())],
+        ),
+    };
+    GenRule {
+        id: format!("gen.x{index}"),
+        kind: GenKind::Other(head.to_owned()),
+        conds,
+    }
+}
+
+impl GenSet {
+    /// The set in writ.
+    pub fn writ_source(&self) -> String {
+        let mut out = String::with_capacity(self.rules.len() * 220);
+        for rule in &self.rules {
+            let conds: Vec<String> = rule.conds.iter().map(Cond::writ).collect();
+            let _ = writeln!(out, "@id(\"{}\")", rule.id);
+            match &rule.kind {
+                GenKind::Permit {
+                    grant,
+                    ttl,
+                    obligations,
+                } => {
+                    let grant: Vec<String> = grant.iter().map(|g| format!("\"{g}\"")).collect();
+                    let _ = write!(
+                        out,
+                        "permit if {}\n  grant [{}] for {ttl}",
+                        conds.join(" and "),
+                        grant.join(", ")
+                    );
+                    for obligation in obligations {
+                        let _ = write!(out, " {obligation}");
+                    }
+                    out.push_str(";\n\n");
+                }
+                GenKind::Forbid => {
+                    let _ = write!(
+                        out,
+                        "forbid if {}\n  because \"generated forbid {}\";\n\n",
+                        conds.join(" and "),
+                        rule.id
+                    );
+                }
+                GenKind::Other(head) => {
+                    let _ = write!(out, "{head} if {};\n\n", conds.join(" and "));
+                }
+            }
+        }
+        out
+    }
+
+    /// The same set in Cedar. Writ-only rules (see [`GenConfig::extras`])
+    /// are left out: they never change allow or deny on their own.
+    pub fn cedar_source(&self) -> String {
+        let mut out = String::with_capacity(self.rules.len() * 260);
+        for rule in &self.rules {
+            let effect = match rule.kind {
+                GenKind::Permit { .. } => "permit",
+                GenKind::Forbid => "forbid",
+                GenKind::Other(_) => continue,
+            };
+            let action = rule.conds.iter().find_map(|c| match c {
+                Cond::Eq(Field::Action, value) => Some(format!("action == Action::\"{value}\"")),
+                Cond::In(Field::Action, values) => {
+                    let items: Vec<String> =
+                        values.iter().map(|v| format!("Action::\"{v}\"")).collect();
+                    Some(format!("action in [{}]", items.join(", ")))
+                }
+                _ => None,
+            });
+            let conds: Vec<String> = rule.conds.iter().filter_map(Cond::cedar).collect();
+            let _ = writeln!(out, "@id(\"{}\")", rule.id);
+            let _ = write!(
+                out,
+                "{effect} (principal, {}, resource)",
+                action.as_deref().unwrap_or("action")
+            );
+            if !conds.is_empty() {
+                let _ = write!(out, "\nwhen {{ {} }}", conds.join(" && "));
+            }
+            out.push_str(";\n\n");
+        }
+        out
+    }
+
+    fn permits(&self) -> impl Iterator<Item = (usize, &GenRule)> {
+        self.rules.iter().enumerate().filter(|(_, r)| r.is_permit())
+    }
+
+    /// The number of permits whose condition holds and of forbids that
+    /// apply (hold or error: they fail closed), by the model.
+    pub fn count_applying(&self, request: &GenRequest) -> (usize, usize) {
+        let mut permits = 0;
+        let mut forbids = 0;
+        for rule in &self.rules {
+            match (&rule.kind, rule.applies(request)) {
+                (GenKind::Permit { .. }, Some(true)) => permits += 1,
+                (GenKind::Forbid, Some(true) | None) => forbids += 1,
+                _ => {}
+            }
+        }
+        (permits, forbids)
+    }
+
+    /// A request for everything `rule` tests, with every attribute present,
+    /// asking for the scope its grant gives.
+    fn request_for(&self, rule: &GenRule, seed: usize) -> GenRequest {
+        let team = TEAMS[seed % TEAMS.len()];
+        let mut request = GenRequest {
+            action: Some(ACTIONS[0].to_owned()),
+            subject_kind: Some(SUBJECT_KINDS[0].to_owned()),
+            attested: Some(true),
+            subject_owner: Some(team.to_owned()),
+            resource_id: None,
+            resource_kind: Some(self.resource_kinds[0].clone()),
+            resource_owner: Some(TEAMS[(seed + 1) % TEAMS.len()].to_owned()),
+            environment: Some(ENVIRONMENTS[0].to_owned()),
+            sensitivity: Some(1),
+            tier: Some(TierValue::Str("none".to_owned())),
+            requested_scope: None,
+            requested_ttl: Some(3600),
+        };
+        for cond in &rule.conds {
+            cond.satisfy(&mut request);
+        }
+        let kind = request.resource_kind.clone().unwrap_or_default();
+        let resource = format!("{kind}://{team}/r{seed}");
+        request.resource_id = Some(resource.clone());
+        if let GenKind::Permit { grant, .. } = &rule.kind {
+            let action = request.action.clone().unwrap_or_default();
+            request.requested_scope = Some(
+                grant
+                    .iter()
+                    .map(|g| {
+                        if g.contains('{') {
+                            format!("{action}:{resource}")
+                        } else {
+                            // `verb:scheme://team/**`: one item under it.
+                            let stem = g.trim_end_matches("/**").replacen('*', &action, 1);
+                            format!("{stem}/r{seed}")
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        request
+    }
+
+    /// A request that exactly one permit matches and no forbid applies
+    /// (by the model), with every attribute present; `None` if the set
+    /// has no such permit.
+    pub fn matching_request(&self) -> Option<(GenRequest, String)> {
+        let permits: Vec<(usize, &GenRule)> = self.permits().collect();
+        if permits.is_empty() {
+            return None;
+        }
+        // Start in the middle so that large sets are not favoured by order.
+        let start = permits.len() / 2;
+        for offset in 0..permits.len() {
+            let (index, rule) = permits[(start + offset) % permits.len()];
+            let request = self.request_for(rule, index);
+            if self.count_applying(&request) == (1, 0) {
+                return Some((request, rule.id.clone()));
+            }
+        }
+        None
+    }
+
+    /// A request that no rule matches: every attribute present, no value
+    /// one the rules test.
+    pub fn non_matching_request(&self) -> GenRequest {
+        GenRequest {
+            action: Some("audit".to_owned()),
+            subject_kind: Some("robot".to_owned()),
+            attested: Some(true),
+            subject_owner: Some(TEAMS[0].to_owned()),
+            resource_id: Some("vault://payments/keys".to_owned()),
+            resource_kind: Some("vault".to_owned()),
+            resource_owner: Some(TEAMS[1].to_owned()),
+            environment: Some("moon".to_owned()),
+            sensitivity: Some(0),
+            tier: Some(TierValue::Str("none".to_owned())),
+            requested_scope: Some(vec!["audit:vault://payments/keys".to_owned()]),
+            requested_ttl: Some(3600),
+        }
+    }
+
+    /// A random request: half the time built for a random rule and then
+    /// perturbed, otherwise drawn field by field; any field may be missing
+    /// or hold a value no rule tests.
+    pub fn random_request(&self, rng: &mut Rng) -> GenRequest {
+        let mut request = if !self.rules.is_empty() && rng.chance(50) {
+            let index = rng.below(self.rules.len());
+            let mut request = self.request_for(&self.rules[index], index);
+            if rng.chance(30) {
+                request.requested_scope = None;
+            }
+            if rng.chance(50) {
+                request.requested_ttl = None;
+            }
+            request
+        } else {
+            let team = *rng.pick(TEAMS);
+            let kind = rng.pick(&self.resource_kinds).clone();
+            let action = *rng.pick(ACTIONS);
+            let resource = format!("{kind}://{team}/r{}", rng.below(5));
+            let scope = match rng.below(4) {
+                0 => None,
+                1 => Some(vec![format!("{action}:{resource}")]),
+                2 => Some(vec![
+                    format!("{action}:{resource}"),
+                    format!("read:{kind}://{}/r1", rng.pick(TEAMS)),
+                ]),
+                _ => Some(vec![format!("list:{kind}://{team}/x")]),
+            };
+            GenRequest {
+                action: Some(action.to_owned()),
+                subject_kind: Some(rng.pick(SUBJECT_KINDS).to_string()),
+                attested: Some(rng.chance(80)),
+                subject_owner: Some(rng.pick(TEAMS).to_string()),
+                resource_id: Some(resource),
+                resource_kind: Some(kind),
+                resource_owner: Some(team.to_owned()),
+                environment: Some(rng.pick(ENVIRONMENTS).to_string()),
+                sensitivity: Some(rng.below(LEVELS.len())),
+                tier: Some(TierValue::Str(rng.pick(TIERS).to_string())),
+                requested_scope: scope,
+                requested_ttl: [None, Some(60), Some(900), Some(3600), Some(7200)][rng.below(5)],
+            }
+        };
+        perturb(rng, &mut request);
+        request
+    }
+}
+
+/// Drops or changes a few fields: missing attributes make the tree visit
+/// every branch of the switches on them.
+fn perturb(rng: &mut Rng, request: &mut GenRequest) {
+    for field in [
+        Field::Action,
+        Field::SubjectKind,
+        Field::ResourceKind,
+        Field::Environment,
+    ] {
+        match rng.below(100) {
+            0..=7 => field.set(request, None),
+            8..=11 => field.set(request, Some("unknown".to_owned())),
+            _ => {}
+        }
+    }
+    if rng.chance(8) {
+        request.attested = None;
+    }
+    if rng.chance(8) {
+        request.sensitivity = None;
+    }
+    match rng.below(100) {
+        0..=7 => request.tier = None,
+        8..=11 => request.tier = Some(TierValue::Num(7)),
+        _ => {}
+    }
+    if rng.chance(8) {
+        request.subject_owner = None;
+    }
+    if rng.chance(8) {
+        request.resource_owner = None;
+    }
+    if rng.chance(8) {
+        request.resource_id = None;
+    }
+}
+
+fn insert(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+impl GenRequest {
+    /// The request as writ's JSON.
+    pub fn to_writ_value(&self) -> Value {
+        let string = |s: &Option<String>| s.as_ref().map(|s| Value::String(s.clone()));
+        let mut subject = Map::new();
+        insert(&mut subject, "kind", string(&self.subject_kind));
+        insert(&mut subject, "attested", self.attested.map(Value::Bool));
+        insert(&mut subject, "owner", string(&self.subject_owner));
+        let mut resource = Map::new();
+        insert(&mut resource, "id", string(&self.resource_id));
+        insert(&mut resource, "kind", string(&self.resource_kind));
+        insert(&mut resource, "owner", string(&self.resource_owner));
+        let mut environment = Map::new();
+        insert(&mut environment, "name", string(&self.environment));
+        let mut context = Map::new();
+        insert(
+            &mut context,
+            "tier",
+            self.tier.as_ref().map(TierValue::to_json),
+        );
+        let mut requested = Map::new();
+        insert(
+            &mut requested,
+            "scope",
+            self.requested_scope.as_ref().map(|s| json!(s)),
+        );
+        insert(&mut requested, "ttl", self.requested_ttl.map(|t| json!(t)));
+        let mut root = Map::new();
+        root.insert("subject".to_owned(), Value::Object(subject));
+        insert(&mut root, "action", string(&self.action));
+        root.insert("resource".to_owned(), Value::Object(resource));
+        root.insert("environment".to_owned(), Value::Object(environment));
+        insert(
+            &mut root,
+            "sensitivity",
+            self.sensitivity
+                .map(|l| Value::String(LEVELS[l].to_owned())),
+        );
+        root.insert("requested".to_owned(), Value::Object(requested));
+        root.insert("context".to_owned(), Value::Object(context));
+        Value::Object(root)
+    }
+
+    /// The request as writ's JSON text.
+    pub fn to_writ_json(&self) -> String {
+        self.to_writ_value().to_string()
+    }
+
+    /// The request, parsed and validated as the broker's would be.
+    pub fn to_request(&self) -> Result<Request, RequestError> {
+        Request::from_json(&self.to_writ_json())
+    }
+
+    /// The Cedar principal: `Workload::"w"`.
+    pub fn cedar_principal(&self) -> &'static str {
+        r#"Workload::"w""#
+    }
+
+    /// The Cedar action: `Action::"read"` (an action no rule names when
+    /// the request has none).
+    pub fn cedar_action(&self) -> String {
+        format!("Action::\"{}\"", self.action.as_deref().unwrap_or("none"))
+    }
+
+    /// The Cedar resource: `Resource::"r"`.
+    pub fn cedar_resource(&self) -> &'static str {
+        r#"Resource::"r""#
+    }
+
+    /// The Cedar entities (principal and resource with their attributes),
+    /// as Cedar's entity JSON.
+    pub fn cedar_entities_json(&self) -> String {
+        let string = |s: &Option<String>| s.as_ref().map(|s| Value::String(s.clone()));
+        let mut principal = Map::new();
+        insert(&mut principal, "kind", string(&self.subject_kind));
+        insert(&mut principal, "attested", self.attested.map(Value::Bool));
+        insert(&mut principal, "owner", string(&self.subject_owner));
+        let mut resource = Map::new();
+        insert(&mut resource, "kind", string(&self.resource_kind));
+        insert(&mut resource, "owner", string(&self.resource_owner));
+        insert(&mut resource, "id", string(&self.resource_id));
+        json!([
+            {"uid": {"type": "Workload", "id": "w"}, "attrs": principal, "parents": []},
+            {"uid": {"type": "Resource", "id": "r"}, "attrs": resource, "parents": []},
+        ])
+        .to_string()
+    }
+
+    /// The Cedar context: `environment`, `sensitivity` (0 to 3), `tier`.
+    pub fn cedar_context_json(&self) -> String {
+        let mut context = Map::new();
+        insert(
+            &mut context,
+            "environment",
+            self.environment.as_ref().map(|s| Value::String(s.clone())),
+        );
+        insert(
+            &mut context,
+            "sensitivity",
+            self.sensitivity.map(|l| json!(l)),
+        );
+        insert(
+            &mut context,
+            "tier",
+            self.tier.as_ref().map(TierValue::to_json),
+        );
+        Value::Object(context).to_string()
+    }
+}
+
+impl TierValue {
+    fn to_json(&self) -> Value {
+        match self {
+            TierValue::Str(s) => Value::String(s.clone()),
+            TierValue::Num(n) => json!(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Effect, Engine};
+
+    fn engine(set: &GenSet) -> Engine {
+        match Engine::compile([("gen.writ", set.writ_source())], None) {
+            Ok(engine) => engine,
+            Err(diagnostics) => panic!("{}", diagnostics.render(false)),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_set_other_seed_other_set() {
+        let a = generate(GenConfig::issuance(200));
+        let b = generate(GenConfig::issuance(200));
+        let c = generate(GenConfig {
+            seed: 2,
+            ..GenConfig::issuance(200)
+        });
+        assert_eq!(a.writ_source(), b.writ_source());
+        assert_ne!(a.writ_source(), c.writ_source());
+        assert_eq!(a.rules.len(), 200);
+    }
+
+    #[test]
+    fn shape_every_tenth_rule_forbids_and_permits_test_five_things() {
+        let set = generate(GenConfig::issuance(100));
+        for (index, rule) in set.rules.iter().enumerate() {
+            if index % 10 == 9 {
+                assert_eq!(rule.kind, GenKind::Forbid, "{}", rule.id);
+            } else {
+                assert!(rule.is_permit(), "{}", rule.id);
+                assert!(rule.conds.len() >= 5, "{}", rule.id);
+                assert_eq!(rule.conds[4], Cond::Attested);
+            }
+        }
+        let residual_groups = set
+            .rules
+            .windows(2)
+            .filter(|w| w[0].is_permit() && w[1].is_permit())
+            .filter(|w| w[0].conds[..5] == w[1].conds[..5] && w[0].conds != w[1].conds)
+            .count();
+        assert!(
+            residual_groups > 0,
+            "no rules that differ only in their residual"
+        );
+        let source = set.writ_source();
+        assert!(source.contains(" in ["), "no `in` lists");
+        assert!(source.contains("sensitivity "), "no sensitivity ranges");
+    }
+
+    #[test]
+    fn generated_sets_compile_with_and_without_extras() {
+        for seed in 0..4 {
+            for extras in [false, true] {
+                let set = generate(GenConfig {
+                    rules: 300,
+                    seed,
+                    extras,
+                });
+                let engine = engine(&set);
+                assert_eq!(engine.policy().rules.len(), 300);
+            }
+        }
+    }
+
+    #[test]
+    fn matching_request_allows_by_exactly_its_permit() {
+        for rules in [10, 100, 1000] {
+            let set = generate(GenConfig::issuance(rules));
+            let engine = engine(&set);
+            let (request, id) = set.matching_request().expect("a matching request");
+            let request = request.to_request().expect("valid request");
+            for decision in [engine.decide(&request), engine.decide_naive(&request)] {
+                assert_eq!(
+                    decision.decision,
+                    Effect::Allow,
+                    "{rules}: {}",
+                    decision.to_json()
+                );
+                assert_eq!(decision.reasons, std::slice::from_ref(&id));
+                assert!(decision.errors.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn non_matching_request_matches_nothing() {
+        for rules in [10, 100, 1000] {
+            let set = generate(GenConfig::issuance(rules));
+            let engine = engine(&set);
+            let request = set
+                .non_matching_request()
+                .to_request()
+                .expect("valid request");
+            assert_eq!(set.count_applying(&set.non_matching_request()), (0, 0));
+            let decision = engine.decide(&request);
+            assert_eq!(decision.decision, Effect::Deny);
+            assert!(decision.reasons.is_empty());
+            assert!(decision.errors.is_empty());
+            assert!(decision
+                .trace
+                .iter()
+                .all(|e| e.outcome != crate::decision::Outcome::Matched));
+        }
+    }
+
+    #[test]
+    fn random_requests_are_valid_and_some_miss_attributes() {
+        let set = generate(GenConfig {
+            extras: true,
+            ..GenConfig::issuance(100)
+        });
+        let mut rng = Rng::new(9);
+        let mut missing = 0;
+        for _ in 0..200 {
+            let request = set.random_request(&mut rng);
+            if request.action.is_none() || request.resource_kind.is_none() {
+                missing += 1;
+            }
+            assert!(request.to_request().is_ok(), "{}", request.to_writ_json());
+        }
+        assert!(missing > 0);
+    }
+
+    #[test]
+    fn cedar_text_has_one_policy_per_permit_and_forbid() {
+        let set = generate(GenConfig {
+            extras: true,
+            ..GenConfig::issuance(100)
+        });
+        let cedar = set.cedar_source();
+        let expected = set
+            .rules
+            .iter()
+            .filter(|r| !matches!(r.kind, GenKind::Other(_)))
+            .count();
+        assert_eq!(cedar.matches("@id(").count(), expected);
+        assert!(cedar.contains("principal.attested == true"));
+        assert!(cedar.contains("action == Action::\""));
+        assert!(!cedar.contains("{resource.id}"));
+    }
+
+    #[test]
+    fn rng_below_stays_in_range() {
+        let mut rng = Rng::new(0);
+        for n in 1..50 {
+            assert!(rng.below(n) < n);
+        }
+        assert_eq!(rng.below(0), 0);
+    }
+}

@@ -1,0 +1,1176 @@
+//! `writ serve`, end to end: the real binary on a loopback port, spoken to
+//! over hand-written HTTP/1.1 so that broken requests can be sent as they
+//! are.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_writ");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+// ---------------------------------------------------------------- harness
+
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("writ-server-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port: bind port 0, read it, let it go.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The server process; killed on drop if a test left it running.
+struct Server {
+    child: Child,
+    port: u16,
+    stderr: PathBuf,
+    _dir: Option<Arc<TempDir>>,
+}
+
+impl Server {
+    /// Starts `writ serve --addr 127.0.0.1:PORT ARGS...` and waits for
+    /// `/health`.
+    fn start(args: &[&str], scratch: &Arc<TempDir>) -> Server {
+        for _attempt in 0..3 {
+            let port = free_port();
+            let stderr = scratch.file(&format!("stderr-{port}.txt"));
+            let log = std::fs::File::create(&stderr).expect("stderr file");
+            let addr = format!("127.0.0.1:{port}");
+            let child = Command::new(BIN)
+                .arg("serve")
+                .args(["--addr", &addr])
+                .args(args)
+                .current_dir(ROOT)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("start writ serve");
+            let mut server = Server {
+                child,
+                port,
+                stderr,
+                _dir: Some(scratch.clone()),
+            };
+            if server.wait_healthy() {
+                return server;
+            }
+            // The port was taken between the probe and the bind: try again.
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+        panic!("writ serve did not start");
+    }
+
+    fn wait_healthy(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(reply) = try_request(self.port, "GET", "/health", None, &[]) {
+                if reply.status == 200 {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        request(self.port, "GET", path, None, &[])
+    }
+
+    fn post(&self, path: &str, body: &str) -> Reply {
+        request(self.port, "POST", path, Some(body.as_bytes()), &[])
+    }
+
+    fn policy_digest(&self) -> String {
+        self.get("/v1/policy").json()["digest"]
+            .as_str()
+            .expect("digest")
+            .to_owned()
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").body;
+        text.lines()
+            .find_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                (key == name).then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("metric `{name}` not found in:\n{text}"))
+    }
+
+    /// Waits for the process to exit; returns whether it exited 0.
+    fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("writ serve did not exit within {within:?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A 4xx with `{"error": {"code", "message"}}` and no allow anywhere.
+    fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{self:?}");
+        let message = body["error"]["message"]
+            .as_str()
+            .expect("an error message")
+            .to_owned();
+        assert!(!message.is_empty());
+        assert!(body.get("decision").is_none(), "{self:?}");
+        assert!(!self.body.contains("\"allow\""), "{self:?}");
+        message
+    }
+}
+
+fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {:?}", String::from_utf8_lossy(raw)))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line `{status_line}`"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body)?;
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..line_end])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+            16,
+        )
+        .map_err(|e| e.to_string())?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            return Err("truncated chunk".to_owned());
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes.
+fn exchange(port: u16, raw: &[u8]) -> Result<Reply, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(raw).map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
+    parse_reply(&reply)
+}
+
+fn request_bytes(
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        raw.push_str("Content-Type: application/json\r\n");
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("\r\n");
+    let mut raw = raw.into_bytes();
+    if let Some(body) = body {
+        raw.extend_from_slice(body);
+    }
+    raw
+}
+
+fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    exchange(port, &request_bytes(method, path, body, headers))
+}
+
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    try_request(port, method, path, body, headers)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// examples/ci-deploy.json: allowed by the default pack.
+fn ci_deploy() -> Value {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("examples/ci-deploy.json"))
+        .expect("examples/ci-deploy.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn read_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line ({e}): {l}")))
+        .collect()
+}
+
+const RICK: &str = "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+const MORTY: &str = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+const BETH: &str = "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+
+fn todo_server(dir: &Arc<TempDir>) -> Server {
+    Server::start(
+        &[
+            "--policy",
+            "examples/authzen/todo.writ",
+            "--data",
+            "examples/authzen/pip_users.json",
+        ],
+        dir,
+    )
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn decide_batch_policy_health_ready_and_metrics() {
+    let dir = Arc::new(TempDir::new("endpoints"));
+    let server = Server::start(&[], &dir);
+
+    // One decision, as the CLI would make it.
+    let reply = request(
+        server.port,
+        "POST",
+        "/v1/decide",
+        Some(ci_deploy().to_string().as_bytes()),
+        &[("X-Request-ID", "req-42")],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("x-request-id"), Some("req-42"));
+    let decision = reply.json();
+    assert_eq!(decision["decision"], "allow");
+    assert_eq!(decision["scope"], json!(["deploy:k8s://prod-eu/payments"]));
+    assert_eq!(decision["ttl"], 900);
+    assert_eq!(decision["reasons"], json!(["baseline.owner-change"]));
+    let kinds: Vec<&str> = decision["obligations"]
+        .as_array()
+        .expect("obligations")
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"revoke_on") && kinds.contains(&"audience"),
+        "{kinds:?}"
+    );
+    assert!(decision["trace"].as_array().is_some_and(|t| !t.is_empty()));
+    let decision_id = decision["decision_id"].as_str().expect("decision id");
+    assert_eq!(reply.header("x-writ-decision-id"), Some(decision_id));
+
+    // The same through the CLI gives the same decision.
+    let request_file = dir.file("ci.json");
+    std::fs::write(&request_file, ci_deploy().to_string()).expect("write");
+    let cli = Command::new(BIN)
+        .args(["eval", "-r"])
+        .arg(&request_file)
+        .current_dir(ROOT)
+        .output()
+        .expect("writ eval");
+    let cli: Value = serde_json::from_slice(&cli.stdout).expect("CLI JSON");
+    assert_eq!(cli["scope"], decision["scope"]);
+    assert_eq!(cli["policy"]["digest"], decision["policy"]["digest"]);
+
+    // A batch: array in, array out, in order.
+    let mut denied = ci_deploy();
+    denied["subject"]["attested"] = json!(false);
+    let batch = json!([ci_deploy(), denied, {}]).to_string();
+    let reply = server.post("/v1/decide/batch", &batch);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let out = reply.json();
+    let out = out.as_array().expect("array");
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0]["decision"], "allow");
+    assert_eq!(out[1]["decision"], "deny");
+    assert!(out[1]["reasons"]
+        .as_array()
+        .expect("reasons")
+        .contains(&json!("identity.attested")));
+    assert_eq!(out[2]["decision"], "deny");
+    let empty = server.post("/v1/decide/batch", "[]");
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.json(), json!([]));
+
+    // The policy set.
+    let policy = server.get("/v1/policy").json();
+    assert_eq!(policy["digest"], decision["policy"]["digest"]);
+    let rules = policy["rules"].as_array().expect("rules");
+    assert!(rules.contains(&json!("identity.attested")));
+    assert!(rules.contains(&json!("baseline.owner-change")));
+    assert!(policy["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .any(|f| f.as_str().is_some_and(|f| f.ends_with("identity.writ"))));
+
+    let health = server.get("/health");
+    assert_eq!(
+        (health.status, health.json()["status"].clone()),
+        (200, json!("ok"))
+    );
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["digest"], policy["digest"]);
+
+    // The metrics count what happened above.
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    assert_eq!(
+        server.metric("writ_decisions_total{outcome=\"allow\"}"),
+        2.0
+    );
+    assert_eq!(server.metric("writ_decisions_total{outcome=\"deny\"}"), 2.0);
+    assert_eq!(
+        server.metric("writ_request_duration_seconds_count{endpoint=\"/v1/decide\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric(
+            "writ_request_duration_seconds_bucket{endpoint=\"/v1/decide/batch\",le=\"+Inf\"}"
+        ),
+        2.0
+    );
+    assert_eq!(server.metric("writ_policy_reloads_total"), 0.0);
+    assert_eq!(server.metric("writ_policy_reload_failures_total"), 0.0);
+    // `{}` had no time: the server filled it in.
+    assert_eq!(server.metric("writ_time_filled_total"), 1.0);
+    let _ = server.get("/nowhere");
+    assert_eq!(
+        server.metric("writ_request_errors_total{code=\"not_found\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn authzen_evaluation_and_evaluations() {
+    let dir = Arc::new(TempDir::new("authzen"));
+    let server = todo_server(&dir);
+    let eval = |subject: &str, action: &str, owner: &str| {
+        json!({
+            "subject": {"type": "user", "id": subject},
+            "action": {"name": action},
+            "resource": {"type": "todo", "id": "t-1", "properties": {"ownerID": owner}}
+        })
+    };
+
+    let reply = request(
+        server.port,
+        "POST",
+        "/access/v1/evaluation",
+        Some(
+            eval(MORTY, "can_update_todo", "morty@the-citadel.com")
+                .to_string()
+                .as_bytes(),
+        ),
+        &[("X-Request-ID", "bfe9eb29")],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("x-request-id"), Some("bfe9eb29"));
+    let out = reply.json();
+    assert_eq!(out["decision"], true);
+    assert_eq!(out["context"]["reasons"], json!(["todo.change-own"]));
+    assert_eq!(out["context"]["ttl"], 3600);
+    assert_eq!(out["context"]["scope"], json!([]));
+    assert!(out["context"]["obligations"].is_array());
+
+    // A viewer owning the todo still may not change it; an unknown subject
+    // may do nothing.
+    let beth = server.post(
+        "/access/v1/evaluation",
+        &eval(BETH, "can_update_todo", "beth@the-smiths.com").to_string(),
+    );
+    assert_eq!(beth.json()["decision"], false);
+    assert_eq!(beth.json()["context"]["ttl"], 0);
+    let stranger = server.post(
+        "/access/v1/evaluation",
+        &eval("nobody", "can_read_todos", "x").to_string(),
+    );
+    assert_eq!(stranger.json()["decision"], false);
+
+    // Defaults with per-item overrides, answered in order.
+    let batch = json!({
+        "subject": {"type": "user", "id": MORTY},
+        "action": {"name": "can_update_todo"},
+        "evaluations": [
+            {"resource": {"type": "todo", "id": "1", "properties": {"ownerID": "rick@the-citadel.com"}}},
+            {"resource": {"type": "todo", "id": "2", "properties": {"ownerID": "morty@the-citadel.com"}}},
+            {"subject": {"type": "user", "id": RICK},
+             "resource": {"type": "todo", "id": "3", "properties": {"ownerID": "morty@the-citadel.com"}}},
+            {"action": {"name": "can_read_user"}, "resource": {"type": "user", "id": "beth@the-smiths.com"}},
+            {"resource": {"type": "todo"}}
+        ]
+    });
+    let reply = server.post("/access/v1/evaluations", &batch.to_string());
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let results = reply.json()["evaluations"]
+        .as_array()
+        .expect("evaluations")
+        .clone();
+    let decisions: Vec<&Value> = results.iter().map(|r| &r["decision"]).collect();
+    assert_eq!(
+        decisions,
+        [
+            &json!(false),
+            &json!(true),
+            &json!(true),
+            &json!(true),
+            &json!(false)
+        ]
+    );
+    // The item without a resource id is denied with its error; the others
+    // were still decided.
+    assert_eq!(results[4]["context"]["error"]["status"], 400);
+    assert!(results[4]["context"]["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("evaluations[4].resource.id")));
+
+    // Short-circuit semantics.
+    let mut deny_first = batch.clone();
+    deny_first["options"] = json!({"evaluations_semantic": "deny_on_first_deny"});
+    let out = server
+        .post("/access/v1/evaluations", &deny_first.to_string())
+        .json();
+    assert_eq!(out["evaluations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(out["evaluations"][0]["decision"], false);
+    let mut permit_first = batch.clone();
+    permit_first["options"] = json!({"evaluations_semantic": "permit_on_first_permit"});
+    let out = server
+        .post("/access/v1/evaluations", &permit_first.to_string())
+        .json();
+    assert_eq!(out["evaluations"].as_array().map(Vec::len), Some(2));
+    assert_eq!(out["evaluations"][1]["decision"], true);
+    let mut unknown = batch.clone();
+    unknown["options"] = json!({"evaluations_semantic": "most"});
+    server
+        .post("/access/v1/evaluations", &unknown.to_string())
+        .assert_error(400, "invalid_request");
+
+    // Without `evaluations`, the batch endpoint answers one evaluation.
+    let single = server.post(
+        "/access/v1/evaluations",
+        &eval(RICK, "can_delete_todo", "morty@the-citadel.com").to_string(),
+    );
+    assert_eq!(single.json()["decision"], true);
+    assert_eq!(
+        single.json()["context"]["reasons"],
+        json!(["todo.delete-any"])
+    );
+}
+
+#[test]
+fn authzen_context_reaches_the_default_pack() {
+    let dir = Arc::new(TempDir::new("authzen-pack"));
+    let server = Server::start(&[], &dir);
+    let body = json!({
+        "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
+                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
+        "action": {"name": "deploy"},
+        "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
+        "context": {
+            "intent": {"task": "deploy", "id": "run-1"},
+            "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
+            "sensitivity": "confidential",
+            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
+        }
+    });
+    let out = server
+        .post("/access/v1/evaluation", &body.to_string())
+        .json();
+    assert_eq!(out["decision"], true, "{out}");
+    assert_eq!(
+        out["context"]["scope"],
+        json!(["deploy:k8s://prod-eu/payments"])
+    );
+    assert_eq!(out["context"]["ttl"], 900);
+    // The same request through the contract endpoint decides the same.
+    let contract = server.post("/v1/decide", &ci_deploy().to_string()).json();
+    assert_eq!(out["context"]["scope"], contract["scope"]);
+    assert_eq!(out["context"]["reasons"], contract["reasons"]);
+
+    let mut broken = body.clone();
+    broken["context"]["sensitivity"] = json!("secret");
+    let message = server
+        .post("/access/v1/evaluation", &broken.to_string())
+        .assert_error(400, "invalid_request");
+    assert!(message.contains("context.sensitivity"), "{message}");
+}
+
+#[test]
+fn bad_input_gets_a_json_error_and_never_an_allow() {
+    let dir = Arc::new(TempDir::new("bad-input"));
+    let server = Server::start(&["--max-body", "4096", "--request-timeout", "1s"], &dir);
+    let port = server.port;
+
+    // Not JSON, empty, not UTF-8, trailing garbage.
+    for body in [
+        &b"{\"subject\":"[..],
+        b"",
+        b"\xff\xfe{}",
+        b"{} {}",
+        b"allow",
+    ] {
+        request(port, "POST", "/v1/decide", Some(body), &[]).assert_error(400, "malformed_json");
+    }
+    // Wrong types and values name the field.
+    for (body, field) in [
+        (r#"{"subject":{"attested":"yes"}}"#, "subject.attested"),
+        (r#"{"requested":{"ttl":-5}}"#, "requested.ttl"),
+        (r#"{"sensitivity":"secret"}"#, "sensitivity"),
+        (r#"{"action":["read"]}"#, "action"),
+        (
+            r#"{"environment":{"time":"yesterday"}}"#,
+            "environment.time",
+        ),
+        (
+            r#"{"requested":{"scope":["read:a//b"]}}"#,
+            "requested.scope",
+        ),
+        (r#"{"sensitivty":"public"}"#, "sensitivty"),
+        // Arrays in place of objects are not read by position.
+        (r#"[{"id":"spiffe://x","attested":true},"read"]"#, "`.`"),
+        (r#"{"requested":[["read:db://x"],60]}"#, "`requested`"),
+        (r#"{"subject":null}"#, "subject"),
+    ] {
+        let message = server
+            .post("/v1/decide", body)
+            .assert_error(400, "invalid_request");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    server
+        .post("/v1/decide", "[]")
+        .assert_error(400, "invalid_request");
+    server
+        .post("/v1/decide", "\"allow\"")
+        .assert_error(400, "invalid_request");
+    let message = server
+        .post("/v1/decide/batch", r#"[{}, {"subject": {"shared": 1}}]"#)
+        .assert_error(400, "invalid_request");
+    assert!(message.contains("[1].subject.shared"), "{message}");
+    server
+        .post("/v1/decide/batch", "{}")
+        .assert_error(400, "invalid_request");
+    let many = format!("[{}]", vec!["{}"; 1001].join(","));
+    server
+        .post("/v1/decide/batch", &many)
+        .assert_error(400, "batch_too_large");
+
+    // Missing required AuthZEN fields.
+    for (body, field) in [
+        (
+            json!({"action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}),
+            "`subject`",
+        ),
+        (
+            json!({"subject": {"type": "user"}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}),
+            "subject.id",
+        ),
+        (
+            json!({"subject": {"type": "user", "id": "u"}, "action": {}, "resource": {"type": "r", "id": "1"}}),
+            "action.name",
+        ),
+        (
+            json!({"subject": {"type": "user", "id": "u"}, "action": {"name": "a"}}),
+            "`resource`",
+        ),
+        (
+            json!({"subject": {"type": "user", "id": 5}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}),
+            "subject.id",
+        ),
+        (
+            json!({"subject": {"type": "user", "id": "u", "properties": {"attested": "yes"}}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}),
+            "subject.properties.attested",
+        ),
+    ] {
+        let message = server
+            .post("/access/v1/evaluation", &body.to_string())
+            .assert_error(400, "invalid_request");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    server
+        .post("/access/v1/evaluations", r#"{"evaluations": 3}"#)
+        .assert_error(400, "invalid_request");
+
+    // Too deep.
+    let deep = format!(
+        "{{\"context\":{{\"x\":{}1{}}}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    server
+        .post("/v1/decide", &deep)
+        .assert_error(400, "invalid_request");
+
+    // Over the body limit: announced, and sent chunked without a length.
+    let large = format!("{{\"context\":{{\"pad\":\"{}\"}}}}", "x".repeat(5000));
+    server
+        .post("/v1/decide", &large)
+        .assert_error(413, "body_too_large");
+    let mut chunked = b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..5 {
+        chunked.extend_from_slice(format!("400\r\n{}\r\n", " ".repeat(1024)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    exchange(port, &chunked)
+        .expect("an answer")
+        .assert_error(413, "body_too_large");
+
+    // A client that stops halfway through its body gets a timeout.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(
+            b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"subject\":",
+        )
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let reply = parse_reply(&raw).expect("a 408 reply");
+    reply.assert_error(408, "timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A client that never finishes its headers is disconnected.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&raw).contains("allow"));
+
+    // Unknown routes and methods.
+    server.get("/v1/nothing").assert_error(404, "not_found");
+    server
+        .get("/v1/decide")
+        .assert_error(405, "method_not_allowed");
+    server
+        .post("/health", "{}")
+        .assert_error(405, "method_not_allowed");
+
+    // Still alive, nothing was allowed, and every refusal was counted.
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(
+        server.metric("writ_decisions_total{outcome=\"allow\"}"),
+        0.0
+    );
+    assert_eq!(
+        server.metric("writ_request_errors_total{code=\"malformed_json\"}"),
+        5.0
+    );
+    assert_eq!(
+        server.metric("writ_request_errors_total{code=\"body_too_large\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("writ_request_errors_total{code=\"timeout\"}"),
+        1.0
+    );
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
+
+fn write_policy(path: &Path, text: &str) {
+    // Write aside and rename, as a deploy would, so no reader sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write policy");
+    std::fs::rename(&tmp, path).expect("rename policy");
+}
+
+#[test]
+fn reload_on_sighup_good_then_broken_then_good() {
+    let dir = Arc::new(TempDir::new("reload"));
+    let policies = dir.file("policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    let file = policies.join("main.writ");
+    write_policy(&file, "@id(\"v1\") permit if action == \"read\";\n");
+    let policy_arg = policies.display().to_string();
+    let server = Server::start(&["--policy", &policy_arg, "--watch-interval", "0s"], &dir);
+    let read = r#"{"action":"read"}"#;
+    let write = r#"{"action":"write"}"#;
+    assert_eq!(
+        server.post("/v1/decide", read).json()["reasons"],
+        json!(["v1"])
+    );
+    let first = server.policy_digest();
+
+    // A good reload: the new set answers.
+    write_policy(&file, "@id(\"v2\") permit if action == \"write\";\n");
+    server.signal("HUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        server.policy_digest() != first
+    });
+    let second = server.policy_digest();
+    assert_eq!(server.post("/v1/decide", read).json()["decision"], "deny");
+    assert_eq!(
+        server.post("/v1/decide", write).json()["reasons"],
+        json!(["v2"])
+    );
+    assert_eq!(server.get("/v1/policy").json()["rules"], json!(["v2"]));
+    assert_eq!(server.metric("writ_policy_reloads_total"), 1.0);
+
+    // A broken reload: the last good set keeps serving; the failure is
+    // counted and its diagnostics are on stderr.
+    write_policy(&file, "@id(\"v3\") permit if action = \"write\";\n");
+    server.signal("HUP");
+    wait_until("the failed reload", Duration::from_secs(10), || {
+        server.metric("writ_policy_reload_failures_total") == 1.0
+    });
+    assert_eq!(server.policy_digest(), second);
+    assert_eq!(
+        server.post("/v1/decide", write).json()["reasons"],
+        json!(["v2"])
+    );
+    assert_eq!(server.metric("writ_policy_reloads_total"), 1.0);
+    let stderr = server.stderr();
+    assert!(stderr.contains("reload (SIGHUP) failed"), "{stderr}");
+    assert!(
+        stderr.contains("writ::check::wrong_operator") || stderr.contains("wrong_operator"),
+        "{stderr}"
+    );
+
+    // A file that vanished is a failed reload too.
+    let moved = dir.file("main.writ.moved");
+    std::fs::rename(&file, &moved).expect("move");
+    server.signal("HUP");
+    wait_until("the second failed reload", Duration::from_secs(10), || {
+        server.metric("writ_policy_reload_failures_total") == 2.0
+    });
+    assert_eq!(server.policy_digest(), second);
+
+    // Fixed: serving again from the new text.
+    std::fs::rename(&moved, &file).expect("move back");
+    write_policy(&file, "@id(\"v4\") permit if action == \"read\";\n");
+    server.signal("HUP");
+    wait_until("the fixed reload", Duration::from_secs(10), || {
+        server.metric("writ_policy_reloads_total") == 2.0
+    });
+    assert_eq!(
+        server.post("/v1/decide", read).json()["reasons"],
+        json!(["v4"])
+    );
+}
+
+#[test]
+fn reload_when_a_policy_or_data_file_changes() {
+    let dir = Arc::new(TempDir::new("watch"));
+    let policies = dir.file("policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    write_policy(
+        &policies.join("a.writ"),
+        "const allowed = [\"read\"];\n@id(\"a\") permit if action in allowed;\n",
+    );
+    let data = dir.file("data.json");
+    std::fs::write(&data, r#"{"allowed": ["read"]}"#).expect("write data");
+    let policy_arg = policies.display().to_string();
+    let data_arg = data.display().to_string();
+    let server = Server::start(&["--policy", &policy_arg, "--data", &data_arg], &dir);
+    assert_eq!(
+        server.post("/v1/decide", r#"{"action":"write"}"#).json()["decision"],
+        "deny"
+    );
+
+    // The data file changes: its constants take effect without a signal.
+    std::fs::write(&data, r#"{"allowed": ["read", "write"]}"#).expect("write data");
+    wait_until("the data reload", Duration::from_secs(10), || {
+        server.post("/v1/decide", r#"{"action":"write"}"#).json()["decision"] == "allow"
+    });
+
+    // A new file in the directory is picked up too.
+    let before = server.policy_digest();
+    write_policy(
+        &policies.join("b.writ"),
+        "@id(\"b\") permit if action == \"deploy\";\n",
+    );
+    wait_until("the new file", Duration::from_secs(10), || {
+        server.policy_digest() != before
+    });
+    assert_eq!(
+        server.post("/v1/decide", r#"{"action":"deploy"}"#).json()["reasons"],
+        json!(["b"])
+    );
+    assert!(server.metric("writ_policy_reloads_total") >= 2.0);
+    assert_eq!(server.metric("writ_policy_reload_failures_total"), 0.0);
+}
+
+#[test]
+fn decision_log_lines_time_fill_and_redaction() {
+    let dir = Arc::new(TempDir::new("log"));
+    let log = dir.file("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let mut server = Server::start(
+        &[
+            "--decision-log",
+            &log_arg,
+            "--redact",
+            "subject.id",
+            "--redact",
+            "context.approval.by",
+        ],
+        &dir,
+    );
+    let mut with_time = ci_deploy();
+    with_time["context"] = json!({"approval": {"by": "oncall@acme.io", "ticket": "CHG-1"}});
+    let mut without_time = ci_deploy();
+    without_time["environment"]
+        .as_object_mut()
+        .expect("environment")
+        .remove("time");
+    let first = server.post("/v1/decide", &with_time.to_string()).json();
+    let second = server.post("/v1/decide", &without_time.to_string()).json();
+    let refused = server.post("/v1/decide", r#"{"subject":{"attested":"yes"}}"#);
+    assert_eq!(refused.status, 400);
+    let az = server.post(
+        "/access/v1/evaluation",
+        &json!({"subject": {"type": "workload", "id": "w"}, "action": {"name": "read"},
+                "resource": {"type": "db", "id": "db://x"}})
+        .to_string(),
+    );
+    assert_eq!(az.json()["decision"], false);
+    let digest = server.policy_digest();
+
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)), "clean exit");
+    let lines = read_log(&log);
+    assert_eq!(
+        lines.len(),
+        3,
+        "one line per decision, none for the refused request"
+    );
+
+    let line = &lines[0];
+    assert_eq!(line["decision_id"], first["decision_id"]);
+    assert_eq!(line["endpoint"], "/v1/decide");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["scope"], first["scope"]);
+    assert_eq!(line["ttl"], first["ttl"]);
+    assert_eq!(line["reasons"], first["reasons"]);
+    assert_eq!(line["policy_digest"], json!(digest));
+    assert_eq!(line["time_filled"], false);
+    assert_eq!(
+        line["request"]["environment"]["time"],
+        "2026-11-22T10:00:00Z"
+    );
+    assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let request_digest = line["request_digest"].as_str().expect("request digest");
+    assert!(request_digest.starts_with("sha256:") && request_digest.len() == 7 + 64);
+    // Redacted fields are gone; the others are kept.
+    assert_eq!(line["request"]["subject"]["id"], "[redacted]");
+    assert_eq!(line["request"]["context"]["approval"]["by"], "[redacted]");
+    assert_eq!(line["request"]["context"]["approval"]["ticket"], "CHG-1");
+    assert_eq!(line["request"]["subject"]["owner"], "payments");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains("spiffe://prod.acme.io/ns/payments/sa/deployer"));
+    assert!(!text.contains("oncall@acme.io"));
+
+    // The request without a time was timed by the server, and says so.
+    let line = &lines[1];
+    assert_eq!(line["decision_id"], second["decision_id"]);
+    assert_eq!(line["time_filled"], true);
+    assert_eq!(line["request"]["environment"]["time"], line["time"]);
+    assert_ne!(line["request_digest"], lines[0]["request_digest"]);
+
+    assert_eq!(lines[2]["endpoint"], "/access/v1/evaluation");
+    assert_eq!(lines[2]["decision_id"], az.json()["context"]["decision_id"]);
+    assert_eq!(lines[2]["decision"], "deny");
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_and_loses_no_log_line() {
+    let dir = Arc::new(TempDir::new("sigterm"));
+    let log = dir.file("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let mut server = Server::start(&["--decision-log", &log_arg], &dir);
+    let port = server.port;
+    let body = ci_deploy().to_string();
+
+    // Requests caught halfway: headers and half the body sent before SIGTERM.
+    let mut halfway = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let raw = request_bytes("POST", "/v1/decide", Some(body.as_bytes()), &[]);
+        let cut = raw.len() - body.len() / 2;
+        stream.write_all(&raw[..cut]).expect("first half");
+        halfway.push((stream, raw[cut..].to_vec()));
+    }
+
+    // Clients hammering away while the signal lands.
+    let answered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let answered = answered.clone();
+        let stop = stop.clone();
+        let body = body.clone();
+        clients.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match try_request(port, "POST", "/v1/decide", Some(body.as_bytes()), &[]) {
+                    Ok(reply) if reply.status == 200 => {
+                        let id = reply.json()["decision_id"]
+                            .as_str()
+                            .expect("decision id")
+                            .to_owned();
+                        answered.lock().expect("lock").push(id);
+                    }
+                    Ok(reply) => panic!("unexpected reply {reply:?}"),
+                    // Refused or reset once the listener is gone.
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    wait_until("some answers", Duration::from_secs(20), || {
+        answered.lock().expect("lock").len() >= 20
+    });
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The requests in flight still get their answers.
+    for (mut stream, rest) in halfway {
+        stream.write_all(&rest).expect("second half");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read the answer");
+        let reply = parse_reply(&raw).expect("an answer");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let id = reply.json()["decision_id"].as_str().expect("id").to_owned();
+        answered.lock().expect("lock").push(id);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    assert!(
+        server.wait_exit(Duration::from_secs(30)),
+        "clean exit after SIGTERM"
+    );
+
+    let logged: std::collections::HashSet<String> = read_log(&log)
+        .iter()
+        .map(|l| l["decision_id"].as_str().expect("decision id").to_owned())
+        .collect();
+    let answered = answered.lock().expect("lock");
+    assert!(answered.len() >= 23);
+    let missing: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered decisions have no log line: {missing:?}",
+        missing.len()
+    );
+    let stderr = server.stderr();
+    assert!(stderr.contains("writ: stopped"), "{stderr}");
+}
+
+#[test]
+fn drain_delay_turns_ready_off_but_keeps_answering() {
+    let dir = Arc::new(TempDir::new("drain"));
+    let mut server = Server::start(&["--drain-delay", "2s"], &dir);
+    assert_eq!(server.get("/ready").status, 200);
+    server.signal("TERM");
+    wait_until("/ready to go 503", Duration::from_secs(5), || {
+        try_request(server.port, "GET", "/ready", None, &[]).is_ok_and(|r| r.status == 503)
+    });
+    assert_eq!(server.get("/ready").json()["status"], "shutting_down");
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(
+        server.post("/v1/decide", &ci_deploy().to_string()).json()["decision"],
+        "allow"
+    );
+    assert!(server.wait_exit(Duration::from_secs(20)));
+}
+
+#[test]
+fn startup_errors_exit_2_with_a_message() {
+    let dir = TempDir::new("startup");
+    let broken = dir.file("broken.writ");
+    std::fs::write(&broken, "permit if action = \"read\";").expect("write");
+    let output = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--policy"])
+        .arg(&broken)
+        .output()
+        .expect("writ serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("do not compile"));
+
+    let output = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--redact", "nobody.id"])
+        .output()
+        .expect("writ serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--redact nobody.id"));
+
+    // A port already taken.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = Command::new(BIN)
+        .args(["serve", "--addr", &addr])
+        .current_dir(dir.path())
+        .output()
+        .expect("writ serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen"));
+}
