@@ -8,7 +8,9 @@
 #   decide+log  the same with --decision-log to a temporary file
 #   authzen     POST /access/v1/evaluation, the Todo policy, one evaluation
 # Environment: THREADS (wrk threads, 2), CONNECTIONS (32), BIN (skip the
-# release build and use this binary). Prints one summary line a scenario.
+# release build and use this binary). Prints one summary line a scenario:
+# throughput, latency percentiles, and the server's CPU time per decision
+# (from /proc), which does not depend on what else shares the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +38,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# utime + stime of a process, in clock ticks.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+decisions() {
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^writ_decisions_total/ {s += $2} END {print s + 0}'
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -61,10 +72,15 @@ scenario() {
   done
   local url="http://127.0.0.1:$port$path"
   WRIT_BODY="$body" wrk -t"$threads" -c"$connections" -d2s -s scripts/loadtest.lua "$url" >/dev/null
+  local before after
+  before="$(cpu_ticks "$server")"
+  local decisions_before
+  decisions_before="$(decisions "$port")"
   WRIT_BODY="$body" wrk -t"$threads" -c"$connections" -d"$duration" --latency \
     -s scripts/loadtest.lua "$url" >"$tmp/$name.wrk"
-  local decisions
-  decisions="$(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^writ_decisions_total/ {s += $2} END {print s}')"
+  after="$(cpu_ticks "$server")"
+  local decided
+  decided=$(( $(decisions "$port") - decisions_before ))
   kill -TERM "$server"
   wait "$server" || true
   server=""
@@ -73,8 +89,13 @@ scenario() {
   p50="$(awk '$1 == "50%" {print $2}' "$tmp/$name.wrk")"
   p99="$(awk '$1 == "99%" {print $2}' "$tmp/$name.wrk")"
   errors="$(awk '/Non-2xx|Socket errors/ {print}' "$tmp/$name.wrk" | tr '\n' ' ')"
-  printf '%-11s %10s req/s  p50 %-9s p99 %-9s decisions %s %s\n' \
-    "$name" "$rps" "$p50" "$p99" "$decisions" "$errors"
+  # Server CPU (user + system) per decision: what the server costs,
+  # whatever else the two cores were doing.
+  local us_per
+  us_per="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$decided" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
+  printf '%-11s %10s req/s  p50 %-9s p99 %-9s server CPU %s us/decision (%s decisions) %s\n' \
+    "$name" "$rps" "$p50" "$p99" "$us_per" "$decided" "$errors"
 }
 
 echo "writ serve load test: wrk -t$threads -c$connections, $duration a scenario, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"

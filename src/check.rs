@@ -601,7 +601,15 @@ impl Checker<'_> {
             Some(id) => (id, false),
             None => (generated_id(rule.kind.keyword(), text), true),
         };
+        let location = self.sources.location(rule.keyword_span);
+        let names = crate::ir::TraceNames {
+            id: id.as_str().into(),
+            kind: kind.name().into(),
+            at: location.as_str().into(),
+            conjuncts: conjunct_text.iter().map(|t| t.as_str().into()).collect(),
+        };
         ok.then(|| Rule {
+            names,
             id,
             generated_id,
             kind,
@@ -610,7 +618,7 @@ impl Checker<'_> {
             because,
             doc: rule.doc.clone(),
             annotations,
-            location: self.sources.location(rule.keyword_span),
+            location,
             span: rule.span,
         })
     }
@@ -740,6 +748,10 @@ impl Checker<'_> {
                 let hole = &tail[..close];
                 // Offsets are approximate when the string holds escapes.
                 let offset = span.start as usize + 1 + (text.len() - rest.len()) + 1;
+                if let Some(error) = crate::parser::hole_limits(span.file, hole, offset) {
+                    self.diagnostics.push(error, self.sources.get(span.file));
+                    return None;
+                }
                 let Some(parsed) = crate::parser::parse_expr(span.file, hole, offset) else {
                     return bad(self, &format!("`{hole}` is not an expression"));
                 };
@@ -859,6 +871,16 @@ impl Checker<'_> {
             A::Name(name) => self.name(name, span),
             A::Field(..) => self.path(expr),
             A::Index(base, index) => {
+                // `resource["ownerID"]`: a dimension's attribute by exact
+                // name, with no "did you mean" check.
+                if let (A::Name(root), A::Str(field)) = (&base.kind, &index.kind) {
+                    let shadowed = self.locals.iter().any(|(n, _)| n == root);
+                    if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
+                        let attr = Attr::of(dim, field);
+                        let ty = attr.ty();
+                        return make(I::Attr(attr), ty);
+                    }
+                }
                 let base = self.expr(base)?;
                 let index = self.expr(index)?;
                 if !matches!(base.ty, Ty::Any | Ty::List | Ty::StrList) {
@@ -1409,6 +1431,9 @@ fn canonical_tokens(text: &str) -> String {
 /// A condition's source text for traces: comments dropped, whitespace
 /// collapsed, spacing otherwise as written.
 fn condition_text(text: &str) -> String {
+    if !text.contains("//") {
+        return collapse(text);
+    }
     let (tokens, _) = crate::lexer::lex(crate::source::FileId(0), text);
     let mut out = String::with_capacity(text.len());
     let mut last = 0usize;

@@ -250,7 +250,8 @@ impl Tree {
         out: &mut Vec<u32>,
         near_misses: &mut Vec<NodeId>,
     ) {
-        let mut stack = vec![self.root];
+        let mut stack = Vec::with_capacity(16);
+        stack.push(self.root);
         let mut exact = true;
         while let Some(id) = stack.pop() {
             match self.node(id) {

@@ -140,8 +140,8 @@ impl Engine {
 
     /// Parses a JSON request and decides it.
     pub fn decide_json(&self, text: &str) -> Result<Decision, RequestError> {
-        let request = Request::from_json(text)?;
-        Ok(self.decide(&request))
+        let (request, prepared) = Request::parse_json(text)?;
+        Ok(eval::decide_prepared(&self.compiled(), &request, &prepared))
     }
 
     /// Decides by evaluating every rule in order, without the tree. Slower;

@@ -493,14 +493,6 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// How many conjuncts hold, for ranking near misses.
-    fn held(&mut self, rule: &'a Rule) -> usize {
-        rule.conjuncts
-            .iter()
-            .filter(|c| self.truth(c) == Ok(true))
-            .count()
-    }
-
     /// The value a failed conjunct saw: its attribute side.
     fn saw(&mut self, conjunct: &'a Expr) -> Value {
         let target = match &conjunct.kind {
@@ -636,9 +628,9 @@ pub struct Compiled<'e> {
 
 fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
     TraceEntry {
-        rule: rule.id.clone(),
-        kind: rule.kind.name().to_owned(),
-        at: rule.location.clone(),
+        rule: rule.names.id.clone(),
+        kind: rule.names.kind.clone(),
+        at: rule.names.at.clone(),
         outcome,
         failed: None,
         error: None,
@@ -650,10 +642,14 @@ fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
 
 /// Decides a request. Never panics; any error fails closed.
 pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
-    let prepared = match request.validate() {
-        Ok(p) => p,
-        Err(error) => return Decision::rejected(error.to_string(), compiled.digest),
-    };
+    match request.validate() {
+        Ok(prepared) => decide_prepared(compiled, request, &prepared),
+        Err(error) => Decision::rejected(error.to_string(), compiled.digest),
+    }
+}
+
+/// Decides a request already validated into `prepared`.
+pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Decision {
     let mut candidates = Vec::new();
     let mut near = Vec::new();
     compiled
@@ -662,7 +658,7 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     let set = compiled.set;
     let mut ctx = Ctx {
         request,
-        prepared: &prepared,
+        prepared,
         data: &set.data,
         locals: Vec::new(),
     };
@@ -684,11 +680,11 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
             RuleResult::False(at) => {
                 let mut e = entry(rule, Outcome::NotMatched);
                 e.failed = Some(Failed {
-                    condition: rule.conjunct_text[at].clone(),
+                    condition: rule.names.conjuncts[at].clone(),
                     saw: ctx.saw(&rule.conjuncts[at]),
                 });
                 if !fails_closed {
-                    missed_permits.push(index);
+                    missed_permits.push((index, at));
                 }
                 e
             }
@@ -748,7 +744,7 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
         let mut reasons = Vec::new();
         for &slot in &forbids {
             trace[slot].effect.push("denied".to_owned());
-            reasons.push(trace[slot].rule.clone());
+            reasons.push(trace[slot].rule.to_string());
         }
         return deny(trace, reasons, errors, Vec::new());
     }
@@ -766,7 +762,7 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
                 trace[slot].outcome = Outcome::Error;
                 trace[slot].error = Some(message.clone());
                 errors.push(EvalError {
-                    rule: trace[slot].rule.clone(),
+                    rule: trace[slot].rule.to_string(),
                     message,
                 });
             }
@@ -775,7 +771,14 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
 
     // 1. Deny by default, naming the permits that came closest.
     if granted.is_empty() {
-        mark_closest(&mut ctx, compiled, &mut trace, &missed_permits, &near);
+        mark_closest(
+            &mut ctx,
+            compiled,
+            &mut trace,
+            &candidates,
+            &missed_permits,
+            &near,
+        );
         // No permit matched, so no requested item is covered.
         let dropped = prepared.scope.iter().map(ToString::to_string).collect();
         return deny(trace, Vec::new(), errors, dropped);
@@ -792,7 +795,7 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
         let patterns = ctx.scope_items(templates).unwrap_or_else(|message| {
             trace[slot].error = Some(message.clone());
             errors.push(EvalError {
-                rule: trace[slot].rule.clone(),
+                rule: trace[slot].rule.to_string(),
                 message,
             });
             Vec::new()
@@ -803,8 +806,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     let mut scope: Vec<String> = Vec::new();
     let mut dropped: Vec<String> = Vec::new();
     let requested = !prepared.scope.is_empty();
-    let wanted: Vec<ScopeItem> = if requested {
-        prepared.scope.clone()
+    let everything: Vec<ScopeItem>;
+    let wanted: &[ScopeItem] = if requested {
+        &prepared.scope
     } else {
         let mut all: Vec<ScopeItem> = granted
             .iter()
@@ -812,10 +816,13 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
             .collect();
         all.sort();
         all.dedup();
-        all
+        everything = all;
+        &everything
     };
     let mut limit_drops: Vec<Vec<String>> = vec![Vec::new(); scope_limits.len()];
-    for item in &wanted {
+    // The parsed form of each item in `scope`.
+    let mut kept: Vec<&ScopeItem> = Vec::new();
+    for item in wanted {
         let covering: Vec<usize> = granted
             .iter()
             .enumerate()
@@ -826,18 +833,19 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
             dropped.push(item.to_string());
             continue;
         }
-        let mut kept = true;
+        let mut survives = true;
         for (which, (_, patterns)) in scope_limits.iter().enumerate() {
             if !patterns.iter().any(|p| p.covers(item)) {
                 limit_drops[which].push(item.to_string());
-                kept = false;
+                survives = false;
             }
         }
-        if kept {
+        if survives {
             for i in covering {
                 contributing[i] = true;
             }
             scope.push(item.to_string());
+            kept.push(item);
         } else {
             dropped.push(item.to_string());
         }
@@ -914,7 +922,9 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
         } else if contributing[i] || !requested {
             let mine: Vec<&String> = scope
                 .iter()
-                .filter(|s| ScopeItem::parse(s).is_ok_and(|s| items.iter().any(|p| p.covers(&s))))
+                .zip(&kept)
+                .filter(|(_, item)| items.iter().any(|p| p.covers(item)))
+                .map(|(text, _)| text)
                 .collect();
             if !mine.is_empty() {
                 let list: Vec<&str> = mine.iter().map(|s| s.as_str()).collect();
@@ -984,7 +994,7 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
 
     let reasons = granted
         .iter()
-        .map(|&(slot, _, _)| trace[slot].rule.clone())
+        .map(|&(slot, _, _)| trace[slot].rule.to_string())
         .collect();
     Decision {
         decision: Effect::Allow,
@@ -1001,56 +1011,65 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     }
 }
 
-/// On default deny: flags up to three permits that came closest (most
-/// conditions held), adding those found in sibling branches of the tree.
+/// On default deny: flags up to three permits that came closest (the most
+/// conditions held before the first that failed), adding permits found in
+/// the sibling branches of the switches the request missed. Costs a
+/// handful of rule evaluations, whatever the size of the policy.
 fn mark_closest<'a>(
     ctx: &mut Ctx<'a>,
     compiled: &Compiled<'a>,
     trace: &mut Vec<TraceEntry>,
-    missed: &[u32],
+    candidates: &[u32],
+    missed: &[(u32, usize)],
     near: &[crate::compile::NodeId],
 ) {
     let set = compiled.set;
-    let mut pool: Vec<u32> = missed.to_vec();
+    // (conditions held, rule index, failed conjunct), best first.
+    let mut pool: Vec<(usize, u32, Option<usize>)> =
+        missed.iter().map(|&(r, at)| (at, r, Some(at))).collect();
     if pool.len() < 3 {
-        for rule in compiled.tree.rules_below(near, 8) {
-            if matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. })
-                && !pool.contains(&rule)
-            {
-                pool.push(rule);
+        for rule in compiled.tree.rules_below(near, 6) {
+            let is_permit = matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
+            if !is_permit || pool.iter().any(|p| p.1 == rule) {
+                continue;
+            }
+            match ctx.rule(&set.rules[rule as usize]) {
+                RuleResult::False(at) => pool.push((at, rule, Some(at))),
+                _ => pool.push((0, rule, None)),
             }
         }
     }
-    let mut ranked: Vec<(usize, u32)> = pool
-        .iter()
-        .map(|&r| (ctx.held(&set.rules[r as usize]), r))
-        .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    ranked.truncate(3);
-    for (_, index) in ranked {
+    pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    pool.truncate(3);
+    let mut extras: Vec<(u32, TraceEntry)> = Vec::new();
+    for (_, index, at) in pool {
         let rule = &set.rules[index as usize];
-        if let Some(existing) = trace.iter_mut().find(|e| e.rule == rule.id) {
-            existing.closest = true;
+        if let Ok(slot) = candidates.binary_search(&index) {
+            trace[slot].closest = true;
             continue;
         }
         let mut e = entry(rule, Outcome::NotMatched);
-        if let RuleResult::False(at) = ctx.rule(rule) {
+        if let Some(at) = at {
             e.failed = Some(Failed {
-                condition: rule.conjunct_text[at].clone(),
+                condition: rule.names.conjuncts[at].clone(),
                 saw: ctx.saw(&rule.conjuncts[at]),
             });
         }
         e.closest = true;
-        trace.push(e);
+        extras.push((index, e));
     }
-    // Keep the trace in policy order.
-    let order: IndexMap<&str, usize> = set
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.as_str(), i))
-        .collect();
-    trace.sort_by_key(|e| order.get(e.rule.as_str()).copied().unwrap_or(usize::MAX));
+    if !extras.is_empty() {
+        // Keep the trace in policy order: its entries so far are the
+        // candidates, which are sorted by rule index.
+        let mut all: Vec<(u32, TraceEntry)> = candidates
+            .iter()
+            .copied()
+            .zip(std::mem::take(trace))
+            .chain(extras)
+            .collect();
+        all.sort_by_key(|(index, _)| *index);
+        trace.extend(all.into_iter().map(|(_, e)| e));
+    }
 }
 
 /// Evaluates every rule in order without the tree; the reference the tree

@@ -90,7 +90,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
     let deciding: Vec<&TraceEntry> = decision
         .trace
         .iter()
-        .filter(|e| decision.reasons.contains(&e.rule))
+        .filter(|e| decision.reasons.iter().any(|r| e.rule == *r))
         .collect();
     if deciding.is_empty() {
         let text = match decision.decision {
@@ -180,7 +180,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
                 .trace
                 .iter()
                 .find(|e| e.rule == obligation.rule)
-                .map_or(String::new(), |e| e.at.clone());
+                .map_or(String::new(), |e| e.at.to_string());
             let _ = writeln!(
                 out,
                 "  {}",

@@ -239,7 +239,7 @@ fn run_file(path: &Path, report: &mut Report) {
         };
         for entry in &decision.trace {
             if entry.outcome == crate::decision::Outcome::Matched {
-                *report.coverage.entry(entry.rule.clone()).or_insert(0) += 1;
+                *report.coverage.entry(entry.rule.to_string()).or_insert(0) += 1;
             }
         }
         let failures = check_case(&case.expect, &decision);

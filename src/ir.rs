@@ -186,16 +186,13 @@ impl Attr {
     /// The attribute's static type.
     pub fn ty(&self) -> Ty {
         match self {
-            Attr::Action => Ty::Str,
+            Attr::SubjectAttested | Attr::SubjectShared | Attr::IntentObjectiveChanged => Ty::Bool,
+            Attr::EnvironmentTime => Ty::Time,
             Attr::Sensitivity => Ty::Level,
+            Attr::RequestedScope => Ty::StrList,
+            Attr::RequestedTtl => Ty::Dur,
             Attr::Extra(..) => Ty::Any,
-            other => {
-                let path = other.path();
-                let (dim, field) = path.split_once('.').unwrap_or(("", ""));
-                Dim::from_name(dim)
-                    .and_then(|d| d.fields().iter().find(|(f, _)| *f == field))
-                    .map_or(Ty::Any, |(_, ty)| *ty)
-            }
+            _ => Ty::Str,
         }
     }
 }
@@ -409,25 +406,70 @@ impl Glob {
     }
 }
 
+/// Matches without recursion and without exponential backtracking: on a
+/// mismatch, only the most recent `*` is retried one character further
+/// (the classic wildcard algorithm), so the cost is at most
+/// pattern length × text length.
 fn glob_match(parts: &[GlobPart], text: &str) -> bool {
-    match parts.split_first() {
-        None => text.is_empty(),
-        Some((GlobPart::Text(lit), rest)) => text
-            .strip_prefix(&**lit)
-            .is_some_and(|tail| glob_match(rest, tail)),
-        Some((GlobPart::One, rest)) => {
-            let mut chars = text.chars();
-            chars.next().is_some() && glob_match(rest, chars.as_str())
+    let mut part = 0usize;
+    let mut pos = 0usize;
+    // (part after the last `*`, text position it was tried at)
+    let mut retry: Option<(usize, usize)> = None;
+    loop {
+        if part == parts.len() && pos == text.len() {
+            return true;
         }
-        Some((GlobPart::Star, rest)) => {
-            if rest.is_empty() {
-                return true;
+        let step = match parts.get(part) {
+            Some(GlobPart::Star) => {
+                retry = Some((part + 1, pos));
+                part += 1;
+                continue;
             }
-            text.char_indices()
-                .map(|(i, _)| i)
-                .chain(std::iter::once(text.len()))
-                .any(|i| glob_match(rest, &text[i..]))
+            Some(GlobPart::Text(lit)) if text[pos..].starts_with(&**lit) => Some(lit.len()),
+            Some(GlobPart::One) => text[pos..].chars().next().map(char::len_utf8),
+            _ => None,
+        };
+        match step {
+            Some(len) => {
+                part += 1;
+                pos += len;
+            }
+            None => match retry {
+                Some((after, from)) if from < text.len() => {
+                    let next = from + text[from..].chars().next().map_or(1, char::len_utf8);
+                    retry = Some((after, next));
+                    part = after;
+                    pos = next;
+                }
+                _ => return false,
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::Glob;
+
+    #[test]
+    fn globs_match_like_shells() {
+        assert!(Glob::new("read:*").is_match("read:db"));
+        assert!(Glob::new("*").is_match(""));
+        assert!(Glob::new("a*b*c").is_match("axxbyyc"));
+        assert!(!Glob::new("a*b*c").is_match("axxbyy"));
+        assert!(Glob::new("a?c").is_match("abc"));
+        assert!(!Glob::new("a?c").is_match("ac"));
+        assert!(Glob::new("*.acme.io").is_match("x.y.acme.io"));
+        assert!(Glob::new("a\\*").is_match("a*"));
+        assert!(!Glob::new("a\\*").is_match("ab"));
+        assert!(Glob::new("é?").is_match("éü"));
+    }
+
+    #[test]
+    fn hostile_globs_stay_fast() {
+        let pattern = "*a".repeat(50) + "b";
+        let text = "a".repeat(10_000);
+        assert!(!Glob::new(&pattern).is_match(&text));
     }
 }
 
@@ -522,6 +564,22 @@ pub struct Rule {
     pub location: String,
     /// The whole rule.
     pub span: Span,
+    /// The strings a trace entry shares with the rule.
+    pub names: TraceNames,
+}
+
+/// A rule's id, kind, location and condition texts as shared strings, so a
+/// trace entry costs reference counts, not copies.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TraceNames {
+    /// The id.
+    pub id: crate::decision::Name,
+    /// `permit`, `forbid`, `limit`, `require`.
+    pub kind: crate::decision::Name,
+    /// `file:line`.
+    pub at: crate::decision::Name,
+    /// Each conjunct's text.
+    pub conjuncts: Vec<crate::decision::Name>,
 }
 
 /// A checked policy set.

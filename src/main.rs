@@ -1,5 +1,20 @@
 //! The `writ` command line: a thin shell over the library.
 
+// Output goes through these instead of std's macros, which panic when the
+// reader goes away (`writ eval ... | head`); a closed pipe is not an error.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

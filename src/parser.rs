@@ -104,17 +104,31 @@ pub enum LimitError {
 
 /// Checks the token stream against [`limits`] item by item (items end at
 /// `;`). Returns the first violation, if any.
-fn check_limits(tokens: &[lexer::Spanned]) -> Option<LimitError> {
+fn check_limits(tokens: &[lexer::Spanned], offset: usize) -> Option<LimitError> {
     let mut depth = 0usize;
     let mut operators = 0usize;
     for t in tokens {
-        let span = t.span.source_span();
+        let span = miette::SourceSpan::from((
+            t.span.start as usize + offset,
+            (t.span.end - t.span.start) as usize,
+        ));
         match &t.token {
             Token::Semi => {
                 depth = 0;
                 operators = 0;
             }
             Token::LParen | Token::LBracket => {
+                // `a[b][c]...` nests without nesting brackets: count each
+                // `[` as an operator too.
+                if t.token == Token::LBracket {
+                    operators += 1;
+                    if operators > limits::MAX_OPERATORS {
+                        return Some(LimitError::TooLong {
+                            limit: limits::MAX_OPERATORS,
+                            span,
+                        });
+                    }
+                }
                 depth += 1;
                 if depth > limits::MAX_NESTING {
                     return Some(LimitError::TooDeep {
@@ -170,7 +184,7 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     for (_, error) in lex_errors {
         diagnostics.push(error, source);
     }
-    if let Some(error) = check_limits(&tokens) {
+    if let Some(error) = check_limits(&tokens, 0) {
         // Refuse the whole file: the later phases recurse over the tree.
         diagnostics.push(error, source);
         let empty = File {
@@ -373,11 +387,18 @@ fn expected_list(expected: &[String]) -> String {
     }
 }
 
+/// The limit a template hole's text breaks, if any (spans offset by
+/// `offset`, where the hole starts in its file).
+pub fn hole_limits(file: FileId, text: &str, offset: usize) -> Option<LimitError> {
+    let (tokens, _) = lexer::lex(file, text);
+    check_limits(&tokens, offset)
+}
+
 /// Parses a single expression (a template hole), whose text starts at byte
 /// `offset` of file `file`. Returns `None` when it is not one expression.
 pub fn parse_expr(file: FileId, text: &str, offset: usize) -> Option<crate::ast::Expr> {
     let (tokens, errors) = lexer::lex(file, text);
-    if !errors.is_empty() {
+    if !errors.is_empty() || check_limits(&tokens, offset).is_some() {
         return None;
     }
     let stream = tokens

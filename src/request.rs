@@ -169,11 +169,31 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<Sensitivity>,
     /// What is asked for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub requested: Requested,
     /// Other facts the broker knows.
     #[serde(default)]
     pub context: IndexMap<String, Value>,
+}
+
+/// Deserializes `T` from a JSON object only: serde's derive would also
+/// read a struct from an array, by position, which a request must not allow.
+fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectOnly<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(ObjectOnly(std::marker::PhantomData))
 }
 
 /// A request that cannot be decided.
@@ -222,9 +242,21 @@ pub const MAX_JSON_DEPTH: usize = 64;
 impl Request {
     /// Parses and validates a request from JSON text.
     pub fn from_json(text: &str) -> Result<Request, RequestError> {
+        Request::parse_json(text).map(|(request, _)| request)
+    }
+
+    /// Parses and validates a request, returning what validation derived
+    /// too, so that deciding it does not validate it again.
+    pub fn parse_json(text: &str) -> Result<(Request, Prepared), RequestError> {
         if json_depth(text) > MAX_JSON_DEPTH {
             return Err(RequestError::TooDeep {
                 limit: MAX_JSON_DEPTH,
+            });
+        }
+        if !text.trim_start().starts_with('{') {
+            return Err(RequestError::Invalid {
+                path: ".".to_owned(),
+                message: "a request must be a JSON object".to_owned(),
             });
         }
         let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -240,8 +272,8 @@ impl Request {
             path: ".".to_owned(),
             message: error.to_string(),
         })?;
-        request.validate()?;
-        Ok(request)
+        let prepared = request.validate()?;
+        Ok((request, prepared))
     }
 
     /// Checks what serde cannot: the timestamp and the scope items.
@@ -360,6 +392,14 @@ mod tests {
         assert!(Request::from_json(r#"{"requested":{"ttl":-1}}"#).is_err());
         assert!(Request::from_json(r#"{} x"#).is_err());
         assert!(Request::from_json(r#"{"sensitivty":"public"}"#).is_err());
+    }
+
+    #[test]
+    fn arrays_are_not_read_by_position() {
+        assert!(Request::from_json(r#"[{"id":"x","attested":true},"read"]"#).is_err());
+        let error = Request::from_json(r#"{"requested": [["read:db://x"], 60]}"#).unwrap_err();
+        assert!(error.to_string().contains("requested"), "{error}");
+        assert!(Request::from_json(r#"{"requested": {"ttl": 60}}"#).is_ok());
     }
 
     #[test]

@@ -158,6 +158,9 @@ fn meaning(engine: &Engine) -> Vec<String> {
                 .unwrap_or_default()
                 .to_owned();
             rule.conjunct_text.clear();
+            // The trace's copies of the location and condition texts.
+            rule.names.at = rule.location.as_str().into();
+            rule.names.conjuncts.clear();
             spans.replace_all(&format!("{rule:?}"), "Span").into_owned()
         })
         .collect()

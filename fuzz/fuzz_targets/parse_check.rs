@@ -24,7 +24,7 @@ fuzz_target!(|bytes: &[u8]| {
             let _ = engine.tree().render(engine.policy());
         }
         Err(diagnostics) => {
-            assert!(diagnostics.len() > 0, "an error without diagnostics");
+            assert!(!diagnostics.is_empty(), "an error without diagnostics");
             let _ = diagnostics.render(false);
             let _ = diagnostics.to_json();
         }
