@@ -175,7 +175,7 @@ pub struct TraceEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
     /// `sha256:` of the files and data.
-    pub digest: String,
+    pub digest: Name,
 }
 
 /// The full answer to a request (contract.md).
@@ -222,7 +222,7 @@ impl Decision {
             }],
             trace: Vec::new(),
             policy: PolicyRef {
-                digest: digest.to_owned(),
+                digest: digest.into(),
             },
         }
     }

@@ -47,7 +47,7 @@ pub struct Engine {
     sources: Sources,
     set: PolicySet,
     tree: Tree,
-    digest: String,
+    digest: crate::decision::Name,
 }
 
 /// Limits on what [`Engine::compile`] accepts.
@@ -118,7 +118,7 @@ impl Engine {
             return Err(diagnostics);
         }
         let tree = compile::compile(&set);
-        let digest = digest(&sources, data);
+        let digest = digest(&sources, data).into();
         Ok(Engine {
             sources,
             set,

@@ -623,7 +623,7 @@ pub struct Compiled<'e> {
     /// Their decision tree.
     pub tree: &'e Tree,
     /// The policy digest.
-    pub digest: &'e str,
+    pub digest: &'e crate::decision::Name,
 }
 
 fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
@@ -644,7 +644,7 @@ fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
 pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
     match request.validate() {
         Ok(prepared) => decide_prepared(compiled, request, &prepared),
-        Err(error) => Decision::rejected(error.to_string(), compiled.digest),
+        Err(error) => Decision::rejected(error.to_string(), compiled.digest.as_str()),
     }
 }
 
@@ -735,7 +735,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         errors,
         trace,
         policy: PolicyRef {
-            digest: compiled.digest.to_owned(),
+            digest: compiled.digest.clone(),
         },
     };
 
@@ -1006,7 +1006,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         errors,
         trace,
         policy: PolicyRef {
-            digest: compiled.digest.to_owned(),
+            digest: compiled.digest.clone(),
         },
     }
 }
@@ -1074,7 +1074,11 @@ fn mark_closest<'a>(
 
 /// Evaluates every rule in order without the tree; the reference the tree
 /// is tested against.
-pub fn decide_naive(set: &PolicySet, digest: &str, request: &Request) -> Decision {
+pub fn decide_naive(
+    set: &PolicySet,
+    digest: &crate::decision::Name,
+    request: &Request,
+) -> Decision {
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
     let tree = Tree {
         nodes: vec![crate::compile::Node::Leaf { rules: all }],

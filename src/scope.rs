@@ -81,7 +81,12 @@ impl ScopeItem {
                 len: text.len(),
             });
         }
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let bad_char = if text.is_ascii() {
+            text.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            text.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if bad_char {
             return Err(ScopeError::Whitespace {
                 item: text.escape_debug().to_string(),
             });
@@ -103,9 +108,15 @@ impl ScopeItem {
         if resource.is_empty() {
             return Err(ScopeError::EmptyResource { item: item() });
         }
-        let scheme_len = match resource.find("://") {
-            Some(at) if !resource[..at].contains('/') => {
-                let scheme = &resource[..at];
+        // A scheme is there when the first `/` of the resource is the one
+        // in `://`.
+        let bytes = resource.as_bytes();
+        let first_slash = bytes.iter().position(|&b| b == b'/');
+        let scheme_len = match first_slash {
+            Some(slash)
+                if slash >= 1 && bytes[slash - 1] == b':' && bytes.get(slash + 1) == Some(&b'/') =>
+            {
+                let scheme = &resource[..slash - 1];
                 if scheme.is_empty() {
                     return Err(ScopeError::EmptyScheme { item: item() });
                 }
@@ -115,27 +126,38 @@ impl ScopeItem {
                         scheme: scheme.to_owned(),
                     });
                 }
-                at + "://".len()
+                slash + 2
             }
             _ => 0,
         };
-        let mut segments = resource[scheme_len..].split('/').peekable();
-        while let Some(segment) = segments.next() {
-            let error = match segment {
-                "" => ScopeError::EmptySegment { item: item() },
-                "." | ".." => ScopeError::DotSegment {
-                    item: item(),
-                    segment: segment.to_owned(),
-                },
-                "**" if segments.peek().is_some() => ScopeError::DoubleStarNotLast { item: item() },
-                "*" | "**" => continue,
-                _ if segment.contains('*') => ScopeError::GlobInSegment {
-                    item: item(),
-                    segment: segment.to_owned(),
-                },
-                _ => continue,
+        let path = &resource[scheme_len..];
+        let mut rest = path;
+        loop {
+            let (segment, more) = match rest.as_bytes().iter().position(|&b| b == b'/') {
+                Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+                None => (rest, None),
             };
-            return Err(error);
+            let error = match segment.as_bytes() {
+                b"" => Some(ScopeError::EmptySegment { item: item() }),
+                b"." | b".." => Some(ScopeError::DotSegment {
+                    item: item(),
+                    segment: segment.to_owned(),
+                }),
+                b"**" if more.is_some() => Some(ScopeError::DoubleStarNotLast { item: item() }),
+                b"*" | b"**" => None,
+                other if other.contains(&b'*') => Some(ScopeError::GlobInSegment {
+                    item: item(),
+                    segment: segment.to_owned(),
+                }),
+                _ => None,
+            };
+            if let Some(error) = error {
+                return Err(error);
+            }
+            match more {
+                Some(next) => rest = next,
+                None => break,
+            }
         }
         // Both offsets are at most MAX_LEN, so they fit in a u32.
         Ok(Self {
