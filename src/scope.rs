@@ -114,7 +114,9 @@ impl ScopeItem {
         let first_slash = bytes.iter().position(|&b| b == b'/');
         let scheme_len = match first_slash {
             Some(slash)
-                if slash >= 1 && bytes[slash - 1] == b':' && bytes.get(slash + 1) == Some(&b'/') =>
+                if slash >= 1
+                    && bytes[slash - 1] == b':'
+                    && bytes.get(slash + 1) == Some(&b'/') =>
             {
                 let scheme = &resource[..slash - 1];
                 if scheme.is_empty() {
