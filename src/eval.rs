@@ -823,13 +823,9 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
     // The parsed form of each item in `scope`.
     let mut kept: Vec<&ScopeItem> = Vec::new();
     for item in wanted {
-        let covering: Vec<usize> = granted
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, _, items))| items.iter().any(|p| p.covers(item)))
-            .map(|(i, _)| i)
-            .collect();
-        if covering.is_empty() {
+        let covers =
+            |(_, _, items): &(usize, u32, Vec<ScopeItem>)| items.iter().any(|p| p.covers(item));
+        if !granted.iter().any(covers) {
             dropped.push(item.to_string());
             continue;
         }
@@ -841,8 +837,8 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             }
         }
         if survives {
-            for i in covering {
-                contributing[i] = true;
+            for (flag, grant) in contributing.iter_mut().zip(&granted) {
+                *flag |= covers(grant);
             }
             scope.push(item.to_string());
             kept.push(item);
@@ -920,17 +916,15 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
                 .effect
                 .insert(0, "allowed (no scope of its own)".to_owned());
         } else if contributing[i] || !requested {
-            let mine: Vec<&String> = scope
-                .iter()
-                .zip(&kept)
-                .filter(|(_, item)| items.iter().any(|p| p.covers(item)))
-                .map(|(text, _)| text)
-                .collect();
-            if !mine.is_empty() {
-                let list: Vec<&str> = mine.iter().map(|s| s.as_str()).collect();
-                trace[*slot]
-                    .effect
-                    .insert(0, format!("granted {}", list.join(", ")));
+            let mut text = String::new();
+            for (granted_text, item) in scope.iter().zip(&kept) {
+                if items.iter().any(|p| p.covers(item)) {
+                    text.push_str(if text.is_empty() { "granted " } else { ", " });
+                    text.push_str(granted_text);
+                }
+            }
+            if !text.is_empty() {
+                trace[*slot].effect.insert(0, text);
             }
         }
     }

@@ -683,7 +683,13 @@ fn describe(rules: &[GenRule], req: &Req, decision: &Decision) -> String {
     )
 }
 
+/// `cases` per property; `PROPTEST_CASES=N` runs N instead (a longer soak
+/// than the normal suite's few seconds).
 fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         cases,
         max_global_rejects: 4096,
