@@ -120,35 +120,12 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) ->
     }
 }
 
-/// The string value of an attribute, for the tree's switches.
-pub fn attr_key<'a>(request: &'a Request, attr: &Attr) -> Option<&'a str> {
-    let s = |o: &'a Option<String>| o.as_deref();
-    let extra =
-        |map: &'a IndexMap<String, Value>, name: &str| map.get(name).and_then(Value::as_str);
-    match attr {
-        Attr::SubjectId => s(&request.subject.id),
-        Attr::SubjectKind => s(&request.subject.kind),
-        Attr::SubjectAuth => s(&request.subject.auth),
-        Attr::SubjectOwner => s(&request.subject.owner),
-        Attr::SubjectEnvironment => s(&request.subject.environment),
-        Attr::Action => s(&request.action),
-        Attr::ResourceId => s(&request.resource.id),
-        Attr::ResourceKind => s(&request.resource.kind),
-        Attr::ResourceOwner => s(&request.resource.owner),
-        Attr::IntentTask => s(&request.intent.task),
-        Attr::IntentId => s(&request.intent.id),
-        Attr::IntentObjective => s(&request.intent.objective),
-        Attr::EnvironmentName => s(&request.environment.name),
-        Attr::EnvironmentBroker => s(&request.environment.broker),
-        Attr::Sensitivity => request.sensitivity.map(Sensitivity::as_str),
-        Attr::Extra(dim, name) => match dim {
-            Dim::Subject => extra(&request.subject.extra, name),
-            Dim::Resource => extra(&request.resource.extra, name),
-            Dim::Intent => extra(&request.intent.extra, name),
-            Dim::Environment => extra(&request.environment.extra, name),
-            Dim::Requested => None,
-            Dim::Context => extra(&request.context, name),
-        },
+/// The string value of an attribute, for the tree's switches: `None` when
+/// it is missing or not a string (the walk then visits every branch).
+pub fn attr_key<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<&'a str> {
+    match attr_value(request, prepared, attr)? {
+        Val::Str(Cow::Borrowed(text)) => Some(text),
+        Val::Level(level) => Some(level.as_str()),
         _ => None,
     }
 }
@@ -652,9 +629,11 @@ pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
 pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Decision {
     let mut candidates = Vec::new();
     let mut near = Vec::new();
-    compiled
-        .tree
-        .candidates(|attr| attr_key(request, attr), &mut candidates, &mut near);
+    compiled.tree.candidates(
+        |attr| attr_key(request, prepared, attr),
+        &mut candidates,
+        &mut near,
+    );
     let set = compiled.set;
     let mut ctx = Ctx {
         request,
