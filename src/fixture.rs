@@ -124,15 +124,31 @@ impl Report {
     }
 }
 
-/// Finds fixture files (`*.json`) under the paths, sorted.
+/// Finds fixture files under the paths, sorted: files named directly, and
+/// the `*.json` files below directories that hold a fixture (an object with
+/// `cases`); other JSON there (example requests, data) is left alone.
 pub fn discover(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for path in paths {
-        collect(path, "json", &mut found);
+        if path.is_dir() {
+            let mut below = Vec::new();
+            collect(path, "json", &mut below);
+            found.extend(below.into_iter().filter(|file| is_fixture(file)));
+        } else {
+            found.push(path.clone());
+        }
     }
     found.sort();
     found.dedup();
     found
+}
+
+/// True when the file holds a JSON object with a `cases` key.
+fn is_fixture(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .is_some_and(|value| value.get("cases").is_some())
 }
 
 /// Files with extension `ext` under `path` (or `path` itself), recursively.
