@@ -429,3 +429,24 @@ pub fn render(report: &Report, coverage: bool) -> String {
     let _ = writeln!(out, "{}", report.summary());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_yield_only_fixtures() {
+        let dir = std::env::temp_dir().join(format!("writ-discover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let fixture = dir.join("a.json");
+        let request = dir.join("b.json");
+        std::fs::write(&fixture, r#"{"cases": []}"#).expect("write");
+        std::fs::write(&request, r#"{"subject": {}}"#).expect("write");
+        assert_eq!(discover(std::slice::from_ref(&dir)), vec![fixture.clone()]);
+        // A file named directly is taken as a fixture, and fails to load.
+        assert_eq!(discover(std::slice::from_ref(&request)), vec![request.clone()]);
+        let report = run(&[request]);
+        assert_eq!(report.failed(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1070,3 +1070,41 @@ proptest! {
         }
     }
 }
+
+/// The definition of `matches`, written the obvious (exponential) way:
+/// `*` is any run of characters, `?` one character, `\*` a literal star.
+fn reference_glob(pattern: &[char], text: &[char]) -> bool {
+    match pattern {
+        [] => text.is_empty(),
+        ['*', rest @ ..] => (0..=text.len()).any(|i| reference_glob(rest, &text[i..])),
+        ['?', rest @ ..] => !text.is_empty() && reference_glob(rest, &text[1..]),
+        ['\\', '*', rest @ ..] => text.first() == Some(&'*') && reference_glob(rest, &text[1..]),
+        [c, rest @ ..] => text.first() == Some(c) && reference_glob(rest, &text[1..]),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// `matches` (a linear matcher since it backtracked exponentially, see
+    /// `tests/regressions.rs`) agrees with the definition on small patterns
+    /// and texts, multi-byte characters included.
+    #[test]
+    fn matches_agrees_with_the_definition_of_a_glob(
+        pattern in "([ab*?é]|\\\\\\*){0,7}",
+        text in "[ab*é]{0,8}",
+    ) {
+        let policy = format!("permit if subject.id matches \"{}\";", pattern.replace('\\', "\\\\"));
+        let engine = Engine::compile([("glob.writ", policy.as_str())], None)
+            .map_err(|d| TestCaseError::fail(d.render(false)))?;
+        let request = Request::from_json(&json!({"subject": {"id": text}}).to_string())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let pattern_chars: Vec<char> = pattern.chars().collect();
+        let text_chars: Vec<char> = text.chars().collect();
+        prop_assert_eq!(
+            engine.decide(&request).is_allow(),
+            reference_glob(&pattern_chars, &text_chars),
+            "`{}` matches `{}`", pattern, text
+        );
+    }
+}
