@@ -376,6 +376,11 @@ fn expected_list(expected: &[String]) -> String {
         .filter(|name| !matches!(name.as_str(), "`=`" | "`&&`" | "`||`" | "`!`"))
         .collect();
     names.dedup();
+    // The end of a rule is the likeliest fix; name it first.
+    if let Some(at) = names.iter().position(|n| n == "`;`") {
+        let semi = names.remove(at);
+        names.insert(0, semi);
+    }
     if names.len() > 8 {
         names.truncate(8);
         names.push("...".to_owned());
