@@ -748,12 +748,21 @@ impl Checker<'_> {
                 let hole = &tail[..close];
                 // Offsets are approximate when the string holds escapes.
                 let offset = span.start as usize + 1 + (text.len() - rest.len()) + 1;
-                if let Some(error) = crate::parser::hole_limits(span.file, hole, offset) {
-                    self.diagnostics.push(error, self.sources.get(span.file));
-                    return None;
-                }
-                let Some(parsed) = crate::parser::parse_expr(span.file, hole, offset) else {
-                    return bad(self, &format!("`{hole}` is not an expression"));
+                // Most holes are plain paths (`resource.id`): build those
+                // directly; anything else goes through the parser.
+                let parsed = match simple_path(hole, span.file, offset) {
+                    Some(path) => path,
+                    None => {
+                        if let Some(error) = crate::parser::hole_limits(span.file, hole, offset) {
+                            self.diagnostics.push(error, self.sources.get(span.file));
+                            return None;
+                        }
+                        let Some(parsed) = crate::parser::parse_expr(span.file, hole, offset)
+                        else {
+                            return bad(self, &format!("`{hole}` is not an expression"));
+                        };
+                        parsed
+                    }
                 };
                 let expr = self.expr(&parsed)?;
                 if matches!(expr.ty, Ty::Bool | Ty::List | Ty::StrList) {
@@ -1389,6 +1398,48 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// `name(.field)*` with plain identifiers, as the AST the parser would
+/// build; `None` for anything else (keywords, spaces, operators).
+fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option<ast::Expr> {
+    let is_ident = |part: &str| {
+        let mut chars = part.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut parts = text.split('.');
+    let first = parts.next()?;
+    let is_keyword = |part: &str| {
+        use logos::Logos;
+        !matches!(
+            crate::lexer::Token::lexer(part).next(),
+            Some(Ok(crate::lexer::Token::Ident(_)))
+        )
+    };
+    if !is_ident(first) || is_keyword(first) {
+        return None;
+    }
+    let mut end = offset + first.len();
+    let mut expr = ast::Expr::new(A::Name(first.to_owned()), Span::new(file, offset, end));
+    for part in parts {
+        if !is_ident(part) {
+            return None;
+        }
+        let start = end + 1;
+        end = start + part.len();
+        let field = ast::Ident {
+            name: part.to_owned(),
+            span: Span::new(file, start, end),
+        };
+        expr = ast::Expr::new(
+            A::Field(Box::new(expr), field),
+            Span::new(file, offset, end),
+        );
+    }
+    Some(expr)
 }
 
 /// A test on an argument's type and how the expected type is named.

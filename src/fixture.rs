@@ -444,7 +444,10 @@ mod tests {
         std::fs::write(&request, r#"{"subject": {}}"#).expect("write");
         assert_eq!(discover(std::slice::from_ref(&dir)), vec![fixture.clone()]);
         // A file named directly is taken as a fixture, and fails to load.
-        assert_eq!(discover(std::slice::from_ref(&request)), vec![request.clone()]);
+        assert_eq!(
+            discover(std::slice::from_ref(&request)),
+            vec![request.clone()]
+        );
         let report = run(&[request]);
         assert_eq!(report.failed(), 1);
         let _ = std::fs::remove_dir_all(dir);

@@ -25,10 +25,10 @@ use writ::{Engine, Request};
 /// The stack refusals must fit in.
 const SMALL_STACK: usize = 256 * 1024;
 
-/// The stack the deepest *accepted* expressions are compiled in here. They
-/// should fit in far less (see `accepted_expressions_fit_in_a_2_mib_stack`
-/// in `tests/regressions.rs`): in a debug build 511 nested `not`s need
-/// between 4 and 8 MiB today.
+/// The stack the deepest *accepted* expressions are compiled in here: the
+/// phases after parsing recurse over expressions, and in a debug build 511
+/// nested `not`s need between 4 and 8 MiB (0.5 to 1 MiB in release; see
+/// "Stack use within the limits" in docs/security.md).
 const ROOMY_STACK: usize = 16 * 1024 * 1024;
 
 /// Runs `work` in a thread with a small stack, and fails if it takes longer
@@ -223,6 +223,61 @@ fn long_and_and_or_chains_are_refused() {
     let many: String = (0..20).map(|i| format!("@id(\"r{i}\") {rule}\n")).collect();
     assert_eq!(
         roomy(Duration::from_secs(20), move || codes(many)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn long_index_chains_are_refused() {
+    // `x[0][0]...` nests like `not not ...`: each `[` is an operator (it
+    // was not, see `tests/regressions.rs`).
+    let chain = |indexes: usize| format!("permit if context.a{} == 1;", "[0]".repeat(indexes));
+    // `.` and `==` are the other two operators.
+    let within = chain(MAX_OPERATORS - 2);
+    assert_eq!(
+        roomy(Duration::from_secs(10), move || codes(within)),
+        Vec::<String>::new()
+    );
+    let over = chain(MAX_OPERATORS - 1);
+    assert_eq!(
+        small_stack(Duration::from_secs(10), move || codes(over)),
+        ["writ::limits::expression_too_long"]
+    );
+    let far = chain(200_000);
+    assert_eq!(
+        small_stack(Duration::from_secs(10), move || codes(far)),
+        ["writ::limits::expression_too_long"]
+    );
+}
+
+#[test]
+fn template_holes_are_held_to_the_same_limits() {
+    // A hole is an expression of its own inside a string literal.
+    let nots = format!(
+        "forbid because \"{{{}true}}\";",
+        "not ".repeat(MAX_OPERATORS + 1)
+    );
+    let message = small_stack(Duration::from_secs(10), move || rendered(nots));
+    assert!(
+        message.contains("writ::limits::expression_too_long"),
+        "{message}"
+    );
+    let parens = format!(
+        "permit grant [\"read:{{{}resource.id{}}}\"];",
+        "(".repeat(MAX_NESTING + 1),
+        ")".repeat(MAX_NESTING + 1)
+    );
+    assert_eq!(
+        small_stack(Duration::from_secs(10), move || codes(parens)),
+        ["writ::limits::nesting_too_deep"]
+    );
+    let within = format!(
+        "forbid because \"{{{}subject.id{}}}\";",
+        "(".repeat(MAX_NESTING),
+        ")".repeat(MAX_NESTING)
+    );
+    assert_eq!(
+        roomy(Duration::from_secs(10), move || codes(within)),
         Vec::<String>::new()
     );
 }
