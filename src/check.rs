@@ -1403,6 +1403,10 @@ impl Checker<'_> {
 /// `name(.field)*` with plain identifiers, as the AST the parser would
 /// build; `None` for anything else (keywords, spaces, operators).
 fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option<ast::Expr> {
+    // Over-long paths go through the parser, whose limits refuse them.
+    if text.bytes().filter(|&b| b == b'.').count() > crate::parser::limits::MAX_OPERATORS {
+        return None;
+    }
     let is_ident = |part: &str| {
         let mut chars = part.chars();
         chars

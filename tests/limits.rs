@@ -271,6 +271,23 @@ fn template_holes_are_held_to_the_same_limits() {
         small_stack(Duration::from_secs(10), move || codes(parens)),
         ["writ::limits::nesting_too_deep"]
     );
+    // A plain path is built without the parser, under the same limit.
+    let dots = |fields: usize| format!("forbid because \"{{context{}}}\";", ".a".repeat(fields));
+    let over = dots(MAX_OPERATORS + 1);
+    assert_eq!(
+        small_stack(Duration::from_secs(10), move || codes(over)),
+        ["writ::limits::expression_too_long"]
+    );
+    let far = dots(7_000);
+    assert_eq!(
+        small_stack(Duration::from_secs(10), move || codes(far)),
+        ["writ::limits::expression_too_long"]
+    );
+    let at_limit = dots(MAX_OPERATORS);
+    assert_eq!(
+        roomy(Duration::from_secs(10), move || codes(at_limit)),
+        Vec::<String>::new()
+    );
     let within = format!(
         "forbid because \"{{{}subject.id{}}}\";",
         "(".repeat(MAX_NESTING),

@@ -218,3 +218,28 @@ fn long_glob_patterns_do_not_overflow_the_stack() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Holes that are plain paths (`{resource.id}`) are built without the
+/// parser, and that fast path skipped the limits: a 16 KB
+/// `because "{context.a.a....a}"` (8,000 fields) nested the expression
+/// 8,000 deep and overflowed even the 8 MiB main thread of `writ check`.
+/// Correct: refused as an over-long expression, like the same path in a
+/// condition.
+#[test]
+fn plain_path_template_holes_obey_the_limits() {
+    let policy = format!("forbid because \"{{context{}}}\";\n", ".a".repeat(8_000));
+    let dir = scratch("plain-path-hole", &[("dots.writ", &policy)]);
+    let output = writ(
+        &dir,
+        Some(2048),
+        &["check", "dots.writ"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("writ::limits::expression_too_long"),
+        "{}",
+        stderr(&output)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
