@@ -93,14 +93,7 @@ fn string<'v>(map: &'v Map<String, Value>, key: &str, path: &str) -> Result<&'v 
 }
 
 fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    super::json_kind(value)
 }
 
 /// `{type, id, properties}` as a writ subject or resource object.

@@ -390,7 +390,8 @@ pub(crate) fn request_from_value(value: &Value) -> Result<Request, RequestError>
     Ok(request)
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// How a JSON value's type is named in error messages.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
