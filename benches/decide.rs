@@ -17,6 +17,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use writ::testgen::{generate, GenConfig};
 use writ::{Effect, Engine, Request};
 
+/// The allocator the `writ` binary ships with (`src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
 /// A CI job deploying to a cluster its team owns: allowed by

@@ -20,7 +20,7 @@ pub struct File {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     /// `const max = 10;`
-    Const(ConstDecl),
+    Const(Box<ConstDecl>),
     /// `forbid if subject.shared;`
     Rule(Box<Rule>),
 }
@@ -90,7 +90,7 @@ pub enum RuleKind {
     /// `permit if action == "read" grant ["read:{resource.id}"] for 1h revoke on task_end`
     Permit {
         /// `grant [...] for ...`.
-        grant: Option<Grant>,
+        grant: Option<Box<Grant>>,
         /// Obligations the permit attaches when it is used.
         obligations: Vec<Obligation>,
     },
@@ -272,6 +272,35 @@ pub enum Mistake {
     PipePipe(Span),
     /// `!a`
     Bang(Span),
+}
+
+impl Rule {
+    /// A rule with its kind and condition; [`Rule::finish`] adds the rest.
+    /// Boxed from the start, so the parser's stack holds a pointer.
+    pub fn body(kind: RuleKind, keyword_span: Span, condition: Option<Expr>) -> Box<Rule> {
+        Box::new(Rule {
+            doc: None,
+            annotations: Vec::new(),
+            kind,
+            condition,
+            because: None,
+            keyword_span,
+            span: keyword_span,
+        })
+    }
+
+    /// Adds the annotations, the `because` text and the whole span.
+    pub fn finish(
+        mut rule: Box<Rule>,
+        annotations: Vec<Annotation>,
+        because: Option<StrLit>,
+        span: Span,
+    ) -> Box<Rule> {
+        rule.annotations = annotations;
+        rule.because = because;
+        rule.span = span;
+        rule
+    }
 }
 
 impl Expr {

@@ -4,6 +4,8 @@
 //!
 //! [`ir`]: crate::ir
 
+use std::collections::HashMap;
+
 use indexmap::IndexMap;
 use miette::{Diagnostic, SourceSpan};
 use serde_json::Value;
@@ -11,6 +13,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::ast::{self, BinOp, ExprKind as A, Mistake};
+use crate::decision::Name;
 use crate::diagnostics::Diagnostics;
 use crate::ir::{
     Attr, Builtin, Dim, Expr, ExprKind as I, Glob, Lit, Obligation, PolicySet, Rule, RuleKind,
@@ -339,12 +342,16 @@ struct Checker<'s> {
     data: IndexMap<String, Value>,
     locals: Vec<(String, Ty)>,
     current_file: crate::source::FileId,
+    /// `permit`, `forbid`, ...: one shared string per rule kind.
+    kind_names: Vec<Name>,
 }
 
 /// Checks parsed files (in order) against optional data, and lowers them.
+/// The files are consumed: each rule's syntax tree is freed as soon as the
+/// rule is lowered, so the two never take memory for a whole set at once.
 pub fn check(
     sources: &Sources,
-    files: &[ast::File],
+    files: Vec<ast::File>,
     data: Option<&serde_json::Map<String, Value>>,
 ) -> (PolicySet, Diagnostics) {
     let mut checker = Checker {
@@ -356,8 +363,9 @@ pub fn check(
             .unwrap_or_default(),
         locals: Vec::new(),
         current_file: crate::source::FileId(0),
+        kind_names: Vec::new(),
     };
-    for file in files {
+    for file in &files {
         checker.current_file = file.file;
         for mistake in &file.mistakes {
             let (found, instead, span) = match *mistake {
@@ -392,19 +400,19 @@ pub fn check(
         checker.data.shift_remove(&name);
     }
     let mut rules = Vec::new();
-    let mut ids: IndexMap<String, Span> = IndexMap::new();
+    let mut ids: HashMap<Name, Span> = HashMap::new();
     for file in files {
         checker.current_file = file.file;
-        for item in &file.items {
+        for item in file.items {
             if let ast::Item::Rule(rule) = item {
-                if let Some(rule) = checker.rule(rule) {
-                    if let Some(first) = ids.get(&rule.id) {
+                if let Some(rule) = checker.rule(&rule) {
+                    if let Some(first) = ids.get(rule.id.as_str()) {
                         let first_span =
                             (first.file == rule.span.file).then(|| first.source_span());
                         checker.error(
                             rule.span,
                             CheckError::DuplicateId {
-                                id: rule.id.clone(),
+                                id: rule.id.to_string(),
                                 first_at: checker.sources.location(*first),
                                 span: rule.span.source_span(),
                                 first: first_span,
@@ -528,9 +536,9 @@ impl Checker<'_> {
                 }
             }
         }
-        let conjunct_text: Vec<String> = conjuncts
+        let conjunct_text: Vec<Name> = conjuncts
             .iter()
-            .map(|c: &Expr| condition_text(self.sources.slice(c.span)))
+            .map(|c: &Expr| condition_text(self.sources.slice(c.span)).into())
             .collect();
         if ok {
             self.contradictions(&conjuncts, rule);
@@ -601,16 +609,11 @@ impl Checker<'_> {
             Some(id) => (id, false),
             None => (generated_id(rule.kind.keyword(), text), true),
         };
-        let location = self.sources.location(rule.keyword_span);
-        let names = crate::ir::TraceNames {
-            id: id.as_str().into(),
-            kind: kind.name().into(),
-            at: location.as_str().into(),
-            conjuncts: conjunct_text.iter().map(|t| t.as_str().into()).collect(),
-        };
+        let location = self.sources.location(rule.keyword_span).into();
+        let kind_name = self.kind_name(kind.name());
         ok.then(|| Rule {
-            names,
-            id,
+            kind_name,
+            id: id.into(),
             generated_id,
             kind,
             conjuncts,
@@ -621,6 +624,16 @@ impl Checker<'_> {
             location,
             span: rule.span,
         })
+    }
+
+    /// The shared string for a rule kind's name.
+    fn kind_name(&mut self, name: &'static str) -> Name {
+        if let Some(shared) = self.kind_names.iter().find(|n| n.as_str() == name) {
+            return shared.clone();
+        }
+        let shared = Name::from(name);
+        self.kind_names.push(shared.clone());
+        shared
     }
 
     fn obligation(&mut self, obligation: &ast::Obligation) -> Option<Obligation> {

@@ -111,7 +111,7 @@ impl Engine {
             });
             return Err(diagnostics);
         }
-        let (set, diags) = crate::check::check(&sources, &files, data);
+        let (set, diags) = crate::check::check(&sources, files, data);
         diagnostics.extend(diags);
         diagnostics.sort();
         if !diagnostics.is_empty() {

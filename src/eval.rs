@@ -605,9 +605,9 @@ pub struct Compiled<'e> {
 
 fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
     TraceEntry {
-        rule: rule.names.id.clone(),
-        kind: rule.names.kind.clone(),
-        at: rule.names.at.clone(),
+        rule: rule.id.clone(),
+        kind: rule.kind_name.clone(),
+        at: rule.location.clone(),
         outcome,
         failed: None,
         error: None,
@@ -659,7 +659,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             RuleResult::False(at) => {
                 let mut e = entry(rule, Outcome::NotMatched);
                 e.failed = Some(Failed {
-                    condition: rule.names.conjuncts[at].clone(),
+                    condition: rule.conjunct_text[at].clone(),
                     saw: ctx.saw(&rule.conjuncts[at]),
                 });
                 if !fails_closed {
@@ -669,7 +669,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             }
             RuleResult::Error(message) => {
                 errors.push(EvalError {
-                    rule: rule.id.clone(),
+                    rule: rule.id.to_string(),
                     message: message.clone(),
                 });
                 let mut e = entry(
@@ -938,10 +938,10 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
                         .effect
                         .push("denied: obligation could not be computed".to_owned());
                     errors.push(EvalError {
-                        rule: rule.id.clone(),
+                        rule: rule.id.to_string(),
                         message,
                     });
-                    return deny(trace, vec![rule.id.clone()], errors, Vec::new());
+                    return deny(trace, vec![rule.id.to_string()], errors, Vec::new());
                 }
             },
         };
@@ -961,7 +961,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             kind: kind.to_owned(),
             event,
             value,
-            rule: rule.id.clone(),
+            rule: rule.id.to_string(),
         });
     }
 
@@ -1024,7 +1024,7 @@ fn mark_closest<'a>(
         let mut e = entry(rule, Outcome::NotMatched);
         if let Some(at) = at {
             e.failed = Some(Failed {
-                condition: rule.names.conjuncts[at].clone(),
+                condition: rule.conjunct_text[at].clone(),
                 saw: ctx.saw(&rule.conjuncts[at]),
             });
         }

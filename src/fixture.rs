@@ -241,9 +241,9 @@ fn run_file(path: &Path, report: &mut Report) {
         }
     };
     for rule in &engine.policy().rules {
-        if !report.rules.contains(&rule.id) {
-            report.rules.push(rule.id.clone());
-            report.coverage.entry(rule.id.clone()).or_insert(0);
+        if !report.rules.iter().any(|r| *r == *rule.id) {
+            report.rules.push(rule.id.to_string());
+            report.coverage.entry(rule.id.to_string()).or_insert(0);
         }
     }
     for case in &fixture.cases {

@@ -545,15 +545,15 @@ pub enum Obligation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// `@id`, or the generated id.
-    pub id: String,
+    pub id: crate::decision::Name,
     /// True when the id was generated.
     pub generated_id: bool,
     /// What the rule does.
     pub kind: RuleKind,
     /// The top-level conjuncts of the condition; empty means always.
     pub conjuncts: Vec<Expr>,
-    /// Source text of each conjunct, for traces.
-    pub conjunct_text: Vec<String>,
+    /// Source text of each conjunct, shared with the traces.
+    pub conjunct_text: Vec<crate::decision::Name>,
     /// `because` message.
     pub because: Option<Template>,
     /// The doc comment.
@@ -561,25 +561,12 @@ pub struct Rule {
     /// Annotations other than `@id`, by name.
     pub annotations: IndexMap<String, Vec<String>>,
     /// `file:line`.
-    pub location: String,
+    pub location: crate::decision::Name,
     /// The whole rule.
     pub span: Span,
-    /// The strings a trace entry shares with the rule.
-    pub names: TraceNames,
-}
-
-/// A rule's id, kind, location and condition texts as shared strings, so a
-/// trace entry costs reference counts, not copies.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TraceNames {
-    /// The id.
-    pub id: crate::decision::Name,
-    /// `permit`, `forbid`, `limit`, `require`.
-    pub kind: crate::decision::Name,
-    /// `file:line`.
-    pub at: crate::decision::Name,
-    /// Each conjunct's text.
-    pub conjuncts: Vec<crate::decision::Name>,
+    /// `permit`, `forbid`, `limit`, `require`, shared by every rule of the
+    /// kind: a trace entry costs reference counts, not copies.
+    pub kind_name: crate::decision::Name,
 }
 
 /// A checked policy set.

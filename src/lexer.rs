@@ -376,54 +376,87 @@ pub struct Spanned {
 
 /// Lexes a whole file: every token (comments included) and every error.
 pub fn lex(file: FileId, text: &str) -> (Vec<Spanned>, Vec<(Span, LexError)>) {
-    let mut tokens = Vec::new();
-    let mut errors = Vec::new();
-    let mut lexer = Token::lexer(text);
-    while let Some(result) = lexer.next() {
-        let range = lexer.span();
-        let span = Span::new(file, range.start, range.end);
-        let source_span = span.source_span();
-        match result {
-            Ok(token) => tokens.push(Spanned { token, span }),
-            Err(kind) => {
-                let slice = lexer.slice().to_owned();
-                let error = match kind {
-                    LexErrorKind::UnexpectedChar => LexError::UnexpectedChar {
-                        text: slice,
+    let mut lexed = Lexed::new(file, text);
+    let tokens = lexed.by_ref().collect();
+    (tokens, lexed.errors)
+}
+
+/// The tokens of a text, one at a time (comments included); the errors
+/// met so far collect in [`Lexed::errors`]. The parser reads it lazily, so
+/// a file's tokens are never all in memory at once.
+pub struct Lexed<'a> {
+    inner: logos::Lexer<'a, Token>,
+    file: FileId,
+    /// Every lexer error met so far, in order.
+    pub errors: Vec<(Span, LexError)>,
+}
+
+impl<'a> Lexed<'a> {
+    /// Starts lexing `text`, which is file `file`.
+    pub fn new(file: FileId, text: &'a str) -> Lexed<'a> {
+        Lexed {
+            inner: Token::lexer(text),
+            file,
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for Lexed<'_> {
+    type Item = Spanned;
+
+    fn next(&mut self) -> Option<Spanned> {
+        loop {
+            let result = self.inner.next()?;
+            let range = self.inner.span();
+            let span = Span::new(self.file, range.start, range.end);
+            let kind = match result {
+                Ok(token) => return Some(Spanned { token, span }),
+                Err(kind) => kind,
+            };
+            let source_span = span.source_span();
+            let slice = || self.inner.slice().to_owned();
+            // A stand-in keeps the parser from reporting a second,
+            // misleading error right after the bad literal.
+            let (error, stand_in) = match kind {
+                LexErrorKind::UnexpectedChar => (
+                    LexError::UnexpectedChar {
+                        text: slice(),
                         span: source_span,
                     },
-                    LexErrorKind::UnterminatedString => {
-                        LexError::UnterminatedString { span: source_span }
-                    }
-                    LexErrorKind::BadEscape(escape) => LexError::BadEscape {
+                    None,
+                ),
+                LexErrorKind::UnterminatedString => {
+                    (LexError::UnterminatedString { span: source_span }, None)
+                }
+                LexErrorKind::BadEscape(escape) => (
+                    LexError::BadEscape {
                         escape,
                         span: source_span,
                     },
-                    LexErrorKind::DurationOverflow => LexError::DurationOverflow {
-                        text: slice,
+                    Some(Token::Str(String::new())),
+                ),
+                LexErrorKind::DurationOverflow => (
+                    LexError::DurationOverflow {
+                        text: slice(),
                         span: source_span,
                     },
-                    LexErrorKind::BadNumber => LexError::BadNumber {
-                        text: slice,
+                    Some(Token::Dur(u64::MAX)),
+                ),
+                LexErrorKind::BadNumber => (
+                    LexError::BadNumber {
+                        text: slice(),
                         span: source_span,
                     },
-                };
-                // A stand-in keeps the parser from reporting a second,
-                // misleading error right after the bad literal.
-                let stand_in = match &error {
-                    LexError::BadEscape { .. } => Some(Token::Str(String::new())),
-                    LexError::DurationOverflow { .. } => Some(Token::Dur(u64::MAX)),
-                    LexError::BadNumber { .. } => Some(Token::Num(0.0)),
-                    _ => None,
-                };
-                if let Some(token) = stand_in {
-                    tokens.push(Spanned { token, span });
-                }
-                errors.push((span, error));
+                    Some(Token::Num(0.0)),
+                ),
+            };
+            self.errors.push((span, error));
+            if let Some(token) = stand_in {
+                return Some(Spanned { token, span });
             }
         }
     }
-    (tokens, errors)
 }
 
 #[cfg(test)]

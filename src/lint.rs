@@ -31,6 +31,7 @@ use thiserror::Error;
 
 use crate::ast::{self, BinOp};
 use crate::compile::head_test;
+use crate::decision::Name;
 use crate::diagnostics::Diagnostics;
 use crate::engine::Engine;
 use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart, Ty};
@@ -548,7 +549,7 @@ fn duration(seconds: u64) -> String {
 
 fn finding(rule: &Rule, span: Span, lint: Lint) -> Finding {
     Finding {
-        rule: rule.id.clone(),
+        rule: rule.id.to_string(),
         span,
         lint,
     }
@@ -561,7 +562,7 @@ fn dead(rule: &Rule, facts: &Facts<'_>, condition: Span) -> Option<Finding> {
             rule,
             span,
             Lint::DeadPermit {
-                permit: rule.id.clone(),
+                permit: rule.id.to_string(),
                 span: span.source_span(),
                 reason,
                 help: help.clone(),
@@ -614,7 +615,7 @@ fn overridden(
         let tests: Vec<&str> = set.rules[forbid_index]
             .conjunct_text
             .iter()
-            .map(String::as_str)
+            .map(Name::as_str)
             .collect();
         format!(
             "every request that passes this permit also passes `{}` ({}): {}; narrow the forbid or delete the permit",
@@ -627,8 +628,8 @@ fn overridden(
         permit,
         keyword,
         Lint::OverriddenPermit {
-            permit: permit.id.clone(),
-            forbid: forbid.id.clone(),
+            permit: permit.id.to_string(),
+            forbid: forbid.id.to_string(),
             span: keyword.source_span(),
             help,
         },
@@ -647,7 +648,7 @@ fn unbounded(set: &PolicySet, facts: &[Facts<'_>], index: usize, grant: Span) ->
         permit,
         grant,
         Lint::UnboundedTtl {
-            permit: permit.id.clone(),
+            permit: permit.id.to_string(),
             span: grant.source_span(),
             help: "add `for 15m` (or another short duration) to the grant, or a `limit ttl` that applies whenever this permit does".to_owned(),
         },
@@ -694,7 +695,7 @@ fn broad(rule: &Rule, facts: &Facts<'_>, grant: &[Template]) -> Option<Finding> 
         rule,
         template.span,
         Lint::BroadGrant {
-            permit: rule.id.clone(),
+            permit: rule.id.to_string(),
             item: template.source.to_string(),
             span: template.span.source_span(),
             what: what.to_owned(),
@@ -732,7 +733,7 @@ fn no_identity(
         permit,
         keyword,
         Lint::NoWorkloadIdentity {
-            permit: permit.id.clone(),
+            permit: permit.id.to_string(),
             span: keyword.source_span(),
             help: "test `subject.attested == true` or `subject.auth in [...]` in the permit, or add a forbid such as `forbid if subject.attested != true;`".to_owned(),
         },
@@ -810,7 +811,7 @@ fn redundant(
         limit,
         keyword,
         Lint::RedundantLimit {
-            limit: limit.id.clone(),
+            limit: limit.id.to_string(),
             span: keyword.source_span(),
             reason,
             help,

@@ -102,46 +102,65 @@ pub enum LimitError {
     },
 }
 
-/// Checks the token stream against [`limits`] item by item (items end at
-/// `;`). Returns the first violation, if any.
-fn check_limits(tokens: &[lexer::Spanned], offset: usize) -> Option<LimitError> {
-    let mut depth = 0usize;
-    let mut operators = 0usize;
-    for t in tokens {
-        let span = miette::SourceSpan::from((
-            t.span.start as usize + offset,
-            (t.span.end - t.span.start) as usize,
-        ));
-        match &t.token {
+/// Counts a token stream against [`limits`] item by item (items end at
+/// `;`).
+struct LimitCounter {
+    depth: usize,
+    operators: usize,
+    /// Where the text starts in its file (template holes start inside one).
+    offset: usize,
+}
+
+impl LimitCounter {
+    fn new(offset: usize) -> LimitCounter {
+        LimitCounter {
+            depth: 0,
+            operators: 0,
+            offset,
+        }
+    }
+
+    /// The limit `token` breaks, if any.
+    fn see(&mut self, token: &Token, at: Span) -> Option<LimitError> {
+        let span = || {
+            miette::SourceSpan::from((
+                at.start as usize + self.offset,
+                (at.end - at.start) as usize,
+            ))
+        };
+        let too_long = |operators: usize| {
+            (operators > limits::MAX_OPERATORS).then(|| LimitError::TooLong {
+                limit: limits::MAX_OPERATORS,
+                span: span(),
+            })
+        };
+        match token {
             Token::Semi => {
-                depth = 0;
-                operators = 0;
+                self.depth = 0;
+                self.operators = 0;
             }
             Token::LParen | Token::LBracket => {
                 // `a[b][c]...` nests without nesting brackets: count each
                 // `[` as an operator too.
-                if t.token == Token::LBracket {
-                    operators += 1;
-                    if operators > limits::MAX_OPERATORS {
-                        return Some(LimitError::TooLong {
-                            limit: limits::MAX_OPERATORS,
-                            span,
-                        });
+                if *token == Token::LBracket {
+                    self.operators += 1;
+                    if let Some(error) = too_long(self.operators) {
+                        return Some(error);
                     }
                 }
-                depth += 1;
-                if depth > limits::MAX_NESTING {
+                self.depth += 1;
+                if self.depth > limits::MAX_NESTING {
                     return Some(LimitError::TooDeep {
                         limit: limits::MAX_NESTING,
-                        span,
+                        span: span(),
                     });
                 }
             }
-            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::RParen | Token::RBracket => self.depth = self.depth.saturating_sub(1),
             Token::Str(text) if text.len() > limits::MAX_STRING => {
                 return Some(LimitError::StringTooLong {
                     limit: limits::MAX_STRING,
-                    span,
+                    span: span(),
                 });
             }
             Token::And
@@ -162,30 +181,53 @@ fn check_limits(tokens: &[lexer::Spanned], offset: usize) -> Option<LimitError> 
             | Token::Matches
             | Token::Plus
             | Token::Dot => {
-                operators += 1;
-                if operators > limits::MAX_OPERATORS {
-                    return Some(LimitError::TooLong {
-                        limit: limits::MAX_OPERATORS,
-                        span,
-                    });
-                }
+                self.operators += 1;
+                return too_long(self.operators);
             }
             _ => {}
         }
+        None
     }
-    None
+}
+
+/// The first limit a token list breaks, if any.
+fn check_limits(tokens: &[lexer::Spanned], offset: usize) -> Option<LimitError> {
+    let mut counter = LimitCounter::new(offset);
+    tokens.iter().find_map(|t| counter.see(&t.token, t.span))
 }
 
 /// Parses one file. Returns the AST (with everything that could be parsed)
 /// and the diagnostics of the lexer and the parser, all of them.
+///
+/// The parser pulls tokens from the lexer one at a time, counting them
+/// against [`limits`]; a file that breaks a limit is refused whole (the
+/// later phases recurse over the tree), with every lexer error reported.
 pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     let mut diagnostics = Diagnostics::default();
-    let (tokens, lex_errors) = lexer::lex(file, &source.text);
-    for (_, error) in lex_errors {
-        diagnostics.push(error, source);
-    }
-    if let Some(error) = check_limits(&tokens, 0) {
-        // Refuse the whole file: the later phases recurse over the tree.
+    let mut lexed = lexer::Lexed::new(file, &source.text);
+    let mut counter = LimitCounter::new(0);
+    let mut refused = None;
+    let mut docs: Vec<(Span, String)> = Vec::new();
+    let stream = std::iter::from_fn(|| loop {
+        let t = lexed.next()?;
+        if let Some(error) = counter.see(&t.token, t.span) {
+            refused = Some(error);
+            return Some(Err(NoError));
+        }
+        match t.token {
+            Token::DocComment(text) => docs.push((t.span, text)),
+            Token::Comment(_) => {}
+            token => return Some(Ok((t.span.start as usize, token, t.span.end as usize))),
+        }
+    });
+    let mut mistakes = Vec::new();
+    let mut recovered = Vec::new();
+    let result = generated::FileParser::new().parse(file, &mut mistakes, &mut recovered, stream);
+    if let Some(error) = refused {
+        lexed.by_ref().for_each(drop);
+        for (_, error) in lexed.errors {
+            diagnostics.push(error, source);
+        }
         diagnostics.push(error, source);
         let empty = File {
             file,
@@ -194,20 +236,9 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
         };
         return (empty, diagnostics);
     }
-    let docs: Vec<(Span, &str)> = tokens
-        .iter()
-        .filter_map(|t| match &t.token {
-            Token::DocComment(text) => Some((t.span, text.as_str())),
-            _ => None,
-        })
-        .collect();
-    let stream = tokens
-        .iter()
-        .filter(|t| !t.token.is_trivia())
-        .map(|t| Ok::<_, NoError>((t.span.start as usize, t.token.clone(), t.span.end as usize)));
-    let mut mistakes = Vec::new();
-    let mut recovered = Vec::new();
-    let result = generated::FileParser::new().parse(file, &mut mistakes, &mut recovered, stream);
+    for (_, error) in lexed.errors {
+        diagnostics.push(error, source);
+    }
     let end = source.text.len();
     for error in recovered {
         diagnostics.push(convert(error.error, end), source);
@@ -232,15 +263,14 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
 
 /// Gives each rule the `///` lines directly above it (only blank space,
 /// other doc lines or plain comments between them).
-fn attach_docs(items: &mut [Item], docs: &[(Span, &str)], text: &str) {
+fn attach_docs(items: &mut [Item], docs: &[(Span, String)], text: &str) {
     for item in items {
         let Item::Rule(rule) = item else { continue };
         let mut lines = Vec::new();
         let mut cursor = rule.span.start as usize;
-        for (span, line) in docs.iter().rev() {
-            if span.end as usize > cursor {
-                continue;
-            }
+        // `docs` is in file order: only those that end before the rule count.
+        let before = docs.partition_point(|(span, _)| span.end as usize <= cursor);
+        for (span, line) in docs[..before].iter().rev() {
             let between = text.get(span.end as usize..cursor).unwrap_or("x");
             // Blank lines and plain `//` comment lines may sit in between.
             if !between
@@ -249,7 +279,7 @@ fn attach_docs(items: &mut [Item], docs: &[(Span, &str)], text: &str) {
             {
                 break;
             }
-            lines.push(*line);
+            lines.push(line.as_str());
             cursor = span.start as usize;
         }
         if !lines.is_empty() {

@@ -151,16 +151,8 @@ fn meaning(engine: &Engine) -> Vec<String> {
         .iter()
         .map(|rule| {
             let mut rule = rule.clone();
-            rule.location = rule
-                .location
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            rule.location = rule.location.split(':').next().unwrap_or_default().into();
             rule.conjunct_text.clear();
-            // The trace's copies of the location and condition texts.
-            rule.names.at = rule.location.as_str().into();
-            rule.names.conjuncts.clear();
             spans.replace_all(&format!("{rule:?}"), "Span").into_owned()
         })
         .collect()

@@ -25,6 +25,10 @@ use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet};
 use writ::testgen::{generate, GenConfig, GenRequest, GenSet};
 use writ::Engine;
 
+/// Both engines run on the allocator the `writ` binary ships with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sizes of the generated sets.
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 /// Runs per measurement; the median is reported.

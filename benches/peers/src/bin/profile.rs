@@ -14,10 +14,53 @@
 //! `e2e ITERS` (JSON parse + decide + serialise on the pack),
 //! `compile N ITERS` (parse + check + compile of N generated rules).
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use writ::testgen::{generate, GenConfig};
 use writ::{Engine, Request};
+
+/// The allocator the `writ` binary ships with, counting live bytes for
+/// the `memory` mode.
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is passed on to mimalloc unchanged; only counters are
+// updated around it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        mimalloc::MiMalloc.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        mimalloc::MiMalloc.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+    }
+}
+
+/// Live and peak heap bytes, in MiB, since the last call.
+fn memory(phase: &str) {
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let live = LIVE.load(Ordering::Relaxed);
+    println!(
+        "{phase:<24} live {:>8.1} MiB  peak {:>8.1} MiB",
+        mib(live),
+        mib(PEAK.swap(live, Ordering::Relaxed))
+    );
+}
 
 /// The pack's allowed CI deploy (as in `benches/decide.rs`).
 const ALLOW: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/deployer","kind":"ci","auth":"oidc","attested":true,"owner":"payments"},"action":"deploy","resource":{"id":"k8s://prod-eu/payments","kind":"cluster","owner":"payments"},"intent":{"task":"deploy","id":"run-1"},"environment":{"name":"prod","broker":"ci-oidc-exchange","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":3600}}"#;
@@ -38,6 +81,23 @@ fn main() -> Result<(), Failure> {
             for _ in 0..number(2, 1) {
                 black_box(compile(text.clone())?);
             }
+        }
+        Some("memory") => {
+            let text = generate(GenConfig::issuance(number(1, 10_000))).writ_source();
+            let mut sources = writ::source::Sources::new();
+            sources.add("gen.writ", text);
+            memory("source");
+            let files: Vec<_> = sources
+                .files()
+                .map(|(id, file)| writ::parser::parse_file(id, file).0)
+                .collect();
+            memory("parse");
+            let (set, _) = writ::check::check(&sources, files, None);
+            memory("check");
+            let tree = writ::compile::compile(&set);
+            memory("compile");
+            drop((tree, set));
+            memory("drop all");
         }
         Some(mode @ ("match" | "nomatch")) => {
             let set = generate(GenConfig::issuance(number(1, 10)));
