@@ -14,6 +14,7 @@
 //! attribute must still be evaluated so that it fails closed.
 
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -23,7 +24,7 @@ use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
 use crate::request::Sensitivity;
 
 /// Index of a node in [`Tree::nodes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct NodeId(pub u32);
 
 /// A node of the decision tree.
@@ -39,10 +40,81 @@ pub enum Node {
         /// The attribute tested.
         attr: Attr,
         /// Child per value.
-        children: IndexMap<Box<str>, NodeId>,
+        children: IndexMap<Box<str>, NodeId, KeyHash>,
         /// Rules that do not test this attribute.
         rest: NodeId,
     },
+}
+
+/// The hasher of a switch's children: a multiply-rotate hash of the
+/// policy's values, much cheaper than SipHash for the short strings a
+/// decision looks up. The keys come from the policy, not the request, so
+/// the table's shape cannot be chosen by a caller.
+pub type KeyHash = BuildHasherDefault<KeyHasher>;
+
+/// See [`KeyHash`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The walk's stack of nodes to visit: on the call stack while it is
+/// small (a request that has every switched attribute needs two slots per
+/// level), spilling to the heap only when a missing attribute fans out.
+#[derive(Default)]
+struct Stack {
+    inline: [NodeId; 32],
+    len: usize,
+    spill: Vec<NodeId>,
+}
+
+impl Stack {
+    fn push(&mut self, id: NodeId) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) if self.spill.is_empty() => {
+                *slot = id;
+                self.len += 1;
+            }
+            _ => self.spill.push(id),
+        }
+    }
+
+    fn pop(&mut self) -> Option<NodeId> {
+        if let Some(id) = self.spill.pop() {
+            return Some(id);
+        }
+        self.len = self.len.checked_sub(1)?;
+        self.inline.get(self.len).copied()
+    }
 }
 
 /// The compiled decision tree, stored flat.
@@ -206,7 +278,7 @@ impl Builder {
             }
         }
         used.push(attr.clone());
-        let mut built = IndexMap::new();
+        let mut built = IndexMap::default();
         for (value, rules) in children {
             let child = self.build(rules, used);
             built.insert(value, child);
@@ -250,7 +322,7 @@ impl Tree {
         out: &mut Vec<u32>,
         near_misses: &mut Vec<NodeId>,
     ) {
-        let mut stack = Vec::with_capacity(16);
+        let mut stack = Stack::default();
         stack.push(self.root);
         let mut exact = true;
         while let Some(id) = stack.pop() {
@@ -269,7 +341,7 @@ impl Tree {
                         },
                         None => {
                             exact = false;
-                            stack.extend(children.values().copied());
+                            children.values().for_each(|&child| stack.push(child));
                         }
                     }
                 }

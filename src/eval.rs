@@ -389,6 +389,33 @@ impl<'a> Ctx<'a> {
     }
 
     fn truth(&mut self, expr: &'a Expr) -> Res<bool> {
+        // The commonest test, an attribute against a string constant, with
+        // no intermediate values; anything else takes the general path.
+        if let ExprKind::Binary(op, left, right) = &expr.kind {
+            if let (ExprKind::Attr(attr), ExprKind::Lit(constant)) = (&left.kind, &right.kind) {
+                let value = attr_value(self.request, self.prepared, attr);
+                match (op, value, constant) {
+                    (BinOp::Eq | BinOp::Ne, Some(Val::Str(value)), Lit::Str(constant)) => {
+                        return Ok((*value == **constant) == (*op == BinOp::Eq));
+                    }
+                    (BinOp::Eq | BinOp::Ne, Some(Val::Bool(value)), Lit::Bool(constant)) => {
+                        return Ok((value == *constant) == (*op == BinOp::Eq));
+                    }
+                    (BinOp::In | BinOp::NotIn, Some(Val::Str(value)), Lit::List(items)) => {
+                        // Membership skips elements of another type.
+                        let found = items
+                            .iter()
+                            .any(|item| match item {
+                                Lit::Str(s) => **s == *value,
+                                Lit::Json(Value::String(s)) => *s == *value,
+                                _ => false,
+                            });
+                        return Ok(found == (*op == BinOp::In));
+                    }
+                    _ => {}
+                }
+            }
+        }
         match self.eval(expr)? {
             Val::Bool(b) => Ok(b),
             other => Err(format!(
@@ -502,7 +529,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn template(&mut self, template: &'a Template, scope_item: bool) -> Res<String> {
-        let mut out = String::new();
+        let mut out = String::with_capacity(template.source.len() + 48);
         for part in &template.parts {
             match part {
                 TemplatePart::Text(text) => out.push_str(text),

@@ -40,6 +40,8 @@ pub struct ScopeItem {
     verb_end: u32,
     /// Length of the `scheme://` prefix of the resource, 0 when there is none.
     scheme_len: u32,
+    /// True when the verb or a segment is `*` or `**`.
+    wild: bool,
 }
 
 /// What one segment of a resource is, ignoring any scheme.
@@ -134,6 +136,7 @@ impl ScopeItem {
         };
         let path = &resource[scheme_len..];
         let mut rest = path;
+        let mut wild = verb == "*";
         loop {
             let (segment, more) = match rest.as_bytes().iter().position(|&b| b == b'/') {
                 Some(at) => (&rest[..at], Some(&rest[at + 1..])),
@@ -146,7 +149,10 @@ impl ScopeItem {
                     segment: segment.to_owned(),
                 }),
                 b"**" if more.is_some() => Some(ScopeError::DoubleStarNotLast { item: item() }),
-                b"*" | b"**" => None,
+                b"*" | b"**" => {
+                    wild = true;
+                    None
+                }
                 other if other.contains(&b'*') => Some(ScopeError::GlobInSegment {
                     item: item(),
                     segment: segment.to_owned(),
@@ -166,6 +172,7 @@ impl ScopeItem {
             text: text.into(),
             verb_end: verb.len() as u32,
             scheme_len: scheme_len as u32,
+            wild,
         })
     }
 
@@ -198,7 +205,7 @@ impl ScopeItem {
 
     /// True when the verb or any segment is a wildcard (`*` or `**`).
     pub fn has_wildcard(&self) -> bool {
-        self.verb() == "*" || self.parts().any(|part| part.kind != Kind::Literal)
+        self.wild
     }
 
     /// True when every concrete item that `requested` could match is also
@@ -212,6 +219,11 @@ impl ScopeItem {
     /// `**` first segment covers schemed and unschemed first segments alike.
     /// Never allocates.
     pub fn covers(&self, requested: &ScopeItem) -> bool {
+        // Without wildcards every part must equal its counterpart: the
+        // same as equal texts.
+        if !self.wild {
+            return self.text == requested.text;
+        }
         if self.verb() != "*" && self.verb() != requested.verb() {
             return false;
         }
