@@ -403,13 +403,11 @@ impl<'a> Ctx<'a> {
                     }
                     (BinOp::In | BinOp::NotIn, Some(Val::Str(value)), Lit::List(items)) => {
                         // Membership skips elements of another type.
-                        let found = items
-                            .iter()
-                            .any(|item| match item {
-                                Lit::Str(s) => **s == *value,
-                                Lit::Json(Value::String(s)) => *s == *value,
-                                _ => false,
-                            });
+                        let found = items.iter().any(|item| match item {
+                            Lit::Str(s) => **s == *value,
+                            Lit::Json(Value::String(s)) => *s == *value,
+                            _ => false,
+                        });
                         return Ok(found == (*op == BinOp::In));
                     }
                     _ => {}
