@@ -9,81 +9,118 @@ use serde_json::Value;
 
 /// A shared, immutable string: rule ids, locations and condition texts in
 /// a trace. Cloning it is a reference-count increment, so building a trace
-/// does not copy the policy's strings.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Name(Arc<str>);
+/// does not copy the policy's strings, and it knows whether its text needs
+/// escaping in JSON, so writing a decision copies it without a scan.
+#[derive(Clone, Default)]
+pub struct Name {
+    text: Arc<str>,
+    /// No byte of `text` needs escaping in a JSON string.
+    plain: bool,
+}
 
 impl Name {
+    fn new(text: Arc<str>) -> Name {
+        let plain = !text.bytes().any(needs_escape);
+        Name { text, plain }
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that maps keyed by `Name` look up by `&str`.
+        self.text.hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
     }
 }
 
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl std::borrow::Borrow<str> for Name {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl AsRef<str> for Name {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl From<&str> for Name {
     fn from(text: &str) -> Name {
-        Name(Arc::from(text))
+        Name::new(Arc::from(text))
     }
 }
 
 impl From<String> for Name {
     fn from(text: String) -> Name {
-        Name(Arc::from(text))
+        Name::new(Arc::from(text))
     }
 }
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        &*self.text == other
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        &*self.text == *other
     }
 }
 
 impl PartialEq<String> for Name {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        *self.text == **other
     }
 }
 
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(&self.text)
     }
 }
 
@@ -233,14 +270,222 @@ impl Decision {
         }
     }
 
-    /// The decision as one line of JSON.
+    /// The decision as one line of JSON: the same text as serde_json
+    /// writes from the derived `Serialize`, written directly (a decision is
+    /// mostly the policy's own strings, copied without a scan).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
+        let mut out = Vec::with_capacity(1024 + 160 * self.trace.len());
+        self.write_json(&mut out, None);
+        String::from_utf8(out).unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
+    }
+
+    /// Appends the decision's JSON to `out`; with `decision_id`, the object
+    /// ends with a `"decision_id"` member (what `writ serve` answers).
+    pub fn write_json(&self, out: &mut Vec<u8>, decision_id: Option<&str>) {
+        out.extend_from_slice(match self.decision {
+            Effect::Allow => b"{\"decision\":\"allow\",\"scope\":",
+            Effect::Deny => b"{\"decision\":\"deny\",\"scope\":",
+        });
+        write_list(out, &self.scope, |out, item| write_str(out, item));
+        out.extend_from_slice(b",\"ttl\":");
+        out.extend_from_slice(self.ttl.to_string().as_bytes());
+        out.extend_from_slice(b",\"obligations\":");
+        write_list(out, &self.obligations, |out, o| {
+            out.extend_from_slice(b"{\"kind\":");
+            write_str(out, &o.kind);
+            if let Some(event) = &o.event {
+                out.extend_from_slice(b",\"event\":");
+                write_str(out, event);
+            }
+            if let Some(value) = &o.value {
+                out.extend_from_slice(b",\"value\":");
+                write_str(out, value);
+            }
+            out.extend_from_slice(b",\"rule\":");
+            write_str(out, &o.rule);
+            out.push(b'}');
+        });
+        out.extend_from_slice(b",\"reasons\":");
+        write_list(out, &self.reasons, |out, item| write_str(out, item));
+        out.extend_from_slice(b",\"dropped_scope\":");
+        write_list(out, &self.dropped_scope, |out, item| write_str(out, item));
+        out.extend_from_slice(b",\"errors\":");
+        write_list(out, &self.errors, |out, e| {
+            out.extend_from_slice(b"{\"rule\":");
+            write_str(out, &e.rule);
+            out.extend_from_slice(b",\"message\":");
+            write_str(out, &e.message);
+            out.push(b'}');
+        });
+        out.extend_from_slice(b",\"trace\":");
+        write_list(out, &self.trace, TraceEntry::write_json);
+        out.extend_from_slice(b",\"policy\":{\"digest\":");
+        write_name(out, &self.policy.digest);
+        out.push(b'}');
+        if let Some(id) = decision_id {
+            out.extend_from_slice(b",\"decision_id\":");
+            write_str(out, id);
+        }
+        out.push(b'}');
     }
 
     /// The decision as indented JSON.
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self)
             .unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
+    }
+}
+
+impl TraceEntry {
+    /// Appends the entry's JSON, as the derived `Serialize` writes it.
+    fn write_json(out: &mut Vec<u8>, entry: &TraceEntry) {
+        out.extend_from_slice(b"{\"rule\":");
+        write_name(out, &entry.rule);
+        out.extend_from_slice(b",\"kind\":");
+        write_name(out, &entry.kind);
+        out.extend_from_slice(b",\"at\":");
+        write_name(out, &entry.at);
+        out.extend_from_slice(match entry.outcome {
+            Outcome::Matched => b",\"outcome\":\"matched\"",
+            Outcome::NotMatched => b",\"outcome\":\"not_matched\"",
+            Outcome::Error => b",\"outcome\":\"error\"",
+        });
+        if let Some(failed) = &entry.failed {
+            out.extend_from_slice(b",\"failed\":{\"condition\":");
+            write_name(out, &failed.condition);
+            out.extend_from_slice(b",\"saw\":");
+            write_value(out, &failed.saw);
+            out.push(b'}');
+        }
+        if let Some(error) = &entry.error {
+            out.extend_from_slice(b",\"error\":");
+            write_str(out, error);
+        }
+        if !entry.effect.is_empty() {
+            out.extend_from_slice(b",\"effect\":");
+            write_list(out, &entry.effect, |out, item| write_str(out, item));
+        }
+        if let Some(because) = &entry.because {
+            out.extend_from_slice(b",\"because\":");
+            write_str(out, because);
+        }
+        if entry.closest {
+            out.extend_from_slice(b",\"closest\":true");
+        }
+        out.push(b'}');
+    }
+}
+
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.push(b']');
+}
+
+/// A JSON value as serde_json writes it compactly.
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::String(text) => write_str(out, text),
+        other => {
+            // Numbers, arrays and objects are rare here; serde_json writes
+            // them. Writing to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// True for the bytes a JSON string must escape.
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+fn write_name(out: &mut Vec<u8>, name: &Name) {
+    if name.plain {
+        out.push(b'"');
+        out.extend_from_slice(name.text.as_bytes());
+        out.push(b'"');
+    } else {
+        write_str(out, &name.text);
+    }
+}
+
+/// A JSON string with serde_json's escapes: `\"`, `\\`, `\b`, `\f`,
+/// `\n`, `\r`, `\t`, and `\u00xx` (lower-case hex) for the other control
+/// characters; everything else as is.
+pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if !needs_escape(byte) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..at]);
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            other => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(other >> 4)],
+                HEX[usize::from(other & 0xf)],
+            ]),
+        }
+        start = at + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The escapes are serde_json's, byte for byte, for any text.
+        #[test]
+        fn strings_are_escaped_as_serde_json_does(text in any::<String>()) {
+            let mut out = Vec::new();
+            write_str(&mut out, &text);
+            prop_assert_eq!(String::from_utf8(out).expect("utf-8"), serde_json::to_string(&text).expect("json"));
+            let mut named = Vec::new();
+            write_name(&mut named, &Name::from(text.as_str()));
+            prop_assert_eq!(String::from_utf8(named).expect("utf-8"), serde_json::to_string(&text).expect("json"));
+        }
+
+        /// Control characters, quotes and backslashes in particular.
+        #[test]
+        fn awkward_strings_are_escaped_as_serde_json_does(text in "[\\x00-\\x1f\"\\\\a\u{7f}\u{e9}\u{2028}]{0,12}") {
+            let mut out = Vec::new();
+            write_str(&mut out, &text);
+            prop_assert_eq!(String::from_utf8(out).expect("utf-8"), serde_json::to_string(&text).expect("json"));
+        }
+    }
+
+    #[test]
+    fn names_compare_and_hash_as_their_text() {
+        use std::collections::HashMap;
+        let mut map = HashMap::new();
+        map.insert(Name::from("a\"b"), 1);
+        assert_eq!(map.get("a\"b"), Some(&1));
+        assert!(Name::from("a") < Name::from("b"));
+        assert_eq!(Name::from("x"), Name::from(String::from("x")));
     }
 }

@@ -9,7 +9,7 @@ use crate::diagnostics::Diagnostics;
 use crate::eval::{self, Compiled};
 use crate::ir::PolicySet;
 use crate::parser;
-use crate::request::{Request, RequestError};
+use crate::request::{Prepared, Request, RequestError};
 use crate::source::Sources;
 
 /// The default policy pack, embedded at build time: `(file name, text)`.
@@ -142,6 +142,13 @@ impl Engine {
     pub fn decide_json(&self, text: &str) -> Result<Decision, RequestError> {
         let (request, prepared) = Request::parse_json(text)?;
         Ok(eval::decide_prepared(&self.compiled(), &request, &prepared))
+    }
+
+    /// Decides a request that [`Request::validate`] (or
+    /// [`Request::parse_json`]) has already turned into `prepared`, so it is
+    /// not validated twice. `prepared` must come from this same request.
+    pub(crate) fn decide_prepared(&self, request: &Request, prepared: &Prepared) -> Decision {
+        eval::decide_prepared(&self.compiled(), request, prepared)
     }
 
     /// Decides by evaluating every rule in order, without the tree. Slower;

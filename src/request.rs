@@ -259,6 +259,19 @@ impl Request {
                 message: "a request must be a JSON object".to_owned(),
             });
         }
+        // The plain parse is the fast path; only a request it refuses is
+        // read again with path tracking, for an error that names the field.
+        let request = match serde_json::from_str::<Request>(text) {
+            Ok(request) => request,
+            Err(_) => Request::parse_tracked(text)?,
+        };
+        let prepared = request.validate()?;
+        Ok((request, prepared))
+    }
+
+    /// Parses with the path of each field tracked, so that an error names
+    /// the field (`subject.attested`).
+    fn parse_tracked(text: &str) -> Result<Request, RequestError> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let request: Request =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -272,8 +285,7 @@ impl Request {
             path: ".".to_owned(),
             message: error.to_string(),
         })?;
-        let prepared = request.validate()?;
-        Ok((request, prepared))
+        Ok(request)
     }
 
     /// Checks what serde cannot: the timestamp and the scope items.

@@ -108,6 +108,34 @@ fn running_the_corpus_twice_gives_the_same_bytes() {
     }
 }
 
+/// `Decision::to_json` writes JSON by hand for speed: it must be the text
+/// serde_json writes from the derived `Serialize`, on every decision of the
+/// corpus (allows, denies, errors, every kind of trace entry).
+#[test]
+fn hand_written_json_is_serde_json() {
+    let report = run_corpus();
+    let mut compared = 0;
+    for case in &report.cases {
+        let Some(decision) = &case.decision else {
+            continue;
+        };
+        let by_serde = serde_json::to_string(decision).expect("serialise");
+        assert_eq!(decision.to_json(), by_serde, "`{}`", case.name);
+        let mut with_id = Vec::new();
+        decision.write_json(&mut with_id, Some("id-\"1\""));
+        let mut expected = serde_json::to_value(decision).expect("to value");
+        expected["decision_id"] = "id-\"1\"".into();
+        assert_eq!(
+            String::from_utf8(with_id).expect("utf-8"),
+            serde_json::to_string(&expected).expect("serialise"),
+            "`{}`",
+            case.name
+        );
+        compared += 1;
+    }
+    assert!(compared > 200, "only {compared} decisions compared");
+}
+
 #[test]
 fn default_deny_names_the_closest_permit() {
     let report = run_corpus();

@@ -15,7 +15,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::authzen::{self, Parts, Semantic};
@@ -24,7 +23,7 @@ use super::metrics::{Endpoint, ErrorCode};
 use super::state::Loaded;
 use super::{now_rfc3339, App, ShapeError};
 use crate::decision::Decision;
-use crate::request::{Request, RequestError};
+use crate::request::{Prepared, Request, RequestError};
 
 /// Most requests in one batch (either batch endpoint).
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -86,8 +85,8 @@ impl ApiError {
     }
 }
 
-fn json_body(text: String) -> Response {
-    let mut response = Response::new(Body::from(text));
+fn json_body(text: impl Into<Body>) -> Response {
+    let mut response = Response::new(text.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -167,18 +166,22 @@ fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// JSON syntax and the shape of a contract request; returns the text.
-fn check_request_shape(bytes: &[u8]) -> Result<&str, ApiError> {
+/// Parses and validates a contract request. Only a body that fails is read
+/// a second time, to tell "not JSON" (`malformed_json`) from "JSON of the
+/// wrong shape" (`invalid_request`): a body the parse accepts is JSON, and
+/// its object fields are objects ([`Request::parse_json`] reads them as
+/// maps only).
+fn parse_request(bytes: &[u8]) -> Result<(Request, Prepared), ApiError> {
     let text = std::str::from_utf8(bytes).unwrap_or_default();
-    match super::check_shape(text) {
-        Ok(()) => Ok(text),
-        Err(ShapeError::Syntax(message)) => Err(ApiError::new(
+    Request::parse_json(text).map_err(|error| match super::check_shape(text) {
+        Ok(()) => request_error(&error),
+        Err(ShapeError::Syntax(message)) => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::MalformedJson,
             format!("the request body is not valid JSON: {message}"),
-        )),
-        Err(ShapeError::Invalid(error)) => Err(request_error(&error)),
-    }
+        ),
+        Err(ShapeError::Invalid(error)) => request_error(&error),
+    })
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -212,20 +215,33 @@ fn finish(
 }
 
 /// Decides one request: fills in the time, decides, counts, logs.
+/// `prepared` is what validating `request` derived, when the caller has it.
 async fn decide_one(
     app: &App,
     loaded: &Loaded,
     mut request: Request,
+    mut prepared: Option<Prepared>,
     endpoint: Endpoint,
     request_id: Option<&str>,
 ) -> (Decision, String) {
-    let now = now_rfc3339();
     let time_filled = request.environment.time.is_none();
+    // The clock is read only when something needs it.
+    let now = if time_filled || app.log.is_some() {
+        now_rfc3339()
+    } else {
+        String::new()
+    };
     if time_filled {
+        if let Some(prepared) = &mut prepared {
+            prepared.time = crate::request::parse_time(&now);
+        }
         request.environment.time = Some(now.clone());
         app.metrics.time_filled();
     }
-    let decision = loaded.engine.decide(&request);
+    let decision = match &prepared {
+        Some(prepared) => loaded.engine.decide_prepared(&request, prepared),
+        None => loaded.engine.decide(&request),
+    };
     app.metrics.decision(decision.is_allow());
     let decision_id = super::ids::next();
     if let Some(log) = &app.log {
@@ -247,20 +263,12 @@ async fn decide_one(
     (decision, decision_id)
 }
 
-/// The contract's decision, with the id of its decision log line.
-#[derive(Serialize)]
-struct DecisionOut<'a> {
-    #[serde(flatten)]
-    decision: &'a Decision,
-    decision_id: &'a str,
-}
-
-fn decision_json(decision: &Decision, decision_id: &str) -> String {
-    serde_json::to_string(&DecisionOut {
-        decision,
-        decision_id,
-    })
-    .unwrap_or_else(|_| "{\"decision\":\"deny\"}".to_owned())
+/// The contract's decision, with the id of its decision log line as a
+/// last member, `"decision_id"`.
+fn decision_json(decision: &Decision, decision_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024 + 160 * decision.trace.len());
+    decision.write_json(&mut out, Some(decision_id));
+    out
 }
 
 async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
@@ -268,11 +276,17 @@ async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
     let id = request_id(request.headers());
     let result = async {
         let (_, body) = read_json(&app, request).await?;
-        let text = check_request_shape(&body)?;
-        let parsed = Request::from_json(text).map_err(|e| request_error(&e))?;
+        let (parsed, prepared) = parse_request(&body)?;
         let loaded = app.current.load_full();
-        let (decision, decision_id) =
-            decide_one(&app, &loaded, parsed, Endpoint::Decide, id.as_deref()).await;
+        let (decision, decision_id) = decide_one(
+            &app,
+            &loaded,
+            parsed,
+            Some(prepared),
+            Endpoint::Decide,
+            id.as_deref(),
+        )
+        .await;
         let mut response = json_body(decision_json(&decision, &decision_id));
         if let Ok(value) = HeaderValue::from_str(&decision_id) {
             response.headers_mut().insert(DECISION_ID, value);
@@ -328,16 +342,16 @@ async fn decide_batch(State(app): State<Arc<App>>, request: HttpRequest) -> Resp
             requests.push(request);
         }
         let loaded = app.current.load_full();
-        let mut out = String::from("[");
+        let mut out = vec![b'['];
         for (index, request) in requests.into_iter().enumerate() {
             let (decision, decision_id) =
-                decide_one(&app, &loaded, request, Endpoint::Batch, id.as_deref()).await;
+                decide_one(&app, &loaded, request, None, Endpoint::Batch, id.as_deref()).await;
             if index > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&decision_json(&decision, &decision_id));
+            decision.write_json(&mut out, Some(&decision_id));
         }
-        out.push(']');
+        out.push(b']');
         Ok(json_body(out))
     }
     .await;
@@ -381,8 +395,15 @@ async fn evaluation(State(app): State<Arc<App>>, request: HttpRequest) -> Respon
         let parsed = authzen::to_request(Parts::of(&object))
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let loaded = app.current.load_full();
-        let (decision, decision_id) =
-            decide_one(&app, &loaded, parsed, Endpoint::Evaluation, id.as_deref()).await;
+        let (decision, decision_id) = decide_one(
+            &app,
+            &loaded,
+            parsed,
+            None,
+            Endpoint::Evaluation,
+            id.as_deref(),
+        )
+        .await;
         Ok(json_body(
             authzen_result(&decision, &decision_id).to_string(),
         ))
@@ -405,8 +426,15 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
             None | Some(Value::Null) => {
                 let parsed =
                     authzen::to_request(defaults).map_err(|e| ApiError::invalid(e.to_string()))?;
-                let (decision, decision_id) =
-                    decide_one(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref()).await;
+                let (decision, decision_id) = decide_one(
+                    &app,
+                    &loaded,
+                    parsed,
+                    None,
+                    Endpoint::Evaluations,
+                    id.as_deref(),
+                )
+                .await;
                 return Ok(json_body(
                     authzen_result(&decision, &decision_id).to_string(),
                 ));
@@ -440,9 +468,15 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
             };
             let allowed = match mapped {
                 Ok(parsed) => {
-                    let (decision, decision_id) =
-                        decide_one(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref())
-                            .await;
+                    let (decision, decision_id) = decide_one(
+                        &app,
+                        &loaded,
+                        parsed,
+                        None,
+                        Endpoint::Evaluations,
+                        id.as_deref(),
+                    )
+                    .await;
                     results.push(authzen_result(&decision, &decision_id));
                     decision.is_allow()
                 }

@@ -562,6 +562,28 @@ mod tests {
         assert!(check_shape(r#"{"subject":{"id":"a"},"context":{"x":[1]},"extra":[1]}"#).is_ok());
     }
 
+    /// `/v1/decide` runs [`check_shape`] only on bodies the parser refuses:
+    /// that is right only if the parser refuses every body `check_shape`
+    /// does.
+    #[test]
+    fn the_parser_refuses_what_check_shape_refuses() {
+        let mut refused = vec![
+            "{\"a\":".to_owned(),
+            "{} {}".to_owned(),
+            "[]".to_owned(),
+            "\"x\"".to_owned(),
+        ];
+        for field in OBJECT_FIELDS {
+            for wrong in ["[]", "[{\"id\":\"a\"}]", "\"x\"", "1", "true", "null"] {
+                refused.push(format!("{{\"{field}\":{wrong}}}"));
+            }
+        }
+        for text in &refused {
+            assert!(check_shape(text).is_err(), "check_shape accepts {text}");
+            assert!(Request::parse_json(text).is_err(), "the parser accepts {text}");
+        }
+    }
+
     #[test]
     fn deep_values_are_refused() {
         let deep = format!(
