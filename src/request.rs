@@ -248,7 +248,10 @@ impl Request {
     /// Parses and validates a request, returning what validation derived
     /// too, so that deciding it does not validate it again.
     pub fn parse_json(text: &str) -> Result<(Request, Prepared), RequestError> {
-        if json_depth(text) > MAX_JSON_DEPTH {
+        // Nesting needs an opening bracket per level: a text with few of
+        // them (a quick count) cannot be too deep.
+        let brackets = text.bytes().filter(|b| matches!(b, b'{' | b'[')).count();
+        if brackets > MAX_JSON_DEPTH && json_depth(text) > MAX_JSON_DEPTH {
             return Err(RequestError::TooDeep {
                 limit: MAX_JSON_DEPTH,
             });

@@ -580,7 +580,10 @@ mod tests {
         }
         for text in &refused {
             assert!(check_shape(text).is_err(), "check_shape accepts {text}");
-            assert!(Request::parse_json(text).is_err(), "the parser accepts {text}");
+            assert!(
+                Request::parse_json(text).is_err(),
+                "the parser accepts {text}"
+            );
         }
     }
 
