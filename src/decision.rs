@@ -494,7 +494,8 @@ mod tests {
         let mut map = HashMap::new();
         map.insert(Name::from("a\"b"), 1);
         assert_eq!(map.get("a\"b"), Some(&1));
-        assert!(Name::from("a") < Name::from("b"));
+        let (a, b) = (Name::from("a"), Name::from("b"));
+        assert!(a < b);
         assert_eq!(Name::from("x"), Name::from(String::from("x")));
     }
 }
