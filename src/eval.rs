@@ -612,6 +612,44 @@ fn add<'a>(a: &Val<'a>, b: &Val<'a>) -> Res<Val<'a>> {
     }
 }
 
+/// The pieces joined, in one allocation (the trace's effect texts; cheaper
+/// than `format!` on the decision path).
+fn text(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// A number's decimal digits, on the stack, without the formatting
+/// machinery.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("?")
+    }
+}
+
+fn number(mut n: u64) -> Digits {
+    let mut digits = Digits {
+        buf: [0u8; 20],
+        start: 20,
+    };
+    loop {
+        digits.start -= 1;
+        digits.buf[digits.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return digits;
+        }
+    }
+}
+
 enum RuleResult {
     True,
     False(usize),
@@ -881,11 +919,16 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             Some(now) if now <= value => None,
             Some(now) => {
                 *current = Some(value);
-                Some(format!("capped ttl {now} -> {value}"))
+                Some(text(&[
+                    "capped ttl ",
+                    number(now).as_str(),
+                    " -> ",
+                    number(value).as_str(),
+                ]))
             }
             None => {
                 *current = Some(value);
-                Some(format!("set ttl {value}"))
+                Some(text(&["set ttl ", number(value).as_str()]))
             }
         }
     };
@@ -907,8 +950,14 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
     }
     ttl_steps.sort_by_key(|&(_, index, _)| index);
     for (slot, _, seconds) in ttl_steps {
-        let effect = cap(&mut ttl, seconds)
-            .unwrap_or_else(|| format!("cap {seconds} did not lower ttl {}", ttl.unwrap_or(0)));
+        let effect = cap(&mut ttl, seconds).unwrap_or_else(|| {
+            text(&[
+                "cap ",
+                number(seconds).as_str(),
+                " did not lower ttl ",
+                number(ttl.unwrap_or(0)).as_str(),
+            ])
+        });
         trace[slot].effect.push(effect);
     }
     let ttl = ttl.unwrap_or(DEFAULT_TTL);
@@ -971,9 +1020,9 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             },
         };
         let label = match (&event, &value) {
-            (Some(e), _) => format!("added obligation {kind} {e}"),
-            (_, Some(v)) => format!("added obligation {kind} {v}"),
-            _ => format!("added obligation {kind}"),
+            (Some(e), _) => text(&["added obligation ", kind, " ", e]),
+            (_, Some(v)) => text(&["added obligation ", kind, " ", v]),
+            _ => text(&["added obligation ", kind]),
         };
         if obligations
             .iter()
@@ -1090,4 +1139,31 @@ pub fn decide_naive(
         },
         request,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_those_of_to_string() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            3600,
+            86_399,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            assert_eq!(number(n).as_str(), n.to_string());
+        }
+        assert_eq!(
+            text(&["capped ttl ", "3600", " -> ", "900"]),
+            "capped ttl 3600 -> 900"
+        );
+    }
 }
