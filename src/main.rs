@@ -15,7 +15,7 @@ macro_rules! print {
     }};
 }
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -204,18 +204,13 @@ fn read_data(path: Option<&Path>) -> Result<Option<Value>, String> {
 
 /// Reads a file, or stdin for `-`, refusing inputs over the size limit.
 fn read_input(path: &str) -> Result<String, String> {
-    const LIMIT: u64 = 16 * 1024 * 1024;
-    let mut text = String::new();
-    let result = if path == "-" {
-        std::io::stdin().take(LIMIT + 1).read_to_string(&mut text)
+    use writ::source::{read_limited, MAX_INPUT_BYTES};
+    if path == "-" {
+        read_limited(std::io::stdin(), path, MAX_INPUT_BYTES)
     } else {
-        std::fs::File::open(path).and_then(|f| f.take(LIMIT + 1).read_to_string(&mut text))
-    };
-    result.map_err(|e| format!("cannot read `{path}`: {e}"))?;
-    if text.len() as u64 > LIMIT {
-        return Err(format!("`{path}` is larger than {LIMIT} bytes"));
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        read_limited(file, path, MAX_INPUT_BYTES)
     }
-    Ok(text)
 }
 
 fn compile(policy: &PolicyArgs) -> Result<Engine, String> {

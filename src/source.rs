@@ -169,3 +169,21 @@ impl Sources {
         self.files.is_empty()
     }
 }
+
+/// Largest request or data file the CLI and the server read, in bytes.
+pub const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads all of `reader` (named `name` in errors) as UTF-8, refusing more
+/// than `limit` bytes without reading past `limit + 1`.
+pub fn read_limited(reader: impl std::io::Read, name: &str, limit: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    reader
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read `{name}`: {e}"))?;
+    if text.len() as u64 > limit {
+        return Err(format!("`{name}` is larger than {limit} bytes"));
+    }
+    Ok(text)
+}

@@ -639,6 +639,19 @@ fn a_data_file_over_16_mib_is_refused() {
         Duration::from_secs(60),
     );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    // The server reads its data file under the same limit: it does not
+    // start.
+    let output = writ(
+        &["serve", "--addr", "127.0.0.1:0", "--data", &data],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_ne!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is larger than 16777216 bytes"),
+        "{}",
+        stderr(&output)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -94,8 +94,10 @@ impl PolicySource {
 }
 
 fn read_data(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read data file `{}`: {e}", path.display()))?;
+    use crate::source::{read_limited, MAX_INPUT_BYTES};
+    let text = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read data file `{}`: {e}", path.display()))
+        .and_then(|file| read_limited(file, &path.display().to_string(), MAX_INPUT_BYTES))?;
     serde_json::from_str(&text)
         .map_err(|e| format!("data file `{}` is not valid JSON: {e}", path.display()))
 }
