@@ -304,6 +304,8 @@ fn time_build<T>(
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..runs.max(1) {
+        // Each build starts with the previous one freed, as a reload does.
+        drop(last.take());
         let mut built = None;
         let mut once = || built = Some(build());
         times.push(per_op(&mut once, 1));

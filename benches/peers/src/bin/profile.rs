@@ -12,7 +12,8 @@
 //! Modes: `match N ITERS`, `nomatch N ITERS` (decide on a generated set of
 //! N rules), `pack ITERS` (the default pack, an allowed request),
 //! `e2e ITERS` (JSON parse + decide + serialise on the pack),
-//! `compile N ITERS` (parse + check + compile of N generated rules).
+//! `compile N ITERS` (parse + check + compile of N generated rules),
+//! `memory N` (live and peak heap after each compile phase).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -125,7 +126,11 @@ fn main() -> Result<(), Failure> {
                 black_box(engine.decide_json(black_box(ALLOW))?.to_json());
             }
         }
-        _ => return Err("usage: profile match|nomatch|compile N ITERS | pack|e2e ITERS".into()),
+        _ => {
+            return Err(
+                "usage: profile match|nomatch|compile N ITERS | pack|e2e ITERS | memory N".into(),
+            )
+        }
     }
     Ok(())
 }
