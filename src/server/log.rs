@@ -112,7 +112,7 @@ fn write_lines(mut rx: mpsc::Receiver<Message>, sink: Box<dyn Write + Send>, met
     // costs every sender a wake-up. Lines reach the file at most about a
     // millisecond after they were queued, or when the buffer fills.
     const FLUSH_AFTER: Duration = Duration::from_millis(1);
-    const POLL: Duration = Duration::from_micros(100);
+    const POLL: Duration = Duration::from_micros(500);
     let mut dirty = false;
     let mut last_flush = Instant::now();
     loop {
@@ -249,12 +249,13 @@ pub(crate) struct Entry<'a> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = Sha256::digest(bytes);
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
     for byte in hash {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{byte:02x}");
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     out
 }
@@ -320,6 +321,15 @@ pub(crate) fn line(
 mod tests {
     use super::*;
     use crate::engine::Engine;
+
+    #[test]
+    fn digests_are_lower_case_hex() {
+        // SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     fn sample() -> (Request, Decision) {
         let engine = Engine::compile(
