@@ -708,10 +708,9 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
     let mut trace: Vec<TraceEntry> = Vec::with_capacity(candidates.len());
     let mut errors: Vec<EvalError> = Vec::new();
     // Indices into `trace` by role.
-    let mut forbids = Vec::new();
-    let mut permits = Vec::new();
-    let mut limits = Vec::new();
-    let mut requires = Vec::new();
+    // The rules that matched, as (trace slot, rule index), in policy order;
+    // `role` picks those of one kind.
+    let mut matched: Vec<(usize, u32)> = Vec::new();
     let mut missed_permits = Vec::new();
 
     for &index in &candidates {
@@ -753,13 +752,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             if let (Some(because), None) = (&rule.because, &e.error) {
                 e.because = ctx.template(because, false).ok();
             }
-            let slot = trace.len();
-            match rule.kind {
-                RuleKind::Permit { .. } => permits.push((slot, index)),
-                RuleKind::Forbid => forbids.push(slot),
-                RuleKind::LimitTtl(_) | RuleKind::LimitScope(_) => limits.push((slot, index)),
-                RuleKind::Require(_) => requires.push((slot, index)),
-            }
+            matched.push((trace.len(), index));
         }
         trace.push(e);
     }
@@ -782,9 +775,16 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
     };
 
     // 2. A matching forbid (or one that failed closed) denies.
-    if !forbids.is_empty() {
+    let role = |is: fn(&RuleKind) -> bool| {
+        matched
+            .iter()
+            .copied()
+            .filter(move |&(_, index)| is(&set.rules[index as usize].kind))
+    };
+    let forbids = role(|k| matches!(k, RuleKind::Forbid));
+    if forbids.clone().next().is_some() {
         let mut reasons = Vec::new();
-        for &slot in &forbids {
+        for (slot, _) in forbids {
             trace[slot].effect.push("denied".to_owned());
             reasons.push(trace[slot].rule.to_string());
         }
@@ -794,7 +794,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
     // Instantiate the matched permits' grants; a grant that cannot be built
     // makes its permit not match.
     let mut granted: Vec<(usize, u32, Vec<ScopeItem>)> = Vec::new();
-    for &(slot, index) in &permits {
+    for (slot, index) in role(|k| matches!(k, RuleKind::Permit { .. })) {
         let RuleKind::Permit { grant, .. } = &set.rules[index as usize].kind else {
             continue;
         };
@@ -830,7 +830,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
     // Each applicable scope limit's patterns, built for this request. A
     // pattern that cannot be built keeps nothing: the limit fails closed.
     let mut scope_limits: Vec<(usize, Vec<ScopeItem>)> = Vec::new();
-    for &(slot, index) in &limits {
+    for (slot, index) in role(|k| matches!(k, RuleKind::LimitScope(_))) {
         let RuleKind::LimitScope(templates) = &set.rules[index as usize].kind else {
             continue;
         };
@@ -943,7 +943,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             }
         }
     }
-    for &(slot, index) in &limits {
+    for (slot, index) in role(|k| matches!(k, RuleKind::LimitTtl(_))) {
         if let RuleKind::LimitTtl(seconds) = set.rules[index as usize].kind {
             ttl_steps.push((slot, index, seconds));
         }
@@ -989,7 +989,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             sources.extend(obligations.iter().map(|o| (slot, index, o)));
         }
     }
-    for &(slot, index) in &requires {
+    for (slot, index) in role(|k| matches!(k, RuleKind::Require(_))) {
         if let RuleKind::Require(obligation) = &set.rules[index as usize].kind {
             sources.push((slot, index, obligation));
         }
