@@ -4,6 +4,7 @@
 //!
 //! [`ir`]: crate::ir
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
@@ -538,7 +539,7 @@ impl Checker<'_> {
         }
         let conjunct_text: Vec<Name> = conjuncts
             .iter()
-            .map(|c: &Expr| condition_text(self.sources.slice(c.span)).into())
+            .map(|c: &Expr| Name::from(&*condition_text(self.sources.slice(c.span))))
             .collect();
         if ok {
             self.contradictions(&conjuncts, rule);
@@ -850,12 +851,14 @@ impl Checker<'_> {
         let span = expr.span;
         let make = |kind, ty| Some(Expr { kind, ty, span });
         match &expr.kind {
-            A::Str(text) => make(
-                I::Lit(Lit::Str(
-                    text.replace("\\{", "{").replace("\\}", "}").into(),
-                )),
-                Ty::Str,
-            ),
+            A::Str(text) => {
+                let value: Box<str> = if text.contains('\\') {
+                    text.replace("\\{", "{").replace("\\}", "}").into()
+                } else {
+                    text.as_str().into()
+                };
+                make(I::Lit(Lit::Str(value)), Ty::Str)
+            }
             A::Num(n) => make(I::Lit(Lit::Num(*n)), Ty::Num),
             A::Dur(d) => make(I::Lit(Lit::Dur(*d)), Ty::Dur),
             A::Bool(b) => make(I::Lit(Lit::Bool(*b)), Ty::Bool),
@@ -1387,16 +1390,15 @@ impl Checker<'_> {
 
     /// Reports rules whose head tests on one attribute cannot all hold.
     fn contradictions(&mut self, conjuncts: &[Expr], rule: &ast::Rule) {
-        let mut sets: IndexMap<Attr, Vec<String>> = IndexMap::new();
+        // A rule tests few attributes: a list in first-seen order.
+        let mut sets: Vec<(&Attr, Vec<&str>)> = Vec::new();
         for conjunct in conjuncts {
             let Some((attr, values)) = crate::compile::head_test(conjunct) else {
                 continue;
             };
-            match sets.get_mut(&attr) {
-                Some(existing) => existing.retain(|v| values.contains(v)),
-                None => {
-                    sets.insert(attr, values);
-                }
+            match sets.iter_mut().find(|(a, _)| *a == attr) {
+                Some((_, existing)) => existing.retain(|v| values.contains(v)),
+                None => sets.push((attr, values)),
             }
         }
         if let Some((attr, _)) = sets.iter().find(|(_, values)| values.is_empty()) {
@@ -1481,7 +1483,39 @@ fn flatten_and<'e>(expr: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {
 
 /// Collapses runs of whitespace to one space.
 pub fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    collapsed(text).into_owned()
+}
+
+/// [`collapse`], borrowing the text when it has nothing to collapse (no
+/// leading, trailing or doubled space and no other whitespace), as most
+/// conditions are written.
+fn collapsed(text: &str) -> Cow<'_, str> {
+    let mut after_space = true;
+    let mut plain = true;
+    for &byte in text.as_bytes() {
+        match byte {
+            b' ' if after_space => plain = false,
+            b' ' => after_space = true,
+            // Other ASCII whitespace, and anything non-ASCII (which may be
+            // Unicode whitespace): take the general path.
+            b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | 0x80.. => plain = false,
+            _ => after_space = false,
+        }
+        if !plain {
+            break;
+        }
+    }
+    if plain && (!after_space || text.is_empty()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    Cow::Owned(out)
 }
 
 /// The text's tokens without comments, joined by single spaces: the same
@@ -1498,9 +1532,9 @@ fn canonical_tokens(text: &str) -> String {
 
 /// A condition's source text for traces: comments dropped, whitespace
 /// collapsed, spacing otherwise as written.
-fn condition_text(text: &str) -> String {
+fn condition_text(text: &str) -> Cow<'_, str> {
     if !text.contains("//") {
-        return collapse(text);
+        return collapsed(text);
     }
     let (tokens, _) = crate::lexer::lex(crate::source::FileId(0), text);
     let mut out = String::with_capacity(text.len());
@@ -1511,7 +1545,7 @@ fn condition_text(text: &str) -> String {
         last = token.span.end as usize;
     }
     out.push_str(text.get(last..).unwrap_or(""));
-    collapse(&out)
+    Cow::Owned(collapse(&out))
 }
 
 /// `{kind}.{8 hex digits}` from the rule's tokens, so reformatting a rule
@@ -1588,5 +1622,32 @@ mod tests {
         );
         assert_eq!(condition_text("a // note\n  or b"), "a or b");
         assert!(generated_id("forbid", "forbid if a;").starts_with("forbid."));
+    }
+
+    #[test]
+    fn collapsed_matches_split_whitespace() {
+        for text in [
+            "",
+            " ",
+            "a",
+            "a b",
+            " a b",
+            "a b ",
+            "a  b",
+            "a\tb",
+            "a\nb",
+            "a\x0bb",
+            "a\x0cb",
+            "a \r\n b",
+            "é b",
+            "a\u{a0}b",
+            "a\u{3000}b",
+            "a\u{1f}b",
+            "action == \"read\" and x",
+        ] {
+            let expected = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(collapsed(text), expected, "{text:?}");
+        }
+        assert!(matches!(collapsed("a == \"b\""), Cow::Borrowed(_)));
     }
 }

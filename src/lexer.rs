@@ -204,6 +204,15 @@ impl Token {
 /// makes logos generate code that recurses once per character.
 fn lex_string(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
     let rest = lex.remainder();
+    // Most strings have no escapes: find the closing quote and copy the
+    // text at once.
+    if let Some(end) = rest.bytes().position(|b| matches!(b, b'"' | b'\\' | b'\n')) {
+        if rest.as_bytes()[end] == b'"' {
+            let out = rest[..end].to_owned();
+            lex.bump(end + 1);
+            return Ok(out);
+        }
+    }
     let mut out = String::new();
     let mut chars = rest.char_indices();
     let mut bad = None;
