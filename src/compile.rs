@@ -64,8 +64,8 @@ impl Serialize for Attr {
 const LEAF_SIZE: usize = 2;
 
 /// The attribute and the values one conjunct restricts it to, when the
-/// conjunct is an indexable head test.
-pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
+/// conjunct is an indexable head test. Both borrow from the conjunct.
+pub fn head_test(expr: &Expr) -> Option<(&Attr, Vec<&str>)> {
     let ExprKind::Binary(op, left, right) = &expr.kind else {
         return None;
     };
@@ -91,10 +91,10 @@ pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
         let mut values = Vec::new();
         for level in Sensitivity::ALL {
             if keep(level)? {
-                values.push(level.as_str().to_owned());
+                values.push(level.as_str());
             }
         }
-        return Some((attr.clone(), values));
+        return Some((attr, values));
     }
     if !matches!(attr.ty(), crate::ir::Ty::Str | crate::ir::Ty::Any)
         || *attr == Attr::EnvironmentTime
@@ -102,20 +102,20 @@ pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
         return None;
     }
     match (op, lit) {
-        (BinOp::Eq, Lit::Str(value)) => Some((attr.clone(), vec![value.to_string()])),
+        (BinOp::Eq, Lit::Str(value)) => Some((attr, vec![&**value])),
         (BinOp::In, Lit::List(items)) => {
             let mut values = Vec::new();
             for item in items {
                 match item {
                     Lit::Str(value) => {
-                        if !values.iter().any(|v: &String| v == &**value) {
-                            values.push(value.to_string());
+                        if !values.contains(&&**value) {
+                            values.push(&**value);
                         }
                     }
                     _ => return None,
                 }
             }
-            Some((attr.clone(), values))
+            Some((attr, values))
         }
         _ => None,
     }
@@ -133,11 +133,11 @@ fn flip(op: BinOp) -> Option<BinOp> {
     })
 }
 
-type Heads = Vec<(Attr, Vec<String>)>;
+type Heads<'s> = Vec<(&'s Attr, Vec<&'s str>)>;
 
 /// Each rule's head: per attribute, the values its conjuncts allow
 /// (intersected when several conjuncts test the same attribute).
-fn heads(set: &PolicySet) -> Vec<Heads> {
+fn heads(set: &PolicySet) -> Vec<Heads<'_>> {
     set.rules
         .iter()
         .map(|rule| {
@@ -156,38 +156,42 @@ fn heads(set: &PolicySet) -> Vec<Heads> {
         .collect()
 }
 
-struct Builder {
-    heads: Vec<Heads>,
+struct Builder<'s> {
+    heads: Vec<Heads<'s>>,
     nodes: Vec<Node>,
 }
 
-impl Builder {
+impl<'s> Builder<'s> {
     fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
         NodeId((self.nodes.len() - 1) as u32)
     }
 
-    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<Attr>) -> NodeId {
+    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<&'s Attr>) -> NodeId {
         if rules.len() <= LEAF_SIZE {
             return self.push(Node::Leaf { rules });
         }
-        // The attribute most of these rules test.
-        let mut counts: IndexMap<&Attr, usize> = IndexMap::new();
+        // The attribute most of these rules test. There are few distinct
+        // attributes: a list in first-seen order does what a map would.
+        let mut counts: Vec<(&'s Attr, usize)> = Vec::new();
         for &rule in &rules {
-            for (attr, values) in &self.heads[rule as usize] {
-                if !values.is_empty() && !used.contains(attr) {
-                    *counts.entry(attr).or_default() += 1;
+            for &(attr, ref values) in &self.heads[rule as usize] {
+                if !values.is_empty() && !used.contains(&attr) {
+                    match counts.iter_mut().find(|(a, _)| *a == attr) {
+                        Some((_, count)) => *count += 1,
+                        None => counts.push((attr, 1)),
+                    }
                 }
             }
         }
         let best = counts
             .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(attr, _)| (*attr).clone());
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(attr, _)| *attr);
         let Some(attr) = best else {
             return self.push(Node::Leaf { rules });
         };
-        let mut children: IndexMap<Box<str>, Vec<u32>> = IndexMap::new();
+        let mut children: IndexMap<&'s str, Vec<u32>> = IndexMap::new();
         let mut rest = Vec::new();
         for &rule in &rules {
             match self.heads[rule as usize]
@@ -195,26 +199,24 @@ impl Builder {
                 .find(|(a, values)| *a == attr && !values.is_empty())
             {
                 Some((_, values)) => {
-                    for value in values {
-                        children
-                            .entry(value.as_str().into())
-                            .or_default()
-                            .push(rule);
+                    for &value in values {
+                        children.entry(value).or_default().push(rule);
                     }
                 }
                 None => rest.push(rule),
             }
         }
-        used.push(attr.clone());
-        let mut built = IndexMap::new();
+        drop(rules);
+        used.push(attr);
+        let mut built = IndexMap::with_capacity(children.len());
         for (value, rules) in children {
             let child = self.build(rules, used);
-            built.insert(value, child);
+            built.insert(Box::<str>::from(value), child);
         }
         let rest = self.build(rest, used);
         used.pop();
         self.push(Node::Switch {
-            attr,
+            attr: attr.clone(),
             children: built,
             rest,
         })
