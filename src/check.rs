@@ -400,8 +400,13 @@ pub fn check(
     for name in overridden {
         checker.data.shift_remove(&name);
     }
-    let mut rules = Vec::new();
-    let mut ids: HashMap<Name, Span> = HashMap::new();
+    let rule_count = files
+        .iter()
+        .flat_map(|f| &f.items)
+        .filter(|i| matches!(i, ast::Item::Rule(_)))
+        .count();
+    let mut rules = Vec::with_capacity(rule_count);
+    let mut ids: HashMap<Name, Span> = HashMap::with_capacity(rule_count);
     for file in files {
         checker.current_file = file.file;
         for item in file.items {
@@ -528,8 +533,9 @@ impl Checker<'_> {
 
         let mut conjuncts = Vec::new();
         if let Some(condition) = &rule.condition {
-            let mut parts = Vec::new();
+            let mut parts = Vec::with_capacity(8);
             flatten_and(condition, &mut parts);
+            conjuncts.reserve_exact(parts.len());
             for part in parts {
                 match self.condition(part) {
                     Some(expr) => conjuncts.push(expr),
