@@ -1496,22 +1496,20 @@ pub fn collapse(text: &str) -> String {
 /// leading, trailing or doubled space and no other whitespace), as most
 /// conditions are written.
 fn collapsed(text: &str) -> Cow<'_, str> {
-    let mut after_space = true;
-    let mut plain = true;
-    for &byte in text.as_bytes() {
-        match byte {
-            b' ' if after_space => plain = false,
-            b' ' => after_space = true,
-            // Other ASCII whitespace, and anything non-ASCII (which may be
-            // Unicode whitespace): take the general path.
-            b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | 0x80.. => plain = false,
-            _ => after_space = false,
-        }
-        if !plain {
-            break;
-        }
-    }
-    if plain && (!after_space || text.is_empty()) {
+    let bytes = text.as_bytes();
+    // Branch-free scans the compiler can vectorise: control bytes (ASCII
+    // whitespace other than the space among them) and non-ASCII bytes
+    // (which may be Unicode whitespace) take the general path, as do
+    // doubled spaces.
+    let unusual = bytes
+        .iter()
+        .fold(false, |seen, &b| seen | !(b' '..0x80).contains(&b));
+    let doubled = bytes
+        .iter()
+        .zip(bytes.iter().skip(1))
+        .fold(false, |seen, (&a, &b)| seen | ((a == b' ') & (b == b' ')));
+    let trimmed = bytes.first() != Some(&b' ') && bytes.last() != Some(&b' ');
+    if !unusual && !doubled && trimmed {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -1539,7 +1537,12 @@ fn canonical_tokens(text: &str) -> String {
 /// A condition's source text for traces: comments dropped, whitespace
 /// collapsed, spacing otherwise as written.
 fn condition_text(text: &str) -> Cow<'_, str> {
-    if !text.contains("//") {
+    let bytes = text.as_bytes();
+    let comment = bytes
+        .iter()
+        .zip(bytes.iter().skip(1))
+        .fold(false, |seen, (&a, &b)| seen | ((a == b'/') & (b == b'/')));
+    if !comment {
         return collapsed(text);
     }
     let (tokens, _) = crate::lexer::lex(crate::source::FileId(0), text);
@@ -1649,6 +1652,10 @@ mod tests {
             "a\u{a0}b",
             "a\u{3000}b",
             "a\u{1f}b",
+            "a\u{1}b",
+            "\u{85}",
+            "  ",
+            "a ",
             "action == \"read\" and x",
         ] {
             let expected = text.split_whitespace().collect::<Vec<_>>().join(" ");
