@@ -28,8 +28,9 @@ pub enum Item {
 /// A name with its span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ident {
-    /// The name.
-    pub name: String,
+    /// The name (a `Box<str>`, not a `String`: two words, not three, in
+    /// every field access node).
+    pub name: Box<str>,
     /// Where it is.
     pub span: Span,
 }
@@ -189,27 +190,33 @@ pub enum ExprKind {
     Field(Box<Expr>, Ident),
     /// `teams[subject.owner]`
     Index(Box<Expr>, Box<Expr>),
-    /// `len(requested.scope)`
-    Call(Ident, Vec<Expr>),
+    /// `len(requested.scope)`: the function and the arguments, boxed to
+    /// keep every other node small.
+    Call(Box<(Ident, Vec<Expr>)>),
     /// `not x`
     Not(Box<Expr>),
     /// `a == b`, `a and b`, `a + b`, ...
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `context has approval.by`
     Has(Box<Expr>, Vec<Ident>),
-    /// `any(item in requested.scope: item matches "read:*")`
-    Quantifier {
-        /// `all` (true) or `any` (false).
-        all: bool,
-        /// The bound name.
-        var: Ident,
-        /// The list it ranges over.
-        list: Box<Expr>,
-        /// The condition.
-        body: Box<Expr>,
-    },
+    /// `any(item in requested.scope: item matches "read:*")`, boxed to
+    /// keep every other node small.
+    Quantifier(Box<Quantifier>),
     /// What error recovery leaves where an expression could not be parsed.
     Error,
+}
+
+/// `any(item in list: body)` / `all(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantifier {
+    /// `all` (true) or `any` (false).
+    pub all: bool,
+    /// The bound name.
+    pub var: Ident,
+    /// The list it ranges over.
+    pub list: Expr,
+    /// The condition.
+    pub body: Expr,
 }
 
 /// Binary operators.

@@ -442,7 +442,7 @@ impl Checker<'_> {
     }
 
     fn constant(&mut self, decl: &ast::ConstDecl) {
-        let name = decl.name.name.clone();
+        let name = decl.name.name.to_string();
         if is_reserved(&name) {
             self.error(
                 decl.name.span,
@@ -500,7 +500,7 @@ impl Checker<'_> {
         let mut id = None;
         let mut annotations: IndexMap<String, Vec<String>> = IndexMap::new();
         for annotation in &rule.annotations {
-            let name = annotation.name.name.as_str();
+            let name = &*annotation.name.name;
             let args: Vec<String> = annotation.args.iter().map(|a| a.value.clone()).collect();
             if name == "id" {
                 let valid = args.len() == 1
@@ -647,9 +647,7 @@ impl Checker<'_> {
         Some(match obligation {
             ast::Obligation::Approval(_) => Obligation::Approval,
             ast::Obligation::Log(_) => Obligation::Log,
-            ast::Obligation::RevokeOn { event, .. } => {
-                Obligation::RevokeOn(event.name.clone().into())
-            }
+            ast::Obligation::RevokeOn { event, .. } => Obligation::RevokeOn(event.name.clone()),
             ast::Obligation::Audience { value, .. } => {
                 if let A::Str(text) = &value.kind {
                     Obligation::Audience(self.template(text, value.span, false)?)
@@ -932,16 +930,17 @@ impl Checker<'_> {
                 };
                 make(I::Index(Box::new(base), Box::new(index)), ty)
             }
-            A::Call(name, args) => {
+            A::Call(call) => {
+                let (name, args) = &**call;
                 let Some((_, builtin, arity)) = Builtin::ALL
                     .iter()
-                    .find(|(n, _, _)| *n == name.name)
+                    .find(|(n, _, _)| **n == *name.name)
                     .copied()
                 else {
                     self.error(
                         name.span,
                         CheckError::UnknownFunction {
-                            name: name.name.clone(),
+                            name: name.name.to_string(),
                             span: name.span.source_span(),
                         },
                     );
@@ -951,7 +950,7 @@ impl Checker<'_> {
                     self.error(
                         span,
                         CheckError::WrongArity {
-                            name: name.name.clone(),
+                            name: name.name.to_string(),
                             expected: arity,
                             found: args.len(),
                             span: span.source_span(),
@@ -1001,12 +1000,13 @@ impl Checker<'_> {
                 make(I::Not(Box::new(inner)), Ty::Bool)
             }
             A::Has(base, fields) => self.has(base, fields, span),
-            A::Quantifier {
-                all,
-                var,
-                list,
-                body,
-            } => {
+            A::Quantifier(quantifier) => {
+                let ast::Quantifier {
+                    all,
+                    var,
+                    list,
+                    body,
+                } = &**quantifier;
                 let list = self.expr(list)?;
                 let elem = match list.ty {
                     Ty::StrList => Ty::Str,
@@ -1031,13 +1031,13 @@ impl Checker<'_> {
                     self.error(
                         var.span,
                         CheckError::ReservedName {
-                            name: var.name.clone(),
+                            name: var.name.to_string(),
                             span: var.span.source_span(),
                         },
                     );
                     return None;
                 }
-                self.locals.push((var.name.clone(), elem));
+                self.locals.push((var.name.to_string(), elem));
                 let body = self.condition(body);
                 self.locals.pop();
                 make(
@@ -1143,7 +1143,7 @@ impl Checker<'_> {
         let base = self.expr(base)?;
         match base.ty {
             Ty::Any => Some(Expr {
-                kind: I::Field(Box::new(base), field.name.clone().into()),
+                kind: I::Field(Box::new(base), field.name.clone()),
                 ty: Ty::Any,
                 span: expr.span,
             }),
@@ -1162,7 +1162,7 @@ impl Checker<'_> {
     }
 
     fn attr(&mut self, dim: Dim, field: &ast::Ident) -> Option<Attr> {
-        let name = field.name.as_str();
+        let name = &*field.name;
         let fields = dim.fields();
         if dim != Dim::Context && !fields.iter().any(|(f, _)| *f == name) {
             let suggestion = closest(name, fields.iter().map(|(f, _)| *f));
@@ -1193,12 +1193,7 @@ impl Checker<'_> {
                 span,
             })
         };
-        let rest = |from: usize| {
-            fields[from..]
-                .iter()
-                .map(|f| f.name.clone().into())
-                .collect()
-        };
+        let rest = |from: usize| fields[from..].iter().map(|f| f.name.clone()).collect();
         if let A::Name(root) = &base.kind {
             if let Some(dim) = Dim::from_name(root) {
                 let attr = self.attr(dim, &fields[0])?;
@@ -1362,7 +1357,7 @@ impl Checker<'_> {
                     return mismatch(self, None);
                 }
                 return Some(Expr {
-                    kind: I::Matches(Box::new(l), Glob::new(&pattern)),
+                    kind: I::Matches(Box::new(l), Box::new(Glob::new(&pattern))),
                     ty: Ty::Bool,
                     span,
                 });
@@ -1456,7 +1451,7 @@ fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option
         let start = end + 1;
         end = start + part.len();
         let field = ast::Ident {
-            name: part.to_owned(),
+            name: part.into(),
             span: Span::new(file, start, end),
         };
         expr = ast::Expr::new(
