@@ -3,6 +3,8 @@
 //! Names are not resolved here and types are not known; the checker does
 //! both. Each variant's doc names the smallest input that produces it.
 
+use std::borrow::Cow;
+
 use crate::source::{FileId, Span};
 
 /// A parsed policy file.
@@ -28,9 +30,9 @@ pub enum Item {
 /// A name with its span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ident {
-    /// The name (a `Box<str>`, not a `String`: two words, not three, in
-    /// every field access node).
-    pub name: Box<str>,
+    /// The name: borrowed from a static table for the common names
+    /// (dimensions, attributes, functions), so most cost no allocation.
+    pub name: Cow<'static, str>,
     /// Where it is.
     pub span: Span,
 }
@@ -175,7 +177,8 @@ pub struct Expr {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExprKind {
     /// `subject`, `workload_auth`, `restricted`: resolved by the checker.
-    Name(String),
+    /// Common names are borrowed from a static table.
+    Name(Cow<'static, str>),
     /// `"read"`
     Str(String),
     /// `10`

@@ -647,7 +647,7 @@ impl Checker<'_> {
         Some(match obligation {
             ast::Obligation::Approval(_) => Obligation::Approval,
             ast::Obligation::Log(_) => Obligation::Log,
-            ast::Obligation::RevokeOn { event, .. } => Obligation::RevokeOn(event.name.clone()),
+            ast::Obligation::RevokeOn { event, .. } => Obligation::RevokeOn((*event.name).into()),
             ast::Obligation::Audience { value, .. } => {
                 if let A::Str(text) = &value.kind {
                     Obligation::Audience(self.template(text, value.span, false)?)
@@ -701,7 +701,7 @@ impl Checker<'_> {
                 }
                 Some(out)
             }
-            A::Name(name) => match self.consts.get(name).map(|c| &c.value) {
+            A::Name(name) => match self.consts.get(&**name).map(|c| &c.value) {
                 Some(Lit::List(items)) => {
                     let mut out = Vec::new();
                     for item in items {
@@ -1129,7 +1129,7 @@ impl Checker<'_> {
         };
         if let A::Name(root) = &base.kind {
             let shadowed =
-                self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(root);
+                self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(&**root);
             if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
                 let attr = self.attr(dim, field)?;
                 let ty = attr.ty();
@@ -1143,7 +1143,7 @@ impl Checker<'_> {
         let base = self.expr(base)?;
         match base.ty {
             Ty::Any => Some(Expr {
-                kind: I::Field(Box::new(base), field.name.clone()),
+                kind: I::Field(Box::new(base), (*field.name).into()),
                 ty: Ty::Any,
                 span: expr.span,
             }),
@@ -1193,7 +1193,7 @@ impl Checker<'_> {
                 span,
             })
         };
-        let rest = |from: usize| fields[from..].iter().map(|f| f.name.clone()).collect();
+        let rest = |from: usize| fields[from..].iter().map(|f| (*f.name).into()).collect();
         if let A::Name(root) = &base.kind {
             if let Some(dim) = Dim::from_name(root) {
                 let attr = self.attr(dim, &fields[0])?;
@@ -1443,7 +1443,10 @@ fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option
         return None;
     }
     let mut end = offset + first.len();
-    let mut expr = ast::Expr::new(A::Name(first.to_owned()), Span::new(file, offset, end));
+    let mut expr = ast::Expr::new(
+        A::Name(crate::lexer::name(first)),
+        Span::new(file, offset, end),
+    );
     for part in parts {
         if !is_ident(part) {
             return None;
@@ -1451,7 +1454,7 @@ fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option
         let start = end + 1;
         end = start + part.len();
         let field = ast::Ident {
-            name: part.into(),
+            name: crate::lexer::name(part),
             span: Span::new(file, start, end),
         };
         expr = ast::Expr::new(
