@@ -497,15 +497,16 @@ impl Checker<'_> {
 
     fn rule(&mut self, rule: &ast::Rule) -> Option<Rule> {
         let mut ok = true;
-        let mut id = None;
+        let mut id: Option<Name> = None;
         let mut annotations: IndexMap<String, Vec<String>> = IndexMap::new();
         for annotation in &rule.annotations {
             let name = &*annotation.name.name;
-            let args: Vec<String> = annotation.args.iter().map(|a| a.value.clone()).collect();
+            let args = &annotation.args;
             if name == "id" {
                 let valid = args.len() == 1
-                    && !args[0].is_empty()
+                    && !args[0].value.is_empty()
                     && args[0]
+                        .value
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
                 if !valid || id.is_some() {
@@ -524,10 +525,13 @@ impl Checker<'_> {
                     );
                     ok = false;
                 } else {
-                    id = Some(args[0].clone());
+                    id = Some(Name::from(args[0].value.as_str()));
                 }
             } else {
-                annotations.entry(name.to_owned()).or_default().extend(args);
+                annotations
+                    .entry(name.to_owned())
+                    .or_default()
+                    .extend(args.iter().map(|a| a.value.clone()));
             }
         }
 
@@ -614,13 +618,13 @@ impl Checker<'_> {
         let text = self.sources.slice(rule.span);
         let (id, generated_id) = match id {
             Some(id) => (id, false),
-            None => (generated_id(rule.kind.keyword(), text), true),
+            None => (generated_id(rule.kind.keyword(), text).into(), true),
         };
         let location = self.sources.location(rule.keyword_span).into();
         let kind_name = self.kind_name(kind.name());
         ok.then(|| Rule {
             kind_name,
-            id: id.into(),
+            id,
             generated_id,
             kind,
             conjuncts,
