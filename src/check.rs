@@ -1167,6 +1167,12 @@ impl Checker<'_> {
 
     fn attr(&mut self, dim: Dim, field: &ast::Ident) -> Option<Attr> {
         let name = &*field.name;
+        // The known fields (`dim.fields()`) are exactly those with an
+        // attribute of their own.
+        let known = Attr::of(dim, name);
+        if !matches!(known, Attr::Extra(..)) {
+            return Some(known);
+        }
         let fields = dim.fields();
         if dim != Dim::Context && !fields.iter().any(|(f, _)| *f == name) {
             let suggestion = closest(name, fields.iter().map(|(f, _)| *f));
@@ -1633,6 +1639,26 @@ mod tests {
         );
         assert_eq!(condition_text("a // note\n  or b"), "a or b");
         assert!(generated_id("forbid", "forbid if a;").starts_with("forbid."));
+    }
+
+    #[test]
+    fn known_fields_are_the_attributes_of_their_own() {
+        for dim in [
+            Dim::Subject,
+            Dim::Resource,
+            Dim::Intent,
+            Dim::Environment,
+            Dim::Requested,
+            Dim::Context,
+        ] {
+            for (field, _) in dim.fields() {
+                assert!(!matches!(Attr::of(dim, field), Attr::Extra(..)));
+            }
+            for field in ["name", "id", "kind", "time", "scope", "task", "x"] {
+                let known = dim.fields().iter().any(|(f, _)| *f == field);
+                assert_eq!(known, !matches!(Attr::of(dim, field), Attr::Extra(..)));
+            }
+        }
     }
 
     #[test]
