@@ -801,11 +801,13 @@ impl Checker<'_> {
             } else if rest.starts_with('}') {
                 return bad(self, "`}` without `{`");
             } else {
-                let mut chars = rest.chars();
-                if let Some(c) = chars.next() {
-                    literal.push(c);
-                }
-                rest = chars.as_str();
+                // Plain text up to the next brace or backslash, at once.
+                let first = rest.chars().next().map_or(1, char::len_utf8);
+                let end = rest[first..]
+                    .find(['{', '}', '\\'])
+                    .map_or(rest.len(), |at| at + first);
+                literal.push_str(&rest[..end]);
+                rest = &rest[end..];
             }
         }
         if !literal.is_empty() {
