@@ -878,9 +878,9 @@ impl Checker<'_> {
                     lowered.push(self.expr(item)?);
                 }
                 let all_lit: Option<Vec<Lit>> = lowered
-                    .iter()
-                    .map(|e| match &e.kind {
-                        I::Lit(l) => Some(l.clone()),
+                    .into_iter()
+                    .map(|e| match e.kind {
+                        I::Lit(l) => Some(l),
                         _ => None,
                     })
                     .collect();
