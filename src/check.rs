@@ -682,7 +682,11 @@ impl Checker<'_> {
     }
 
     /// A list of string literals (or a constant holding one), with spans.
-    fn string_list(&mut self, expr: &ast::Expr, what: &'static str) -> Option<Vec<(String, Span)>> {
+    fn string_list<'a>(
+        &mut self,
+        expr: &'a ast::Expr,
+        what: &'static str,
+    ) -> Option<Vec<(Cow<'a, str>, Span)>> {
         let not_constant = |checker: &mut Self| {
             checker.error(
                 expr.span,
@@ -699,7 +703,7 @@ impl Checker<'_> {
                 let mut out = Vec::new();
                 for item in items {
                     match &item.kind {
-                        A::Str(text) => out.push((text.clone(), item.span)),
+                        A::Str(text) => out.push((Cow::Borrowed(text.as_str()), item.span)),
                         _ => return not_constant(self),
                     }
                 }
@@ -710,7 +714,7 @@ impl Checker<'_> {
                     let mut out = Vec::new();
                     for item in items {
                         match item {
-                            Lit::Str(text) => out.push((text.to_string(), expr.span)),
+                            Lit::Str(text) => out.push((Cow::Owned(text.to_string()), expr.span)),
                             _ => return not_constant(self),
                         }
                     }
