@@ -881,13 +881,16 @@ impl Checker<'_> {
                 for item in items {
                     lowered.push(self.expr(item)?);
                 }
-                let all_lit: Option<Vec<Lit>> = lowered
-                    .into_iter()
-                    .map(|e| match e.kind {
-                        I::Lit(l) => Some(l),
-                        _ => None,
-                    })
-                    .collect();
+                // A fresh list, not one collected in place: that would keep
+                // the expressions' larger buffer alive in the constant.
+                let mut lits = Vec::with_capacity(lowered.len());
+                for e in lowered {
+                    match e.kind {
+                        I::Lit(l) => lits.push(l),
+                        _ => break,
+                    }
+                }
+                let all_lit = (lits.len() == items.len()).then_some(lits);
                 match all_lit {
                     Some(lits) => {
                         let lit = Lit::List(lits);
