@@ -3,6 +3,8 @@
 //! Names are not resolved here and types are not known; the checker does
 //! both. Each variant's doc names the smallest input that produces it.
 
+use std::borrow::Cow;
+
 use crate::source::{FileId, Span};
 
 /// A parsed policy file.
@@ -28,8 +30,9 @@ pub enum Item {
 /// A name with its span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ident {
-    /// The name.
-    pub name: String,
+    /// The name: borrowed from a static table for the common names
+    /// (dimensions, attributes, functions), so most cost no allocation.
+    pub name: Cow<'static, str>,
     /// Where it is.
     pub span: Span,
 }
@@ -174,7 +177,8 @@ pub struct Expr {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExprKind {
     /// `subject`, `workload_auth`, `restricted`: resolved by the checker.
-    Name(String),
+    /// Common names are borrowed from a static table.
+    Name(Cow<'static, str>),
     /// `"read"`
     Str(String),
     /// `10`
@@ -189,27 +193,33 @@ pub enum ExprKind {
     Field(Box<Expr>, Ident),
     /// `teams[subject.owner]`
     Index(Box<Expr>, Box<Expr>),
-    /// `len(requested.scope)`
-    Call(Ident, Vec<Expr>),
+    /// `len(requested.scope)`: the function and the arguments, boxed to
+    /// keep every other node small.
+    Call(Box<(Ident, Vec<Expr>)>),
     /// `not x`
     Not(Box<Expr>),
     /// `a == b`, `a and b`, `a + b`, ...
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `context has approval.by`
     Has(Box<Expr>, Vec<Ident>),
-    /// `any(item in requested.scope: item matches "read:*")`
-    Quantifier {
-        /// `all` (true) or `any` (false).
-        all: bool,
-        /// The bound name.
-        var: Ident,
-        /// The list it ranges over.
-        list: Box<Expr>,
-        /// The condition.
-        body: Box<Expr>,
-    },
+    /// `any(item in requested.scope: item matches "read:*")`, boxed to
+    /// keep every other node small.
+    Quantifier(Box<Quantifier>),
     /// What error recovery leaves where an expression could not be parsed.
     Error,
+}
+
+/// `any(item in list: body)` / `all(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantifier {
+    /// `all` (true) or `any` (false).
+    pub all: bool,
+    /// The bound name.
+    pub var: Ident,
+    /// The list it ranges over.
+    pub list: Expr,
+    /// The condition.
+    pub body: Expr,
 }
 
 /// Binary operators.

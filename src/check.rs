@@ -4,6 +4,7 @@
 //!
 //! [`ir`]: crate::ir
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
@@ -399,8 +400,13 @@ pub fn check(
     for name in overridden {
         checker.data.shift_remove(&name);
     }
-    let mut rules = Vec::new();
-    let mut ids: HashMap<Name, Span> = HashMap::new();
+    let rule_count = files
+        .iter()
+        .flat_map(|f| &f.items)
+        .filter(|i| matches!(i, ast::Item::Rule(_)))
+        .count();
+    let mut rules = Vec::with_capacity(rule_count);
+    let mut ids: HashMap<Name, Span> = HashMap::with_capacity(rule_count);
     for file in files {
         checker.current_file = file.file;
         for item in file.items {
@@ -436,7 +442,7 @@ impl Checker<'_> {
     }
 
     fn constant(&mut self, decl: &ast::ConstDecl) {
-        let name = decl.name.name.clone();
+        let name = decl.name.name.to_string();
         if is_reserved(&name) {
             self.error(
                 decl.name.span,
@@ -491,15 +497,16 @@ impl Checker<'_> {
 
     fn rule(&mut self, rule: &ast::Rule) -> Option<Rule> {
         let mut ok = true;
-        let mut id = None;
+        let mut id: Option<Name> = None;
         let mut annotations: IndexMap<String, Vec<String>> = IndexMap::new();
         for annotation in &rule.annotations {
-            let name = annotation.name.name.as_str();
-            let args: Vec<String> = annotation.args.iter().map(|a| a.value.clone()).collect();
+            let name = &*annotation.name.name;
+            let args = &annotation.args;
             if name == "id" {
                 let valid = args.len() == 1
-                    && !args[0].is_empty()
+                    && !args[0].value.is_empty()
                     && args[0]
+                        .value
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
                 if !valid || id.is_some() {
@@ -518,17 +525,21 @@ impl Checker<'_> {
                     );
                     ok = false;
                 } else {
-                    id = Some(args[0].clone());
+                    id = Some(Name::from(args[0].value.as_str()));
                 }
             } else {
-                annotations.entry(name.to_owned()).or_default().extend(args);
+                annotations
+                    .entry(name.to_owned())
+                    .or_default()
+                    .extend(args.iter().map(|a| a.value.clone()));
             }
         }
 
         let mut conjuncts = Vec::new();
         if let Some(condition) = &rule.condition {
-            let mut parts = Vec::new();
+            let mut parts = Vec::with_capacity(8);
             flatten_and(condition, &mut parts);
+            conjuncts.reserve_exact(parts.len());
             for part in parts {
                 match self.condition(part) {
                     Some(expr) => conjuncts.push(expr),
@@ -538,7 +549,7 @@ impl Checker<'_> {
         }
         let conjunct_text: Vec<Name> = conjuncts
             .iter()
-            .map(|c: &Expr| condition_text(self.sources.slice(c.span)).into())
+            .map(|c: &Expr| Name::from(&*condition_text(self.sources.slice(c.span))))
             .collect();
         if ok {
             self.contradictions(&conjuncts, rule);
@@ -607,13 +618,13 @@ impl Checker<'_> {
         let text = self.sources.slice(rule.span);
         let (id, generated_id) = match id {
             Some(id) => (id, false),
-            None => (generated_id(rule.kind.keyword(), text), true),
+            None => (generated_id(rule.kind.keyword(), text).into(), true),
         };
         let location = self.sources.location(rule.keyword_span).into();
         let kind_name = self.kind_name(kind.name());
         ok.then(|| Rule {
             kind_name,
-            id: id.into(),
+            id,
             generated_id,
             kind,
             conjuncts,
@@ -640,9 +651,7 @@ impl Checker<'_> {
         Some(match obligation {
             ast::Obligation::Approval(_) => Obligation::Approval,
             ast::Obligation::Log(_) => Obligation::Log,
-            ast::Obligation::RevokeOn { event, .. } => {
-                Obligation::RevokeOn(event.name.clone().into())
-            }
+            ast::Obligation::RevokeOn { event, .. } => Obligation::RevokeOn((*event.name).into()),
             ast::Obligation::Audience { value, .. } => {
                 if let A::Str(text) = &value.kind {
                     Obligation::Audience(self.template(text, value.span, false)?)
@@ -673,7 +682,11 @@ impl Checker<'_> {
     }
 
     /// A list of string literals (or a constant holding one), with spans.
-    fn string_list(&mut self, expr: &ast::Expr, what: &'static str) -> Option<Vec<(String, Span)>> {
+    fn string_list<'a>(
+        &mut self,
+        expr: &'a ast::Expr,
+        what: &'static str,
+    ) -> Option<Vec<(Cow<'a, str>, Span)>> {
         let not_constant = |checker: &mut Self| {
             checker.error(
                 expr.span,
@@ -690,18 +703,18 @@ impl Checker<'_> {
                 let mut out = Vec::new();
                 for item in items {
                     match &item.kind {
-                        A::Str(text) => out.push((text.clone(), item.span)),
+                        A::Str(text) => out.push((Cow::Borrowed(text.as_str()), item.span)),
                         _ => return not_constant(self),
                     }
                 }
                 Some(out)
             }
-            A::Name(name) => match self.consts.get(name).map(|c| &c.value) {
+            A::Name(name) => match self.consts.get(&**name).map(|c| &c.value) {
                 Some(Lit::List(items)) => {
                     let mut out = Vec::new();
                     for item in items {
                         match item {
-                            Lit::Str(text) => out.push((text.to_string(), expr.span)),
+                            Lit::Str(text) => out.push((Cow::Owned(text.to_string()), expr.span)),
                             _ => return not_constant(self),
                         }
                     }
@@ -792,11 +805,13 @@ impl Checker<'_> {
             } else if rest.starts_with('}') {
                 return bad(self, "`}` without `{`");
             } else {
-                let mut chars = rest.chars();
-                if let Some(c) = chars.next() {
-                    literal.push(c);
-                }
-                rest = chars.as_str();
+                // Plain text up to the next brace or backslash, at once.
+                let first = rest.chars().next().map_or(1, char::len_utf8);
+                let end = rest[first..]
+                    .find(['{', '}', '\\'])
+                    .map_or(rest.len(), |at| at + first);
+                literal.push_str(&rest[..end]);
+                rest = &rest[end..];
             }
         }
         if !literal.is_empty() {
@@ -850,12 +865,14 @@ impl Checker<'_> {
         let span = expr.span;
         let make = |kind, ty| Some(Expr { kind, ty, span });
         match &expr.kind {
-            A::Str(text) => make(
-                I::Lit(Lit::Str(
-                    text.replace("\\{", "{").replace("\\}", "}").into(),
-                )),
-                Ty::Str,
-            ),
+            A::Str(text) => {
+                let value: Box<str> = if text.contains('\\') {
+                    text.replace("\\{", "{").replace("\\}", "}").into()
+                } else {
+                    text.as_str().into()
+                };
+                make(I::Lit(Lit::Str(value)), Ty::Str)
+            }
             A::Num(n) => make(I::Lit(Lit::Num(*n)), Ty::Num),
             A::Dur(d) => make(I::Lit(Lit::Dur(*d)), Ty::Dur),
             A::Bool(b) => make(I::Lit(Lit::Bool(*b)), Ty::Bool),
@@ -864,13 +881,16 @@ impl Checker<'_> {
                 for item in items {
                     lowered.push(self.expr(item)?);
                 }
-                let all_lit: Option<Vec<Lit>> = lowered
-                    .iter()
-                    .map(|e| match &e.kind {
-                        I::Lit(l) => Some(l.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                // A fresh list, not one collected in place: that would keep
+                // the expressions' larger buffer alive in the constant.
+                let mut lits = Vec::with_capacity(lowered.len());
+                for e in lowered {
+                    match e.kind {
+                        I::Lit(l) => lits.push(l),
+                        _ => break,
+                    }
+                }
+                let all_lit = (lits.len() == items.len()).then_some(lits);
                 match all_lit {
                     Some(lits) => {
                         let lit = Lit::List(lits);
@@ -923,16 +943,17 @@ impl Checker<'_> {
                 };
                 make(I::Index(Box::new(base), Box::new(index)), ty)
             }
-            A::Call(name, args) => {
+            A::Call(call) => {
+                let (name, args) = &**call;
                 let Some((_, builtin, arity)) = Builtin::ALL
                     .iter()
-                    .find(|(n, _, _)| *n == name.name)
+                    .find(|(n, _, _)| **n == *name.name)
                     .copied()
                 else {
                     self.error(
                         name.span,
                         CheckError::UnknownFunction {
-                            name: name.name.clone(),
+                            name: name.name.to_string(),
                             span: name.span.source_span(),
                         },
                     );
@@ -942,7 +963,7 @@ impl Checker<'_> {
                     self.error(
                         span,
                         CheckError::WrongArity {
-                            name: name.name.clone(),
+                            name: name.name.to_string(),
                             expected: arity,
                             found: args.len(),
                             span: span.source_span(),
@@ -992,12 +1013,13 @@ impl Checker<'_> {
                 make(I::Not(Box::new(inner)), Ty::Bool)
             }
             A::Has(base, fields) => self.has(base, fields, span),
-            A::Quantifier {
-                all,
-                var,
-                list,
-                body,
-            } => {
+            A::Quantifier(quantifier) => {
+                let ast::Quantifier {
+                    all,
+                    var,
+                    list,
+                    body,
+                } = &**quantifier;
                 let list = self.expr(list)?;
                 let elem = match list.ty {
                     Ty::StrList => Ty::Str,
@@ -1022,13 +1044,13 @@ impl Checker<'_> {
                     self.error(
                         var.span,
                         CheckError::ReservedName {
-                            name: var.name.clone(),
+                            name: var.name.to_string(),
                             span: var.span.source_span(),
                         },
                     );
                     return None;
                 }
-                self.locals.push((var.name.clone(), elem));
+                self.locals.push((var.name.to_string(), elem));
                 let body = self.condition(body);
                 self.locals.pop();
                 make(
@@ -1120,7 +1142,7 @@ impl Checker<'_> {
         };
         if let A::Name(root) = &base.kind {
             let shadowed =
-                self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(root);
+                self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(&**root);
             if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
                 let attr = self.attr(dim, field)?;
                 let ty = attr.ty();
@@ -1134,7 +1156,7 @@ impl Checker<'_> {
         let base = self.expr(base)?;
         match base.ty {
             Ty::Any => Some(Expr {
-                kind: I::Field(Box::new(base), field.name.clone().into()),
+                kind: I::Field(Box::new(base), (*field.name).into()),
                 ty: Ty::Any,
                 span: expr.span,
             }),
@@ -1153,7 +1175,13 @@ impl Checker<'_> {
     }
 
     fn attr(&mut self, dim: Dim, field: &ast::Ident) -> Option<Attr> {
-        let name = field.name.as_str();
+        let name = &*field.name;
+        // The known fields (`dim.fields()`) are exactly those with an
+        // attribute of their own.
+        let known = Attr::of(dim, name);
+        if !matches!(known, Attr::Extra(..)) {
+            return Some(known);
+        }
         let fields = dim.fields();
         if dim != Dim::Context && !fields.iter().any(|(f, _)| *f == name) {
             let suggestion = closest(name, fields.iter().map(|(f, _)| *f));
@@ -1184,12 +1212,7 @@ impl Checker<'_> {
                 span,
             })
         };
-        let rest = |from: usize| {
-            fields[from..]
-                .iter()
-                .map(|f| f.name.clone().into())
-                .collect()
-        };
+        let rest = |from: usize| fields[from..].iter().map(|f| (*f.name).into()).collect();
         if let A::Name(root) = &base.kind {
             if let Some(dim) = Dim::from_name(root) {
                 let attr = self.attr(dim, &fields[0])?;
@@ -1353,7 +1376,7 @@ impl Checker<'_> {
                     return mismatch(self, None);
                 }
                 return Some(Expr {
-                    kind: I::Matches(Box::new(l), Glob::new(&pattern)),
+                    kind: I::Matches(Box::new(l), Box::new(Glob::new(&pattern))),
                     ty: Ty::Bool,
                     span,
                 });
@@ -1387,16 +1410,15 @@ impl Checker<'_> {
 
     /// Reports rules whose head tests on one attribute cannot all hold.
     fn contradictions(&mut self, conjuncts: &[Expr], rule: &ast::Rule) {
-        let mut sets: IndexMap<Attr, Vec<String>> = IndexMap::new();
+        // A rule tests few attributes: a list in first-seen order.
+        let mut sets: Vec<(&Attr, Vec<&str>)> = Vec::new();
         for conjunct in conjuncts {
             let Some((attr, values)) = crate::compile::head_test(conjunct) else {
                 continue;
             };
-            match sets.get_mut(&attr) {
-                Some(existing) => existing.retain(|v| values.contains(v)),
-                None => {
-                    sets.insert(attr, values);
-                }
+            match sets.iter_mut().find(|(a, _)| *a == attr) {
+                Some((_, existing)) => existing.retain(|v| values.contains(v)),
+                None => sets.push((attr, values)),
             }
         }
         if let Some((attr, _)) = sets.iter().find(|(_, values)| values.is_empty()) {
@@ -1440,7 +1462,10 @@ fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option
         return None;
     }
     let mut end = offset + first.len();
-    let mut expr = ast::Expr::new(A::Name(first.to_owned()), Span::new(file, offset, end));
+    let mut expr = ast::Expr::new(
+        A::Name(crate::lexer::name(first)),
+        Span::new(file, offset, end),
+    );
     for part in parts {
         if !is_ident(part) {
             return None;
@@ -1448,7 +1473,7 @@ fn simple_path(text: &str, file: crate::source::FileId, offset: usize) -> Option
         let start = end + 1;
         end = start + part.len();
         let field = ast::Ident {
-            name: part.to_owned(),
+            name: crate::lexer::name(part),
             span: Span::new(file, start, end),
         };
         expr = ast::Expr::new(
@@ -1481,7 +1506,37 @@ fn flatten_and<'e>(expr: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {
 
 /// Collapses runs of whitespace to one space.
 pub fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    collapsed(text).into_owned()
+}
+
+/// [`collapse`], borrowing the text when it has nothing to collapse (no
+/// leading, trailing or doubled space and no other whitespace), as most
+/// conditions are written.
+fn collapsed(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    // Branch-free scans the compiler can vectorise: control bytes (ASCII
+    // whitespace other than the space among them) and non-ASCII bytes
+    // (which may be Unicode whitespace) take the general path, as do
+    // doubled spaces.
+    let unusual = bytes
+        .iter()
+        .fold(false, |seen, &b| seen | !(b' '..0x80).contains(&b));
+    let doubled = bytes
+        .iter()
+        .zip(bytes.iter().skip(1))
+        .fold(false, |seen, (&a, &b)| seen | ((a == b' ') & (b == b' ')));
+    let trimmed = bytes.first() != Some(&b' ') && bytes.last() != Some(&b' ');
+    if !unusual && !doubled && trimmed {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    Cow::Owned(out)
 }
 
 /// The text's tokens without comments, joined by single spaces: the same
@@ -1498,9 +1553,14 @@ fn canonical_tokens(text: &str) -> String {
 
 /// A condition's source text for traces: comments dropped, whitespace
 /// collapsed, spacing otherwise as written.
-fn condition_text(text: &str) -> String {
-    if !text.contains("//") {
-        return collapse(text);
+fn condition_text(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let comment = bytes
+        .iter()
+        .zip(bytes.iter().skip(1))
+        .fold(false, |seen, (&a, &b)| seen | ((a == b'/') & (b == b'/')));
+    if !comment {
+        return collapsed(text);
     }
     let (tokens, _) = crate::lexer::lex(crate::source::FileId(0), text);
     let mut out = String::with_capacity(text.len());
@@ -1511,7 +1571,7 @@ fn condition_text(text: &str) -> String {
         last = token.span.end as usize;
     }
     out.push_str(text.get(last..).unwrap_or(""));
-    collapse(&out)
+    Cow::Owned(collapse(&out))
 }
 
 /// `{kind}.{8 hex digits}` from the rule's tokens, so reformatting a rule
@@ -1588,5 +1648,56 @@ mod tests {
         );
         assert_eq!(condition_text("a // note\n  or b"), "a or b");
         assert!(generated_id("forbid", "forbid if a;").starts_with("forbid."));
+    }
+
+    #[test]
+    fn known_fields_are_the_attributes_of_their_own() {
+        for dim in [
+            Dim::Subject,
+            Dim::Resource,
+            Dim::Intent,
+            Dim::Environment,
+            Dim::Requested,
+            Dim::Context,
+        ] {
+            for (field, _) in dim.fields() {
+                assert!(!matches!(Attr::of(dim, field), Attr::Extra(..)));
+            }
+            for field in ["name", "id", "kind", "time", "scope", "task", "x"] {
+                let known = dim.fields().iter().any(|(f, _)| *f == field);
+                assert_eq!(known, !matches!(Attr::of(dim, field), Attr::Extra(..)));
+            }
+        }
+    }
+
+    #[test]
+    fn collapsed_matches_split_whitespace() {
+        for text in [
+            "",
+            " ",
+            "a",
+            "a b",
+            " a b",
+            "a b ",
+            "a  b",
+            "a\tb",
+            "a\nb",
+            "a\x0bb",
+            "a\x0cb",
+            "a \r\n b",
+            "é b",
+            "a\u{a0}b",
+            "a\u{3000}b",
+            "a\u{1f}b",
+            "a\u{1}b",
+            "\u{85}",
+            "  ",
+            "a ",
+            "action == \"read\" and x",
+        ] {
+            let expected = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(collapsed(text), expected, "{text:?}");
+        }
+        assert!(matches!(collapsed("a == \"b\""), Cow::Borrowed(_)));
     }
 }

@@ -136,8 +136,26 @@ impl Serialize for Attr {
 const LEAF_SIZE: usize = 2;
 
 /// The attribute and the values one conjunct restricts it to, when the
-/// conjunct is an indexable head test.
-pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
+/// conjunct is an indexable head test. Both borrow from the conjunct.
+pub fn head_test(expr: &Expr) -> Option<(&Attr, Vec<&str>)> {
+    let mut values = Vec::new();
+    let attr = head_test_into(expr, &mut values)?;
+    Some((attr, values))
+}
+
+/// [`head_test`], appending the values to `out` (left as it was when the
+/// conjunct is not a head test).
+fn head_test_into<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
+    let start = out.len();
+    let attr = head_values(expr, out);
+    if attr.is_none() {
+        out.truncate(start);
+    }
+    attr
+}
+
+fn head_values<'e>(expr: &'e Expr, values: &mut Vec<&'e str>) -> Option<&'e Attr> {
+    let start = values.len();
     let ExprKind::Binary(op, left, right) = &expr.kind else {
         return None;
     };
@@ -160,13 +178,12 @@ pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
                 _ => return None,
             })
         };
-        let mut values = Vec::new();
         for level in Sensitivity::ALL {
             if keep(level)? {
-                values.push(level.as_str().to_owned());
+                values.push(level.as_str());
             }
         }
-        return Some((attr.clone(), values));
+        return Some(attr);
     }
     if !matches!(attr.ty(), crate::ir::Ty::Str | crate::ir::Ty::Any)
         || *attr == Attr::EnvironmentTime
@@ -174,20 +191,22 @@ pub fn head_test(expr: &Expr) -> Option<(Attr, Vec<String>)> {
         return None;
     }
     match (op, lit) {
-        (BinOp::Eq, Lit::Str(value)) => Some((attr.clone(), vec![value.to_string()])),
+        (BinOp::Eq, Lit::Str(value)) => {
+            values.push(&**value);
+            Some(attr)
+        }
         (BinOp::In, Lit::List(items)) => {
-            let mut values = Vec::new();
             for item in items {
                 match item {
                     Lit::Str(value) => {
-                        if !values.iter().any(|v: &String| v == &**value) {
-                            values.push(value.to_string());
+                        if !values[start..].contains(&&**value) {
+                            values.push(&**value);
                         }
                     }
                     _ => return None,
                 }
             }
-            Some((attr.clone(), values))
+            Some(attr)
         }
         _ => None,
     }
@@ -205,88 +224,131 @@ fn flip(op: BinOp) -> Option<BinOp> {
     })
 }
 
-type Heads = Vec<(Attr, Vec<String>)>;
+/// One head test of a rule: the attribute and its values, as a range of
+/// [`Heads::values`].
+type Head<'s> = (&'s Attr, u32, u32);
 
 /// Each rule's head: per attribute, the values its conjuncts allow
-/// (intersected when several conjuncts test the same attribute).
-fn heads(set: &PolicySet) -> Vec<Heads> {
-    set.rules
-        .iter()
-        .map(|rule| {
-            let mut heads: Heads = Vec::new();
-            for conjunct in &rule.conjuncts {
-                let Some((attr, values)) = head_test(conjunct) else {
-                    continue;
-                };
-                match heads.iter_mut().find(|(a, _)| *a == attr) {
-                    Some((_, existing)) => existing.retain(|v| values.contains(v)),
-                    None => heads.push((attr, values)),
-                }
-            }
-            heads
-        })
-        .collect()
+/// (intersected when several conjuncts test the same attribute). Stored
+/// flat, in three lists for the whole set rather than lists per rule.
+struct Heads<'s> {
+    /// Per rule, its range of `entries`.
+    rules: Vec<(u32, u32)>,
+    /// The head tests of all rules.
+    entries: Vec<Head<'s>>,
+    /// The values of all head tests.
+    values: Vec<&'s str>,
 }
 
-struct Builder {
-    heads: Vec<Heads>,
+fn heads(set: &PolicySet) -> Heads<'_> {
+    let mut heads = Heads {
+        rules: Vec::with_capacity(set.rules.len()),
+        entries: Vec::new(),
+        values: Vec::new(),
+    };
+    for rule in &set.rules {
+        let first = heads.entries.len();
+        for conjunct in &rule.conjuncts {
+            let start = heads.values.len();
+            let Some(attr) = head_test_into(conjunct, &mut heads.values) else {
+                continue;
+            };
+            match heads.entries[first..].iter_mut().find(|(a, ..)| *a == attr) {
+                Some((_, from, to)) => {
+                    // Keep, in order, the earlier values this test allows.
+                    let (earlier, new) = heads.values.split_at_mut(start);
+                    let mut kept = *from as usize;
+                    for at in *from as usize..*to as usize {
+                        let value = earlier[at];
+                        if new.contains(&value) {
+                            earlier[kept] = value;
+                            kept += 1;
+                        }
+                    }
+                    *to = kept as u32;
+                    heads.values.truncate(start);
+                }
+                None => heads
+                    .entries
+                    .push((attr, start as u32, heads.values.len() as u32)),
+            }
+        }
+        heads.rules.push((first as u32, heads.entries.len() as u32));
+    }
+    heads
+}
+
+impl<'s> Heads<'s> {
+    /// The head tests of `rule`.
+    fn of(&self, rule: u32) -> &[Head<'s>] {
+        let (from, to) = self.rules[rule as usize];
+        &self.entries[from as usize..to as usize]
+    }
+}
+
+struct Builder<'s> {
+    heads: Heads<'s>,
     nodes: Vec<Node>,
 }
 
-impl Builder {
+impl<'s> Builder<'s> {
     fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
         NodeId((self.nodes.len() - 1) as u32)
     }
 
-    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<Attr>) -> NodeId {
+    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<&'s Attr>) -> NodeId {
         if rules.len() <= LEAF_SIZE {
             return self.push(Node::Leaf { rules });
         }
-        // The attribute most of these rules test.
-        let mut counts: IndexMap<&Attr, usize> = IndexMap::new();
+        // The attribute most of these rules test. There are few distinct
+        // attributes: a list in first-seen order does what a map would.
+        let mut counts: Vec<(&'s Attr, usize)> = Vec::new();
         for &rule in &rules {
-            for (attr, values) in &self.heads[rule as usize] {
-                if !values.is_empty() && !used.contains(attr) {
-                    *counts.entry(attr).or_default() += 1;
+            for &(attr, from, to) in self.heads.of(rule) {
+                if from < to && !used.contains(&attr) {
+                    match counts.iter_mut().find(|(a, _)| *a == attr) {
+                        Some((_, count)) => *count += 1,
+                        None => counts.push((attr, 1)),
+                    }
                 }
             }
         }
         let best = counts
             .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(attr, _)| (*attr).clone());
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(attr, _)| *attr);
         let Some(attr) = best else {
             return self.push(Node::Leaf { rules });
         };
-        let mut children: IndexMap<Box<str>, Vec<u32>> = IndexMap::new();
+        let mut children: IndexMap<&'s str, Vec<u32>> = IndexMap::new();
         let mut rest = Vec::new();
         for &rule in &rules {
-            match self.heads[rule as usize]
+            match self
+                .heads
+                .of(rule)
                 .iter()
-                .find(|(a, values)| *a == attr && !values.is_empty())
+                .find(|&&(a, from, to)| a == attr && from < to)
             {
-                Some((_, values)) => {
-                    for value in values {
-                        children
-                            .entry(value.as_str().into())
-                            .or_default()
-                            .push(rule);
+                Some(&(_, from, to)) => {
+                    for &value in &self.heads.values[from as usize..to as usize] {
+                        children.entry(value).or_default().push(rule);
                     }
                 }
                 None => rest.push(rule),
             }
         }
-        used.push(attr.clone());
-        let mut built = IndexMap::default();
+        drop(rules);
+        used.push(attr);
+        let mut built = IndexMap::with_capacity_and_hasher(children.len(), KeyHash::default());
         for (value, rules) in children {
             let child = self.build(rules, used);
-            built.insert(value, child);
+            built.insert(Box::<str>::from(value), child);
         }
         let rest = self.build(rest, used);
         used.pop();
         self.push(Node::Switch {
-            attr,
+            attr: attr.clone(),
             children: built,
             rest,
         })

@@ -405,7 +405,7 @@ impl<'a> Ctx<'a> {
                         // Membership skips elements of another type.
                         let found = items.iter().any(|item| match item {
                             Lit::Str(s) => **s == *value,
-                            Lit::Json(Value::String(s)) => *s == *value,
+                            Lit::Json(json) => json.as_str() == Some(&*value),
                             _ => false,
                         });
                         return Ok(found == (*op == BinOp::In));

@@ -5,6 +5,8 @@
 //! the formatter keeps them. Lexer errors become diagnostics; the lexer skips
 //! the bad bytes and goes on, so one typo does not hide the rest of a file.
 
+use std::borrow::Cow;
+
 use logos::Logos;
 use miette::Diagnostic;
 use thiserror::Error;
@@ -119,8 +121,8 @@ pub enum Token {
     False,
 
     /// `subject`, `workload_auth`, `len`: names resolved by the checker.
-    #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice().to_owned())]
-    Ident(String),
+    #[regex(r"[A-Za-z_][A-Za-z0-9_]*", lex_name)]
+    Ident(Cow<'static, str>),
     /// `"text"`, with `\\ \" \n \t \{ \}` escapes already applied.
     #[token("\"", lex_string)]
     Str(String),
@@ -200,10 +202,62 @@ impl Token {
     }
 }
 
+fn lex_name(lex: &mut logos::Lexer<Token>) -> Cow<'static, str> {
+    name(lex.slice())
+}
+
+/// A name, borrowed from a static table when it is one of the names most
+/// policies use (so that it costs no allocation), else copied.
+pub(crate) fn name(text: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match text {
+        "subject" => "subject",
+        "resource" => "resource",
+        "intent" => "intent",
+        "environment" => "environment",
+        "requested" => "requested",
+        "context" => "context",
+        "action" => "action",
+        "sensitivity" => "sensitivity",
+        "public" => "public",
+        "internal" => "internal",
+        "confidential" => "confidential",
+        "restricted" => "restricted",
+        "id" => "id",
+        "kind" => "kind",
+        "auth" => "auth",
+        "attested" => "attested",
+        "shared" => "shared",
+        "owner" => "owner",
+        "name" => "name",
+        "broker" => "broker",
+        "time" => "time",
+        "task" => "task",
+        "objective" => "objective",
+        "objective_changed" => "objective_changed",
+        "tier" => "tier",
+        "len" => "len",
+        "contains" => "contains",
+        "starts_with" => "starts_with",
+        "ends_with" => "ends_with",
+        "lower" => "lower",
+        "control" => "control",
+        other => return Cow::Owned(other.to_owned()),
+    })
+}
+
 /// Scans a string literal after its opening quote by hand: a regex here
 /// makes logos generate code that recurses once per character.
 fn lex_string(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
     let rest = lex.remainder();
+    // Most strings have no escapes: find the closing quote and copy the
+    // text at once.
+    if let Some(end) = rest.bytes().position(|b| matches!(b, b'"' | b'\\' | b'\n')) {
+        if rest.as_bytes()[end] == b'"' {
+            let out = rest[..end].to_owned();
+            lex.bump(end + 1);
+            return Ok(out);
+        }
+    }
     let mut out = String::new();
     let mut chars = rest.char_indices();
     let mut bad = None;

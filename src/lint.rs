@@ -315,7 +315,8 @@ impl Values {
 /// or of another type errors, which a permit treats as not matching.
 fn test_of(expr: &Expr) -> Option<(Attr, Values)> {
     if let Some((attr, values)) = head_test(expr) {
-        return Some((attr, Values::In(values)));
+        let values = values.into_iter().map(str::to_owned).collect();
+        return Some((attr.clone(), Values::In(values)));
     }
     let bools = |attr: &Attr, keep: &dyn Fn(bool) -> bool| {
         let values = [true, false]

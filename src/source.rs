@@ -69,11 +69,11 @@ impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> SourceFile {
         let text: Arc<str> = text.into();
         let mut line_starts = vec![0u32];
-        for (offset, byte) in text.bytes().enumerate() {
-            if byte == b'\n' {
-                line_starts.push(u32::try_from(offset + 1).unwrap_or(u32::MAX));
-            }
-        }
+        // `match_indices` with a char pattern searches with memchr.
+        line_starts.extend(
+            text.match_indices('\n')
+                .map(|(offset, _)| u32::try_from(offset + 1).unwrap_or(u32::MAX)),
+        );
         SourceFile {
             name: name.into(),
             text,
