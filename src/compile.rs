@@ -14,7 +14,6 @@
 //! attribute must still be evaluated so that it fails closed.
 
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -40,50 +39,77 @@ pub enum Node {
         /// The attribute tested.
         attr: Attr,
         /// Child per value.
-        children: IndexMap<Box<str>, NodeId, KeyHash>,
+        children: Children,
         /// Rules that do not test this attribute.
         rest: NodeId,
     },
 }
 
-/// The hasher of a switch's children: a multiply-rotate hash of the
-/// policy's values, much cheaper than SipHash for the short strings a
-/// decision looks up. The keys come from the policy, not the request, so
-/// the table's shape cannot be chosen by a caller.
-pub type KeyHash = BuildHasherDefault<KeyHasher>;
+/// A switch's children, value to node, in the order the values first
+/// appear in the policy, with an index sorted by value: a lookup is a
+/// binary search over the policy's own strings, with no hashing, so no
+/// choice of values can make it slow.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Children {
+    entries: Vec<(Box<str>, NodeId)>,
+    /// Positions in `entries`, ordered by value.
+    sorted: Vec<u32>,
+}
 
-/// See [`KeyHash`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KeyHasher(u64);
+type Entry<'a> = (&'a Box<str>, &'a NodeId);
 
-impl KeyHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+impl Children {
+    fn new(entries: Vec<(Box<str>, NodeId)>) -> Children {
+        let mut sorted: Vec<u32> = (0..entries.len() as u32).collect();
+        sorted.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0));
+        Children { entries, sorted }
+    }
+
+    /// The child for a value.
+    pub fn get(&self, key: &str) -> Option<&NodeId> {
+        let at = self
+            .sorted
+            .binary_search_by(|&i| (*self.entries[i as usize].0).cmp(key))
+            .ok()?;
+        Some(&self.entries[self.sorted[at] as usize].1)
+    }
+
+    /// The children, in policy order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &NodeId> + ExactSizeIterator {
+        self.entries.iter().map(|(_, child)| child)
+    }
+
+    /// Value and child, in policy order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Entry<'_>> + ExactSizeIterator {
+        self.entries.iter().map(|(value, child)| (value, child))
+    }
+
+    /// How many values the switch tells apart.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True for a switch without values.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in chunks.by_ref() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
+impl<'a> IntoIterator for &'a Children {
+    type Item = Entry<'a>;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Box<str>, NodeId)>,
+        fn(&'a (Box<str>, NodeId)) -> Entry<'a>,
+    >;
 
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(value, child)| (value, child))
     }
+}
 
-    fn finish(&self) -> u64 {
-        self.0
+impl Serialize for Children {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
     }
 }
 
@@ -340,16 +366,16 @@ impl<'s> Builder<'s> {
         }
         drop(rules);
         used.push(attr);
-        let mut built = IndexMap::with_capacity_and_hasher(children.len(), KeyHash::default());
+        let mut built = Vec::with_capacity(children.len());
         for (value, rules) in children {
             let child = self.build(rules, used);
-            built.insert(Box::<str>::from(value), child);
+            built.push((Box::<str>::from(value), child));
         }
         let rest = self.build(rest, used);
         used.pop();
         self.push(Node::Switch {
             attr: attr.clone(),
-            children: built,
+            children: Children::new(built),
             rest,
         })
     }
