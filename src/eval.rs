@@ -147,7 +147,7 @@ fn type_name(val: &Val) -> &'static str {
 /// A value as JSON, for traces.
 pub fn to_json(val: &Val) -> Value {
     match val {
-        Val::Str(s) => Value::String(s.to_string()),
+        Val::Str(s) => Value::String(String::from(&**s)),
         Val::Num(n) => json!(n),
         Val::Bool(b) => Value::Bool(*b),
         Val::Dur(d) => json!(format!("{d}s")),
@@ -533,13 +533,14 @@ impl<'a> Ctx<'a> {
                 TemplatePart::Text(text) => out.push_str(text),
                 TemplatePart::Hole(expr) => {
                     let value = self.eval(expr)?;
-                    let text = match &value {
-                        Val::Str(s) => s.to_string(),
-                        Val::Num(n) => n.to_string(),
-                        Val::Dur(d) => d.to_string(),
-                        Val::Level(l) => l.as_str().to_owned(),
-                        Val::Time(t) => format_time(*t),
-                        Val::Bool(b) => b.to_string(),
+                    // Strings, the commonest, are copied straight in.
+                    let text: Cow<'_, str> = match &value {
+                        Val::Str(s) => Cow::Borrowed(s),
+                        Val::Num(n) => Cow::Owned(n.to_string()),
+                        Val::Dur(d) => Cow::Owned(number(*d).as_str().to_owned()),
+                        Val::Level(l) => Cow::Borrowed(l.as_str()),
+                        Val::Time(t) => Cow::Owned(format_time(*t)),
+                        Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
                         other => {
                             return Err(format!(
                                 "cannot put a {} into `{}`",
@@ -551,7 +552,7 @@ impl<'a> Ctx<'a> {
                     if scope_item && (text.contains('*') || text.is_empty()) {
                         return Err(format!(
                             "value {} would widen or break the scope item `{}`",
-                            Value::String(text),
+                            Value::String(text.into_owned()),
                             template.source
                         ));
                     }
@@ -731,7 +732,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             }
             RuleResult::Error(message) => {
                 errors.push(EvalError {
-                    rule: rule.id.to_string(),
+                    rule: rule.id.as_str().to_owned(),
                     message: message.clone(),
                 });
                 let mut e = entry(
@@ -786,7 +787,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         let mut reasons = Vec::new();
         for (slot, _) in forbids {
             trace[slot].effect.push("denied".to_owned());
-            reasons.push(trace[slot].rule.to_string());
+            reasons.push(trace[slot].rule.as_str().to_owned());
         }
         return deny(trace, reasons, errors, Vec::new());
     }
@@ -804,7 +805,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
                 trace[slot].outcome = Outcome::Error;
                 trace[slot].error = Some(message.clone());
                 errors.push(EvalError {
-                    rule: trace[slot].rule.to_string(),
+                    rule: trace[slot].rule.as_str().to_owned(),
                     message,
                 });
             }
@@ -822,7 +823,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             &near,
         );
         // No permit matched, so no requested item is covered.
-        let dropped = prepared.scope.iter().map(ToString::to_string).collect();
+        let dropped = prepared.scope.iter().map(|item| item.as_str().to_owned()).collect();
         return deny(trace, Vec::new(), errors, dropped);
     }
 
@@ -837,7 +838,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         let patterns = ctx.scope_items(templates).unwrap_or_else(|message| {
             trace[slot].error = Some(message.clone());
             errors.push(EvalError {
-                rule: trace[slot].rule.to_string(),
+                rule: trace[slot].rule.as_str().to_owned(),
                 message,
             });
             Vec::new()
@@ -868,13 +869,13 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         let covers =
             |(_, _, items): &(usize, u32, Vec<ScopeItem>)| items.iter().any(|p| p.covers(item));
         if !granted.iter().any(covers) {
-            dropped.push(item.to_string());
+            dropped.push(item.as_str().to_owned());
             continue;
         }
         let mut survives = true;
         for (which, (_, patterns)) in scope_limits.iter().enumerate() {
             if !patterns.iter().any(|p| p.covers(item)) {
-                limit_drops[which].push(item.to_string());
+                limit_drops[which].push(item.as_str().to_owned());
                 survives = false;
             }
         }
@@ -882,10 +883,10 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             for (flag, grant) in contributing.iter_mut().zip(&granted) {
                 *flag |= covers(grant);
             }
-            scope.push(item.to_string());
+            scope.push(item.as_str().to_owned());
             kept.push(item);
         } else {
-            dropped.push(item.to_string());
+            dropped.push(item.as_str().to_owned());
         }
     }
     for (which, (slot, _)) in scope_limits.iter().enumerate() {
@@ -1001,7 +1002,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         let (kind, event, value) = match obligation {
             Obligation::Approval => ("approval", None, None),
             Obligation::Log => ("log", None, None),
-            Obligation::RevokeOn(event) => ("revoke_on", Some(event.to_string()), None),
+            Obligation::RevokeOn(event) => ("revoke_on", Some(String::from(&**event)), None),
             Obligation::Audience(template) => match ctx.template(template, false) {
                 Ok(value) => ("audience", None, Some(value)),
                 Err(message) => {
@@ -1012,10 +1013,10 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
                         .effect
                         .push("denied: obligation could not be computed".to_owned());
                     errors.push(EvalError {
-                        rule: rule.id.to_string(),
+                        rule: rule.id.as_str().to_owned(),
                         message,
                     });
-                    return deny(trace, vec![rule.id.to_string()], errors, Vec::new());
+                    return deny(trace, vec![rule.id.as_str().to_owned()], errors, Vec::new());
                 }
             },
         };
@@ -1035,13 +1036,13 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             kind: kind.to_owned(),
             event,
             value,
-            rule: rule.id.to_string(),
+            rule: rule.id.as_str().to_owned(),
         });
     }
 
     let reasons = granted
         .iter()
-        .map(|&(slot, _, _)| trace[slot].rule.to_string())
+        .map(|&(slot, _, _)| trace[slot].rule.as_str().to_owned())
         .collect();
     Decision {
         decision: Effect::Allow,

@@ -73,6 +73,72 @@ impl ScopeItem {
     ///
     /// Returns the first rule the text breaks; see [`ScopeError`].
     pub fn parse(text: &str) -> Result<Self, ScopeError> {
+        if let Some(item) = Self::parse_plain(text) {
+            return Ok(item);
+        }
+        Self::parse_checked(text)
+    }
+
+    /// One pass over a printable ASCII item, accepting only what
+    /// [`ScopeItem::parse_checked`] accepts and giving the same item;
+    /// `None` sends anything else (every error included) to it.
+    fn parse_plain(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() > MAX_LEN {
+            return None;
+        }
+        let colon = bytes.iter().position(|&b| b == b':')?;
+        let (verb, resource) = (&bytes[..colon], &bytes[colon + 1..]);
+        let verb_ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+        let star_verb = verb == b"*";
+        if verb.is_empty() || resource.is_empty() || !(star_verb || verb.iter().all(verb_ok)) {
+            return None;
+        }
+        let first_slash = resource.iter().position(|&b| b == b'/');
+        let scheme_len = match first_slash {
+            Some(slash)
+                if slash >= 2
+                    && resource[slash - 1] == b':'
+                    && resource.get(slash + 1) == Some(&b'/') =>
+            {
+                let scheme = &resource[..slash - 1];
+                let first = scheme.first()?;
+                let rest_ok = |b: &u8| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+                };
+                if !first.is_ascii_lowercase() || !scheme.iter().all(rest_ok) {
+                    return None;
+                }
+                slash + 2
+            }
+            Some(slash) if slash == 1 && resource[0] == b':' => return None,
+            _ => 0,
+        };
+        let mut wild = star_verb;
+        let mut segments = resource[scheme_len..].split(|&b| b == b'/').peekable();
+        while let Some(segment) = segments.next() {
+            match segment {
+                b"" | b"." | b".." => return None,
+                b"*" => wild = true,
+                b"**" if segments.peek().is_none() => wild = true,
+                _ => {
+                    let printable = |b: &u8| b > &b' ' && *b < 0x7f && *b != b'*';
+                    if !segment.iter().all(printable) {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(Self {
+            text: text.into(),
+            verb_end: colon as u32,
+            scheme_len: scheme_len as u32,
+            wild,
+        })
+    }
+
+    /// The full parse, with an error naming the first rule the text breaks.
+    fn parse_checked(text: &str) -> Result<Self, ScopeError> {
         if text.len() > MAX_LEN {
             let preview = match text.char_indices().nth(PREVIEW_CHARS) {
                 Some((at, _)) => &text[..at],
@@ -656,6 +722,24 @@ mod tests {
         fn covers_is_inclusion_of_matched_items(a in pattern(), b in pattern()) {
             let included = universe().iter().all(|c| !matches(b.as_str(), c) || matches(a.as_str(), c));
             prop_assert_eq!(a.covers(&b), included, "{} covers {}", a, b);
+        }
+
+        /// The one-pass parse accepts nothing the full parse refuses, and
+        /// gives the same item.
+        #[test]
+        fn the_fast_parse_agrees_with_the_full_parse(
+            text in "[a-z0-9*.:/ +_\\-\u{e9}\t]{0,16}",
+        ) {
+            if let Some(fast) = ScopeItem::parse_plain(&text) {
+                prop_assert_eq!(Some(fast), ScopeItem::parse_checked(&text).ok());
+            }
+        }
+
+        #[test]
+        fn the_fast_parse_takes_the_usual_items(
+            text in "(read|\\*|deploy):([a-z][a-z0-9+.-]{0,3}://)?([a-z0-9]{1,4}|\\*)(/([a-z0-9]{1,4}|\\*)){0,3}(/\\*\\*)?",
+        ) {
+            prop_assert!(ScopeItem::parse_plain(&text).is_some(), "{}", text);
         }
 
         #[test]
