@@ -823,7 +823,11 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             &near,
         );
         // No permit matched, so no requested item is covered.
-        let dropped = prepared.scope.iter().map(|item| item.as_str().to_owned()).collect();
+        let dropped = prepared
+            .scope
+            .iter()
+            .map(|item| item.as_str().to_owned())
+            .collect();
         return deny(trace, Vec::new(), errors, dropped);
     }
 
