@@ -7,7 +7,8 @@
 #   decide      POST /v1/decide, default pack, examples/ci-deploy.json (allow)
 #   decide+log  the same with --decision-log to a temporary file
 #   authzen     POST /access/v1/evaluation, the Todo policy, one evaluation
-# Environment: THREADS (wrk threads, 2), CONNECTIONS (32), BIN (skip the
+# Environment: THREADS (wrk threads, 1: on two cores, one for the load and
+# the other for the server), CONNECTIONS (32), BIN (skip the
 # release build and use this binary). Prints one summary line a scenario:
 # throughput, latency percentiles, and the server's CPU time per decision
 # (from /proc), which does not depend on what else shares the machine.
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration="${1:-10s}"
-threads="${THREADS:-2}"
+threads="${THREADS:-1}"
 connections="${CONNECTIONS:-32}"
 
 if ! command -v wrk >/dev/null; then
