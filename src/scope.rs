@@ -89,30 +89,14 @@ impl ScopeItem {
         }
         let colon = bytes.iter().position(|&b| b == b':')?;
         let (verb, resource) = (&bytes[..colon], &bytes[colon + 1..]);
-        let verb_ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
         let star_verb = verb == b"*";
-        if verb.is_empty() || resource.is_empty() || !(star_verb || verb.iter().all(verb_ok)) {
+        if verb.is_empty() || resource.is_empty() || !(star_verb || verb.iter().all(verb_byte)) {
             return None;
         }
-        let first_slash = resource.iter().position(|&b| b == b'/');
-        let scheme_len = match first_slash {
-            Some(slash)
-                if slash >= 2
-                    && resource[slash - 1] == b':'
-                    && resource.get(slash + 1) == Some(&b'/') =>
-            {
-                let scheme = &resource[..slash - 1];
-                let first = scheme.first()?;
-                let rest_ok = |b: &u8| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
-                };
-                if !first.is_ascii_lowercase() || !scheme.iter().all(rest_ok) {
-                    return None;
-                }
-                slash + 2
-            }
-            Some(slash) if slash == 1 && resource[0] == b':' => return None,
-            _ => 0,
+        let scheme_len = match scheme_slash(resource) {
+            Some(slash) if slash >= 2 && is_scheme(&resource[..slash - 1]) => slash + 2,
+            Some(_) => return None,
+            None => 0,
         };
         let mut wild = star_verb;
         let mut segments = resource[scheme_len..].split(|&b| b == b'/').peekable();
@@ -166,8 +150,7 @@ impl ScopeItem {
         if verb.is_empty() {
             return Err(ScopeError::EmptyVerb { item: item() });
         }
-        let verb_ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
-        if verb != "*" && !verb.bytes().all(verb_ok) {
+        if verb != "*" && !verb.as_bytes().iter().all(verb_byte) {
             return Err(ScopeError::BadVerb {
                 item: item(),
                 verb: verb.to_owned(),
@@ -176,21 +159,13 @@ impl ScopeItem {
         if resource.is_empty() {
             return Err(ScopeError::EmptyResource { item: item() });
         }
-        // A scheme is there when the first `/` of the resource is the one
-        // in `://`.
-        let bytes = resource.as_bytes();
-        let first_slash = bytes.iter().position(|&b| b == b'/');
-        let scheme_len = match first_slash {
-            Some(slash)
-                if slash >= 1
-                    && bytes[slash - 1] == b':'
-                    && bytes.get(slash + 1) == Some(&b'/') =>
-            {
+        let scheme_len = match scheme_slash(resource.as_bytes()) {
+            Some(slash) => {
                 let scheme = &resource[..slash - 1];
                 if scheme.is_empty() {
                     return Err(ScopeError::EmptyScheme { item: item() });
                 }
-                if !is_scheme(scheme) {
+                if !is_scheme(scheme.as_bytes()) {
                     return Err(ScopeError::BadScheme {
                         item: item(),
                         scheme: scheme.to_owned(),
@@ -198,7 +173,7 @@ impl ScopeItem {
                 }
                 slash + 2
             }
-            _ => 0,
+            None => 0,
         };
         let path = &resource[scheme_len..];
         let mut rest = path;
@@ -338,12 +313,25 @@ impl ScopeItem {
 }
 
 /// `[a-z][a-z0-9+.-]*`
-fn is_scheme(scheme: &str) -> bool {
-    let mut bytes = scheme.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+fn is_scheme(scheme: &[u8]) -> bool {
+    let mut bytes = scheme.iter();
+    bytes.next().is_some_and(u8::is_ascii_lowercase)
         && bytes.all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
         })
+}
+
+/// A byte a verb other than `*` may hold.
+fn verb_byte(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// Where the `/` of a resource's `scheme://` is: a scheme is there when the
+/// first `/` of the resource is the one in `://`.
+fn scheme_slash(resource: &[u8]) -> Option<usize> {
+    let slash = resource.iter().position(|&b| b == b'/')?;
+    (slash >= 1 && resource[slash - 1] == b':' && resource.get(slash + 1) == Some(&b'/'))
+        .then_some(slash)
 }
 
 impl fmt::Display for ScopeItem {

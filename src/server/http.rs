@@ -263,6 +263,17 @@ async fn decide_one(
     (decision, decision_id)
 }
 
+/// [`decide_one`] for a request the server has not validated yet.
+async fn decide_unprepared(
+    app: &App,
+    loaded: &Loaded,
+    request: Request,
+    endpoint: Endpoint,
+    request_id: Option<&str>,
+) -> (Decision, String) {
+    decide_one(app, loaded, request, None, endpoint, request_id).await
+}
+
 /// The contract's decision, with the id of its decision log line as a
 /// last member, `"decision_id"`.
 fn decision_json(decision: &Decision, decision_id: &str) -> Vec<u8> {
@@ -345,7 +356,7 @@ async fn decide_batch(State(app): State<Arc<App>>, request: HttpRequest) -> Resp
         let mut out = vec![b'['];
         for (index, request) in requests.into_iter().enumerate() {
             let (decision, decision_id) =
-                decide_one(&app, &loaded, request, None, Endpoint::Batch, id.as_deref()).await;
+                decide_unprepared(&app, &loaded, request, Endpoint::Batch, id.as_deref()).await;
             if index > 0 {
                 out.push(b',');
             }
@@ -395,15 +406,8 @@ async fn evaluation(State(app): State<Arc<App>>, request: HttpRequest) -> Respon
         let parsed = authzen::to_request(Parts::of(&object))
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let loaded = app.current.load_full();
-        let (decision, decision_id) = decide_one(
-            &app,
-            &loaded,
-            parsed,
-            None,
-            Endpoint::Evaluation,
-            id.as_deref(),
-        )
-        .await;
+        let (decision, decision_id) =
+            decide_unprepared(&app, &loaded, parsed, Endpoint::Evaluation, id.as_deref()).await;
         Ok(json_body(
             authzen_result(&decision, &decision_id).to_string(),
         ))
@@ -426,15 +430,9 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
             None | Some(Value::Null) => {
                 let parsed =
                     authzen::to_request(defaults).map_err(|e| ApiError::invalid(e.to_string()))?;
-                let (decision, decision_id) = decide_one(
-                    &app,
-                    &loaded,
-                    parsed,
-                    None,
-                    Endpoint::Evaluations,
-                    id.as_deref(),
-                )
-                .await;
+                let (decision, decision_id) =
+                    decide_unprepared(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref())
+                        .await;
                 return Ok(json_body(
                     authzen_result(&decision, &decision_id).to_string(),
                 ));
@@ -468,11 +466,10 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
             };
             let allowed = match mapped {
                 Ok(parsed) => {
-                    let (decision, decision_id) = decide_one(
+                    let (decision, decision_id) = decide_unprepared(
                         &app,
                         &loaded,
                         parsed,
-                        None,
                         Endpoint::Evaluations,
                         id.as_deref(),
                     )
