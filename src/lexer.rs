@@ -234,7 +234,6 @@ pub(crate) fn name(text: &str) -> Cow<'static, str> {
         "task" => "task",
         "objective" => "objective",
         "objective_changed" => "objective_changed",
-        "tier" => "tier",
         "len" => "len",
         "contains" => "contains",
         "starts_with" => "starts_with",
