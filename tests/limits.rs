@@ -10,10 +10,8 @@
 //! The CLI tests run the `writ` binary as a child process, kill it if it
 //! overruns, and check its exit code and message.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
@@ -21,6 +19,10 @@ use writ::engine::limits::{MAX_FILE_BYTES, MAX_RULES};
 use writ::parser::limits::{MAX_NESTING, MAX_OPERATORS, MAX_STRING};
 use writ::request::{RequestError, MAX_JSON_DEPTH};
 use writ::{Engine, Request};
+
+mod common;
+
+use common::{assert_refused, run, stderr, Run};
 
 /// The stack refusals must fit in.
 const SMALL_STACK: usize = 256 * 1024;
@@ -463,90 +465,18 @@ fn huge_request_values_are_decided_quickly() {
 // ---------------------------------------------------------------------------
 // The CLI: request body and data file
 
-/// A fresh scratch directory for one test.
+/// A fresh scratch directory.
 fn scratch(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "writ-limits-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+    common::scratch("limits", name)
 }
 
 /// Runs `writ` with `args` (and `stdin`, if any), killing it after
 /// `limit`; fails on a timeout or a signal.
 fn writ(args: &[&str], stdin: Option<Vec<u8>>, limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run writ");
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        // writ stops reading past its limit and exits; a broken pipe here is
-        // expected then.
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    // Drain both pipes as the child writes, so that a long diagnostic
-    // cannot fill a pipe and stall it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for writ") {
-            let output = Output {
-                status,
-                stdout: out.join().expect("read stdout"),
-                stderr: err.join().expect("read stderr"),
-            };
-            assert!(
-                status.code().is_some(),
-                "writ {args:?} was killed by a signal: {status}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            return output;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("writ {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    run(Run {
+        stdin,
+        ..Run::new(args, limit)
+    })
 }
 
 /// A JSON object of exactly `size` bytes: `{"context":{"pad":"xxx..."}}`.
@@ -582,24 +512,14 @@ fn a_request_body_over_16_mib_is_refused() {
     let over = padded_request(BODY_LIMIT + 1);
     let path = write(&dir, "over.json", &over);
     let output = writ(&["eval", "--request", &path], None, Duration::from_secs(60));
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("is larger than 16777216 bytes"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, 2, "is larger than 16777216 bytes");
     assert!(output.stdout.is_empty(), "no decision is printed");
     let output = writ(
         &["eval", "--request", "-"],
         Some(padded_request(4 * BODY_LIMIT)),
         Duration::from_secs(60),
     );
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("`-` is larger than 16777216 bytes"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, 2, "`-` is larger than 16777216 bytes");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -608,12 +528,7 @@ fn a_deep_request_body_is_refused_by_the_cli() {
     let dir = scratch("deep-body");
     let path = write(&dir, "deep.json", nested_context(10_002).as_bytes());
     let output = writ(&["eval", "--request", &path], None, Duration::from_secs(30));
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("request nests deeper than 64 levels"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, 2, "request nests deeper than 64 levels");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -627,12 +542,7 @@ fn a_data_file_over_16_mib_is_refused() {
         None,
         Duration::from_secs(60),
     );
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("is larger than 16777216 bytes"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, 2, "is larger than 16777216 bytes");
     let output = writ(
         &["check", "default", "--data", &data],
         None,

@@ -9,21 +9,17 @@
 //! `ulimit -s` with 2 MiB, the stack of a spawned Rust thread and of a tokio
 //! worker, where `writ serve` decides.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+mod common;
+
+use common::{assert_refused, run, stderr, Run};
 
 /// A fresh scratch directory holding `files`.
 fn scratch(name: &str, files: &[(&str, &str)]) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "writ-regressions-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    let dir = common::scratch("regressions", name);
     for (file, text) in files {
         std::fs::write(dir.join(file), text).expect("write a scratch file");
     }
@@ -32,77 +28,12 @@ fn scratch(name: &str, files: &[(&str, &str)]) -> PathBuf {
 
 /// Runs `writ args` in `dir`, with the stack limited to `stack_kib` when
 /// given; kills it after `limit`. Fails on a timeout or a signal.
-fn writ(dir: &PathBuf, stack_kib: Option<u32>, args: &[&str], limit: Duration) -> Output {
-    let binary = env!("CARGO_BIN_EXE_writ");
-    let mut command = match stack_kib {
-        Some(kib) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg(format!("ulimit -s {kib} && exec \"$0\" \"$@\""))
-                .arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    };
-    let mut child = command
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run writ");
-    // Drain both pipes as the child writes, so that a long diagnostic
-    // cannot fill a pipe and stall it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for writ") {
-            let output = Output {
-                status,
-                stdout: out.join().expect("read stdout"),
-                stderr: err.join().expect("read stderr"),
-            };
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert!(
-                status.code().is_some() && !stderr.contains("has overflowed its stack"),
-                "writ {args:?} crashed ({status}):\n{}",
-                stderr.chars().take(2000).collect::<String>()
-            );
-            return output;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("writ {args:?} did not finish within {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+fn writ(dir: &Path, stack_kib: Option<u32>, args: &[&str], limit: Duration) -> Output {
+    run(Run {
+        dir: Some(dir),
+        stack_kib,
+        ..Run::new(args, limit)
+    })
 }
 
 /// Index chains (`x[0][0]...`) nest the expression as deeply as `not`
@@ -120,12 +51,7 @@ fn index_chains_count_toward_the_operator_limit() {
         &["check", "chain.writ"],
         Duration::from_secs(60),
     );
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("writ::limits::expression_too_long"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, 1, "writ::limits::expression_too_long");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -235,11 +161,6 @@ fn plain_path_template_holes_obey_the_limits() {
         &["check", "dots.writ"],
         Duration::from_secs(60),
     );
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("writ::limits::expression_too_long"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, 1, "writ::limits::expression_too_long");
     let _ = std::fs::remove_dir_all(dir);
 }
