@@ -708,7 +708,6 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
 
     let mut trace: Vec<TraceEntry> = Vec::with_capacity(candidates.len());
     let mut errors: Vec<EvalError> = Vec::new();
-    // Indices into `trace` by role.
     // The rules that matched, as (trace slot, rule index), in policy order;
     // `role` picks those of one kind.
     let mut matched: Vec<(usize, u32)> = Vec::new();

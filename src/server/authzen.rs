@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::request::Request;
+use crate::request::{Prepared, Request};
 
 /// A request the mapping (or writ's own validation) refused: where and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +122,7 @@ fn entity(value: Option<&Value>, path: &str) -> Result<Value, MapError> {
 }
 
 /// The writ request for one evaluation. Time is not filled in here.
-pub(crate) fn to_request(parts: Parts<'_>) -> Result<Request, MapError> {
+pub(crate) fn to_request(parts: Parts<'_>) -> Result<(Request, Prepared), MapError> {
     let subject = entity(parts.subject, "subject")?;
     let resource = entity(parts.resource, "resource")?;
     let action = object(parts.action, "action")?;
@@ -253,7 +253,7 @@ mod tests {
             "action": {"name": "can_update_todo"},
             "resource": {"type": "todo", "id": "t-1", "properties": {"ownerID": "a@b.c"}}
         });
-        let request = to_request(parts(&body)).expect("maps");
+        let (request, _) = to_request(parts(&body)).expect("maps");
         assert_eq!(request.subject.id.as_deref(), Some("pid-1"));
         assert_eq!(request.subject.kind.as_deref(), Some("user"));
         assert_eq!(request.action.as_deref(), Some("can_update_todo"));
@@ -278,7 +278,7 @@ mod tests {
                 "recent_issuances": 2
             }
         });
-        let request = to_request(parts(&body)).expect("maps");
+        let (request, _) = to_request(parts(&body)).expect("maps");
         assert_eq!(
             request.subject.kind.as_deref(),
             Some("ci"),
@@ -344,9 +344,9 @@ mod tests {
         let top = body.as_object().expect("object");
         let defaults = Parts::of(top);
         let items = top["evaluations"].as_array().expect("array");
-        let first = to_request(defaults.overridden_by(items[0].as_object().expect("object")))
+        let (first, _) = to_request(defaults.overridden_by(items[0].as_object().expect("object")))
             .expect("maps");
-        let second = to_request(defaults.overridden_by(items[1].as_object().expect("object")))
+        let (second, _) = to_request(defaults.overridden_by(items[1].as_object().expect("object")))
             .expect("maps");
         assert_eq!(first.action.as_deref(), Some("read"));
         assert_eq!(second.action.as_deref(), Some("edit"));

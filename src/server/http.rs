@@ -214,13 +214,12 @@ fn finish(
     response
 }
 
-/// Decides one request: fills in the time, decides, counts, logs.
-/// `prepared` is what validating `request` derived, when the caller has it.
+/// Decides one validated request (`prepared` is what validating it derived):
+/// fills in the time, decides, counts, logs.
 async fn decide_one(
     app: &App,
     loaded: &Loaded,
-    mut request: Request,
-    mut prepared: Option<Prepared>,
+    (mut request, mut prepared): (Request, Prepared),
     endpoint: Endpoint,
     request_id: Option<&str>,
 ) -> (Decision, String) {
@@ -232,16 +231,11 @@ async fn decide_one(
         String::new()
     };
     if time_filled {
-        if let Some(prepared) = &mut prepared {
-            prepared.time = crate::request::parse_time(&now);
-        }
+        prepared.time = crate::request::parse_time(&now);
         request.environment.time = Some(now.clone());
         app.metrics.time_filled();
     }
-    let decision = match &prepared {
-        Some(prepared) => loaded.engine.decide_prepared(&request, prepared),
-        None => loaded.engine.decide(&request),
-    };
+    let decision = loaded.engine.decide_prepared(&request, &prepared);
     app.metrics.decision(decision.is_allow());
     let decision_id = super::ids::next();
     if let Some(log) = &app.log {
@@ -263,17 +257,6 @@ async fn decide_one(
     (decision, decision_id)
 }
 
-/// [`decide_one`] for a request the server has not validated yet.
-async fn decide_unprepared(
-    app: &App,
-    loaded: &Loaded,
-    request: Request,
-    endpoint: Endpoint,
-    request_id: Option<&str>,
-) -> (Decision, String) {
-    decide_one(app, loaded, request, None, endpoint, request_id).await
-}
-
 /// The contract's decision, with the id of its decision log line as a
 /// last member, `"decision_id"`.
 fn decision_json(decision: &Decision, decision_id: &str) -> Vec<u8> {
@@ -287,17 +270,10 @@ async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
     let id = request_id(request.headers());
     let result = async {
         let (_, body) = read_json(&app, request).await?;
-        let (parsed, prepared) = parse_request(&body)?;
+        let parsed = parse_request(&body)?;
         let loaded = app.current.load_full();
-        let (decision, decision_id) = decide_one(
-            &app,
-            &loaded,
-            parsed,
-            Some(prepared),
-            Endpoint::Decide,
-            id.as_deref(),
-        )
-        .await;
+        let (decision, decision_id) =
+            decide_one(&app, &loaded, parsed, Endpoint::Decide, id.as_deref()).await;
         let mut response = json_body(decision_json(&decision, &decision_id));
         if let Ok(value) = HeaderValue::from_str(&decision_id) {
             response.headers_mut().insert(DECISION_ID, value);
@@ -356,7 +332,7 @@ async fn decide_batch(State(app): State<Arc<App>>, request: HttpRequest) -> Resp
         let mut out = vec![b'['];
         for (index, request) in requests.into_iter().enumerate() {
             let (decision, decision_id) =
-                decide_unprepared(&app, &loaded, request, Endpoint::Batch, id.as_deref()).await;
+                decide_one(&app, &loaded, request, Endpoint::Batch, id.as_deref()).await;
             if index > 0 {
                 out.push(b',');
             }
@@ -407,7 +383,7 @@ async fn evaluation(State(app): State<Arc<App>>, request: HttpRequest) -> Respon
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let loaded = app.current.load_full();
         let (decision, decision_id) =
-            decide_unprepared(&app, &loaded, parsed, Endpoint::Evaluation, id.as_deref()).await;
+            decide_one(&app, &loaded, parsed, Endpoint::Evaluation, id.as_deref()).await;
         Ok(json_body(
             authzen_result(&decision, &decision_id).to_string(),
         ))
@@ -431,8 +407,7 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
                 let parsed =
                     authzen::to_request(defaults).map_err(|e| ApiError::invalid(e.to_string()))?;
                 let (decision, decision_id) =
-                    decide_unprepared(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref())
-                        .await;
+                    decide_one(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref()).await;
                 return Ok(json_body(
                     authzen_result(&decision, &decision_id).to_string(),
                 ));
@@ -466,14 +441,9 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
             };
             let allowed = match mapped {
                 Ok(parsed) => {
-                    let (decision, decision_id) = decide_unprepared(
-                        &app,
-                        &loaded,
-                        parsed,
-                        Endpoint::Evaluations,
-                        id.as_deref(),
-                    )
-                    .await;
+                    let (decision, decision_id) =
+                        decide_one(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref())
+                            .await;
                     results.push(authzen_result(&decision, &decision_id));
                     decision.is_allow()
                 }

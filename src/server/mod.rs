@@ -32,7 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 
-use crate::request::{Request, RequestError, MAX_JSON_DEPTH};
+use crate::request::{Prepared, Request, RequestError, MAX_JSON_DEPTH};
 use log::{DecisionLog, Redaction};
 use metrics::Metrics;
 use state::{Current, Fingerprint, PolicySource};
@@ -354,9 +354,9 @@ const OBJECT_FIELDS: [&str; 6] = [
     "context",
 ];
 
-/// [`Request::from_json`] for a document already parsed: the same checks,
-/// the same errors naming the field.
-pub(crate) fn request_from_value(value: &Value) -> Result<Request, RequestError> {
+/// [`Request::parse_json`] for a document already parsed: the same checks,
+/// the same errors naming the field, and what validation derived.
+pub(crate) fn request_from_value(value: &Value) -> Result<(Request, Prepared), RequestError> {
     if depth(value) > MAX_JSON_DEPTH {
         return Err(RequestError::TooDeep {
             limit: MAX_JSON_DEPTH,
@@ -386,8 +386,8 @@ pub(crate) fn request_from_value(value: &Value) -> Result<Request, RequestError>
             message: error.into_inner().to_string(),
         }
     })?;
-    request.validate()?;
-    Ok(request)
+    let prepared = request.validate()?;
+    Ok((request, prepared))
 }
 
 /// How a JSON value's type is named in error messages.
@@ -534,7 +534,7 @@ mod tests {
         let value: Value = serde_json::from_str(good).expect("json");
         assert_eq!(
             request_from_value(&value).expect("valid"),
-            Request::from_json(good).expect("valid")
+            Request::parse_json(good).expect("valid")
         );
     }
 
