@@ -4,12 +4,16 @@
 #   scripts/loadtest.sh [DURATION]      # default 10s per scenario
 #
 # Scenarios, each a fresh server, a 2 s warm-up, then DURATION of load:
-#   decide      POST /v1/decide, default pack, examples/ci-deploy.json (allow)
-#   decide+log  the same with --decision-log to a temporary file
-#   authzen     POST /access/v1/evaluation, the Todo policy, one evaluation
+#   decide           POST /v1/decide, default pack, examples/ci-deploy.json
+#                    (allow), workers pinned (--pin-workers)
+#   decide-unpinned  the same, workers left to the kernel's scheduler
+#   decide+log       decide with --decision-log to a temporary file
+#   authzen          POST /access/v1/evaluation, the Todo policy, one
+#                    evaluation, workers pinned
 # Environment: THREADS (wrk threads, 1: on two cores, one for the load and
-# the other for the server), CONNECTIONS (32), BIN (skip the
-# release build and use this binary). Prints one summary line a scenario:
+# the other for the server), CONNECTIONS (32), ROUNDS (1: how many times to
+# run the scenarios, one after the other), BIN (skip the release build and
+# use this binary). Prints one summary line a scenario:
 # throughput, latency percentiles, and the server's CPU time per decision
 # (from /proc), which does not depend on what else shares the machine.
 set -euo pipefail
@@ -18,6 +22,7 @@ cd "$(dirname "$0")/.."
 duration="${1:-10s}"
 threads="${THREADS:-1}"
 connections="${CONNECTIONS:-32}"
+rounds="${ROUNDS:-1}"
 
 if ! command -v wrk >/dev/null; then
   echo "loadtest: wrk is not installed (apt-get install -y wrk)" >&2
@@ -95,12 +100,17 @@ scenario() {
   local us_per
   us_per="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$decided" \
     'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
-  printf '%-11s %10s req/s  p50 %-9s p99 %-9s server CPU %s us/decision (%s decisions) %s\n' \
+  printf '%-16s %10s req/s  p50 %-9s p99 %-9s server CPU %s us/decision (%s decisions) %s\n' \
     "$name" "$rps" "$p50" "$p99" "$us_per" "$decided" "$errors"
 }
 
 echo "writ serve load test: wrk -t$threads -c$connections, $duration a scenario, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-scenario decide /v1/decide examples/ci-deploy.json --
-scenario decide+log /v1/decide examples/ci-deploy.json -- --decision-log "$tmp/decisions.jsonl"
-scenario authzen /access/v1/evaluation "$tmp/todo.json" -- \
-  --policy examples/authzen/todo.writ --data examples/authzen/pip_users.json
+for _ in $(seq 1 "$rounds"); do
+  scenario decide /v1/decide examples/ci-deploy.json -- --pin-workers
+  scenario decide-unpinned /v1/decide examples/ci-deploy.json --
+  scenario decide+log /v1/decide examples/ci-deploy.json -- \
+    --pin-workers --decision-log "$tmp/decisions.jsonl"
+  rm -f "$tmp/decisions.jsonl"
+  scenario authzen /access/v1/evaluation "$tmp/todo.json" -- --pin-workers \
+    --policy examples/authzen/todo.writ --data examples/authzen/pip_users.json
+done

@@ -165,6 +165,13 @@ struct ServeArgs {
     /// After SIGTERM, keep serving this long with `/ready` answering 503.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
     drain_delay: std::time::Duration,
+    /// Worker threads, 1 to 1024 [default: one per CPU the process may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// Pin each worker thread to a CPU of its own (for a server with
+    /// dedicated CPUs; see docs/server.md).
+    #[arg(long)]
+    pin_workers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,6 +336,8 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.watch_interval = args.watch_interval;
             config.shutdown_grace = args.shutdown_grace;
             config.drain_delay = args.drain_delay;
+            config.workers = args.workers.map(usize::from);
+            config.pin_workers = args.pin_workers;
             writ::server::run(config)?;
             Ok(0)
         }

@@ -1143,6 +1143,88 @@ fn drain_delay_turns_ready_off_but_keeps_answering() {
     assert!(server.wait_exit(Duration::from_secs(20)));
 }
 
+/// `0-1,4` -> [0, 1, 4], as /proc prints `Cpus_allowed_list`.
+#[cfg(target_os = "linux")]
+fn cpu_list(text: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let (from, to): (usize, usize) = (
+            from.parse().expect("a CPU number"),
+            to.parse().expect("a CPU number"),
+        );
+        cpus.extend(from..=to);
+    }
+    cpus
+}
+
+/// The CPUs a thread (`/proc/PID/task/TID`) or process may run on.
+#[cfg(target_os = "linux")]
+fn allowed_cpus(proc_dir: &Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).expect("read status");
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list");
+    cpu_list(list)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pin_workers_puts_each_worker_on_a_cpu_of_its_own() {
+    let dir = Arc::new(TempDir::new("pin"));
+    let server = Server::start(&["--workers", "2", "--pin-workers"], &dir);
+    let reply = server.post("/v1/decide", &ci_deploy().to_string());
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["decision"], "allow");
+    assert!(
+        server.stderr().contains("pinning the workers"),
+        "{}",
+        server.stderr()
+    );
+
+    let process = PathBuf::from(format!("/proc/{}", server.pid()));
+    let allowed = allowed_cpus(&process);
+    assert!(!allowed.is_empty());
+    // Each worker pins itself when it first goes idle, before serving.
+    let pinned_threads = || {
+        let mut pinned = Vec::new();
+        let mut runtime_threads = 0;
+        for task in std::fs::read_dir(process.join("task")).expect("list threads") {
+            let task = task.expect("a thread").path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if name.trim() != "writ-serve" {
+                continue;
+            }
+            runtime_threads += 1;
+            let cpus = allowed_cpus(&task);
+            if cpus != allowed {
+                pinned.push(cpus);
+            }
+        }
+        pinned.sort();
+        (runtime_threads, pinned)
+    };
+    if allowed.len() >= 2 {
+        let expected = [vec![allowed[0]], vec![allowed[1]]];
+        wait_until("two pinned workers", Duration::from_secs(5), || {
+            pinned_threads().1 == expected
+        });
+    }
+    assert!(pinned_threads().0 >= 2, "two workers at least");
+
+    // Without the flag, no runtime thread is pinned.
+    let server = Server::start(&["--workers", "2"], &dir);
+    assert_eq!(
+        server.post("/v1/decide", &ci_deploy().to_string()).status,
+        200
+    );
+    let process = PathBuf::from(format!("/proc/{}", server.pid()));
+    for task in std::fs::read_dir(process.join("task")).expect("list threads") {
+        assert_eq!(allowed_cpus(&task.expect("a thread").path()), allowed);
+    }
+}
+
 #[test]
 fn startup_errors_exit_2_with_a_message() {
     let dir = TempDir::new("startup");
@@ -1162,6 +1244,18 @@ fn startup_errors_exit_2_with_a_message() {
         .expect("writ serve");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--redact nobody.id"));
+
+    for workers in ["0", "1025", "many"] {
+        let output = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--workers", workers])
+            .output()
+            .expect("writ serve");
+        assert_eq!(output.status.code(), Some(2), "--workers {workers}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--workers"),
+            "--workers {workers}"
+        );
+    }
 
     // A port already taken.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -19,6 +19,7 @@ mod http;
 mod ids;
 mod log;
 mod metrics;
+mod pin;
 mod state;
 
 use std::net::SocketAddr;
@@ -61,11 +62,16 @@ pub struct Config {
     /// After `SIGTERM`, how long to keep serving with `/ready` answering
     /// 503, so that a load balancer stops sending first.
     pub drain_delay: Duration,
+    /// Runtime worker threads; none for one per CPU the process may use.
+    pub workers: Option<usize>,
+    /// Pin each worker thread to a CPU of its own.
+    pub pin_workers: bool,
 }
 
 impl Config {
     /// The defaults: embedded pack, `127.0.0.1:8181`, no log, 1 MiB bodies,
-    /// 10 s request timeout, 1 s watch, 30 s shutdown grace, no drain delay.
+    /// 10 s request timeout, 1 s watch, 30 s shutdown grace, no drain delay,
+    /// one worker per CPU, not pinned.
     pub fn new() -> Config {
         Config {
             policies: Vec::new(),
@@ -78,6 +84,8 @@ impl Config {
             watch_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
+            workers: None,
+            pin_workers: false,
         }
     }
 }
@@ -112,6 +120,14 @@ pub fn run(config: Config) -> Result<(), String> {
     if config.max_body == 0 {
         return Err("`--max-body` must be at least 1 byte".to_owned());
     }
+    if config.workers == Some(0) {
+        return Err("`--workers` must be at least 1".to_owned());
+    }
+    let cpus = if config.pin_workers {
+        Some(pin::Cpus::allowed()?)
+    } else {
+        None
+    };
     let source = PolicySource {
         policies: config.policies.clone(),
         data: config.data.clone(),
@@ -140,9 +156,25 @@ pub fn run(config: Config) -> Result<(), String> {
         source,
         fingerprint: tokio::sync::Mutex::new(fingerprint),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("writ-serve")
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("writ-serve");
+    if let Some(workers) = config.workers {
+        builder.worker_threads(workers);
+    }
+    if let Some(cpus) = cpus {
+        eprintln!(
+            "writ: pinning the workers to CPU {}, one each in turn",
+            cpus.ids()
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        builder
+            .on_thread_start(cpus.widen_on_start())
+            .on_thread_park(cpus.pin_on_first_park());
+    }
+    let runtime = builder
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(serve(app, &config))
