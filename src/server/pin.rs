@@ -3,7 +3,7 @@
 //! Left alone, the kernel may run two busy workers on one CPU and switch
 //! between them only at the scheduler tick, while the other CPU serves
 //! something else; every request a waiting worker holds then waits a tick
-//! (4 ms at 250 Hz). Pinned, a worker is never queued behind another
+//! (4 ms on the 2-core test machine, docs/performance.md). Pinned, a worker is never queued behind another
 //! worker. The cost is flexibility: a pinned worker cannot move away from
 //! a CPU that something else is using, so pinning is for a server that has
 //! its CPUs to itself (docs/server.md, "In production").
