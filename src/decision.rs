@@ -274,9 +274,16 @@ impl Decision {
     /// writes from the derived `Serialize`, written directly (a decision is
     /// mostly the policy's own strings, copied without a scan).
     pub fn to_json(&self) -> String {
+        String::from_utf8(self.json_bytes(None))
+            .unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
+    }
+
+    /// The decision's JSON in a buffer sized for it; with `decision_id`, as
+    /// [`Decision::write_json`] writes it.
+    pub fn json_bytes(&self, decision_id: Option<&str>) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024 + 160 * self.trace.len());
-        self.write_json(&mut out, None);
-        String::from_utf8(out).unwrap_or_else(|_| String::from("{\"decision\":\"deny\"}"))
+        self.write_json(&mut out, decision_id);
+        out
     }
 
     /// Appends the decision's JSON to `out`; with `decision_id`, the object

@@ -257,14 +257,6 @@ async fn decide_one(
     (decision, decision_id)
 }
 
-/// The contract's decision, with the id of its decision log line as a
-/// last member, `"decision_id"`.
-fn decision_json(decision: &Decision, decision_id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024 + 160 * decision.trace.len());
-    decision.write_json(&mut out, Some(decision_id));
-    out
-}
-
 async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
@@ -274,7 +266,8 @@ async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
         let loaded = app.current.load_full();
         let (decision, decision_id) =
             decide_one(&app, &loaded, parsed, Endpoint::Decide, id.as_deref()).await;
-        let mut response = json_body(decision_json(&decision, &decision_id));
+        // The contract's decision, with the id of its log line last.
+        let mut response = json_body(decision.json_bytes(Some(&decision_id)));
         if let Ok(value) = HeaderValue::from_str(&decision_id) {
             response.headers_mut().insert(DECISION_ID, value);
         }
