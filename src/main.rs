@@ -134,6 +134,12 @@ enum Command {
     },
     /// Serve decisions over HTTP until SIGTERM (see docs/server.md).
     Serve(ServeArgs),
+    /// Write DIR/writ.manifest: the SHA-256 of every `.writ` file below
+    /// DIR, so that `writ serve` activates the set only when it matches.
+    Manifest {
+        /// The policy directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,6 +165,14 @@ struct ServeArgs {
     /// How often to look for changed policy files (`0s` turns it off).
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     watch_interval: std::time::Duration,
+    /// How long changed policy files must stay unchanged before the
+    /// watcher reads them as a new set.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    reload_settle: std::time::Duration,
+    /// How long the watcher waits for changing files to settle before it
+    /// reports a failed reload (it goes on waiting).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    reload_max_wait: std::time::Duration,
     /// How long shutdown waits for requests in flight.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_grace: std::time::Duration,
@@ -334,11 +348,22 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.max_body = args.max_body;
             config.request_timeout = args.request_timeout;
             config.watch_interval = args.watch_interval;
+            config.reload_settle = args.reload_settle;
+            config.reload_max_wait = args.reload_max_wait;
             config.shutdown_grace = args.shutdown_grace;
             config.drain_delay = args.drain_delay;
             config.workers = args.workers.map(usize::from);
             config.pin_workers = args.pin_workers;
             writ::server::run(config)?;
+            Ok(0)
+        }
+        Command::Manifest { dir } => {
+            let text = writ::server::write_manifest(&dir)?;
+            eprintln!(
+                "wrote `{}` ({} file(s))",
+                dir.join("writ.manifest").display(),
+                text.lines().count()
+            );
             Ok(0)
         }
         Command::Fmt { check, paths } => run_fmt(&paths, check),

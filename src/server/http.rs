@@ -38,6 +38,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/access/v1/evaluation", post(evaluation))
         .route("/access/v1/evaluations", post(evaluations))
         .route("/v1/policy", get(policy))
+        .route("/v1/policy/reload", post(reload_policy))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -495,6 +496,19 @@ async fn policy(State(app): State<Arc<App>>) -> Response {
         })
         .to_string(),
     )
+}
+
+/// `POST /v1/policy/reload`: an explicit reload, which may remove rules
+/// and files. 200 when the set read was activated, 409 when it was refused;
+/// either way the body names the digest now serving. The body of the
+/// request is not read: the set comes from the files only.
+async fn reload_policy(State(app): State<Arc<App>>) -> Response {
+    let outcome = super::reload(&app, super::Trigger::Request).await;
+    let mut response = json_body(outcome.to_json().to_string());
+    if outcome.refusal.is_some() {
+        *response.status_mut() = StatusCode::CONFLICT;
+    }
+    response
 }
 
 async fn health() -> Response {

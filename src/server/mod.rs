@@ -7,9 +7,12 @@
 //! liveness and readiness (`GET /health`, `GET /ready`) and Prometheus
 //! metrics (`GET /metrics`).
 //!
-//! The policy set is reloaded on `SIGHUP` and when a policy or data file
-//! changes (checked every second); a set that does not compile is refused
-//! and the last good one keeps serving. Every decision can be written to a
+//! The policy set is reloaded on `SIGHUP`, on `POST /v1/policy/reload`
+//! and when the policy or data files change and then stay unchanged for a
+//! settle interval; a set that was read while changing, does not match its
+//! manifest, has an empty file or does not compile is refused, and so is
+//! an automatic reload that drops rules or files. The last good set keeps
+//! serving. Every decision can be written to a
 //! decision log, one JSON line each, off the request path. `SIGTERM` and
 //! `SIGINT` stop accepting connections, let the requests in flight finish,
 //! flush the log and exit. See `docs/server.md`.
@@ -26,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -36,7 +39,7 @@ use serde_json::Value;
 use crate::request::{Prepared, Request, RequestError, MAX_JSON_DEPTH};
 use log::{DecisionLog, Redaction};
 use metrics::Metrics;
-use state::{Current, Fingerprint, PolicySource};
+use state::{Current, Dropped, PolicySource, Refusal};
 
 /// How `writ serve` was asked to run.
 #[derive(Debug, Clone)]
@@ -57,6 +60,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How often to look for changed policy files; zero turns watching off.
     pub watch_interval: Duration,
+    /// How long changed files must stay unchanged before the watcher
+    /// reads them as a new set.
+    pub reload_settle: Duration,
+    /// How long the watcher waits for changing files to settle before it
+    /// reports (and counts) a failed reload; it goes on waiting after.
+    pub reload_max_wait: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     /// After `SIGTERM`, how long to keep serving with `/ready` answering
@@ -70,7 +79,8 @@ pub struct Config {
 
 impl Config {
     /// The defaults: embedded pack, `127.0.0.1:8181`, no log, 1 MiB bodies,
-    /// 10 s request timeout, 1 s watch, 30 s shutdown grace, no drain delay,
+    /// 10 s request timeout, 1 s watch, 1 s settle, 30 s longest wait for
+    /// files to settle, 30 s shutdown grace, no drain delay,
     /// one worker per CPU, not pinned.
     pub fn new() -> Config {
         Config {
@@ -82,6 +92,8 @@ impl Config {
             max_body: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             watch_interval: Duration::from_secs(1),
+            reload_settle: Duration::from_secs(1),
+            reload_max_wait: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             workers: None,
@@ -107,9 +119,9 @@ pub(crate) struct App {
     pub(crate) request_timeout: Duration,
     pub(crate) draining: AtomicBool,
     source: PolicySource,
-    /// The files as the last reload (or the start) saw them; one reload at
-    /// a time.
-    fingerprint: tokio::sync::Mutex<Fingerprint>,
+    /// What the watcher has seen of the files; held by every reload, so
+    /// there is one at a time.
+    watch: tokio::sync::Mutex<Watch>,
 }
 
 /// Runs the server until `SIGTERM` or `SIGINT`. Errors are for stderr: a
@@ -132,7 +144,6 @@ pub fn run(config: Config) -> Result<(), String> {
         policies: config.policies.clone(),
         data: config.data.clone(),
     };
-    let fingerprint = source.fingerprint();
     let loaded = source.load()?;
     let metrics = Arc::new(Metrics::default());
     let log = match &config.decision_log {
@@ -154,7 +165,7 @@ pub fn run(config: Config) -> Result<(), String> {
         request_timeout: config.request_timeout,
         draining: AtomicBool::new(false),
         source,
-        fingerprint: tokio::sync::Mutex::new(fingerprint),
+        watch: tokio::sync::Mutex::new(Watch::default()),
     });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("writ-serve");
@@ -192,8 +203,8 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     spawn_reload_on_hangup(app.clone())?;
-    if !config.watch_interval.is_zero() {
-        spawn_watcher(app.clone(), config.watch_interval);
+    if !config.watch_interval.is_zero() && app.source.has_files() {
+        spawn_watcher(app.clone(), config);
     }
 
     let router = http::router(app.clone());
@@ -294,7 +305,7 @@ fn spawn_reload_on_hangup(app: Arc<App>) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            reload(&app, "SIGHUP").await;
+            reload(&app, Trigger::Signal).await;
         }
     });
     Ok(())
@@ -305,66 +316,286 @@ fn spawn_reload_on_hangup(_app: Arc<App>) -> Result<(), String> {
     Ok(())
 }
 
-fn spawn_watcher(app: Arc<App>, every: Duration) {
+/// Who asked for a reload. Only an explicit one (a signal or a request)
+/// may remove rules or files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The watcher saw the files change and then settle.
+    Watcher,
+    /// `SIGHUP`.
+    Signal,
+    /// `POST /v1/policy/reload`.
+    Request,
+}
+
+impl Trigger {
+    fn label(self) -> &'static str {
+        match self {
+            Trigger::Watcher => "a policy file changed",
+            Trigger::Signal => "SIGHUP",
+            Trigger::Request => "POST /v1/policy/reload",
+        }
+    }
+}
+
+/// What the watcher remembers between looks.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The content digest at the last look, and when that content was
+    /// first seen: the files have settled once it is `--reload-settle` old.
+    seen: Option<(String, Instant)>,
+    /// Since when the files have differed from the serving set, for the
+    /// bound on waiting (reset each time the wait is reported).
+    changing_since: Option<Instant>,
+    /// A content digest already tried and refused: not tried (or counted)
+    /// again until the files change.
+    refused: Option<String>,
+}
+
+/// What one reload did, for `POST /v1/policy/reload`.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Why the new set was refused; none if it was activated.
+    pub(crate) refusal: Option<Refusal>,
+    /// The digest serving after the reload.
+    pub(crate) digest: String,
+    /// The digest serving before it.
+    pub(crate) previous: String,
+    /// How many rules serve after the reload.
+    pub(crate) rules: usize,
+    /// What an activated explicit reload removed.
+    pub(crate) dropped: Dropped,
+}
+
+impl Outcome {
+    /// The JSON answer of `POST /v1/policy/reload`.
+    pub(crate) fn to_json(&self) -> Value {
+        let mut body = serde_json::json!({
+            "status": if self.refusal.is_none() { "activated" } else { "refused" },
+            "digest": self.digest,
+            "previous": self.previous,
+            "rules": self.rules,
+        });
+        match &self.refusal {
+            Some(refusal) => body["reason"] = Value::String(refusal.to_string()),
+            None => {
+                body["dropped_rules"] = serde_json::json!(self.dropped.rules);
+                body["dropped_files"] = serde_json::json!(self.dropped.files);
+            }
+        }
+        body
+    }
+}
+
+fn spawn_watcher(app: Arc<App>, config: &Config) {
+    let every = config.watch_interval;
+    let settle = config.reload_settle;
+    let max_wait = config.reload_max_wait.max(settle);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let source = app.source.clone();
-            let now = match tokio::task::spawn_blocking(move || source.fingerprint()).await {
-                Ok(now) => now,
-                Err(_) => continue,
-            };
-            let changed = *app.fingerprint.lock().await != now;
-            if changed {
-                // Let an editor or a deploy finish writing before reading.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                reload(&app, "a policy file changed").await;
-            }
+            look(&app, settle, max_wait).await;
         }
     });
 }
 
-/// Compiles the files aside and swaps the new set in; on failure keeps the
-/// old set, prints the diagnostics and counts the failure.
-async fn reload(app: &Arc<App>, why: &str) {
-    let mut fingerprint = app.fingerprint.lock().await;
+/// Reads the whole set on a blocking thread.
+async fn read_set(app: &App) -> Result<state::Snapshot, String> {
     let source = app.source.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let seen = source.fingerprint();
-        (seen, source.load())
-    })
-    .await;
-    let (seen, loaded) = match result {
-        Ok(pair) => pair,
-        Err(error) => {
-            app.metrics.reload(false);
-            eprintln!("writ: reload ({why}) failed: {error}");
+    tokio::task::spawn_blocking(move || source.read())
+        .await
+        .unwrap_or_else(|error| Err(format!("the reading thread failed: {error}")))
+}
+
+/// One look of the watcher. Files that differ from the serving set must
+/// keep the same content for `settle` (compared by content digest, not by
+/// size and time), and then read the same twice in a row, before they are
+/// prepared as a new set; a set that keeps changing is reported once per
+/// `max_wait`.
+async fn look(app: &Arc<App>, settle: Duration, max_wait: Duration) {
+    let mut watch = app.watch.lock().await;
+    let read = read_set(app).await;
+    let key = match &read {
+        Ok(snapshot) => snapshot.content.clone(),
+        Err(message) => format!("unreadable: {message}"),
+    };
+    let now = Instant::now();
+    if key == app.current.load().content {
+        *watch = Watch {
+            seen: Some((key, now)),
+            ..Watch::default()
+        };
+        return;
+    }
+    if watch.refused.as_deref() == Some(key.as_str()) {
+        return;
+    }
+    let since = match &watch.seen {
+        Some((seen, since)) if *seen == key => *since,
+        _ => {
+            watch.seen = Some((key.clone(), now));
+            now
+        }
+    };
+    let changing_since = *watch.changing_since.get_or_insert(now);
+    if now.duration_since(since) < settle {
+        if now.duration_since(changing_since) >= max_wait {
+            watch.changing_since = Some(now);
+            finish(
+                app,
+                Trigger::Watcher,
+                Err(Refusal::NeverSettled { waited: max_wait }),
+            );
+        }
+        return;
+    }
+    let first = match read {
+        Ok(snapshot) => snapshot,
+        Err(message) => {
+            finish(app, Trigger::Watcher, Err(Refusal::Read(message)));
+            watch.refused = Some(key);
             return;
         }
     };
-    *fingerprint = seen;
-    match loaded {
-        Ok(loaded) => {
-            let previous = app.current.load().engine.digest().to_owned();
-            eprintln!(
-                "writ: reloaded ({why}): {} rule(s) from {} file(s), {} (was {previous})",
-                loaded.engine.policy().rules.len(),
-                loaded.files.len(),
-                loaded.engine.digest()
-            );
-            app.current.store(Arc::new(loaded));
-            app.metrics.reload(true);
-        }
-        Err(message) => {
-            app.metrics.reload(false);
-            eprintln!(
-                "writ: reload ({why}) failed; still serving {}\n{message}",
-                app.current.load().engine.digest()
-            );
+    match read_set(app).await {
+        Ok(second) if second.content == first.content => {}
+        // Still being written: start the settle interval again.
+        _ => {
+            watch.seen = None;
+            return;
         }
     }
+    let outcome = prepare_and_swap(app, Trigger::Watcher, first).await;
+    if outcome.refusal.is_some() {
+        watch.refused = Some(key);
+    } else {
+        *watch = Watch::default();
+    }
+}
+
+/// An explicit reload (`SIGHUP`, `POST /v1/policy/reload`): reads the set
+/// twice (trying again a few times while a writer is busy), then checks,
+/// compiles and swaps it in. It may remove rules and files; it still
+/// refuses an empty file, a set that does not match its manifest and one
+/// that does not compile.
+pub(crate) async fn reload(app: &Arc<App>, trigger: Trigger) -> Outcome {
+    let mut watch = app.watch.lock().await;
+    let mut attempts = 0;
+    let snapshot = loop {
+        let source = app.source.clone();
+        let read = tokio::task::spawn_blocking(move || source.read_stable())
+            .await
+            .unwrap_or_else(|error| {
+                Err(Refusal::Read(format!("the reading thread failed: {error}")))
+            });
+        match read {
+            Err(Refusal::Changing) if attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other,
+        }
+    };
+    let outcome = match snapshot {
+        Ok(snapshot) => {
+            let key = snapshot.content.clone();
+            let outcome = prepare_and_swap(app, trigger, snapshot).await;
+            if outcome.refusal.is_some() {
+                watch.refused = Some(key);
+            }
+            outcome
+        }
+        Err(refusal) => finish(app, trigger, Err(refusal)),
+    };
+    if outcome.refusal.is_none() {
+        *watch = Watch::default();
+    }
+    outcome
+}
+
+/// Checks and compiles a stable snapshot aside, then swaps it in or
+/// refuses it.
+async fn prepare_and_swap(app: &Arc<App>, trigger: Trigger, snapshot: state::Snapshot) -> Outcome {
+    let serving = app.current.load_full();
+    let explicit = trigger != Trigger::Watcher;
+    let result = tokio::task::spawn_blocking(move || state::prepare(&serving, &snapshot, explicit))
+        .await
+        .unwrap_or_else(|error| {
+            Err(Refusal::Read(format!(
+                "the compiling thread failed: {error}"
+            )))
+        });
+    finish(app, trigger, result)
+}
+
+/// Swaps an accepted set in, or keeps the old one; either way counts it
+/// and says so on stderr.
+fn finish(
+    app: &App,
+    trigger: Trigger,
+    result: Result<(state::Loaded, Dropped), Refusal>,
+) -> Outcome {
+    let why = trigger.label();
+    let serving = app.current.load_full();
+    let previous = serving.engine.digest().to_owned();
+    match result {
+        Ok((loaded, dropped)) => {
+            let digest = loaded.engine.digest().to_owned();
+            let rules = loaded.engine.policy().rules.len();
+            eprintln!(
+                "writ: reloaded ({why}): {rules} rule(s) from {} file(s), {digest} (was {previous})",
+                loaded.files.len(),
+            );
+            if !dropped.is_empty() {
+                eprintln!("writ: reload ({why}) removed {dropped}, as asked");
+            }
+            app.current.store(Arc::new(loaded));
+            app.metrics.reload(true);
+            Outcome {
+                refusal: None,
+                digest,
+                previous,
+                rules,
+                dropped,
+            }
+        }
+        Err(refusal) => {
+            app.metrics.reload(false);
+            match &refusal {
+                Refusal::Compile(_) | Refusal::Read(_) => {
+                    eprintln!("writ: reload ({why}) failed; still serving {previous}\n{refusal}")
+                }
+                _ => eprintln!("writ: reload ({why}) refused; still serving {previous}: {refusal}"),
+            }
+            Outcome {
+                refusal: Some(refusal),
+                digest: previous.clone(),
+                previous,
+                rules: serving.engine.policy().rules.len(),
+                dropped: Dropped::default(),
+            }
+        }
+    }
+}
+
+/// Writes `DIR/writ.manifest` for the `.writ` files below `dir` (aside,
+/// then renamed into place) and returns its text.
+pub fn write_manifest(dir: &std::path::Path) -> Result<String, String> {
+    let text = state::manifest_text(dir)?;
+    let target = dir.join(state::MANIFEST);
+    let aside = dir.join(format!(".{}.tmp", state::MANIFEST));
+    std::fs::write(&aside, &text)
+        .map_err(|e| format!("cannot write `{}`: {e}", aside.display()))?;
+    std::fs::rename(&aside, &target).map_err(|e| {
+        format!(
+            "cannot rename `{}` to `{}`: {e}",
+            aside.display(),
+            target.display()
+        )
+    })?;
+    Ok(text)
 }
 
 /// The server clock, RFC 3339 in UTC.

@@ -1,17 +1,29 @@
 //! The policy set that is serving, and how a new one replaces it.
 //!
-//! A reload reads and compiles the files aside, on a blocking thread; only a
-//! set that compiled is swapped in, in one atomic pointer store, so a
-//! request sees either the old set or the new one, never a mix.
+//! A reload never compiles files as it happens to find them. It reads the
+//! whole set into memory (a [`Snapshot`]: every `.writ` file, the manifests,
+//! the data file), reads it a second time, and goes on only if both reads
+//! have the same content digest; it checks the set against its manifest
+//! when there is one, refuses an emptied file, compiles the set aside and,
+//! for a reload nobody asked for, refuses a set that drops rules or files
+//! (see [`Dropped`]). Only a set that passed all of that is swapped in, in
+//! one atomic pointer store, so a request sees either the old set or the
+//! new one, never a mix. The watcher in `mod.rs` adds the settle interval.
 
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
-use crate::engine::Engine;
-use crate::fixture;
+use crate::engine::{Engine, DEFAULT_PACK};
+use crate::source::MAX_INPUT_BYTES;
+
+/// The manifest a policy directory may hold: the `.writ` files of a
+/// complete set and their SHA-256 digests, one `HEX  PATH` line each (the
+/// format `sha256sum` writes), paths relative to the directory.
+pub(crate) const MANIFEST: &str = "writ.manifest";
 
 /// A compiled policy set and where it came from.
 #[derive(Debug)]
@@ -22,6 +34,9 @@ pub(crate) struct Loaded {
     pub(crate) files: Vec<String>,
     /// When it was loaded, RFC 3339.
     pub(crate) loaded_at: String,
+    /// The content digest of the bytes it was compiled from (file names,
+    /// texts, manifests, data), which the watcher compares the files with.
+    pub(crate) content: String,
 }
 
 impl Loaded {
@@ -36,7 +51,18 @@ impl Loaded {
             engine,
             files: vec!["t.writ".to_owned()],
             loaded_at: super::now_rfc3339(),
+            content: String::new(),
         }
+    }
+
+    /// The rule ids, in order.
+    pub(crate) fn rule_ids(&self) -> Vec<&str> {
+        self.engine
+            .policy()
+            .rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect()
     }
 }
 
@@ -49,85 +75,514 @@ pub(crate) struct PolicySource {
     pub(crate) data: Option<PathBuf>,
 }
 
-/// The size and modification time of every file a reload would read (and
-/// of the directories holding them, so that added and removed files show).
-pub(crate) type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// One file as read, whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadFile {
+    /// The name it is compiled under (the path as found).
+    pub(crate) name: String,
+    /// Its bytes.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A policy directory's manifest as read, with the `.writ` files found
+/// below that directory (by path relative to it, and index into
+/// [`Snapshot::files`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ManifestRead {
+    /// The manifest's path.
+    pub(crate) name: String,
+    /// Its bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// Every `.writ` file below the directory: relative path, file index.
+    pub(crate) found: Vec<(String, usize)>,
+}
+
+/// Everything a reload reads, in memory, before anything is compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    /// The policy files, in compile order.
+    pub(crate) files: Vec<ReadFile>,
+    /// The manifests of the policy directories that have one.
+    pub(crate) manifests: Vec<ManifestRead>,
+    /// The data file.
+    pub(crate) data: Option<ReadFile>,
+    /// `sha256:...` over all of the above.
+    pub(crate) content: String,
+}
 
 impl PolicySource {
-    /// Reads and compiles the policy set. The error is the rendered
-    /// diagnostics (or the read error), for stderr.
-    pub(crate) fn load(&self) -> Result<Loaded, String> {
-        let files = fixture::load_policies(&self.policies, Path::new(""))?;
+    /// Whether there is anything on disk to watch (the embedded pack never
+    /// changes).
+    pub(crate) fn has_files(&self) -> bool {
+        self.data.is_some() || self.policies.iter().any(|p| p != "default")
+    }
+
+    /// Reads the whole set into memory. Entries whose name starts with `.`
+    /// are skipped, so that a Kubernetes ConfigMap volume (whose files are
+    /// also reachable through `..data` and a `..2026_...` directory) is read
+    /// once, through its top-level names.
+    pub(crate) fn read(&self) -> Result<Snapshot, String> {
+        let mut files = Vec::new();
+        let mut manifests = Vec::new();
+        if self.policies.is_empty() {
+            push_pack(&mut files);
+        }
+        for path in &self.policies {
+            if path == "default" {
+                push_pack(&mut files);
+                continue;
+            }
+            let root = Path::new(path);
+            if !root.is_dir() {
+                let bytes = read_bytes(root)?;
+                files.push(ReadFile {
+                    name: root.display().to_string(),
+                    bytes,
+                });
+                continue;
+            }
+            let mut found = Vec::new();
+            walk(root, "", &mut found, 0)?;
+            if found.is_empty() {
+                return Err(format!("no `.writ` files at `{}`", root.display()));
+            }
+            let mut relative = Vec::new();
+            for (rel, full) in found {
+                relative.push((rel, files.len()));
+                files.push(ReadFile {
+                    name: full.display().to_string(),
+                    bytes: read_bytes(&full)?,
+                });
+            }
+            let manifest = root.join(MANIFEST);
+            if manifest.exists() {
+                manifests.push(ManifestRead {
+                    name: manifest.display().to_string(),
+                    bytes: read_bytes(&manifest)?,
+                    found: relative,
+                });
+            }
+        }
         let data = match &self.data {
             None => None,
-            Some(path) => Some(read_data(path)?),
+            Some(path) => Some(ReadFile {
+                name: path.display().to_string(),
+                bytes: read_bytes(path)?,
+            }),
         };
-        let names: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
-        let engine = Engine::compile(files, data.as_ref()).map_err(|diagnostics| {
-            format!(
-                "the policies do not compile ({} diagnostics):\n{}",
-                diagnostics.len(),
-                diagnostics.render(false)
-            )
-        })?;
-        Ok(Loaded {
-            engine,
-            files: names,
-            loaded_at: super::now_rfc3339(),
+        let content = content_digest(&files, &manifests, data.as_ref());
+        Ok(Snapshot {
+            files,
+            manifests,
+            data,
+            content,
         })
     }
 
-    /// The current fingerprint of the files behind the set. The embedded
-    /// pack never changes, so it contributes nothing.
-    pub(crate) fn fingerprint(&self) -> Fingerprint {
-        let mut out = Vec::new();
-        for path in &self.policies {
-            if path != "default" {
-                walk(Path::new(path), &mut out, 0);
+    /// Reads the set twice and returns it only if both reads agree: a
+    /// writer that was busy while it was read shows as a difference.
+    pub(crate) fn read_stable(&self) -> Result<Snapshot, Refusal> {
+        let first = self.read().map_err(Refusal::Read)?;
+        let second = self.read().map_err(Refusal::Read)?;
+        if first.content == second.content {
+            Ok(second)
+        } else {
+            Err(Refusal::Changing)
+        }
+    }
+
+    /// Reads (twice) and compiles the set, as at start-up: no guard, since
+    /// nothing serves yet, but a set that is changing, does not match its
+    /// manifest or has an empty file is refused.
+    pub(crate) fn load(&self) -> Result<Loaded, String> {
+        let snapshot = self.read_stable().map_err(|r| r.to_string())?;
+        check(&snapshot).map_err(|r| r.to_string())?;
+        compile(&snapshot).map_err(|r| r.to_string())
+    }
+}
+
+fn push_pack(files: &mut Vec<ReadFile>) {
+    files.extend(DEFAULT_PACK.iter().map(|(name, text)| ReadFile {
+        name: (*name).to_owned(),
+        bytes: text.as_bytes().to_vec(),
+    }));
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "`{}` is larger than {MAX_INPUT_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Collects the `.writ` files below `dir`, sorted, as (path relative to
+/// the root with `/` separators, full path). The depth bound guards
+/// against symlink loops.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, PathBuf)>,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > 32 {
+        return Err(format!(
+            "`{}` is nested more than 32 directories deep (a symlink loop?)",
+            dir.display()
+        ));
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list `{}`: {e}", dir.display()))?;
+    let mut children: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| !name.starts_with('.'))
+        .collect();
+    children.sort();
+    for (name, path) in children {
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if path.is_dir() {
+            walk(&path, &relative, out, depth + 1)?;
+        } else if path.extension().is_some_and(|e| e == "writ") {
+            out.push((relative, path));
+        }
+    }
+    Ok(())
+}
+
+/// The lowercase hex of `bytes`' SHA-256 (as `sha256sum` prints it).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(bytes) {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+fn content_digest(
+    files: &[ReadFile],
+    manifests: &[ManifestRead],
+    data: Option<&ReadFile>,
+) -> String {
+    let mut hasher = Sha256::new();
+    let mut add = |tag: &[u8], file: &ReadFile| {
+        hasher.update(tag);
+        hasher.update((file.name.len() as u64).to_le_bytes());
+        hasher.update(file.name.as_bytes());
+        hasher.update((file.bytes.len() as u64).to_le_bytes());
+        hasher.update(&file.bytes);
+    };
+    for file in files {
+        add(b"policy", file);
+    }
+    for manifest in manifests {
+        add(
+            b"manifest",
+            &ReadFile {
+                name: manifest.name.clone(),
+                bytes: manifest.bytes.clone(),
+            },
+        );
+    }
+    if let Some(data) = data {
+        add(b"data", data);
+    }
+    let mut hex = String::with_capacity(71);
+    hex.push_str("sha256:");
+    for byte in hasher.finalize() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Why a policy set was not activated.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Refusal {
+    /// A file could not be read (`--policy` names a directory with no
+    /// `.writ` file, a file is unreadable or too large).
+    Read(String),
+    /// Two reads of the set, one after the other, differed: something is
+    /// writing.
+    Changing,
+    /// The files kept changing for longer than the watcher waits.
+    NeverSettled {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// A manifest is malformed or the files do not match it.
+    Manifest(String),
+    /// A `.writ` file with nothing but white space in it: a file being
+    /// written, or one deleted by truncation.
+    EmptyFiles(Vec<String>),
+    /// The set does not compile; the rendered diagnostics.
+    Compile(String),
+    /// An automatic reload that would remove rules or files.
+    Drops(Dropped),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Read(message) => f.write_str(message),
+            Refusal::Changing => {
+                f.write_str("the policy files changed while they were read (two reads differed)")
+            }
+            Refusal::NeverSettled { waited } => write!(
+                f,
+                "the policy files kept changing for {waited:?} and never settled"
+            ),
+            Refusal::Manifest(message) => write!(f, "incomplete per the manifest: {message}"),
+            Refusal::EmptyFiles(names) => write!(
+                f,
+                "empty policy file(s) {}: a file being written, or deleted by truncation \
+                 (delete the file instead, and reload with SIGHUP or POST /v1/policy/reload)",
+                quoted(names)
+            ),
+            Refusal::Compile(message) => f.write_str(message),
+            Refusal::Drops(dropped) => write!(
+                f,
+                "the new set drops {dropped}; an automatic reload never removes rules \
+                 (send SIGHUP or POST /v1/policy/reload to remove them on purpose)"
+            ),
+        }
+    }
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a new set would remove from the serving one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    /// Rule ids the serving set has and the new one lacks.
+    pub(crate) rules: Vec<String>,
+    /// File names the serving set was compiled from and the new one lacks.
+    pub(crate) files: Vec<String>,
+}
+
+impl Dropped {
+    /// Compares the serving set with a candidate.
+    pub(crate) fn between(serving: &Loaded, candidate: &Loaded) -> Dropped {
+        let new_rules = candidate.rule_ids();
+        let rules = serving
+            .rule_ids()
+            .into_iter()
+            .filter(|id| !new_rules.contains(id))
+            .map(str::to_owned)
+            .collect();
+        let files = serving
+            .files
+            .iter()
+            .filter(|name| !candidate.files.contains(name))
+            .cloned()
+            .collect();
+        Dropped { rules, files }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.files.is_empty()
+    }
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.rules.is_empty() {
+            parts.push(format!(
+                "{} rule(s) {}",
+                self.rules.len(),
+                quoted(&self.rules)
+            ));
+        }
+        if !self.files.is_empty() {
+            parts.push(format!(
+                "{} file(s) {}",
+                self.files.len(),
+                quoted(&self.files)
+            ));
+        }
+        if parts.is_empty() {
+            f.write_str("nothing")
+        } else {
+            f.write_str(&parts.join(" and "))
+        }
+    }
+}
+
+/// The checks before compiling: every manifest matches, no file is empty.
+pub(crate) fn check(snapshot: &Snapshot) -> Result<(), Refusal> {
+    for manifest in &snapshot.manifests {
+        check_manifest(manifest, &snapshot.files).map_err(Refusal::Manifest)?;
+    }
+    let empty: Vec<String> = snapshot
+        .files
+        .iter()
+        .filter(|file| file.bytes.iter().all(u8::is_ascii_whitespace))
+        .map(|file| file.name.clone())
+        .collect();
+    if empty.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::EmptyFiles(empty))
+    }
+}
+
+/// One line of a manifest: `HEX  PATH` (two spaces, or ` *` as
+/// `sha256sum --binary` writes); `#` comments and blank lines are skipped.
+pub(crate) fn parse_manifest(name: &str, text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "line {} of `{name}` is not `SHA256  FILE`: `{line}`",
+                number + 1
+            )
+        };
+        let (hex, rest) = line.split_once(' ').ok_or_else(bad)?;
+        let hex = hex
+            .strip_prefix("sha256:")
+            .unwrap_or(hex)
+            .to_ascii_lowercase();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let path = rest.trim_start_matches(' ');
+        let path = path.strip_prefix('*').unwrap_or(path);
+        let path = path.strip_prefix("./").unwrap_or(path);
+        if path.is_empty() {
+            return Err(bad());
+        }
+        if !path.ends_with(".writ") {
+            return Err(format!(
+                "line {} of `{name}` lists `{path}`; a manifest lists `.writ` files only",
+                number + 1
+            ));
+        }
+        if entries.iter().any(|(_, p)| p == path) {
+            return Err(format!("`{name}` lists `{path}` twice"));
+        }
+        entries.push((hex, path.to_owned()));
+    }
+    if entries.is_empty() {
+        return Err(format!("`{name}` lists no files"));
+    }
+    Ok(entries)
+}
+
+fn check_manifest(manifest: &ManifestRead, files: &[ReadFile]) -> Result<(), String> {
+    let text = std::str::from_utf8(&manifest.bytes)
+        .map_err(|_| format!("`{}` is not UTF-8 text", manifest.name))?;
+    let entries = parse_manifest(&manifest.name, text)?;
+    let mut problems = Vec::new();
+    for (hex, path) in &entries {
+        match manifest.found.iter().find(|(rel, _)| rel == path) {
+            None => problems.push(format!("`{path}` is listed but missing")),
+            Some((_, index)) => {
+                let bytes = files.get(*index).map(|f| f.bytes.as_slice()).unwrap_or(&[]);
+                if sha256_hex(bytes) != *hex {
+                    problems.push(format!("`{path}` does not match its digest"));
+                }
             }
         }
-        if let Some(data) = &self.data {
-            stamp(data, &mut out);
+    }
+    for (rel, _) in &manifest.found {
+        if !entries.iter().any(|(_, path)| path == rel) {
+            problems.push(format!("`{rel}` is not listed"));
         }
-        out
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("`{}`: {}", manifest.name, problems.join(", ")))
     }
 }
 
-fn read_data(path: &Path) -> Result<Value, String> {
-    use crate::source::{read_limited, MAX_INPUT_BYTES};
-    let text = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read data file `{}`: {e}", path.display()))
-        .and_then(|file| read_limited(file, &path.display().to_string(), MAX_INPUT_BYTES))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("data file `{}` is not valid JSON: {e}", path.display()))
-}
-
-fn stamp(path: &Path, out: &mut Fingerprint) {
-    match std::fs::metadata(path) {
-        Ok(meta) => out.push((path.to_owned(), meta.modified().ok(), meta.len())),
-        Err(_) => out.push((path.to_owned(), None, 0)),
+/// Compiles a snapshot that passed [`check`].
+pub(crate) fn compile(snapshot: &Snapshot) -> Result<Loaded, Refusal> {
+    let mut sources = Vec::with_capacity(snapshot.files.len());
+    for file in &snapshot.files {
+        let text = std::str::from_utf8(&file.bytes)
+            .map_err(|_| Refusal::Read(format!("`{}` is not UTF-8 text", file.name)))?;
+        sources.push((file.name.clone(), text.to_owned()));
     }
-}
-
-/// Policy directories are walked as deep as `load_policies` reads them;
-/// the depth bound only guards against symlink loops.
-fn walk(path: &Path, out: &mut Fingerprint, depth: usize) {
-    stamp(path, out);
-    if depth > 32 || !path.is_dir() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return;
+    let data = match &snapshot.data {
+        None => None,
+        Some(file) => Some(serde_json::from_slice::<Value>(&file.bytes).map_err(|e| {
+            Refusal::Read(format!("data file `{}` is not valid JSON: {e}", file.name))
+        })?),
     };
-    let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    children.sort();
-    for child in children {
-        if child.is_dir() {
-            walk(&child, out, depth + 1);
-        } else if child.extension().is_some_and(|e| e == "writ") {
-            stamp(&child, out);
-        }
+    let names: Vec<String> = sources.iter().map(|(name, _)| name.clone()).collect();
+    let engine = Engine::compile(sources, data.as_ref()).map_err(|diagnostics| {
+        Refusal::Compile(format!(
+            "the policies do not compile ({} diagnostics):\n{}",
+            diagnostics.len(),
+            diagnostics.render(false)
+        ))
+    })?;
+    Ok(Loaded {
+        engine,
+        files: names,
+        loaded_at: super::now_rfc3339(),
+        content: snapshot.content.clone(),
+    })
+}
+
+/// Everything between a stable read and the swap: the checks, the
+/// compile and, unless the reload was asked for, the guard against a set
+/// that drops rules or files.
+pub(crate) fn prepare(
+    serving: &Loaded,
+    snapshot: &Snapshot,
+    explicit: bool,
+) -> Result<(Loaded, Dropped), Refusal> {
+    check(snapshot)?;
+    let loaded = compile(snapshot)?;
+    let dropped = Dropped::between(serving, &loaded);
+    if !explicit && !dropped.is_empty() {
+        return Err(Refusal::Drops(dropped));
     }
+    Ok((loaded, dropped))
+}
+
+/// The text of a manifest for the `.writ` files below `dir`, as
+/// `writ manifest` writes it.
+pub(crate) fn manifest_text(dir: &Path) -> Result<String, String> {
+    if !dir.is_dir() {
+        return Err(format!("`{}` is not a directory", dir.display()));
+    }
+    let mut found = Vec::new();
+    walk(dir, "", &mut found, 0)?;
+    if found.is_empty() {
+        return Err(format!("no `.writ` files at `{}`", dir.display()));
+    }
+    let mut text = String::new();
+    for (relative, full) in found {
+        let bytes = read_bytes(&full)?;
+        let _ = writeln!(text, "{}  {relative}", sha256_hex(&bytes));
+    }
+    Ok(text)
 }
 
 /// The shared pointer requests read the set through.
@@ -142,52 +597,218 @@ pub(crate) fn current(loaded: Loaded) -> Current {
 mod tests {
     use super::*;
 
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("writ-state-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Scratch(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).expect("write");
+        }
+
+        fn source(&self) -> PolicySource {
+            PolicySource {
+                policies: vec![self.0.display().to_string()],
+                data: None,
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const A: &str = "@id(\"a\") permit if action == \"read\";\n";
+    const B: &str = "@id(\"b\") forbid if subject.auth == \"static-secret\";\n";
+
     #[test]
-    fn fingerprint_sees_added_and_changed_files() {
-        let dir = std::env::temp_dir().join(format!("writ-fp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("a.writ");
-        std::fs::write(&file, "@id(\"a\") permit if action == \"read\";").expect("write");
-        let source = PolicySource {
-            policies: vec![dir.display().to_string()],
-            data: None,
-        };
-        let before = source.fingerprint();
-        assert_eq!(before.len(), 2, "{before:?}");
-        std::fs::write(dir.join("b.writ"), "@id(\"b\") permit if action == \"x\";").expect("write");
-        std::fs::write(dir.join("notes.txt"), "ignored").expect("write");
-        let after = source.fingerprint();
-        assert_eq!(after.len(), 3, "{after:?}");
-        assert_ne!(before, after);
-        let loaded = source.load().expect("compiles");
-        assert_eq!(loaded.engine.policy().rules.len(), 2);
-        let _ = std::fs::remove_dir_all(&dir);
+    fn the_content_digest_sees_bytes_not_only_sizes() {
+        let dir = Scratch::new("digest");
+        dir.write("a.writ", A);
+        let before = dir.source().read().expect("reads");
+        // Same size, different bytes.
+        dir.write(
+            "a.writ",
+            &A.replace("read", "read").replace("\"read\"", "\"reed\""),
+        );
+        let after = dir.source().read().expect("reads");
+        assert_eq!(before.files[0].bytes.len(), after.files[0].bytes.len());
+        assert_ne!(before.content, after.content);
+        // Read again unchanged: the same digest.
+        assert_eq!(after.content, dir.source().read().expect("reads").content);
+        // A new file and a data file count; other files and dot entries do not.
+        dir.write("b.writ", B);
+        dir.write("notes.txt", "ignored");
+        std::fs::create_dir_all(dir.0.join("..data")).expect("mkdir");
+        dir.write("..data/a.writ", A);
+        let more = dir.source().read().expect("reads");
+        assert_eq!(more.files.len(), 2, "{:?}", more.files);
+        assert_ne!(more.content, after.content);
+        assert!(dir.source().read_stable().is_ok());
     }
 
     #[test]
-    fn the_embedded_pack_has_no_fingerprint_and_loads() {
+    fn the_embedded_pack_is_not_watched_and_loads() {
         let source = PolicySource {
             policies: Vec::new(),
             data: None,
         };
-        assert!(source.fingerprint().is_empty());
+        assert!(!source.has_files());
         let loaded = source.load().expect("the pack compiles");
         assert!(!loaded.files.is_empty());
     }
 
     #[test]
     fn a_broken_file_is_an_error_with_diagnostics() {
-        let dir = std::env::temp_dir().join(format!("writ-broken-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("a.writ"), "permit if action = \"read\"").expect("write");
-        let source = PolicySource {
-            policies: vec![dir.display().to_string()],
-            data: None,
-        };
-        let error = source.load().expect_err("does not compile");
+        let dir = Scratch::new("broken");
+        dir.write("a.writ", "permit if action = \"read\"");
+        let error = dir.source().load().expect_err("does not compile");
         assert!(error.contains("do not compile"), "{error}");
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn empty_files_are_refused_even_at_start() {
+        let dir = Scratch::new("empty");
+        dir.write("a.writ", A);
+        dir.write("b.writ", " \n");
+        let error = dir.source().load().expect_err("an empty file");
+        assert!(error.contains("empty policy file(s)"), "{error}");
+        assert!(error.contains("b.writ"), "{error}");
+        let snapshot = dir.source().read().expect("reads");
+        assert!(matches!(check(&snapshot), Err(Refusal::EmptyFiles(names)) if names.len() == 1));
+    }
+
+    fn loaded(files: &[(&str, &str)]) -> Loaded {
+        let engine = Engine::compile(files.iter().copied(), None).expect("compiles");
+        Loaded {
+            engine,
+            files: files.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            loaded_at: String::new(),
+            content: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_guard_names_dropped_rules_and_files() {
+        let serving = loaded(&[("a.writ", A), ("b.writ", B)]);
+        let same = loaded(&[("a.writ", A), ("b.writ", B)]);
+        assert!(Dropped::between(&serving, &same).is_empty());
+        // Adding rules or files drops nothing.
+        let more = loaded(&[
+            ("a.writ", A),
+            ("b.writ", B),
+            ("c.writ", "@id(\"c\") permit if action == \"x\";"),
+        ]);
+        assert!(Dropped::between(&serving, &more).is_empty());
+        // A file gone takes its rule with it.
+        let fewer = loaded(&[("a.writ", A)]);
+        let dropped = Dropped::between(&serving, &fewer);
+        assert_eq!(dropped.rules, ["b"]);
+        assert_eq!(dropped.files, ["b.writ"]);
+        assert_eq!(dropped.to_string(), "1 rule(s) `b` and 1 file(s) `b.writ`");
+        // A rule moved to another file is not dropped; the file is.
+        let moved = loaded(&[("a.writ", &format!("{A}{B}"))]);
+        let dropped = Dropped::between(&serving, &moved);
+        assert!(dropped.rules.is_empty());
+        assert_eq!(dropped.files, ["b.writ"]);
+    }
+
+    #[test]
+    fn prepare_refuses_drops_unless_explicit() {
+        let dir = Scratch::new("prepare");
+        dir.write("a.writ", A);
+        dir.write("b.writ", B);
+        let serving = dir.source().load().expect("loads");
+        dir.write("b.writ", "// rules moved out\nconst x = 1;\n");
+        let snapshot = dir.source().read_stable().expect("stable");
+        match prepare(&serving, &snapshot, false) {
+            Err(Refusal::Drops(dropped)) => assert_eq!(dropped.rules, ["b"]),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let (loaded, dropped) = prepare(&serving, &snapshot, true).expect("explicit");
+        assert_eq!(dropped.rules, ["b"]);
+        assert_eq!(loaded.rule_ids(), ["a"]);
+        // An emptied file is refused either way.
+        dir.write("b.writ", "");
+        let snapshot = dir.source().read_stable().expect("stable");
+        for explicit in [false, true] {
+            assert!(matches!(
+                prepare(&serving, &snapshot, explicit),
+                Err(Refusal::EmptyFiles(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn manifests_must_match_every_file() {
+        let dir = Scratch::new("manifest");
+        dir.write("a.writ", A);
+        dir.write("b.writ", B);
+        let text = manifest_text(&dir.0).expect("manifest");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains(&format!("{}  a.writ", sha256_hex(A.as_bytes()))));
+        dir.write(MANIFEST, &text);
+        let snapshot = dir.source().read().expect("reads");
+        assert_eq!(snapshot.manifests.len(), 1);
+        assert_eq!(check(&snapshot), Ok(()));
+
+        // A changed file.
+        dir.write("b.writ", &B.replace("static", "shared"));
+        let refusal = check(&dir.source().read().expect("reads")).expect_err("mismatch");
+        assert!(
+            refusal.to_string().contains("`b.writ` does not match"),
+            "{refusal}"
+        );
+        // The manifest written last completes the set.
+        dir.write(MANIFEST, &manifest_text(&dir.0).expect("manifest"));
+        assert_eq!(check(&dir.source().read().expect("reads")), Ok(()));
+
+        // An unlisted file, and a listed file that is missing.
+        dir.write("c.writ", A.replace("\"a\"", "\"c\"").as_str());
+        let refusal = check(&dir.source().read().expect("reads")).expect_err("unlisted");
+        assert!(
+            refusal.to_string().contains("`c.writ` is not listed"),
+            "{refusal}"
+        );
+        std::fs::remove_file(dir.0.join("c.writ")).expect("rm");
+        std::fs::remove_file(dir.0.join("b.writ")).expect("rm");
+        let refusal = check(&dir.source().read().expect("reads")).expect_err("missing");
+        assert!(
+            refusal
+                .to_string()
+                .contains("`b.writ` is listed but missing"),
+            "{refusal}"
+        );
+    }
+
+    #[test]
+    fn manifest_lines_are_checked() {
+        let hex = sha256_hex(b"x");
+        let ok = format!("# comment\n\n{hex}  a.writ\nsha256:{hex} *./sub/b.writ\n");
+        assert_eq!(
+            parse_manifest("m", &ok).expect("parses"),
+            [
+                (hex.clone(), "a.writ".to_owned()),
+                (hex.clone(), "sub/b.writ".to_owned())
+            ]
+        );
+        for (bad, says) in [
+            ("abc  a.writ".to_owned(), "line 1 of `m` is not"),
+            (hex.clone(), "is not `SHA256  FILE`"),
+            (format!("{hex}  data.json"), "`.writ` files only"),
+            (format!("{hex}  a.writ\n{hex}  a.writ"), "twice"),
+            ("# nothing\n".to_owned(), "lists no files"),
+        ] {
+            let error = parse_manifest("m", &bad).expect_err(&bad);
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }
