@@ -616,3 +616,49 @@ fn a_configmap_symlink_swap_with_a_manifest() {
     assert_ne!(server.policy_digest(), new.digest());
     checker.finish(20);
 }
+
+/// Files that never stop changing are never read as a set: the wait is
+/// reported (and counted) once per `--reload-max-wait`, the old set keeps
+/// serving, and the set is read once the writes stop.
+#[test]
+fn constant_churn_is_reported_then_read_when_it_stops() {
+    let dir = Arc::new(TempDir::new("churn"));
+    let policies = copy_pack(&dir, "policies");
+    let policy_arg = policies.display().to_string();
+    let server = Server::start(
+        &[
+            "--policy",
+            &policy_arg,
+            "--watch-interval",
+            "25ms",
+            "--reload-settle",
+            "500ms",
+            "--reload-max-wait",
+            "1s",
+        ],
+        &dir,
+    );
+    let first = server.policy_digest();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(policies.join("scope.writ"))
+        .expect("open scope.writ");
+    let started = Instant::now();
+    let mut line = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        writeln!(file, "// churn {line}").expect("append");
+        line += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(file);
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("refused; still serving")
+            && stderr.contains("the policy files kept changing for 1s and never settled"),
+        "{stderr}"
+    );
+    assert!(counts(&server).1 >= 1.0);
+    wait_until("the settled set", Duration::from_secs(20), || {
+        server.policy_digest() != first
+    });
+}

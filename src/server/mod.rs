@@ -352,6 +352,15 @@ struct Watch {
     refused: Option<String>,
 }
 
+impl Watch {
+    /// Remembers a refused content, and starts the bound on waiting
+    /// afresh for the next change.
+    fn refuse(&mut self, key: String) {
+        self.refused = Some(key);
+        self.changing_since = None;
+    }
+}
+
 /// What one reload did, for `POST /v1/policy/reload`.
 #[derive(Debug)]
 pub(crate) struct Outcome {
@@ -455,7 +464,7 @@ async fn look(app: &Arc<App>, settle: Duration, max_wait: Duration) {
         Ok(snapshot) => snapshot,
         Err(message) => {
             finish(app, Trigger::Watcher, Err(Refusal::Read(message)));
-            watch.refused = Some(key);
+            watch.refuse(key);
             return;
         }
     };
@@ -469,7 +478,7 @@ async fn look(app: &Arc<App>, settle: Duration, max_wait: Duration) {
     }
     let outcome = prepare_and_swap(app, Trigger::Watcher, first).await;
     if outcome.refusal.is_some() {
-        watch.refused = Some(key);
+        watch.refuse(key);
     } else {
         *watch = Watch::default();
     }
@@ -503,7 +512,7 @@ pub(crate) async fn reload(app: &Arc<App>, trigger: Trigger) -> Outcome {
             let key = snapshot.content.clone();
             let outcome = prepare_and_swap(app, trigger, snapshot).await;
             if outcome.refusal.is_some() {
-                watch.refused = Some(key);
+                watch.refuse(key);
             }
             outcome
         }

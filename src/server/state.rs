@@ -191,11 +191,21 @@ impl PolicySource {
         }
     }
 
-    /// Reads (twice) and compiles the set, as at start-up: no guard, since
-    /// nothing serves yet, but a set that is changing, does not match its
-    /// manifest or has an empty file is refused.
+    /// Reads (twice, trying again a few times while a writer is busy) and
+    /// compiles the set, as at start-up: no guard, since nothing serves
+    /// yet, but a set that keeps changing, does not match its manifest or
+    /// has an empty file is refused.
     pub(crate) fn load(&self) -> Result<Loaded, String> {
-        let snapshot = self.read_stable().map_err(|r| r.to_string())?;
+        let mut attempts = 0;
+        let snapshot = loop {
+            match self.read_stable() {
+                Err(Refusal::Changing) if attempts < 5 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other.map_err(|r| r.to_string())?,
+            }
+        };
         check(&snapshot).map_err(|r| r.to_string())?;
         compile(&snapshot).map_err(|r| r.to_string())
     }
