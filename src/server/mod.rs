@@ -468,15 +468,18 @@ async fn look(app: &Arc<App>, settle: Duration, max_wait: Duration) {
             return;
         }
     };
-    match read_set(app).await {
-        Ok(second) if second.content == first.content => {}
+    let second = match read_set(app)
+        .await
+        .map(|second| state::same_twice(&first, second))
+    {
+        Ok(Ok(second)) => second,
         // Still being written: start the settle interval again.
         _ => {
             watch.seen = None;
             return;
         }
-    }
-    let outcome = prepare_and_swap(app, Trigger::Watcher, first).await;
+    };
+    let outcome = prepare_and_swap(app, Trigger::Watcher, second).await;
     if outcome.refusal.is_some() {
         watch.refuse(key);
     } else {

@@ -184,11 +184,7 @@ impl PolicySource {
     pub(crate) fn read_stable(&self) -> Result<Snapshot, Refusal> {
         let first = self.read().map_err(Refusal::Read)?;
         let second = self.read().map_err(Refusal::Read)?;
-        if first.content == second.content {
-            Ok(second)
-        } else {
-            Err(Refusal::Changing)
-        }
+        same_twice(&first, second)
     }
 
     /// Reads (twice, trying again a few times while a writer is busy) and
@@ -208,6 +204,16 @@ impl PolicySource {
         };
         check(&snapshot).map_err(|r| r.to_string())?;
         compile(&snapshot).map_err(|r| r.to_string())
+    }
+}
+
+/// The second of two reads, if it has the same content digest as the
+/// first: the bytes, not sizes and times, are compared.
+pub(crate) fn same_twice(first: &Snapshot, second: Snapshot) -> Result<Snapshot, Refusal> {
+    if first.content == second.content {
+        Ok(second)
+    } else {
+        Err(Refusal::Changing)
     }
 }
 
@@ -649,8 +655,14 @@ mod tests {
         let after = dir.source().read().expect("reads");
         assert_eq!(before.files[0].bytes.len(), after.files[0].bytes.len());
         assert_ne!(before.content, after.content);
-        // Read again unchanged: the same digest.
+        // Read again unchanged: the same digest; changed between the two
+        // reads: a writer was busy.
         assert_eq!(after.content, dir.source().read().expect("reads").content);
+        assert!(same_twice(&after, dir.source().read().expect("reads")).is_ok());
+        assert_eq!(
+            same_twice(&before, dir.source().read().expect("reads")).map(|s| s.content),
+            Err(Refusal::Changing)
+        );
         // A new file and a data file count; other files and dot entries do not.
         dir.write("b.writ", B);
         dir.write("notes.txt", "ignored");
