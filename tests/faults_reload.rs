@@ -323,6 +323,23 @@ fn truncated_files_never_decide() {
 /// file has settled, then the new set's, and never anything else.
 #[test]
 fn a_slow_rewrite_in_place_activates_only_the_complete_file() {
+    let refused = slow_rewrite("200ms");
+    assert_eq!(refused, 0.0, "the settle interval outlasts every pause");
+}
+
+/// The same with no settle interval, so that the watcher reads the file
+/// while it is being written: the two reads, the empty-file check and the
+/// guard against dropped rules still keep every answer the old set's or
+/// the new one's.
+#[test]
+fn a_slow_rewrite_without_settling_is_still_refused_half_way() {
+    let refused = slow_rewrite("0ms");
+    assert!(refused >= 1.0, "the half-written file was read and refused");
+}
+
+/// Rewrites ttl.writ slowly under a server with this settle interval;
+/// returns how many reloads were refused.
+fn slow_rewrite(settle: &str) -> f64 {
     let dir = Arc::new(TempDir::new("rewrite"));
     let policies = copy_pack(&dir, "policies");
     let original = pack_files(&policies);
@@ -360,6 +377,11 @@ fn a_slow_rewrite_in_place_activates_only_the_complete_file() {
     let policy_arg = policies.display().to_string();
     let mut args = vec!["--policy", policy_arg.as_str()];
     args.extend(WATCH);
+    let at = args
+        .iter()
+        .position(|a| *a == "--reload-settle")
+        .expect("the settle flag");
+    args[at + 1] = settle;
     let server = Server::start(&args, &dir);
     let checker = Checker::start(server.port, requests.clone(), allowed);
 
@@ -390,9 +412,11 @@ fn a_slow_rewrite_in_place_activates_only_the_complete_file() {
     let (reloads, failures) = counts(&server);
     assert!(reloads >= 1.0);
     eprintln!(
-        "{} lines in {written:?}; {checked} decisions checked; {reloads} reload(s), {failures} refused",
+        "settle {settle}: {} lines in {written:?}; {checked} decisions checked; \
+         {reloads} reload(s), {failures} refused",
         lines.len()
     );
+    failures
 }
 
 fn secret_request() -> String {
