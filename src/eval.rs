@@ -148,6 +148,8 @@ fn type_name(val: &Val) -> &'static str {
 pub fn to_json(val: &Val) -> Value {
     match val {
         Val::Str(s) => Value::String(String::from(&**s)),
+        // A whole number shows as one (`42`, not `42.0`), as the request wrote it.
+        Val::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => json!(*n as i64),
         Val::Num(n) => json!(n),
         Val::Bool(b) => Value::Bool(*b),
         Val::Dur(d) => json!(format!("{d}s")),
@@ -272,7 +274,7 @@ fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
 /// not true: a requester cannot slip past a list by sending another type.
 fn contains(list: &Val, needle: &Val) -> Res<bool> {
     let mut error: Option<String> = None;
-    let mut check = |item: Res<Val>| match item.and_then(|item| equal(&item, needle)) {
+    let mut check = |item: Res<Val>| match item.and_then(|item| equal(needle, &item)) {
         Ok(found) => found,
         Err(message) => {
             error.get_or_insert(message);
@@ -570,8 +572,8 @@ impl<'a> Ctx<'a> {
     /// as "any" or "nothing": a hole value that is empty, blank, holds a
     /// `*` or a percent-encoded `.`, `/` or `%`, and a whole value that is
     /// empty, blank, `*` or `**`.
-    fn obligation_value(&mut self, kind: &str, template: &'a Template) -> Res<String> {
-        let value = self.template(template, Fill::Obligation)?;
+    fn obligation_value(&mut self, kind: &'static str, template: &'a Template) -> Res<String> {
+        let value = self.template(template, Fill::Obligation(kind))?;
         let trimmed = value.trim();
         if trimmed.is_empty() || trimmed == "*" || trimmed == "**" {
             return Err(format!(
@@ -609,7 +611,7 @@ impl<'a> Ctx<'a> {
                     let refused = match fill {
                         Fill::Text => false,
                         Fill::ScopeItem => text.contains('*') || text.is_empty(),
-                        Fill::Obligation => {
+                        Fill::Obligation(_) => {
                             text.contains('*')
                                 || text.trim().is_empty()
                                 || crate::scope::percent_encoded(&text).is_some()
@@ -617,7 +619,7 @@ impl<'a> Ctx<'a> {
                     };
                     if refused {
                         let what = match fill {
-                            Fill::Obligation => "obligation value",
+                            Fill::Obligation(kind) => kind,
                             _ => "scope item",
                         };
                         return Err(format!(
@@ -730,9 +732,9 @@ enum Fill {
     /// A grant or a `limit scope` pattern: no value that is empty or holds
     /// a `*` (the item is parsed afterwards, which refuses the rest).
     ScopeItem,
-    /// An obligation's value: no value that is blank, holds a `*` or a
-    /// percent-encoded `.`, `/` or `%`.
-    Obligation,
+    /// An obligation's value, of the kind named: no value that is blank,
+    /// holds a `*` or a percent-encoded `.`, `/` or `%`.
+    Obligation(&'static str),
 }
 
 enum RuleResult {
