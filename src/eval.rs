@@ -1051,6 +1051,27 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         trace[slot].effect.push(effect);
     }
     let ttl = ttl.unwrap_or(DEFAULT_TTL);
+
+    // Permits' effects.
+    for (i, (slot, _, items)) in granted.iter().enumerate() {
+        if items.is_empty() {
+            trace[*slot]
+                .effect
+                .insert(0, "allowed (no scope of its own)".to_owned());
+        } else if contributing[i] || !requested {
+            let mut text = String::new();
+            for (granted_text, item) in scope.iter().zip(&kept) {
+                if items.iter().any(|p| p.covers(item)) {
+                    text.push_str(if text.is_empty() { "granted " } else { ", " });
+                    text.push_str(granted_text);
+                }
+            }
+            if !text.is_empty() {
+                trace[*slot].effect.insert(0, text);
+            }
+        }
+    }
+
     if ttl == 0 {
         // A credential for zero seconds reads like a deny, and issuers
         // such as Vault take 0 for "use the default": refuse it instead.
@@ -1072,27 +1093,14 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             });
             reasons.push(rule);
         }
-        return deny(trace, reasons, errors, Vec::new());
-    }
-
-    // Permits' effects.
-    for (i, (slot, _, items)) in granted.iter().enumerate() {
-        if items.is_empty() {
-            trace[*slot]
-                .effect
-                .insert(0, "allowed (no scope of its own)".to_owned());
-        } else if contributing[i] || !requested {
-            let mut text = String::new();
-            for (granted_text, item) in scope.iter().zip(&kept) {
-                if items.iter().any(|p| p.covers(item)) {
-                    text.push_str(if text.is_empty() { "granted " } else { ", " });
-                    text.push_str(granted_text);
-                }
-            }
-            if !text.is_empty() {
-                trace[*slot].effect.insert(0, text);
-            }
+        if reasons.is_empty() {
+            // A request for 0 seconds that skipped validation.
+            errors.push(EvalError {
+                rule: "request".to_owned(),
+                message: "`requested.ttl` is 0; ask for at least 1 second".to_owned(),
+            });
         }
+        return deny(trace, reasons, errors, Vec::new());
     }
 
     // 6. Obligations: matched permits' and applicable requires', deduplicated.
