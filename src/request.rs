@@ -423,11 +423,18 @@ impl Request {
             })?),
             None => None,
         };
-        let mut scope = Vec::new();
-        // The items seen, to drop repeats; only asked, never iterated.
-        let mut seen = std::collections::HashSet::new();
-        for (index, item) in self.requested.scope.iter().flatten().enumerate() {
-            if !seen.insert(item.as_str()) {
+        let items = self.requested.scope.as_deref().unwrap_or_default();
+        let mut scope: Vec<ScopeItem> = Vec::with_capacity(items.len());
+        // Repeats are found by a scan of the few items kept so far, or,
+        // for a long list, by a set (only asked, never iterated, so its
+        // order cannot leak into the decision).
+        let mut seen = (items.len() > 16).then(std::collections::HashSet::new);
+        for (index, item) in items.iter().enumerate() {
+            let repeat = match &mut seen {
+                Some(seen) => !seen.insert(item.as_str()),
+                None => scope.iter().any(|kept| kept.as_str() == item),
+            };
+            if repeat {
                 continue;
             }
             scope.push(
@@ -629,6 +636,21 @@ mod tests {
         .expect("valid");
         let items: Vec<&str> = prepared.scope.iter().map(|i| i.as_str()).collect();
         assert_eq!(items, ["read:b", "read:a", "read:c"]);
+        // A long list takes the other path, to the same effect.
+        let long: Vec<String> = (0..60)
+            .map(|i| format!("read:x/{}", (i * 7) % 20))
+            .collect();
+        let text = serde_json::json!({"requested": {"scope": long}}).to_string();
+        let (_, prepared) = Request::parse_json(&text).expect("valid");
+        let items: Vec<&str> = prepared.scope.iter().map(|i| i.as_str()).collect();
+        let mut expected: Vec<&str> = Vec::new();
+        for item in &long {
+            if !expected.contains(&item.as_str()) {
+                expected.push(item);
+            }
+        }
+        assert_eq!(items, expected);
+        assert_eq!(items.len(), 20);
     }
 
     #[test]
