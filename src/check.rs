@@ -654,7 +654,19 @@ impl Checker<'_> {
             ast::Obligation::RevokeOn { event, .. } => Obligation::RevokeOn((*event.name).into()),
             ast::Obligation::Audience { value, .. } => {
                 if let A::Str(text) = &value.kind {
-                    Obligation::Audience(self.template(text, value.span, false)?)
+                    let template = self.template(text, value.span, false)?;
+                    if let Some(reason) = constant_audience_fault(&template) {
+                        self.error(
+                            value.span,
+                            CheckError::BadTemplate {
+                                template: text.clone(),
+                                reason,
+                                span: value.span.source_span(),
+                            },
+                        );
+                        return None;
+                    }
+                    Obligation::Audience(template)
                 } else {
                     let expr = self.expr(value)?;
                     if !matches!(expr.ty, Ty::Str | Ty::Any) {
@@ -1621,6 +1633,25 @@ fn lit_from_json(json: &Value, like: &Lit) -> Option<Lit> {
             )
         }
         _ => return None,
+    })
+}
+
+/// Why an audience written without holes could never be stated: the
+/// evaluator would refuse it on every request (`audience "*"`).
+fn constant_audience_fault(template: &Template) -> Option<String> {
+    let mut text = String::new();
+    for part in &template.parts {
+        match part {
+            TemplatePart::Text(literal) => text.push_str(literal),
+            TemplatePart::Hole(_) => return None,
+        }
+    }
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed == "*" || trimmed == "**" {
+        return Some("an audience cannot be empty, blank or a wildcard".to_owned());
+    }
+    crate::scope::percent_encoded(&text).map(|found| {
+        format!("an audience cannot hold `{found}`, a percent-encoded `.`, `/` or `%`")
     })
 }
 

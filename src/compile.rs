@@ -11,7 +11,12 @@
 //!
 //! When a request lacks the switched attribute, or holds a non-string in it,
 //! the walk visits every child: a forbid that would error on the missing
-//! attribute must still be evaluated so that it fails closed.
+//! attribute must still be evaluated so that it fails closed. The same goes
+//! for a value of another type (`"event_name": 42` against a switch on
+//! `subject.event_name == "push"`): comparisons are typed, so every string
+//! test of that rule errs and the forbid applies, which it can only do if
+//! the walk reaches it (`tests/properties.rs`,
+//! `a_comparison_across_types_fails_closed`).
 
 use std::fmt::Write as _;
 

@@ -148,6 +148,8 @@ fn type_name(val: &Val) -> &'static str {
 pub fn to_json(val: &Val) -> Value {
     match val {
         Val::Str(s) => Value::String(String::from(&**s)),
+        // A whole number shows as one (`42`, not `42.0`), as the request wrote it.
+        Val::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => json!(*n as i64),
         Val::Num(n) => json!(n),
         Val::Bool(b) => Value::Bool(*b),
         Val::Dur(d) => json!(format!("{d}s")),
@@ -210,7 +212,7 @@ fn equal(a: &Val, b: &Val) -> Res<bool> {
                     true
                 }
                 _ => match (a, b) {
-                    (Val::Json(x), Val::Json(y)) => x == y,
+                    (Val::Json(x @ Value::Object(_)), Val::Json(y @ Value::Object(_))) => x == y,
                     _ => return Err(mismatch(a, b)),
                 },
             }
@@ -265,21 +267,55 @@ fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
     }
 }
 
+/// Membership, typed like `==`: true when an element equals the needle;
+/// otherwise an error when some element could not be compared with it (a
+/// value of another type, or a null), and false only when every element
+/// was compared and none was equal. So `42 not in ["push"]` is an error,
+/// not true: a requester cannot slip past a list by sending another type.
 fn contains(list: &Val, needle: &Val) -> Res<bool> {
-    // Membership compares like `==` but skips elements of another type.
-    let check = |item: Val| equal(&item, needle).unwrap_or(false);
-    match list {
-        Val::Lits(items) => Ok(items.iter().any(|l| from_lit(l).is_ok_and(check))),
-        Val::Strs(items) => Ok(match needle {
+    let mut error: Option<String> = None;
+    let mut check = |item: Res<Val>| match item.and_then(|item| equal(needle, &item)) {
+        Ok(found) => found,
+        Err(message) => {
+            error.get_or_insert(message);
+            false
+        }
+    };
+    let found = match list {
+        Val::Lits(items) => items.iter().any(|l| check(from_lit(l))),
+        Val::Strs(items) => match needle {
             Val::Str(n) => items.iter().any(|s| s == n),
-            _ => false,
-        }),
-        Val::Json(Value::Array(items)) => Ok(items.iter().any(|v| from_json(v).is_ok_and(check))),
-        other => Err(format!(
-            "`in` needs a list, found {} {}",
-            type_name(other),
-            to_json(other)
-        )),
+            _ => items
+                .iter()
+                .any(|s| check(Ok(Val::Str(Cow::Borrowed(s.as_str()))))),
+        },
+        Val::Json(Value::Array(items)) => items.iter().any(|v| check(from_json(v))),
+        other => {
+            return Err(format!(
+                "`in` needs a list, found {} {}",
+                type_name(other),
+                to_json(other)
+            ))
+        }
+    };
+    match error {
+        Some(message) if !found => Err(message),
+        _ => Ok(found),
+    }
+}
+
+/// True for a value that says nothing, which `has` counts as absent: an
+/// empty string, an empty list or object, and `false`. (A null never gets
+/// here: it reads as missing.)
+fn says_nothing(value: &Val) -> bool {
+    match value {
+        Val::Str(s) => s.is_empty(),
+        Val::Bool(b) => !b,
+        Val::Lits(items) => items.is_empty(),
+        Val::Strs(items) => items.is_empty(),
+        Val::Json(Value::Array(items)) => items.is_empty(),
+        Val::Json(Value::Object(map)) => map.is_empty(),
+        _ => false,
     }
 }
 
@@ -402,13 +438,19 @@ impl<'a> Ctx<'a> {
                         return Ok((value == *constant) == (*op == BinOp::Eq));
                     }
                     (BinOp::In | BinOp::NotIn, Some(Val::Str(value)), Lit::List(items)) => {
-                        // Membership skips elements of another type.
+                        let mut other_type = false;
                         let found = items.iter().any(|item| match item {
                             Lit::Str(s) => **s == *value,
-                            Lit::Json(json) => json.as_str() == Some(&*value),
-                            _ => false,
+                            _ => {
+                                other_type = true;
+                                false
+                            }
                         });
-                        return Ok(found == (*op == BinOp::In));
+                        // An element of another type makes a miss an
+                        // error: the general path below says which.
+                        if found || !other_type {
+                            return Ok(found == (*op == BinOp::In));
+                        }
                     }
                     _ => {}
                 }
@@ -437,7 +479,7 @@ impl<'a> Ctx<'a> {
                 _ => return false,
             }
         }
-        !matches!(&value, Val::Str(s) if s.is_empty())
+        !says_nothing(&value)
     }
 
     fn binary(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr) -> Res<Val<'a>> {
@@ -520,13 +562,30 @@ impl<'a> Ctx<'a> {
         templates
             .iter()
             .map(|t| {
-                self.template(t, true)
+                self.template(t, Fill::ScopeItem)
                     .and_then(|text| ScopeItem::parse(&text).map_err(|e| e.to_string()))
             })
             .collect()
     }
 
-    fn template(&mut self, template: &'a Template, scope_item: bool) -> Res<String> {
+    /// Fills an obligation's template, refusing what a broker could read
+    /// as "any" or "nothing": a hole value that is empty, blank, holds a
+    /// `*` or a percent-encoded `.`, `/` or `%`, and a whole value that is
+    /// empty, blank, `*` or `**`.
+    fn obligation_value(&mut self, kind: &'static str, template: &'a Template) -> Res<String> {
+        let value = self.template(template, Fill::Obligation(kind))?;
+        let trimmed = value.trim();
+        if trimmed.is_empty() || trimmed == "*" || trimmed == "**" {
+            return Err(format!(
+                "{kind} {} from `{}` is empty, blank or a wildcard",
+                Value::String(value),
+                template.source
+            ));
+        }
+        Ok(value)
+    }
+
+    fn template(&mut self, template: &'a Template, fill: Fill) -> Res<String> {
         let mut out = String::with_capacity(template.source.len() + 48);
         for part in &template.parts {
             match part {
@@ -549,9 +608,22 @@ impl<'a> Ctx<'a> {
                             ))
                         }
                     };
-                    if scope_item && (text.contains('*') || text.is_empty()) {
+                    let refused = match fill {
+                        Fill::Text => false,
+                        Fill::ScopeItem => text.contains('*') || text.is_empty(),
+                        Fill::Obligation(_) => {
+                            text.contains('*')
+                                || text.trim().is_empty()
+                                || crate::scope::percent_encoded(&text).is_some()
+                        }
+                    };
+                    if refused {
+                        let what = match fill {
+                            Fill::Obligation(kind) => kind,
+                            _ => "scope item",
+                        };
                         return Err(format!(
-                            "value {} would widen or break the scope item `{}`",
+                            "value {} would widen or break the {what} `{}`",
                             Value::String(text.into_owned()),
                             template.source
                         ));
@@ -649,6 +721,20 @@ fn number(mut n: u64) -> Digits {
             return digits;
         }
     }
+}
+
+/// What a template is filled for, which decides the hole values it
+/// refuses.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// A `because` message: any value.
+    Text,
+    /// A grant or a `limit scope` pattern: no value that is empty or holds
+    /// a `*` (the item is parsed afterwards, which refuses the rest).
+    ScopeItem,
+    /// An obligation's value, of the kind named: no value that is blank,
+    /// holds a `*` or a percent-encoded `.`, `/` or `%`.
+    Obligation(&'static str),
 }
 
 enum RuleResult {
@@ -750,7 +836,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             // A rule that applies only by failing closed did not hold, so
             // its `because` would not be true.
             if let (Some(because), None) = (&rule.because, &e.error) {
-                e.because = ctx.template(because, false).ok();
+                e.because = ctx.template(because, Fill::Text).ok();
             }
             matched.push((trace.len(), index));
         }
@@ -953,7 +1039,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         }
     }
     ttl_steps.sort_by_key(|&(_, index, _)| index);
-    for (slot, _, seconds) in ttl_steps {
+    for &(slot, _, seconds) in &ttl_steps {
         let effect = cap(&mut ttl, seconds).unwrap_or_else(|| {
             text(&[
                 "cap ",
@@ -986,6 +1072,37 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
         }
     }
 
+    if ttl == 0 {
+        // A credential for zero seconds reads like a deny, and issuers
+        // such as Vault take 0 for "use the default": refuse it instead.
+        // A requested TTL of 0 never gets here (validation refuses it), so
+        // the zero comes from the caps of 0 seconds, which are the reasons.
+        let mut reasons = Vec::new();
+        for &(slot, _, seconds) in &ttl_steps {
+            if seconds > 0 {
+                continue;
+            }
+            trace[slot]
+                .effect
+                .push("denied: ttl under one second".to_owned());
+            let rule = trace[slot].rule.as_str().to_owned();
+            errors.push(EvalError {
+                rule: rule.clone(),
+                message: "the ttl works out to 0 seconds; an allow lasts at least one second"
+                    .to_owned(),
+            });
+            reasons.push(rule);
+        }
+        if reasons.is_empty() {
+            // A request for 0 seconds that skipped validation.
+            errors.push(EvalError {
+                rule: "request".to_owned(),
+                message: "`requested.ttl` is 0; ask for at least 1 second".to_owned(),
+            });
+        }
+        return deny(trace, reasons, errors, Vec::new());
+    }
+
     // 6. Obligations: matched permits' and applicable requires', deduplicated.
     let mut sources: Vec<(usize, u32, &Obligation)> = Vec::new();
     for &(slot, index, _) in &granted {
@@ -1006,7 +1123,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
             Obligation::Approval => ("approval", None, None),
             Obligation::Log => ("log", None, None),
             Obligation::RevokeOn(event) => ("revoke_on", Some(String::from(&**event)), None),
-            Obligation::Audience(template) => match ctx.template(template, false) {
+            Obligation::Audience(template) => match ctx.obligation_value("audience", template) {
                 Ok(value) => ("audience", None, Some(value)),
                 Err(message) => {
                     // An obligation that cannot be stated cannot be honoured.

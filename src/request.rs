@@ -55,25 +55,53 @@ impl Sensitivity {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Subject {
     /// The workload identity (SPIFFE ID, OIDC `sub`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
     /// `workload`, `service`, `ci`, `agent`, `human`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// How it proved who it is: `spiffe`, `oidc`, `static-secret`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auth: Option<String>,
     /// The broker verified the identity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attested: Option<bool>,
     /// More than one workload uses the identity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shared: Option<bool>,
     /// The accountable team.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub owner: Option<String>,
     /// The environment the workload runs in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<String>,
     /// Other attributes (OIDC claims, labels).
     #[serde(flatten)]
@@ -84,13 +112,25 @@ pub struct Subject {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     /// The target; scope items and audiences are built from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
     /// `database`, `bucket`, `cluster`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// The accountable team.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub owner: Option<String>,
     /// Other attributes.
     #[serde(flatten)]
@@ -101,16 +141,32 @@ pub struct Resource {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     /// The declared kind of task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task: Option<String>,
     /// The concrete job, run or agent task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
     /// An agent's current objective.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub objective: Option<String>,
     /// The broker saw the objective change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub objective_changed: Option<bool>,
     /// Other attributes.
     #[serde(flatten)]
@@ -121,13 +177,25 @@ pub struct Intent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
     /// `dev`, `staging`, `prod`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// The broker asking: the issuance path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub broker: Option<String>,
     /// The decision time, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub time: Option<String>,
     /// Other attributes.
     #[serde(flatten)]
@@ -139,10 +207,18 @@ pub struct Environment {
 #[serde(deny_unknown_fields)]
 pub struct Requested {
     /// Scope items (`verb:resource`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scope: Option<Vec<String>>,
     /// Lifetime in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl: Option<u64>,
 }
 
@@ -154,7 +230,11 @@ pub struct Request {
     #[serde(default)]
     pub subject: Subject,
     /// `read`, `write`, `deploy`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub action: Option<String>,
     /// The target.
     #[serde(default)]
@@ -166,7 +246,11 @@ pub struct Request {
     #[serde(default)]
     pub environment: Environment,
     /// How sensitive the target is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sensitivity: Option<Sensitivity>,
     /// What is asked for.
     #[serde(default, deserialize_with = "object_only")]
@@ -174,6 +258,18 @@ pub struct Request {
     /// Other facts the broker knows.
     #[serde(default)]
     pub context: IndexMap<String, Value>,
+}
+
+/// Reads a named field that is there: unlike serde's default for
+/// `Option`, a `null` is not taken for absent but refused as a wrong type,
+/// naming the field. A request never holds `null` (see
+/// [`Request::validate`]).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Deserializes `T` from a JSON object only: serde's derive would also
@@ -291,16 +387,56 @@ impl Request {
         Ok(request)
     }
 
-    /// Checks what serde cannot: the timestamp and the scope items.
+    /// Checks what serde cannot: the timestamp, the TTL and the scope
+    /// items. The same item asked for twice is kept once, where it first
+    /// appears.
     pub fn validate(&self) -> Result<Prepared, RequestError> {
+        let others = [
+            ("subject", &self.subject.extra),
+            ("resource", &self.resource.extra),
+            ("intent", &self.intent.extra),
+            ("environment", &self.environment.extra),
+            ("context", &self.context),
+        ];
+        for (dim, map) in others {
+            for (name, value) in map {
+                if !holds_null(value) {
+                    continue;
+                }
+                if let Some(path) = null_in(value, &mut format!("{dim}.{name}")) {
+                    return Err(RequestError::Invalid {
+                        path,
+                        message: "`null` is not a value: leave the field out when there is nothing to say".to_owned(),
+                    });
+                }
+            }
+        }
+        if self.requested.ttl == Some(0) {
+            return Err(RequestError::Invalid {
+                path: "requested.ttl".to_owned(),
+                message: "a ttl of 0 seconds is not a lifetime; ask for at least 1 second, or leave `ttl` out".to_owned(),
+            });
+        }
         let time = match &self.environment.time {
             Some(value) => Some(parse_time(value).ok_or_else(|| RequestError::BadTime {
                 value: value.clone(),
             })?),
             None => None,
         };
-        let mut scope = Vec::new();
-        for (index, item) in self.requested.scope.iter().flatten().enumerate() {
+        let items = self.requested.scope.as_deref().unwrap_or_default();
+        let mut scope: Vec<ScopeItem> = Vec::with_capacity(items.len());
+        // Repeats are found by a scan of the few items kept so far, or,
+        // for a long list, by a set (only asked, never iterated, so its
+        // order cannot leak into the decision).
+        let mut seen = (items.len() > 16).then(std::collections::HashSet::new);
+        for (index, item) in items.iter().enumerate() {
+            let repeat = match &mut seen {
+                Some(seen) => !seen.insert(item.as_str()),
+                None => scope.iter().any(|kept| kept.as_str() == item),
+            };
+            if repeat {
+                continue;
+            }
             scope.push(
                 ScopeItem::parse(item).map_err(|error| RequestError::BadScope {
                     index,
@@ -309,6 +445,43 @@ impl Request {
             );
         }
         Ok(Prepared { time, scope })
+    }
+}
+
+/// True when `value` is or holds a `null` (the quick test, without paths).
+fn holds_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(holds_null),
+        Value::Object(map) => map.values().any(holds_null),
+        _ => false,
+    }
+}
+
+/// The path of the first `null` in `value`, which sits at `path`: a
+/// request never holds one. Named fields refuse it when they are read
+/// ([`present`]); this finds it among the attributes the contract does not
+/// name. The recursion is bounded by [`MAX_JSON_DEPTH`], which every way of
+/// reading a request enforces first.
+fn null_in(value: &Value, path: &mut String) -> Option<String> {
+    match value {
+        Value::Null => Some(path.clone()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{index}]"));
+            let found = null_in(item, path);
+            path.truncate(len);
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let len = path.len();
+            path.push('.');
+            path.push_str(key);
+            let found = null_in(item, path);
+            path.truncate(len);
+            found
+        }),
+        _ => None,
     }
 }
 
@@ -415,6 +588,69 @@ mod tests {
         let error = Request::from_json(r#"{"requested": [["read:db://x"], 60]}"#).unwrap_err();
         assert!(error.to_string().contains("requested"), "{error}");
         assert!(Request::from_json(r#"{"requested": {"ttl": 60}}"#).is_ok());
+    }
+
+    #[test]
+    fn null_is_refused_everywhere_naming_where() {
+        for (text, path) in [
+            (r#"{"subject":{"owner":null}}"#, "subject.owner"),
+            (r#"{"subject":null}"#, "subject"),
+            (r#"{"context":null}"#, "context"),
+            (r#"{"action":null}"#, "action"),
+            (r#"{"sensitivity":null}"#, "sensitivity"),
+            (r#"{"requested":{"ttl":null}}"#, "requested.ttl"),
+            (
+                r#"{"requested":{"scope":["read:x",null]}}"#,
+                "requested.scope",
+            ),
+            (r#"{"environment":{"time":null}}"#, "environment.time"),
+            (r#"{"context":{"approval":null}}"#, "context.approval"),
+            (
+                r#"{"context":{"exception":{"id":null}}}"#,
+                "context.exception.id",
+            ),
+            (
+                r#"{"subject":{"claims":[1,{"a":null}]}}"#,
+                "subject.claims[1].a",
+            ),
+        ] {
+            match Request::from_json(text) {
+                Err(RequestError::Invalid { path: at, .. }) => {
+                    assert!(at.starts_with(path), "{text}: {at}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_0_is_refused_and_repeated_items_kept_once() {
+        match Request::from_json(r#"{"requested":{"ttl":0}}"#) {
+            Err(RequestError::Invalid { path, .. }) => assert_eq!(path, "requested.ttl"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Request::from_json(r#"{"requested":{"ttl":1}}"#).is_ok());
+        let (_, prepared) = Request::parse_json(
+            r#"{"requested":{"scope":["read:b","read:a","read:b","read:a","read:c"]}}"#,
+        )
+        .expect("valid");
+        let items: Vec<&str> = prepared.scope.iter().map(|i| i.as_str()).collect();
+        assert_eq!(items, ["read:b", "read:a", "read:c"]);
+        // A long list takes the other path, to the same effect.
+        let long: Vec<String> = (0..60)
+            .map(|i| format!("read:x/{}", (i * 7) % 20))
+            .collect();
+        let text = serde_json::json!({"requested": {"scope": long}}).to_string();
+        let (_, prepared) = Request::parse_json(&text).expect("valid");
+        let items: Vec<&str> = prepared.scope.iter().map(|i| i.as_str()).collect();
+        let mut expected: Vec<&str> = Vec::new();
+        for item in &long {
+            if !expected.contains(&item.as_str()) {
+                expected.push(item);
+            }
+        }
+        assert_eq!(items, expected);
+        assert_eq!(items.len(), 20);
     }
 
     #[test]

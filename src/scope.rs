@@ -106,7 +106,9 @@ impl ScopeItem {
                 b"*" => wild = true,
                 b"**" if segments.peek().is_none() => wild = true,
                 _ => {
-                    let printable = |b: &u8| b > &b' ' && *b < 0x7f && *b != b'*';
+                    // A `%` goes to the full parse, which looks for
+                    // percent-encoded separators.
+                    let printable = |b: &u8| b > &b' ' && *b < 0x7f && *b != b'*' && *b != b'%';
                     if !segment.iter().all(printable) {
                         return None;
                     }
@@ -175,6 +177,12 @@ impl ScopeItem {
             }
             None => 0,
         };
+        if let Some(sequence) = percent_encoded(resource) {
+            return Err(ScopeError::PercentEncoded {
+                item: item(),
+                sequence: sequence.to_owned(),
+            });
+        }
         let path = &resource[scheme_len..];
         let mut rest = path;
         let mut wild = verb == "*";
@@ -310,6 +318,29 @@ impl ScopeItem {
                 Part { text, scheme, kind }
             })
     }
+}
+
+/// The first percent-encoded `.`, `/` or `%` in `text` (`%2e`, `%2F`,
+/// `%25`, any case), if there is one.
+///
+/// A service that decodes the path would see a `.` or `..` segment, or two
+/// segments where a `*` covered one, that the segment rules never saw; and
+/// an encoded `%` (`%252e`) becomes one of those after a second decoding.
+/// writ does not decode: items and values holding these are refused.
+pub fn percent_encoded(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = bytes[from..].iter().position(|&b| b == b'%') {
+        let at = from + at;
+        if let Some(&[high, low]) = bytes.get(at + 1..at + 3) {
+            let low = low.to_ascii_lowercase();
+            if high == b'2' && matches!(low, b'e' | b'f' | b'5') {
+                return Some(&text[at..at + 3]);
+            }
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// `[a-z][a-z0-9+.-]*`
@@ -459,6 +490,18 @@ pub enum ScopeError {
         /// Its length in bytes.
         len: usize,
     },
+    /// `read:s3://bucket/%2e%2e`, `read:s3://bucket/a%2Fb`
+    #[error("scope item `{item}` holds `{sequence}`, a percent-encoded `.`, `/` or `%`")]
+    #[diagnostic(
+        code(writ::scope::percent_encoded),
+        help("writ does not decode scope items; write the path out with its real `/` separators, without `.` or `..` segments")
+    )]
+    PercentEncoded {
+        /// The offending item.
+        item: String,
+        /// The encoded sequence found (`%2e`).
+        sequence: String,
+    },
     /// `read:://x`
     #[error("scope item `{item}` has an empty scheme before `://`")]
     #[diagnostic(
@@ -599,6 +642,14 @@ mod tests {
             ("read:K8s://x", "bad_scheme"),
             ("read:8s://x", "bad_scheme"),
             ("read:*://x", "bad_scheme"),
+            ("read:s3://bucket/%2e%2e", "percent_encoded"),
+            ("read:s3://bucket/%2E", "percent_encoded"),
+            ("read:s3://bucket/.%2e", "percent_encoded"),
+            ("read:s3://bucket/%2e.", "percent_encoded"),
+            ("read:s3://bucket/a%2fb", "percent_encoded"),
+            ("read:s3://bucket/a%2Fb", "percent_encoded"),
+            ("read:s3://bucket/%252e%252e", "percent_encoded"),
+            ("read:s3%2f://x", "bad_scheme"),
         ];
         for (text, expected) in cases {
             let error = ScopeItem::parse(text).expect_err(text);
@@ -610,6 +661,26 @@ mod tests {
         }
         assert!(ScopeItem::parse(&long[..MAX_LEN]).is_ok());
         assert!(ScopeItem::parse("read:git+ssh.v-2://h/x").is_ok());
+        // Other escapes, and a `%` that starts none, are ordinary text.
+        for text in [
+            "read:s3://b/a%20b",
+            "read:s3://b/100%",
+            "read:s3://b/%2",
+            "read:s3://b/%3a",
+        ] {
+            assert!(ScopeItem::parse(text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn percent_encoded_separators_are_found_in_any_case() {
+        assert_eq!(percent_encoded("a/%2E%2e"), Some("%2E"));
+        assert_eq!(percent_encoded("a%2Fb"), Some("%2F"));
+        assert_eq!(percent_encoded("%25"), Some("%25"));
+        assert_eq!(percent_encoded("100%"), None);
+        assert_eq!(percent_encoded("%%2f"), Some("%2f"));
+        assert_eq!(percent_encoded("a%20b%3A"), None);
+        assert_eq!(percent_encoded("é%2e"), Some("%2e"));
     }
 
     #[test]

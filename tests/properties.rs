@@ -1056,16 +1056,164 @@ proptest! {
     #[test]
     fn an_invalid_request_is_never_allowed(
         (rules, reqs) in cases(4),
-        bad in select(vec!["read:a//b", "read:../x", "read", "read:db://x/./y"]),
+        bad in select(vec![
+            "read:a//b", "read:../x", "read", "read:db://x/./y",
+            "read:db://x/%2e%2e", "read:db://x/.%2E", "read:db://x/a%2fb", "read:db://x/%252e",
+        ]),
+        zero_ttl in any::<bool>(),
     ) {
         let engine = compile(&rules)?;
         for req in &reqs {
             let mut request = req.request();
-            request.requested.scope.get_or_insert_with(Vec::new).push(bad.to_owned());
+            if zero_ttl {
+                request.requested.ttl = Some(0);
+            } else {
+                request.requested.scope.get_or_insert_with(Vec::new).push(bad.to_owned());
+            }
             for decision in [engine.decide(&request), engine.decide_naive(&request)] {
                 prop_assert_eq!(decision.decision, Effect::Deny);
                 prop_assert!(decision.errors.iter().any(|e| e.rule == "request"), "{}", decision.to_json());
                 prop_assert!(decision.scope.is_empty() && decision.ttl == 0);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Typed comparisons: a value of another type than the constant it is
+// compared with is an error, whatever the operator.
+
+/// The type of a JSON value in a request, or of a constant in a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Str,
+    Num,
+    Bool,
+    List,
+    Object,
+}
+
+/// A request value of any type but null.
+fn any_value() -> impl Strategy<Value = (Type, Value)> {
+    prop_oneof![
+        "[a-z_]{0,8}".prop_map(|s| (Type::Str, json!(s))),
+        any::<i32>().prop_map(|n| (Type::Num, json!(n))),
+        (-1.0e6..1.0e6f64).prop_map(|n| (Type::Num, json!(n))),
+        any::<bool>().prop_map(|b| (Type::Bool, json!(b))),
+        prop::collection::vec(
+            prop_oneof![
+                "[a-z]{0,4}".prop_map(|s| json!(s)),
+                any::<i16>().prop_map(|n| json!(n)),
+                any::<bool>().prop_map(|b| json!(b)),
+            ],
+            0..3,
+        )
+        .prop_map(|items| (Type::List, Value::Array(items))),
+        prop::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3)
+            .prop_map(|map| (Type::Object, json!(map))),
+    ]
+}
+
+/// A constant of a scalar type, written in writ, with its type.
+fn any_constant() -> impl Strategy<Value = (Type, String)> {
+    prop_oneof![
+        "[a-z_]{0,8}".prop_map(|s| (Type::Str, format!("\"{s}\""))),
+        any::<i32>().prop_map(|n| (Type::Num, n.to_string())),
+        any::<bool>().prop_map(|b| (Type::Bool, b.to_string())),
+    ]
+}
+
+/// A comparison of `subject.event_name` (type "any") with constants of one
+/// type: `==`, `!=`, `in` or `not in`, the lists never empty.
+fn comparison() -> impl Strategy<Value = (Type, String)> {
+    (
+        select(vec!["==", "!=", "in", "not in"]),
+        prop::collection::vec(any_constant(), 1..4),
+    )
+        .prop_map(|(op, constants)| {
+            let ty = constants[0].0;
+            let same: Vec<&str> = constants
+                .iter()
+                .filter(|(t, _)| *t == ty)
+                .map(|(_, text)| text.as_str())
+                .collect();
+            let rhs = if op.ends_with("in") {
+                format!("[{}]", same.join(", "))
+            } else {
+                same[0].to_owned()
+            };
+            (ty, format!("subject.event_name {op} {rhs}"))
+        })
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// For a request value of another type than the constants it is
+    /// compared with, the comparison is an error: no permit that depends
+    /// on it (or on its negation) matches, and every forbid that does
+    /// applies, also the ones the decision tree indexes by their string
+    /// tests (`==` and `in`), which a non-string value must not skip.
+    #[test]
+    fn a_comparison_across_types_fails_closed(
+        (value_type, value) in any_value(),
+        comparisons in prop::collection::vec(comparison(), 1..4),
+        indexed in prop::collection::vec(
+            prop_oneof![
+                "[a-z]{1,4}".prop_map(|s| format!("subject.event_name == \"{s}\"")),
+                prop::collection::vec("[a-z]{1,4}", 1..3).prop_map(|items| {
+                    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+                    format!("subject.event_name in [{}]", quoted.join(", "))
+                }),
+            ],
+            3..6,
+        ),
+    ) {
+        let comparisons: Vec<String> = comparisons
+            .into_iter()
+            .filter(|(ty, _)| *ty != value_type)
+            .map(|(_, text)| text)
+            .collect();
+        prop_assume!(!comparisons.is_empty());
+        let mut policy = String::new();
+        let mut forbids = Vec::new();
+        for (i, cond) in comparisons.iter().enumerate() {
+            policy.push_str(&format!("@id(\"p{i}\") permit if {cond} grant [\"read:db://a/{i}\"];\n"));
+            policy.push_str(&format!("@id(\"n{i}\") permit if not ({cond}) grant [\"read:db://b/{i}\"];\n"));
+            policy.push_str(&format!("@id(\"f{i}\") forbid if {cond};\n"));
+            policy.push_str(&format!("@id(\"g{i}\") forbid if action == \"read\" and not ({cond});\n"));
+            forbids.extend([format!("f{i}"), format!("g{i}")]);
+        }
+        if value_type != Type::Str {
+            // Enough string tests on one attribute for the tree to switch
+            // on it.
+            for (i, cond) in indexed.iter().enumerate() {
+                policy.push_str(&format!("@id(\"x{i}\") forbid if {cond};\n"));
+                forbids.push(format!("x{i}"));
+            }
+        }
+        let engine = match Engine::compile([("typed.writ", policy.as_str())], None) {
+            Ok(engine) => engine,
+            Err(diagnostics) => {
+                let codes: Vec<String> = diagnostics.codes().iter().map(|c| c.to_string()).collect();
+                return Err(TestCaseError::fail(format!(
+                    "the policy does not compile ({codes:?}):\n{policy}"
+                )));
+            }
+        };
+        let text = json!({"subject": {"event_name": value}, "action": "read"}).to_string();
+        let request = Request::from_json(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for decision in [engine.decide(&request), engine.decide_naive(&request)] {
+            let at = || format!("policy:\n{policy}request: {text}\ndecision: {}", decision.to_json());
+            prop_assert_eq!(decision.decision, Effect::Deny, "{}", at());
+            for entry in &decision.trace {
+                if entry.kind.as_str() == "permit" {
+                    prop_assert_ne!(entry.outcome, Outcome::Matched, "{}", at());
+                }
+            }
+            for id in &forbids {
+                prop_assert!(decision.reasons.contains(id), "{} does not apply\n{}", id, at());
+                prop_assert!(decision.errors.iter().any(|e| &e.rule == id), "{} has no error\n{}", id, at());
             }
         }
     }
