@@ -418,7 +418,7 @@ fn bad_input_gets_a_json_error_and_never_an_allow() {
     server
         .post("/v1/decide", &large)
         .assert_error(413, "body_too_large");
-    let mut chunked = b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..5 {
         chunked.extend_from_slice(format!("400\r\n{}\r\n", " ".repeat(1024)).as_bytes());
     }
@@ -432,7 +432,7 @@ fn bad_input_gets_a_json_error_and_never_an_allow() {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .write_all(
-            b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"subject\":",
+            b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"subject\":",
         )
         .expect("write");
     stream
