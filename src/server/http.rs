@@ -701,3 +701,33 @@ async fn method_not_allowed(State(app): State<Arc<App>>, request: HttpRequest) -
     )
     .into_response(&app)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        for yes in [
+            "application/json",
+            "APPLICATION/JSON",
+            " application/json ; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json; boundary=x",
+            "application/problem+json",
+        ] {
+            assert!(is_json(&HeaderValue::from_static(yes)), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/jsonp",
+            "application/+json",
+            "json",
+            "application/json; charset=latin1",
+            "text/json",
+            "",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(no)), "{no}");
+        }
+    }
+}

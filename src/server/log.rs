@@ -840,10 +840,83 @@ mod tests {
     }
 
     #[test]
+    fn redacted_values_leave_every_string_of_the_line() {
+        let (request, mut decision) = sample();
+        // What evaluation could put there: messages and rule ids quoting
+        // the values, an audience copied from the resource.
+        decision.errors.push(crate::decision::EvalError {
+            rule: "p".to_owned(),
+            message: "cannot compare `db://x` with `spiffe://a/b`".to_owned(),
+        });
+        decision.reasons.push("p for db://x".to_owned());
+        decision.obligations.push(crate::decision::ObligationOut {
+            kind: "audience".to_owned(),
+            event: None,
+            value: Some("db://x".to_owned()),
+            rule: "p".to_owned(),
+        });
+        let redaction =
+            Redaction::new(&["resource".to_owned(), "subject.id".to_owned()]).expect("valid paths");
+        let mut entry = entry();
+        entry.request_id = Some("req-for-db://x");
+        let text = line(&entry, &request, &decision, &redaction);
+        assert!(!text.contains("db://x"), "{text}");
+        assert!(!text.contains("spiffe://a/b"), "{text}");
+        let value: Value = serde_json::from_str(&text).expect("one JSON object");
+        assert_eq!(value["scope"][0], "read:[redacted]");
+        assert_eq!(value["obligations"][0]["value"], "[redacted]");
+        assert_eq!(
+            value["errors"][0]["message"],
+            "cannot compare `[redacted]` with `[redacted]`"
+        );
+        assert_eq!(value["reasons"][1], "p for [redacted]");
+        assert_eq!(value["request_id"], "req-for-[redacted]");
+        assert_eq!(value["request"]["resource"], REDACTED);
+        // The server's own fields are untouched, the digest is of the
+        // request as decided.
+        assert_eq!(value["decision_id"], "d-1");
+        assert_eq!(value["request_digest"], request_digest(&request));
+        assert_eq!(value["request"]["subject"]["owner"], "t");
+    }
+
+    #[test]
     fn bad_redaction_paths_are_refused() {
         assert!(Redaction::new(&["nobody.id".to_owned()]).is_err());
         assert!(Redaction::new(&["subject..id".to_owned()]).is_err());
         assert!(Redaction::new(&["subject.id".to_owned()]).is_ok());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn required_commits_hear_whether_their_lines_landed() {
+        let metrics = Arc::new(Metrics::default());
+        let mode = LogMode {
+            required: true,
+            sync: false,
+        };
+        let full = DecisionLog::open("/dev/full", mode, metrics.clone()).expect("opens");
+        let null = DecisionLog::open("/dev/null", mode, metrics.clone()).expect("opens");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            assert!(null.commit(vec!["{}".to_owned(); 3]).await.is_ok());
+            assert!(full.ready());
+            for _ in 0..10 {
+                let lines = vec!["{}".to_owned(), "{}".to_owned()];
+                assert!(full.commit(lines).await.is_err());
+            }
+            assert!(!full.ready());
+            assert!(null.ready());
+            full.close().await;
+            null.close().await;
+        });
+        let text = metrics.render(&crate::server::state::Loaded::for_tests());
+        assert!(
+            text.contains("writ_decision_log_write_errors_total 20"),
+            "{text}"
+        );
+        assert!(text.contains("writ_decision_log_lines_total 3"), "{text}");
     }
 
     #[test]
