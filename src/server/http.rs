@@ -178,13 +178,21 @@ fn json_error(error: JsonError) -> ApiError {
             ErrorCode::BodyTooLarge,
             format!("the request body is larger than {limit} bytes"),
         ),
-        error if error.is_malformed() => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::MalformedJson,
-            format!("the request body is {error}"),
-        ),
-        error => ApiError::invalid(format!("invalid request: {error}")),
+        JsonError::Empty => malformed("the request body is empty; send a JSON object".to_owned()),
+        JsonError::NotUtf8 { offset } => malformed(format!(
+            "the request body is not UTF-8 (invalid byte at offset {offset})"
+        )),
+        JsonError::Syntax { message } => {
+            malformed(format!("the request body is not valid JSON: {message}"))
+        }
+        error @ (JsonError::DuplicateKey { .. } | JsonError::TooDeep { .. }) => {
+            ApiError::invalid(format!("invalid request: {error}"))
+        }
     }
+}
+
+fn malformed(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, message)
 }
 
 /// Whether `Content-Type` declares JSON: `application/json` or
