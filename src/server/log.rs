@@ -238,12 +238,9 @@ impl Sink {
             return Ok(());
         }
         match free_bytes(&self.file) {
-            Some(free) if free < MIN_FREE_BYTES => Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                format!(
-                    "its filesystem has {free} bytes free, less than the {MIN_FREE_BYTES} the log needs"
-                ),
-            )),
+            Some(free) if free < MIN_FREE_BYTES => Err(std::io::Error::other(format!(
+                "its filesystem has {free} bytes free, less than the {MIN_FREE_BYTES} the log needs"
+            ))),
             _ => Ok(()),
         }
     }
@@ -277,6 +274,8 @@ fn stdout_file() -> std::io::Result<File> {
 }
 
 #[cfg(target_os = "linux")]
+// The fields are `u32` on 32-bit targets.
+#[allow(clippy::useless_conversion)]
 fn free_bytes(file: &File) -> Option<u64> {
     let stats = nix::sys::statvfs::fstatvfs(file).ok()?;
     Some(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
