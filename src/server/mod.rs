@@ -10,7 +10,8 @@
 //! The policy set is reloaded on `SIGHUP` and when a policy or data file
 //! changes (checked every second); a set that does not compile is refused
 //! and the last good one keeps serving. Every decision can be written to a
-//! decision log, one JSON line each, off the request path. `SIGTERM` and
+//! decision log, one JSON line each, by a writer thread; by default a
+//! decision is answered only once its line is written. `SIGTERM` and
 //! `SIGINT` stop accepting connections, let the requests in flight finish,
 //! flush the log and exit. See `docs/server.md`.
 
@@ -158,7 +159,22 @@ pub fn run(config: Config) -> Result<(), String> {
                 required: config.decision_log_required,
                 sync: config.decision_log_sync,
             };
-            Some(DecisionLog::open(target, mode, metrics.clone())?)
+            let log = DecisionLog::open(target, mode, metrics.clone())?;
+            let shown = if target == "-" {
+                "on stdout".to_owned()
+            } else {
+                format!("`{target}`")
+            };
+            eprintln!(
+                "writ: decision log {shown}: {}{}",
+                if mode.required {
+                    "required (a decision is answered once its line is written)"
+                } else {
+                    "best effort (a line that cannot be written is lost)"
+                },
+                if mode.sync { ", synced" } else { "" }
+            );
+            Some(log)
         }
         None => None,
     };
