@@ -10,7 +10,9 @@
 //! A leading UTF-8 byte order mark is skipped (RFC 8259 section 8.1 lets a
 //! parser ignore it); a mark anywhere else is an ordinary syntax error.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 
 use miette::Diagnostic;
@@ -115,6 +117,36 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<Value, JsonError> {
 
 /// [`read`] for text already known to be UTF-8.
 pub fn read_str(text: &str, limits: Limits) -> Result<Value, JsonError> {
+    let text = prepare(text, limits)?;
+    let fault = RefCell::new(None);
+    let seed = Node {
+        level: 1,
+        path: &Path::Root,
+        max_depth: limits.max_depth,
+        fault: &fault,
+    };
+    parse_with(text, seed, &fault)
+}
+
+/// Checks `text` as [`read_str`] does (size, byte order mark, syntax,
+/// duplicate keys, depth) without building anything, and returns the
+/// document without its byte order mark, for a typed parse: the fast path
+/// for one request, which serde reads straight into writ's types.
+pub fn check_str(text: &str, limits: Limits) -> Result<&str, JsonError> {
+    let text = prepare(text, limits)?;
+    let fault = RefCell::new(None);
+    let seed = Scan(Node {
+        level: 1,
+        path: &Path::Root,
+        max_depth: limits.max_depth,
+        fault: &fault,
+    });
+    parse_with(text, seed, &fault)?;
+    Ok(text)
+}
+
+/// The size limit, the byte order mark, emptiness.
+fn prepare(text: &str, limits: Limits) -> Result<&str, JsonError> {
     if text.len() > limits.max_bytes {
         return Err(JsonError::TooLarge {
             limit: limits.max_bytes,
@@ -124,13 +156,14 @@ pub fn read_str(text: &str, limits: Limits) -> Result<Value, JsonError> {
     if text.trim_start().is_empty() {
         return Err(JsonError::Empty);
     }
-    let fault = RefCell::new(None);
-    let seed = Node {
-        level: 1,
-        path: &Path::Root,
-        max_depth: limits.max_depth,
-        fault: &fault,
-    };
+    Ok(text)
+}
+
+fn parse_with<'de, S: DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: S,
+    fault: &RefCell<Option<JsonError>>,
+) -> Result<S::Value, JsonError> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let value = seed.deserialize(&mut deserializer).map_err(|error| {
         fault.borrow_mut().take().unwrap_or(JsonError::Syntax {
@@ -297,6 +330,152 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 }
 
+/// [`Node`] that only checks: values are skipped, keys are borrowed from
+/// the text where they have no escapes.
+#[derive(Clone, Copy)]
+struct Scan<'a>(Node<'a>);
+
+/// Keys seen in one object: a short list, or a set once the object is
+/// large (so that a hostile object with many keys stays linear).
+enum Seen<'de> {
+    Few(Vec<Cow<'de, str>>),
+    Many(HashSet<Cow<'de, str>>),
+}
+
+impl<'de> Seen<'de> {
+    const FEW: usize = 16;
+
+    /// Adds `key`; false if it was there already.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        match self {
+            Seen::Few(keys) => {
+                if keys.contains(&key) {
+                    return false;
+                }
+                keys.push(key);
+                if keys.len() > Seen::FEW {
+                    *self = Seen::Many(std::mem::take(keys).into_iter().collect());
+                }
+                true
+            }
+            Seen::Many(keys) => keys.insert(key),
+        }
+    }
+}
+
+/// A key, borrowed when the text allows.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Scan<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let node = self.0;
+        node.enter()?;
+        let mut index = 0;
+        loop {
+            let path = Path::Index(node.path, index);
+            let child = Scan(Node {
+                level: node.level + 1,
+                path: &path,
+                ..node
+            });
+            if items.next_element_seed(child)?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let node = self.0;
+        node.enter()?;
+        let mut seen = Seen::Few(Vec::new());
+        while let Some(key) = entries.next_key_seed(Key)? {
+            let path = Path::Key(node.path, &key);
+            if !seen.insert(key.clone()) {
+                let path = path.render();
+                return Err(node.fail(JsonError::DuplicateKey { path }));
+            }
+            let child = Scan(Node {
+                level: node.level + 1,
+                path: &path,
+                ..node
+            });
+            entries.next_value_seed(child)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +561,37 @@ mod tests {
             read(b"\xff\xfe{\x00}\x00", Limits::REQUEST),
             Err(JsonError::NotUtf8 { offset: 0 })
         ));
+    }
+
+    /// The checking pass and the building pass refuse the same documents
+    /// with the same errors.
+    #[test]
+    fn check_and_read_agree() {
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_depth: 3,
+        };
+        let many_keys: String = (0..40).map(|i| format!("\"k{i}\":{i},")).collect();
+        for text in [
+            "{}",
+            "\u{feff}[1,{\"a\":[]}]",
+            "{\"a\":1,\"a\":2}",
+            "{\"a\\u0062\":1,\"ab\":2}",
+            "{\"a\":{\"b\":[[]]}}",
+            "{\"a\":{\"b\":[1,{\"c\":1,\"c\":1}]}}",
+            "[{},{\"x\":1,\"y\":2,\"x\":3}]",
+            "{\"a\":1,\"a\":[[[[]]]]}",
+            "{\"a\":",
+            "{} {}",
+            "",
+            &format!("{{{many_keys}\"k39\":0}}"),
+            &format!("{{{many_keys}\"z\":0}}"),
+        ] {
+            let read = read_str(text, limits).map(|_| ());
+            let check = check_str(text, limits).map(|_| ());
+            assert_eq!(read, check, "{text}");
+        }
+        assert_eq!(check_str("\u{feff} {}", limits), Ok(" {}"));
     }
 
     #[test]

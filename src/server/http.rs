@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -248,6 +248,18 @@ async fn read_json(
     request: HttpRequest,
     max_depth: usize,
 ) -> Result<(HeaderMap, Value), ApiError> {
+    let (headers, bytes) = read_body(app, request).await?;
+    let limits = Limits {
+        max_bytes: app.max_body,
+        max_depth,
+    };
+    let value = json::read(&bytes, limits).map_err(json_error)?;
+    Ok((headers, value))
+}
+
+/// Checks the content type and reads the body under the size limit and
+/// the timeout.
+async fn read_body(app: &App, request: HttpRequest) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
     let too_large = || {
@@ -291,12 +303,7 @@ async fn read_json(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    let limits = Limits {
-        max_bytes: app.max_body,
-        max_depth,
-    };
-    let value = json::read(&bytes, limits).map_err(json_error)?;
-    Ok((parts.headers, value))
+    Ok((parts.headers, bytes))
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -393,8 +400,15 @@ async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
     let result = async {
-        let (_, body) = read_json(&app, request, MAX_JSON_DEPTH).await?;
-        let parsed = Request::from_value(body).map_err(request_error)?;
+        // One request: the reader's checking pass, then a typed parse
+        // (`Request::parse_json`), without building a JSON value first.
+        let (_, body) = read_body(&app, request).await?;
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            json_error(JsonError::NotUtf8 {
+                offset: e.valid_up_to(),
+            })
+        })?;
+        let parsed = Request::parse_json(text).map_err(request_error)?;
         let loaded = app.current.load_full();
         let mut lines = Vec::with_capacity(1);
         let (decision, decision_id) = decide_one(
