@@ -216,11 +216,25 @@ pub fn run(files: &[PathBuf]) -> Report {
     report
 }
 
+/// Reads a fixture file through the request reader, so that a duplicate
+/// key in a case's request is refused here as it is by `writ eval` and the
+/// server (rather than silently resolved by the file's parse).
+fn read_fixture_json(text: &str) -> Result<FixtureFile, String> {
+    use crate::request::json::{read_str, Limits};
+    // A request sits three levels down: the file, `cases`, the case.
+    let limits = Limits {
+        max_bytes: usize::MAX,
+        max_depth: crate::request::MAX_JSON_DEPTH + 3,
+    };
+    let value = read_str(text, limits).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
 fn run_file(path: &Path, report: &mut Report) {
     let display = path.display().to_string();
     let fixture: FixtureFile = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        .and_then(|text| read_fixture_json(&text))
     {
         Ok(f) => f,
         Err(error) => {
@@ -451,5 +465,15 @@ mod tests {
         let report = run(&[request]);
         assert_eq!(report.failed(), 1);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_duplicate_key_in_a_fixture_is_a_load_error() {
+        let text = r#"{"cases": [{"name": "x", "request": {"subject": {"attested": false, "attested": true}}, "expect": {"decision": "deny"}}]}"#;
+        let error = read_fixture_json(text).expect_err("duplicate");
+        assert!(
+            error.contains("duplicate key at `cases[0].request.subject.attested`"),
+            "{error}"
+        );
     }
 }

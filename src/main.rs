@@ -152,12 +152,33 @@ struct ServeArgs {
     /// Append one JSON line per decision to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE|-")]
     decision_log: Option<String>,
+    /// With a decision log: answer 503 instead of a decision whose line
+    /// cannot be written, and turn `/ready` off until writes succeed
+    /// (`--decision-log-required=false` answers and loses the line).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    decision_log_required: bool,
+    /// With a decision log: fdatasync each group of lines before answering,
+    /// so that an answered decision survives a crash of the machine.
+    #[arg(long)]
+    decision_log_sync: bool,
+    /// Connections the kernel queues before the server accepts them
+    /// (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    backlog: u32,
     /// Replace a request field with `[redacted]` in the decision log
     /// (repeatable), e.g. `subject.id`.
     #[arg(long = "redact", value_name = "PATH")]
     redact: Vec<String>,
     /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = writ::request::MAX_REQUEST_BYTES, value_name = "BYTES")]
     max_body: usize,
     /// How long a client may take to send its request (`10s`, `500ms`).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -234,6 +255,20 @@ fn read_input(path: &str) -> Result<String, String> {
     }
 }
 
+/// Reads a request file (or stdin) under the same size limit as the
+/// server's default `--max-body`; the JSON reader does the rest.
+fn read_request(path: &str) -> Result<String, String> {
+    use writ::request::MAX_REQUEST_BYTES;
+    use writ::source::read_limited;
+    let limit = MAX_REQUEST_BYTES as u64;
+    if path == "-" {
+        read_limited(std::io::stdin(), path, limit)
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        read_limited(file, path, limit)
+    }
+}
+
 fn compile(policy: &PolicyArgs) -> Result<Engine, String> {
     let files = fixture::load_policies(&policy.policies, Path::new("."))?;
     let data = read_data(policy.data.as_deref())?;
@@ -255,7 +290,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             explain: want_explain,
         } => {
             let engine = compile(&policy)?;
-            let text = read_input(&request)?;
+            let text = read_request(&request)?;
             let request = Request::from_json(&text).map_err(|e| e.to_string())?;
             let decision = engine.decide(&request);
             if want_explain {
@@ -344,6 +379,9 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.data = args.policy.data;
             config.addr = args.addr;
             config.decision_log = args.decision_log;
+            config.decision_log_required = args.decision_log_required;
+            config.decision_log_sync = args.decision_log_sync;
+            config.backlog = args.backlog;
             config.redact = args.redact;
             config.max_body = args.max_body;
             config.request_timeout = args.request_timeout;

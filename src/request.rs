@@ -12,8 +12,12 @@ use thiserror::Error;
 
 use crate::scope::ScopeItem;
 
+pub mod json;
+
+pub use json::{JsonError, Limits, MAX_REQUEST_BYTES};
+
 /// An ordered sensitivity level: `public < internal < confidential < restricted`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Anyone may read it.
@@ -48,6 +52,28 @@ impl Sensitivity {
     /// The level named by a keyword.
     pub fn from_name(name: &str) -> Option<Sensitivity> {
         Sensitivity::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// Read by hand rather than derived, so that a wrong value or type names
+/// the four levels (`expected one of the sensitivity levels ...`) instead
+/// of serde's generic "string or map".
+impl<'de> Deserialize<'de> for Sensitivity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Level;
+        impl serde::de::Visitor<'_> for Level {
+            type Value = Sensitivity;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "one of the sensitivity levels `public`, `internal`, `confidential`, `restricted`",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Sensitivity, E> {
+                Sensitivity::from_name(value)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(value), &self))
+            }
+        }
+        deserializer.deserialize_str(Level)
     }
 }
 
@@ -323,13 +349,11 @@ pub enum RequestError {
         /// Why.
         reason: String,
     },
-    /// A body deeper than the nesting limit.
-    #[error("request nests deeper than {limit} levels")]
-    #[diagnostic(code(writ::request::too_deep))]
-    TooDeep {
-        /// The limit.
-        limit: usize,
-    },
+    /// A document the JSON reader refuses: not JSON, a duplicate key, too
+    /// deep (`{"a": 1, "a": 2}`).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Json(#[from] JsonError),
 }
 
 /// How deeply a request document may nest (objects and arrays).
@@ -342,49 +366,71 @@ impl Request {
     }
 
     /// Parses and validates a request, returning what validation derived
-    /// too, so that deciding it does not validate it again.
+    /// too, so that deciding it does not validate it again. The text is read
+    /// by [`json::read_str`] (duplicate keys and nesting deeper than
+    /// [`MAX_JSON_DEPTH`] refused, a leading byte order mark skipped); its
+    /// size is the caller's to limit.
     pub fn parse_json(text: &str) -> Result<(Request, Prepared), RequestError> {
-        // Nesting needs an opening bracket per level: a text with few of
-        // them (a quick count) cannot be too deep.
-        let brackets = text.bytes().filter(|b| matches!(b, b'{' | b'[')).count();
-        if brackets > MAX_JSON_DEPTH && json_depth(text) > MAX_JSON_DEPTH {
-            return Err(RequestError::TooDeep {
-                limit: MAX_JSON_DEPTH,
-            });
-        }
-        if !text.trim_start().starts_with('{') {
-            return Err(RequestError::Invalid {
-                path: ".".to_owned(),
-                message: "a request must be a JSON object".to_owned(),
-            });
-        }
-        // The plain parse is the fast path; only a request it refuses is
-        // read again with path tracking, for an error that names the field.
-        let request = match serde_json::from_str::<Request>(text) {
-            Ok(request) => request,
-            Err(_) => Request::parse_tracked(text)?,
+        let limits = Limits {
+            max_bytes: usize::MAX,
+            max_depth: MAX_JSON_DEPTH,
         };
-        let prepared = request.validate()?;
-        Ok((request, prepared))
+        // The fast path: check the text without building anything, then
+        // let serde read it straight into writ's types. Only a request that
+        // is refused is read again as a value, for an error that names the
+        // field; `request_parses_agree` tests that the two paths agree.
+        let body = json::check_str(text, limits)?;
+        if body.trim_start().starts_with('{') {
+            if let Ok(request) = serde_json::from_str::<Request>(body) {
+                let prepared = request.validate()?;
+                return Ok((request, prepared));
+            }
+        }
+        Request::from_value(json::read_str(text, limits)?)
     }
 
-    /// Parses with the path of each field tracked, so that an error names
-    /// the field (`subject.attested`).
-    fn parse_tracked(text: &str) -> Result<Request, RequestError> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let request: Request =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                let path = error.path().to_string();
-                RequestError::Invalid {
-                    path,
-                    message: error.into_inner().to_string(),
+    /// Reads and validates a request from a document the JSON reader
+    /// produced (or any [`Value`]): the same checks and errors as
+    /// [`Request::parse_json`].
+    pub fn from_value(value: Value) -> Result<(Request, Prepared), RequestError> {
+        let Value::Object(map) = &value else {
+            return Err(RequestError::Invalid {
+                path: ".".to_owned(),
+                message: format!(
+                    "a request must be a JSON object, found {}",
+                    json_kind(&value)
+                ),
+            });
+        };
+        // serde's derive also reads a struct from an array, by position, so
+        // `{"subject": [{"id": "x"}]}` would pass; these must be objects.
+        for field in OBJECT_FIELDS {
+            match map.get(field) {
+                None | Some(Value::Object(_)) => {}
+                Some(other) => {
+                    return Err(RequestError::Invalid {
+                        path: field.to_owned(),
+                        message: format!("expected a JSON object, found {}", json_kind(other)),
+                    })
                 }
-            })?;
-        deserializer.end().map_err(|error| RequestError::Invalid {
-            path: ".".to_owned(),
-            message: error.to_string(),
+            }
+        }
+        if json_value_depth(&value) > MAX_JSON_DEPTH {
+            return Err(JsonError::TooDeep {
+                limit: MAX_JSON_DEPTH,
+                path: ".".to_owned(),
+            }
+            .into());
+        }
+        let request: Request = serde_path_to_error::deserialize(value).map_err(|error| {
+            let path = error.path().to_string();
+            RequestError::Invalid {
+                path,
+                message: error.into_inner().to_string(),
+            }
         })?;
-        Ok(request)
+        let prepared = request.validate()?;
+        Ok((request, prepared))
     }
 
     /// Checks what serde cannot: the timestamp, the TTL and the scope
@@ -492,6 +538,38 @@ pub struct Prepared {
     pub time: Option<i128>,
     /// `requested.scope`, parsed.
     pub scope: Vec<ScopeItem>,
+}
+
+/// The request fields that must be JSON objects.
+const OBJECT_FIELDS: [&str; 6] = [
+    "subject",
+    "resource",
+    "intent",
+    "environment",
+    "requested",
+    "context",
+];
+
+/// How a JSON value's type is named in error messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The nesting of a value (a scalar is 0). Values come from the reader,
+/// which already bounds the recursion.
+fn json_value_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_value_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// An RFC 3339 timestamp as Unix nanoseconds.
@@ -658,7 +736,84 @@ mod tests {
         let deep = format!("{{\"context\":{}{}}}", "[".repeat(100), "]".repeat(100));
         assert!(matches!(
             Request::from_json(&deep),
-            Err(RequestError::TooDeep { .. })
+            Err(RequestError::Json(JsonError::TooDeep { .. }))
         ));
+    }
+
+    /// [`Request::parse_json`]'s fast path (a typed parse of the text) and
+    /// [`Request::from_value`] (what the batch and AuthZEN endpoints use)
+    /// accept and refuse the same requests.
+    #[test]
+    fn request_parses_agree() {
+        for text in [
+            r#"{}"#,
+            r#"{"subject":{"id":"a","x":[1,{"y":2}]},"action":"read","sensitivity":"internal"}"#,
+            r#"{"subject":{"attested":"yes"}}"#,
+            r#"{"subject":[{"id":"x"}]}"#,
+            r#"{"requested":[["read:db://x"],60]}"#,
+            r#"{"requested":{"scope":["read:db://x"],"ttl":60}}"#,
+            r#"{"requested":{"ttl":60,"extra":1}}"#,
+            r#"{"requested":{"ttl":1.5}}"#,
+            r#"{"requested":{"ttl":18446744073709551616}}"#,
+            r#"{"intent":["deploy"]}"#,
+            r#"{"environment":{"time":null,"name":"prod"}}"#,
+            r#"{"context":{"a":{"b":[null,true]}}}"#,
+            r#"{"context":[]}"#,
+            r#"{"sensitivity":null}"#,
+            r#"{"sensitivity":"Public"}"#,
+            r#"{"action":null,"resource":{"id":null}}"#,
+            r#"{"subject":{"id":"a","id2":"b"},"resource":{"kind":"db","owner":7}}"#,
+            r#"{"unknown":1}"#,
+            r#"[]"#,
+            r#""x""#,
+            r#"null"#,
+        ] {
+            let fast = Request::parse_json(text);
+            let value: Value = serde_json::from_str(text).expect("json");
+            let slow = Request::from_value(value);
+            match (&fast, &slow) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{text}: {fast:?} / {slow:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_sensitivity_names_the_field_and_the_levels() {
+        for text in [
+            r#"{"sensitivity": 5}"#,
+            r#"{"sensitivity": "secret"}"#,
+            r#"{"sensitivity": ["public"]}"#,
+        ] {
+            let error = Request::from_json(text).expect_err(text).to_string();
+            assert!(error.contains("`sensitivity`"), "{error}");
+            for level in ["`public`", "`internal`", "`confidential`", "`restricted`"] {
+                assert!(error.contains(level), "{error}");
+            }
+        }
+        assert_eq!(
+            Request::from_json(r#"{"sensitivity": "restricted"}"#)
+                .expect("valid")
+                .sensitivity,
+            Some(Sensitivity::Restricted)
+        );
+        // null is refused like every other null in a request, naming the field.
+        let error = Request::from_json(r#"{"sensitivity": null}"#)
+            .expect_err("null is refused")
+            .to_string();
+        assert!(error.contains("`sensitivity`"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_and_a_bom_is_skipped() {
+        let error = Request::from_json(r#"{"subject":{"attested":false,"attested":true}}"#)
+            .expect_err("duplicate");
+        assert!(
+            matches!(&error, RequestError::Json(JsonError::DuplicateKey { path }) if path == "subject.attested"),
+            "{error}"
+        );
+        assert!(Request::from_json(r#"{"context":{"a":1,"a":1}}"#).is_err());
+        assert!(Request::from_json("\u{feff}{\"action\":\"read\"}").is_ok());
     }
 }

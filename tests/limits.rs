@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use miette::Diagnostic;
 use writ::engine::limits::{MAX_FILE_BYTES, MAX_RULES};
 use writ::parser::limits::{MAX_NESTING, MAX_OPERATORS, MAX_STRING};
-use writ::request::{RequestError, MAX_JSON_DEPTH};
+use writ::request::{JsonError, RequestError, MAX_JSON_DEPTH};
 use writ::{Engine, Request};
 
 mod common;
@@ -376,19 +376,30 @@ fn deep_request_json_is_refused() {
     let error = small_stack(Duration::from_secs(10), move || {
         Request::from_json(&hostile).expect_err("too deep")
     });
-    assert_eq!(error, RequestError::TooDeep { limit: 64 });
+    assert!(
+        matches!(
+            &error,
+            RequestError::Json(JsonError::TooDeep { limit: 64, path }) if path.starts_with("context.deep[0]")
+        ),
+        "{error:?}"
+    );
     assert_eq!(
         error.code().map(|c| c.to_string()).as_deref(),
-        Some("writ::request::too_deep")
+        Some("writ::json::too_deep")
     );
-    assert_eq!(error.to_string(), "request nests deeper than 64 levels");
+    assert!(
+        error
+            .to_string()
+            .starts_with("nests deeper than 64 levels at `context.deep"),
+        "{error}"
+    );
 
     // One level over the limit is refused; at the limit it is decided on
     // the default pack.
     let over = nested_context(MAX_JSON_DEPTH + 1);
     assert!(matches!(
         Request::from_json(&over),
-        Err(RequestError::TooDeep { .. })
+        Err(RequestError::Json(JsonError::TooDeep { .. }))
     ));
     // (Decoding it recurses in serde_json: 64 levels fit in 128 KiB in a
     // release build, but need up to 512 KiB in a debug one.)
@@ -498,10 +509,12 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 }
 
 #[test]
-fn a_request_body_over_16_mib_is_refused() {
+fn a_request_body_over_1_mib_is_refused() {
+    // The CLI holds a request to the server's default `--max-body`.
+    let limit = writ::request::MAX_REQUEST_BYTES;
     let dir = scratch("body");
     // At the limit: read and decided (deny: it asks for nothing).
-    let at_limit = write(&dir, "at-limit.json", &padded_request(BODY_LIMIT));
+    let at_limit = write(&dir, "at-limit.json", &padded_request(limit));
     let output = writ(
         &["eval", "--request", &at_limit],
         None,
@@ -509,17 +522,17 @@ fn a_request_body_over_16_mib_is_refused() {
     );
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     // One byte over: refused, exit 2, from a file and from stdin.
-    let over = padded_request(BODY_LIMIT + 1);
+    let over = padded_request(limit + 1);
     let path = write(&dir, "over.json", &over);
     let output = writ(&["eval", "--request", &path], None, Duration::from_secs(60));
-    assert_refused(&output, 2, "is larger than 16777216 bytes");
+    assert_refused(&output, 2, "is larger than 1048576 bytes");
     assert!(output.stdout.is_empty(), "no decision is printed");
     let output = writ(
         &["eval", "--request", "-"],
-        Some(padded_request(4 * BODY_LIMIT)),
+        Some(padded_request(4 * limit)),
         Duration::from_secs(60),
     );
-    assert_refused(&output, 2, "`-` is larger than 16777216 bytes");
+    assert_refused(&output, 2, "`-` is larger than 1048576 bytes");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -528,7 +541,7 @@ fn a_deep_request_body_is_refused_by_the_cli() {
     let dir = scratch("deep-body");
     let path = write(&dir, "deep.json", nested_context(10_002).as_bytes());
     let output = writ(&["eval", "--request", &path], None, Duration::from_secs(30));
-    assert_refused(&output, 2, "request nests deeper than 64 levels");
+    assert_refused(&output, 2, "nests deeper than 64 levels");
     let _ = std::fs::remove_dir_all(dir);
 }
 

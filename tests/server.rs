@@ -418,7 +418,7 @@ fn bad_input_gets_a_json_error_and_never_an_allow() {
     server
         .post("/v1/decide", &large)
         .assert_error(413, "body_too_large");
-    let mut chunked = b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..5 {
         chunked.extend_from_slice(format!("400\r\n{}\r\n", " ".repeat(1024)).as_bytes());
     }
@@ -432,7 +432,7 @@ fn bad_input_gets_a_json_error_and_never_an_allow() {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .write_all(
-            b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"subject\":",
+            b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"subject\":",
         )
         .expect("write");
     stream
@@ -936,4 +936,443 @@ fn startup_errors_exit_2_with_a_message() {
         .expect("writ serve");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen"));
+}
+
+// ------------------------------------------------- one JSON reader, HTTP layer
+
+/// The default pack's AuthZEN twin of `examples/ci-deploy.json` (allowed).
+fn authzen_deploy() -> Value {
+    json!({
+        "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
+                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
+        "action": {"name": "deploy"},
+        "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
+        "context": {
+            "intent": {"task": "deploy", "id": "run-1"},
+            "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
+            "sensitivity": "confidential",
+            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
+        }
+    })
+}
+
+/// An allowed body for each decision endpoint, compact, with its
+/// `"attested":true` written once.
+fn allowed_bodies() -> Vec<(&'static str, String)> {
+    let deploy = ci_deploy().to_string();
+    let evaluations = json!({
+        "action": authzen_deploy()["action"],
+        "resource": authzen_deploy()["resource"],
+        "context": authzen_deploy()["context"],
+        "evaluations": [{"subject": authzen_deploy()["subject"]}]
+    });
+    vec![
+        ("/v1/decide", deploy.clone()),
+        ("/v1/decide/batch", format!("[{deploy}]")),
+        ("/access/v1/evaluation", authzen_deploy().to_string()),
+        ("/access/v1/evaluations", evaluations.to_string()),
+    ]
+}
+
+/// Whether an answer of any of the four endpoints allows.
+fn allows(reply: &Reply) -> bool {
+    let body = reply.json();
+    let first = match &body {
+        Value::Array(items) => items[0].clone(),
+        Value::Object(map) if map.contains_key("evaluations") => body["evaluations"][0].clone(),
+        _ => body.clone(),
+    };
+    first["decision"] == json!("allow") || first["decision"] == json!(true)
+}
+
+#[test]
+fn duplicate_keys_are_refused_on_every_endpoint() {
+    let dir = Arc::new(TempDir::new("duplicates"));
+    let server = Server::start(&[], &dir);
+    let paths = [
+        "subject.attested",
+        "[0].subject.attested",
+        "subject.properties.attested",
+        "evaluations[0].subject.properties.attested",
+    ];
+    for ((endpoint, body), path) in allowed_bodies().into_iter().zip(paths) {
+        assert_eq!(body.matches("\"attested\":true").count(), 1, "{body}");
+        assert!(allows(&server.post(endpoint, &body)), "{endpoint} allows");
+        // With `attested` false the pack denies: last-wins would allow.
+        let denied = body.replace("\"attested\":true", "\"attested\":false");
+        assert!(
+            !allows(&server.post(endpoint, &denied)),
+            "{endpoint} denies"
+        );
+        let twice = body.replace("\"attested\":true", "\"attested\":false,\"attested\":true");
+        let message = server
+            .post(endpoint, &twice)
+            .assert_error(400, "invalid_request");
+        assert!(
+            message.contains(&format!("duplicate key at `{path}`")),
+            "{endpoint}: {message}"
+        );
+        // Deep inside free-form context too.
+        let nested = body.replacen(
+            "\"intent\":{",
+            "\"intent\":{\"x\":{\"k\":[{\"a\":1,\"a\":1}]},",
+            1,
+        );
+        assert_ne!(nested, body, "{endpoint}");
+        let message = server
+            .post(endpoint, &nested)
+            .assert_error(400, "invalid_request");
+        assert!(message.contains(".x.k[0].a`"), "{endpoint}: {message}");
+    }
+    // The CLI reads requests the same way.
+    let twice = ci_deploy()
+        .to_string()
+        .replace("\"attested\":true", "\"attested\":false,\"attested\":true");
+    let file = dir.file("twice.json");
+    std::fs::write(&file, twice).expect("write");
+    let output = Command::new(BIN)
+        .args(["eval", "--request"])
+        .arg(&file)
+        .output()
+        .expect("writ eval");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("duplicate key at `subject.attested`"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        server.metric("writ_decisions_total{outcome=\"allow\"}"),
+        4.0
+    );
+}
+
+/// An answer with its (always fresh) decision ids taken out.
+fn without_ids(mut value: Value) -> Value {
+    match &mut value {
+        Value::Object(map) => {
+            map.remove("decision_id");
+            for (_, item) in map.iter_mut() {
+                *item = without_ids(item.take());
+            }
+        }
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                *item = without_ids(item.take());
+            }
+        }
+        _ => {}
+    }
+    value
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_skipped_on_every_endpoint() {
+    let dir = Arc::new(TempDir::new("bom"));
+    let server = Server::start(&[], &dir);
+    for (endpoint, body) in allowed_bodies() {
+        let plain = server.post(endpoint, &body);
+        let with_bom = server.post(endpoint, &format!("\u{feff}{body}"));
+        assert_eq!(with_bom.status, 200, "{endpoint}: {with_bom:?}");
+        assert!(allows(&with_bom), "{endpoint}");
+        assert_eq!(
+            without_ids(plain.json()),
+            without_ids(with_bom.json()),
+            "{endpoint}: the same answer"
+        );
+        // A mark anywhere else is not JSON.
+        server
+            .post(endpoint, &format!("{body}\u{feff}"))
+            .assert_error(400, "malformed_json");
+        server
+            .post(endpoint, &format!("\u{feff}\u{feff}{body}"))
+            .assert_error(400, "malformed_json");
+    }
+    // UTF-16, with its mark, is not UTF-8.
+    let utf16: Vec<u8> = "\u{feff}{}"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let message = request(server.port, "POST", "/v1/decide", Some(&utf16), &[])
+        .assert_error(400, "malformed_json");
+    assert!(message.contains("not UTF-8"), "{message}");
+    // And the CLI.
+    let file = dir.file("bom.json");
+    std::fs::write(&file, format!("\u{feff}{}", ci_deploy())).expect("write");
+    let output = Command::new(BIN)
+        .args(["eval", "--request"])
+        .arg(&file)
+        .current_dir(ROOT)
+        .output()
+        .expect("writ eval");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn decision_endpoints_want_a_json_content_type() {
+    let dir = Arc::new(TempDir::new("content-type"));
+    let server = Server::start(&[], &dir);
+    for (endpoint, body) in allowed_bodies() {
+        for refused in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+            Some("application/json; charset=utf-16"),
+            Some("text/json"),
+            None,
+        ] {
+            let reply = server.post_typed(endpoint, body.as_bytes(), refused);
+            let message = reply.assert_error(415, "unsupported_media_type");
+            assert!(
+                message.contains("application/json"),
+                "{endpoint} {refused:?}: {message}"
+            );
+        }
+        for accepted in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/vnd.acme.request+json",
+        ] {
+            let reply = server.post_typed(endpoint, body.as_bytes(), Some(accepted));
+            assert_eq!(reply.status, 200, "{endpoint} {accepted}: {reply:?}");
+        }
+    }
+    // The other routes take no body and do not care.
+    assert_eq!(server.get("/ready").status, 200);
+    assert_eq!(
+        server.metric("writ_request_errors_total{code=\"unsupported_media_type\"}"),
+        4.0 * 7.0
+    );
+    assert_eq!(
+        server.metric("writ_decisions_total{outcome=\"allow\"}"),
+        4.0 * 5.0
+    );
+}
+
+#[test]
+fn oversized_request_heads_get_json_errors() {
+    let dir = Arc::new(TempDir::new("heads"));
+    let server = Server::start(&[], &dir);
+    let body = ci_deploy().to_string();
+
+    // A target over 8 KiB: 414 with a JSON body.
+    let long = format!("/v1/decide?{}", "q".repeat(10 * 1024));
+    let reply = request(server.port, "POST", &long, Some(body.as_bytes()), &[]);
+    let message = reply.assert_error(414, "uri_too_long");
+    assert!(message.contains("8192"), "{message}");
+    let reply = request(
+        server.port,
+        "GET",
+        &format!("/health?{}", "q".repeat(9000)),
+        None,
+        &[],
+    );
+    reply.assert_error(414, "uri_too_long");
+
+    // Header bytes over 32 KiB, or more than 100 headers: 431 with JSON.
+    let big = "v".repeat(40 * 1024);
+    let reply = request(
+        server.port,
+        "POST",
+        "/v1/decide",
+        Some(body.as_bytes()),
+        &[("X-Big", big.as_str())],
+    );
+    let message = reply.assert_error(431, "headers_too_large");
+    assert!(message.contains("32768"), "{message}");
+    let names: Vec<String> = (0..150).map(|i| format!("X-H{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    request(server.port, "GET", "/ready", None, &many).assert_error(431, "headers_too_large");
+
+    // Beyond what hyper parses at all, hyper answers itself, with no body:
+    // a target over 65,534 bytes (414), a head its 256 KiB read buffer
+    // cannot hold, or over 1000 headers (431), a request line that is not
+    // HTTP (400). These are the cases docs/server.md lists as bodiless.
+    let huge = format!("/v1/decide?{}", "q".repeat(70_000));
+    let reply = request(server.port, "GET", &huge, None, &[]);
+    assert_eq!((reply.status, reply.body.as_str()), (414, ""), "{reply:?}");
+    let giant = "v".repeat(1024 * 1024);
+    let reply = request(
+        server.port,
+        "GET",
+        "/ready",
+        None,
+        &[("X-Giant", giant.as_str())],
+    );
+    assert_eq!((reply.status, reply.body.as_str()), (431, ""), "{reply:?}");
+    let reply = exchange(server.port, b"NOT HTTP AT ALL\r\n\r\n").expect("an answer");
+    assert_eq!((reply.status, reply.body.as_str()), (400, ""), "{reply:?}");
+
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(
+        server.metric("writ_decisions_total{outcome=\"allow\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn wrong_types_on_named_fields_name_the_field_and_what_it_takes() {
+    let dir = Arc::new(TempDir::new("types"));
+    let server = Server::start(&[], &dir);
+    let levels = ["`public`", "`internal`", "`confidential`", "`restricted`"];
+    let mut deploy = ci_deploy();
+    deploy["sensitivity"] = json!(5);
+    let mut authzen = authzen_deploy();
+    authzen["context"]["sensitivity"] = json!(5);
+    let evaluations = json!({"evaluations": [authzen.clone()]});
+    for (endpoint, body, path) in [
+        ("/v1/decide", deploy.to_string(), "`sensitivity`"),
+        (
+            "/v1/decide/batch",
+            format!("[{deploy}]"),
+            "`[0].sensitivity`",
+        ),
+        (
+            "/access/v1/evaluation",
+            authzen.to_string(),
+            "`context.sensitivity`",
+        ),
+    ] {
+        let message = server
+            .post(endpoint, &body)
+            .assert_error(400, "invalid_request");
+        assert!(message.contains(path), "{endpoint}: {message}");
+        assert!(message.contains("integer `5`"), "{endpoint}: {message}");
+        for level in levels {
+            assert!(message.contains(level), "{endpoint}: {message}");
+        }
+        assert!(!message.contains("line 1 column"), "{endpoint}: {message}");
+    }
+    // In `evaluations` the item is denied with the same message.
+    let out = server
+        .post("/access/v1/evaluations", &evaluations.to_string())
+        .json();
+    let message = out["evaluations"][0]["context"]["error"]["message"]
+        .as_str()
+        .expect("an item error")
+        .to_owned();
+    assert!(
+        message.contains("evaluations[0].context.sensitivity"),
+        "{message}"
+    );
+    assert!(message.contains("`restricted`"), "{message}");
+    // Other named fields say what they take.
+    for (body, needle) in [
+        (r#"{"subject":{"attested":"yes"}}"#, "expected a boolean"),
+        (r#"{"requested":{"ttl":"1h"}}"#, "expected u64"),
+        (r#"{"action":5}"#, "expected a string"),
+    ] {
+        let message = server
+            .post("/v1/decide", body)
+            .assert_error(400, "invalid_request");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+}
+
+#[test]
+fn the_listen_backlog_is_configurable() {
+    let dir = Arc::new(TempDir::new("backlog"));
+    let listening = |port: u16| -> Option<u32> {
+        // For a listening socket, `ss` shows the backlog as Send-Q.
+        let output = Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.split_whitespace().nth(2)?.parse().ok()
+    };
+    let server = Server::start(&[], &dir);
+    let Some(default) = listening(server.port) else {
+        eprintln!("skipped: `ss` is not available");
+        return;
+    };
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(default, 1024.min(somaxconn));
+    let server = Server::start(&["--backlog", "77"], &dir);
+    assert_eq!(listening(server.port), Some(77));
+    let (code, stderr) = start_refused(&["--backlog", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--backlog"), "{stderr}");
+}
+
+#[test]
+fn redaction_reaches_every_string_of_the_line() {
+    let dir = Arc::new(TempDir::new("redact-all"));
+    let log = dir.file("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let mut server = Server::start(
+        &[
+            "--decision-log",
+            &log_arg,
+            "--redact",
+            "resource.id",
+            "--redact",
+            "subject.id",
+            "--redact",
+            "intent.id",
+        ],
+        &dir,
+    );
+    // Values that appear nowhere else: the pack copies the resource id into
+    // the scope and the audience obligation.
+    let subject = "spiffe://zq9.example/ns/payments/sa/xyzzy-7341";
+    let resource = "k8s://prod-eu/plugh-5520";
+    let run = "run-frobozz-8812";
+    let text = ci_deploy()
+        .to_string()
+        .replace("spiffe://prod.acme.io/ns/payments/sa/deployer", subject)
+        .replace("k8s://prod-eu/payments", resource)
+        .replace("run-1", run);
+    let answer = server.post("/v1/decide", &text);
+    let decision = answer.json();
+    assert_eq!(decision["decision"], "allow", "{decision}");
+    // The broker's answer is not redacted.
+    assert!(answer.body.contains(resource));
+    assert!(decision["obligations"].to_string().contains(resource));
+    // A denied one with an error message and reasons built from the values.
+    let mut denied: Value = serde_json::from_str(&text).expect("json");
+    denied["subject"]["attested"] = json!(false);
+    assert_eq!(
+        server.post("/v1/decide", &denied.to_string()).json()["decision"],
+        "deny"
+    );
+    let batch = format!("[{text}]");
+    assert_eq!(server.post("/v1/decide/batch", &batch).status, 200);
+    let mut authzen = authzen_deploy();
+    authzen["subject"]["id"] = json!(subject);
+    authzen["resource"]["id"] = json!(resource);
+    authzen["context"]["intent"]["id"] = json!(run);
+    authzen["context"]["requested"]["scope"] = json!([format!("deploy:{resource}")]);
+    let out = server
+        .post("/access/v1/evaluation", &authzen.to_string())
+        .json();
+    assert_eq!(out["decision"], true, "{out}");
+
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)));
+    let written = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(written.lines().count(), 4);
+    for raw in [subject, resource, run, "xyzzy", "plugh", "frobozz"] {
+        assert!(!written.contains(raw), "`{raw}` leaked into:\n{written}");
+    }
+    let first: Value = serde_json::from_str(written.lines().next().expect("a line")).expect("json");
+    assert_eq!(first["scope"], json!(["deploy:[redacted]"]));
+    assert!(first["obligations"].to_string().contains("[redacted]"));
+    assert_eq!(first["request"]["resource"]["id"], "[redacted]");
+    assert_eq!(
+        first["request"]["requested"]["scope"],
+        json!(["deploy:[redacted]"])
+    );
+    assert_eq!(first["decision_id"], decision["decision_id"]);
 }

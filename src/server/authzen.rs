@@ -93,7 +93,7 @@ fn string<'v>(map: &'v Map<String, Value>, key: &str, path: &str) -> Result<&'v 
 }
 
 fn kind(value: &Value) -> &'static str {
-    super::json_kind(value)
+    crate::request::json_kind(value)
 }
 
 /// `{type, id, properties}` as a writ subject or resource object.
@@ -173,8 +173,7 @@ pub(crate) fn to_request(parts: Parts<'_>) -> Result<(Request, Prepared), MapErr
     if !context.is_empty() {
         out.insert("context".to_owned(), Value::Object(context));
     }
-    let value = Value::Object(out);
-    super::request_from_value(&value).map_err(|e| match e {
+    Request::from_value(Value::Object(out)).map_err(|e| match e {
         crate::request::RequestError::Invalid { path, message } => {
             err(authzen_path(&path), message)
         }

@@ -1,8 +1,11 @@
 //! Routes and handlers.
 //!
 //! Every handler reads its body itself, under the size limit and the request
-//! timeout, so that each way a body can be wrong gets a JSON error:
+//! timeout, and through the one JSON reader ([`crate::request::json`]), so
+//! that each way a body can be wrong gets a JSON error:
 //! `{"error": {"code": "...", "message": "..."}}`. No error path allows.
+//! Request heads that are too large for the limits here (but within what
+//! hyper itself parses) get JSON errors from [`guard`] too.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -21,12 +25,32 @@ use super::authzen::{self, Parts, Semantic};
 use super::log::{self as decision_log, Entry};
 use super::metrics::{Endpoint, ErrorCode};
 use super::state::Loaded;
-use super::{now_rfc3339, App, ShapeError};
+use super::{now_rfc3339, App};
 use crate::decision::Decision;
-use crate::request::{Prepared, Request, RequestError};
+use crate::request::json::{self, JsonError, Limits};
+use crate::request::{Prepared, Request, RequestError, MAX_JSON_DEPTH};
 
 /// Most requests in one batch (either batch endpoint).
 pub(crate) const MAX_BATCH: usize = 1000;
+
+/// Longest request target (path and query) answered with JSON; longer is
+/// `414`. hyper itself refuses targets over 65,534 bytes, with no body.
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Most request header bytes (names and values) answered with JSON; more
+/// is `431`. hyper itself refuses heads over [`HYPER_MAX_HEAD`].
+pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Most request headers answered with JSON; more is `431`.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// The head size hyper reads before it gives up with an empty `431`: well
+/// above [`MAX_URI_BYTES`] + [`MAX_HEADER_BYTES`], so that the limits here
+/// are the ones clients meet.
+pub(crate) const HYPER_MAX_HEAD: usize = 256 * 1024;
+
+/// The header count hyper parses before it gives up with an empty `431`.
+pub(crate) const HYPER_MAX_HEADERS: usize = 1000;
 
 const REQUEST_ID: &str = "x-request-id";
 const DECISION_ID: &str = "x-writ-decision-id";
@@ -44,7 +68,41 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// Refuses, with a JSON body, request heads over the server's limits.
+async fn guard(State(app): State<Arc<App>>, request: HttpRequest, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            format!("the request target is {target} bytes, more than the limit of {MAX_URI_BYTES}"),
+        )
+        .into_response(&app);
+    }
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request has {} headers of {bytes} bytes; the limits are {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+        )
+        .into_response(&app);
+    }
+    next.run(request).await
 }
 
 /// A refused request.
@@ -73,9 +131,19 @@ impl ApiError {
         let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut response = json_body(body.to_string());
         *response.status_mut() = self.status;
+        if self.code == ErrorCode::DecisionLogUnavailable {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(
             self.code,
-            ErrorCode::BodyTooLarge | ErrorCode::Timeout | ErrorCode::BadBody
+            ErrorCode::BodyTooLarge
+                | ErrorCode::Timeout
+                | ErrorCode::BadBody
+                | ErrorCode::UnsupportedMediaType
+                | ErrorCode::UriTooLong
+                | ErrorCode::HeadersTooLarge
         ) {
             // The rest of the body was not read; do not reuse the connection.
             response
@@ -95,14 +163,106 @@ fn json_body(text: impl Into<Body>) -> Response {
     response
 }
 
-fn request_error(error: &RequestError) -> ApiError {
-    ApiError::invalid(error.to_string())
+fn request_error(error: RequestError) -> ApiError {
+    match error {
+        RequestError::Json(error) => json_error(error),
+        other => ApiError::invalid(other.to_string()),
+    }
 }
 
-/// Reads the body under the size limit and the timeout, and checks that it
-/// is JSON.
-async fn read_json(app: &App, request: HttpRequest) -> Result<(HeaderMap, Bytes), ApiError> {
+/// The JSON reader's refusals: not JSON (`malformed_json`), JSON writ will
+/// not take (`invalid_request`), too large (`413`).
+fn json_error(error: JsonError) -> ApiError {
+    match error {
+        JsonError::TooLarge { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!("the request body is larger than {limit} bytes"),
+        ),
+        JsonError::Empty => malformed("the request body is empty; send a JSON object".to_owned()),
+        JsonError::NotUtf8 { offset } => malformed(format!(
+            "the request body is not UTF-8 (invalid byte at offset {offset})"
+        )),
+        JsonError::Syntax { message } => {
+            malformed(format!("the request body is not valid JSON: {message}"))
+        }
+        error @ (JsonError::DuplicateKey { .. } | JsonError::TooDeep { .. }) => {
+            ApiError::invalid(format!("invalid request: {error}"))
+        }
+    }
+}
+
+fn malformed(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, message)
+}
+
+/// Whether `Content-Type` declares JSON: `application/json` or
+/// `application/*+json`, any case, with parameters; a `charset` other than
+/// UTF-8 is not JSON (RFC 8259 section 8.1).
+fn is_json(content_type: &HeaderValue) -> bool {
+    let Ok(text) = content_type.to_str() else {
+        return false;
+    };
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some(("application", subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    if subtype != "json" && !(subtype.len() > 5 && subtype.ends_with("+json")) {
+        return false;
+    }
+    parts.all(|parameter| match parameter.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let value = value.trim().trim_matches('"');
+            value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    })
+}
+
+/// A decision endpoint's body must be declared JSON; a missing
+/// `Content-Type` is refused too, because a browser can send a body without
+/// one (or as `text/plain`) across origins with no CORS preflight.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        Some(value) if is_json(value) => Ok(()),
+        Some(value) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "`Content-Type: {}` is not JSON; send `Content-Type: application/json`",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "the request has no `Content-Type`; send `Content-Type: application/json`",
+        )),
+    }
+}
+
+/// Checks the content type, reads the body under the size limit and the
+/// timeout, and reads it as one JSON document (at most `max_depth` deep).
+async fn read_json(
+    app: &App,
+    request: HttpRequest,
+    max_depth: usize,
+) -> Result<(HeaderMap, Value), ApiError> {
+    let (headers, bytes) = read_body(app, request).await?;
+    let limits = Limits {
+        max_bytes: app.max_body,
+        max_depth,
+    };
+    let value = json::read(&bytes, limits).map_err(json_error)?;
+    Ok((headers, value))
+}
+
+/// Checks the content type and reads the body under the size limit and
+/// the timeout.
+async fn read_body(app: &App, request: HttpRequest) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
+    check_content_type(&parts.headers)?;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -144,45 +304,7 @@ async fn read_json(app: &App, request: HttpRequest) -> Result<(HeaderMap, Bytes)
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    check_json(&bytes)?;
     Ok((parts.headers, bytes))
-}
-
-/// UTF-8, not empty, not too deep. JSON syntax is checked by the endpoint's
-/// own parse, which tells "not JSON" (`malformed_json`) from "JSON of the
-/// wrong shape" (`invalid_request`).
-fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
-    let malformed =
-        |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, message);
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| malformed("the request body is not UTF-8".to_owned()))?;
-    if text.trim().is_empty() {
-        return Err(malformed(
-            "the request body is empty; send a JSON object".to_owned(),
-        ));
-    }
-    // Nesting needs no check here: serde_json stops at 128 levels, and
-    // every request is held to `MAX_JSON_DEPTH` before it is read into
-    // writ's types.
-    Ok(())
-}
-
-/// Parses and validates a contract request. Only a body that fails is read
-/// a second time, to tell "not JSON" (`malformed_json`) from "JSON of the
-/// wrong shape" (`invalid_request`): a body the parse accepts is JSON, and
-/// its object fields are objects ([`Request::parse_json`] reads them as
-/// maps only).
-fn parse_request(bytes: &[u8]) -> Result<(Request, Prepared), ApiError> {
-    let text = std::str::from_utf8(bytes).unwrap_or_default();
-    Request::parse_json(text).map_err(|error| match super::check_shape(text) {
-        Ok(()) => request_error(&error),
-        Err(ShapeError::Syntax(message)) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::MalformedJson,
-            format!("the request body is not valid JSON: {message}"),
-        ),
-        Err(ShapeError::Invalid(error)) => request_error(&error),
-    })
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -216,13 +338,15 @@ fn finish(
 }
 
 /// Decides one validated request (`prepared` is what validating it derived):
-/// fills in the time, decides, counts, logs.
-async fn decide_one(
+/// fills in the time, decides, counts, and adds its log line to `lines`
+/// (for [`record`]).
+fn decide_one(
     app: &App,
     loaded: &Loaded,
     (mut request, mut prepared): (Request, Prepared),
     endpoint: Endpoint,
     request_id: Option<&str>,
+    lines: &mut Vec<String>,
 ) -> (Decision, String) {
     let time_filled = request.environment.time.is_none();
     // The clock is read only when something needs it.
@@ -239,7 +363,7 @@ async fn decide_one(
     let decision = loaded.engine.decide_prepared(&request, &prepared);
     app.metrics.decision(decision.is_allow());
     let decision_id = super::ids::next();
-    if let Some(log) = &app.log {
+    if app.log.is_some() {
         let entry = Entry {
             decision_id: &decision_id,
             time: &now,
@@ -247,26 +371,56 @@ async fn decide_one(
             request_id,
             time_filled,
         };
-        log.send(decision_log::line(
+        lines.push(decision_log::line(
             &entry,
             &request,
             &decision,
             &app.redaction,
-        ))
-        .await;
+        ));
     }
     (decision, decision_id)
+}
+
+/// Hands the lines of an answer's decisions to the decision log. With the
+/// log required, a decision whose line was not written is not answered:
+/// the whole answer becomes `503`.
+async fn record(app: &App, lines: Vec<String>) -> Result<(), ApiError> {
+    let Some(log) = &app.log else {
+        return Ok(());
+    };
+    log.commit(lines).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DecisionLogUnavailable,
+            "the decision could not be written to the decision log, which is required; it is not answered",
+        )
+    })
 }
 
 async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
     let result = async {
-        let (_, body) = read_json(&app, request).await?;
-        let parsed = parse_request(&body)?;
+        // One request: the reader's checking pass, then a typed parse
+        // (`Request::parse_json`), without building a JSON value first.
+        let (_, body) = read_body(&app, request).await?;
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            json_error(JsonError::NotUtf8 {
+                offset: e.valid_up_to(),
+            })
+        })?;
+        let parsed = Request::parse_json(text).map_err(request_error)?;
         let loaded = app.current.load_full();
-        let (decision, decision_id) =
-            decide_one(&app, &loaded, parsed, Endpoint::Decide, id.as_deref()).await;
+        let mut lines = Vec::with_capacity(1);
+        let (decision, decision_id) = decide_one(
+            &app,
+            &loaded,
+            parsed,
+            Endpoint::Decide,
+            id.as_deref(),
+            &mut lines,
+        );
+        record(&app, lines).await?;
         // The contract's decision, with the id of its log line last.
         let mut response = json_body(decision.json_bytes(Some(&decision_id)));
         if let Ok(value) = HeaderValue::from_str(&decision_id) {
@@ -282,14 +436,7 @@ async fn decide_batch(State(app): State<Arc<App>>, request: HttpRequest) -> Resp
     let started = Instant::now();
     let id = request_id(request.headers());
     let result = async {
-        let (_, body) = read_json(&app, request).await?;
-        let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::MalformedJson,
-                format!("the request body is not valid JSON: {e}"),
-            )
-        })?;
+        let (_, value) = read_json(&app, request, MAX_JSON_DEPTH).await?;
         let Value::Array(items) = value else {
             return Err(ApiError::invalid(
                 "a batch is a JSON array of requests: `[{...}, {...}]`",
@@ -308,8 +455,8 @@ async fn decide_batch(State(app): State<Arc<App>>, request: HttpRequest) -> Resp
         // Every item is checked before any is decided: a batch is refused
         // whole, never half decided.
         let mut requests = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let request = super::request_from_value(item).map_err(|error| match error {
+        for (index, item) in items.into_iter().enumerate() {
+            let request = Request::from_value(item).map_err(|error| match error {
                 RequestError::Invalid { path, message } => {
                     let path = if path == "." {
                         format!("[{index}]")
@@ -324,15 +471,23 @@ async fn decide_batch(State(app): State<Arc<App>>, request: HttpRequest) -> Resp
         }
         let loaded = app.current.load_full();
         let mut out = vec![b'['];
+        let mut lines = Vec::with_capacity(requests.len());
         for (index, request) in requests.into_iter().enumerate() {
-            let (decision, decision_id) =
-                decide_one(&app, &loaded, request, Endpoint::Batch, id.as_deref()).await;
+            let (decision, decision_id) = decide_one(
+                &app,
+                &loaded,
+                request,
+                Endpoint::Batch,
+                id.as_deref(),
+                &mut lines,
+            );
             if index > 0 {
                 out.push(b',');
             }
             decision.write_json(&mut out, Some(&decision_id));
         }
         out.push(b']');
+        record(&app, lines).await?;
         Ok(json_body(out))
     }
     .await;
@@ -353,16 +508,11 @@ fn authzen_result(decision: &Decision, decision_id: &str) -> Value {
     })
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid(
+fn parse_object(body: Value) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::invalid(
             "the request must be a JSON object with `subject`, `action` and `resource`",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::MalformedJson,
-            format!("the request body is not valid JSON: {e}"),
         )),
     }
 }
@@ -371,13 +521,21 @@ async fn evaluation(State(app): State<Arc<App>>, request: HttpRequest) -> Respon
     let started = Instant::now();
     let id = request_id(request.headers());
     let result = async {
-        let (_, body) = read_json(&app, request).await?;
-        let object = parse_object(&body)?;
+        let (_, body) = read_json(&app, request, MAX_JSON_DEPTH).await?;
+        let object = parse_object(body)?;
         let parsed = authzen::to_request(Parts::of(&object))
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let loaded = app.current.load_full();
-        let (decision, decision_id) =
-            decide_one(&app, &loaded, parsed, Endpoint::Evaluation, id.as_deref()).await;
+        let mut lines = Vec::with_capacity(1);
+        let (decision, decision_id) = decide_one(
+            &app,
+            &loaded,
+            parsed,
+            Endpoint::Evaluation,
+            id.as_deref(),
+            &mut lines,
+        );
+        record(&app, lines).await?;
         Ok(json_body(
             authzen_result(&decision, &decision_id).to_string(),
         ))
@@ -390,18 +548,26 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
     let started = Instant::now();
     let id = request_id(request.headers());
     let result = async {
-        let (_, body) = read_json(&app, request).await?;
-        let object = parse_object(&body)?;
+        let (_, body) = read_json(&app, request, MAX_JSON_DEPTH).await?;
+        let object = parse_object(body)?;
         let defaults = Parts::of(&object);
         let loaded = app.current.load_full();
+        let mut lines = Vec::new();
         let items = match object.get("evaluations") {
             // No `evaluations`: one evaluation, answered like the single
             // endpoint.
             None | Some(Value::Null) => {
                 let parsed =
                     authzen::to_request(defaults).map_err(|e| ApiError::invalid(e.to_string()))?;
-                let (decision, decision_id) =
-                    decide_one(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref()).await;
+                let (decision, decision_id) = decide_one(
+                    &app,
+                    &loaded,
+                    parsed,
+                    Endpoint::Evaluations,
+                    id.as_deref(),
+                    &mut lines,
+                );
+                record(&app, lines).await?;
                 return Ok(json_body(
                     authzen_result(&decision, &decision_id).to_string(),
                 ));
@@ -435,9 +601,14 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
             };
             let allowed = match mapped {
                 Ok(parsed) => {
-                    let (decision, decision_id) =
-                        decide_one(&app, &loaded, parsed, Endpoint::Evaluations, id.as_deref())
-                            .await;
+                    let (decision, decision_id) = decide_one(
+                        &app,
+                        &loaded,
+                        parsed,
+                        Endpoint::Evaluations,
+                        id.as_deref(),
+                        &mut lines,
+                    );
                     results.push(authzen_result(&decision, &decision_id));
                     decision.is_allow()
                 }
@@ -470,6 +641,7 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
                 break;
             }
         }
+        record(&app, lines).await?;
         Ok(json_body(json!({"evaluations": results}).to_string()))
     }
     .await;
@@ -521,6 +693,11 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return response;
     }
+    if app.log.as_ref().is_some_and(|log| !log.ready()) {
+        let mut response = json_body("{\"status\":\"decision_log_unavailable\"}".to_owned());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return response;
+    }
     let loaded = app.current.load();
     json_body(json!({"status": "ready", "digest": loaded.engine.digest()}).to_string())
 }
@@ -559,4 +736,34 @@ async fn method_not_allowed(State(app): State<Arc<App>>, request: HttpRequest) -
         ),
     )
     .into_response(&app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        for yes in [
+            "application/json",
+            "APPLICATION/JSON",
+            " application/json ; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json; boundary=x",
+            "application/problem+json",
+        ] {
+            assert!(is_json(&HeaderValue::from_static(yes)), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/jsonp",
+            "application/+json",
+            "json",
+            "application/json; charset=latin1",
+            "text/json",
+            "",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(no)), "{no}");
+        }
+    }
 }

@@ -61,10 +61,19 @@ pub(crate) enum ErrorCode {
     NotFound,
     /// The route exists, the method does not.
     MethodNotAllowed,
+    /// A decision endpoint's body is not declared JSON (`Content-Type`).
+    UnsupportedMediaType,
+    /// The request target is longer than the server reads.
+    UriTooLong,
+    /// The request's headers are more or larger than the server reads.
+    HeadersTooLarge,
+    /// Required mode: the decision could not be written to the decision
+    /// log, so it is not answered (503).
+    DecisionLogUnavailable,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 8] = [
+    const ALL: [ErrorCode; 12] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -73,6 +82,10 @@ impl ErrorCode {
         ErrorCode::BadBody,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::DecisionLogUnavailable,
     ];
 
     /// The code as it appears in error bodies and metric labels.
@@ -86,6 +99,10 @@ impl ErrorCode {
             ErrorCode::BadBody => "bad_body",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::DecisionLogUnavailable => "decision_log_unavailable",
         }
     }
 
@@ -165,11 +182,13 @@ impl Metrics {
         self.time_filled.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn log_line(&self, ok: bool) {
-        if ok {
-            self.log_lines.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.log_write_errors.fetch_add(1, Ordering::Relaxed);
+    /// Decision log lines written and lines that could not be.
+    pub(crate) fn log_lines(&self, written: u64, lost: u64) {
+        if written > 0 {
+            self.log_lines.fetch_add(written, Ordering::Relaxed);
+        }
+        if lost > 0 {
+            self.log_write_errors.fetch_add(lost, Ordering::Relaxed);
         }
     }
 
@@ -234,7 +253,7 @@ impl Metrics {
         }
 
         out.push_str(
-            "# HELP writ_request_errors_total Requests refused with a 4xx error, by code.\n",
+            "# HELP writ_request_errors_total Requests refused with an error (4xx, or 503 when the decision log is required and failed), by code.\n",
         );
         out.push_str("# TYPE writ_request_errors_total counter\n");
         for code in ErrorCode::ALL {

@@ -12,8 +12,9 @@
 //! settle interval; a set that was read while changing, does not match its
 //! manifest, has an empty file or does not compile is refused, and so is
 //! an automatic reload that drops rules or files. The last good set keeps
-//! serving. Every decision can be written to a
-//! decision log, one JSON line each, off the request path. `SIGTERM` and
+//! serving. Every decision can be written to a decision log, one JSON line
+//! each, by a writer thread; by default a decision is answered only once
+//! its line is written. `SIGTERM` and
 //! `SIGINT` stop accepting connections, let the requests in flight finish,
 //! flush the log and exit. See `docs/server.md`.
 
@@ -34,11 +35,9 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use serde_json::Value;
-
-use crate::request::{Prepared, Request, RequestError, MAX_JSON_DEPTH};
-use log::{DecisionLog, Redaction};
+use log::{DecisionLog, LogMode, Redaction};
 use metrics::Metrics;
+use serde_json::Value;
 use state::{Current, Dropped, PolicySource, Refusal};
 
 /// How `writ serve` was asked to run.
@@ -52,6 +51,13 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Where to write the decision log (`-` for stdout); none to not log.
     pub decision_log: Option<String>,
+    /// A decision whose log line cannot be written is answered 503, not
+    /// with the decision (the default).
+    pub decision_log_required: bool,
+    /// Sync each group of log lines to the disk before answering.
+    pub decision_log_sync: bool,
+    /// The listen backlog: connections the kernel queues before `accept`.
+    pub backlog: u32,
     /// Request fields to redact in the decision log (`subject.id`).
     pub redact: Vec<String>,
     /// Largest request body, in bytes.
@@ -78,7 +84,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults: embedded pack, `127.0.0.1:8181`, no log, 1 MiB bodies,
+    /// The defaults: embedded pack, `127.0.0.1:8181`, no log (required and
+    /// not synced when one is given), a backlog of 1024, 1 MiB bodies,
     /// 10 s request timeout, 1 s watch, 1 s settle, 30 s longest wait for
     /// files to settle, 30 s shutdown grace, no drain delay,
     /// one worker per CPU, not pinned.
@@ -88,8 +95,11 @@ impl Config {
             data: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 8181)),
             decision_log: None,
+            decision_log_required: true,
+            decision_log_sync: false,
+            backlog: 1024,
             redact: Vec::new(),
-            max_body: 1024 * 1024,
+            max_body: crate::request::MAX_REQUEST_BYTES,
             request_timeout: Duration::from_secs(10),
             watch_interval: Duration::from_secs(1),
             reload_settle: Duration::from_secs(1),
@@ -132,6 +142,15 @@ pub fn run(config: Config) -> Result<(), String> {
     if config.max_body == 0 {
         return Err("`--max-body` must be at least 1 byte".to_owned());
     }
+    if config.backlog == 0 {
+        return Err("`--backlog` must be at least 1".to_owned());
+    }
+    if config.decision_log_sync && !config.decision_log_required {
+        return Err(
+            "`--decision-log-sync` syncs before answering, which only the required mode waits for; drop `--decision-log-required=false`"
+                .to_owned(),
+        );
+    }
     if config.workers == Some(0) {
         return Err("`--workers` must be at least 1".to_owned());
     }
@@ -147,7 +166,28 @@ pub fn run(config: Config) -> Result<(), String> {
     let loaded = source.load()?;
     let metrics = Arc::new(Metrics::default());
     let log = match &config.decision_log {
-        Some(target) => Some(DecisionLog::open(target, metrics.clone())?),
+        Some(target) => {
+            let mode = LogMode {
+                required: config.decision_log_required,
+                sync: config.decision_log_sync,
+            };
+            let log = DecisionLog::open(target, mode, metrics.clone())?;
+            let shown = if target == "-" {
+                "on stdout".to_owned()
+            } else {
+                format!("`{target}`")
+            };
+            eprintln!(
+                "writ: decision log {shown}: {}{}",
+                if mode.required {
+                    "required (a decision is answered once its line is written)"
+                } else {
+                    "best effort (a line that cannot be written is lost)"
+                },
+                if mode.sync { ", synced" } else { "" }
+            );
+            Some(log)
+        }
         None => None,
     };
     eprintln!(
@@ -192,8 +232,7 @@ pub fn run(config: Config) -> Result<(), String> {
 }
 
 async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
+    let listener = listen(config.addr, config.backlog)
         .map_err(|e| format!("cannot listen on `{}`: {e}", config.addr))?;
     let local = listener
         .local_addr()
@@ -213,6 +252,8 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.request_timeout)
+        .max_buf_size(http::HYPER_MAX_HEAD)
+        .max_headers(http::HYPER_MAX_HEADERS)
         .keep_alive(true);
 
     let mut draining_until: Option<tokio::time::Instant> = None;
@@ -275,6 +316,20 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
     }
     eprintln!("writ: stopped");
     Ok(())
+}
+
+/// Binds `addr` with address reuse (as `TcpListener::bind` does) and the
+/// given backlog; the kernel caps it at `net.core.somaxconn`.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 #[cfg(unix)]
@@ -617,264 +672,9 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
-/// The request fields that must be JSON objects. serde's derive also reads
-/// a struct from an array, by position, so `[{"id": "x"}, "read"]` would
-/// pass as a request; the server refuses that shape before deciding.
-const OBJECT_FIELDS: [&str; 6] = [
-    "subject",
-    "resource",
-    "intent",
-    "environment",
-    "requested",
-    "context",
-];
-
-/// [`Request::parse_json`] for a document already parsed: the same checks,
-/// the same errors naming the field, and what validation derived.
-pub(crate) fn request_from_value(value: &Value) -> Result<(Request, Prepared), RequestError> {
-    if depth(value) > MAX_JSON_DEPTH {
-        return Err(RequestError::TooDeep {
-            limit: MAX_JSON_DEPTH,
-        });
-    }
-    let Value::Object(map) = value else {
-        return Err(RequestError::Invalid {
-            path: ".".to_owned(),
-            message: format!("expected a JSON object, found {}", json_kind(value)),
-        });
-    };
-    for field in OBJECT_FIELDS {
-        match map.get(field) {
-            None | Some(Value::Object(_)) => {}
-            Some(other) => {
-                return Err(RequestError::Invalid {
-                    path: field.to_owned(),
-                    message: format!("expected a JSON object, found {}", json_kind(other)),
-                })
-            }
-        }
-    }
-    let request: Request = serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        RequestError::Invalid {
-            path,
-            message: error.into_inner().to_string(),
-        }
-    })?;
-    let prepared = request.validate()?;
-    Ok((request, prepared))
-}
-
-/// How a JSON value's type is named in error messages.
-pub(crate) fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Why a body failed [`check_shape`].
-#[derive(Debug)]
-pub(crate) enum ShapeError {
-    /// Not JSON at all.
-    Syntax(String),
-    /// JSON, but not shaped like a request.
-    Invalid(RequestError),
-}
-
-/// Checks, without building anything, that `text` is one JSON object whose
-/// [`OBJECT_FIELDS`] are objects.
-pub(crate) fn check_shape(text: &str) -> Result<(), ShapeError> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let result =
-        serde_path_to_error::deserialize::<_, shape::Request>(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            if inner.is_data() {
-                ShapeError::Invalid(RequestError::Invalid {
-                    path,
-                    message: inner.to_string(),
-                })
-            } else {
-                ShapeError::Syntax(inner.to_string())
-            }
-        });
-    result?;
-    deserializer
-        .end()
-        .map_err(|error| ShapeError::Syntax(error.to_string()))
-}
-
-mod shape {
-    //! Visitors that accept maps only.
-
-    use std::fmt;
-
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    use serde::Deserialize;
-
-    pub(super) struct Request;
-    struct Object;
-
-    struct RequestVisitor;
-    struct ObjectVisitor;
-
-    impl<'de> Deserialize<'de> for Request {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(RequestVisitor)
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Object {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(ObjectVisitor)
-        }
-    }
-
-    impl<'de> Visitor<'de> for RequestVisitor {
-        type Value = Request;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
-            while let Some(key) = map.next_key::<String>()? {
-                if super::OBJECT_FIELDS.contains(&key.as_str()) {
-                    map.next_value::<Object>()?;
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(Request)
-        }
-    }
-
-    impl<'de> Visitor<'de> for ObjectVisitor {
-        type Value = Object;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(Object)
-        }
-    }
-}
-
-fn depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_from_value_matches_from_json() {
-        let text = r#"{"subject":{"attested":"yes"}}"#;
-        let value: Value = serde_json::from_str(text).expect("json");
-        let from_value = request_from_value(&value).expect_err("wrong type");
-        let from_text = Request::from_json(text).expect_err("wrong type");
-        match (from_value, from_text) {
-            (
-                RequestError::Invalid {
-                    path: a,
-                    message: m,
-                },
-                RequestError::Invalid {
-                    path: b,
-                    message: n,
-                },
-            ) => {
-                assert_eq!(a, "subject.attested");
-                assert_eq!(a, b);
-                // The text parser adds the position; the rest is the same.
-                assert!(n.starts_with(&m), "{m} / {n}");
-            }
-            other => panic!("expected two invalid-field errors, got {other:?}"),
-        }
-        let good =
-            r#"{"subject":{"id":"a","x":[1,{"y":2}]},"action":"read","sensitivity":"internal"}"#;
-        let value: Value = serde_json::from_str(good).expect("json");
-        assert_eq!(
-            request_from_value(&value).expect("valid"),
-            Request::parse_json(good).expect("valid")
-        );
-    }
-
-    #[test]
-    fn arrays_in_place_of_objects_are_refused() {
-        for (text, path) in [
-            (r#"[{"id":"a"},"read"]"#, "."),
-            (r#"{"requested":[["read:db://x"],60]}"#, "requested"),
-            (r#"{"action":"read","subject":[]}"#, "subject"),
-        ] {
-            match check_shape(text) {
-                Err(ShapeError::Invalid(RequestError::Invalid { path: at, .. })) => {
-                    assert_eq!(at, path, "{text}")
-                }
-                other => panic!("{text}: {other:?}"),
-            }
-            let value: Value = serde_json::from_str(text).expect("json");
-            match request_from_value(&value) {
-                Err(RequestError::Invalid { path: at, .. }) => assert_eq!(at, path, "{text}"),
-                other => panic!("{text}: {other:?}"),
-            }
-        }
-        assert!(matches!(check_shape("{\"a\":"), Err(ShapeError::Syntax(_))));
-        assert!(matches!(check_shape("{} {}"), Err(ShapeError::Syntax(_))));
-        assert!(check_shape(r#"{"subject":{"id":"a"},"context":{"x":[1]},"extra":[1]}"#).is_ok());
-    }
-
-    /// `/v1/decide` runs [`check_shape`] only on bodies the parser refuses:
-    /// that is right only if the parser refuses every body `check_shape`
-    /// does.
-    #[test]
-    fn the_parser_refuses_what_check_shape_refuses() {
-        let mut refused = vec![
-            "{\"a\":".to_owned(),
-            "{} {}".to_owned(),
-            "[]".to_owned(),
-            "\"x\"".to_owned(),
-        ];
-        for field in OBJECT_FIELDS {
-            for wrong in ["[]", "[{\"id\":\"a\"}]", "\"x\"", "1", "true", "null"] {
-                refused.push(format!("{{\"{field}\":{wrong}}}"));
-            }
-        }
-        for text in &refused {
-            assert!(check_shape(text).is_err(), "check_shape accepts {text}");
-            assert!(
-                Request::parse_json(text).is_err(),
-                "the parser accepts {text}"
-            );
-        }
-    }
-
-    #[test]
-    fn deep_values_are_refused() {
-        let deep = format!(
-            "{{\"context\":{{\"a\":{}1{}}}}}",
-            "[".repeat(80),
-            "]".repeat(80)
-        );
-        let value: Value = serde_json::from_str(&deep).expect("json");
-        assert!(matches!(
-            request_from_value(&value),
-            Err(RequestError::TooDeep { .. })
-        ));
-    }
 
     #[test]
     fn the_clock_is_rfc3339() {

@@ -133,6 +133,26 @@ impl Server {
         request(self.port, "POST", path, Some(body.as_bytes()), &[])
     }
 
+    /// POSTs `body` with the given `Content-Type` (none at all for `None`),
+    /// unlike [`Server::post`], which always declares JSON.
+    pub fn post_typed(&self, path: &str, body: &[u8], content_type: Option<&str>) -> Reply {
+        exchange(self.port, &raw_post(path, body, content_type))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// A metric, waiting up to `within` for it to reach `value` (counters
+    /// the decision log's writer updates after the answer).
+    pub fn wait_metric(&self, name: &str, value: f64, within: Duration) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.metric(name);
+            if now == value || Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn policy_digest(&self) -> String {
         self.get("/v1/policy").json()["digest"]
             .as_str()
@@ -299,6 +319,52 @@ pub fn request_bytes(
         raw.extend_from_slice(body);
     }
     raw
+}
+
+/// A `POST` with `body` and, if given, that `Content-Type`; nothing else
+/// added.
+pub fn raw_post(path: &str, body: &[u8], content_type: Option<&str>) -> Vec<u8> {
+    let mut raw = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(content_type) = content_type {
+        raw.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// Runs `writ serve ARGS...` expecting it to refuse to start; returns its
+/// exit code and stderr.
+/// A server that starts anyway is killed after 20 s and reported as `None`.
+pub fn start_refused(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(ROOT)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run writ serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            _ if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (code, stderr)
 }
 
 pub fn try_request(
