@@ -425,6 +425,22 @@ fn empty_values_are_absent_and_null_is_refused() {
     server
         .post("/v1/decide/batch", &format!("[{body}]"))
         .assert_error(400, "invalid_request");
+    // So does AuthZEN's envelope: a null `context` or `evaluations` is not
+    // read as absent.
+    let evaluation = r#"{"subject": {"type": "ci", "id": "s"}, "action": {"name": "deploy"},
+                         "resource": {"type": "cluster", "id": "k8s://prod/app"}, "context": null}"#;
+    for path in ["/access/v1/evaluation", "/access/v1/evaluations"] {
+        let message = server
+            .post(path, evaluation)
+            .assert_error(400, "invalid_request");
+        assert!(message.contains("context"), "{path}: {message}");
+    }
+    let evaluations = r#"{"subject": {"type": "ci", "id": "s"}, "action": {"name": "deploy"},
+                          "resource": {"type": "cluster", "id": "k8s://prod/app"}, "evaluations": null}"#;
+    let message = server
+        .post("/access/v1/evaluations", evaluations)
+        .assert_error(400, "invalid_request");
+    assert!(message.contains("evaluations"), "{message}");
 }
 
 /// Item 10: the same item asked for several times is granted once, in the

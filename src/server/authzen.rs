@@ -135,7 +135,14 @@ pub(crate) fn to_request(parts: Parts<'_>) -> Result<(Request, Prepared), MapErr
 
     let mut context = Map::new();
     match parts.context {
-        None | Some(Value::Null) => {}
+        None => {}
+        // One rule for null everywhere in a request: refused, naming where.
+        Some(Value::Null) => {
+            return Err(err(
+                "context",
+                "null is not a value here; leave the field out instead",
+            ))
+        }
         Some(Value::Object(map)) => {
             for (key, value) in map {
                 match key.as_str() {

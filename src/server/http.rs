@@ -556,7 +556,7 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
         let items = match object.get("evaluations") {
             // No `evaluations`: one evaluation, answered like the single
             // endpoint.
-            None | Some(Value::Null) => {
+            None => {
                 let parsed =
                     authzen::to_request(defaults).map_err(|e| ApiError::invalid(e.to_string()))?;
                 let (decision, decision_id) = decide_one(
@@ -573,10 +573,11 @@ async fn evaluations(State(app): State<Arc<App>>, request: HttpRequest) -> Respo
                 ));
             }
             Some(Value::Array(items)) => items,
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "invalid request at `evaluations`: expected an array",
-                ))
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "invalid request at `evaluations`: expected an array, found {}",
+                    crate::request::json_kind(other)
+                )))
             }
         };
         let semantic = authzen::semantic(&object).map_err(|e| ApiError::invalid(e.to_string()))?;
