@@ -17,22 +17,6 @@ use serde_json::{json, Value};
 const WRITE_ERRORS: &str = "writ_decision_log_write_errors_total";
 const LINES: &str = "writ_decision_log_lines_total";
 
-/// The default pack's AuthZEN twin of `examples/ci-deploy.json` (allowed).
-fn authzen_deploy() -> Value {
-    json!({
-        "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
-                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
-        "action": {"name": "deploy"},
-        "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
-        "context": {
-            "intent": {"task": "deploy", "id": "run-1"},
-            "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
-            "sensitivity": "confidential",
-            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
-        }
-    })
-}
-
 /// One allowed request on each decision endpoint; returns the replies and
 /// how many decisions (log lines) they stand for.
 fn one_of_each(server: &Server) -> (Vec<Reply>, u64) {

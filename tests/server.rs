@@ -940,22 +940,6 @@ fn startup_errors_exit_2_with_a_message() {
 
 // ------------------------------------------------- one JSON reader, HTTP layer
 
-/// The default pack's AuthZEN twin of `examples/ci-deploy.json` (allowed).
-fn authzen_deploy() -> Value {
-    json!({
-        "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
-                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
-        "action": {"name": "deploy"},
-        "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
-        "context": {
-            "intent": {"task": "deploy", "id": "run-1"},
-            "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
-            "sensitivity": "confidential",
-            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
-        }
-    })
-}
-
 /// An allowed body for each decision endpoint, compact, with its
 /// `"attested":true` written once.
 fn allowed_bodies() -> Vec<(&'static str, String)> {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_writ");
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -412,4 +412,20 @@ pub fn read_log(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line ({e}): {l}")))
         .collect()
+}
+
+/// The default pack's AuthZEN twin of `examples/ci-deploy.json` (allowed).
+pub fn authzen_deploy() -> Value {
+    json!({
+        "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
+                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
+        "action": {"name": "deploy"},
+        "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
+        "context": {
+            "intent": {"task": "deploy", "id": "run-1"},
+            "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
+            "sensitivity": "confidential",
+            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
+        }
+    })
 }
