@@ -14,13 +14,14 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::ast::{self, BinOp, ExprKind as A, Mistake};
-use crate::decision::Name;
+use crate::name::Name;
 use crate::diagnostics::Diagnostics;
 use crate::ir::{
     Attr, Builtin, Dim, Expr, ExprKind as I, Glob, Lit, Obligation, PolicySet, Rule, RuleKind,
     Template, TemplatePart, Ty,
 };
-use crate::request::{parse_time, Sensitivity};
+use crate::request::parse_time;
+use crate::sensitivity::Sensitivity;
 use crate::scope::ScopeItem;
 use crate::source::{Sources, Span};
 

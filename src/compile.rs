@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::ast::BinOp;
 use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
-use crate::request::Sensitivity;
+use crate::sensitivity::Sensitivity;
 
 /// Index of a node in [`Tree::nodes`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -43,9 +43,11 @@ pub mod fmt;
 pub mod ir;
 pub mod lexer;
 pub mod lint;
+pub mod name;
 pub mod parser;
 pub mod request;
 pub mod scope;
+pub mod sensitivity;
 pub mod server;
 pub mod source;
 #[doc(hidden)]

@@ -31,11 +31,11 @@ use thiserror::Error;
 
 use crate::ast::{self, BinOp};
 use crate::compile::head_test;
-use crate::decision::Name;
+use crate::name::Name;
 use crate::diagnostics::Diagnostics;
 use crate::engine::Engine;
 use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart, Ty};
-use crate::request::Sensitivity;
+use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
 /// The code of every lint, in the order they are documented.
