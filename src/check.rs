@@ -556,6 +556,12 @@ impl Checker<'_> {
             self.contradictions(&conjuncts, rule);
         }
 
+        let grant_span = match &rule.kind {
+            ast::RuleKind::Permit {
+                grant: Some(grant), ..
+            } => Some(grant.span),
+            _ => None,
+        };
         let kind = match &rule.kind {
             ast::RuleKind::Permit { grant, obligations } => {
                 let mut templates = Vec::new();
@@ -635,6 +641,9 @@ impl Checker<'_> {
             annotations,
             location,
             span: rule.span,
+            keyword_span: rule.keyword_span,
+            condition_span: rule.condition.as_ref().map(|c| c.span),
+            grant_span,
         })
     }
 
@@ -1426,7 +1435,7 @@ impl Checker<'_> {
         // A rule tests few attributes: a list in first-seen order.
         let mut sets: Vec<(&Attr, Vec<&str>)> = Vec::new();
         for conjunct in conjuncts {
-            let Some((attr, values)) = crate::compile::head_test(conjunct) else {
+            let Some((attr, values)) = crate::allowed::head_test(conjunct) else {
                 continue;
             };
             match sets.iter_mut().find(|(a, _)| *a == attr) {

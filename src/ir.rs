@@ -566,6 +566,12 @@ pub struct Rule {
     pub location: crate::name::Name,
     /// The whole rule.
     pub span: Span,
+    /// The rule's keyword (`permit`, `forbid`, ...).
+    pub keyword_span: Span,
+    /// The condition after `if`, when there is one.
+    pub condition_span: Option<Span>,
+    /// A permit's `grant [...]` list, when there is one.
+    pub grant_span: Option<Span>,
     /// `permit`, `forbid`, `limit`, `require`, shared by every rule of the
     /// kind: a trace entry costs reference counts, not copies.
     pub kind_name: crate::name::Name,

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod allowed;
 pub mod ast;
 pub mod check;
 pub mod compile;
