@@ -64,9 +64,7 @@ fn head_values<'e>(expr: &'e Expr, values: &mut Vec<&'e str>) -> Option<&'e Attr
         }
         return Some(attr);
     }
-    if !matches!(attr.ty(), Ty::Str | Ty::Any)
-        || *attr == Attr::EnvironmentTime
-    {
+    if !matches!(attr.ty(), Ty::Str | Ty::Any) || *attr == Attr::EnvironmentTime {
         return None;
     }
     match (op, lit) {
@@ -196,4 +194,3 @@ pub(crate) fn test_of(expr: &Expr) -> Option<(Attr, Values)> {
         _ => None,
     }
 }
-

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::name::Name;
 use crate::name::needs_escape;
+pub use crate::name::Name;
 
 /// `allow` or `deny`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,12 +27,12 @@
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
 
-use crate::ast::BinOp;
 use crate::allowed::{test_of, Values};
-use crate::name::Name;
+use crate::ast::BinOp;
 use crate::diagnostics::Diagnostics;
 use crate::engine::Engine;
 use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart};
+use crate::name::Name;
 use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
@@ -180,12 +180,7 @@ pub fn lint(engine: &Engine) -> Vec<Finding> {
 }
 
 /// The findings about one rule.
-fn lint_rule(
-    set: &PolicySet,
-    facts: &[Facts<'_>],
-    index: usize,
-    findings: &mut Vec<Finding>,
-) {
+fn lint_rule(set: &PolicySet, facts: &[Facts<'_>], index: usize, findings: &mut Vec<Finding>) {
     let rule = &set.rules[index];
     let keyword = Places::keyword(rule);
     match &rule.kind {

@@ -1,0 +1,162 @@
+//! The checker: resolves names, infers types, folds constants and reports
+//! every mistake it can find, then lowers the AST to the [`ir`] the compiler
+//! and the evaluator use.
+//!
+//! [`ir`]: crate::ir
+//!
+//! One job a module: [`rule`](self) lowers constants and rules,
+//! `expr` and `operators` expressions, `template` strings with holes,
+//! `ids` generated ids and condition texts, `suggest` "did you mean",
+//! `error` the diagnostics.
+
+mod error;
+mod expr;
+mod ids;
+mod operators;
+mod rule;
+mod suggest;
+mod template;
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::ast::{self, BinOp, ExprKind as A, Mistake};
+use crate::diagnostics::Diagnostics;
+use crate::ir::{Dim, Lit, PolicySet, Ty};
+use crate::name::Name;
+use crate::sensitivity::Sensitivity;
+use crate::source::{Sources, Span};
+
+pub use error::CheckError;
+pub use ids::collapse;
+pub use suggest::closest;
+
+struct Const {
+    value: Lit,
+    used_data: bool,
+}
+
+struct Checker<'s> {
+    sources: &'s Sources,
+    diagnostics: Diagnostics,
+    consts: IndexMap<String, Const>,
+    data: IndexMap<String, Value>,
+    locals: Vec<(String, Ty)>,
+    current_file: crate::source::FileId,
+    /// `permit`, `forbid`, ...: one shared string per rule kind.
+    kind_names: Vec<Name>,
+}
+
+/// Checks parsed files (in order) against optional data, and lowers them.
+/// The files are consumed: each rule's syntax tree is freed as soon as the
+/// rule is lowered, so the two never take memory for a whole set at once.
+pub fn check(
+    sources: &Sources,
+    files: Vec<ast::File>,
+    data: Option<&serde_json::Map<String, Value>>,
+) -> (PolicySet, Diagnostics) {
+    let mut checker = Checker {
+        sources,
+        diagnostics: Diagnostics::default(),
+        consts: IndexMap::new(),
+        data: data
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        locals: Vec::new(),
+        current_file: crate::source::FileId(0),
+        kind_names: Vec::new(),
+    };
+    for file in &files {
+        checker.current_file = file.file;
+        for mistake in &file.mistakes {
+            let (found, instead, span) = match *mistake {
+                Mistake::Assign(span) => ("=", "==", span),
+                Mistake::AmpAmp(span) => ("&&", "and", span),
+                Mistake::PipePipe(span) => ("||", "or", span),
+                Mistake::Bang(span) => ("!", "not", span),
+            };
+            checker.error(
+                span,
+                CheckError::WrongOperator {
+                    found,
+                    instead,
+                    span: span.source_span(),
+                },
+            );
+        }
+        for item in &file.items {
+            if let ast::Item::Const(decl) = item {
+                checker.constant(decl);
+            }
+        }
+    }
+    // Data keys that override constants are consumed; the rest stay data.
+    let overridden: Vec<String> = checker
+        .consts
+        .iter()
+        .filter(|(_, c)| c.used_data)
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in overridden {
+        checker.data.shift_remove(&name);
+    }
+    let rule_count = files
+        .iter()
+        .flat_map(|f| &f.items)
+        .filter(|i| matches!(i, ast::Item::Rule(_)))
+        .count();
+    let mut rules = Vec::with_capacity(rule_count);
+    let mut ids: HashMap<Name, Span> = HashMap::with_capacity(rule_count);
+    for file in files {
+        checker.current_file = file.file;
+        for item in file.items {
+            if let ast::Item::Rule(rule) = item {
+                if let Some(rule) = checker.rule(&rule) {
+                    if let Some(first) = ids.get(rule.id.as_str()) {
+                        let first_span =
+                            (first.file == rule.span.file).then(|| first.source_span());
+                        checker.error(
+                            rule.span,
+                            CheckError::DuplicateId {
+                                id: rule.id.to_string(),
+                                first_at: checker.sources.location(*first),
+                                span: rule.span.source_span(),
+                                first: first_span,
+                            },
+                        );
+                    } else {
+                        ids.insert(rule.id.clone(), rule.span);
+                    }
+                    rules.push(rule);
+                }
+            }
+        }
+    }
+    let data = checker.data;
+    (PolicySet { rules, data }, checker.diagnostics)
+}
+
+impl Checker<'_> {
+    pub(super) fn error(&mut self, span: Span, error: CheckError) {
+        self.diagnostics.push(error, self.sources.get(span.file));
+    }
+}
+
+/// Names a constant or a quantifier variable may not take.
+pub(super) fn is_reserved(name: &str) -> bool {
+    Dim::from_name(name).is_some()
+        || Sensitivity::from_name(name).is_some()
+        || matches!(name, "action" | "sensitivity")
+}
+
+pub(super) fn flatten_and<'e>(expr: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {
+    match &expr.kind {
+        A::Binary(BinOp::And, left, right) => {
+            flatten_and(left, out);
+            flatten_and(right, out);
+        }
+        _ => out.push(expr),
+    }
+}
