@@ -204,6 +204,53 @@ fn check_level_as_string() {
 }
 
 #[test]
+fn check_level_list_as_strings_suggests_the_levels_written() {
+    // Fixed bug: the help used to say `sensitivity == restricted` whatever
+    // the levels and the operator were.
+    let diagnostics = diagnose_files(&["level_list_as_strings"], None);
+    let rendered = diagnostics.render(false);
+    assert!(
+        rendered.contains("`sensitivity in [internal, public]`"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("restricted"), "{rendered}");
+    assert_rendered(
+        "level_list_as_strings",
+        diagnostics,
+        &["writ::check::level_as_string"],
+    );
+}
+
+#[test]
+fn check_level_as_string_help_follows_what_is_written() {
+    for (condition, help) in [
+        (r#"sensitivity != "public""#, "`sensitivity != public`"),
+        (r#""Internal" == sensitivity"#, "`sensitivity == internal`"),
+        (
+            r#"sensitivity < "confidential""#,
+            "`sensitivity < confidential`",
+        ),
+        (
+            r#"sensitivity not in ["public", "secret"]"#,
+            r#"`sensitivity not in [public, "secret"]`"#,
+        ),
+        (r#"sensitivity == "secret""#, "`secret` is not a level"),
+        (
+            "sensitivity == resource.kind",
+            "compare it with a level keyword",
+        ),
+    ] {
+        let source = format!("forbid if {condition};");
+        let Err(diagnostics) = Engine::compile([("case.writ", source.as_str())], None) else {
+            panic!("`{condition}` compiled");
+        };
+        assert_eq!(diagnostics.codes(), ["writ::check::level_as_string"]);
+        let rendered = diagnostics.render(false);
+        assert!(rendered.contains(help), "`{condition}`:\n{rendered}");
+    }
+}
+
+#[test]
 fn check_not_a_condition() {
     assert_case("not_a_condition", &["writ::check::not_a_condition"]);
 }

@@ -91,16 +91,15 @@ pub enum CheckError {
     },
     /// `sensitivity == "restricted"`
     #[error("sensitivity is a level, not a string")]
-    #[diagnostic(
-        code(writ::check::level_as_string),
-        help("write the level as a keyword: `sensitivity == {level}`")
-    )]
+    #[diagnostic(code(writ::check::level_as_string))]
     LevelAsString {
-        /// The level written as a string.
-        level: String,
         /// The comparison.
         #[label("compares a level with a string")]
         span: SourceSpan,
+        /// The comparison written with level keywords, built from what
+        /// was written (`sensitivity in [internal, public]`).
+        #[help]
+        help: String,
     },
     /// `permit if action`
     #[error("expected a condition, found a {ty}")]

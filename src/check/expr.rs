@@ -41,195 +41,210 @@ impl Checker<'_> {
             A::Num(n) => make(I::Lit(Lit::Num(*n)), Ty::Num),
             A::Dur(d) => make(I::Lit(Lit::Dur(*d)), Ty::Dur),
             A::Bool(b) => make(I::Lit(Lit::Bool(*b)), Ty::Bool),
-            A::List(items) => {
-                let mut lowered = Vec::new();
-                for item in items {
-                    lowered.push(self.expr(item)?);
-                }
-                // A fresh list, not one collected in place: that would keep
-                // the expressions' larger buffer alive in the constant.
-                let mut lits = Vec::with_capacity(lowered.len());
-                for e in lowered {
-                    match e.kind {
-                        I::Lit(l) => lits.push(l),
-                        _ => break,
-                    }
-                }
-                let all_lit = (lits.len() == items.len()).then_some(lits);
-                match all_lit {
-                    Some(lits) => {
-                        let lit = Lit::List(lits);
-                        let ty = lit.ty();
-                        make(I::Lit(lit), ty)
-                    }
-                    None => {
-                        self.error(
-                            span,
-                            CheckError::NotConstant {
-                                what: "a list literal",
-                                expected: "list",
-                                span: span.source_span(),
-                            },
-                        );
-                        None
-                    }
-                }
-            }
+            A::List(items) => self.list(items, span),
             A::Name(name) => self.name(name, span),
             A::Field(..) => self.path(expr),
-            A::Index(base, index) => {
-                // `resource["ownerID"]`: a dimension's attribute by exact
-                // name, with no "did you mean" check.
-                if let (A::Name(root), A::Str(field)) = (&base.kind, &index.kind) {
-                    let shadowed = self.locals.iter().any(|(n, _)| n == root);
-                    if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
-                        let attr = Attr::of(dim, field);
-                        let ty = attr.ty();
-                        return make(I::Attr(attr), ty);
-                    }
-                }
-                let base = self.expr(base)?;
-                let index = self.expr(index)?;
-                if !matches!(base.ty, Ty::Any | Ty::List | Ty::StrList) {
-                    self.error(
-                        span,
-                        CheckError::BadOperand {
-                            message: format!("a {} cannot be indexed", base.ty.name()),
-                            span: span.source_span(),
-                            help: None,
-                        },
-                    );
-                    return None;
-                }
-                let ty = if base.ty == Ty::StrList {
-                    Ty::Str
-                } else {
-                    Ty::Any
-                };
-                make(I::Index(Box::new(base), Box::new(index)), ty)
-            }
-            A::Call(call) => {
-                let (name, args) = &**call;
-                let Some((_, builtin, arity)) = Builtin::ALL
-                    .iter()
-                    .find(|(n, _, _)| **n == *name.name)
-                    .copied()
-                else {
-                    self.error(
-                        name.span,
-                        CheckError::UnknownFunction {
-                            name: name.name.to_string(),
-                            span: name.span.source_span(),
-                        },
-                    );
-                    return None;
-                };
-                if args.len() != arity {
-                    self.error(
-                        span,
-                        CheckError::WrongArity {
-                            name: name.name.to_string(),
-                            expected: arity,
-                            found: args.len(),
-                            span: span.source_span(),
-                        },
-                    );
-                    return None;
-                }
-                let mut lowered = Vec::new();
-                for arg in args {
-                    lowered.push(self.expr(arg)?);
-                }
-                let stringy = |t: Ty| matches!(t, Ty::Str | Ty::Any);
-                let listy = |t: Ty| matches!(t, Ty::Str | Ty::Any | Ty::List | Ty::StrList);
-                let expected: &[ArgCheck] = match builtin {
-                    Builtin::Len | Builtin::Contains => &[(listy, "a list or a string")],
-                    Builtin::StartsWith | Builtin::EndsWith => {
-                        &[(stringy, "a string"), (stringy, "a string")]
-                    }
-                    Builtin::Lower => &[(stringy, "a string")],
-                };
-                for ((accepts, what), arg) in expected.iter().zip(&lowered) {
-                    if !accepts(arg.ty) {
-                        self.error(
-                            arg.span,
-                            CheckError::BadOperand {
-                                message: format!(
-                                    "`{}` takes {what} here, not a {}",
-                                    name.name,
-                                    arg.ty.name()
-                                ),
-                                span: arg.span.source_span(),
-                                help: None,
-                            },
-                        );
-                        return None;
-                    }
-                }
-                let ty = match builtin {
-                    Builtin::Len => Ty::Num,
-                    Builtin::Lower => Ty::Str,
-                    _ => Ty::Bool,
-                };
-                make(I::Call(builtin, lowered), ty)
-            }
+            A::Index(base, index) => self.index(base, index, span),
+            A::Call(call) => self.call(&call.0, &call.1, span),
             A::Not(inner) => {
                 let inner = self.condition(inner)?;
                 make(I::Not(Box::new(inner)), Ty::Bool)
             }
             A::Has(base, fields) => self.has(base, fields, span),
-            A::Quantifier(quantifier) => {
-                let ast::Quantifier {
-                    all,
-                    var,
-                    list,
-                    body,
-                } = &**quantifier;
-                let list = self.expr(list)?;
-                let elem = match list.ty {
-                    Ty::StrList => Ty::Str,
-                    Ty::List | Ty::Any => Ty::Any,
-                    other => {
-                        self.error(
-                            list.span,
-                            CheckError::BadOperand {
-                                message: format!(
-                                    "`{}` ranges over a list, not a {}",
-                                    if *all { "all" } else { "any" },
-                                    other.name()
-                                ),
-                                span: list.span.source_span(),
-                                help: None,
-                            },
-                        );
-                        return None;
-                    }
-                };
-                if is_reserved(&var.name) {
-                    self.error(
-                        var.span,
-                        CheckError::ReservedName {
-                            name: var.name.to_string(),
-                            span: var.span.source_span(),
-                        },
-                    );
-                    return None;
-                }
-                self.locals.push((var.name.to_string(), elem));
-                let body = self.condition(body);
-                self.locals.pop();
-                make(
-                    I::Quantifier {
-                        all: *all,
-                        list: Box::new(list),
-                        body: Box::new(body?),
-                    },
-                    Ty::Bool,
-                )
-            }
+            A::Quantifier(quantifier) => self.quantifier(quantifier, span),
             A::Binary(op, left, right) => self.binary(*op, left, right, span),
             A::Error => None,
         }
+    }
+
+    /// `[a, b, ...]`: a list of constants.
+    fn list(&mut self, items: &[ast::Expr], span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        let mut lowered = Vec::new();
+        for item in items {
+            lowered.push(self.expr(item)?);
+        }
+        // A fresh list, not one collected in place: that would keep
+        // the expressions' larger buffer alive in the constant.
+        let mut lits = Vec::with_capacity(lowered.len());
+        for e in lowered {
+            match e.kind {
+                I::Lit(l) => lits.push(l),
+                _ => break,
+            }
+        }
+        let all_lit = (lits.len() == items.len()).then_some(lits);
+        match all_lit {
+            Some(lits) => {
+                let lit = Lit::List(lits);
+                let ty = lit.ty();
+                make(I::Lit(lit), ty)
+            }
+            None => {
+                self.error(
+                    span,
+                    CheckError::NotConstant {
+                        what: "a list literal",
+                        expected: "list",
+                        span: span.source_span(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// `base[index]`.
+    fn index(&mut self, base: &ast::Expr, index: &ast::Expr, span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        // `resource["ownerID"]`: a dimension's attribute by exact
+        // name, with no "did you mean" check.
+        if let (A::Name(root), A::Str(field)) = (&base.kind, &index.kind) {
+            let shadowed = self.locals.iter().any(|(n, _)| n == root);
+            if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
+                let attr = Attr::of(dim, field);
+                let ty = attr.ty();
+                return make(I::Attr(attr), ty);
+            }
+        }
+        let base = self.expr(base)?;
+        let index = self.expr(index)?;
+        if !matches!(base.ty, Ty::Any | Ty::List | Ty::StrList) {
+            self.error(
+                span,
+                CheckError::BadOperand {
+                    message: format!("a {} cannot be indexed", base.ty.name()),
+                    span: span.source_span(),
+                    help: None,
+                },
+            );
+            return None;
+        }
+        let ty = if base.ty == Ty::StrList {
+            Ty::Str
+        } else {
+            Ty::Any
+        };
+        make(I::Index(Box::new(base), Box::new(index)), ty)
+    }
+
+    /// `name(args...)`: a built-in function.
+    fn call(&mut self, name: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        let Some((_, builtin, arity)) = Builtin::ALL
+            .iter()
+            .find(|(n, _, _)| **n == *name.name)
+            .copied()
+        else {
+            self.error(
+                name.span,
+                CheckError::UnknownFunction {
+                    name: name.name.to_string(),
+                    span: name.span.source_span(),
+                },
+            );
+            return None;
+        };
+        if args.len() != arity {
+            self.error(
+                span,
+                CheckError::WrongArity {
+                    name: name.name.to_string(),
+                    expected: arity,
+                    found: args.len(),
+                    span: span.source_span(),
+                },
+            );
+            return None;
+        }
+        let mut lowered = Vec::new();
+        for arg in args {
+            lowered.push(self.expr(arg)?);
+        }
+        let stringy = |t: Ty| matches!(t, Ty::Str | Ty::Any);
+        let listy = |t: Ty| matches!(t, Ty::Str | Ty::Any | Ty::List | Ty::StrList);
+        let expected: &[ArgCheck] = match builtin {
+            Builtin::Len | Builtin::Contains => &[(listy, "a list or a string")],
+            Builtin::StartsWith | Builtin::EndsWith => {
+                &[(stringy, "a string"), (stringy, "a string")]
+            }
+            Builtin::Lower => &[(stringy, "a string")],
+        };
+        for ((accepts, what), arg) in expected.iter().zip(&lowered) {
+            if !accepts(arg.ty) {
+                self.error(
+                    arg.span,
+                    CheckError::BadOperand {
+                        message: format!(
+                            "`{}` takes {what} here, not a {}",
+                            name.name,
+                            arg.ty.name()
+                        ),
+                        span: arg.span.source_span(),
+                        help: None,
+                    },
+                );
+                return None;
+            }
+        }
+        let ty = match builtin {
+            Builtin::Len => Ty::Num,
+            Builtin::Lower => Ty::Str,
+            _ => Ty::Bool,
+        };
+        make(I::Call(builtin, lowered), ty)
+    }
+
+    /// `all x in list: body`, `any x in list: body`.
+    fn quantifier(&mut self, quantifier: &ast::Quantifier, span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        let ast::Quantifier {
+            all,
+            var,
+            list,
+            body,
+        } = quantifier;
+        let list = self.expr(list)?;
+        let elem = match list.ty {
+            Ty::StrList => Ty::Str,
+            Ty::List | Ty::Any => Ty::Any,
+            other => {
+                self.error(
+                    list.span,
+                    CheckError::BadOperand {
+                        message: format!(
+                            "`{}` ranges over a list, not a {}",
+                            if *all { "all" } else { "any" },
+                            other.name()
+                        ),
+                        span: list.span.source_span(),
+                        help: None,
+                    },
+                );
+                return None;
+            }
+        };
+        if is_reserved(&var.name) {
+            self.error(
+                var.span,
+                CheckError::ReservedName {
+                    name: var.name.to_string(),
+                    span: var.span.source_span(),
+                },
+            );
+            return None;
+        }
+        self.locals.push((var.name.to_string(), elem));
+        let body = self.condition(body);
+        self.locals.pop();
+        make(
+            I::Quantifier {
+                all: *all,
+                list: Box::new(list),
+                body: Box::new(body?),
+            },
+            Ty::Bool,
+        )
     }
 
     pub(super) fn name(&mut self, name: &str, span: Span) -> Option<Expr> {
