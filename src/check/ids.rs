@@ -74,11 +74,20 @@ pub(super) fn condition_text(text: &str) -> Cow<'_, str> {
     Cow::Owned(collapse(&out))
 }
 
-/// `{kind}.{8 hex digits}` from the rule's tokens, so reformatting a rule
+/// Bytes of the hash in a generated id: 64 bits, so that a collision among
+/// even millions of unnamed rules is unlikely (with 32 bits one became
+/// likely around ten thousand).
+const ID_HASH_BYTES: usize = 8;
+
+/// `{kind}.{16 hex digits}` from the rule's tokens, so reformatting a rule
 /// (spacing, line breaks, comments) keeps its id.
 pub(super) fn generated_id(kind: &str, text: &str) -> String {
     let digest = Sha256::digest(canonical_tokens(text).as_bytes());
-    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest
+        .iter()
+        .take(ID_HASH_BYTES)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{kind}.{hex}")
 }
 
@@ -98,6 +107,19 @@ mod tests {
         );
         assert_eq!(condition_text("a // note\n  or b"), "a or b");
         assert!(generated_id("forbid", "forbid if a;").starts_with("forbid."));
+    }
+
+    #[test]
+    fn generated_ids_carry_64_bits() {
+        // The first 8 bytes of SHA-256("permit if action == \"ping\" ;").
+        assert_eq!(
+            generated_id("permit", "permit if action == \"ping\";"),
+            "permit.e2b8f21121aa1711"
+        );
+        let id = generated_id("limit", "limit ttl 1h;");
+        let hex = id.strip_prefix("limit.").unwrap_or_default();
+        assert_eq!(hex.len(), 16, "{id}");
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     }
 
     #[test]
