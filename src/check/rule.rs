@@ -73,56 +73,8 @@ impl Checker<'_> {
 
     pub(super) fn rule(&mut self, rule: &ast::Rule) -> Option<Rule> {
         let mut ok = true;
-        let mut id: Option<Name> = None;
-        let mut annotations: IndexMap<String, Vec<String>> = IndexMap::new();
-        for annotation in &rule.annotations {
-            let name = &*annotation.name.name;
-            let args = &annotation.args;
-            if name == "id" {
-                let valid = args.len() == 1
-                    && !args[0].value.is_empty()
-                    && args[0]
-                        .value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
-                if !valid || id.is_some() {
-                    let message = if id.is_some() {
-                        "is given twice".to_owned()
-                    } else {
-                        "takes one id made of letters, digits and `-_.:/`".to_owned()
-                    };
-                    self.error(
-                        annotation.span,
-                        CheckError::BadAnnotation {
-                            name: name.to_owned(),
-                            message,
-                            span: annotation.span.source_span(),
-                        },
-                    );
-                    ok = false;
-                } else {
-                    id = Some(Name::from(args[0].value.as_str()));
-                }
-            } else {
-                annotations
-                    .entry(name.to_owned())
-                    .or_default()
-                    .extend(args.iter().map(|a| a.value.clone()));
-            }
-        }
-
-        let mut conjuncts = Vec::new();
-        if let Some(condition) = &rule.condition {
-            let mut parts = Vec::with_capacity(8);
-            flatten_and(condition, &mut parts);
-            conjuncts.reserve_exact(parts.len());
-            for part in parts {
-                match self.condition(part) {
-                    Some(expr) => conjuncts.push(expr),
-                    None => ok = false,
-                }
-            }
-        }
+        let (id, annotations) = self.annotations(rule, &mut ok);
+        let conjuncts = self.conjuncts(rule, &mut ok);
         let conjunct_text: Vec<Name> = conjuncts
             .iter()
             .map(|c: &Expr| Name::from(&*condition_text(self.sources.slice(c.span))))
@@ -130,65 +82,13 @@ impl Checker<'_> {
         if ok {
             self.contradictions(&conjuncts, rule);
         }
-
         let grant_span = match &rule.kind {
             ast::RuleKind::Permit {
                 grant: Some(grant), ..
             } => Some(grant.span),
             _ => None,
         };
-        let kind = match &rule.kind {
-            ast::RuleKind::Permit { grant, obligations } => {
-                let mut templates = Vec::new();
-                let mut ttl = None;
-                if let Some(grant) = grant {
-                    match self.string_list(&grant.items, "a grant") {
-                        Some(items) => {
-                            for (text, span) in items {
-                                match self.template(&text, span, true) {
-                                    Some(t) => templates.push(t),
-                                    None => ok = false,
-                                }
-                            }
-                        }
-                        None => ok = false,
-                    }
-                    if let Some(expr) = &grant.ttl {
-                        ttl = self.duration(expr, "a grant's TTL");
-                        ok &= ttl.is_some();
-                    }
-                }
-                let mut lowered = Vec::new();
-                for obligation in obligations {
-                    match self.obligation(obligation) {
-                        Some(o) => lowered.push(o),
-                        None => ok = false,
-                    }
-                }
-                RuleKind::Permit {
-                    grant: templates,
-                    ttl,
-                    obligations: lowered,
-                }
-            }
-            ast::RuleKind::Forbid => RuleKind::Forbid,
-            ast::RuleKind::LimitTtl(expr) => match self.duration(expr, "a TTL limit") {
-                Some(seconds) => RuleKind::LimitTtl(seconds),
-                None => return None,
-            },
-            ast::RuleKind::LimitScope(expr) => {
-                let items = self.string_list(expr, "a scope limit")?;
-                let mut patterns = Vec::new();
-                for (text, span) in items {
-                    match self.template(&text, span, true) {
-                        Some(t) => patterns.push(t),
-                        None => ok = false,
-                    }
-                }
-                RuleKind::LimitScope(patterns)
-            }
-            ast::RuleKind::Require(obligation) => RuleKind::Require(self.obligation(obligation)?),
-        };
+        let kind = self.rule_kind(&rule.kind, &mut ok)?;
         let because = match &rule.because {
             Some(text) => {
                 let t = self.template(&text.value, text.span, false);
@@ -219,6 +119,126 @@ impl Checker<'_> {
             keyword_span: rule.keyword_span,
             condition_span: rule.condition.as_ref().map(|c| c.span),
             grant_span,
+        })
+    }
+
+    /// The rule's `@id`, if valid, and its other annotations by name.
+    /// Clears `ok` on a bad `@id`.
+    fn annotations(
+        &mut self,
+        rule: &ast::Rule,
+        ok: &mut bool,
+    ) -> (Option<Name>, IndexMap<String, Vec<String>>) {
+        let mut id: Option<Name> = None;
+        let mut annotations: IndexMap<String, Vec<String>> = IndexMap::new();
+        for annotation in &rule.annotations {
+            let name = &*annotation.name.name;
+            let args = &annotation.args;
+            if name != "id" {
+                annotations
+                    .entry(name.to_owned())
+                    .or_default()
+                    .extend(args.iter().map(|a| a.value.clone()));
+                continue;
+            }
+            let valid = args.len() == 1
+                && !args[0].value.is_empty()
+                && args[0]
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+            if valid && id.is_none() {
+                id = Some(Name::from(args[0].value.as_str()));
+                continue;
+            }
+            let message = if id.is_some() {
+                "is given twice".to_owned()
+            } else {
+                "takes one id made of letters, digits and `-_.:/`".to_owned()
+            };
+            self.error(
+                annotation.span,
+                CheckError::BadAnnotation {
+                    name: name.to_owned(),
+                    message,
+                    span: annotation.span.source_span(),
+                },
+            );
+            *ok = false;
+        }
+        (id, annotations)
+    }
+
+    /// The condition's top-level conjuncts, lowered; clears `ok` when one
+    /// does not check.
+    fn conjuncts(&mut self, rule: &ast::Rule, ok: &mut bool) -> Vec<Expr> {
+        let mut conjuncts = Vec::new();
+        if let Some(condition) = &rule.condition {
+            let mut parts = Vec::with_capacity(8);
+            flatten_and(condition, &mut parts);
+            conjuncts.reserve_exact(parts.len());
+            for part in parts {
+                match self.condition(part) {
+                    Some(expr) => conjuncts.push(expr),
+                    None => *ok = false,
+                }
+            }
+        }
+        conjuncts
+    }
+
+    /// Templates for a grant or a scope limit; clears `ok` on a bad one.
+    fn templates(&mut self, items: Vec<(Cow<'_, str>, Span)>, ok: &mut bool) -> Vec<Template> {
+        let mut templates = Vec::new();
+        for (text, span) in items {
+            match self.template(&text, span, true) {
+                Some(t) => templates.push(t),
+                None => *ok = false,
+            }
+        }
+        templates
+    }
+
+    /// What the rule does. `None` when a limit or a required obligation
+    /// does not check (the rule is dropped there, as nothing else in it
+    /// can be checked usefully); other faults clear `ok`.
+    fn rule_kind(&mut self, kind: &ast::RuleKind, ok: &mut bool) -> Option<RuleKind> {
+        Some(match kind {
+            ast::RuleKind::Permit { grant, obligations } => {
+                let mut templates = Vec::new();
+                let mut ttl = None;
+                if let Some(grant) = grant {
+                    match self.string_list(&grant.items, "a grant") {
+                        Some(items) => templates = self.templates(items, ok),
+                        None => *ok = false,
+                    }
+                    if let Some(expr) = &grant.ttl {
+                        ttl = self.duration(expr, "a grant's TTL");
+                        *ok &= ttl.is_some();
+                    }
+                }
+                let mut lowered = Vec::new();
+                for obligation in obligations {
+                    match self.obligation(obligation) {
+                        Some(o) => lowered.push(o),
+                        None => *ok = false,
+                    }
+                }
+                RuleKind::Permit {
+                    grant: templates,
+                    ttl,
+                    obligations: lowered,
+                }
+            }
+            ast::RuleKind::Forbid => RuleKind::Forbid,
+            ast::RuleKind::LimitTtl(expr) => {
+                RuleKind::LimitTtl(self.duration(expr, "a TTL limit")?)
+            }
+            ast::RuleKind::LimitScope(expr) => {
+                let items = self.string_list(expr, "a scope limit")?;
+                RuleKind::LimitScope(self.templates(items, ok))
+            }
+            ast::RuleKind::Require(obligation) => RuleKind::Require(self.obligation(obligation)?),
         })
     }
 
