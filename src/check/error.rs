@@ -259,6 +259,19 @@ pub enum CheckError {
         #[label("use `{instead}`")]
         span: SourceSpan,
     },
+    /// an expression nested deeper than the checker recurses
+    #[error("expression nests deeper than the checker's limit of {limit} levels")]
+    #[diagnostic(
+        code(writ::check::nesting_too_deep),
+        help("split the expression into several rules or constants")
+    )]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+        /// The sub-expression at the limit.
+        #[label("nested too deep here")]
+        span: SourceSpan,
+    },
     /// `--data` with `{"max_recent_issuances": "ten"}`
     #[error("data value `{name}` is a {found}, but the constant is a {expected}")]
     #[diagnostic(code(writ::check::bad_data))]

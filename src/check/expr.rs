@@ -2,7 +2,7 @@
 //! their types.
 
 use super::suggest::closest;
-use super::{ids::collapse, is_reserved, CheckError, Checker};
+use super::{ids::collapse, is_reserved, CheckError, Checker, MAX_DEPTH};
 use crate::ast::{self, ExprKind as A};
 use crate::ir::{Attr, Builtin, Dim, Expr, ExprKind as I, Lit, Ty};
 use crate::sensitivity::Sensitivity;
@@ -26,7 +26,32 @@ impl Checker<'_> {
         }
     }
 
+    /// Lowers an expression, refusing one nested deeper than
+    /// [`MAX_DEPTH`] (reported once per expression).
     pub(super) fn expr(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        if self.depth >= MAX_DEPTH {
+            if !self.too_deep {
+                self.too_deep = true;
+                self.error(
+                    expr.span,
+                    CheckError::TooDeep {
+                        limit: MAX_DEPTH,
+                        span: expr.span.source_span(),
+                    },
+                );
+            }
+            return None;
+        }
+        self.depth += 1;
+        let lowered = self.lower(expr);
+        self.depth -= 1;
+        if self.depth == 0 {
+            self.too_deep = false;
+        }
+        lowered
+    }
+
+    fn lower(&mut self, expr: &ast::Expr) -> Option<Expr> {
         let span = expr.span;
         let make = |kind, ty| Some(Expr { kind, ty, span });
         match &expr.kind {

@@ -47,7 +47,22 @@ struct Checker<'s> {
     current_file: crate::source::FileId,
     /// `permit`, `forbid`, ...: one shared string per rule kind.
     kind_names: Vec<Name>,
+    /// How deep [`Checker::expr`] is in the expression being lowered.
+    depth: usize,
+    /// The depth guard has reported the expression being lowered.
+    too_deep: bool,
 }
+
+/// How deep the checker recurses into one expression. The parser's limits
+/// keep parsed input below this (at most [`MAX_OPERATORS`] operators and
+/// [`MAX_NESTING`] brackets an item); the guard makes sure that a syntax
+/// tree built any other way, or a path around those limits, gets a
+/// diagnostic instead of a stack overflow.
+///
+/// [`MAX_OPERATORS`]: crate::parser::limits::MAX_OPERATORS
+/// [`MAX_NESTING`]: crate::parser::limits::MAX_NESTING
+pub const MAX_DEPTH: usize =
+    crate::parser::limits::MAX_OPERATORS + crate::parser::limits::MAX_NESTING + 16;
 
 /// Checks parsed files (in order) against optional data, and lowers them.
 /// The files are consumed: each rule's syntax tree is freed as soon as the
@@ -67,6 +82,8 @@ pub fn check(
         locals: Vec::new(),
         current_file: crate::source::FileId(0),
         kind_names: Vec::new(),
+        depth: 0,
+        too_deep: false,
     };
     for file in &files {
         checker.current_file = file.file;
@@ -158,5 +175,57 @@ pub(super) fn flatten_and<'e>(expr: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>)
             flatten_and(right, out);
         }
         _ => out.push(expr),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks `forbid if COND;` with the condition wrapped in `layers`
+    /// `not`s built directly as a syntax tree, past the parser's limits.
+    fn check_wrapped(layers: usize) -> Diagnostics {
+        let mut sources = Sources::new();
+        let text = "forbid if subject.attested;";
+        let file = sources.add("deep.writ", text);
+        let (mut parsed, diagnostics) = crate::parser::parse_file(file, sources.get(file));
+        assert!(diagnostics.is_empty(), "{}", diagnostics.render(false));
+        let Some(ast::Item::Rule(rule)) = parsed.items.first_mut() else {
+            panic!("no rule parsed");
+        };
+        let Some(mut condition) = rule.condition.take() else {
+            panic!("no condition parsed");
+        };
+        for _ in 0..layers {
+            let span = condition.span;
+            condition = ast::Expr::new(A::Not(Box::new(condition)), span);
+        }
+        rule.condition = Some(condition);
+        check(&sources, vec![parsed], None).1
+    }
+
+    #[test]
+    fn the_depth_guard_refuses_trees_deeper_than_it_recurses() {
+        // docs/language.md and docs/security.md name the limit.
+        assert_eq!(MAX_DEPTH, 592);
+        // Run where the guard's depth fits whatever the test harness gives
+        // threads: the test is about the diagnostic, not the stack size.
+        let work = || {
+            let within = check_wrapped(MAX_DEPTH - 2);
+            let beyond = check_wrapped(MAX_DEPTH + 100);
+            (within, beyond)
+        };
+        let handle = std::thread::Builder::new()
+            .stack_size(64 * 1024 * 1024)
+            .spawn(work)
+            .expect("spawn a thread");
+        let (within, beyond) = handle.join().expect("no panic");
+        assert!(within.is_empty(), "{}", within.render(false));
+        assert_eq!(beyond.codes(), ["writ::check::nesting_too_deep"]);
+        let rendered = beyond.render(false);
+        assert!(
+            rendered.contains(&format!("limit of {MAX_DEPTH} levels")),
+            "{rendered}"
+        );
     }
 }
