@@ -311,6 +311,34 @@ fn check_bad_template() {
 }
 
 #[test]
+fn check_hole_after_escapes_is_underlined_exactly() {
+    // Fixed bug: holes were parsed in the checker at offsets counted in
+    // the string's value, so each escape before a hole moved its spans
+    // one byte left (this case underlined `our`, not `idd`). The lexer
+    // now lexes holes with the offsets each byte is written at.
+    let source = read_case("hole_after_escapes");
+    let diagnostics = diagnose_files(&["hole_after_escapes"], None);
+    let rendered = diagnostics.render(false);
+    let column = source.find("idd").map(|at| at + 1);
+    assert!(
+        rendered.contains(&format!(
+            "[hole_after_escapes.writ:1:{}]",
+            column.unwrap_or(0)
+        )),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("did you mean `resource.id`?"),
+        "{rendered}"
+    );
+    assert_rendered(
+        "hole_after_escapes",
+        diagnostics,
+        &["writ::check::unknown_attribute"],
+    );
+}
+
+#[test]
 fn check_wrong_operator() {
     // `=`, `&&`, `!` and `||` each get their own diagnostic, in source order.
     let diagnostics = diagnose_files(&["wrong_operator"], None);
