@@ -667,11 +667,11 @@ impl Iterator for TemplateLexer<'_> {
                     continue;
                 }
             }
-            if rest.starts_with('{') {
+            if let Some(inside) = rest.strip_prefix('{') {
                 if !text.is_empty() {
                     return Some(Ok(TemplatePiece::Text(text)));
                 }
-                let Some(close) = rest[1..].find('}') else {
+                let Some(close) = inside.find('}') else {
                     self.failed = true;
                     return Some(Err(TemplateFault::Unclosed));
                 };

@@ -44,11 +44,11 @@ pub mod fmt;
 pub mod ir;
 pub mod lexer;
 pub mod lint;
-pub mod name;
+mod name;
 pub mod parser;
 pub mod request;
 pub mod scope;
-pub mod sensitivity;
+mod sensitivity;
 pub mod server;
 pub mod source;
 #[doc(hidden)]
