@@ -4,10 +4,13 @@
 //!
 //! [`ir`]: crate::ir
 //!
-//! One job a module: [`rule`](self) lowers constants and rules,
-//! `expr` and `operators` expressions, `template` strings with holes,
-//! `ids` generated ids and condition texts, `suggest` "did you mean",
-//! `error` the diagnostics.
+//! One job a module: this one holds the checker's state and walks the
+//! files; `rule` lowers constants and rules (and finds conditions that
+//! can never hold, with `crate::allowed`); `expr` lowers names, paths,
+//! calls and quantifiers; `operators` the binary operators and their type
+//! rules; `template` strings with holes (split and lexed by the lexer);
+//! `ids` makes generated ids and the condition texts of traces;
+//! `suggest` answers "did you mean"; `error` holds the diagnostics.
 
 mod error;
 mod expr;
