@@ -23,9 +23,8 @@ use std::fmt::Write as _;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::ast::BinOp;
-use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
-use crate::request::Sensitivity;
+use crate::allowed::head_test_into;
+use crate::ir::{Attr, PolicySet};
 
 /// Index of a node in [`Tree::nodes`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -165,95 +164,6 @@ impl Serialize for Attr {
 
 /// Rules at or below this many stay in one leaf.
 const LEAF_SIZE: usize = 2;
-
-/// The attribute and the values one conjunct restricts it to, when the
-/// conjunct is an indexable head test. Both borrow from the conjunct.
-pub fn head_test(expr: &Expr) -> Option<(&Attr, Vec<&str>)> {
-    let mut values = Vec::new();
-    let attr = head_test_into(expr, &mut values)?;
-    Some((attr, values))
-}
-
-/// [`head_test`], appending the values to `out` (left as it was when the
-/// conjunct is not a head test).
-fn head_test_into<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
-    let start = out.len();
-    let attr = head_values(expr, out);
-    if attr.is_none() {
-        out.truncate(start);
-    }
-    attr
-}
-
-fn head_values<'e>(expr: &'e Expr, values: &mut Vec<&'e str>) -> Option<&'e Attr> {
-    let start = values.len();
-    let ExprKind::Binary(op, left, right) = &expr.kind else {
-        return None;
-    };
-    let (attr, lit, op) = match (&left.kind, &right.kind) {
-        (ExprKind::Attr(attr), ExprKind::Lit(lit)) => (attr, lit, *op),
-        (ExprKind::Lit(lit), ExprKind::Attr(attr)) => (attr, lit, flip(*op)?),
-        _ => return None,
-    };
-    if *attr == Attr::Sensitivity {
-        let keep = |level: Sensitivity| -> Option<bool> {
-            Some(match (op, lit) {
-                (BinOp::Eq, Lit::Level(l)) => level == *l,
-                (BinOp::Ne, Lit::Level(l)) => level != *l,
-                (BinOp::Lt, Lit::Level(l)) => level < *l,
-                (BinOp::Le, Lit::Level(l)) => level <= *l,
-                (BinOp::Gt, Lit::Level(l)) => level > *l,
-                (BinOp::Ge, Lit::Level(l)) => level >= *l,
-                (BinOp::In, Lit::List(items)) => items.contains(&Lit::Level(level)),
-                (BinOp::NotIn, Lit::List(items)) => !items.contains(&Lit::Level(level)),
-                _ => return None,
-            })
-        };
-        for level in Sensitivity::ALL {
-            if keep(level)? {
-                values.push(level.as_str());
-            }
-        }
-        return Some(attr);
-    }
-    if !matches!(attr.ty(), crate::ir::Ty::Str | crate::ir::Ty::Any)
-        || *attr == Attr::EnvironmentTime
-    {
-        return None;
-    }
-    match (op, lit) {
-        (BinOp::Eq, Lit::Str(value)) => {
-            values.push(&**value);
-            Some(attr)
-        }
-        (BinOp::In, Lit::List(items)) => {
-            for item in items {
-                match item {
-                    Lit::Str(value) => {
-                        if !values[start..].contains(&&**value) {
-                            values.push(&**value);
-                        }
-                    }
-                    _ => return None,
-                }
-            }
-            Some(attr)
-        }
-        _ => None,
-    }
-}
-
-fn flip(op: BinOp) -> Option<BinOp> {
-    Some(match op {
-        BinOp::Eq => BinOp::Eq,
-        BinOp::Ne => BinOp::Ne,
-        BinOp::Lt => BinOp::Gt,
-        BinOp::Le => BinOp::Ge,
-        BinOp::Gt => BinOp::Lt,
-        BinOp::Ge => BinOp::Le,
-        _ => return None,
-    })
-}
 
 /// One head test of a rule: the attribute and its values, as a range of
 /// [`Heads::values`].

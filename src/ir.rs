@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::ast::BinOp;
-use crate::request::Sensitivity;
+use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
 /// A request attribute the evaluator can read without allocating.
@@ -547,7 +547,7 @@ pub enum Obligation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// `@id`, or the generated id.
-    pub id: crate::decision::Name,
+    pub id: crate::name::Name,
     /// True when the id was generated.
     pub generated_id: bool,
     /// What the rule does.
@@ -555,7 +555,7 @@ pub struct Rule {
     /// The top-level conjuncts of the condition; empty means always.
     pub conjuncts: Vec<Expr>,
     /// Source text of each conjunct, shared with the traces.
-    pub conjunct_text: Vec<crate::decision::Name>,
+    pub conjunct_text: Vec<crate::name::Name>,
     /// `because` message.
     pub because: Option<Template>,
     /// The doc comment.
@@ -563,12 +563,18 @@ pub struct Rule {
     /// Annotations other than `@id`, by name.
     pub annotations: IndexMap<String, Vec<String>>,
     /// `file:line`.
-    pub location: crate::decision::Name,
+    pub location: crate::name::Name,
     /// The whole rule.
     pub span: Span,
+    /// The rule's keyword (`permit`, `forbid`, ...).
+    pub keyword_span: Span,
+    /// The condition after `if`, when there is one.
+    pub condition_span: Option<Span>,
+    /// A permit's `grant [...]` list, when there is one.
+    pub grant_span: Option<Span>,
     /// `permit`, `forbid`, `limit`, `require`, shared by every rule of the
     /// kind: a trace entry costs reference counts, not copies.
-    pub kind_name: crate::decision::Name,
+    pub kind_name: crate::name::Name,
 }
 
 /// A checked policy set.

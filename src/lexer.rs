@@ -512,6 +512,188 @@ impl Iterator for Lexed<'_> {
     }
 }
 
+/// Where each byte of a string literal's value is written: `offsets[i]` is
+/// the file offset of the character that byte `i` of the value comes from
+/// (the backslash of an escape), and the last entry is the closing quote.
+/// `None` when `literal` (the source text, quotes included, starting at
+/// `start`) is not a string literal whose value is `value`.
+fn value_offsets(value: &str, literal: &str, start: usize) -> Option<Vec<u32>> {
+    let body = literal.strip_prefix('"')?;
+    let mut offsets = Vec::with_capacity(value.len() + 1);
+    let mut chars = body.char_indices();
+    let at = |i: usize| u32::try_from(start + 1 + i).ok();
+    while let Some((i, c)) = chars.next() {
+        let bytes: u32 = match c {
+            '"' => {
+                offsets.push(at(i)?);
+                return (offsets.len() == value.len() + 1).then_some(offsets);
+            }
+            '\\' => match chars.next()?.1 {
+                // Escaped braces stay escaped in the value: two bytes.
+                '{' | '}' => 2,
+                '\\' | '"' | 'n' | 't' => 1,
+                _ => return None,
+            },
+            other => other.len_utf8() as u32,
+        };
+        // A character's bytes are written as they are; an escape's value
+        // bytes start at its backslash.
+        let from = at(i)?;
+        offsets.extend((0..bytes).map(|k| from + k));
+    }
+    None
+}
+
+/// A piece of a template string (a grant, a scope limit, an audience, a
+/// `because` message): text, or a `{hole}` lexed into tokens whose spans
+/// are exactly where each token is written in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplatePiece {
+    /// Literal text, escapes resolved (`\{` is `{`).
+    Text(String),
+    /// A hole: its text as the value reads, its tokens (comments
+    /// included) and the lexer errors in it.
+    Hole {
+        /// The text between the braces.
+        text: String,
+        /// Its tokens, with file spans.
+        tokens: Vec<Spanned>,
+        /// True when the lexer met an error in it.
+        lex_error: bool,
+    },
+}
+
+/// What is wrong with a template string's braces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateFault {
+    /// `{` is never closed.
+    Unclosed,
+    /// `}` without `{`.
+    StrayClose,
+}
+
+impl std::fmt::Display for TemplateFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TemplateFault::Unclosed => "`{` is never closed",
+            TemplateFault::StrayClose => "`}` without `{`",
+        })
+    }
+}
+
+/// The lexer's mode for strings with holes: splits a template's value into
+/// text and holes, lexing each hole with the token lexer. Pieces come one
+/// at a time, so a fault in a later piece is met only after the earlier
+/// ones are used.
+pub struct TemplateLexer<'a> {
+    file: FileId,
+    value: &'a str,
+    /// Bytes of `value` already split off.
+    at: usize,
+    /// File offsets of the value's bytes, when it is written as a literal.
+    offsets: Option<Vec<u32>>,
+    /// Where the template is written (a constant's name, when the text
+    /// comes from a constant): holes' tokens point here without offsets.
+    whole: Span,
+    failed: bool,
+}
+
+impl<'a> TemplateLexer<'a> {
+    /// Lexes `value`, a string literal's value written at `span` of a file
+    /// whose text is `source` (braces still escaped, as the token lexer
+    /// leaves them). When the text at `span` is not that literal (a
+    /// constant's value used by name), the holes' tokens all span `span`.
+    pub fn new(value: &'a str, span: Span, source: &str) -> TemplateLexer<'a> {
+        let literal = source.get(span.start as usize..span.end as usize);
+        let offsets = literal.and_then(|l| value_offsets(value, l, span.start as usize));
+        TemplateLexer {
+            file: span.file,
+            value,
+            at: 0,
+            offsets,
+            whole: span,
+            failed: false,
+        }
+    }
+
+    /// The file span of the value's bytes `from..to`.
+    fn span(&self, from: usize, to: usize) -> Span {
+        match &self.offsets {
+            Some(offsets) => Span {
+                file: self.file,
+                start: offsets[from],
+                end: offsets[to],
+            },
+            None => self.whole,
+        }
+    }
+
+    /// The hole whose text is `value[from..to]`.
+    fn hole(&self, from: usize, to: usize) -> TemplatePiece {
+        let text = &self.value[from..to];
+        let (tokens, errors) = lex(self.file, text);
+        let tokens = tokens
+            .into_iter()
+            .map(|t| Spanned {
+                span: self.span(from + t.span.start as usize, from + t.span.end as usize),
+                token: t.token,
+            })
+            .collect();
+        TemplatePiece::Hole {
+            text: text.to_owned(),
+            tokens,
+            lex_error: !errors.is_empty(),
+        }
+    }
+}
+
+impl Iterator for TemplateLexer<'_> {
+    type Item = Result<TemplatePiece, TemplateFault>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.at >= self.value.len() {
+            return None;
+        }
+        let mut text = String::new();
+        loop {
+            let rest = &self.value[self.at..];
+            if rest.is_empty() {
+                return Some(Ok(TemplatePiece::Text(text)));
+            }
+            if let Some(brace) = rest.strip_prefix('\\').and_then(|r| r.chars().next()) {
+                if brace == '{' || brace == '}' {
+                    text.push(brace);
+                    self.at += 2;
+                    continue;
+                }
+            }
+            if let Some(inside) = rest.strip_prefix('{') {
+                if !text.is_empty() {
+                    return Some(Ok(TemplatePiece::Text(text)));
+                }
+                let Some(close) = inside.find('}') else {
+                    self.failed = true;
+                    return Some(Err(TemplateFault::Unclosed));
+                };
+                let (from, to) = (self.at + 1, self.at + 1 + close);
+                self.at = to + 1;
+                return Some(Ok(self.hole(from, to)));
+            }
+            if rest.starts_with('}') {
+                self.failed = true;
+                return Some(Err(TemplateFault::StrayClose));
+            }
+            // Plain text up to the next brace or backslash, at once.
+            let first = rest.chars().next().map_or(1, char::len_utf8);
+            let end = rest[first..]
+                .find(['{', '}', '\\'])
+                .map_or(rest.len(), |at| at + first);
+            text.push_str(&rest[..end]);
+            self.at += end;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +784,60 @@ mod tests {
             })
             .expect("spawn");
         assert!(handle.join().expect("no stack overflow") > 0);
+    }
+
+    /// The pieces of the template literal written in `source` (one
+    /// string token), and the text each hole token's span covers.
+    fn template_in(source: &str) -> (Vec<TemplatePiece>, Vec<String>) {
+        let (tokens, errors) = lex(FileId(0), source);
+        assert!(errors.is_empty(), "{errors:?}");
+        let Some(Spanned {
+            token: Token::Str(value),
+            span,
+        }) = tokens
+            .into_iter()
+            .find(|t| matches!(t.token, Token::Str(_)))
+        else {
+            panic!("no string in {source:?}");
+        };
+        let pieces: Vec<TemplatePiece> = TemplateLexer::new(&value, span, source)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|fault| panic!("{fault}"));
+        let mut texts = Vec::new();
+        for piece in &pieces {
+            if let TemplatePiece::Hole { tokens, .. } = piece {
+                for t in tokens {
+                    texts.push(source[t.span.start as usize..t.span.end as usize].to_owned());
+                }
+            }
+        }
+        (pieces, texts)
+    }
+
+    #[test]
+    fn template_holes_have_exact_spans_after_escapes() {
+        let (pieces, texts) =
+            template_in(r#"grant ["a:\"q\"\\q\t\{é\}/{resource.idd}-{ lower(x) }"]"#);
+        assert_eq!(texts, ["resource", ".", "idd", "lower", "(", "x", ")"]);
+        assert_eq!(
+            pieces.first(),
+            Some(&TemplatePiece::Text("a:\"q\"\\q\t{é}/".to_owned()))
+        );
+        // A hole whose own text holds an escaped quote.
+        let (_, texts) = template_in(r#"x = "{resource[\"ownerID\"]}";"#);
+        assert_eq!(texts, ["resource", "[", r#"\"ownerID\""#, "]"]);
+    }
+
+    #[test]
+    fn template_faults_come_in_order() {
+        let span = Span::new(FileId(0), 0, 0);
+        let faults: Vec<_> = TemplateLexer::new("a{b}c}{d", span, "").collect();
+        assert!(matches!(
+            faults[..],
+            [Ok(_), Ok(_), Err(TemplateFault::StrayClose)]
+        ));
+        let faults: Vec<_> = TemplateLexer::new("{b", span, "").collect();
+        assert!(matches!(faults[..], [Err(TemplateFault::Unclosed)]));
     }
 
     #[test]

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod allowed;
 pub mod ast;
 pub mod check;
 pub mod compile;
@@ -43,9 +44,11 @@ pub mod fmt;
 pub mod ir;
 pub mod lexer;
 pub mod lint;
+mod name;
 pub mod parser;
 pub mod request;
 pub mod scope;
+mod sensitivity;
 pub mod server;
 pub mod source;
 #[doc(hidden)]

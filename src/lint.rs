@@ -24,18 +24,16 @@
 //! (or just `@allow("CODE")`), for a finding that is deliberate: a TTL
 //! ceiling kept as a backstop for permits that do not exist yet, say.
 
-use std::collections::BTreeMap;
-
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
 
-use crate::ast::{self, BinOp};
-use crate::compile::head_test;
-use crate::decision::Name;
+use crate::allowed::{test_of, Values};
+use crate::ast::BinOp;
 use crate::diagnostics::Diagnostics;
 use crate::engine::Engine;
-use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart, Ty};
-use crate::request::Sensitivity;
+use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart};
+use crate::name::Name;
+use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
 /// The code of every lint, in the order they are documented.
@@ -164,12 +162,11 @@ pub struct Finding {
 /// Runs every lint over a compiled policy set, in rule order.
 pub fn lint(engine: &Engine) -> Vec<Finding> {
     let set = engine.policy();
-    let places = Places::new(engine);
     let facts: Vec<Facts> = set.rules.iter().map(Facts::of).collect();
     let mut findings = Vec::new();
     for (index, rule) in set.rules.iter().enumerate() {
         let before = findings.len();
-        lint_rule(set, &facts, &places, index, &mut findings);
+        lint_rule(set, &facts, index, &mut findings);
         let allowed = rule.annotations.get("allow").cloned().unwrap_or_default();
         let mut kept = findings.split_off(before);
         kept.retain(|f| {
@@ -183,25 +180,19 @@ pub fn lint(engine: &Engine) -> Vec<Finding> {
 }
 
 /// The findings about one rule.
-fn lint_rule(
-    set: &PolicySet,
-    facts: &[Facts<'_>],
-    places: &Places,
-    index: usize,
-    findings: &mut Vec<Finding>,
-) {
+fn lint_rule(set: &PolicySet, facts: &[Facts<'_>], index: usize, findings: &mut Vec<Finding>) {
     let rule = &set.rules[index];
-    let keyword = places.keyword(rule);
+    let keyword = Places::keyword(rule);
     match &rule.kind {
         RuleKind::Permit { grant, ttl, .. } => {
-            let dead = dead(rule, &facts[index], places.condition(rule));
+            let dead = dead(rule, &facts[index], Places::condition(rule));
             if dead.is_some() {
                 findings.extend(dead);
                 return;
             }
             findings.extend(overridden(set, facts, index, keyword));
             if !grant.is_empty() && ttl.is_none() {
-                findings.extend(unbounded(set, facts, index, places.grant(rule)));
+                findings.extend(unbounded(set, facts, index, Places::grant(rule)));
             }
             findings.extend(broad(rule, &facts[index], grant));
             findings.extend(no_identity(set, facts, index, keyword));
@@ -223,143 +214,22 @@ pub fn diagnostics(engine: &Engine, findings: &[Finding]) -> Diagnostics {
     diagnostics
 }
 
-/// Where a rule's parts are written, from the parsed files.
-struct Places {
-    rules: BTreeMap<Span, (Span, Option<Span>, Option<Span>)>,
-}
+/// Where a rule's keyword, condition and grant are written, from the
+/// spans the checker keeps in the IR: a missing condition or grant falls
+/// back to the keyword.
+struct Places;
 
 impl Places {
-    fn new(engine: &Engine) -> Places {
-        let mut rules = BTreeMap::new();
-        for (id, file) in engine.sources().files() {
-            let (parsed, _) = crate::parser::parse_file(id, file);
-            for item in parsed.items {
-                let ast::Item::Rule(rule) = item else {
-                    continue;
-                };
-                let grant = match &rule.kind {
-                    ast::RuleKind::Permit {
-                        grant: Some(grant), ..
-                    } => Some(grant.span),
-                    _ => None,
-                };
-                let condition = rule.condition.as_ref().map(|c| c.span);
-                rules.insert(rule.span, (rule.keyword_span, condition, grant));
-            }
-        }
-        Places { rules }
+    fn keyword(rule: &Rule) -> Span {
+        rule.keyword_span
     }
 
-    fn keyword(&self, rule: &Rule) -> Span {
-        self.rules.get(&rule.span).map_or(rule.span, |p| p.0)
+    fn condition(rule: &Rule) -> Span {
+        rule.condition_span.unwrap_or(rule.keyword_span)
     }
 
-    fn condition(&self, rule: &Rule) -> Span {
-        self.rules
-            .get(&rule.span)
-            .and_then(|p| p.1)
-            .unwrap_or_else(|| self.keyword(rule))
-    }
-
-    fn grant(&self, rule: &Rule) -> Span {
-        self.rules
-            .get(&rule.span)
-            .and_then(|p| p.2)
-            .unwrap_or_else(|| self.keyword(rule))
-    }
-}
-
-/// The values a test lets through.
-#[derive(Debug, Clone, PartialEq)]
-enum Values {
-    /// Only these.
-    In(Vec<String>),
-    /// Anything but these.
-    NotIn(Vec<String>),
-}
-
-impl Values {
-    fn intersect(&self, other: &Values) -> Values {
-        match (self, other) {
-            (Values::In(a), Values::In(b)) => {
-                Values::In(a.iter().filter(|v| b.contains(v)).cloned().collect())
-            }
-            (Values::In(a), Values::NotIn(b)) | (Values::NotIn(b), Values::In(a)) => {
-                Values::In(a.iter().filter(|v| !b.contains(v)).cloned().collect())
-            }
-            (Values::NotIn(a), Values::NotIn(b)) => {
-                let mut all = a.clone();
-                all.extend(b.iter().filter(|v| !a.contains(v)).cloned());
-                Values::NotIn(all)
-            }
-        }
-    }
-
-    /// True when every value `self` lets through, `wider` lets through too.
-    fn within(&self, wider: &Values) -> bool {
-        match (self, wider) {
-            (Values::In(a), Values::In(b)) => a.iter().all(|v| b.contains(v)),
-            (Values::In(a), Values::NotIn(b)) => a.iter().all(|v| !b.contains(v)),
-            (Values::NotIn(a), Values::NotIn(b)) => b.iter().all(|v| a.contains(v)),
-            (Values::NotIn(_), Values::In(_)) => false,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, Values::In(values) if values.is_empty())
-    }
-}
-
-/// The attribute and values of a test conjunct. Booleans have two values,
-/// so `!= true` becomes `in [false]`; a request whose attribute is missing
-/// or of another type errors, which a permit treats as not matching.
-fn test_of(expr: &Expr) -> Option<(Attr, Values)> {
-    if let Some((attr, values)) = head_test(expr) {
-        let values = values.into_iter().map(str::to_owned).collect();
-        return Some((attr.clone(), Values::In(values)));
-    }
-    let bools = |attr: &Attr, keep: &dyn Fn(bool) -> bool| {
-        let values = [true, false]
-            .into_iter()
-            .filter(|b| keep(*b))
-            .map(|b| b.to_string())
-            .collect();
-        Some((attr.clone(), Values::In(values)))
-    };
-    match &expr.kind {
-        ExprKind::Attr(attr) if attr.ty() == Ty::Bool => bools(attr, &|b| b),
-        ExprKind::Not(inner) => match &inner.kind {
-            ExprKind::Attr(attr) if attr.ty() == Ty::Bool => bools(attr, &|b| !b),
-            _ => None,
-        },
-        ExprKind::Binary(op, left, right) => {
-            let (attr, lit) = match (&left.kind, &right.kind) {
-                (ExprKind::Attr(attr), ExprKind::Lit(lit))
-                | (ExprKind::Lit(lit), ExprKind::Attr(attr)) => (attr, lit),
-                _ => return None,
-            };
-            match (op, lit) {
-                (BinOp::Eq, Lit::Bool(value)) if attr.ty() == Ty::Bool => {
-                    bools(attr, &|b| b == *value)
-                }
-                (BinOp::Ne, Lit::Bool(value)) if attr.ty() == Ty::Bool => {
-                    bools(attr, &|b| b != *value)
-                }
-                (BinOp::Ne, Lit::Str(value)) if matches!(attr.ty(), Ty::Str | Ty::Any) => {
-                    Some((attr.clone(), Values::NotIn(vec![value.to_string()])))
-                }
-                (BinOp::NotIn, Lit::List(items)) if matches!(attr.ty(), Ty::Str | Ty::Any) => {
-                    let mut values = Vec::new();
-                    for item in items {
-                        let Lit::Str(value) = item else { return None };
-                        values.push(value.to_string());
-                    }
-                    Some((attr.clone(), Values::NotIn(values)))
-                }
-                _ => None,
-            }
-        }
-        _ => None,
+    fn grant(rule: &Rule) -> Span {
+        rule.grant_span.unwrap_or(rule.keyword_span)
     }
 }
 

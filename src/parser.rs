@@ -422,36 +422,39 @@ fn expected_list(expected: &[String]) -> String {
     }
 }
 
-/// The limit a template hole's text breaks, if any (spans offset by
-/// `offset`, where the hole starts in its file).
-pub fn hole_limits(file: FileId, text: &str, offset: usize) -> Option<LimitError> {
-    let (tokens, _) = lexer::lex(file, text);
-    check_limits(&tokens, offset)
+/// Why a template hole is not an expression.
+#[derive(Debug, Clone)]
+pub enum HoleFault {
+    /// It breaks one of the [`limits`], like any other item would.
+    Limit(LimitError),
+    /// It does not lex or parse as one expression.
+    NotAnExpression,
 }
 
-/// Parses a single expression (a template hole), whose text starts at byte
-/// `offset` of file `file`. Returns `None` when it is not one expression.
-pub fn parse_expr(file: FileId, text: &str, offset: usize) -> Option<crate::ast::Expr> {
-    let (tokens, errors) = lexer::lex(file, text);
-    if !errors.is_empty() || check_limits(&tokens, offset).is_some() {
-        return None;
+/// Parses the tokens of a template hole (from
+/// [`lexer::TemplateLexer`], spans already where each token is written) as
+/// one expression, counting them against the same [`limits`] as a file's.
+pub fn parse_hole(
+    file: FileId,
+    tokens: Vec<lexer::Spanned>,
+) -> Result<crate::ast::Expr, HoleFault> {
+    if let Some(error) = check_limits(&tokens, 0) {
+        return Err(HoleFault::Limit(error));
     }
     let stream = tokens
         .into_iter()
         .filter(|t| !t.token.is_trivia())
-        .map(|t| {
-            Ok::<_, NoError>((
-                t.span.start as usize + offset,
-                t.token,
-                t.span.end as usize + offset,
-            ))
-        });
+        .map(|t| Ok::<_, NoError>((t.span.start as usize, t.token, t.span.end as usize)));
     let mut mistakes = Vec::new();
     let mut recovered = Vec::new();
     let expr = generated::ExprParser::new()
         .parse(file, &mut mistakes, &mut recovered, stream)
-        .ok()?;
-    (recovered.is_empty() && mistakes.is_empty()).then_some(expr)
+        .map_err(|_| HoleFault::NotAnExpression)?;
+    if recovered.is_empty() && mistakes.is_empty() {
+        Ok(expr)
+    } else {
+        Err(HoleFault::NotAnExpression)
+    }
 }
 
 #[cfg(test)]

@@ -204,6 +204,53 @@ fn check_level_as_string() {
 }
 
 #[test]
+fn check_level_list_as_strings_suggests_the_levels_written() {
+    // Fixed bug: the help used to say `sensitivity == restricted` whatever
+    // the levels and the operator were.
+    let diagnostics = diagnose_files(&["level_list_as_strings"], None);
+    let rendered = diagnostics.render(false);
+    assert!(
+        rendered.contains("`sensitivity in [internal, public]`"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("restricted"), "{rendered}");
+    assert_rendered(
+        "level_list_as_strings",
+        diagnostics,
+        &["writ::check::level_as_string"],
+    );
+}
+
+#[test]
+fn check_level_as_string_help_follows_what_is_written() {
+    for (condition, help) in [
+        (r#"sensitivity != "public""#, "`sensitivity != public`"),
+        (r#""Internal" == sensitivity"#, "`sensitivity == internal`"),
+        (
+            r#"sensitivity < "confidential""#,
+            "`sensitivity < confidential`",
+        ),
+        (
+            r#"sensitivity not in ["public", "secret"]"#,
+            r#"`sensitivity not in [public, "secret"]`"#,
+        ),
+        (r#"sensitivity == "secret""#, "`secret` is not a level"),
+        (
+            "sensitivity == resource.kind",
+            "compare it with a level keyword",
+        ),
+    ] {
+        let source = format!("forbid if {condition};");
+        let Err(diagnostics) = Engine::compile([("case.writ", source.as_str())], None) else {
+            panic!("`{condition}` compiled");
+        };
+        assert_eq!(diagnostics.codes(), ["writ::check::level_as_string"]);
+        let rendered = diagnostics.render(false);
+        assert!(rendered.contains(help), "`{condition}`:\n{rendered}");
+    }
+}
+
+#[test]
 fn check_not_a_condition() {
     assert_case("not_a_condition", &["writ::check::not_a_condition"]);
 }
@@ -261,6 +308,34 @@ fn check_bad_scope() {
 #[test]
 fn check_bad_template() {
     assert_case("bad_template", &["writ::check::bad_template"; 2]);
+}
+
+#[test]
+fn check_hole_after_escapes_is_underlined_exactly() {
+    // Fixed bug: holes were parsed in the checker at offsets counted in
+    // the string's value, so each escape before a hole moved its spans
+    // one byte left (this case underlined `our`, not `idd`). The lexer
+    // now lexes holes with the offsets each byte is written at.
+    let source = read_case("hole_after_escapes");
+    let diagnostics = diagnose_files(&["hole_after_escapes"], None);
+    let rendered = diagnostics.render(false);
+    let column = source.find("idd").map(|at| at + 1);
+    assert!(
+        rendered.contains(&format!(
+            "[hole_after_escapes.writ:1:{}]",
+            column.unwrap_or(0)
+        )),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("did you mean `resource.id`?"),
+        "{rendered}"
+    );
+    assert_rendered(
+        "hole_after_escapes",
+        diagnostics,
+        &["writ::check::unknown_attribute"],
+    );
 }
 
 #[test]

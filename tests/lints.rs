@@ -145,3 +145,47 @@ fn the_default_pack_is_lint_clean() {
         lint::diagnostics(&engine, &findings).render(false)
     );
 }
+
+/// Lints read where a rule's keyword, condition and grant are written from
+/// the checked rules (the IR keeps the spans), not from a second parse:
+/// each finding points at the part it is about, in every file of a set.
+#[test]
+fn findings_point_at_the_part_of_the_rule_they_are_about() {
+    let first = "permit if action == \"read\" and action == \"read\" grant [\"read:x\"] for 1h;\n";
+    let second = concat!(
+        "forbid if action == \"write\";\n",
+        "// a comment, so offsets differ from the first file\n",
+        "permit if action == \"write\" and subject.attested == true\n",
+        "  grant [\"write:{resource.id}\"];\n",
+        "permit if action == \"x\" grant [\"read:db://x/**\"] for 1h;\n",
+        "permit if subject.attested == true and subject.attested == false;\n",
+    );
+    let engine = match Engine::compile([("a.writ", first), ("b.writ", second)], None) {
+        Ok(engine) => engine,
+        Err(diagnostics) => panic!("{}", diagnostics.render(false)),
+    };
+    let findings: Vec<Finding> = lint::lint(&engine);
+    let mut seen = Vec::new();
+    for finding in &findings {
+        let file = engine.sources().get(finding.span.file);
+        let text = file.slice(finding.span);
+        seen.push((finding.lint.code_name(), text.to_owned()));
+    }
+    let has = |code: &str, text: &str| {
+        seen.iter()
+            .any(|(c, t)| c == &format!("writ::lint::{code}") && t == text)
+    };
+    assert!(has("overridden_permit", "permit"), "{seen:?}");
+    assert!(
+        has("unbounded_ttl", "grant [\"write:{resource.id}\"]"),
+        "{seen:?}"
+    );
+    assert!(has("broad_grant", "\"read:db://x/**\""), "{seen:?}");
+    assert!(
+        has(
+            "dead_permit",
+            "subject.attested == true and subject.attested == false"
+        ),
+        "{seen:?}"
+    );
+}

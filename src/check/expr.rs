@@ -1,0 +1,480 @@
+//! Expressions: names, attribute paths, calls, quantifiers, lowered with
+//! their types.
+
+use super::suggest::closest;
+use super::{ids::collapse, is_reserved, CheckError, Checker, MAX_DEPTH};
+use crate::ast::{self, ExprKind as A};
+use crate::ir::{Attr, Builtin, Dim, Expr, ExprKind as I, Lit, Ty};
+use crate::sensitivity::Sensitivity;
+use crate::source::Span;
+
+impl Checker<'_> {
+    /// An expression that must be a condition.
+    pub(super) fn condition(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        let lowered = self.expr(expr)?;
+        if matches!(lowered.ty, Ty::Bool | Ty::Any) {
+            Some(lowered)
+        } else {
+            self.error(
+                expr.span,
+                CheckError::NotACondition {
+                    ty: lowered.ty.name(),
+                    span: expr.span.source_span(),
+                },
+            );
+            None
+        }
+    }
+
+    /// Lowers an expression, refusing one nested deeper than
+    /// [`MAX_DEPTH`] (reported once per expression).
+    pub(super) fn expr(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        if self.depth >= MAX_DEPTH {
+            if !self.too_deep {
+                self.too_deep = true;
+                self.error(
+                    expr.span,
+                    CheckError::TooDeep {
+                        limit: MAX_DEPTH,
+                        span: expr.span.source_span(),
+                    },
+                );
+            }
+            return None;
+        }
+        self.depth += 1;
+        let lowered = self.lower(expr);
+        self.depth -= 1;
+        if self.depth == 0 {
+            self.too_deep = false;
+        }
+        lowered
+    }
+
+    fn lower(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        let span = expr.span;
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        match &expr.kind {
+            A::Str(text) => {
+                let value: Box<str> = if text.contains('\\') {
+                    text.replace("\\{", "{").replace("\\}", "}").into()
+                } else {
+                    text.as_str().into()
+                };
+                make(I::Lit(Lit::Str(value)), Ty::Str)
+            }
+            A::Num(n) => make(I::Lit(Lit::Num(*n)), Ty::Num),
+            A::Dur(d) => make(I::Lit(Lit::Dur(*d)), Ty::Dur),
+            A::Bool(b) => make(I::Lit(Lit::Bool(*b)), Ty::Bool),
+            A::List(items) => self.list(items, span),
+            A::Name(name) => self.name(name, span),
+            A::Field(..) => self.path(expr),
+            A::Index(base, index) => self.index(base, index, span),
+            A::Call(call) => self.call(&call.0, &call.1, span),
+            A::Not(inner) => {
+                let inner = self.condition(inner)?;
+                make(I::Not(Box::new(inner)), Ty::Bool)
+            }
+            A::Has(base, fields) => self.has(base, fields, span),
+            A::Quantifier(quantifier) => self.quantifier(quantifier, span),
+            A::Binary(op, left, right) => self.binary(*op, left, right, span),
+            A::Error => None,
+        }
+    }
+
+    /// `[a, b, ...]`: a list of constants.
+    fn list(&mut self, items: &[ast::Expr], span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        let mut lowered = Vec::new();
+        for item in items {
+            lowered.push(self.expr(item)?);
+        }
+        // A fresh list, not one collected in place: that would keep
+        // the expressions' larger buffer alive in the constant.
+        let mut lits = Vec::with_capacity(lowered.len());
+        for e in lowered {
+            match e.kind {
+                I::Lit(l) => lits.push(l),
+                _ => break,
+            }
+        }
+        let all_lit = (lits.len() == items.len()).then_some(lits);
+        match all_lit {
+            Some(lits) => {
+                let lit = Lit::List(lits);
+                let ty = lit.ty();
+                make(I::Lit(lit), ty)
+            }
+            None => {
+                self.error(
+                    span,
+                    CheckError::NotConstant {
+                        what: "a list literal",
+                        expected: "list",
+                        span: span.source_span(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// `base[index]`.
+    fn index(&mut self, base: &ast::Expr, index: &ast::Expr, span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        // `resource["ownerID"]`: a dimension's attribute by exact
+        // name, with no "did you mean" check.
+        if let (A::Name(root), A::Str(field)) = (&base.kind, &index.kind) {
+            let shadowed = self.locals.iter().any(|(n, _)| n == root);
+            if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
+                let attr = Attr::of(dim, field);
+                let ty = attr.ty();
+                return make(I::Attr(attr), ty);
+            }
+        }
+        let base = self.expr(base)?;
+        let index = self.expr(index)?;
+        if !matches!(base.ty, Ty::Any | Ty::List | Ty::StrList) {
+            self.error(
+                span,
+                CheckError::BadOperand {
+                    message: format!("a {} cannot be indexed", base.ty.name()),
+                    span: span.source_span(),
+                    help: None,
+                },
+            );
+            return None;
+        }
+        let ty = if base.ty == Ty::StrList {
+            Ty::Str
+        } else {
+            Ty::Any
+        };
+        make(I::Index(Box::new(base), Box::new(index)), ty)
+    }
+
+    /// `name(args...)`: a built-in function.
+    fn call(&mut self, name: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        let Some((_, builtin, arity)) = Builtin::ALL
+            .iter()
+            .find(|(n, _, _)| **n == *name.name)
+            .copied()
+        else {
+            self.error(
+                name.span,
+                CheckError::UnknownFunction {
+                    name: name.name.to_string(),
+                    span: name.span.source_span(),
+                },
+            );
+            return None;
+        };
+        if args.len() != arity {
+            self.error(
+                span,
+                CheckError::WrongArity {
+                    name: name.name.to_string(),
+                    expected: arity,
+                    found: args.len(),
+                    span: span.source_span(),
+                },
+            );
+            return None;
+        }
+        let mut lowered = Vec::new();
+        for arg in args {
+            lowered.push(self.expr(arg)?);
+        }
+        let stringy = |t: Ty| matches!(t, Ty::Str | Ty::Any);
+        let listy = |t: Ty| matches!(t, Ty::Str | Ty::Any | Ty::List | Ty::StrList);
+        let expected: &[ArgCheck] = match builtin {
+            Builtin::Len | Builtin::Contains => &[(listy, "a list or a string")],
+            Builtin::StartsWith | Builtin::EndsWith => {
+                &[(stringy, "a string"), (stringy, "a string")]
+            }
+            Builtin::Lower => &[(stringy, "a string")],
+        };
+        for ((accepts, what), arg) in expected.iter().zip(&lowered) {
+            if !accepts(arg.ty) {
+                self.error(
+                    arg.span,
+                    CheckError::BadOperand {
+                        message: format!(
+                            "`{}` takes {what} here, not a {}",
+                            name.name,
+                            arg.ty.name()
+                        ),
+                        span: arg.span.source_span(),
+                        help: None,
+                    },
+                );
+                return None;
+            }
+        }
+        let ty = match builtin {
+            Builtin::Len => Ty::Num,
+            Builtin::Lower => Ty::Str,
+            _ => Ty::Bool,
+        };
+        make(I::Call(builtin, lowered), ty)
+    }
+
+    /// `all x in list: body`, `any x in list: body`.
+    fn quantifier(&mut self, quantifier: &ast::Quantifier, span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        let ast::Quantifier {
+            all,
+            var,
+            list,
+            body,
+        } = quantifier;
+        let list = self.expr(list)?;
+        let elem = match list.ty {
+            Ty::StrList => Ty::Str,
+            Ty::List | Ty::Any => Ty::Any,
+            other => {
+                self.error(
+                    list.span,
+                    CheckError::BadOperand {
+                        message: format!(
+                            "`{}` ranges over a list, not a {}",
+                            if *all { "all" } else { "any" },
+                            other.name()
+                        ),
+                        span: list.span.source_span(),
+                        help: None,
+                    },
+                );
+                return None;
+            }
+        };
+        if is_reserved(&var.name) {
+            self.error(
+                var.span,
+                CheckError::ReservedName {
+                    name: var.name.to_string(),
+                    span: var.span.source_span(),
+                },
+            );
+            return None;
+        }
+        self.locals.push((var.name.to_string(), elem));
+        let body = self.condition(body);
+        self.locals.pop();
+        make(
+            I::Quantifier {
+                all: *all,
+                list: Box::new(list),
+                body: Box::new(body?),
+            },
+            Ty::Bool,
+        )
+    }
+
+    pub(super) fn name(&mut self, name: &str, span: Span) -> Option<Expr> {
+        let make = |kind, ty| Some(Expr { kind, ty, span });
+        if let Some(depth) = self.locals.iter().rposition(|(n, _)| n == name) {
+            let ty = self.locals[depth].1;
+            return make(I::Local(depth), ty);
+        }
+        if let Some(c) = self.consts.get(name) {
+            let ty = c.value.ty();
+            return make(I::Lit(c.value.clone()), ty);
+        }
+        match name {
+            "action" => return make(I::Attr(Attr::Action), Ty::Str),
+            "sensitivity" => return make(I::Attr(Attr::Sensitivity), Ty::Level),
+            _ => {}
+        }
+        if let Some(dim) = Dim::from_name(name) {
+            let example = dim
+                .fields()
+                .first()
+                .map_or("approval", |(f, _)| f)
+                .to_owned();
+            self.error(
+                span,
+                CheckError::ObjectAsValue {
+                    name: name.to_owned(),
+                    example,
+                    span: span.source_span(),
+                },
+            );
+            return None;
+        }
+        if let Some(level) = Sensitivity::from_name(name) {
+            return make(I::Lit(Lit::Level(level)), Ty::Level);
+        }
+        if self.data.contains_key(name) {
+            return make(I::Data(name.into()), Ty::Any);
+        }
+        let mut candidates: Vec<&str> = vec![
+            "subject",
+            "resource",
+            "intent",
+            "environment",
+            "requested",
+            "context",
+            "action",
+            "sensitivity",
+            "public",
+            "internal",
+            "confidential",
+            "restricted",
+        ];
+        candidates.extend(self.consts.keys().map(String::as_str));
+        candidates.extend(self.data.keys().map(String::as_str));
+        candidates.extend(self.locals.iter().map(|(n, _)| n.as_str()));
+        let help = closest(name, candidates).map(|c| format!("did you mean `{c}`?"));
+        self.error(
+            span,
+            CheckError::UnknownName {
+                name: name.to_owned(),
+                span: span.source_span(),
+                help: help.or_else(|| {
+                    Some("names are constants, the dimensions (`subject`, `resource`, ...), sensitivity levels and data keys".to_owned())
+                }),
+            },
+        );
+        None
+    }
+
+    /// `dim.field...`, `data.key`, `local.field`.
+    pub(super) fn path(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        let A::Field(base, field) = &expr.kind else {
+            return self.expr(expr);
+        };
+        if let A::Name(root) = &base.kind {
+            let shadowed =
+                self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(&**root);
+            if let (Some(dim), false) = (Dim::from_name(root), shadowed) {
+                let attr = self.attr(dim, field)?;
+                let ty = attr.ty();
+                return Some(Expr {
+                    kind: I::Attr(attr),
+                    ty,
+                    span: expr.span,
+                });
+            }
+        }
+        let base = self.expr(base)?;
+        match base.ty {
+            Ty::Any => Some(Expr {
+                kind: I::Field(Box::new(base), (*field.name).into()),
+                ty: Ty::Any,
+                span: expr.span,
+            }),
+            other => {
+                self.error(
+                    field.span,
+                    CheckError::UnknownAttribute {
+                        path: collapse(self.sources.slice(expr.span)),
+                        span: field.span.source_span(),
+                        help: Some(format!("a {} has no fields", other.name())),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn attr(&mut self, dim: Dim, field: &ast::Ident) -> Option<Attr> {
+        let name = &*field.name;
+        // The known fields (`dim.fields()`) are exactly those with an
+        // attribute of their own.
+        let known = Attr::of(dim, name);
+        if !matches!(known, Attr::Extra(..)) {
+            return Some(known);
+        }
+        let fields = dim.fields();
+        if dim != Dim::Context && !fields.iter().any(|(f, _)| *f == name) {
+            let suggestion = closest(name, fields.iter().map(|(f, _)| *f));
+            if suggestion.is_some() || dim == Dim::Requested {
+                let help = match suggestion {
+                    Some(s) => format!("did you mean `{}.{s}`?", dim.name()),
+                    None => "`requested` has `scope` and `ttl`".to_owned(),
+                };
+                self.error(
+                    field.span,
+                    CheckError::UnknownAttribute {
+                        path: format!("{}.{name}", dim.name()),
+                        span: field.span.source_span(),
+                        help: Some(help),
+                    },
+                );
+                return None;
+            }
+        }
+        Some(Attr::of(dim, name))
+    }
+
+    pub(super) fn has(
+        &mut self,
+        base: &ast::Expr,
+        fields: &[ast::Ident],
+        span: Span,
+    ) -> Option<Expr> {
+        let make = |kind| {
+            Some(Expr {
+                kind,
+                ty: Ty::Bool,
+                span,
+            })
+        };
+        let rest = |from: usize| fields[from..].iter().map(|f| (*f.name).into()).collect();
+        if let A::Name(root) = &base.kind {
+            if let Some(dim) = Dim::from_name(root) {
+                let attr = self.attr(dim, &fields[0])?;
+                return make(I::Has(attr, rest(1)));
+            }
+        }
+        let lowered = self.expr(base)?;
+        match lowered.kind {
+            I::Attr(attr) if lowered.ty == Ty::Any => make(I::Has(attr, rest(0))),
+            _ => {
+                self.error(
+                    base.span,
+                    CheckError::BadOperand {
+                        message:
+                            "`has` needs a dimension or an attribute holding an object on its left"
+                                .to_owned(),
+                        span: base.span.source_span(),
+                        help: Some(
+                            "for example `context has approval` or `subject has owner`".to_owned(),
+                        ),
+                    },
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A test on an argument's type and how the expected type is named.
+type ArgCheck = (fn(Ty) -> bool, &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_fields_are_the_attributes_of_their_own() {
+        for dim in [
+            Dim::Subject,
+            Dim::Resource,
+            Dim::Intent,
+            Dim::Environment,
+            Dim::Requested,
+            Dim::Context,
+        ] {
+            for (field, _) in dim.fields() {
+                assert!(!matches!(Attr::of(dim, field), Attr::Extra(..)));
+            }
+            for field in ["name", "id", "kind", "time", "scope", "task", "x"] {
+                let known = dim.fields().iter().any(|(f, _)| *f == field);
+                assert_eq!(known, !matches!(Attr::of(dim, field), Attr::Extra(..)));
+            }
+        }
+    }
+}
