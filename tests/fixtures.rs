@@ -8,7 +8,7 @@
 //! names as closest on a default deny. Those are checked here, on the
 //! decisions of named cases of the corpus.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use writ::decision::{Decision, Outcome};
@@ -24,13 +24,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The runner on `tests/core` and `tests/pack`, with paths relative to the
-/// crate root as `writ test` would print them.
+/// The runner on `tests/core` and `tests/pack`, by full path (the tests
+/// run in parallel in one process, so none may change its directory).
 fn run_corpus() -> Report {
-    std::env::set_current_dir(root()).expect("cannot enter the crate root");
-    let files = fixture::discover(&[CORE.into(), PACK.into()]);
+    let core = root().join(CORE);
+    let files = fixture::discover(&[core.clone(), root().join(PACK)])
+        .unwrap_or_else(|e| panic!("cannot walk the corpus: {e}"));
     assert!(
-        files.iter().any(|f| f.starts_with(CORE)),
+        files.iter().any(|f| f.starts_with(&core)),
         "no fixture files under {CORE}"
     );
     fixture::run(&files)
@@ -40,14 +41,14 @@ fn core_cases(report: &Report) -> usize {
     report
         .cases
         .iter()
-        .filter(|c| Path::new(&c.name).starts_with(CORE))
+        .filter(|c| Path::new(&c.name).starts_with(root().join(CORE)))
         .count()
 }
 
 /// The decision of the case `name` in the fixture file `file` (relative
 /// to `tests/core`).
 fn decision<'r>(report: &'r Report, file: &str, name: &str) -> &'r Decision {
-    let full = format!("{}: {name}", PathBuf::from(CORE).join(file).display());
+    let full = format!("{}: {name}", root().join(CORE).join(file).display());
     let case = report
         .cases
         .iter()

@@ -18,7 +18,7 @@ fn policy_files() -> Vec<PathBuf> {
         .iter()
         .map(|dir| root.join(dir))
         .collect();
-    let files = writ::fmt::discover(&roots);
+    let files = writ::load::discover(&roots, "writ").expect("walks the policy folders");
     assert!(
         files.len() >= DEFAULT_PACK.len(),
         "found only {} policy files",
