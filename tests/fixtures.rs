@@ -305,3 +305,118 @@ fn decisions_carry_the_policy_digest() {
         );
     }
 }
+
+/// A scratch directory holding `sub/a.writ`, a fixture and a data file,
+/// with `sub/up -> ..`: a symlink loop.
+#[cfg(unix)]
+fn looped_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("writ-loop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).expect("temp dir");
+    std::fs::write(dir.join("sub/a.writ"), "@id(\"p\")\npermit;\n").expect("write");
+    std::fs::write(
+        dir.join("sub/case.json"),
+        r#"{"policies": ["."], "cases": []}"#,
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..", dir.join("sub/up")).expect("symlink");
+    dir
+}
+
+#[cfg(unix)]
+fn writ_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("writ runs")
+}
+
+/// `writ check`, `fmt`, `test`, `lint`, `manifest` and `serve` refuse a
+/// directory with a symlink loop, naming the link, instead of reading the
+/// same file again at every level (and reporting each rule as a duplicate).
+#[cfg(unix)]
+#[test]
+fn a_symlink_loop_is_refused_by_every_command() {
+    let dir = looped_dir("commands");
+    let commands: [&[&str]; 6] = [
+        &["check", "."],
+        &["fmt", "--check", "."],
+        &["test", "."],
+        &["lint", "."],
+        &["manifest", "."],
+        &["serve", "--addr", "127.0.0.1:0", "--policy", "."],
+    ];
+    for args in commands {
+        let output = writ_in(&dir, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "writ {args:?}: {stderr}");
+        assert!(
+            stderr.contains("is a symbolic link loop") && stderr.contains("sub/up"),
+            "writ {args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("duplicate"), "writ {args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Directories are walked alike everywhere: entries whose name starts with
+/// `.` are skipped by `writ test` as by `writ check` and the server.
+#[test]
+fn dot_entries_are_skipped_by_the_test_runner() {
+    let dir = std::env::temp_dir().join(format!("writ-dot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("..data")).expect("temp dir");
+    let fixture = r#"{"cases": [{"name": "x", "request": {}, "expect": {"decision": "deny"}}]}"#;
+    std::fs::write(dir.join("a.json"), fixture).expect("write");
+    std::fs::write(dir.join("..data/a.json"), fixture).expect("write");
+    let files = fixture::discover(std::slice::from_ref(&dir)).expect("walks");
+    assert_eq!(files, [dir.join("a.json")]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A data file is read by the JSON reader everywhere: a duplicate key is
+/// refused by `writ check`, `writ eval` and `writ serve`, not resolved to
+/// its last value.
+#[test]
+fn a_duplicate_key_in_a_data_file_is_refused() {
+    let dir = std::env::temp_dir().join(format!("writ-dupdata-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let data = dir.join("data.json");
+    std::fs::write(&data, r#"{"max_recent_issuances": 3, "max_recent_issuances": 9}"#)
+        .expect("write");
+    std::fs::write(dir.join("request.json"), "{}").expect("write");
+    let data = data.display().to_string();
+    let request = dir.join("request.json").display().to_string();
+    let commands: [&[&str]; 3] = [
+        &["check", "default", "--data", &data],
+        &["eval", "--request", &request, "--data", &data],
+        &["serve", "--addr", "127.0.0.1:0", "--data", &data],
+    ];
+    for args in commands {
+        let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+            .args(args)
+            .output()
+            .expect("writ runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "writ {args:?}: {stderr}");
+        assert!(
+            stderr.contains("duplicate key at `max_recent_issuances`"),
+            "writ {args:?}: {stderr}"
+        );
+    }
+    // A byte order mark before the object is skipped.
+    std::fs::write(dir.join("bom.json"), "\u{feff}{\"max_recent_issuances\": 3}").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["check", "default", "--data"])
+        .arg(dir.join("bom.json"))
+        .output()
+        .expect("writ runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
