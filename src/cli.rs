@@ -438,22 +438,19 @@ fn run(cli: Cli) -> Result<u8, String> {
     }
 }
 
-/// `10s`, `500ms`, `2m`: a duration for `writ serve`'s options.
+/// `10s`, `500ms`, `2m`, `1h30m`: a duration for `writ serve`'s options,
+/// read by the parser of the policy language's durations (bare digits are
+/// seconds).
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    use crate::duration::{parse_millis, DurationError};
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write it like `10s` or `500ms`"))?;
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(number)),
-        "s" | "" => Ok(std::time::Duration::from_secs(number)),
-        "m" => Ok(std::time::Duration::from_secs(number.saturating_mul(60))),
-        _ => Err(format!(
-            "`{text}` has an unknown unit; use `ms`, `s` or `m`"
+    match parse_millis(text) {
+        Ok(millis) => u64::try_from(millis)
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{text}` is too long a duration")),
+        Err(DurationError::Overflow) => Err(format!("`{text}` is too long a duration")),
+        Err(DurationError::Syntax) => Err(format!(
+            "`{text}` is not a duration; write it like `10s`, `500ms` or `1h30m` (units `ms`, `s`, `m`, `h`, `d`)"
         )),
     }
 }

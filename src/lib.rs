@@ -163,7 +163,9 @@ internal!(
     source,
 );
 
+mod duration;
 mod hex;
+mod suggest;
 
 #[cfg(all(feature = "cli", not(feature = "internals")))]
 mod fixture;
