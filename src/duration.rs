@@ -96,9 +96,6 @@ mod tests {
             parse_seconds("99999999999999999999d"),
             Err(DurationError::Overflow)
         );
-        assert_eq!(
-            parse_seconds(&"9".repeat(60)),
-            Err(DurationError::Overflow)
-        );
+        assert_eq!(parse_seconds(&"9".repeat(60)), Err(DurationError::Overflow));
     }
 }

@@ -383,8 +383,11 @@ fn a_duplicate_key_in_a_data_file_is_refused() {
     let dir = std::env::temp_dir().join(format!("writ-dupdata-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let data = dir.join("data.json");
-    std::fs::write(&data, r#"{"max_recent_issuances": 3, "max_recent_issuances": 9}"#)
-        .expect("write");
+    std::fs::write(
+        &data,
+        r#"{"max_recent_issuances": 3, "max_recent_issuances": 9}"#,
+    )
+    .expect("write");
     std::fs::write(dir.join("request.json"), "{}").expect("write");
     let data = data.display().to_string();
     let request = dir.join("request.json").display().to_string();
@@ -406,7 +409,11 @@ fn a_duplicate_key_in_a_data_file_is_refused() {
         );
     }
     // A byte order mark before the object is skipped.
-    std::fs::write(dir.join("bom.json"), "\u{feff}{\"max_recent_issuances\": 3}").expect("write");
+    std::fs::write(
+        dir.join("bom.json"),
+        "\u{feff}{\"max_recent_issuances\": 3}",
+    )
+    .expect("write");
     let output = Command::new(env!("CARGO_BIN_EXE_writ"))
         .args(["check", "default", "--data"])
         .arg(dir.join("bom.json"))

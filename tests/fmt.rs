@@ -98,27 +98,6 @@ fn formatting_twice_changes_nothing() {
     assert!(formatted_files >= DEFAULT_PACK.len());
 }
 
-#[test]
-fn formatting_keeps_tokens_and_comments() {
-    for path in policy_files() {
-        let name = relative(&path);
-        let text = read(&path);
-        let Ok(formatted) = format_source(&name, &text) else {
-            continue;
-        };
-        assert_eq!(
-            solid_tokens(&text),
-            solid_tokens(&formatted),
-            "tokens of `{name}`"
-        );
-        assert_eq!(
-            comments(&text),
-            comments(&formatted),
-            "comments of `{name}`"
-        );
-    }
-}
-
 /// Files that do not parse are refused with the parser's own diagnostics.
 #[test]
 fn files_that_do_not_parse_are_refused_with_their_diagnostics() {

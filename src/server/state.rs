@@ -439,9 +439,9 @@ pub(crate) fn compile(snapshot: &Snapshot) -> Result<Loaded, Refusal> {
     }
     let data = match &snapshot.data {
         None => None,
-        Some(file) => Some(
-            crate::load::parse_data(&file.name, &file.bytes).map_err(Refusal::Read)?,
-        ),
+        Some(file) => {
+            Some(crate::load::parse_data(&file.name, &file.bytes).map_err(Refusal::Read)?)
+        }
     };
     let names: Vec<String> = sources.iter().map(|(name, _)| name.clone()).collect();
     let engine = Engine::compile(sources, data.as_ref()).map_err(|diagnostics| {
