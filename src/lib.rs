@@ -90,7 +90,7 @@
 //!   assert_eq!(decision.decision, writ::Effect::Deny);
 //!   assert!(decision.trace.iter().any(|e| e.outcome == writ::Outcome::Matched));
 //!   let text = writ::explain(&decision, &engine, writ::Style::new(false));
-//!   assert!(text.contains("deny"));
+//!   assert!(text.contains("DENY"));
 //!   ```
 //!
 //! - Tools: [`format_source`] (what `writ fmt` writes), [`lint()`] (what
