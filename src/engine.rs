@@ -170,17 +170,25 @@ impl Engine {
         &self.digest
     }
 
-    /// The checked rules.
+    /// The id of every rule, in source order.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.set.rules.iter().map(|rule| rule.id.as_str())
+    }
+
+    /// The checked rules (internal: the IR is not an API).
+    #[doc(hidden)]
     pub fn policy(&self) -> &PolicySet {
         &self.set
     }
 
-    /// The decision tree.
+    /// The decision tree (internal: the tree is not an API).
+    #[doc(hidden)]
     pub fn tree(&self) -> &Tree {
         &self.tree
     }
 
-    /// The sources compiled.
+    /// The sources compiled (internal).
+    #[doc(hidden)]
     pub fn sources(&self) -> &Sources {
         &self.sources
     }
@@ -197,12 +205,7 @@ fn digest(sources: &Sources, data: Option<&serde_json::Map<String, Value>>) -> S
     if let Some(data) = data {
         hasher.update(serde_json::to_string(data).unwrap_or_default().as_bytes());
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    crate::hex::prefixed("sha256:", &hasher.finalize())
 }
 
 /// Problems with inputs other than policy text.

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::decision::{Decision, Effect};
-use crate::engine::{Engine, DEFAULT_PACK};
+use crate::engine::Engine;
 use crate::request::Request;
 
 /// A fixture file.
@@ -127,20 +127,26 @@ impl Report {
 /// Finds fixture files under the paths, sorted: files named directly, and
 /// the `*.json` files below directories that hold a fixture (an object with
 /// `cases`); other JSON there (example requests, data) is left alone.
-pub fn discover(paths: &[PathBuf]) -> Vec<PathBuf> {
+/// Directories are walked as [`crate::load::walk`] does: a symlink loop is
+/// an error.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut found = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut below = Vec::new();
-            collect(path, "json", &mut below);
-            found.extend(below.into_iter().filter(|file| is_fixture(file)));
+            let below = crate::load::walk(path, "json")?;
+            found.extend(
+                below
+                    .into_iter()
+                    .map(|file| file.path)
+                    .filter(|file| is_fixture(file)),
+            );
         } else {
             found.push(path.clone());
         }
     }
     found.sort();
     found.dedup();
-    found
+    Ok(found)
 }
 
 /// True when the file holds a JSON object with a `cases` key.
@@ -149,62 +155,6 @@ fn is_fixture(path: &Path) -> bool {
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok())
         .is_some_and(|value| value.get("cases").is_some())
-}
-
-/// Files with extension `ext` under `path` (or `path` itself), recursively.
-pub fn collect(path: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    if path.is_dir() {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return;
-        };
-        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        children.sort();
-        for child in children {
-            collect(&child, ext, out);
-        }
-    } else if path.extension().is_some_and(|e| e == ext) {
-        out.push(path.to_path_buf());
-    }
-}
-
-/// Reads policy sources: `default` is the embedded pack, a directory is
-/// every `.writ` file below it (sorted), a file is itself.
-pub fn load_policies(paths: &[String], base: &Path) -> Result<Vec<(String, String)>, String> {
-    let mut files = Vec::new();
-    if paths.is_empty() {
-        files.extend(
-            DEFAULT_PACK
-                .iter()
-                .map(|(n, t)| (n.to_string(), t.to_string())),
-        );
-        return Ok(files);
-    }
-    for path in paths {
-        if path == "default" {
-            files.extend(
-                DEFAULT_PACK
-                    .iter()
-                    .map(|(n, t)| (n.to_string(), t.to_string())),
-            );
-            continue;
-        }
-        let full = if base == Path::new(".") {
-            PathBuf::from(path)
-        } else {
-            base.join(path)
-        };
-        let mut found = Vec::new();
-        collect(&full, "writ", &mut found);
-        if found.is_empty() {
-            return Err(format!("no `.writ` files at `{}`", full.display()));
-        }
-        for file in found {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            files.push((file.display().to_string(), text));
-        }
-    }
-    Ok(files)
 }
 
 /// Runs every case of every file.
@@ -243,7 +193,7 @@ fn run_file(path: &Path, report: &mut Report) {
         }
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let engine = match load_policies(&fixture.policies, base).and_then(|files| {
+    let engine = match crate::load::load_policies(&fixture.policies, base).and_then(|files| {
         Engine::compile(files, fixture.data.as_ref()).map_err(|d| d.render(false))
     }) {
         Ok(engine) => engine,
@@ -456,11 +406,14 @@ mod tests {
         let request = dir.join("b.json");
         std::fs::write(&fixture, r#"{"cases": []}"#).expect("write");
         std::fs::write(&request, r#"{"subject": {}}"#).expect("write");
-        assert_eq!(discover(std::slice::from_ref(&dir)), vec![fixture.clone()]);
+        assert_eq!(
+            discover(std::slice::from_ref(&dir)),
+            Ok(vec![fixture.clone()])
+        );
         // A file named directly is taken as a fixture, and fails to load.
         assert_eq!(
             discover(std::slice::from_ref(&request)),
-            vec![request.clone()]
+            Ok(vec![request.clone()])
         );
         let report = run(&[request]);
         assert_eq!(report.failed(), 1);

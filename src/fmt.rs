@@ -23,7 +23,6 @@
 //!
 //! Files that do not lex or parse are refused, with their diagnostics.
 
-use std::path::{Path, PathBuf};
 
 use miette::Diagnostic;
 use thiserror::Error;
@@ -108,30 +107,6 @@ pub fn same_tokens(before: &str, after: &str) -> bool {
         && b_errors.is_empty()
         && solid(&a) == solid(&b)
         && comments(before, &a) == comments(after, &b)
-}
-
-/// The `.writ` files under the given paths (a file is itself), sorted.
-pub fn discover(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for path in paths {
-        collect(path, &mut found);
-    }
-    found.sort();
-    found.dedup();
-    found
-}
-
-fn collect(path: &Path, out: &mut Vec<PathBuf>) {
-    if path.is_dir() {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            collect(&entry.path(), out);
-        }
-    } else if path.extension().is_some_and(|e| e == "writ") {
-        out.push(path.to_path_buf());
-    }
 }
 
 /// A non-comment token with the comments around it.

@@ -323,31 +323,9 @@ fn lex_duration(lex: &mut logos::Lexer<Token>) -> Result<u64, LexErrorKind> {
     duration_seconds(lex.slice())
 }
 
-/// Seconds in `1h30m`-style text; `None` on overflow.
+/// Seconds in `1h30m`-style text (the regex has checked the form).
 fn duration_seconds(text: &str) -> Result<u64, LexErrorKind> {
-    let mut total: u64 = 0;
-    let mut number: u64 = 0;
-    for c in text.chars() {
-        if let Some(digit) = c.to_digit(10) {
-            number = number
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(u64::from(digit)))
-                .ok_or(LexErrorKind::DurationOverflow)?;
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => 86400,
-        };
-        total = number
-            .checked_mul(unit)
-            .and_then(|n| total.checked_add(n))
-            .ok_or(LexErrorKind::DurationOverflow)?;
-        number = 0;
-    }
-    Ok(total)
+    crate::duration::parse_seconds(text).map_err(|_| LexErrorKind::DurationOverflow)
 }
 
 /// A lexer error with its location.

@@ -308,7 +308,7 @@ impl Request {
 
     /// Parses and validates a request, returning what validation derived
     /// too, so that deciding it does not validate it again. The text is read
-    /// by [`json::read_str`] (duplicate keys and nesting deeper than
+    /// by the JSON reader (`request::json::read_str`) (duplicate keys and nesting deeper than
     /// [`MAX_JSON_DEPTH`] refused, a leading byte order mark skipped); its
     /// size is the caller's to limit.
     pub fn parse_json(text: &str) -> Result<(Request, Prepared), RequestError> {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use miette::{NamedSource, SourceSpan};
 
-/// Identifies one file inside a [`Sources`] set.
+/// Identifies one file inside a [`Sources`] set. Only [`Sources::add`]
+/// makes one outside this crate, so that [`Sources::get`] finds the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId(pub u32);
+pub struct FileId(pub(crate) u32);
 
 /// A byte range inside one source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -266,7 +266,7 @@ fn a_rejected_request_is_denied_the_same_way_every_time() {
 #[test]
 fn the_core_corpus_is_deterministic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let files = writ::fixture::discover(&[root.join("tests/core")]);
+    let files = writ::fixture::discover(&[root.join("tests/core")]).expect("walks tests/core");
     assert!(!files.is_empty(), "no fixture files in tests/core");
     let mut decided = 0;
     for file in files {
@@ -275,7 +275,7 @@ fn the_core_corpus_is_deterministic() {
             serde_json::from_str(&text).expect("a valid fixture file");
         let base: PathBuf = file.parent().expect("a parent directory").to_path_buf();
         let compile = || {
-            let sources = writ::fixture::load_policies(&fixture.policies, &base)
+            let sources = writ::load::load_policies(&fixture.policies, &base)
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             Engine::compile(sources, fixture.data.as_ref())
                 .unwrap_or_else(|d| panic!("{}:\n{}", file.display(), d.render(false)))

@@ -8,7 +8,7 @@
 //! names as closest on a default deny. Those are checked here, on the
 //! decisions of named cases of the corpus.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use writ::decision::{Decision, Outcome};
@@ -24,13 +24,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The runner on `tests/core` and `tests/pack`, with paths relative to the
-/// crate root as `writ test` would print them.
+/// The runner on `tests/core` and `tests/pack`, by full path (the tests
+/// run in parallel in one process, so none may change its directory).
 fn run_corpus() -> Report {
-    std::env::set_current_dir(root()).expect("cannot enter the crate root");
-    let files = fixture::discover(&[CORE.into(), PACK.into()]);
+    let core = root().join(CORE);
+    let files = fixture::discover(&[core.clone(), root().join(PACK)])
+        .unwrap_or_else(|e| panic!("cannot walk the corpus: {e}"));
     assert!(
-        files.iter().any(|f| f.starts_with(CORE)),
+        files.iter().any(|f| f.starts_with(&core)),
         "no fixture files under {CORE}"
     );
     fixture::run(&files)
@@ -40,14 +41,14 @@ fn core_cases(report: &Report) -> usize {
     report
         .cases
         .iter()
-        .filter(|c| Path::new(&c.name).starts_with(CORE))
+        .filter(|c| Path::new(&c.name).starts_with(root().join(CORE)))
         .count()
 }
 
 /// The decision of the case `name` in the fixture file `file` (relative
 /// to `tests/core`).
 fn decision<'r>(report: &'r Report, file: &str, name: &str) -> &'r Decision {
-    let full = format!("{}: {name}", PathBuf::from(CORE).join(file).display());
+    let full = format!("{}: {name}", root().join(CORE).join(file).display());
     let case = report
         .cases
         .iter()
@@ -303,4 +304,126 @@ fn decisions_carry_the_policy_digest() {
             d.policy.digest
         );
     }
+}
+
+/// A scratch directory holding `sub/a.writ`, a fixture and a data file,
+/// with `sub/up -> ..`: a symlink loop.
+#[cfg(unix)]
+fn looped_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("writ-loop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).expect("temp dir");
+    std::fs::write(dir.join("sub/a.writ"), "@id(\"p\")\npermit;\n").expect("write");
+    std::fs::write(
+        dir.join("sub/case.json"),
+        r#"{"policies": ["."], "cases": []}"#,
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..", dir.join("sub/up")).expect("symlink");
+    dir
+}
+
+#[cfg(unix)]
+fn writ_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("writ runs")
+}
+
+/// `writ check`, `fmt`, `test`, `lint`, `manifest` and `serve` refuse a
+/// directory with a symlink loop, naming the link, instead of reading the
+/// same file again at every level (and reporting each rule as a duplicate).
+#[cfg(unix)]
+#[test]
+fn a_symlink_loop_is_refused_by_every_command() {
+    let dir = looped_dir("commands");
+    let commands: [&[&str]; 6] = [
+        &["check", "."],
+        &["fmt", "--check", "."],
+        &["test", "."],
+        &["lint", "."],
+        &["manifest", "."],
+        &["serve", "--addr", "127.0.0.1:0", "--policy", "."],
+    ];
+    for args in commands {
+        let output = writ_in(&dir, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "writ {args:?}: {stderr}");
+        assert!(
+            stderr.contains("is a symbolic link loop") && stderr.contains("sub/up"),
+            "writ {args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("duplicate"), "writ {args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Directories are walked alike everywhere: entries whose name starts with
+/// `.` are skipped by `writ test` as by `writ check` and the server.
+#[test]
+fn dot_entries_are_skipped_by_the_test_runner() {
+    let dir = std::env::temp_dir().join(format!("writ-dot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("..data")).expect("temp dir");
+    let fixture = r#"{"cases": [{"name": "x", "request": {}, "expect": {"decision": "deny"}}]}"#;
+    std::fs::write(dir.join("a.json"), fixture).expect("write");
+    std::fs::write(dir.join("..data/a.json"), fixture).expect("write");
+    let files = fixture::discover(std::slice::from_ref(&dir)).expect("walks");
+    assert_eq!(files, [dir.join("a.json")]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A data file is read by the JSON reader everywhere: a duplicate key is
+/// refused by `writ check`, `writ eval` and `writ serve`, not resolved to
+/// its last value.
+#[test]
+fn a_duplicate_key_in_a_data_file_is_refused() {
+    let dir = std::env::temp_dir().join(format!("writ-dupdata-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let data = dir.join("data.json");
+    std::fs::write(
+        &data,
+        r#"{"max_recent_issuances": 3, "max_recent_issuances": 9}"#,
+    )
+    .expect("write");
+    std::fs::write(dir.join("request.json"), "{}").expect("write");
+    let data = data.display().to_string();
+    let request = dir.join("request.json").display().to_string();
+    let commands: [&[&str]; 3] = [
+        &["check", "default", "--data", &data],
+        &["eval", "--request", &request, "--data", &data],
+        &["serve", "--addr", "127.0.0.1:0", "--data", &data],
+    ];
+    for args in commands {
+        let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+            .args(args)
+            .output()
+            .expect("writ runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "writ {args:?}: {stderr}");
+        assert!(
+            stderr.contains("duplicate key at `max_recent_issuances`"),
+            "writ {args:?}: {stderr}"
+        );
+    }
+    // A byte order mark before the object is skipped.
+    std::fs::write(
+        dir.join("bom.json"),
+        "\u{feff}{\"max_recent_issuances\": 3}",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["check", "default", "--data"])
+        .arg(dir.join("bom.json"))
+        .output()
+        .expect("writ runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -583,7 +583,7 @@ fn a_deep_data_file_is_refused() {
     let dir = scratch("data-depth");
     let request = write(&dir, "request.json", b"{}");
     // serde_json refuses documents nested deeper than 128 levels before it
-    // recurses further; writ reports that as invalid data.
+    // recurses further; the JSON reader reports that as invalid data.
     let deep = format!(
         "{{\"teams\": {}1{}}}",
         "[".repeat(100_000),
@@ -597,7 +597,8 @@ fn a_deep_data_file_is_refused() {
     );
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
-    assert!(message.contains("is not valid JSON"), "{message}");
+    assert!(message.contains("data file `"), "{message}");
+    assert!(message.contains("not valid JSON"), "{message}");
     assert!(message.contains("recursion limit exceeded"), "{message}");
     // Data nested 100 deep (within serde's limit) compiles and decides.
     let fine = format!("{{\"teams\": {}1{}}}", "[".repeat(99), "]".repeat(99));

@@ -392,7 +392,7 @@ fn writ_test_passes_the_pack_fixtures_with_every_rule_exercised() {
 
 #[test]
 fn fixture_runner_covers_every_pack_rule() {
-    let files = writ::fixture::discover(&[root().join("tests/pack")]);
+    let files = writ::fixture::discover(&[root().join("tests/pack")]).expect("walks tests/pack");
     assert!(files.len() >= 10, "{files:?}");
     let report = writ::fixture::run(&files);
     assert!(report.load_errors.is_empty(), "{:?}", report.load_errors);
@@ -461,7 +461,7 @@ fn agents_get_revoked_on_objective_change_and_others_do_not() {
 #[test]
 fn tree_and_naive_evaluation_agree_on_the_pack_fixtures() {
     let engine = writ::Engine::default_pack(None).expect("the pack compiles");
-    let files = writ::fixture::discover(&[root().join("tests/pack")]);
+    let files = writ::fixture::discover(&[root().join("tests/pack")]).expect("walks tests/pack");
     let mut checked = 0;
     for file in files {
         let fixture = read_json(&file);

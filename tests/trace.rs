@@ -181,7 +181,7 @@ fn writ_eval(request: &str, extra: &[&str]) -> Output {
 /// The engine the CLI builds: the same loader, so the same file names and
 /// therefore the same `at` locations and digest.
 fn cli_engine() -> Engine {
-    let files = writ::fixture::load_policies(&[POLICY.to_owned()], Path::new("."))
+    let files = writ::load::load_policies(&[POLICY.to_owned()], Path::new("."))
         .expect("load the trace policy");
     Engine::compile(files, None).unwrap_or_else(|d| panic!("{}", d.render(false)))
 }

@@ -12,9 +12,10 @@
 use arbitrary::{Result, Unstructured};
 use indexmap::IndexMap;
 use serde_json::{json, Value};
-use writ::decision::{Decision, Effect, Outcome};
-use writ::request::{Environment, Intent, Requested, Resource, Sensitivity, Subject};
-use writ::Request;
+use writ::{
+    Decision, Effect, Environment, Intent, Outcome, Request, Requested, Resource, Sensitivity,
+    Subject,
+};
 
 type Map = serde_json::Map<String, Value>;
 

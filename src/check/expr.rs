@@ -1,7 +1,7 @@
 //! Expressions: names, attribute paths, calls, quantifiers, lowered with
 //! their types.
 
-use super::suggest::closest;
+use crate::suggest::closest;
 use super::{ids::collapse, is_reserved, CheckError, Checker, MAX_DEPTH};
 use crate::ast::{self, ExprKind as A};
 use crate::ir::{Attr, Builtin, Dim, Expr, ExprKind as I, Lit, Ty};

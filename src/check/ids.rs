@@ -83,12 +83,7 @@ const ID_HASH_BYTES: usize = 8;
 /// (spacing, line breaks, comments) keeps its id.
 pub(super) fn generated_id(kind: &str, text: &str) -> String {
     let digest = Sha256::digest(canonical_tokens(text).as_bytes());
-    let hex: String = digest
-        .iter()
-        .take(ID_HASH_BYTES)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{kind}.{hex}")
+    crate::hex::prefixed(&format!("{kind}."), &digest[..ID_HASH_BYTES])
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod expr;
 mod ids;
 mod operators;
 mod rule;
-mod suggest;
+
 mod template;
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use crate::source::{Sources, Span};
 
 pub use error::CheckError;
 pub use ids::collapse;
-pub use suggest::closest;
+pub use crate::suggest::closest;
 
 struct Const {
     value: Lit,

@@ -7,6 +7,11 @@
 //! 62-bit numbers (the variant bits take the other two), so no two ids of
 //! one process are equal and ids of different processes share nothing but
 //! chance.
+//!
+//! `uuid` does the formatting and the version and variant bits; the bits
+//! themselves are not `Uuid::new_v4()` per id because that asks the kernel
+//! (`getrandom`) for 16 bytes on every decision, a system call on the hot
+//! path, and `uuid`'s `fast-rng` feature would add `rand` to the tree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

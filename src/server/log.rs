@@ -636,15 +636,7 @@ pub(crate) struct Entry<'a> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for byte in hash {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    out
+    crate::hex::prefixed("sha256:", &Sha256::digest(bytes))
 }
 
 /// `sha256:` of the request as decided (after the server filled in the

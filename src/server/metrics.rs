@@ -2,6 +2,12 @@
 //!
 //! Everything is a relaxed atomic: a scrape may see one counter a request
 //! ahead of another, which Prometheus tolerates.
+//!
+//! Written by hand rather than with the `prometheus` or
+//! `prometheus-client` crates: writ exports a fixed handful of series, and
+//! those crates bring a registry, label maps behind locks (or protobuf and
+//! their own derive macros) into the hot path for what is here a few lines
+//! of `writeln!` over atomics.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -451,6 +451,11 @@ impl Outcome {
     }
 }
 
+/// The watcher polls (reads the set and compares content digests) rather
+/// than subscribing to file events through `notify`: events are unreliable
+/// on the network and overlay file systems policies are mounted from, and a
+/// Kubernetes ConfigMap update is one symlink swap two directories up,
+/// which inotify on the files never reports. A read a second is cheap.
 fn spawn_watcher(app: Arc<App>, config: &Config) {
     let every = config.watch_interval;
     let settle = config.reload_settle;

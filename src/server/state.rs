@@ -14,11 +14,10 @@ use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::engine::{Engine, DEFAULT_PACK};
-use crate::source::MAX_INPUT_BYTES;
+use crate::engine::Engine;
+use crate::load::read_bytes;
 
 /// The manifest a policy directory may hold: the `.writ` files of a
 /// complete set and their SHA-256 digests, one `HEX  PATH` line each (the
@@ -75,14 +74,8 @@ pub(crate) struct PolicySource {
     pub(crate) data: Option<PathBuf>,
 }
 
-/// One file as read, whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ReadFile {
-    /// The name it is compiled under (the path as found).
-    pub(crate) name: String,
-    /// Its bytes.
-    pub(crate) bytes: Vec<u8>,
-}
+/// One file as read, whole: the name it is compiled under, its bytes.
+pub(crate) use crate::load::PolicyFile as ReadFile;
 
 /// A policy directory's manifest as read, with the `.writ` files found
 /// below that directory (by path relative to it, and index into
@@ -122,47 +115,19 @@ impl PolicySource {
     /// also reachable through `..data` and a `..2026_...` directory) is read
     /// once, through its top-level names.
     pub(crate) fn read(&self) -> Result<Snapshot, String> {
-        let mut files = Vec::new();
+        let set = crate::load::read_policies(&self.policies, Path::new("."))?;
         let mut manifests = Vec::new();
-        if self.policies.is_empty() {
-            push_pack(&mut files);
-        }
-        for path in &self.policies {
-            if path == "default" {
-                push_pack(&mut files);
-                continue;
-            }
-            let root = Path::new(path);
-            if !root.is_dir() {
-                let bytes = read_bytes(root)?;
-                files.push(ReadFile {
-                    name: root.display().to_string(),
-                    bytes,
-                });
-                continue;
-            }
-            let mut found = Vec::new();
-            walk(root, "", &mut found, 0)?;
-            if found.is_empty() {
-                return Err(format!("no `.writ` files at `{}`", root.display()));
-            }
-            let mut relative = Vec::new();
-            for (rel, full) in found {
-                relative.push((rel, files.len()));
-                files.push(ReadFile {
-                    name: full.display().to_string(),
-                    bytes: read_bytes(&full)?,
-                });
-            }
-            let manifest = root.join(MANIFEST);
+        for dir in set.dirs {
+            let manifest = dir.root.join(MANIFEST);
             if manifest.exists() {
                 manifests.push(ManifestRead {
                     name: manifest.display().to_string(),
                     bytes: read_bytes(&manifest)?,
-                    found: relative,
+                    found: dir.found,
                 });
             }
         }
+        let files = set.files;
         let data = match &self.data {
             None => None,
             Some(path) => Some(ReadFile {
@@ -217,75 +182,9 @@ pub(crate) fn same_twice(first: &Snapshot, second: Snapshot) -> Result<Snapshot,
     }
 }
 
-fn push_pack(files: &mut Vec<ReadFile>) {
-    files.extend(DEFAULT_PACK.iter().map(|(name, text)| ReadFile {
-        name: (*name).to_owned(),
-        bytes: text.as_bytes().to_vec(),
-    }));
-}
-
-fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_INPUT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(format!(
-            "`{}` is larger than {MAX_INPUT_BYTES} bytes",
-            path.display()
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Collects the `.writ` files below `dir`, sorted, as (path relative to
-/// the root with `/` separators, full path). The depth bound guards
-/// against symlink loops.
-fn walk(
-    dir: &Path,
-    prefix: &str,
-    out: &mut Vec<(String, PathBuf)>,
-    depth: usize,
-) -> Result<(), String> {
-    if depth > 32 {
-        return Err(format!(
-            "`{}` is nested more than 32 directories deep (a symlink loop?)",
-            dir.display()
-        ));
-    }
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot list `{}`: {e}", dir.display()))?;
-    let mut children: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(name, _)| !name.starts_with('.'))
-        .collect();
-    children.sort();
-    for (name, path) in children {
-        let relative = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if path.is_dir() {
-            walk(&path, &relative, out, depth + 1)?;
-        } else if path.extension().is_some_and(|e| e == "writ") {
-            out.push((relative, path));
-        }
-    }
-    Ok(())
-}
-
 /// The lowercase hex of `bytes`' SHA-256 (as `sha256sum` prints it).
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(bytes) {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::hex::encode(&Sha256::digest(bytes))
 }
 
 fn content_digest(
@@ -316,12 +215,7 @@ fn content_digest(
     if let Some(data) = data {
         add(b"data", data);
     }
-    let mut hex = String::with_capacity(71);
-    hex.push_str("sha256:");
-    for byte in hasher.finalize() {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::hex::prefixed("sha256:", &hasher.finalize())
 }
 
 /// Why a policy set was not activated.
@@ -545,9 +439,9 @@ pub(crate) fn compile(snapshot: &Snapshot) -> Result<Loaded, Refusal> {
     }
     let data = match &snapshot.data {
         None => None,
-        Some(file) => Some(serde_json::from_slice::<Value>(&file.bytes).map_err(|e| {
-            Refusal::Read(format!("data file `{}` is not valid JSON: {e}", file.name))
-        })?),
+        Some(file) => {
+            Some(crate::load::parse_data(&file.name, &file.bytes).map_err(Refusal::Read)?)
+        }
     };
     let names: Vec<String> = sources.iter().map(|(name, _)| name.clone()).collect();
     let engine = Engine::compile(sources, data.as_ref()).map_err(|diagnostics| {
@@ -588,15 +482,14 @@ pub(crate) fn manifest_text(dir: &Path) -> Result<String, String> {
     if !dir.is_dir() {
         return Err(format!("`{}` is not a directory", dir.display()));
     }
-    let mut found = Vec::new();
-    walk(dir, "", &mut found, 0)?;
+    let found = crate::load::walk(dir, "writ")?;
     if found.is_empty() {
         return Err(format!("no `.writ` files at `{}`", dir.display()));
     }
     let mut text = String::new();
-    for (relative, full) in found {
-        let bytes = read_bytes(&full)?;
-        let _ = writeln!(text, "{}  {relative}", sha256_hex(&bytes));
+    for file in found {
+        let bytes = read_bytes(&file.path)?;
+        let _ = writeln!(text, "{}  {}", sha256_hex(&bytes), file.relative);
     }
     Ok(text)
 }

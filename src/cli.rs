@@ -1,0 +1,549 @@
+//! The `writ` command line (feature `cli`): parses the arguments and runs
+//! one command over the library. `src/main.rs` only calls [`main`].
+
+// Output goes through these instead of std's macros, which panic when the
+// reader goes away (`writ eval ... | head`); a closed pipe is not an error.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::engine::DEFAULT_PACK;
+use crate::explain::{explain, Style};
+use crate::fixture;
+use crate::{Engine, Request};
+
+/// writ decides whether a non-human identity may be issued a short-lived
+/// credential, with which scope, for how long and under which obligations.
+#[derive(Debug, Parser)]
+#[command(name = "writ", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+struct PolicyArgs {
+    /// Policy file or directory (repeatable); `default` is the embedded
+    /// pack. With none, the embedded pack is used.
+    #[arg(long = "policy", short = 'p', value_name = "PATH")]
+    policies: Vec<String>,
+    /// JSON data file: overrides constants by name, adds data by path.
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide one request. Exits 0 on allow, 1 on deny, 2 on error.
+    Eval {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// The request JSON file, or `-` for stdin.
+        #[arg(long, short = 'r', value_name = "FILE|-")]
+        request: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Explain the decision step by step (text).
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Check policy files. Exits 0 when clean, 1 on diagnostics.
+    Check {
+        /// Files or directories (`default` for the embedded pack).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// JSON data file the policies are checked against.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Print the compiled decision tree.
+    Tree {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Graphviz DOT instead of text.
+        #[arg(long)]
+        dot: bool,
+        /// SVG drawn by Graphviz (`dot` must be on the PATH).
+        #[arg(long, conflicts_with = "dot")]
+        svg: bool,
+    },
+    /// Run fixture files and report `N passed, M failed`.
+    Test {
+        /// Fixture files or directories (default: `tests/`).
+        paths: Vec<PathBuf>,
+        /// Report how many cases matched each rule.
+        #[arg(long)]
+        coverage: bool,
+    },
+    /// Lint policy files: rules that compile but are probably mistakes.
+    /// Exits 0 when clean, 1 on findings, 2 when the policies do not compile.
+    Lint {
+        /// Files or directories (`default` for the embedded pack).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// JSON data file the policies are compiled with.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+    },
+    /// Format policy files in place, in the one canonical layout.
+    Fmt {
+        /// List the files that are not formatted (exit 1) instead of
+        /// rewriting them.
+        #[arg(long)]
+        check: bool,
+        /// Files or directories (every `.writ` file below), or `-` to
+        /// format stdin to stdout.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Work with the embedded default pack.
+    Pack {
+        #[command(subcommand)]
+        command: PackCommand,
+    },
+    /// Serve decisions over HTTP until SIGTERM (see docs/server.md).
+    Serve(ServeArgs),
+    /// Write DIR/writ.manifest: the SHA-256 of every `.writ` file below
+    /// DIR, so that `writ serve` activates the set only when it matches.
+    Manifest {
+        /// The policy directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8181", value_name = "HOST:PORT")]
+    addr: std::net::SocketAddr,
+    /// Append one JSON line per decision to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE|-")]
+    decision_log: Option<String>,
+    /// With a decision log: answer 503 instead of a decision whose line
+    /// cannot be written, and turn `/ready` off until writes succeed
+    /// (`--decision-log-required=false` answers and loses the line).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    decision_log_required: bool,
+    /// With a decision log: fdatasync each group of lines before answering,
+    /// so that an answered decision survives a crash of the machine.
+    #[arg(long)]
+    decision_log_sync: bool,
+    /// Connections the kernel queues before the server accepts them
+    /// (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    backlog: u32,
+    /// Replace a request field with `[redacted]` in the decision log
+    /// (repeatable), e.g. `subject.id`.
+    #[arg(long = "redact", value_name = "PATH")]
+    redact: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = crate::request::MAX_REQUEST_BYTES, value_name = "BYTES")]
+    max_body: usize,
+    /// How long a client may take to send its request (`10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    request_timeout: std::time::Duration,
+    /// How often to look for changed policy files (`0s` turns it off).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    watch_interval: std::time::Duration,
+    /// How long changed policy files must stay unchanged before the
+    /// watcher reads them as a new set.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    reload_settle: std::time::Duration,
+    /// How long the watcher waits for changing files to settle before it
+    /// reports a failed reload (it goes on waiting).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    reload_max_wait: std::time::Duration,
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    shutdown_grace: std::time::Duration,
+    /// After SIGTERM, keep serving this long with `/ready` answering 503.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    drain_delay: std::time::Duration,
+    /// Worker threads, 1 to 1024 [default: one per CPU the process may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// Pin each worker thread to a CPU of its own (for a server with
+    /// dedicated CPUs; see docs/server.md).
+    #[arg(long)]
+    pin_workers: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum PackCommand {
+    /// Print the pack's files.
+    Show,
+    /// List the pack's files.
+    List,
+}
+
+/// Runs the command line with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn color_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+fn color_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+/// The `--data` file, read as the server and the fixtures read data: a
+/// duplicate key is refused and a byte order mark skipped.
+fn read_data(path: Option<&Path>) -> Result<Option<Value>, String> {
+    match path {
+        None => Ok(None),
+        Some(path) if path == Path::new("-") => {
+            let text = read_input("-")?;
+            crate::load::parse_data("-", text.as_bytes()).map(Some)
+        }
+        Some(path) => crate::load::read_data(path).map(Some),
+    }
+}
+
+/// Reads a file, or stdin for `-`, refusing inputs over the size limit.
+fn read_input(path: &str) -> Result<String, String> {
+    use crate::source::{read_limited, MAX_INPUT_BYTES};
+    if path == "-" {
+        read_limited(std::io::stdin(), path, MAX_INPUT_BYTES)
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        read_limited(file, path, MAX_INPUT_BYTES)
+    }
+}
+
+/// Reads a request file (or stdin) under the same size limit as the
+/// server's default `--max-body`; the JSON reader does the rest.
+fn read_request(path: &str) -> Result<String, String> {
+    use crate::request::MAX_REQUEST_BYTES;
+    use crate::source::read_limited;
+    let limit = MAX_REQUEST_BYTES as u64;
+    if path == "-" {
+        read_limited(std::io::stdin(), path, limit)
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        read_limited(file, path, limit)
+    }
+}
+
+fn compile(policy: &PolicyArgs) -> Result<Engine, String> {
+    let files = crate::load::load_policies(&policy.policies, Path::new("."))?;
+    let data = read_data(policy.data.as_deref())?;
+    Engine::compile(files, data.as_ref()).map_err(|d| {
+        format!(
+            "the policies do not compile ({} diagnostics):\n{}",
+            d.len(),
+            d.render(color_stderr())
+        )
+    })
+}
+
+fn run(cli: Cli) -> Result<u8, String> {
+    match cli.command {
+        Command::Eval {
+            policy,
+            request,
+            format,
+            explain: want_explain,
+        } => {
+            let engine = compile(&policy)?;
+            let text = read_request(&request)?;
+            let request = Request::from_json(&text).map_err(|e| e.to_string())?;
+            let decision = engine.decide(&request);
+            if want_explain {
+                print!(
+                    "{}",
+                    explain(&decision, &engine, Style::new(color_stdout()))
+                );
+            } else if format == Format::Json {
+                println!("{}", decision.to_json_pretty());
+            } else {
+                println!(
+                    "{} scope=[{}] ttl={} obligations=[{}] reasons=[{}]",
+                    if decision.is_allow() { "allow" } else { "deny" },
+                    decision.scope.join(", "),
+                    decision.ttl,
+                    decision
+                        .obligations
+                        .iter()
+                        .map(|o| o.kind.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    decision.reasons.join(", ")
+                );
+            }
+            Ok(if decision.is_allow() { 0 } else { 1 })
+        }
+        Command::Check {
+            paths,
+            data,
+            format,
+        } => {
+            let files = crate::load::load_policies(&paths, Path::new("."))?;
+            let data = read_data(data.as_deref())?;
+            let count = files.len();
+            match Engine::compile(files, data.as_ref()) {
+                Ok(engine) => {
+                    if format == Format::Json {
+                        println!("[]");
+                    } else {
+                        eprintln!(
+                            "ok: {count} file(s), {} rule(s), no diagnostics",
+                            engine.policy().rules.len()
+                        );
+                    }
+                    Ok(0)
+                }
+                Err(diagnostics) => {
+                    if format == Format::Json {
+                        println!("{}", diagnostics.to_json());
+                    } else {
+                        eprint!("{}", diagnostics.render(color_stderr()));
+                        eprintln!("{} diagnostic(s)", diagnostics.len());
+                    }
+                    Ok(1)
+                }
+            }
+        }
+        Command::Tree { policy, dot, svg } => {
+            let engine = compile(&policy)?;
+            if svg {
+                print!("{}", dot_to_svg(&engine.tree().to_dot(engine.policy()))?);
+            } else if dot {
+                print!("{}", engine.tree().to_dot(engine.policy()));
+            } else {
+                print!("{}", engine.tree().render(engine.policy()));
+            }
+            Ok(0)
+        }
+        Command::Test { paths, coverage } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("tests")]
+            } else {
+                paths
+            };
+            let files = fixture::discover(&paths)?;
+            if files.is_empty() {
+                return Err("no fixture files (`*.json`) found".to_owned());
+            }
+            let report = fixture::run(&files);
+            print!("{}", fixture::render(&report, coverage));
+            Ok(if report.failed() == 0 { 0 } else { 1 })
+        }
+        Command::Serve(args) => {
+            let mut config = crate::server::Config::new();
+            config.policies = args.policy.policies;
+            config.data = args.policy.data;
+            config.addr = args.addr;
+            config.decision_log = args.decision_log;
+            config.decision_log_required = args.decision_log_required;
+            config.decision_log_sync = args.decision_log_sync;
+            config.backlog = args.backlog;
+            config.redact = args.redact;
+            config.max_body = args.max_body;
+            config.request_timeout = args.request_timeout;
+            config.watch_interval = args.watch_interval;
+            config.reload_settle = args.reload_settle;
+            config.reload_max_wait = args.reload_max_wait;
+            config.shutdown_grace = args.shutdown_grace;
+            config.drain_delay = args.drain_delay;
+            config.workers = args.workers.map(usize::from);
+            config.pin_workers = args.pin_workers;
+            crate::server::run(config)?;
+            Ok(0)
+        }
+        Command::Manifest { dir } => {
+            let text = crate::server::write_manifest(&dir)?;
+            eprintln!(
+                "wrote `{}` ({} file(s))",
+                dir.join("writ.manifest").display(),
+                text.lines().count()
+            );
+            Ok(0)
+        }
+        Command::Fmt { check, paths } => run_fmt(&paths, check),
+        Command::Lint { paths, data } => {
+            let engine = compile(&PolicyArgs {
+                policies: paths,
+                data,
+            })?;
+            let findings = crate::lint::lint(&engine);
+            if findings.is_empty() {
+                eprintln!(
+                    "ok: {} rule(s), no lint findings",
+                    engine.policy().rules.len()
+                );
+                return Ok(0);
+            }
+            eprint!(
+                "{}",
+                crate::lint::diagnostics(&engine, &findings).render(color_stderr())
+            );
+            eprintln!("{} finding(s)", findings.len());
+            Ok(1)
+        }
+        Command::Pack { command } => {
+            for (name, text) in DEFAULT_PACK {
+                match command {
+                    PackCommand::List => println!("{name}"),
+                    PackCommand::Show => println!("// ==== {name} ====\n{text}"),
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `10s`, `500ms`, `2m`, `1h30m`: a duration for `writ serve`'s options,
+/// read by the parser of the policy language's durations (bare digits are
+/// seconds).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    use crate::duration::{parse_millis, DurationError};
+    let text = text.trim();
+    match parse_millis(text) {
+        Ok(millis) => u64::try_from(millis)
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{text}` is too long a duration")),
+        Err(DurationError::Overflow) => Err(format!("`{text}` is too long a duration")),
+        Err(DurationError::Syntax) => Err(format!(
+            "`{text}` is not a duration; write it like `10s`, `500ms` or `1h30m` (units `ms`, `s`, `m`, `h`, `d`)"
+        )),
+    }
+}
+
+/// `writ fmt`: 0 when nothing needed formatting (or it was rewritten), 1
+/// when `--check` found files to change, 2 when a file does not parse.
+fn run_fmt(paths: &[PathBuf], check: bool) -> Result<u8, String> {
+    if paths.len() == 1 && paths[0] == Path::new("-") {
+        let text = read_input("-")?;
+        return match crate::fmt::format_source("<stdin>", &text) {
+            Ok(formatted) if check => {
+                if formatted == text {
+                    Ok(0)
+                } else {
+                    println!("<stdin>");
+                    Ok(1)
+                }
+            }
+            Ok(formatted) => {
+                print!("{formatted}");
+                Ok(0)
+            }
+            Err(diagnostics) => {
+                eprint!("{}", diagnostics.render(color_stderr()));
+                Ok(2)
+            }
+        };
+    }
+    let files = crate::load::discover(paths, "writ")?;
+    if files.is_empty() {
+        return Err("no `.writ` files found".to_owned());
+    }
+    let (mut changed, mut broken) = (0usize, 0usize);
+    for file in &files {
+        let name = file.display().to_string();
+        let text = read_input(&name)?;
+        match crate::fmt::format_source(&name, &text) {
+            Ok(formatted) if formatted == text => {}
+            Ok(formatted) => {
+                changed += 1;
+                if check {
+                    println!("{name}");
+                } else {
+                    std::fs::write(file, formatted)
+                        .map_err(|e| format!("cannot write `{name}`: {e}"))?;
+                    eprintln!("formatted `{name}`");
+                }
+            }
+            Err(diagnostics) => {
+                broken += 1;
+                eprint!("{}", diagnostics.render(color_stderr()));
+            }
+        }
+    }
+    if broken > 0 {
+        eprintln!("{broken} file(s) could not be formatted");
+        return Ok(2);
+    }
+    if check && changed > 0 {
+        eprintln!("{changed} of {} file(s) would be reformatted", files.len());
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Draws DOT as SVG with Graphviz's `dot`.
+fn dot_to_svg(dot: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "`--svg` needs Graphviz, and `dot` is not on the PATH; install Graphviz (https://graphviz.org/download/, e.g. `apt-get install graphviz` or `brew install graphviz`) or use `--dot`".to_owned(),
+            _ => format!("cannot run Graphviz's `dot`: {e}"),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(dot.as_bytes())
+            .map_err(|e| format!("cannot write to Graphviz's `dot`: {e}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("Graphviz's `dot` failed: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "Graphviz's `dot` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|_| "Graphviz's `dot` wrote invalid UTF-8".to_owned())
+}
