@@ -156,9 +156,9 @@ pub struct ObligationOut {
     pub rule: String,
 }
 
-/// An evaluation error, reported and failed closed.
+/// An error in a decision, reported and failed closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvalError {
+pub struct ErrorOut {
     /// The rule being evaluated (`request` for a bad request).
     pub rule: String,
     /// What went wrong.
@@ -186,6 +186,172 @@ pub struct Failed {
     pub saw: Value,
 }
 
+/// What a rule did to the decision: one item of a trace entry's `effect`.
+/// Its text (the `Display`, which is also how it serializes) is part of
+/// the decision contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A forbid that matched denied: `denied`.
+    Denied,
+    /// A permit granted these of the decision's scope items, `, `-joined
+    /// in scope order: `granted read:a, read:b`.
+    Granted {
+        /// The items.
+        items: String,
+    },
+    /// A permit without a grant allowed: `allowed (no scope of its own)`.
+    AllowedWithoutScope,
+    /// A permit's grant covered nothing that survived:
+    /// `covered none of the requested scope`.
+    CoveredNone,
+    /// A `limit scope` removed these items (none, when empty):
+    /// `narrowed scope: dropped a, b`.
+    NarrowedScope {
+        /// The items it removed.
+        dropped: Vec<String>,
+    },
+    /// The first TTL cap met set the TTL: `set ttl 900`.
+    TtlSet(u64),
+    /// A cap lowered the TTL: `capped ttl 3600 -> 900`.
+    TtlCapped {
+        /// The TTL before.
+        from: u64,
+        /// The cap, now the TTL.
+        to: u64,
+    },
+    /// A cap at or above the TTL: `cap 3600 did not lower ttl 900`.
+    TtlKept {
+        /// The cap.
+        cap: u64,
+        /// The TTL, unchanged.
+        ttl: u64,
+    },
+    /// A cap of 0 seconds denied: `denied: ttl under one second`.
+    TtlUnderOneSecond,
+    /// An obligation the decision carries: `added obligation revoke_on
+    /// objective_changed`.
+    ObligationAdded {
+        /// `approval`, `revoke_on`, `audience`, `log`.
+        kind: &'static str,
+        /// The event or value, when the kind has one.
+        detail: Option<String>,
+    },
+    /// An obligation that could not be computed denied:
+    /// `denied: obligation could not be computed`.
+    ObligationFailed,
+}
+
+impl Step {
+    /// True for the steps that derive scope and TTL (what `writ explain`
+    /// lists under "scope and ttl").
+    pub fn is_scope_or_ttl(&self) -> bool {
+        !matches!(
+            self,
+            Step::Denied | Step::ObligationAdded { .. } | Step::ObligationFailed
+        )
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Denied => f.write_str("denied"),
+            Step::Granted { items } => write!(f, "granted {items}"),
+            Step::AllowedWithoutScope => f.write_str("allowed (no scope of its own)"),
+            Step::CoveredNone => f.write_str("covered none of the requested scope"),
+            Step::NarrowedScope { dropped } if dropped.is_empty() => {
+                f.write_str("narrowed scope: nothing to drop")
+            }
+            Step::NarrowedScope { dropped } => {
+                f.write_str("narrowed scope: dropped ")?;
+                for (i, item) in dropped.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(item)?;
+                }
+                Ok(())
+            }
+            Step::TtlSet(ttl) => write!(f, "set ttl {ttl}"),
+            Step::TtlCapped { from, to } => write!(f, "capped ttl {from} -> {to}"),
+            Step::TtlKept { cap, ttl } => write!(f, "cap {cap} did not lower ttl {ttl}"),
+            Step::TtlUnderOneSecond => f.write_str("denied: ttl under one second"),
+            Step::ObligationAdded { kind, detail } => match detail {
+                Some(detail) => write!(f, "added obligation {kind} {detail}"),
+                None => write!(f, "added obligation {kind}"),
+            },
+            Step::ObligationFailed => f.write_str("denied: obligation could not be computed"),
+        }
+    }
+}
+
+impl Step {
+    /// The step a trace's text stands for; `None` for text no step
+    /// writes. The inverse of `Display`.
+    pub fn parse(text: &str) -> Option<Step> {
+        let number = |t: &str| t.parse::<u64>().ok();
+        Some(match text {
+            "denied" => Step::Denied,
+            "allowed (no scope of its own)" => Step::AllowedWithoutScope,
+            "covered none of the requested scope" => Step::CoveredNone,
+            "narrowed scope: nothing to drop" => Step::NarrowedScope {
+                dropped: Vec::new(),
+            },
+            "denied: ttl under one second" => Step::TtlUnderOneSecond,
+            "denied: obligation could not be computed" => Step::ObligationFailed,
+            _ => {
+                if let Some(items) = text.strip_prefix("granted ") {
+                    Step::Granted {
+                        items: items.to_owned(),
+                    }
+                } else if let Some(items) = text.strip_prefix("narrowed scope: dropped ") {
+                    Step::NarrowedScope {
+                        dropped: items.split(", ").map(str::to_owned).collect(),
+                    }
+                } else if let Some(ttl) = text.strip_prefix("set ttl ") {
+                    Step::TtlSet(number(ttl)?)
+                } else if let Some(rest) = text.strip_prefix("capped ttl ") {
+                    let (from, to) = rest.split_once(" -> ")?;
+                    Step::TtlCapped {
+                        from: number(from)?,
+                        to: number(to)?,
+                    }
+                } else if let Some(rest) = text.strip_prefix("cap ") {
+                    let (cap, ttl) = rest.split_once(" did not lower ttl ")?;
+                    Step::TtlKept {
+                        cap: number(cap)?,
+                        ttl: number(ttl)?,
+                    }
+                } else {
+                    let rest = text.strip_prefix("added obligation ")?;
+                    let (kind, detail) = match rest.split_once(' ') {
+                        Some((kind, detail)) => (kind, Some(detail.to_owned())),
+                        None => (rest, None),
+                    };
+                    let kind = ["approval", "revoke_on", "audience", "log"]
+                        .into_iter()
+                        .find(|k| *k == kind)?;
+                    Step::ObligationAdded { kind, detail }
+                }
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Step, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Step::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown trace effect `{text}`")))
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// One rule considered for the decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEntry {
@@ -205,7 +371,7 @@ pub struct TraceEntry {
     pub error: Option<String>,
     /// What it did to the decision, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub effect: Vec<String>,
+    pub effect: Vec<Step>,
     /// The rule's `because` message, when it matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub because: Option<String>,
@@ -237,7 +403,7 @@ pub struct Decision {
     /// Requested items no matched permit covered (or a limit removed).
     pub dropped_scope: Vec<String>,
     /// Evaluation errors.
-    pub errors: Vec<EvalError>,
+    pub errors: Vec<ErrorOut>,
     /// The rules considered.
     pub trace: Vec<TraceEntry>,
     /// The policy set.
@@ -259,7 +425,7 @@ impl Decision {
             obligations: Vec::new(),
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
-            errors: vec![EvalError {
+            errors: vec![ErrorOut {
                 rule: "request".to_owned(),
                 message,
             }],
@@ -325,7 +491,11 @@ impl Decision {
             out.push(b'}');
         });
         out.extend_from_slice(b",\"trace\":");
-        write_list(out, &self.trace, TraceEntry::write_json);
+        // One buffer for the text of every step.
+        let mut text = String::new();
+        write_list(out, &self.trace, |out, entry| {
+            entry.write_json(out, &mut text)
+        });
         out.extend_from_slice(b",\"policy\":{\"digest\":");
         write_name(out, &self.policy.digest);
         out.push(b'}');
@@ -344,8 +514,22 @@ impl Decision {
 }
 
 impl TraceEntry {
-    /// Appends the entry's JSON, as the derived `Serialize` writes it.
-    fn write_json(out: &mut Vec<u8>, entry: &TraceEntry) {
+    /// The effect's steps as text, `; `-separated (for reports).
+    pub fn effect_text(&self) -> String {
+        let mut out = String::new();
+        for (i, step) in self.effect.iter().enumerate() {
+            if i > 0 {
+                out.push_str("; ");
+            }
+            out.push_str(&step.to_string());
+        }
+        out
+    }
+
+    /// Appends the entry's JSON, as the derived `Serialize` writes it;
+    /// `text` is scratch space for the steps' text.
+    fn write_json(&self, out: &mut Vec<u8>, text: &mut String) {
+        let entry = self;
         out.extend_from_slice(b"{\"rule\":");
         write_name(out, &entry.rule);
         out.extend_from_slice(b",\"kind\":");
@@ -370,7 +554,13 @@ impl TraceEntry {
         }
         if !entry.effect.is_empty() {
             out.extend_from_slice(b",\"effect\":");
-            write_list(out, &entry.effect, |out, item| write_str(out, item));
+            write_list(out, &entry.effect, |out, step| {
+                use std::fmt::Write as _;
+                text.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{step}");
+                write_str(out, text);
+            });
         }
         if let Some(because) = &entry.because {
             out.extend_from_slice(b",\"because\":");

@@ -6,7 +6,8 @@
 //! to mint, the obligations the broker must honour, and a trace.
 //!
 //! The pipeline: [`source`] → [`lexer`] → [`parser`] → [`ast`] →
-//! [`check`] → [`ir`] → [`compile`] (the decision tree) → [`eval`].
+//! [`check`] → [`ir`] → [`compile`] (the decision tree) → [`authorize`], which
+//! uses [`eval`] for each rule.
 //!
 //! ```
 //! use writ::{Engine, Request};
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod ast;
+pub mod authorize;
 pub mod check;
 pub mod compile;
 pub mod decision;
@@ -44,6 +46,7 @@ pub mod ir;
 pub mod lexer;
 pub mod lint;
 pub mod parser;
+mod render;
 pub mod request;
 pub mod scope;
 pub mod server;

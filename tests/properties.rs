@@ -718,7 +718,7 @@ fn obligation_failed(decision: &Decision) -> bool {
     decision.trace.iter().any(|e| {
         e.effect
             .iter()
-            .any(|x| x == "denied: obligation could not be computed")
+            .any(|x| *x == writ::decision::Step::ObligationFailed)
     })
 }
 
