@@ -69,7 +69,7 @@ pub struct Considered {
     /// value its attribute side had.
     pub failed: Option<(usize, Value)>,
     /// The error it met, when it erred (or failed closed).
-    pub error: Option<EvalError>,
+    pub error: Option<Box<EvalError>>,
     /// Its `because` message filled in, when it matched.
     pub because: Option<String>,
     /// On default deny: one of the permits that came closest.
@@ -104,7 +104,7 @@ pub struct Fault {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthError {
     /// A condition or template could not be evaluated.
-    Eval(EvalError),
+    Eval(Box<EvalError>),
     /// TTL caps of 0 seconds brought the TTL to 0.
     TtlZero,
     /// The request asked for 0 seconds (and skipped validation).

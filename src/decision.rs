@@ -664,6 +664,79 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Every step's text reads back as the step, and the texts are those
+    /// the trace has always written.
+    #[test]
+    fn steps_render_in_one_place_and_read_back() {
+        let cases = [
+            (Step::Denied, "denied"),
+            (
+                Step::Granted {
+                    items: "read:a, read:b".to_owned(),
+                },
+                "granted read:a, read:b",
+            ),
+            (Step::AllowedWithoutScope, "allowed (no scope of its own)"),
+            (Step::CoveredNone, "covered none of the requested scope"),
+            (
+                Step::NarrowedScope {
+                    dropped: Vec::new(),
+                },
+                "narrowed scope: nothing to drop",
+            ),
+            (
+                Step::NarrowedScope {
+                    dropped: vec!["write:x".to_owned(), "read:y".to_owned()],
+                },
+                "narrowed scope: dropped write:x, read:y",
+            ),
+            (Step::TtlSet(900), "set ttl 900"),
+            (
+                Step::TtlCapped {
+                    from: 3600,
+                    to: 900,
+                },
+                "capped ttl 3600 -> 900",
+            ),
+            (
+                Step::TtlKept {
+                    cap: 3600,
+                    ttl: 900,
+                },
+                "cap 3600 did not lower ttl 900",
+            ),
+            (Step::TtlUnderOneSecond, "denied: ttl under one second"),
+            (
+                Step::ObligationAdded {
+                    kind: "revoke_on",
+                    detail: Some("objective_changed".to_owned()),
+                },
+                "added obligation revoke_on objective_changed",
+            ),
+            (
+                Step::ObligationAdded {
+                    kind: "approval",
+                    detail: None,
+                },
+                "added obligation approval",
+            ),
+            (
+                Step::ObligationFailed,
+                "denied: obligation could not be computed",
+            ),
+        ];
+        for (step, text) in cases {
+            assert_eq!(step.to_string(), text);
+            assert_eq!(Step::parse(text), Some(step.clone()), "{text}");
+            let json = serde_json::to_string(&step).expect("a step serializes");
+            assert_eq!(json, serde_json::to_string(text).expect("a string"));
+            let back: Step = serde_json::from_str(&json).expect("a step deserializes");
+            assert_eq!(back, step);
+        }
+        assert_eq!(Step::parse("added obligation teleport"), None);
+        assert_eq!(Step::parse("capped ttl many -> 1"), None);
+    }
+
     proptest! {
         /// The escapes are serde_json's, byte for byte, for any text.
         #[test]

@@ -36,7 +36,7 @@ pub enum Val<'a> {
     Json(&'a Value),
 }
 
-pub(super) type Res<T> = Result<T, EvalError>;
+pub(super) type Res<T> = Result<T, Box<EvalError>>;
 
 /// A JSON value as a value; `None` for `null`, which reads as missing.
 pub(super) fn from_json(value: &Value) -> Option<Val<'_>> {
@@ -173,10 +173,12 @@ fn as_time(val: &Val) -> Option<i128> {
 
 /// `a == b`; an error for types that do not compare.
 pub(super) fn equal(a: &Val, b: &Val, span: Span) -> Res<bool> {
-    let mismatch = || EvalError::Compare {
-        left: found(a),
-        right: found(b),
-        span,
+    let mismatch = || {
+        Box::new(EvalError::Compare {
+            left: found(a),
+            right: found(b),
+            span,
+        })
     };
     Ok(match (a, b) {
         (Val::Str(x), Val::Str(y)) => x == y,
@@ -222,10 +224,12 @@ pub(super) fn order(a: &Val, b: &Val, span: Span) -> Res<Ordering> {
             _ => None,
         },
     };
-    ord.ok_or_else(|| EvalError::Order {
-        left: found(a),
-        right: found(b),
-        span,
+    ord.ok_or_else(|| {
+        Box::new(EvalError::Order {
+            left: found(a),
+            right: found(b),
+            span,
+        })
     })
 }
 
@@ -251,9 +255,9 @@ pub(super) fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
 /// was compared and none was equal. So `42 not in ["push"]` is an error,
 /// not true: a requester cannot slip past a list by sending another type.
 pub(super) fn contains(list: &Val, needle: &Val, span: Span) -> Res<bool> {
-    let mut error: Option<EvalError> = None;
+    let mut error: Option<Box<EvalError>> = None;
     let mut check = |item: Option<Val>| match item
-        .ok_or(EvalError::Null { span })
+        .ok_or_else(|| Box::new(EvalError::Null { span }))
         .and_then(|item| equal(needle, &item, span))
     {
         Ok(found) => found,
@@ -272,12 +276,12 @@ pub(super) fn contains(list: &Val, needle: &Val, span: Span) -> Res<bool> {
         },
         Val::Json(Value::Array(items)) => items.iter().any(|v| check(from_json(v))),
         other => {
-            return Err(EvalError::Operand {
+            return Err(Box::new(EvalError::Operand {
                 op: "in",
                 needs: "a list",
                 found: found(other),
                 span,
-            })
+            }))
         }
     };
     match error {
@@ -306,22 +310,27 @@ pub(super) fn says_nothing(value: &Val) -> bool {
 pub(super) fn call<'a>(builtin: Builtin, args: &[Val<'a>], span: Span) -> Res<Val<'a>> {
     let string = |v: &Val<'a>| match v {
         Val::Str(s) => Ok(s.clone()),
-        other => Err(EvalError::NotString {
+        other => Err(Box::new(EvalError::NotString {
             found: found(other),
             span,
-        }),
+        })),
     };
-    let arg = |n: usize| args.get(n).ok_or(EvalError::Unsupported { span });
+    let arg = |n: usize| {
+        args.get(n)
+            .ok_or_else(|| Box::new(EvalError::Unsupported { span }))
+    };
     match builtin {
         Builtin::Len => match arg(0)? {
             Val::Str(s) => Ok(Val::Num(s.chars().count() as f64)),
             other => list_items(other)
                 .map(|items| Val::Num(items.len() as f64))
-                .ok_or_else(|| EvalError::OperandType {
-                    op: "len",
-                    needs: "a list or a string",
-                    ty: type_name(other),
-                    span,
+                .ok_or_else(|| {
+                    Box::new(EvalError::OperandType {
+                        op: "len",
+                        needs: "a list or a string",
+                        ty: type_name(other),
+                        span,
+                    })
                 }),
         },
         Builtin::Contains => match arg(0)? {
@@ -341,15 +350,15 @@ pub(super) fn add<'a>(a: &Val<'a>, b: &Val<'a>, span: Span) -> Res<Val<'a>> {
         (Val::Dur(x), Val::Dur(y)) => x
             .checked_add(*y)
             .map(Val::Dur)
-            .ok_or(EvalError::DurationOverflow { span }),
+            .ok_or_else(|| Box::new(EvalError::DurationOverflow { span })),
         (t, Val::Dur(d)) => match as_time(t) {
             Some(t) => Ok(Val::Time(t + i128::from(*d) * 1_000_000_000)),
-            None => Err(EvalError::AddDuration { to: found(t), span }),
+            None => Err(Box::new(EvalError::AddDuration { to: found(t), span })),
         },
-        _ => Err(EvalError::Add {
+        _ => Err(Box::new(EvalError::Add {
             left: type_name(a),
             right: type_name(b),
             span,
-        }),
+        })),
     }
 }
