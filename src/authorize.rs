@@ -166,13 +166,15 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
     walk.evaluate_candidates();
 
     // A matching forbid (or one that failed closed) denies.
-    let forbids: Vec<usize> = walk.matched_of(|k| matches!(k, RuleKind::Forbid)).collect();
-    if !forbids.is_empty() {
-        let mut reasons = Vec::with_capacity(forbids.len());
-        for slot in forbids {
+    let mut reasons = Vec::new();
+    for i in 0..walk.matched.len() {
+        let (slot, rule) = walk.matched_rule(i);
+        if let RuleKind::Forbid = walk.kind(rule) {
             walk.considered[slot].steps.push(Step::Denied);
-            reasons.push(walk.considered[slot].rule);
+            reasons.push(rule);
         }
+    }
+    if !reasons.is_empty() {
         return walk.deny(reasons, Vec::new());
     }
 
@@ -306,12 +308,10 @@ impl<'a> Walk<'a> {
         &self.set.rules[rule as usize].kind
     }
 
-    /// The slots of the matched rules whose kind passes `is`.
-    fn matched_of(&self, is: fn(&RuleKind) -> bool) -> impl Iterator<Item = usize> + '_ {
-        self.matched
-            .iter()
-            .copied()
-            .filter(move |&slot| is(self.kind(self.considered[slot].rule)))
+    /// The `i`th matched rule: its slot in `considered` and its index.
+    fn matched_rule(&self, i: usize) -> (usize, u32) {
+        let slot = self.matched[i];
+        (slot, self.considered[slot].rule)
     }
 
     fn fault(&mut self, rule: u32, error: AuthError) {
@@ -365,11 +365,8 @@ impl<'a> Walk<'a> {
     /// makes its permit not match.
     fn grants(&mut self) -> Vec<Grant> {
         let mut granted = Vec::new();
-        let permits: Vec<usize> = self
-            .matched_of(|k| matches!(k, RuleKind::Permit { .. }))
-            .collect();
-        for slot in permits {
-            let rule = self.considered[slot].rule;
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
             let RuleKind::Permit { grant, .. } = self.kind(rule) else {
                 continue;
             };
@@ -388,12 +385,9 @@ impl<'a> Walk<'a> {
     /// Each applicable scope limit's patterns, built for this request. A
     /// pattern that cannot be built keeps nothing: the limit fails closed.
     fn scope_limits(&mut self) -> Vec<(usize, Vec<ScopeItem>)> {
-        let slots: Vec<usize> = self
-            .matched_of(|k| matches!(k, RuleKind::LimitScope(_)))
-            .collect();
-        let mut limits = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let rule = self.considered[slot].rule;
+        let mut limits = Vec::new();
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
             let RuleKind::LimitScope(templates) = self.kind(rule) else {
                 continue;
             };
@@ -532,11 +526,8 @@ impl<'a> Walk<'a> {
                 }
             }
         }
-        let limits: Vec<usize> = self
-            .matched_of(|k| matches!(k, RuleKind::LimitTtl(_)))
-            .collect();
-        for slot in limits {
-            let rule = self.considered[slot].rule;
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
             if let RuleKind::LimitTtl(seconds) = *self.kind(rule) {
                 caps.push((slot, rule, seconds));
             }
@@ -591,11 +582,8 @@ impl<'a> Walk<'a> {
                 sources.extend(obligations.iter().map(|o| (g.slot, g.rule, o)));
             }
         }
-        let requires: Vec<usize> = self
-            .matched_of(|k| matches!(k, RuleKind::Require(_)))
-            .collect();
-        for slot in requires {
-            let rule = self.considered[slot].rule;
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
             if let RuleKind::Require(obligation) = self.kind(rule) {
                 sources.push((slot, rule, obligation));
             }

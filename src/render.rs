@@ -3,13 +3,32 @@
 //! messages. The trace's steps stay typed; their text is written in one
 //! place, `Step`'s `Display` in `crate::decision`.
 
-use crate::authorize::{Authorization, Considered, Fault, Obligated};
+use crate::authorize::{AuthError, Authorization, Considered, Fault, Obligated};
 use crate::decision::{Decision, ErrorOut, Failed, Name, ObligationOut, PolicyRef, TraceEntry};
+use crate::eval::EvalError;
 use crate::ir::PolicySet;
 
 /// The decision an authorization stands for.
 pub fn decision(outcome: Authorization, set: &PolicySet, digest: &Name) -> Decision {
     let id = |rule: u32| set.rules[rule as usize].id.as_str().to_owned();
+    let errors: Vec<ErrorOut> = outcome.errors.iter().map(|f| error(f, set)).collect();
+    // A rule's error is both in `errors` and in its trace entry: write its
+    // message once.
+    let message = |rule: u32, e: Box<EvalError>| -> String {
+        outcome
+            .errors
+            .iter()
+            .zip(&errors)
+            .find(|(fault, _)| {
+                fault.rule == Some(rule) && matches!(&fault.error, AuthError::Eval(f) if *f == e)
+            })
+            .map_or_else(|| e.to_string(), |(_, out)| out.message.clone())
+    };
+    let trace = outcome
+        .considered
+        .into_iter()
+        .map(|c| entry(c, set, &message))
+        .collect();
     Decision {
         decision: outcome.effect,
         scope: outcome.scope,
@@ -21,12 +40,8 @@ pub fn decision(outcome: Authorization, set: &PolicySet, digest: &Name) -> Decis
             .collect(),
         reasons: outcome.reasons.into_iter().map(id).collect(),
         dropped_scope: outcome.dropped,
-        errors: outcome.errors.iter().map(|f| error(f, set)).collect(),
-        trace: outcome
-            .considered
-            .into_iter()
-            .map(|c| entry(c, set))
-            .collect(),
+        errors,
+        trace,
         policy: PolicyRef {
             digest: digest.clone(),
         },
@@ -52,7 +67,11 @@ fn error(fault: &Fault, set: &PolicySet) -> ErrorOut {
     }
 }
 
-fn entry(c: Considered, set: &PolicySet) -> TraceEntry {
+fn entry(
+    c: Considered,
+    set: &PolicySet,
+    message: impl Fn(u32, Box<EvalError>) -> String,
+) -> TraceEntry {
     let rule = &set.rules[c.rule as usize];
     TraceEntry {
         rule: rule.id.clone(),
@@ -63,7 +82,7 @@ fn entry(c: Considered, set: &PolicySet) -> TraceEntry {
             condition: rule.conjunct_text[at].clone(),
             saw,
         }),
-        error: c.error.map(|e| e.to_string()),
+        error: c.error.map(|e| message(c.rule, e)),
         effect: c.steps,
         because: c.because,
         closest: c.closest,
