@@ -1,8 +1,10 @@
 //! The authorizer: walks the decision tree, has the evaluator
 //! (`crate::eval`) judge the candidate rules, and combines them into a
 //! typed [`Authorization`]: which forbids denied, which permits granted,
-//! the scope and TTL steps, the obligations and the errors. Nothing here
-//! is text; `crate::render` turns an authorization into the `Decision`.
+//! the scope and TTL steps, the obligations and the errors (typed, with
+//! their spans). `crate::render` turns an authorization into the
+//! `Decision`; the trace entries it carries hold typed outcomes and
+//! steps, whose text is written only when the decision is serialized.
 //!
 //! The order of combination: a matching forbid denies; then the matched
 //! permits' grants are built; no permit means deny by default; then scope
@@ -13,12 +15,10 @@
 
 use std::fmt;
 
-use serde_json::Value;
-
 use crate::compile::{Node, NodeId, Tree};
-use crate::decision::{Decision, Effect, Name, Outcome, Step};
+use crate::decision::{Decision, Effect, Failed, Name, Outcome, Step, TraceEntry};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
-use crate::ir::{Obligation, PolicySet, RuleKind};
+use crate::ir::{Obligation, PolicySet, Rule, RuleKind};
 use crate::request::{Prepared, Request};
 use crate::scope::ScopeItem;
 
@@ -54,28 +54,11 @@ pub struct Authorization {
     pub obligations: Vec<Obligated>,
     /// What failed, in the order met.
     pub errors: Vec<Fault>,
-    /// The rules considered, in policy order.
-    pub considered: Vec<Considered>,
-}
-
-/// One rule the authorizer looked at.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Considered {
-    /// The rule's index in the policy set.
-    pub rule: u32,
-    /// How it fared.
-    pub outcome: Outcome,
-    /// For a rule that did not match: the conjunct that was false and the
-    /// value its attribute side had.
-    pub failed: Option<(usize, Value)>,
-    /// The error it met, when it erred (or failed closed).
-    pub error: Option<Box<EvalError>>,
-    /// Its `because` message filled in, when it matched.
-    pub because: Option<String>,
-    /// On default deny: one of the permits that came closest.
-    pub closest: bool,
-    /// What it did to the decision, in order.
-    pub steps: Vec<Step>,
+    /// The rules considered, in policy order: each one's trace entry
+    /// (its outcome, the condition that failed, its steps as [`Step`]s).
+    pub trace: Vec<TraceEntry>,
+    /// The index of the rule of each trace entry.
+    pub rules: Vec<u32>,
 }
 
 /// An obligation the decision carries.
@@ -170,7 +153,7 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
     for i in 0..walk.matched.len() {
         let (slot, rule) = walk.matched_rule(i);
         if let RuleKind::Forbid = walk.kind(rule) {
-            walk.considered[slot].steps.push(Step::Denied);
+            walk.trace[slot].effect.push(Step::Denied);
             reasons.push(rule);
         }
     }
@@ -203,10 +186,7 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         Ok(obligations) => obligations,
         Err(rule) => return walk.deny(vec![rule], Vec::new()),
     };
-    let reasons = granted
-        .iter()
-        .map(|g| walk.considered[g.slot].rule)
-        .collect();
+    let reasons = granted.iter().map(|g| g.rule).collect();
     Authorization {
         effect: Effect::Allow,
         reasons,
@@ -215,13 +195,14 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         ttl,
         obligations,
         errors: walk.errors,
-        considered: walk.considered,
+        trace: walk.trace,
+        rules: walk.rules,
     }
 }
 
 /// A matched permit whose grant was built.
 struct Grant {
-    /// Its slot in `considered`.
+    /// Its slot in the trace.
     slot: usize,
     /// Its rule index.
     rule: u32,
@@ -259,7 +240,9 @@ struct Walk<'a> {
     candidates: Vec<u32>,
     /// The switches whose value the request missed (for `mark_closest`).
     near: Vec<NodeId>,
-    considered: Vec<Considered>,
+    /// The trace so far, and the rule index of each entry.
+    trace: Vec<TraceEntry>,
+    rules: Vec<u32>,
     errors: Vec<Fault>,
     /// The slots of the rules that matched, in policy order.
     matched: Vec<usize>,
@@ -267,15 +250,17 @@ struct Walk<'a> {
     missed_permits: Vec<(u32, usize)>,
 }
 
-fn considered(rule: u32, outcome: Outcome) -> Considered {
-    Considered {
-        rule,
+fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
+    TraceEntry {
+        rule: rule.id.clone(),
+        kind: rule.kind_name.clone(),
+        at: rule.location.clone(),
         outcome,
         failed: None,
         error: None,
+        effect: Vec::new(),
         because: None,
         closest: false,
-        steps: Vec::new(),
     }
 }
 
@@ -295,7 +280,8 @@ impl<'a> Walk<'a> {
             prepared,
             request,
             evaluator: Evaluator::new(request, prepared, &set.data),
-            considered: Vec::with_capacity(candidates.len()),
+            trace: Vec::with_capacity(candidates.len()),
+            rules: Vec::with_capacity(candidates.len()),
             candidates,
             near,
             errors: Vec::new(),
@@ -308,10 +294,10 @@ impl<'a> Walk<'a> {
         &self.set.rules[rule as usize].kind
     }
 
-    /// The `i`th matched rule: its slot in `considered` and its index.
+    /// The `i`th matched rule: its slot in the trace and its index.
     fn matched_rule(&self, i: usize) -> (usize, u32) {
         let slot = self.matched[i];
-        (slot, self.considered[slot].rule)
+        (slot, self.rules[slot])
     }
 
     fn fault(&mut self, rule: u32, error: AuthError) {
@@ -328,24 +314,27 @@ impl<'a> Walk<'a> {
             let rule = &self.set.rules[index as usize];
             let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
             let mut entry = match self.evaluator.rule(rule) {
-                RuleResult::True => considered(index, Outcome::Matched),
+                RuleResult::True => entry(rule, Outcome::Matched),
                 RuleResult::False(at) => {
-                    let mut entry = considered(index, Outcome::NotMatched);
-                    entry.failed = Some((at, self.evaluator.saw(&rule.conjuncts[at])));
+                    let mut entry = entry(rule, Outcome::NotMatched);
+                    entry.failed = Some(Failed {
+                        condition: rule.conjunct_text[at].clone(),
+                        saw: self.evaluator.saw(&rule.conjuncts[at]),
+                    });
                     if !fails_closed {
                         self.missed_permits.push((index, at));
                     }
                     entry
                 }
                 RuleResult::Error(error) => {
-                    self.fault(index, AuthError::Eval(error.clone()));
                     let outcome = if fails_closed {
                         Outcome::Matched
                     } else {
                         Outcome::Error
                     };
-                    let mut entry = considered(index, outcome);
-                    entry.error = Some(error);
+                    let mut entry = entry(rule, outcome);
+                    entry.error = Some(error.to_string());
+                    self.fault(index, AuthError::Eval(error));
                     entry
                 }
             };
@@ -355,9 +344,10 @@ impl<'a> Walk<'a> {
                 if let (Some(because), None) = (&rule.because, &entry.error) {
                     entry.because = self.evaluator.template(because, Fill::Text).ok();
                 }
-                self.matched.push(self.considered.len());
+                self.matched.push(self.trace.len());
             }
-            self.considered.push(entry);
+            self.trace.push(entry);
+            self.rules.push(index);
         }
     }
 
@@ -373,8 +363,8 @@ impl<'a> Walk<'a> {
             match self.evaluator.scope_items(grant) {
                 Ok(items) => granted.push(Grant { slot, rule, items }),
                 Err(error) => {
-                    self.considered[slot].outcome = Outcome::Error;
-                    self.considered[slot].error = Some(error.clone());
+                    self.trace[slot].outcome = Outcome::Error;
+                    self.trace[slot].error = Some(error.to_string());
                     self.fault(rule, AuthError::Eval(error));
                 }
             }
@@ -394,7 +384,7 @@ impl<'a> Walk<'a> {
             let patterns = match self.evaluator.scope_items(templates) {
                 Ok(patterns) => patterns,
                 Err(error) => {
-                    self.considered[slot].error = Some(error.clone());
+                    self.trace[slot].error = Some(error.to_string());
                     self.fault(rule, AuthError::Eval(error));
                     Vec::new()
                 }
@@ -456,15 +446,15 @@ impl<'a> Walk<'a> {
             kept.push(item);
         }
         for ((slot, _), dropped) in limits.iter().zip(limit_drops) {
-            self.considered[*slot]
-                .steps
+            self.trace[*slot]
+                .effect
                 .push(Step::NarrowedScope { dropped });
         }
         let any_grant = granted.iter().any(|g| !g.items.is_empty());
         if (requested || any_grant) && out.scope.is_empty() {
             for g in granted {
                 if !g.items.is_empty() || requested {
-                    self.considered[g.slot].steps.push(Step::CoveredNone);
+                    self.trace[g.slot].effect.push(Step::CoveredNone);
                 }
             }
             // A permit without a grant still allows when nothing was
@@ -507,7 +497,7 @@ impl<'a> Walk<'a> {
             } else {
                 continue;
             };
-            self.considered[g.slot].steps.insert(0, step);
+            self.trace[g.slot].effect.insert(0, step);
         }
     }
 
@@ -543,7 +533,7 @@ impl<'a> Walk<'a> {
             if !matches!(step, Step::TtlKept { .. }) {
                 ttl = Some(cap);
             }
-            self.considered[slot].steps.push(step);
+            self.trace[slot].effect.push(step);
         }
         let ttl = ttl.unwrap_or(DEFAULT_TTL);
         if ttl > 0 {
@@ -558,7 +548,7 @@ impl<'a> Walk<'a> {
             if cap > 0 {
                 continue;
             }
-            self.considered[slot].steps.push(Step::TtlUnderOneSecond);
+            self.trace[slot].effect.push(Step::TtlUnderOneSecond);
             self.fault(rule, AuthError::TtlZero);
             reasons.push(rule);
         }
@@ -601,10 +591,10 @@ impl<'a> Walk<'a> {
                         Err(error) => {
                             // An obligation that cannot be stated cannot be
                             // honoured.
-                            let entry = &mut self.considered[slot];
+                            let entry = &mut self.trace[slot];
                             entry.outcome = Outcome::Error;
-                            entry.error = Some(error.clone());
-                            entry.steps.push(Step::ObligationFailed);
+                            entry.error = Some(error.to_string());
+                            entry.effect.push(Step::ObligationFailed);
                             self.fault(rule, AuthError::Eval(error));
                             return Err(rule);
                         }
@@ -618,8 +608,8 @@ impl<'a> Walk<'a> {
                 continue;
             }
             let detail = event.clone().or_else(|| value.clone());
-            self.considered[slot]
-                .steps
+            self.trace[slot]
+                .effect
                 .push(Step::ObligationAdded { kind, detail });
             out.push(Obligated {
                 kind,
@@ -658,25 +648,25 @@ impl<'a> Walk<'a> {
         }
         pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         pool.truncate(3);
-        let mut added = false;
         for (_, index, at) in pool {
             if let Ok(slot) = self.candidates.binary_search(&index) {
-                self.considered[slot].closest = true;
+                self.trace[slot].closest = true;
                 continue;
             }
-            let mut entry = considered(index, Outcome::NotMatched);
+            let rule = &set.rules[index as usize];
+            let mut entry = entry(rule, Outcome::NotMatched);
             if let Some(at) = at {
-                let conjunct = &set.rules[index as usize].conjuncts[at];
-                entry.failed = Some((at, self.evaluator.saw(conjunct)));
+                entry.failed = Some(Failed {
+                    condition: rule.conjunct_text[at].clone(),
+                    saw: self.evaluator.saw(&rule.conjuncts[at]),
+                });
             }
             entry.closest = true;
-            self.considered.push(entry);
-            added = true;
-        }
-        if added {
-            // Keep the trace in policy order: the candidates come first,
-            // sorted by rule index.
-            self.considered.sort_by_key(|c| c.rule);
+            // Keep the trace in policy order (a handful of entries at
+            // most are added, so inserting beats sorting).
+            let at = self.rules.partition_point(|&r| r < index);
+            self.trace.insert(at, entry);
+            self.rules.insert(at, index);
         }
     }
 
@@ -689,7 +679,8 @@ impl<'a> Walk<'a> {
             ttl: 0,
             obligations: Vec::new(),
             errors: self.errors,
-            considered: self.considered,
+            trace: self.trace,
+            rules: self.rules,
         }
     }
 }
