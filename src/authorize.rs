@@ -649,10 +649,15 @@ impl<'a> Walk<'a> {
         pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         pool.truncate(3);
         for (_, index, at) in pool {
-            if let Ok(slot) = self.candidates.binary_search(&index) {
-                self.trace[slot].closest = true;
-                continue;
-            }
+            // `rules` stays sorted: the candidates, ascending, and the
+            // permits inserted below in order.
+            let place = match self.rules.binary_search(&index) {
+                Ok(slot) => {
+                    self.trace[slot].closest = true;
+                    continue;
+                }
+                Err(place) => place,
+            };
             let rule = &set.rules[index as usize];
             let mut entry = entry(rule, Outcome::NotMatched);
             if let Some(at) = at {
@@ -662,11 +667,10 @@ impl<'a> Walk<'a> {
                 });
             }
             entry.closest = true;
-            // Keep the trace in policy order (a handful of entries at
-            // most are added, so inserting beats sorting).
-            let at = self.rules.partition_point(|&r| r < index);
-            self.trace.insert(at, entry);
-            self.rules.insert(at, index);
+            // Keep the trace in policy order (three entries at most are
+            // added, so inserting beats sorting).
+            self.trace.insert(place, entry);
+            self.rules.insert(place, index);
         }
     }
 
