@@ -1,6 +1,8 @@
 //! The decision: contract.md's JSON, as serde types.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::name::needs_escape;
@@ -32,9 +34,9 @@ pub struct ObligationOut {
     pub rule: String,
 }
 
-/// An evaluation error, reported and failed closed.
+/// An error in a decision, reported and failed closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvalError {
+pub struct ErrorOut {
     /// The rule being evaluated (`request` for a bad request).
     pub rule: String,
     /// What went wrong.
@@ -62,6 +64,172 @@ pub struct Failed {
     pub saw: Value,
 }
 
+/// What a rule did to the decision: one item of a trace entry's `effect`.
+/// Its text (the `Display`, which is also how it serializes) is part of
+/// the decision contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A forbid that matched denied: `denied`.
+    Denied,
+    /// A permit granted these of the decision's scope items, `, `-joined
+    /// in scope order: `granted read:a, read:b`.
+    Granted {
+        /// The items.
+        items: String,
+    },
+    /// A permit without a grant allowed: `allowed (no scope of its own)`.
+    AllowedWithoutScope,
+    /// A permit's grant covered nothing that survived:
+    /// `covered none of the requested scope`.
+    CoveredNone,
+    /// A `limit scope` removed these items (none, when empty):
+    /// `narrowed scope: dropped a, b`.
+    NarrowedScope {
+        /// The items it removed.
+        dropped: Vec<String>,
+    },
+    /// The first TTL cap met set the TTL: `set ttl 900`.
+    TtlSet(u64),
+    /// A cap lowered the TTL: `capped ttl 3600 -> 900`.
+    TtlCapped {
+        /// The TTL before.
+        from: u64,
+        /// The cap, now the TTL.
+        to: u64,
+    },
+    /// A cap at or above the TTL: `cap 3600 did not lower ttl 900`.
+    TtlKept {
+        /// The cap.
+        cap: u64,
+        /// The TTL, unchanged.
+        ttl: u64,
+    },
+    /// A cap of 0 seconds denied: `denied: ttl under one second`.
+    TtlUnderOneSecond,
+    /// An obligation the decision carries: `added obligation revoke_on
+    /// objective_changed`.
+    ObligationAdded {
+        /// `approval`, `revoke_on`, `audience`, `log`.
+        kind: &'static str,
+        /// The event or value, when the kind has one.
+        detail: Option<String>,
+    },
+    /// An obligation that could not be computed denied:
+    /// `denied: obligation could not be computed`.
+    ObligationFailed,
+}
+
+impl Step {
+    /// True for the steps that derive scope and TTL (what `writ explain`
+    /// lists under "scope and ttl").
+    pub fn is_scope_or_ttl(&self) -> bool {
+        !matches!(
+            self,
+            Step::Denied | Step::ObligationAdded { .. } | Step::ObligationFailed
+        )
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Denied => f.write_str("denied"),
+            Step::Granted { items } => write!(f, "granted {items}"),
+            Step::AllowedWithoutScope => f.write_str("allowed (no scope of its own)"),
+            Step::CoveredNone => f.write_str("covered none of the requested scope"),
+            Step::NarrowedScope { dropped } if dropped.is_empty() => {
+                f.write_str("narrowed scope: nothing to drop")
+            }
+            Step::NarrowedScope { dropped } => {
+                f.write_str("narrowed scope: dropped ")?;
+                for (i, item) in dropped.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(item)?;
+                }
+                Ok(())
+            }
+            Step::TtlSet(ttl) => write!(f, "set ttl {ttl}"),
+            Step::TtlCapped { from, to } => write!(f, "capped ttl {from} -> {to}"),
+            Step::TtlKept { cap, ttl } => write!(f, "cap {cap} did not lower ttl {ttl}"),
+            Step::TtlUnderOneSecond => f.write_str("denied: ttl under one second"),
+            Step::ObligationAdded { kind, detail } => match detail {
+                Some(detail) => write!(f, "added obligation {kind} {detail}"),
+                None => write!(f, "added obligation {kind}"),
+            },
+            Step::ObligationFailed => f.write_str("denied: obligation could not be computed"),
+        }
+    }
+}
+
+impl Step {
+    /// The step a trace's text stands for; `None` for text no step
+    /// writes. The inverse of `Display`.
+    pub fn parse(text: &str) -> Option<Step> {
+        let number = |t: &str| t.parse::<u64>().ok();
+        Some(match text {
+            "denied" => Step::Denied,
+            "allowed (no scope of its own)" => Step::AllowedWithoutScope,
+            "covered none of the requested scope" => Step::CoveredNone,
+            "narrowed scope: nothing to drop" => Step::NarrowedScope {
+                dropped: Vec::new(),
+            },
+            "denied: ttl under one second" => Step::TtlUnderOneSecond,
+            "denied: obligation could not be computed" => Step::ObligationFailed,
+            _ => {
+                if let Some(items) = text.strip_prefix("granted ") {
+                    Step::Granted {
+                        items: items.to_owned(),
+                    }
+                } else if let Some(items) = text.strip_prefix("narrowed scope: dropped ") {
+                    Step::NarrowedScope {
+                        dropped: items.split(", ").map(str::to_owned).collect(),
+                    }
+                } else if let Some(ttl) = text.strip_prefix("set ttl ") {
+                    Step::TtlSet(number(ttl)?)
+                } else if let Some(rest) = text.strip_prefix("capped ttl ") {
+                    let (from, to) = rest.split_once(" -> ")?;
+                    Step::TtlCapped {
+                        from: number(from)?,
+                        to: number(to)?,
+                    }
+                } else if let Some(rest) = text.strip_prefix("cap ") {
+                    let (cap, ttl) = rest.split_once(" did not lower ttl ")?;
+                    Step::TtlKept {
+                        cap: number(cap)?,
+                        ttl: number(ttl)?,
+                    }
+                } else {
+                    let rest = text.strip_prefix("added obligation ")?;
+                    let (kind, detail) = match rest.split_once(' ') {
+                        Some((kind, detail)) => (kind, Some(detail.to_owned())),
+                        None => (rest, None),
+                    };
+                    let kind = ["approval", "revoke_on", "audience", "log"]
+                        .into_iter()
+                        .find(|k| *k == kind)?;
+                    Step::ObligationAdded { kind, detail }
+                }
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Step, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Step::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown trace effect `{text}`")))
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// One rule considered for the decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEntry {
@@ -81,7 +249,7 @@ pub struct TraceEntry {
     pub error: Option<String>,
     /// What it did to the decision, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub effect: Vec<String>,
+    pub effect: Vec<Step>,
     /// The rule's `because` message, when it matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub because: Option<String>,
@@ -113,7 +281,7 @@ pub struct Decision {
     /// Requested items no matched permit covered (or a limit removed).
     pub dropped_scope: Vec<String>,
     /// Evaluation errors.
-    pub errors: Vec<EvalError>,
+    pub errors: Vec<ErrorOut>,
     /// The rules considered.
     pub trace: Vec<TraceEntry>,
     /// The policy set.
@@ -135,7 +303,7 @@ impl Decision {
             obligations: Vec::new(),
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
-            errors: vec![EvalError {
+            errors: vec![ErrorOut {
                 rule: "request".to_owned(),
                 message,
             }],
@@ -201,7 +369,11 @@ impl Decision {
             out.push(b'}');
         });
         out.extend_from_slice(b",\"trace\":");
-        write_list(out, &self.trace, TraceEntry::write_json);
+        // One buffer for the text of every step.
+        let mut text = String::new();
+        write_list(out, &self.trace, |out, entry| {
+            entry.write_json(out, &mut text)
+        });
         out.extend_from_slice(b",\"policy\":{\"digest\":");
         write_name(out, &self.policy.digest);
         out.push(b'}');
@@ -220,8 +392,22 @@ impl Decision {
 }
 
 impl TraceEntry {
-    /// Appends the entry's JSON, as the derived `Serialize` writes it.
-    fn write_json(out: &mut Vec<u8>, entry: &TraceEntry) {
+    /// The effect's steps as text, `; `-separated (for reports).
+    pub fn effect_text(&self) -> String {
+        let mut out = String::new();
+        for (i, step) in self.effect.iter().enumerate() {
+            if i > 0 {
+                out.push_str("; ");
+            }
+            out.push_str(&step.to_string());
+        }
+        out
+    }
+
+    /// Appends the entry's JSON, as the derived `Serialize` writes it;
+    /// `text` is scratch space for the steps' text.
+    fn write_json(&self, out: &mut Vec<u8>, text: &mut String) {
+        let entry = self;
         out.extend_from_slice(b"{\"rule\":");
         write_name(out, &entry.rule);
         out.extend_from_slice(b",\"kind\":");
@@ -246,7 +432,13 @@ impl TraceEntry {
         }
         if !entry.effect.is_empty() {
             out.extend_from_slice(b",\"effect\":");
-            write_list(out, &entry.effect, |out, item| write_str(out, item));
+            write_list(out, &entry.effect, |out, step| {
+                use std::fmt::Write as _;
+                text.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{step}");
+                write_str(out, text);
+            });
         }
         if let Some(because) = &entry.because {
             out.extend_from_slice(b",\"because\":");
@@ -344,6 +536,79 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Every step's text reads back as the step, and the texts are those
+    /// the trace has always written.
+    #[test]
+    fn steps_render_in_one_place_and_read_back() {
+        let cases = [
+            (Step::Denied, "denied"),
+            (
+                Step::Granted {
+                    items: "read:a, read:b".to_owned(),
+                },
+                "granted read:a, read:b",
+            ),
+            (Step::AllowedWithoutScope, "allowed (no scope of its own)"),
+            (Step::CoveredNone, "covered none of the requested scope"),
+            (
+                Step::NarrowedScope {
+                    dropped: Vec::new(),
+                },
+                "narrowed scope: nothing to drop",
+            ),
+            (
+                Step::NarrowedScope {
+                    dropped: vec!["write:x".to_owned(), "read:y".to_owned()],
+                },
+                "narrowed scope: dropped write:x, read:y",
+            ),
+            (Step::TtlSet(900), "set ttl 900"),
+            (
+                Step::TtlCapped {
+                    from: 3600,
+                    to: 900,
+                },
+                "capped ttl 3600 -> 900",
+            ),
+            (
+                Step::TtlKept {
+                    cap: 3600,
+                    ttl: 900,
+                },
+                "cap 3600 did not lower ttl 900",
+            ),
+            (Step::TtlUnderOneSecond, "denied: ttl under one second"),
+            (
+                Step::ObligationAdded {
+                    kind: "revoke_on",
+                    detail: Some("objective_changed".to_owned()),
+                },
+                "added obligation revoke_on objective_changed",
+            ),
+            (
+                Step::ObligationAdded {
+                    kind: "approval",
+                    detail: None,
+                },
+                "added obligation approval",
+            ),
+            (
+                Step::ObligationFailed,
+                "denied: obligation could not be computed",
+            ),
+        ];
+        for (step, text) in cases {
+            assert_eq!(step.to_string(), text);
+            assert_eq!(Step::parse(text), Some(step.clone()), "{text}");
+            let json = serde_json::to_string(&step).expect("a step serializes");
+            assert_eq!(json, serde_json::to_string(text).expect("a string"));
+            let back: Step = serde_json::from_str(&json).expect("a step deserializes");
+            assert_eq!(back, step);
+        }
+        assert_eq!(Step::parse("added obligation teleport"), None);
+        assert_eq!(Step::parse("capped ttl many -> 1"), None);
+    }
 
     proptest! {
         /// The escapes are serde_json's, byte for byte, for any text.

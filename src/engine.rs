@@ -3,10 +3,10 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::authorize::{self, Compiled};
 use crate::compile::{self, Tree};
 use crate::decision::Decision;
 use crate::diagnostics::Diagnostics;
-use crate::eval::{self, Compiled};
 use crate::ir::PolicySet;
 use crate::parser;
 use crate::request::{Prepared, Request, RequestError};
@@ -135,26 +135,30 @@ impl Engine {
     /// Decides a request. A request that fails validation is denied with an
     /// error; nothing here panics or allows on error.
     pub fn decide(&self, request: &Request) -> Decision {
-        eval::decide(&self.compiled(), request)
+        authorize::decide(&self.compiled(), request)
     }
 
     /// Parses a JSON request and decides it.
     pub fn decide_json(&self, text: &str) -> Result<Decision, RequestError> {
         let (request, prepared) = Request::parse_json(text)?;
-        Ok(eval::decide_prepared(&self.compiled(), &request, &prepared))
+        Ok(authorize::decide_prepared(
+            &self.compiled(),
+            &request,
+            &prepared,
+        ))
     }
 
     /// Decides a request that [`Request::validate`] (or
     /// [`Request::parse_json`]) has already turned into `prepared`, so it is
     /// not validated twice. `prepared` must come from this same request.
     pub(crate) fn decide_prepared(&self, request: &Request, prepared: &Prepared) -> Decision {
-        eval::decide_prepared(&self.compiled(), request, prepared)
+        authorize::decide_prepared(&self.compiled(), request, prepared)
     }
 
     /// Decides by evaluating every rule in order, without the tree. Slower;
     /// for tests that the tree changes nothing.
     pub fn decide_naive(&self, request: &Request) -> Decision {
-        eval::decide_naive(&self.set, &self.digest, request)
+        authorize::decide_naive(&self.set, &self.digest, request)
     }
 
     fn compiled(&self) -> Compiled<'_> {

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::decision::{Decision, Effect, Outcome, TraceEntry};
+use crate::decision::{Decision, Effect, Outcome, Step, TraceEntry};
 use crate::engine::Engine;
 
 /// ANSI styling, or none.
@@ -130,15 +130,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
     let steps: Vec<&TraceEntry> = decision
         .trace
         .iter()
-        .filter(|e| {
-            e.effect.iter().any(|x| {
-                x.contains("scope")
-                    || x.contains("granted")
-                    || x.contains("ttl")
-                    || x.contains("allowed")
-                    || x.contains("covered")
-            })
-        })
+        .filter(|e| e.effect.iter().any(Step::is_scope_or_ttl))
         .collect();
     if !steps.is_empty() || !decision.dropped_scope.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("scope and ttl"));
@@ -146,13 +138,13 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
             for effect in entry
                 .effect
                 .iter()
-                .filter(|x| !x.starts_with("added obligation"))
+                .filter(|x| !matches!(x, Step::ObligationAdded { .. }))
             {
                 let _ = writeln!(
                     out,
                     "  {}",
                     columns(
-                        effect,
+                        &effect.to_string(),
                         40,
                         &style.dim(&format!("{} {}", entry.rule, entry.at))
                     )
@@ -225,7 +217,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         let detail = match (&entry.failed, &entry.error) {
             (Some(failed), _) => format!("{}  saw {}", failed.condition, failed.saw),
             (None, Some(error)) => format!("error: {error}"),
-            (None, None) => entry.effect.join("; "),
+            (None, None) => entry.effect_text(),
         };
         let _ = writeln!(out, "  {mark} {}", columns(&rule_line(entry), 48, &detail));
     }

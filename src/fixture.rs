@@ -361,7 +361,7 @@ pub fn render(report: &Report, coverage: bool) -> String {
                 let detail = match (&entry.failed, &entry.error) {
                     (Some(f), _) => format!("failed {} (saw {})", f.condition, f.saw),
                     (None, Some(e)) => format!("error: {e}"),
-                    _ => entry.effect.join("; "),
+                    _ => entry.effect_text(),
                 };
                 let _ = writeln!(
                     out,

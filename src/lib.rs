@@ -6,7 +6,8 @@
 //! to mint, the obligations the broker must honour, and a trace.
 //!
 //! The pipeline (crate-private modules): `source` → `lexer` → `parser` →
-//! `ast` → `check` → `ir` → `compile` (the decision tree) → `eval`.
+//! `ast` → `check` → `ir` → `compile` (the decision tree) → `authorize`,
+//! which uses `eval` for each rule, and `render`s the decision.
 //!
 //! ```
 //! use writ::{Engine, Request};
@@ -79,7 +80,7 @@
 //!   ```
 //!
 //! - The [`Decision`]: [`Effect`], scope, TTL, [`ObligationOut`]s,
-//!   reasons, [`EvalError`]s and a trace of [`TraceEntry`]s (each with its
+//!   reasons, [`ErrorOut`]s and a trace of [`TraceEntry`]s (each with its
 //!   [`Outcome`] and, when a condition failed, [`Failed`]); rendered as the
 //!   JSON the server answers with by [`Decision::to_json`], and as text by
 //!   [`explain`]:
@@ -145,6 +146,7 @@ macro_rules! internal {
 
 internal!(
     ast,
+    authorize,
     check,
     compile,
     decision,
@@ -167,6 +169,7 @@ mod allowed;
 mod duration;
 mod hex;
 mod name;
+mod render;
 mod sensitivity;
 mod suggest;
 
@@ -185,7 +188,7 @@ pub mod server;
 pub mod testgen;
 
 pub use decision::{
-    Decision, Effect, EvalError, Failed, Name, ObligationOut, Outcome, PolicyRef, TraceEntry,
+    Decision, Effect, ErrorOut, Failed, Name, ObligationOut, Outcome, PolicyRef, Step, TraceEntry,
 };
 pub use diagnostics::Diagnostics;
 pub use engine::{DataError, Engine, DEFAULT_PACK};

@@ -184,7 +184,7 @@ fn a_forbid_that_matched_is_named_in_the_trace() {
         .find(|e| e.rule == "basics.no-shared")
         .expect("the forbid is in the trace");
     assert_eq!(forbid.outcome, Outcome::Matched);
-    assert!(forbid.effect.iter().any(|e| e.contains("denied")));
+    assert!(forbid.effect.contains(&writ::decision::Step::Denied));
     // Its `because` template is filled in from the request.
     assert_eq!(
         forbid.because.as_deref(),

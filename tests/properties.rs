@@ -715,11 +715,10 @@ struct OrderFree {
 
 /// True when the deny comes from an obligation that could not be computed.
 fn obligation_failed(decision: &Decision) -> bool {
-    decision.trace.iter().any(|e| {
-        e.effect
-            .iter()
-            .any(|x| x == "denied: obligation could not be computed")
-    })
+    decision
+        .trace
+        .iter()
+        .any(|e| e.effect.contains(&writ::decision::Step::ObligationFailed))
 }
 
 fn order_free(decision: &Decision) -> OrderFree {

@@ -835,7 +835,7 @@ mod tests {
         let (request, mut decision) = sample();
         // What evaluation could put there: messages and rule ids quoting
         // the values, an audience copied from the resource.
-        decision.errors.push(crate::decision::EvalError {
+        decision.errors.push(crate::decision::ErrorOut {
             rule: "p".to_owned(),
             message: "cannot compare `db://x` with `spiffe://a/b`".to_owned(),
         });

@@ -1,0 +1,690 @@
+//! The authorizer: walks the decision tree, has the evaluator
+//! (`crate::eval`) judge the candidate rules, and combines them into a
+//! typed [`Authorization`]: which forbids denied, which permits granted,
+//! the scope and TTL steps, the obligations and the errors (typed, with
+//! their spans). `crate::render` turns an authorization into the
+//! `Decision`; the trace entries it carries hold typed outcomes and
+//! steps, whose text is written only when the decision is serialized.
+//!
+//! The order of combination: a matching forbid denies; then the matched
+//! permits' grants are built; no permit means deny by default; then scope
+//! (requested items covered by a grant and by every `limit scope`), TTL
+//! (the requested value capped by contributing permits and `limit ttl`
+//! rules, in policy order) and obligations (permits' and `require`s',
+//! deduplicated, in policy order).
+
+use std::fmt;
+
+use crate::compile::{Node, NodeId, Tree};
+use crate::decision::{Decision, Effect, Failed, Name, Outcome, Step, TraceEntry};
+use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
+use crate::ir::{Obligation, PolicySet, Rule, RuleKind};
+use crate::request::{Prepared, Request};
+use crate::scope::ScopeItem;
+
+/// The TTL granted when no permit, limit or request bounds it.
+pub const DEFAULT_TTL: u64 = 3600;
+
+/// Everything the authorizer needs from a compiled engine.
+pub struct Compiled<'e> {
+    /// The checked rules.
+    pub set: &'e PolicySet,
+    /// Their decision tree.
+    pub tree: &'e Tree,
+    /// The policy digest.
+    pub digest: &'e Name,
+}
+
+/// The typed result of authorizing one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    /// Allow or deny.
+    pub effect: Effect,
+    /// The rules that decided, by index: the granting permits on allow;
+    /// the forbids, or the rules whose TTL cap or obligation failed, on
+    /// deny.
+    pub reasons: Vec<u32>,
+    /// Granted scope items; empty on deny.
+    pub scope: Vec<String>,
+    /// Requested items no permit covered or a limit removed.
+    pub dropped: Vec<String>,
+    /// Granted lifetime in seconds; 0 on deny.
+    pub ttl: u64,
+    /// What the broker must do; empty on deny.
+    pub obligations: Vec<Obligated>,
+    /// What failed, in the order met.
+    pub errors: Vec<Fault>,
+    /// The rules considered, in policy order: each one's trace entry
+    /// (its outcome, the condition that failed, its steps as [`Step`]s).
+    pub trace: Vec<TraceEntry>,
+    /// The index of the rule of each trace entry.
+    pub rules: Vec<u32>,
+}
+
+/// An obligation the decision carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obligated {
+    /// `approval`, `revoke_on`, `audience`, `log`.
+    pub kind: &'static str,
+    /// For `revoke_on`: the event.
+    pub event: Option<String>,
+    /// For `audience`: the value.
+    pub value: Option<String>,
+    /// The rule that asked for it.
+    pub rule: u32,
+}
+
+/// An error in a decision, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// The rule being evaluated; `None` for the request itself.
+    pub rule: Option<u32>,
+    /// What went wrong.
+    pub error: AuthError,
+}
+
+/// What can go wrong while authorizing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthError {
+    /// A condition or template could not be evaluated.
+    Eval(Box<EvalError>),
+    /// TTL caps of 0 seconds brought the TTL to 0.
+    TtlZero,
+    /// The request asked for 0 seconds (and skipped validation).
+    RequestedTtlZero,
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Eval(e) => fmt::Display::fmt(e, f),
+            AuthError::TtlZero => {
+                f.write_str("the ttl works out to 0 seconds; an allow lasts at least one second")
+            }
+            AuthError::RequestedTtlZero => {
+                f.write_str("`requested.ttl` is 0; ask for at least 1 second")
+            }
+        }
+    }
+}
+
+/// Decides a request. Never panics; any error fails closed.
+pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
+    match request.validate() {
+        Ok(prepared) => decide_prepared(compiled, request, &prepared),
+        Err(error) => Decision::rejected(error.to_string(), compiled.digest.as_str()),
+    }
+}
+
+/// Decides a request already validated into `prepared`.
+pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Decision {
+    crate::render::decision(
+        authorize(compiled, request, prepared),
+        compiled.set,
+        compiled.digest,
+    )
+}
+
+/// Evaluates every rule in order without the tree; the reference the tree
+/// is tested against.
+pub fn decide_naive(set: &PolicySet, digest: &Name, request: &Request) -> Decision {
+    let all: Vec<u32> = (0..set.rules.len() as u32).collect();
+    let tree = Tree {
+        nodes: vec![Node::Leaf { rules: all }],
+        root: NodeId(0),
+    };
+    decide(
+        &Compiled {
+            set,
+            tree: &tree,
+            digest,
+        },
+        request,
+    )
+}
+
+/// Authorizes a request already validated into `prepared`.
+pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Authorization {
+    let mut walk = Walk::new(compiled, request, prepared);
+    walk.evaluate_candidates();
+
+    // A matching forbid (or one that failed closed) denies.
+    let mut reasons = Vec::new();
+    for i in 0..walk.matched.len() {
+        let (slot, rule) = walk.matched_rule(i);
+        if let RuleKind::Forbid = walk.kind(rule) {
+            walk.trace[slot].effect.push(Step::Denied);
+            reasons.push(rule);
+        }
+    }
+    if !reasons.is_empty() {
+        return walk.deny(reasons, Vec::new());
+    }
+
+    let granted = walk.grants();
+    if granted.is_empty() {
+        // Deny by default, naming the permits that came closest. No permit
+        // matched, so no requested item is covered.
+        walk.mark_closest();
+        let dropped = prepared
+            .scope
+            .iter()
+            .map(|item| item.as_str().to_owned())
+            .collect();
+        return walk.deny(Vec::new(), dropped);
+    }
+
+    let scope = walk.scope(&granted);
+    if scope.deny {
+        return walk.deny(Vec::new(), scope.dropped);
+    }
+    let ttl = match walk.ttl(&granted, &scope.contributing) {
+        Ok(ttl) => ttl,
+        Err(reasons) => return walk.deny(reasons, Vec::new()),
+    };
+    let obligations = match walk.obligations(&granted) {
+        Ok(obligations) => obligations,
+        Err(rule) => return walk.deny(vec![rule], Vec::new()),
+    };
+    let reasons = granted.iter().map(|g| g.rule).collect();
+    Authorization {
+        effect: Effect::Allow,
+        reasons,
+        scope: scope.scope,
+        dropped: scope.dropped,
+        ttl,
+        obligations,
+        errors: walk.errors,
+        trace: walk.trace,
+        rules: walk.rules,
+    }
+}
+
+/// A matched permit whose grant was built.
+struct Grant {
+    /// Its slot in the trace.
+    slot: usize,
+    /// Its rule index.
+    rule: u32,
+    /// Its grant, built for this request.
+    items: Vec<ScopeItem>,
+}
+
+impl Grant {
+    fn covers(&self, item: &ScopeItem) -> bool {
+        self.items.iter().any(|p| p.covers(item))
+    }
+}
+
+/// The scope worked out from the grants, the request and the limits.
+struct Scope {
+    /// Granted items.
+    scope: Vec<String>,
+    /// Items dropped.
+    dropped: Vec<String>,
+    /// For each grant: it covers a granted item.
+    contributing: Vec<bool>,
+    /// Something was asked for or granted, nothing survived, and no permit
+    /// allows without scope.
+    deny: bool,
+}
+
+/// The state of one authorization.
+struct Walk<'a> {
+    compiled: &'a Compiled<'a>,
+    set: &'a PolicySet,
+    prepared: &'a Prepared,
+    request: &'a Request,
+    evaluator: Evaluator<'a>,
+    /// The tree's candidates, ascending.
+    candidates: Vec<u32>,
+    /// The switches whose value the request missed (for `mark_closest`).
+    near: Vec<NodeId>,
+    /// The trace so far, and the rule index of each entry.
+    trace: Vec<TraceEntry>,
+    rules: Vec<u32>,
+    errors: Vec<Fault>,
+    /// The slots of the rules that matched, in policy order.
+    matched: Vec<usize>,
+    /// Permits that did not match, with the conjunct that failed.
+    missed_permits: Vec<(u32, usize)>,
+}
+
+fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
+    TraceEntry {
+        rule: rule.id.clone(),
+        kind: rule.kind_name.clone(),
+        at: rule.location.clone(),
+        outcome,
+        failed: None,
+        error: None,
+        effect: Vec::new(),
+        because: None,
+        closest: false,
+    }
+}
+
+impl<'a> Walk<'a> {
+    fn new(compiled: &'a Compiled<'a>, request: &'a Request, prepared: &'a Prepared) -> Walk<'a> {
+        let mut candidates = Vec::new();
+        let mut near = Vec::new();
+        compiled.tree.candidates(
+            |attr| crate::eval::attr_key(request, prepared, attr),
+            &mut candidates,
+            &mut near,
+        );
+        let set = compiled.set;
+        Walk {
+            compiled,
+            set,
+            prepared,
+            request,
+            evaluator: Evaluator::new(request, prepared, &set.data),
+            trace: Vec::with_capacity(candidates.len()),
+            rules: Vec::with_capacity(candidates.len()),
+            candidates,
+            near,
+            errors: Vec::new(),
+            matched: Vec::new(),
+            missed_permits: Vec::new(),
+        }
+    }
+
+    fn kind(&self, rule: u32) -> &'a RuleKind {
+        &self.set.rules[rule as usize].kind
+    }
+
+    /// The `i`th matched rule: its slot in the trace and its index.
+    fn matched_rule(&self, i: usize) -> (usize, u32) {
+        let slot = self.matched[i];
+        (slot, self.rules[slot])
+    }
+
+    fn fault(&mut self, rule: u32, error: AuthError) {
+        self.errors.push(Fault {
+            rule: Some(rule),
+            error,
+        });
+    }
+
+    /// Evaluates the tree's candidates, in policy order.
+    fn evaluate_candidates(&mut self) {
+        for i in 0..self.candidates.len() {
+            let index = self.candidates[i];
+            let rule = &self.set.rules[index as usize];
+            let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
+            let mut entry = match self.evaluator.rule(rule) {
+                RuleResult::True => entry(rule, Outcome::Matched),
+                RuleResult::False(at) => {
+                    let mut entry = entry(rule, Outcome::NotMatched);
+                    entry.failed = Some(Failed {
+                        condition: rule.conjunct_text[at].clone(),
+                        saw: self.evaluator.saw(&rule.conjuncts[at]),
+                    });
+                    if !fails_closed {
+                        self.missed_permits.push((index, at));
+                    }
+                    entry
+                }
+                RuleResult::Error(error) => {
+                    let outcome = if fails_closed {
+                        Outcome::Matched
+                    } else {
+                        Outcome::Error
+                    };
+                    let mut entry = entry(rule, outcome);
+                    entry.error = Some(error.to_string());
+                    self.fault(index, AuthError::Eval(error));
+                    entry
+                }
+            };
+            if entry.outcome == Outcome::Matched {
+                // A rule that applies only by failing closed did not hold,
+                // so its `because` would not be true.
+                if let (Some(because), None) = (&rule.because, &entry.error) {
+                    entry.because = self.evaluator.template(because, Fill::Text).ok();
+                }
+                self.matched.push(self.trace.len());
+            }
+            self.trace.push(entry);
+            self.rules.push(index);
+        }
+    }
+
+    /// Builds the matched permits' grants; a grant that cannot be built
+    /// makes its permit not match.
+    fn grants(&mut self) -> Vec<Grant> {
+        let mut granted = Vec::new();
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
+            let RuleKind::Permit { grant, .. } = self.kind(rule) else {
+                continue;
+            };
+            match self.evaluator.scope_items(grant) {
+                Ok(items) => granted.push(Grant { slot, rule, items }),
+                Err(error) => {
+                    self.trace[slot].outcome = Outcome::Error;
+                    self.trace[slot].error = Some(error.to_string());
+                    self.fault(rule, AuthError::Eval(error));
+                }
+            }
+        }
+        granted
+    }
+
+    /// Each applicable scope limit's patterns, built for this request. A
+    /// pattern that cannot be built keeps nothing: the limit fails closed.
+    fn scope_limits(&mut self) -> Vec<(usize, Vec<ScopeItem>)> {
+        let mut limits = Vec::new();
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
+            let RuleKind::LimitScope(templates) = self.kind(rule) else {
+                continue;
+            };
+            let patterns = match self.evaluator.scope_items(templates) {
+                Ok(patterns) => patterns,
+                Err(error) => {
+                    self.trace[slot].error = Some(error.to_string());
+                    self.fault(rule, AuthError::Eval(error));
+                    Vec::new()
+                }
+            };
+            limits.push((slot, patterns));
+        }
+        limits
+    }
+
+    /// The scope: the requested items (or, when none were requested,
+    /// everything granted) that a grant covers and every limit keeps. On
+    /// success each granting permit's first step says what it granted.
+    fn scope(&mut self, granted: &[Grant]) -> Scope {
+        let limits = self.scope_limits();
+        let prepared = self.prepared;
+        let requested = !prepared.scope.is_empty();
+        let everything: Vec<ScopeItem>;
+        let wanted: &[ScopeItem] = if requested {
+            &prepared.scope
+        } else {
+            let mut all: Vec<ScopeItem> = granted
+                .iter()
+                .flat_map(|g| g.items.iter().cloned())
+                .collect();
+            all.sort();
+            all.dedup();
+            everything = all;
+            &everything
+        };
+        let mut out = Scope {
+            scope: Vec::new(),
+            dropped: Vec::new(),
+            contributing: vec![false; granted.len()],
+            deny: false,
+        };
+        let mut limit_drops: Vec<Vec<String>> = vec![Vec::new(); limits.len()];
+        // The parsed form of each item in `out.scope`.
+        let mut kept: Vec<&ScopeItem> = Vec::new();
+        for item in wanted {
+            if !granted.iter().any(|g| g.covers(item)) {
+                out.dropped.push(item.as_str().to_owned());
+                continue;
+            }
+            let mut survives = true;
+            for (which, (_, patterns)) in limits.iter().enumerate() {
+                if !patterns.iter().any(|p| p.covers(item)) {
+                    limit_drops[which].push(item.as_str().to_owned());
+                    survives = false;
+                }
+            }
+            if !survives {
+                out.dropped.push(item.as_str().to_owned());
+                continue;
+            }
+            for (flag, g) in out.contributing.iter_mut().zip(granted) {
+                *flag |= g.covers(item);
+            }
+            out.scope.push(item.as_str().to_owned());
+            kept.push(item);
+        }
+        for ((slot, _), dropped) in limits.iter().zip(limit_drops) {
+            self.trace[*slot]
+                .effect
+                .push(Step::NarrowedScope { dropped });
+        }
+        let any_grant = granted.iter().any(|g| !g.items.is_empty());
+        if (requested || any_grant) && out.scope.is_empty() {
+            for g in granted {
+                if !g.items.is_empty() || requested {
+                    self.trace[g.slot].effect.push(Step::CoveredNone);
+                }
+            }
+            // A permit without a grant still allows when nothing was
+            // requested.
+            let plain_allow = !requested && granted.iter().any(|g| g.items.is_empty());
+            out.deny = !plain_allow;
+        }
+        if !out.deny {
+            self.permit_steps(granted, &out, &kept, requested);
+        }
+        out
+    }
+
+    /// Each granting permit's first step: the granted items it covers, or
+    /// that it allows without scope of its own.
+    fn permit_steps(
+        &mut self,
+        granted: &[Grant],
+        scope: &Scope,
+        kept: &[&ScopeItem],
+        requested: bool,
+    ) {
+        for (i, g) in granted.iter().enumerate() {
+            let step = if g.items.is_empty() {
+                Step::AllowedWithoutScope
+            } else if scope.contributing[i] || !requested {
+                let mut items = String::new();
+                for (text, item) in scope.scope.iter().zip(kept) {
+                    if g.covers(item) {
+                        if !items.is_empty() {
+                            items.push_str(", ");
+                        }
+                        items.push_str(text);
+                    }
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                Step::Granted { items }
+            } else {
+                continue;
+            };
+            self.trace[g.slot].effect.insert(0, step);
+        }
+    }
+
+    /// The TTL: requested, then capped by contributing permits and
+    /// applicable limits in policy order. `Err` with the reasons when the
+    /// caps bring it to 0.
+    fn ttl(&mut self, granted: &[Grant], contributing: &[bool]) -> Result<u64, Vec<u32>> {
+        let mut caps: Vec<(usize, u32, u64)> = Vec::new();
+        for (g, contributes) in granted.iter().zip(contributing) {
+            if let RuleKind::Permit {
+                ttl: Some(seconds), ..
+            } = *self.kind(g.rule)
+            {
+                if *contributes {
+                    caps.push((g.slot, g.rule, seconds));
+                }
+            }
+        }
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
+            if let RuleKind::LimitTtl(seconds) = *self.kind(rule) {
+                caps.push((slot, rule, seconds));
+            }
+        }
+        caps.sort_by_key(|&(_, rule, _)| rule);
+        let mut ttl: Option<u64> = self.request.requested.ttl;
+        for &(slot, _, cap) in &caps {
+            let step = match ttl {
+                Some(now) if now <= cap => Step::TtlKept { cap, ttl: now },
+                Some(now) => Step::TtlCapped { from: now, to: cap },
+                None => Step::TtlSet(cap),
+            };
+            if !matches!(step, Step::TtlKept { .. }) {
+                ttl = Some(cap);
+            }
+            self.trace[slot].effect.push(step);
+        }
+        let ttl = ttl.unwrap_or(DEFAULT_TTL);
+        if ttl > 0 {
+            return Ok(ttl);
+        }
+        // A credential for zero seconds reads like a deny, and issuers such
+        // as Vault take 0 for "use the default": refuse it instead. A
+        // requested TTL of 0 never gets here (validation refuses it), so
+        // the zero comes from the caps of 0 seconds, which are the reasons.
+        let mut reasons = Vec::new();
+        for &(slot, rule, cap) in &caps {
+            if cap > 0 {
+                continue;
+            }
+            self.trace[slot].effect.push(Step::TtlUnderOneSecond);
+            self.fault(rule, AuthError::TtlZero);
+            reasons.push(rule);
+        }
+        if reasons.is_empty() {
+            // A request for 0 seconds that skipped validation.
+            self.errors.push(Fault {
+                rule: None,
+                error: AuthError::RequestedTtlZero,
+            });
+        }
+        Err(reasons)
+    }
+
+    /// The obligations of the granting permits and applicable requires,
+    /// deduplicated, in policy order. `Err` with the rule whose obligation
+    /// could not be computed.
+    fn obligations(&mut self, granted: &[Grant]) -> Result<Vec<Obligated>, u32> {
+        let mut sources: Vec<(usize, u32, &'a Obligation)> = Vec::new();
+        for g in granted {
+            if let RuleKind::Permit { obligations, .. } = self.kind(g.rule) {
+                sources.extend(obligations.iter().map(|o| (g.slot, g.rule, o)));
+            }
+        }
+        for i in 0..self.matched.len() {
+            let (slot, rule) = self.matched_rule(i);
+            if let RuleKind::Require(obligation) = self.kind(rule) {
+                sources.push((slot, rule, obligation));
+            }
+        }
+        sources.sort_by_key(|&(_, rule, _)| rule);
+        let mut out: Vec<Obligated> = Vec::new();
+        for (slot, rule, obligation) in sources {
+            let (kind, event, value) = match obligation {
+                Obligation::Approval => ("approval", None, None),
+                Obligation::Log => ("log", None, None),
+                Obligation::RevokeOn(event) => ("revoke_on", Some(String::from(&**event)), None),
+                Obligation::Audience(template) => {
+                    match self.evaluator.obligation_value("audience", template) {
+                        Ok(value) => ("audience", None, Some(value)),
+                        Err(error) => {
+                            // An obligation that cannot be stated cannot be
+                            // honoured.
+                            let entry = &mut self.trace[slot];
+                            entry.outcome = Outcome::Error;
+                            entry.error = Some(error.to_string());
+                            entry.effect.push(Step::ObligationFailed);
+                            self.fault(rule, AuthError::Eval(error));
+                            return Err(rule);
+                        }
+                    }
+                }
+            };
+            if out
+                .iter()
+                .any(|o| o.kind == kind && o.event == event && o.value == value)
+            {
+                continue;
+            }
+            let detail = event.clone().or_else(|| value.clone());
+            self.trace[slot]
+                .effect
+                .push(Step::ObligationAdded { kind, detail });
+            out.push(Obligated {
+                kind,
+                event,
+                value,
+                rule,
+            });
+        }
+        Ok(out)
+    }
+
+    /// On default deny: flags up to three permits that came closest (the
+    /// most conditions held before the first that failed), adding permits
+    /// found in the sibling branches of the switches the request missed.
+    /// Costs a handful of rule evaluations, whatever the size of the
+    /// policy.
+    fn mark_closest(&mut self) {
+        let set = self.set;
+        // (conditions held, rule index, failed conjunct), best first.
+        let mut pool: Vec<(usize, u32, Option<usize>)> = self
+            .missed_permits
+            .iter()
+            .map(|&(r, at)| (at, r, Some(at)))
+            .collect();
+        if pool.len() < 3 {
+            for rule in self.compiled.tree.rules_below(&self.near, 6) {
+                let is_permit = matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
+                if !is_permit || pool.iter().any(|p| p.1 == rule) {
+                    continue;
+                }
+                match self.evaluator.rule(&set.rules[rule as usize]) {
+                    RuleResult::False(at) => pool.push((at, rule, Some(at))),
+                    _ => pool.push((0, rule, None)),
+                }
+            }
+        }
+        pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        pool.truncate(3);
+        for (_, index, at) in pool {
+            // `rules` stays sorted: the candidates, ascending, and the
+            // permits inserted below in order.
+            let place = match self.rules.binary_search(&index) {
+                Ok(slot) => {
+                    self.trace[slot].closest = true;
+                    continue;
+                }
+                Err(place) => place,
+            };
+            let rule = &set.rules[index as usize];
+            let mut entry = entry(rule, Outcome::NotMatched);
+            if let Some(at) = at {
+                entry.failed = Some(Failed {
+                    condition: rule.conjunct_text[at].clone(),
+                    saw: self.evaluator.saw(&rule.conjuncts[at]),
+                });
+            }
+            entry.closest = true;
+            // Keep the trace in policy order (three entries at most are
+            // added, so inserting beats sorting).
+            self.trace.insert(place, entry);
+            self.rules.insert(place, index);
+        }
+    }
+
+    fn deny(self, reasons: Vec<u32>, dropped: Vec<String>) -> Authorization {
+        Authorization {
+            effect: Effect::Deny,
+            reasons,
+            scope: Vec::new(),
+            dropped,
+            ttl: 0,
+            obligations: Vec::new(),
+            errors: self.errors,
+            trace: self.trace,
+            rules: self.rules,
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The evaluator of expressions: a rule's conditions, with three-valued
+//! logic, and the templates of grants, obligations and `because` messages.
+//! It knows nothing of decisions; the authorizer (`crate::authorize`)
+//! uses it, never the other way round.
+//!
+//! Errors are values here. `and` is false when either side is false (even if
+//! the other errs) and `or` is true when either side is true; otherwise an
+//! error propagates. This makes the result independent of operand order,
+//! which is what lets the tree skip rules without changing any decision.
+
+mod error;
+mod value;
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+pub use error::{EvalError, Found};
+pub use value::{attr_key, attr_value, to_json, Val};
+
+use crate::ast::BinOp;
+use crate::ir::{Attr, Expr, ExprKind, Lit, Rule, Template, TemplatePart};
+use crate::request::{Prepared, Request};
+use crate::scope::ScopeItem;
+use crate::source::Span;
+use value::{
+    add, call, contains, equal, format_time, found, from_json, from_lit, list_items, order,
+    says_nothing, type_name, Res,
+};
+
+/// How deep the evaluator follows nested expressions before it stops with
+/// [`Box::new(EvalError::TooDeep)`]. The parser's limits (64 levels of brackets, 512
+/// operators in a condition) keep written policies far below it; this
+/// guard is for the paths around them (constants inlined into constants,
+/// an IR built by hand), so that no input can overflow the stack. Measured
+/// on x86-64, a level of `not` takes about 0.5 KiB of stack in a release
+/// build (2.7 KiB unoptimised), so the limit fits a 2 MiB thread (tokio's
+/// workers) with room to spare.
+pub const MAX_DEPTH: usize = 1024;
+
+/// How a rule's condition fared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleResult {
+    /// Every conjunct held.
+    True,
+    /// The conjunct at this index was false (a false one wins over errors).
+    False(usize),
+    /// No conjunct was false and one erred: the first error.
+    Error(Box<EvalError>),
+}
+
+/// What a template is filled for, which decides the hole values it
+/// refuses.
+#[derive(Debug, Clone, Copy)]
+pub enum Fill {
+    /// A `because` message: any value.
+    Text,
+    /// A grant or a `limit scope` pattern: no value that is empty or holds
+    /// a `*` (the item is parsed afterwards, which refuses the rest).
+    ScopeItem,
+    /// An obligation's value, of the kind named: no value that is blank,
+    /// holds a `*` or a percent-encoded `.`, `/` or `%`.
+    Obligation(&'static str),
+}
+
+/// Evaluates expressions against one request and the policy's data.
+pub struct Evaluator<'a> {
+    request: &'a Request,
+    prepared: &'a Prepared,
+    data: &'a IndexMap<String, Value>,
+    /// The values bound by the quantifiers being evaluated, innermost last.
+    locals: Vec<Val<'a>>,
+    /// How many `eval` calls are open.
+    depth: usize,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator for `request` (validated into `prepared`) and `data`.
+    pub fn new(
+        request: &'a Request,
+        prepared: &'a Prepared,
+        data: &'a IndexMap<String, Value>,
+    ) -> Evaluator<'a> {
+        Evaluator {
+            request,
+            prepared,
+            data,
+            locals: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    /// The value of an expression.
+    pub fn eval(&mut self, expr: &'a Expr) -> Res<Val<'a>> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Box::new(EvalError::TooDeep {
+                limit: MAX_DEPTH,
+                span: expr.span,
+            }));
+        }
+        self.depth += 1;
+        let result = self.eval_node(expr);
+        self.depth -= 1;
+        result
+    }
+
+    fn eval_node(&mut self, expr: &'a Expr) -> Res<Val<'a>> {
+        let span = expr.span;
+        match &expr.kind {
+            ExprKind::Lit(lit) => from_lit(lit).ok_or_else(|| Box::new(EvalError::Null { span })),
+            ExprKind::Attr(attr) => {
+                attr_value(self.request, self.prepared, attr).ok_or_else(|| {
+                    Box::new(EvalError::Missing {
+                        path: attr.path(),
+                        span,
+                    })
+                })
+            }
+            ExprKind::Local(depth) => self
+                .locals
+                .get(*depth)
+                .cloned()
+                .ok_or_else(|| Box::new(EvalError::Unbound { span })),
+            ExprKind::Data(key) => match self.data.get(&**key) {
+                Some(value) => from_json(value).ok_or_else(|| Box::new(EvalError::Null { span })),
+                None => Err(Box::new(EvalError::DataMissing {
+                    key: key.clone(),
+                    span,
+                })),
+            },
+            ExprKind::Field(base, name) => self.field(base, name, span),
+            ExprKind::Index(base, index) => self.index(base, index, span),
+            ExprKind::Call(builtin, args) => {
+                let mut values = Vec::with_capacity(args.len());
+                for arg in args {
+                    values.push(self.eval(arg)?);
+                }
+                call(*builtin, &values, span)
+            }
+            ExprKind::Not(inner) => match self.eval(inner)? {
+                Val::Bool(b) => Ok(Val::Bool(!b)),
+                other => Err(Box::new(EvalError::Operand {
+                    op: "not",
+                    needs: "a bool",
+                    found: found(&other),
+                    span,
+                })),
+            },
+            ExprKind::Matches(inner, glob) => match self.eval(inner)? {
+                Val::Str(s) => Ok(Val::Bool(glob.is_match(&s))),
+                other => Err(Box::new(EvalError::Operand {
+                    op: "matches",
+                    needs: "a string",
+                    found: found(&other),
+                    span,
+                })),
+            },
+            ExprKind::Has(attr, rest) => Ok(Val::Bool(self.has(attr, rest))),
+            ExprKind::Quantifier { all, list, body } => self.quantifier(*all, list, body, span),
+            ExprKind::Binary(op, left, right) => self.binary(*op, left, right, span),
+        }
+    }
+
+    fn field(&mut self, base: &'a Expr, name: &'a str, span: Span) -> Res<Val<'a>> {
+        match self.eval(base)? {
+            Val::Json(Value::Object(map)) => match map.get(name) {
+                Some(value) => from_json(value).ok_or_else(|| Box::new(EvalError::Null { span })),
+                None => Err(Box::new(EvalError::FieldMissing {
+                    field: name.into(),
+                    span,
+                })),
+            },
+            other => Err(Box::new(EvalError::NoFields {
+                ty: type_name(&other),
+                field: name.into(),
+                span,
+            })),
+        }
+    }
+
+    fn index(&mut self, base: &'a Expr, index: &'a Expr, span: Span) -> Res<Val<'a>> {
+        let base = self.eval(base)?;
+        let index = self.eval(index)?;
+        match (&base, &index) {
+            (Val::Json(Value::Object(map)), Val::Str(key)) => match map.get(&**key) {
+                Some(value) => from_json(value).ok_or_else(|| Box::new(EvalError::Null { span })),
+                None => Err(Box::new(EvalError::KeyMissing {
+                    key: key.to_string(),
+                    span,
+                })),
+            },
+            (_, Val::Num(n)) if n.fract() == 0.0 && *n >= 0.0 => {
+                let items = list_items(&base).ok_or_else(|| {
+                    Box::new(EvalError::NotIndexable {
+                        ty: type_name(&base),
+                        span,
+                    })
+                })?;
+                items
+                    .into_iter()
+                    .nth(*n as usize)
+                    .ok_or_else(|| Box::new(EvalError::OutOfRange { index: *n, span }))
+            }
+            _ => Err(Box::new(EvalError::BadIndex {
+                ty: type_name(&base),
+                index: found(&index),
+                span,
+            })),
+        }
+    }
+
+    fn quantifier(
+        &mut self,
+        all: bool,
+        list: &'a Expr,
+        body: &'a Expr,
+        span: Span,
+    ) -> Res<Val<'a>> {
+        let list = self.eval(list)?;
+        let items = list_items(&list).ok_or_else(|| {
+            Box::new(EvalError::OperandType {
+                op: if all { "all" } else { "any" },
+                needs: "a list",
+                ty: type_name(&list),
+                span,
+            })
+        })?;
+        let mut error = None;
+        for item in items {
+            self.locals.push(item);
+            let result = self.truth(body);
+            self.locals.pop();
+            match result {
+                Ok(b) if b != all => return Ok(Val::Bool(b)),
+                Ok(_) => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(Val::Bool(all)),
+        }
+    }
+
+    /// An expression that must be a bool.
+    pub fn truth(&mut self, expr: &'a Expr) -> Res<bool> {
+        if let Some(answer) = self.quick_truth(expr) {
+            return Ok(answer);
+        }
+        match self.eval(expr)? {
+            Val::Bool(b) => Ok(b),
+            other => Err(Box::new(EvalError::NotBool {
+                found: found(&other),
+                span: expr.span,
+            })),
+        }
+    }
+
+    /// The commonest test, an attribute against a string constant, with no
+    /// intermediate values; `None` sends anything else down the general
+    /// path.
+    fn quick_truth(&self, expr: &'a Expr) -> Option<bool> {
+        let ExprKind::Binary(op, left, right) = &expr.kind else {
+            return None;
+        };
+        let (ExprKind::Attr(attr), ExprKind::Lit(constant)) = (&left.kind, &right.kind) else {
+            return None;
+        };
+        let value = attr_value(self.request, self.prepared, attr);
+        match (op, value, constant) {
+            (BinOp::Eq | BinOp::Ne, Some(Val::Str(value)), Lit::Str(constant)) => {
+                Some((*value == **constant) == (*op == BinOp::Eq))
+            }
+            (BinOp::Eq | BinOp::Ne, Some(Val::Bool(value)), Lit::Bool(constant)) => {
+                Some((value == *constant) == (*op == BinOp::Eq))
+            }
+            (BinOp::In | BinOp::NotIn, Some(Val::Str(value)), Lit::List(items)) => {
+                let mut other_type = false;
+                let found = items.iter().any(|item| match item {
+                    Lit::Str(s) => **s == *value,
+                    _ => {
+                        other_type = true;
+                        false
+                    }
+                });
+                // An element of another type makes a miss an error: the
+                // general path says which.
+                (found || !other_type).then_some(found == (*op == BinOp::In))
+            }
+            _ => None,
+        }
+    }
+
+    fn has(&self, attr: &Attr, rest: &'a [Box<str>]) -> bool {
+        let Some(mut value) = attr_value(self.request, self.prepared, attr) else {
+            return false;
+        };
+        for field in rest {
+            match value {
+                Val::Json(Value::Object(map)) => match map.get(&**field).and_then(from_json) {
+                    Some(next) => value = next,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+        !says_nothing(&value)
+    }
+
+    fn binary(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr, span: Span) -> Res<Val<'a>> {
+        if let BinOp::And | BinOp::Or = op {
+            let dominant = op == BinOp::Or;
+            let l = self.truth(left);
+            if matches!(l, Ok(b) if b == dominant) {
+                return Ok(Val::Bool(dominant));
+            }
+            let r = self.truth(right);
+            if matches!(r, Ok(b) if b == dominant) {
+                return Ok(Val::Bool(dominant));
+            }
+            l?;
+            r?;
+            return Ok(Val::Bool(!dominant));
+        }
+        let l = self.eval(left)?;
+        let r = self.eval(right)?;
+        Ok(match op {
+            BinOp::Eq => Val::Bool(equal(&l, &r, span)?),
+            BinOp::Ne => Val::Bool(!equal(&l, &r, span)?),
+            BinOp::Lt => Val::Bool(order(&l, &r, span)? == Ordering::Less),
+            BinOp::Le => Val::Bool(order(&l, &r, span)? != Ordering::Greater),
+            BinOp::Gt => Val::Bool(order(&l, &r, span)? == Ordering::Greater),
+            BinOp::Ge => Val::Bool(order(&l, &r, span)? != Ordering::Less),
+            BinOp::In => Val::Bool(contains(&r, &l, span)?),
+            BinOp::NotIn => Val::Bool(!contains(&r, &l, span)?),
+            BinOp::Add => add(&l, &r, span)?,
+            BinOp::Matches | BinOp::And | BinOp::Or => {
+                return Err(Box::new(EvalError::Unsupported { span }))
+            }
+        })
+    }
+
+    /// Evaluates a rule's conjuncts: the first false one wins over errors.
+    pub fn rule(&mut self, rule: &'a Rule) -> RuleResult {
+        let mut error = None;
+        for (index, conjunct) in rule.conjuncts.iter().enumerate() {
+            match self.truth(conjunct) {
+                Ok(true) => {}
+                Ok(false) => return RuleResult::False(index),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        match error {
+            Some(e) => RuleResult::Error(e),
+            None => RuleResult::True,
+        }
+    }
+
+    /// The value a failed conjunct saw: its attribute side (`null` when it
+    /// cannot be evaluated).
+    pub fn saw(&mut self, conjunct: &'a Expr) -> Value {
+        let target = match &conjunct.kind {
+            ExprKind::Binary(_, left, right) => {
+                if matches!(left.kind, ExprKind::Lit(_)) {
+                    right
+                } else {
+                    left
+                }
+            }
+            ExprKind::Not(inner) => inner,
+            ExprKind::Matches(inner, _) => inner,
+            _ => conjunct,
+        };
+        match self.eval(target) {
+            Ok(v) => to_json(&v),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Builds scope items from templates; the first that fails fails all.
+    pub fn scope_items(&mut self, templates: &'a [Template]) -> Res<Vec<ScopeItem>> {
+        templates
+            .iter()
+            .map(|t| {
+                let text = self.template(t, Fill::ScopeItem)?;
+                ScopeItem::parse(&text).map_err(|error| {
+                    Box::new(EvalError::ScopeItem {
+                        error,
+                        span: t.span,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Fills an obligation's template, refusing what a broker could read
+    /// as "any" or "nothing": a hole value that is empty, blank, holds a
+    /// `*` or a percent-encoded `.`, `/` or `%`, and a whole value that is
+    /// empty, blank, `*` or `**`.
+    pub fn obligation_value(&mut self, kind: &'static str, template: &'a Template) -> Res<String> {
+        let value = self.template(template, Fill::Obligation(kind))?;
+        let trimmed = value.trim();
+        if trimmed.is_empty() || trimmed == "*" || trimmed == "**" {
+            return Err(Box::new(EvalError::BlankObligation {
+                kind,
+                value,
+                template: template.source.clone(),
+                span: template.span,
+            }));
+        }
+        Ok(value)
+    }
+
+    /// Fills a template's holes.
+    pub fn template(&mut self, template: &'a Template, fill: Fill) -> Res<String> {
+        let mut out = String::with_capacity(template.source.len() + 48);
+        for part in &template.parts {
+            match part {
+                TemplatePart::Text(text) => out.push_str(text),
+                TemplatePart::Hole(expr) => {
+                    let value = self.eval(expr)?;
+                    let text = hole_text(&value, template)?;
+                    if refused(&text, fill) {
+                        return Err(Box::new(EvalError::Widens {
+                            value: text.into_owned(),
+                            what: match fill {
+                                Fill::Obligation(kind) => kind,
+                                _ => "scope item",
+                            },
+                            template: template.source.clone(),
+                            span: template.span,
+                        }));
+                    }
+                    out.push_str(&text);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A hole's value as text; strings, the commonest, are borrowed.
+fn hole_text<'v>(value: &'v Val<'_>, template: &Template) -> Res<Cow<'v, str>> {
+    Ok(match value {
+        Val::Str(s) => Cow::Borrowed(s),
+        Val::Num(n) => Cow::Owned(n.to_string()),
+        Val::Dur(d) => Cow::Owned(d.to_string()),
+        Val::Level(l) => Cow::Borrowed(l.as_str()),
+        Val::Time(t) => Cow::Owned(format_time(*t)),
+        Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        other => {
+            return Err(Box::new(EvalError::HoleType {
+                ty: type_name(other),
+                template: template.source.clone(),
+                span: template.span,
+            }))
+        }
+    })
+}
+
+/// True when a hole's text would widen or break what `fill` builds.
+fn refused(text: &str, fill: Fill) -> bool {
+    match fill {
+        Fill::Text => false,
+        Fill::ScopeItem => text.contains('*') || text.is_empty(),
+        Fill::Obligation(_) => {
+            text.contains('*')
+                || text.trim().is_empty()
+                || crate::scope::percent_encoded(text).is_some()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

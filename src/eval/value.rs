@@ -1,0 +1,364 @@
+//! Values during evaluation and the operations on them: reading the
+//! request, comparing, membership, the builtins and `+`. Nothing here
+//! knows about rules or decisions.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use indexmap::IndexMap;
+use serde_json::{json, Value};
+
+use super::error::{EvalError, Found};
+use crate::ir::{Attr, Builtin, Dim, Lit};
+use crate::request::{parse_time, Prepared, Request, Sensitivity};
+use crate::source::Span;
+
+/// A value during evaluation, borrowing from the request and the policy.
+#[derive(Debug, Clone)]
+pub enum Val<'a> {
+    /// A string.
+    Str(Cow<'a, str>),
+    /// A number.
+    Num(f64),
+    /// A bool.
+    Bool(bool),
+    /// A duration in seconds.
+    Dur(u64),
+    /// A sensitivity level.
+    Level(Sensitivity),
+    /// An instant, Unix nanoseconds.
+    Time(i128),
+    /// A list of constants.
+    Lits(&'a [Lit]),
+    /// A list of strings from the request.
+    Strs(&'a [String]),
+    /// A JSON array or object from the request or the data.
+    Json(&'a Value),
+}
+
+pub(super) type Res<T> = Result<T, Box<EvalError>>;
+
+/// A JSON value as a value; `None` for `null`, which reads as missing.
+pub(super) fn from_json(value: &Value) -> Option<Val<'_>> {
+    Some(match value {
+        Value::String(s) => Val::Str(Cow::Borrowed(s)),
+        Value::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Null => return None,
+        other => Val::Json(other),
+    })
+}
+
+/// A constant as a value; `None` for a `null` inside data.
+pub(super) fn from_lit(lit: &Lit) -> Option<Val<'_>> {
+    Some(match lit {
+        Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
+        Lit::Num(n) => Val::Num(*n),
+        Lit::Bool(b) => Val::Bool(*b),
+        Lit::Dur(d) => Val::Dur(*d),
+        Lit::Level(l) => Val::Level(*l),
+        Lit::List(items) => Val::Lits(items),
+        Lit::Json(v) => from_json(v)?,
+    })
+}
+
+/// The value of a request attribute; `None` when it is absent.
+pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<Val<'a>> {
+    let s = |o: &'a Option<String>| o.as_deref().map(|s| Val::Str(Cow::Borrowed(s)));
+    let extra = |map: &'a IndexMap<String, Value>, name: &str| map.get(name).and_then(from_json);
+    match attr {
+        Attr::SubjectId => s(&request.subject.id),
+        Attr::SubjectKind => s(&request.subject.kind),
+        Attr::SubjectAuth => s(&request.subject.auth),
+        Attr::SubjectAttested => request.subject.attested.map(Val::Bool),
+        Attr::SubjectShared => request.subject.shared.map(Val::Bool),
+        Attr::SubjectOwner => s(&request.subject.owner),
+        Attr::SubjectEnvironment => s(&request.subject.environment),
+        Attr::Action => s(&request.action),
+        Attr::ResourceId => s(&request.resource.id),
+        Attr::ResourceKind => s(&request.resource.kind),
+        Attr::ResourceOwner => s(&request.resource.owner),
+        Attr::IntentTask => s(&request.intent.task),
+        Attr::IntentId => s(&request.intent.id),
+        Attr::IntentObjective => s(&request.intent.objective),
+        Attr::IntentObjectiveChanged => request.intent.objective_changed.map(Val::Bool),
+        Attr::EnvironmentName => s(&request.environment.name),
+        Attr::EnvironmentBroker => s(&request.environment.broker),
+        Attr::EnvironmentTime => prepared.time.map(Val::Time),
+        Attr::Sensitivity => request.sensitivity.map(Val::Level),
+        Attr::RequestedScope => request.requested.scope.as_deref().map(Val::Strs),
+        Attr::RequestedTtl => request.requested.ttl.map(Val::Dur),
+        Attr::Extra(dim, name) => match dim {
+            Dim::Subject => extra(&request.subject.extra, name),
+            Dim::Resource => extra(&request.resource.extra, name),
+            Dim::Intent => extra(&request.intent.extra, name),
+            Dim::Environment => extra(&request.environment.extra, name),
+            Dim::Requested => None,
+            Dim::Context => extra(&request.context, name),
+        },
+    }
+}
+
+/// The string value of an attribute, for the tree's switches: `None` when
+/// it is missing or not a string (the walk then visits every branch).
+pub fn attr_key<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<&'a str> {
+    match attr_value(request, prepared, attr)? {
+        Val::Str(Cow::Borrowed(text)) => Some(text),
+        Val::Level(level) => Some(level.as_str()),
+        _ => None,
+    }
+}
+
+pub(super) fn type_name(val: &Val) -> &'static str {
+    match val {
+        Val::Str(_) => "string",
+        Val::Num(_) => "number",
+        Val::Bool(_) => "bool",
+        Val::Dur(_) => "duration",
+        Val::Level(_) => "sensitivity level",
+        Val::Time(_) => "timestamp",
+        Val::Lits(_) | Val::Strs(_) => "list",
+        Val::Json(Value::Array(_)) => "list",
+        Val::Json(_) => "object",
+    }
+}
+
+/// A value's type and JSON, for an error.
+pub(super) fn found(val: &Val) -> Found {
+    Found {
+        ty: type_name(val),
+        value: to_json(val),
+    }
+}
+
+/// A value as JSON, for traces.
+pub fn to_json(val: &Val) -> Value {
+    match val {
+        Val::Str(s) => Value::String(String::from(&**s)),
+        // A whole number shows as one (`42`, not `42.0`), as the request wrote it.
+        Val::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => json!(*n as i64),
+        Val::Num(n) => json!(n),
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Dur(d) => json!(format!("{d}s")),
+        Val::Level(l) => Value::String(l.as_str().to_owned()),
+        Val::Time(t) => Value::String(format_time(*t)),
+        Val::Lits(items) => Value::Array(
+            items
+                .iter()
+                .map(|l| from_lit(l).map_or(Value::Null, |v| to_json(&v)))
+                .collect(),
+        ),
+        Val::Strs(items) => Value::Array(items.iter().map(|s| Value::String(s.clone())).collect()),
+        Val::Json(v) => (*v).clone(),
+    }
+}
+
+pub(super) fn format_time(nanos: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| nanos.to_string())
+}
+
+fn as_time(val: &Val) -> Option<i128> {
+    match val {
+        Val::Time(t) => Some(*t),
+        Val::Str(s) => parse_time(s),
+        _ => None,
+    }
+}
+
+/// `a == b`; an error for types that do not compare.
+pub(super) fn equal(a: &Val, b: &Val, span: Span) -> Res<bool> {
+    let mismatch = || {
+        Box::new(EvalError::Compare {
+            left: found(a),
+            right: found(b),
+            span,
+        })
+    };
+    Ok(match (a, b) {
+        (Val::Str(x), Val::Str(y)) => x == y,
+        (Val::Num(x), Val::Num(y)) => x == y,
+        (Val::Bool(x), Val::Bool(y)) => x == y,
+        (Val::Dur(x), Val::Dur(y)) => x == y,
+        (Val::Dur(d), Val::Num(n)) | (Val::Num(n), Val::Dur(d)) => *d as f64 == *n,
+        (Val::Level(x), Val::Level(y)) => x == y,
+        (Val::Time(x), other) | (other, Val::Time(x)) => match as_time(other) {
+            Some(y) => *x == y,
+            None => return Err(mismatch()),
+        },
+        _ => match (list_items(a), list_items(b)) {
+            (Some(l), Some(r)) => {
+                if l.len() != r.len() {
+                    return Ok(false);
+                }
+                for (x, y) in l.iter().zip(r.iter()) {
+                    if !equal(x, y, span)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            _ => match (a, b) {
+                (Val::Json(x @ Value::Object(_)), Val::Json(y @ Value::Object(_))) => x == y,
+                _ => return Err(mismatch()),
+            },
+        },
+    })
+}
+
+/// How `a` orders against `b`; an error for values with no order.
+pub(super) fn order(a: &Val, b: &Val, span: Span) -> Res<Ordering> {
+    let ord = match (a, b) {
+        (Val::Num(x), Val::Num(y)) => x.partial_cmp(y),
+        (Val::Dur(x), Val::Dur(y)) => Some(x.cmp(y)),
+        (Val::Dur(d), Val::Num(n)) => (*d as f64).partial_cmp(n),
+        (Val::Num(n), Val::Dur(d)) => n.partial_cmp(&(*d as f64)),
+        (Val::Level(x), Val::Level(y)) => Some(x.cmp(y)),
+        _ => match (as_time(a), as_time(b)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => None,
+        },
+    };
+    ord.ok_or_else(|| {
+        Box::new(EvalError::Order {
+            left: found(a),
+            right: found(b),
+            span,
+        })
+    })
+}
+
+/// A list's elements; `None` for a value that is not a list or a list
+/// holding a null.
+pub(super) fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
+    match val {
+        Val::Lits(items) => items.iter().map(from_lit).collect(),
+        Val::Strs(items) => Some(
+            items
+                .iter()
+                .map(|s| Val::Str(Cow::Borrowed(s.as_str())))
+                .collect(),
+        ),
+        Val::Json(Value::Array(items)) => items.iter().map(from_json).collect(),
+        _ => None,
+    }
+}
+
+/// Membership, typed like `==`: true when an element equals the needle;
+/// otherwise an error when some element could not be compared with it (a
+/// value of another type, or a null), and false only when every element
+/// was compared and none was equal. So `42 not in ["push"]` is an error,
+/// not true: a requester cannot slip past a list by sending another type.
+pub(super) fn contains(list: &Val, needle: &Val, span: Span) -> Res<bool> {
+    let mut error: Option<Box<EvalError>> = None;
+    let mut check = |item: Option<Val>| match item
+        .ok_or_else(|| Box::new(EvalError::Null { span }))
+        .and_then(|item| equal(needle, &item, span))
+    {
+        Ok(found) => found,
+        Err(e) => {
+            error.get_or_insert(e);
+            false
+        }
+    };
+    let found = match list {
+        Val::Lits(items) => items.iter().any(|l| check(from_lit(l))),
+        Val::Strs(items) => match needle {
+            Val::Str(n) => items.iter().any(|s| s == n),
+            _ => items
+                .iter()
+                .any(|s| check(Some(Val::Str(Cow::Borrowed(s.as_str()))))),
+        },
+        Val::Json(Value::Array(items)) => items.iter().any(|v| check(from_json(v))),
+        other => {
+            return Err(Box::new(EvalError::Operand {
+                op: "in",
+                needs: "a list",
+                found: found(other),
+                span,
+            }))
+        }
+    };
+    match error {
+        Some(e) if !found => Err(e),
+        _ => Ok(found),
+    }
+}
+
+/// True for a value that says nothing, which `has` counts as absent: an
+/// empty string, an empty list or object, and `false`. (A null never gets
+/// here: it reads as missing.)
+pub(super) fn says_nothing(value: &Val) -> bool {
+    match value {
+        Val::Str(s) => s.is_empty(),
+        Val::Bool(b) => !b,
+        Val::Lits(items) => items.is_empty(),
+        Val::Strs(items) => items.is_empty(),
+        Val::Json(Value::Array(items)) => items.is_empty(),
+        Val::Json(Value::Object(map)) => map.is_empty(),
+        _ => false,
+    }
+}
+
+/// A builtin applied to its (already evaluated) arguments; the checker
+/// guarantees their number.
+pub(super) fn call<'a>(builtin: Builtin, args: &[Val<'a>], span: Span) -> Res<Val<'a>> {
+    let string = |v: &Val<'a>| match v {
+        Val::Str(s) => Ok(s.clone()),
+        other => Err(Box::new(EvalError::NotString {
+            found: found(other),
+            span,
+        })),
+    };
+    let arg = |n: usize| {
+        args.get(n)
+            .ok_or_else(|| Box::new(EvalError::Unsupported { span }))
+    };
+    match builtin {
+        Builtin::Len => match arg(0)? {
+            Val::Str(s) => Ok(Val::Num(s.chars().count() as f64)),
+            other => list_items(other)
+                .map(|items| Val::Num(items.len() as f64))
+                .ok_or_else(|| {
+                    Box::new(EvalError::OperandType {
+                        op: "len",
+                        needs: "a list or a string",
+                        ty: type_name(other),
+                        span,
+                    })
+                }),
+        },
+        Builtin::Contains => match arg(0)? {
+            Val::Str(s) => Ok(Val::Bool(s.contains(&*string(arg(1)?)?))),
+            list => Ok(Val::Bool(contains(list, arg(1)?, span)?)),
+        },
+        Builtin::StartsWith => Ok(Val::Bool(string(arg(0)?)?.starts_with(&*string(arg(1)?)?))),
+        Builtin::EndsWith => Ok(Val::Bool(string(arg(0)?)?.ends_with(&*string(arg(1)?)?))),
+        Builtin::Lower => Ok(Val::Str(Cow::Owned(string(arg(0)?)?.to_lowercase()))),
+    }
+}
+
+/// `a + b`: numbers, durations, and an instant plus a duration.
+pub(super) fn add<'a>(a: &Val<'a>, b: &Val<'a>, span: Span) -> Res<Val<'a>> {
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => Ok(Val::Num(x + y)),
+        (Val::Dur(x), Val::Dur(y)) => x
+            .checked_add(*y)
+            .map(Val::Dur)
+            .ok_or_else(|| Box::new(EvalError::DurationOverflow { span })),
+        (t, Val::Dur(d)) => match as_time(t) {
+            Some(t) => Ok(Val::Time(t + i128::from(*d) * 1_000_000_000)),
+            None => Err(Box::new(EvalError::AddDuration { to: found(t), span })),
+        },
+        _ => Err(Box::new(EvalError::Add {
+            left: type_name(a),
+            right: type_name(b),
+            span,
+        })),
+    }
+}
