@@ -33,8 +33,6 @@ use crate::sensitivity::Sensitivity;
 use crate::source::{Sources, Span};
 
 pub use error::CheckError;
-pub use ids::collapse;
-pub use crate::suggest::closest;
 
 struct Const {
     value: Lit,

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-pub use error::{EvalError, Found};
+pub use error::EvalError;
 pub use value::{attr_key, attr_value, to_json, Val};
 
 use crate::ast::BinOp;
