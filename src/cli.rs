@@ -54,6 +54,34 @@ struct PolicyArgs {
     data: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct IdentityArgs {
+    /// Trust file (JSON, docs/identity.md): verify `subject.token` against
+    /// the issuers it lists.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// The time token lifetimes are checked at (RFC 3339), instead of the
+    /// clock: for deterministic fixtures and examples.
+    #[arg(long, value_name = "TIME", requires = "trust")]
+    at: Option<String>,
+}
+
+impl IdentityArgs {
+    fn load(&self) -> Result<Option<(crate::identity::Trust, i64)>, String> {
+        let Some(path) = &self.trust else {
+            return Ok(None);
+        };
+        let trust = crate::identity::Trust::load(path).map_err(|e| e.to_string())?;
+        let now = match &self.at {
+            None => crate::identity::Trust::now(),
+            Some(text) => crate::request::parse_time(text)
+                .and_then(|nanos| i64::try_from(nanos.div_euclid(1_000_000_000)).ok())
+                .ok_or_else(|| format!("`--at {text}` is not an RFC 3339 time"))?,
+        };
+        Ok(Some((trust, now)))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Decide one request. Exits 0 on allow, 1 on deny, 2 on error.
@@ -69,6 +97,8 @@ enum Command {
         /// Explain the decision step by step (text).
         #[arg(long)]
         explain: bool,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// Check policy files. Exits 0 when clean, 1 on diagnostics.
     Check {
@@ -100,6 +130,8 @@ enum Command {
         /// Report how many cases matched each rule.
         #[arg(long)]
         coverage: bool,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// Lint policy files: rules that compile but are probably mistakes.
     /// Exits 0 when clean, 1 on findings, 2 when the policies do not compile.
@@ -175,6 +207,10 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = crate::request::MAX_REQUEST_BYTES, value_name = "BYTES")]
     max_body: usize,
+    /// Trust file (JSON, docs/identity.md): verify `subject.token` against
+    /// the issuers it lists, on the server's clock.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
     /// How long a client may take to send its request (`10s`, `500ms`).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     request_timeout: std::time::Duration,
@@ -289,11 +325,16 @@ fn run(cli: Cli) -> Result<u8, String> {
             request,
             format,
             explain: want_explain,
+            identity,
         } => {
             let engine = compile(&policy)?;
+            let trust = identity.load()?;
             let text = read_request(&request)?;
             let request = Request::from_json(&text).map_err(|e| e.to_string())?;
-            let decision = engine.decide(&request);
+            let decision = match &trust {
+                Some((trust, now)) => trust.decide(&engine, &request, *now),
+                None => engine.decide(&request),
+            };
             if want_explain {
                 print!(
                     "{}",
@@ -360,7 +401,12 @@ fn run(cli: Cli) -> Result<u8, String> {
             }
             Ok(0)
         }
-        Command::Test { paths, coverage } => {
+        Command::Test {
+            paths,
+            coverage,
+            identity,
+        } => {
+            let trust = identity.load()?;
             let paths = if paths.is_empty() {
                 vec![PathBuf::from("tests")]
             } else {
@@ -370,7 +416,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             if files.is_empty() {
                 return Err("no fixture files (`*.json`) found".to_owned());
             }
-            let report = fixture::run(&files);
+            let report = fixture::run_with(&files, trust.as_ref().map(|(t, now)| (t, *now)));
             print!("{}", fixture::render(&report, coverage));
             Ok(if report.failed() == 0 { 0 } else { 1 })
         }
@@ -386,6 +432,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.redact = args.redact;
             config.max_body = args.max_body;
             config.request_timeout = args.request_timeout;
+            config.trust = args.trust;
             config.watch_interval = args.watch_interval;
             config.reload_settle = args.reload_settle;
             config.reload_max_wait = args.reload_max_wait;

@@ -159,9 +159,15 @@ fn is_fixture(path: &Path) -> bool {
 
 /// Runs every case of every file.
 pub fn run(files: &[PathBuf]) -> Report {
+    run_with(files, None)
+}
+
+/// Runs every case of every file, verifying `subject.token`s against a
+/// trust file at a given time (`writ test --trust FILE --at TIME`).
+pub fn run_with(files: &[PathBuf], trust: Option<(&crate::identity::Trust, i64)>) -> Report {
     let mut report = Report::default();
     for file in files {
-        run_file(file, &mut report);
+        run_file(file, &mut report, trust);
     }
     report
 }
@@ -180,7 +186,7 @@ fn read_fixture_json(text: &str) -> Result<FixtureFile, String> {
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
-fn run_file(path: &Path, report: &mut Report) {
+fn run_file(path: &Path, report: &mut Report, trust: Option<(&crate::identity::Trust, i64)>) {
     let display = path.display().to_string();
     let fixture: FixtureFile = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -214,7 +220,10 @@ fn run_file(path: &Path, report: &mut Report) {
         let name = format!("{display}: {}", case.name);
         let text = case.request.to_string();
         let decision = match Request::from_json(&text) {
-            Ok(request) => engine.decide(&request),
+            Ok(request) => match trust {
+                Some((trust, now)) => trust.decide(&engine, &request, now),
+                None => engine.decide(&request),
+            },
             Err(error) => Decision::rejected(error.to_string(), engine.digest()),
         };
         for entry in &decision.trace {

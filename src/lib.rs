@@ -181,6 +181,8 @@ pub mod fixture;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "identity")]
+pub mod identity;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "testgen")]

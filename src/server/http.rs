@@ -360,7 +360,15 @@ fn decide_one(
         request.environment.time = Some(now.clone());
         app.metrics.time_filled();
     }
-    let decision = loaded.engine.decide_prepared(&request, &prepared);
+    // The token is checked on the server's clock, never the request's time.
+    let attestation = app
+        .trust
+        .as_ref()
+        .map(|trust| trust.apply(&mut request, crate::identity::Trust::now()));
+    let mut decision = loaded.engine.decide_prepared(&request, &prepared);
+    if let Some(attestation) = attestation {
+        attestation.annotate(&mut decision);
+    }
     app.metrics.decision(decision.is_allow());
     let decision_id = super::ids::next();
     if app.log.is_some() {

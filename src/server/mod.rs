@@ -81,6 +81,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Pin each worker thread to a CPU of its own.
     pub pin_workers: bool,
+    /// The trust file `subject.token` is verified against (docs/identity.md).
+    pub trust: Option<PathBuf>,
 }
 
 impl Config {
@@ -108,6 +110,7 @@ impl Config {
             drain_delay: Duration::ZERO,
             workers: None,
             pin_workers: false,
+            trust: None,
         }
     }
 }
@@ -128,6 +131,8 @@ pub(crate) struct App {
     pub(crate) max_body: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) draining: AtomicBool,
+    /// Verifies `subject.token`s, on the server's clock.
+    pub(crate) trust: Option<crate::identity::Trust>,
     source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
@@ -158,6 +163,14 @@ pub fn run(config: Config) -> Result<(), String> {
         Some(pin::Cpus::allowed()?)
     } else {
         None
+    };
+    let trust = match &config.trust {
+        Some(path) => {
+            let trust = crate::identity::Trust::load(path).map_err(|e| e.to_string())?;
+            eprintln!("writ: verifying subject.token against `{}`", path.display());
+            Some(trust)
+        }
+        None => None,
     };
     let source = PolicySource {
         policies: config.policies.clone(),
@@ -204,6 +217,7 @@ pub fn run(config: Config) -> Result<(), String> {
         max_body: config.max_body,
         request_timeout: config.request_timeout,
         draining: AtomicBool::new(false),
+        trust,
         source,
         watch: tokio::sync::Mutex::new(Watch::default()),
     });
