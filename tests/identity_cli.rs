@@ -1,0 +1,118 @@
+//! `--trust` on the real binary with the default pack: `writ eval --at`
+//! on the checked-in example, `writ test --trust --at`, and `writ serve
+//! --trust` with a token minted now (the server checks on its own clock).
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::server::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+const TRUST: &str = "examples/identity/trust.json";
+const AT: &str = "2026-11-22T10:00:00Z";
+
+fn eval(request: &str, at: &str) -> (i32, Value) {
+    let out = Command::new(BIN)
+        .args(["eval", "--trust", TRUST, "--at", at, "-r", request])
+        .current_dir(ROOT)
+        .output()
+        .expect("writ eval");
+    let json = serde_json::from_slice(&out.stdout).expect("decision JSON");
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn eval_attests_a_verified_github_actions_token() {
+    let (code, decision) = eval("examples/identity/github-actions.json", AT);
+    assert_eq!(code, 0, "{decision}");
+    assert_eq!(decision["decision"], "allow");
+    assert_eq!(decision["errors"], json!([]));
+    assert_eq!(decision["trace"][0]["rule"], "subject.token");
+    assert!(decision["trace"][0]["because"]
+        .as_str()
+        .is_some_and(|b| b.contains("https://token.actions.githubusercontent.com")));
+}
+
+#[test]
+fn eval_checks_the_token_at_the_given_time() {
+    // An hour later the five-minute token has expired.
+    let (code, decision) = eval("examples/identity/github-actions.json", "2026-11-22T11:00:00Z");
+    assert_eq!(code, 1);
+    assert!(decision["reasons"]
+        .as_array()
+        .is_some_and(|r| r.contains(&json!("identity.attested"))));
+    assert!(decision["errors"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|e| e["rule"] == "subject.token"
+            && e["message"].as_str().is_some_and(|m| m.contains("expired")))));
+}
+
+#[test]
+fn eval_ignores_broker_attestation_without_a_token() {
+    let (code, decision) = eval("examples/identity/broker-asserted.json", AT);
+    assert_eq!(code, 1);
+    assert_eq!(decision["reasons"], json!(["identity.attested"]));
+    // Without --trust the same request is allowed on the broker's word.
+    let out = Command::new(BIN)
+        .args(["eval", "-r", "examples/identity/broker-asserted.json"])
+        .current_dir(ROOT)
+        .output()
+        .expect("writ eval");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_trust_file_or_time_is_an_error() {
+    for args in [
+        vec!["--trust", "no-such-trust.json"],
+        vec!["--trust", TRUST, "--at", "yesterday"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("eval")
+            .args(&args)
+            .args(["-r", "examples/identity/github-actions.json"])
+            .current_dir(ROOT)
+            .output()
+            .expect("writ eval");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
+    let dir = Arc::new(TempDir::new("identity"));
+    let server = Server::start(&["--trust", TRUST], &dir);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({
+        "iss": "https://token.actions.githubusercontent.com",
+        "aud": "writ",
+        "sub": "repo:acme/payments:environment:prod",
+        "repository": "acme/payments",
+        "environment": "prod",
+        "iat": now - 5,
+        "exp": now + 300,
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".to_owned());
+    let key = std::fs::read(format!("{ROOT}/tests/identity/rsa1.der")).expect("key");
+    let token = encode(&header, &claims, &EncodingKey::from_rsa_der(&key)).expect("sign");
+    let text = std::fs::read_to_string(format!("{ROOT}/examples/identity/github-actions.json"))
+        .expect("example");
+    let mut request: Value = serde_json::from_str(&text).expect("json");
+    request["subject"]["token"] = json!(token);
+    let reply = server.post("/v1/decide", &request.to_string());
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["decision"], "allow", "{:?}", reply.json());
+    // The example's own token expired days before the server's clock.
+    let reply = server.post("/v1/decide", &text);
+    assert_eq!(reply.json()["decision"], "deny");
+    let broker = std::fs::read_to_string(format!("{ROOT}/examples/identity/broker-asserted.json"))
+        .expect("example");
+    let reply = server.post("/v1/decide", &broker);
+    assert_eq!(reply.json()["decision"], "deny");
+    assert_eq!(reply.json()["reasons"], json!(["identity.attested"]));
+}
