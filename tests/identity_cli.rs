@@ -39,7 +39,10 @@ fn eval_attests_a_verified_github_actions_token() {
 #[test]
 fn eval_checks_the_token_at_the_given_time() {
     // An hour later the five-minute token has expired.
-    let (code, decision) = eval("examples/identity/github-actions.json", "2026-11-22T11:00:00Z");
+    let (code, decision) = eval(
+        "examples/identity/github-actions.json",
+        "2026-11-22T11:00:00Z",
+    );
     assert_eq!(code, 1);
     assert!(decision["reasons"]
         .as_array()
@@ -115,4 +118,31 @@ fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
     let reply = server.post("/v1/decide", &broker);
     assert_eq!(reply.json()["decision"], "deny");
     assert_eq!(reply.json()["reasons"], json!(["identity.attested"]));
+}
+
+#[test]
+fn writ_test_takes_trust_and_at() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("test")
+            .args(args)
+            .arg("examples/identity/cases.json")
+            .current_dir(ROOT)
+            .output()
+            .expect("writ test");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["--trust", TRUST, "--at", AT]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    // Without the trust file the broker's word counts: the deny case fails.
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    // On a day the token has expired, the allow case fails.
+    let (code, out) = run(&["--trust", TRUST, "--at", "2026-11-23T10:00:00Z"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
 }
