@@ -73,10 +73,9 @@ fn request(token: Option<&str>) -> Request {
 fn decide(trust: &Trust, token: Option<&str>) -> (bool, Option<bool>, Vec<String>, writ::Decision) {
     let engine = Engine::default_pack(None).expect("pack");
     let mut req = request(token);
-    let attestation = trust.apply(&mut req, NOW);
+    trust.apply(&mut req, NOW);
     let attested = req.subject.attested;
     let decision = trust.decide(&engine, &request(token), NOW);
-    let _ = attestation;
     let errors = decision.errors.iter().map(|e| e.message.clone()).collect();
     (decision.is_allow(), attested, errors, decision)
 }
@@ -417,4 +416,68 @@ fn failure_codes_are_the_documented_ones() {
             "malformed"
         ]
     );
+}
+
+#[test]
+fn a_cached_token_is_still_checked_against_the_clock() {
+    let trust = trust();
+    let token = rs256(&claims());
+    let engine = Engine::default_pack(None).expect("pack");
+    let req = request(Some(&token));
+    assert!(trust.decide(&engine, &req, NOW).is_allow());
+    // The same token (now cached) once it has expired.
+    let later = trust.decide(&engine, &req, NOW + 3600);
+    assert!(!later.is_allow());
+    assert!(later
+        .errors
+        .iter()
+        .any(|e| e.message.starts_with("subject.token expired")));
+    // And a token whose signature failed is not cached as verified.
+    let at = token.len() - 10;
+    let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+    assert!(!trust
+        .decide(&engine, &request(Some(&forged)), NOW)
+        .is_allow());
+    assert!(trust.decide(&engine, &req, NOW).is_allow());
+}
+
+#[test]
+fn the_kubernetes_preset_maps_nested_claims() {
+    let text = json!({"issuers": [{
+        "preset": "kubernetes",
+        "issuer": "https://kubernetes.default.svc",
+        "jwks_file": "jwks.json",
+        "audiences": ["writ"]
+    }]});
+    let trust = Trust::from_json("k8s.json", &text.to_string(), Path::new(DIR)).expect("valid");
+    let claims = json!({
+        "iss": "https://kubernetes.default.svc",
+        "sub": "system:serviceaccount:payments:deployer",
+        "aud": ["writ"],
+        "iat": NOW - 60,
+        "exp": NOW + 3000,
+        "kubernetes.io": {
+            "namespace": "payments",
+            "serviceaccount": {"name": "deployer", "uid": "1"},
+            "pod": {"name": "deployer-7f9", "uid": "2"}
+        }
+    });
+    let token = encode(
+        &header(Algorithm::ES256, "ec-1"),
+        &claims,
+        &EncodingKey::from_ec_der(&key("ec.der")),
+    )
+    .expect("sign");
+    let mut req = request(Some(&token));
+    let attestation = trust.apply(&mut req, NOW);
+    assert_eq!(attestation.failure, None);
+    assert_eq!(req.subject.kind.as_deref(), Some("workload"));
+    assert_eq!(req.subject.auth.as_deref(), Some("k8s-sa"));
+    assert_eq!(req.subject.extra["namespace"], json!("payments"));
+    assert_eq!(req.subject.extra["service_account"], json!("deployer"));
+    assert_eq!(req.subject.extra["pod"], json!("deployer-7f9"));
+    // The broker said `ci` / `oidc`: both replaced, and said so.
+    assert!(attestation.overridden.contains(&"kind".to_owned()));
+    assert!(attestation.overridden.contains(&"auth".to_owned()));
 }

@@ -652,3 +652,38 @@ fn check_claims(issuer: &Issuer, claims: &Value, now: i64) -> Result<(), Failure
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_paths_may_hold_dotted_names() {
+        let claims = serde_json::json!({
+            "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "deployer"}},
+            "a.b": 1,
+        });
+        assert_eq!(
+            lookup(&claims, "kubernetes.io.namespace"),
+            Some(&serde_json::json!("payments"))
+        );
+        assert_eq!(
+            lookup(&claims, "kubernetes.io.serviceaccount.name"),
+            Some(&serde_json::json!("deployer"))
+        );
+        assert_eq!(lookup(&claims, "a.b"), Some(&serde_json::json!(1)));
+        assert_eq!(lookup(&claims, "kubernetes.io.pod.name"), None);
+    }
+
+    #[test]
+    fn time_claims_take_numbers_only() {
+        let claims = serde_json::json!({"exp": 10, "nbf": 1.5, "iat": "now"});
+        assert_eq!(time_claim(&claims, "exp"), Ok(Some(10)));
+        assert_eq!(time_claim(&claims, "nbf"), Ok(Some(1)));
+        assert_eq!(time_claim(&claims, "missing"), Ok(None));
+        assert_eq!(
+            time_claim(&claims, "iat").map_err(|f| f.code()),
+            Err("malformed")
+        );
+    }
+}
