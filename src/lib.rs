@@ -34,7 +34,8 @@
 //! | feature | what it adds | pulls in |
 //! |---|---|---|
 //! | (none) | the engine: everything listed below | logos, miette, serde, time, sha2, walkdir, strsim |
-//! | `server` | [`server`]: `writ serve` as a library | tokio, axum, hyper, arc-swap, uuid, nix |
+//! | `identity` | `identity`: verifying `subject.token` against a trust file | jsonwebtoken (ring), base64 |
+//! | `server` | [`server`]: `writ serve` as a library; implies `identity` | tokio, axum, hyper, arc-swap, uuid, nix |
 //! | `cli` (default) | `cli`: the `writ` command line; implies `server` | clap, mimalloc |
 //! | `testgen` | a random policy generator for tests, benches, fuzzing | — |
 //! | `internals` | the pipeline's modules, hidden, for writ's own tests | — |

@@ -210,7 +210,7 @@ impl Trust {
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Trust, TrustError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TrustError::new(&name, e))?;
+        let text = read(path).map_err(|e| TrustError::new(&name, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Trust::from_json(&name, &text, base)
     }
@@ -514,6 +514,16 @@ impl TrustError {
     fn new(file: &str, e: impl std::fmt::Display) -> TrustError {
         trust::error(file, format!("cannot read it: {e}"))
     }
+}
+
+/// Reads a trust or JWKS file, refusing one over the input size limit.
+pub(crate) fn read(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    crate::source::read_limited(
+        file,
+        &path.display().to_string(),
+        crate::source::MAX_INPUT_BYTES,
+    )
 }
 
 fn alg_name(alg: Algorithm) -> &'static str {

@@ -315,7 +315,7 @@ pub(crate) fn parse(
 }
 
 fn read_jwks(file: &str, issuer: &str, path: &Path) -> Result<Vec<Key>, TrustError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = super::read(path).map_err(|e| {
         error(
             file,
             format!("issuer `{issuer}`: cannot read `{}`: {e}", path.display()),
