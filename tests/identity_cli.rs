@@ -88,7 +88,9 @@ fn a_bad_trust_file_or_time_is_an_error() {
 #[test]
 fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
     let dir = Arc::new(TempDir::new("identity"));
-    let server = Server::start(&["--trust", TRUST], &dir);
+    let log = dir.file("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let server = Server::start(&["--trust", TRUST, "--decision-log", &log_arg], &dir);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = json!({
         "iss": "https://token.actions.githubusercontent.com",
@@ -118,6 +120,12 @@ fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
     let reply = server.post("/v1/decide", &broker);
     assert_eq!(reply.json()["decision"], "deny");
     assert_eq!(reply.json()["reasons"], json!(["identity.attested"]));
+    // A bearer token never reaches the decision log, redacted or not.
+    let written = std::fs::read_to_string(&log).expect("the decision log");
+    assert_eq!(written.lines().count(), 3, "{written}");
+    let signature = token.rsplit('.').next().expect("a JWS has three parts");
+    assert!(!written.contains(signature), "{written}");
+    assert!(!written.contains(&token), "{written}");
 }
 
 #[test]

@@ -143,7 +143,13 @@ pub(crate) struct App {
 /// policy set that does not compile, an address that cannot be bound, a
 /// decision log that cannot be opened.
 pub fn run(config: Config) -> Result<(), String> {
-    let redaction = Redaction::new(&config.redact)?;
+    // A workload token is a bearer credential: it is never written to the
+    // decision log, whatever `--redact` says.
+    let mut redact = config.redact.clone();
+    if !redact.iter().any(|path| path == "subject.token") {
+        redact.push("subject.token".to_owned());
+    }
+    let redaction = Redaction::new(&redact)?;
     if config.max_body == 0 {
         return Err("`--max-body` must be at least 1 byte".to_owned());
     }
