@@ -161,6 +161,7 @@ internal!(
     load,
     parser,
     request,
+    schema,
     scope,
     source,
 );
@@ -168,6 +169,7 @@ internal!(
 mod allowed;
 mod duration;
 mod hex;
+mod instant;
 mod name;
 mod render;
 mod sensitivity;

@@ -671,6 +671,9 @@ impl<'a, 'b> Gen<'a, 'b> {
                 shared: self.opt_bool()?,
                 owner: self.opt_word()?,
                 environment: self.opt_word()?,
+                token: None,
+                state: None,
+                act: None,
                 extra: self.extra(&["repository"])?,
             },
             action: self.opt_word()?,
@@ -685,6 +688,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 id: self.opt_word()?,
                 objective: self.opt_word()?,
                 objective_changed: self.opt_bool()?,
+                actions: None,
                 extra: self.extra(&["step"])?,
             },
             environment: Environment {
