@@ -202,6 +202,7 @@ pub use request::{
     Environment, Intent, JsonError, Request, RequestError, Requested, Resource, Sensitivity,
     Subject,
 };
+pub use schema::Objects;
 
 /// Every limit on what writ accepts, in one place.
 pub mod limits {

@@ -671,10 +671,10 @@ impl<'a, 'b> Gen<'a, 'b> {
                 shared: self.opt_bool()?,
                 owner: self.opt_word()?,
                 environment: self.opt_word()?,
-                token: None,
-                state: None,
-                act: None,
                 extra: self.extra(&["repository"])?,
+                // The attributes the generator leaves out (the version-2
+                // ones), so a new line in the schema needs nothing here.
+                ..Subject::default()
             },
             action: self.opt_word()?,
             resource: Resource {
@@ -688,8 +688,8 @@ impl<'a, 'b> Gen<'a, 'b> {
                 id: self.opt_word()?,
                 objective: self.opt_word()?,
                 objective_changed: self.opt_bool()?,
-                actions: None,
                 extra: self.extra(&["step"])?,
+                ..Intent::default()
             },
             environment: Environment {
                 name: self.opt_word()?,
