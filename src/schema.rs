@@ -23,7 +23,9 @@
 //! against it.
 //!
 //! The table is grouped by where the attribute lives: `root` lines are
-//! fields of the request itself (`action`), `open` blocks are objects that
+//! fields of the request itself (`action`; [`Request`] is written by hand
+//! below the table, so a new root line also needs its field there, which
+//! the contract makes rare), `open` blocks are objects that
 //! also carry attributes the contract does not name (kept in `extra`),
 //! `closed` blocks are objects that carry nothing else. `context` is
 //! free-form (its keys are read by path and typed when the request arrives,
@@ -348,11 +350,7 @@ macro_rules! schema {
         impl Attr {
             /// The line of the table, `None` for `Extra`.
             pub fn def(&self) -> Option<&'static AttrDef> {
-                let index = match self {
-                    Attr::Extra(..) => return None,
-                    known => ATTRIBUTES.iter().position(|def| def.attr == *known)?,
-                };
-                ATTRIBUTES.get(index)
+                ATTRIBUTES.iter().find(|def| def.attr == *self)
             }
 
             /// The named value of a request, `None` when it is absent or
