@@ -15,8 +15,8 @@
 
 use std::fmt;
 
-use crate::compile::{Node, NodeId, Tree};
-use crate::decision::{Decision, Effect, Failed, Name, Outcome, Step, TraceEntry};
+use crate::compile::{NodeId, Tree};
+use crate::decision::{Effect, Failed, Name, Outcome, Step, TraceEntry};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
 use crate::ir::{Obligation, PolicySet, Rule, RuleKind};
 use crate::request::{Prepared, Request};
@@ -106,41 +106,6 @@ impl fmt::Display for AuthError {
             }
         }
     }
-}
-
-/// Decides a request. Never panics; any error fails closed.
-pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
-    match request.validate() {
-        Ok(prepared) => decide_prepared(compiled, request, &prepared),
-        Err(error) => Decision::rejected(error.to_string(), compiled.digest.as_str()),
-    }
-}
-
-/// Decides a request already validated into `prepared`.
-pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Decision {
-    crate::render::decision(
-        authorize(compiled, request, prepared),
-        compiled.set,
-        compiled.digest,
-    )
-}
-
-/// Evaluates every rule in order without the tree; the reference the tree
-/// is tested against.
-pub fn decide_naive(set: &PolicySet, digest: &Name, request: &Request) -> Decision {
-    let all: Vec<u32> = (0..set.rules.len() as u32).collect();
-    let tree = Tree {
-        nodes: vec![Node::Leaf { rules: all }],
-        root: NodeId(0),
-    };
-    decide(
-        &Compiled {
-            set,
-            tree: &tree,
-            digest,
-        },
-        request,
-    )
 }
 
 /// Authorizes a request already validated into `prepared`.

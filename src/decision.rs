@@ -41,6 +41,37 @@ pub struct ErrorOut {
     pub rule: String,
     /// What went wrong.
     pub message: String,
+    /// The error is about the request, not a rule (then `rule` reads
+    /// `request`, which a rule may also be called): set by writ when it
+    /// decides, not part of the JSON.
+    #[serde(skip)]
+    pub(crate) request: bool,
+}
+
+impl ErrorOut {
+    /// An error in a rule.
+    pub fn in_rule(rule: String, message: String) -> ErrorOut {
+        ErrorOut {
+            rule,
+            message,
+            request: false,
+        }
+    }
+
+    /// An error about the request itself, outside any rule.
+    pub fn in_request(message: String) -> ErrorOut {
+        ErrorOut {
+            rule: "request".to_owned(),
+            message,
+            request: true,
+        }
+    }
+
+    /// True when the error is about the request, not a rule: a request
+    /// refused before any rule ran, or a fault no rule owns.
+    pub fn is_request(&self) -> bool {
+        self.request
+    }
 }
 
 /// How a rule fared.
@@ -303,10 +334,7 @@ impl Decision {
             obligations: Vec::new(),
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
-            errors: vec![ErrorOut {
-                rule: "request".to_owned(),
-                message,
-            }],
+            errors: vec![ErrorOut::in_request(message)],
             trace: Vec::new(),
             policy: PolicyRef {
                 digest: digest.into(),

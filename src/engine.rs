@@ -3,7 +3,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::authorize::{self, Compiled};
+use crate::authorize::Compiled;
+use crate::render;
 use crate::compile::{self, Tree};
 use crate::decision::Decision;
 use crate::diagnostics::Diagnostics;
@@ -135,13 +136,13 @@ impl Engine {
     /// Decides a request. A request that fails validation is denied with an
     /// error; nothing here panics or allows on error.
     pub fn decide(&self, request: &Request) -> Decision {
-        authorize::decide(&self.compiled(), request)
+        render::decide(&self.compiled(), request)
     }
 
     /// Parses a JSON request and decides it.
     pub fn decide_json(&self, text: &str) -> Result<Decision, RequestError> {
         let (request, prepared) = Request::parse_json(text)?;
-        Ok(authorize::decide_prepared(
+        Ok(render::decide_prepared(
             &self.compiled(),
             &request,
             &prepared,
@@ -152,13 +153,13 @@ impl Engine {
     /// [`Request::parse_json`]) has already turned into `prepared`, so it is
     /// not validated twice. `prepared` must come from this same request.
     pub(crate) fn decide_prepared(&self, request: &Request, prepared: &Prepared) -> Decision {
-        authorize::decide_prepared(&self.compiled(), request, prepared)
+        render::decide_prepared(&self.compiled(), request, prepared)
     }
 
     /// Decides by evaluating every rule in order, without the tree. Slower;
     /// for tests that the tree changes nothing.
     pub fn decide_naive(&self, request: &Request) -> Decision {
-        authorize::decide_naive(&self.set, &self.digest, request)
+        render::decide_naive(&self.set, &self.digest, request)
     }
 
     fn compiled(&self) -> Compiled<'_> {

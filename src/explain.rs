@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::decision::{Decision, Effect, Outcome, Step, TraceEntry};
+use crate::decision::{Decision, Effect, ErrorOut, Outcome, Step, TraceEntry};
 use crate::engine::Engine;
 
 /// ANSI styling, or none.
@@ -94,7 +94,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         .collect();
     if deciding.is_empty() {
         let text = match decision.decision {
-            Effect::Deny if decision.errors.iter().any(|e| e.rule == "request") => {
+            Effect::Deny if decision.errors.iter().any(ErrorOut::is_request) => {
                 "the request was rejected before any rule ran".to_owned()
             }
             Effect::Deny
@@ -222,4 +222,37 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         let _ = writeln!(out, "  {mark} {}", columns(&rule_line(entry), 48, &detail));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request refused before any rule ran is told apart from a rule
+    /// that happens to be called `request` by the error's marker, not its
+    /// rule id: the decision JSON of the two says `"rule": "request"` alike.
+    #[test]
+    fn a_rejected_request_is_not_a_rule_called_request() {
+        let engine = Engine::compile(
+            [(
+                "p.writ",
+                "@id(\"request\")\npermit if context.n > 1\n  grant [\"read:x\"] for 5m;\n",
+            )],
+            None,
+        )
+        .expect("compiles");
+        let rejected = Decision::rejected("not JSON".to_owned(), engine.digest());
+        let text = explain(&rejected, &engine, Style::new(false));
+        assert!(text.contains("the request was rejected before any rule ran"), "{text}");
+
+        let errs = engine
+            .decide_json(r#"{"context":{"n":"many"}}"#)
+            .expect("valid request");
+        assert_eq!(errs.errors.len(), 1);
+        assert_eq!(errs.errors[0].rule, "request");
+        assert!(!errs.errors[0].is_request());
+        let text = explain(&errs, &engine, Style::new(false));
+        assert!(!text.contains("rejected before any rule ran"), "{text}");
+        assert!(text.contains("no permit matched: deny by default"), "{text}");
+    }
 }

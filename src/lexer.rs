@@ -209,31 +209,14 @@ fn lex_name(lex: &mut logos::Lexer<Token>) -> Cow<'static, str> {
 /// A name, borrowed from a static table when it is one of the names most
 /// policies use (so that it costs no allocation), else copied.
 pub(crate) fn name(text: &str) -> Cow<'static, str> {
+    if let Some(name) = crate::schema::static_name(text) {
+        return Cow::Borrowed(name);
+    }
     Cow::Borrowed(match text {
-        "subject" => "subject",
-        "resource" => "resource",
-        "intent" => "intent",
-        "environment" => "environment",
-        "requested" => "requested",
-        "context" => "context",
-        "action" => "action",
-        "sensitivity" => "sensitivity",
         "public" => "public",
         "internal" => "internal",
         "confidential" => "confidential",
         "restricted" => "restricted",
-        "id" => "id",
-        "kind" => "kind",
-        "auth" => "auth",
-        "attested" => "attested",
-        "shared" => "shared",
-        "owner" => "owner",
-        "name" => "name",
-        "broker" => "broker",
-        "time" => "time",
-        "task" => "task",
-        "objective" => "objective",
-        "objective_changed" => "objective_changed",
         "len" => "len",
         "contains" => "contains",
         "starts_with" => "starts_with",

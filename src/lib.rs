@@ -162,6 +162,7 @@ internal!(
     load,
     parser,
     request,
+    schema,
     scope,
     source,
 );
@@ -169,6 +170,7 @@ internal!(
 mod allowed;
 mod duration;
 mod hex;
+mod instant;
 mod name;
 mod render;
 mod sensitivity;
@@ -203,6 +205,7 @@ pub use request::{
     Environment, Intent, JsonError, Request, RequestError, Requested, Resource, Sensitivity,
     Subject,
 };
+pub use schema::Objects;
 
 /// Every limit on what writ accepts, in one place.
 pub mod limits {

@@ -4,9 +4,46 @@
 //! steps' text is written in one place, `Step`'s `Display` in
 //! `crate::decision`, when the decision is serialized.
 
-use crate::authorize::{Authorization, Fault, Obligated};
+use crate::authorize::{authorize, Authorization, Compiled, Fault, Obligated};
+use crate::compile::{Node, NodeId, Tree};
 use crate::decision::{Decision, ErrorOut, Name, ObligationOut, PolicyRef};
 use crate::ir::PolicySet;
+use crate::request::{Prepared, Request};
+
+/// Decides a request. Never panics; any error fails closed.
+pub fn decide(compiled: &Compiled, request: &Request) -> Decision {
+    match request.validate() {
+        Ok(prepared) => decide_prepared(compiled, request, &prepared),
+        Err(error) => Decision::rejected(error.to_string(), compiled.digest.as_str()),
+    }
+}
+
+/// Decides a request already validated into `prepared`.
+pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Decision {
+    decision(
+        authorize(compiled, request, prepared),
+        compiled.set,
+        compiled.digest,
+    )
+}
+
+/// Evaluates every rule in order without the tree; the reference the tree
+/// is tested against.
+pub fn decide_naive(set: &PolicySet, digest: &Name, request: &Request) -> Decision {
+    let all: Vec<u32> = (0..set.rules.len() as u32).collect();
+    let tree = Tree {
+        nodes: vec![Node::Leaf { rules: all }],
+        root: NodeId(0),
+    };
+    decide(
+        &Compiled {
+            set,
+            tree: &tree,
+            digest,
+        },
+        request,
+    )
+}
 
 /// The decision an authorization stands for.
 pub fn decision(outcome: Authorization, set: &PolicySet, digest: &Name) -> Decision {
@@ -40,11 +77,9 @@ fn obligation(o: Obligated, set: &PolicySet) -> ObligationOut {
 }
 
 fn error(fault: &Fault, set: &PolicySet) -> ErrorOut {
-    ErrorOut {
-        rule: match fault.rule {
-            Some(rule) => set.rules[rule as usize].id.as_str().to_owned(),
-            None => "request".to_owned(),
-        },
-        message: fault.error.to_string(),
+    let message = fault.error.to_string();
+    match fault.rule {
+        Some(rule) => ErrorOut::in_rule(set.rules[rule as usize].id.as_str().to_owned(), message),
+        None => ErrorOut::in_request(message),
     }
 }

@@ -4,12 +4,11 @@
 //! land in the `extra` maps and stay reachable by path. Named fields have
 //! fixed types; a wrong type is rejected with an error naming the field.
 
-use indexmap::IndexMap;
 use miette::Diagnostic;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+pub(crate) use crate::instant::parse_time;
 use crate::scope::ScopeItem;
 
 pub mod json;
@@ -18,246 +17,8 @@ pub use json::{JsonError, Limits, MAX_REQUEST_BYTES};
 
 pub use crate::sensitivity::Sensitivity;
 
-/// Who is asking.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Subject {
-    /// The workload identity (SPIFFE ID, OIDC `sub`, ...).
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub id: Option<String>,
-    /// `workload`, `service`, `ci`, `agent`, `human`, ...
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub kind: Option<String>,
-    /// How it proved who it is: `spiffe`, `oidc`, `static-secret`, ...
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub auth: Option<String>,
-    /// The broker verified the identity.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub attested: Option<bool>,
-    /// More than one workload uses the identity.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub shared: Option<bool>,
-    /// The accountable team.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub owner: Option<String>,
-    /// The environment the workload runs in.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub environment: Option<String>,
-    /// Other attributes (OIDC claims, labels).
-    #[serde(flatten)]
-    pub extra: IndexMap<String, Value>,
-}
+pub use crate::schema::{Environment, Intent, Request, Requested, Resource, Subject};
 
-/// What the credential is for.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Resource {
-    /// The target; scope items and audiences are built from it.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub id: Option<String>,
-    /// `database`, `bucket`, `cluster`, ...
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub kind: Option<String>,
-    /// The accountable team.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub owner: Option<String>,
-    /// Other attributes.
-    #[serde(flatten)]
-    pub extra: IndexMap<String, Value>,
-}
-
-/// The task the credential is bound to.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Intent {
-    /// The declared kind of task.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub task: Option<String>,
-    /// The concrete job, run or agent task.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub id: Option<String>,
-    /// An agent's current objective.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub objective: Option<String>,
-    /// The broker saw the objective change.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub objective_changed: Option<bool>,
-    /// Other attributes.
-    #[serde(flatten)]
-    pub extra: IndexMap<String, Value>,
-}
-
-/// Where the request is made.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Environment {
-    /// `dev`, `staging`, `prod`, ...
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub name: Option<String>,
-    /// The broker asking: the issuance path.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub broker: Option<String>,
-    /// The decision time, RFC 3339.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub time: Option<String>,
-    /// Other attributes.
-    #[serde(flatten)]
-    pub extra: IndexMap<String, Value>,
-}
-
-/// What the requester asks for.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Requested {
-    /// Scope items (`verb:resource`).
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub scope: Option<Vec<String>>,
-    /// Lifetime in seconds.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ttl: Option<u64>,
-}
-
-/// A credential request (contract.md).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    /// Who is asking.
-    #[serde(default)]
-    pub subject: Subject,
-    /// `read`, `write`, `deploy`, ...
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub action: Option<String>,
-    /// The target.
-    #[serde(default)]
-    pub resource: Resource,
-    /// What for.
-    #[serde(default)]
-    pub intent: Intent,
-    /// Where.
-    #[serde(default)]
-    pub environment: Environment,
-    /// How sensitive the target is.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub sensitivity: Option<Sensitivity>,
-    /// What is asked for.
-    #[serde(default, deserialize_with = "object_only")]
-    pub requested: Requested,
-    /// Other facts the broker knows.
-    #[serde(default)]
-    pub context: IndexMap<String, Value>,
-}
-
-/// Reads a named field that is there: unlike serde's default for
-/// `Option`, a `null` is not taken for absent but refused as a wrong type,
-/// naming the field. A request never holds `null` (see
-/// [`Request::validate`]).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
-}
-
-/// Deserializes `T` from a JSON object only: serde's derive would also
-/// read a struct from an array, by position, which a request must not allow.
-fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct ObjectOnly<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
-            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-        }
-    }
-    deserializer.deserialize_map(ObjectOnly(std::marker::PhantomData))
-}
 
 /// A request that cannot be decided.
 #[derive(Debug, Clone, PartialEq, Error, Diagnostic)]
@@ -345,7 +106,8 @@ impl Request {
         };
         // serde's derive also reads a struct from an array, by position, so
         // `{"subject": [{"id": "x"}]}` would pass; these must be objects.
-        for field in OBJECT_FIELDS {
+        for dim in crate::schema::Dim::ALL {
+            let field = dim.name();
             match map.get(field) {
                 None | Some(Value::Object(_)) => {}
                 Some(other) => {
@@ -396,6 +158,25 @@ impl Request {
                         message: "`null` is not a value: leave the field out when there is nothing to say".to_owned(),
                     });
                 }
+            }
+        }
+        // Named attributes that hold JSON (a list of objects, a typed key
+        // of `context`): no nulls inside, and a typed key of the right type.
+        for def in crate::schema::ATTRIBUTES {
+            let Some(crate::schema::Field::Json(value)) = def.attr.field(self) else {
+                continue;
+            };
+            if !def.ty.fits(value) {
+                return Err(RequestError::Invalid {
+                    path: def.path.to_owned(),
+                    message: format!("expected a {}, found {}", def.ty.name(), json_kind(value)),
+                });
+            }
+            if let Some(path) = null_in(value, &mut def.path.to_owned()) {
+                return Err(RequestError::Invalid {
+                    path,
+                    message: "`null` is not a value: leave the field out when there is nothing to say".to_owned(),
+                });
             }
         }
         if self.requested.ttl == Some(0) {
@@ -481,16 +262,6 @@ pub struct Prepared {
     pub scope: Vec<ScopeItem>,
 }
 
-/// The request fields that must be JSON objects.
-const OBJECT_FIELDS: [&str; 6] = [
-    "subject",
-    "resource",
-    "intent",
-    "environment",
-    "requested",
-    "context",
-];
-
 /// How a JSON value's type is named in error messages.
 pub fn json_kind(value: &Value) -> &'static str {
     match value {
@@ -513,12 +284,6 @@ fn json_value_depth(value: &Value) -> usize {
     }
 }
 
-/// An RFC 3339 timestamp as Unix nanoseconds.
-pub fn parse_time(text: &str) -> Option<i128> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp_nanos())
-}
 
 /// The deepest nesting of `{`/`[` in a JSON text (strings skipped), so that
 /// hostile bodies are refused before a recursive parser sees them.
@@ -670,6 +435,53 @@ mod tests {
         }
         assert_eq!(items, expected);
         assert_eq!(items.len(), 20);
+    }
+
+    /// The version-2 fields (contract.md, "Additions") are typed: a value
+    /// of another type is refused naming the field, on both ways of reading
+    /// a request. `context` stays free-form, so `context.risk_score` of any
+    /// type is read and a policy comparing it with a number errs (fails
+    /// closed) instead (tests/core/fail_closed.json).
+    #[test]
+    fn version_2_fields_are_typed() {
+        for (text, path) in [
+            (r#"{"subject":{"token":5}}"#, "subject.token"),
+            (r#"{"subject":{"state":true}}"#, "subject.state"),
+            (r#"{"subject":{"act":"x"}}"#, "subject.act"),
+            (r#"{"subject":{"act":[{"id":"a"},"b"]}}"#, "subject.act[1]"),
+            (r#"{"subject":{"act":[{"id":null}]}}"#, "subject.act"),
+            (r#"{"intent":{"actions":"deploy"}}"#, "intent.actions"),
+            (r#"{"intent":{"actions":["read",2]}}"#, "intent.actions[1]"),
+        ] {
+            for result in [
+                Request::from_json(text).map(|_| ()),
+                Request::from_value(serde_json::from_str(text).expect("json")).map(|_| ()),
+            ] {
+                match result {
+                    Err(RequestError::Invalid { path: at, .. }) => {
+                        assert!(at.starts_with(path), "{text}: {at}")
+                    }
+                    other => panic!("{text}: {other:?}"),
+                }
+            }
+        }
+        let request = Request::from_json(
+            r#"{"subject":{"token":"e.y.J","state":"active","act":[{"id":"a","kind":"agent"}]},
+                "intent":{"actions":["read","write"]},"context":{"risk_score":"high"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(request.subject.token.as_deref(), Some("e.y.J"));
+        assert_eq!(request.subject.state.as_deref(), Some("active"));
+        assert_eq!(
+            request.subject.act.as_ref().map(|act| act.as_value()[0]["kind"].clone()),
+            Some(Value::from("agent"))
+        );
+        assert_eq!(
+            request.intent.actions.as_deref(),
+            Some(&["read".to_owned(), "write".to_owned()][..])
+        );
+        assert!(request.subject.extra.is_empty() && request.intent.extra.is_empty());
+        assert_eq!(request.context["risk_score"], "high");
     }
 
     #[test]

@@ -672,6 +672,9 @@ impl<'a, 'b> Gen<'a, 'b> {
                 owner: self.opt_word()?,
                 environment: self.opt_word()?,
                 extra: self.extra(&["repository"])?,
+                // The attributes the generator leaves out (the version-2
+                // ones), so a new line in the schema needs nothing here.
+                ..Subject::default()
             },
             action: self.opt_word()?,
             resource: Resource {
@@ -686,6 +689,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 objective: self.opt_word()?,
                 objective_changed: self.opt_bool()?,
                 extra: self.extra(&["step"])?,
+                ..Intent::default()
             },
             environment: Environment {
                 name: self.opt_word()?,

@@ -282,16 +282,15 @@ impl Checker<'_> {
             let ty = c.value.ty();
             return make(I::Lit(c.value.clone()), ty);
         }
-        match name {
-            "action" => return make(I::Attr(Attr::Action), Ty::Str),
-            "sensitivity" => return make(I::Attr(Attr::Sensitivity), Ty::Level),
-            _ => {}
+        if let Some(attr) = Attr::root(name) {
+            let ty = attr.ty();
+            return make(I::Attr(attr), ty);
         }
         if let Some(dim) = Dim::from_name(name) {
             let example = dim
                 .fields()
-                .first()
-                .map_or("approval", |(f, _)| f)
+                .next()
+                .map_or("approval", |def| def.field)
                 .to_owned();
             self.error(
                 span,
@@ -309,20 +308,8 @@ impl Checker<'_> {
         if self.data.contains_key(name) {
             return make(I::Data(name.into()), Ty::Any);
         }
-        let mut candidates: Vec<&str> = vec![
-            "subject",
-            "resource",
-            "intent",
-            "environment",
-            "requested",
-            "context",
-            "action",
-            "sensitivity",
-            "public",
-            "internal",
-            "confidential",
-            "restricted",
-        ];
+        let mut candidates: Vec<&str> = crate::schema::roots().collect();
+        candidates.extend(Sensitivity::ALL.iter().map(|level| level.as_str()));
         candidates.extend(self.consts.keys().map(String::as_str));
         candidates.extend(self.data.keys().map(String::as_str));
         candidates.extend(self.locals.iter().map(|(n, _)| n.as_str()));
@@ -387,9 +374,9 @@ impl Checker<'_> {
         if !matches!(known, Attr::Extra(..)) {
             return Some(known);
         }
-        let fields = dim.fields();
-        if dim != Dim::Context && !fields.iter().any(|(f, _)| *f == name) {
-            let suggestion = closest(name, fields.iter().map(|(f, _)| *f));
+        let fields = dim.fields().map(|def| def.field);
+        if dim != Dim::Context {
+            let suggestion = closest(name, fields);
             if suggestion.is_some() || dim == Dim::Requested {
                 let help = match suggestion {
                     Some(s) => format!("did you mean `{}.{s}`?", dim.name()),
@@ -460,19 +447,12 @@ mod tests {
 
     #[test]
     fn known_fields_are_the_attributes_of_their_own() {
-        for dim in [
-            Dim::Subject,
-            Dim::Resource,
-            Dim::Intent,
-            Dim::Environment,
-            Dim::Requested,
-            Dim::Context,
-        ] {
-            for (field, _) in dim.fields() {
-                assert!(!matches!(Attr::of(dim, field), Attr::Extra(..)));
+        for dim in Dim::ALL {
+            for def in dim.fields() {
+                assert!(!matches!(Attr::of(dim, def.field), Attr::Extra(..)));
             }
             for field in ["name", "id", "kind", "time", "scope", "task", "x"] {
-                let known = dim.fields().iter().any(|(f, _)| *f == field);
+                let known = dim.fields().any(|def| def.field == field);
                 assert_eq!(known, !matches!(Attr::of(dim, field), Attr::Extra(..)));
             }
         }

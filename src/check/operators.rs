@@ -4,7 +4,7 @@
 use super::{CheckError, Checker};
 use crate::ast::{self, BinOp};
 use crate::ir::{Expr, ExprKind as I, Glob, Lit, Ty};
-use crate::request::parse_time;
+use crate::instant::parse_time;
 use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 

@@ -106,7 +106,7 @@ fn too_deep_fails_closed() {
     let deep = || nested_not(engine.policy().rules[0].conjuncts[0].clone(), 4 * MAX_DEPTH);
     set.rules[0].conjuncts[0] = deep();
     let (request, _) = request(request_json);
-    let decision = crate::authorize::decide_naive(&set, &"sha256:test".into(), &request);
+    let decision = crate::render::decide_naive(&set, &"sha256:test".into(), &request);
     assert_eq!(decision.decision, Effect::Deny);
     assert_eq!(decision.errors.len(), 1);
     assert_eq!(decision.errors[0].rule, "deep-permit");
@@ -116,7 +116,7 @@ fn too_deep_fails_closed() {
     // A forbid too deep to evaluate applies: deny, naming it.
     let mut set = engine.policy().clone();
     set.rules[1].conjuncts[0] = deep();
-    let decision = crate::authorize::decide_naive(&set, &"sha256:test".into(), &request);
+    let decision = crate::render::decide_naive(&set, &"sha256:test".into(), &request);
     assert_eq!(decision.decision, Effect::Deny);
     assert_eq!(decision.reasons, ["deep-forbid"]);
     assert_eq!(decision.errors[0].message, message);

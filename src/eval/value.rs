@@ -5,12 +5,13 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use indexmap::IndexMap;
 use serde_json::{json, Value};
 
 use super::error::{EvalError, Found};
 use crate::ir::{Attr, Builtin, Dim, Lit};
-use crate::request::{parse_time, Prepared, Request, Sensitivity};
+use crate::schema::Field;
+use crate::instant::parse_time;
+use crate::request::{Prepared, Request, Sensitivity};
 use crate::source::Span;
 
 /// A value during evaluation, borrowing from the request and the policy.
@@ -64,38 +65,28 @@ pub(super) fn from_lit(lit: &Lit) -> Option<Val<'_>> {
 
 /// The value of a request attribute; `None` when it is absent.
 pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<Val<'a>> {
-    let s = |o: &'a Option<String>| o.as_deref().map(|s| Val::Str(Cow::Borrowed(s)));
-    let extra = |map: &'a IndexMap<String, Value>, name: &str| map.get(name).and_then(from_json);
     match attr {
-        Attr::SubjectId => s(&request.subject.id),
-        Attr::SubjectKind => s(&request.subject.kind),
-        Attr::SubjectAuth => s(&request.subject.auth),
-        Attr::SubjectAttested => request.subject.attested.map(Val::Bool),
-        Attr::SubjectShared => request.subject.shared.map(Val::Bool),
-        Attr::SubjectOwner => s(&request.subject.owner),
-        Attr::SubjectEnvironment => s(&request.subject.environment),
-        Attr::Action => s(&request.action),
-        Attr::ResourceId => s(&request.resource.id),
-        Attr::ResourceKind => s(&request.resource.kind),
-        Attr::ResourceOwner => s(&request.resource.owner),
-        Attr::IntentTask => s(&request.intent.task),
-        Attr::IntentId => s(&request.intent.id),
-        Attr::IntentObjective => s(&request.intent.objective),
-        Attr::IntentObjectiveChanged => request.intent.objective_changed.map(Val::Bool),
-        Attr::EnvironmentName => s(&request.environment.name),
-        Attr::EnvironmentBroker => s(&request.environment.broker),
+        // The time is parsed once, by validation.
         Attr::EnvironmentTime => prepared.time.map(Val::Time),
-        Attr::Sensitivity => request.sensitivity.map(Val::Level),
-        Attr::RequestedScope => request.requested.scope.as_deref().map(Val::Strs),
-        Attr::RequestedTtl => request.requested.ttl.map(Val::Dur),
-        Attr::Extra(dim, name) => match dim {
-            Dim::Subject => extra(&request.subject.extra, name),
-            Dim::Resource => extra(&request.resource.extra, name),
-            Dim::Intent => extra(&request.intent.extra, name),
-            Dim::Environment => extra(&request.environment.extra, name),
-            Dim::Requested => None,
-            Dim::Context => extra(&request.context, name),
-        },
+        Attr::Extra(dim, name) => {
+            let map = match dim {
+                Dim::Subject => &request.subject.extra,
+                Dim::Resource => &request.resource.extra,
+                Dim::Intent => &request.intent.extra,
+                Dim::Environment => &request.environment.extra,
+                Dim::Requested => return None,
+                Dim::Context => &request.context,
+            };
+            map.get(&**name).and_then(from_json)
+        }
+        known => Some(match known.field(request)? {
+            Field::Str(text) => Val::Str(Cow::Borrowed(text)),
+            Field::Bool(b) => Val::Bool(b),
+            Field::Dur(seconds) => Val::Dur(seconds),
+            Field::Level(level) => Val::Level(level),
+            Field::Strs(items) => Val::Strs(items),
+            Field::Json(value) => from_json(value)?,
+        }),
     }
 }
 

@@ -504,20 +504,12 @@ pub(crate) const REDACTED: &str = "[redacted]";
 impl Redaction {
     /// Checks and keeps the paths.
     pub(crate) fn new(paths: &[String]) -> Result<Redaction, String> {
-        const ROOTS: [&str; 8] = [
-            "subject",
-            "action",
-            "resource",
-            "intent",
-            "environment",
-            "sensitivity",
-            "requested",
-            "context",
-        ];
         let mut out = Vec::new();
         for path in paths {
             let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
-            if parts.iter().any(String::is_empty) || !ROOTS.contains(&parts[0].as_str()) {
+            if parts.iter().any(String::is_empty)
+                || !crate::schema::roots().any(|root| root == parts[0])
+            {
                 return Err(format!(
                     "`--redact {path}` is not a request path; write it like `subject.id` or `context.approval.by`"
                 ));
@@ -835,10 +827,10 @@ mod tests {
         let (request, mut decision) = sample();
         // What evaluation could put there: messages and rule ids quoting
         // the values, an audience copied from the resource.
-        decision.errors.push(crate::decision::ErrorOut {
-            rule: "p".to_owned(),
-            message: "cannot compare `db://x` with `spiffe://a/b`".to_owned(),
-        });
+        decision.errors.push(crate::decision::ErrorOut::in_rule(
+            "p".to_owned(),
+            "cannot compare `db://x` with `spiffe://a/b`".to_owned(),
+        ));
         decision.reasons.push("p for db://x".to_owned());
         decision.obligations.push(crate::decision::ObligationOut {
             kind: "audience".to_owned(),

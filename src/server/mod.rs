@@ -21,7 +21,7 @@
 mod authzen;
 mod http;
 mod ids;
-mod log;
+pub(crate) mod log;
 mod metrics;
 mod pin;
 mod state;

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --bin profile
-//! valgrind --tool=callgrind --toggle-collect='writ::authorize::decide*' \
+//! valgrind --tool=callgrind --toggle-collect='writ::render::decide*' \
 //!     target/release/profile match 10 20000
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid> | head -60
 //! ```
