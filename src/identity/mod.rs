@@ -134,10 +134,10 @@ impl Attestation {
             }
             (Outcome::Matched, Some(note), None)
         } else if let Some(failure) = &self.failure {
-            decision.errors.push(ErrorOut {
-                rule: "subject.token".to_owned(),
-                message: failure.to_string(),
-            });
+            decision.errors.push(ErrorOut::in_rule(
+                "subject.token".to_owned(),
+                failure.to_string(),
+            ));
             (Outcome::Error, None, Some(failure.to_string()))
         } else if self.broker_attestation_ignored {
             (
@@ -199,10 +199,10 @@ impl std::fmt::Debug for Trust {
     }
 }
 
-/// The token as the request carries it: `subject.token`, when a string.
-/// (The one place that reads it.)
-fn token_of(subject: &Subject) -> Option<&Value> {
-    subject.extra.get("token")
+/// The token as the request carries it: `subject.token` (a string: the
+/// request schema refuses any other type). The one place that reads it.
+fn token_of(subject: &Subject) -> Option<&str> {
+    subject.token.as_deref()
 }
 
 impl Trust {
@@ -257,12 +257,7 @@ impl Trust {
                 }
                 return out;
             }
-            Some(Value::String(token)) => token.clone(),
-            Some(_) => {
-                subject.attested = Some(false);
-                out.failure = Some(Failure::Malformed("it is not a string".to_owned()));
-                return out;
-            }
+            Some(token) => token.to_owned(),
         };
         match self.verify(&token, now) {
             Ok((issuer, claims)) => match self.rewrite(subject, issuer, &claims) {
