@@ -34,6 +34,7 @@
 //! |---|---|---|
 //! | (none) | the engine: everything listed below | logos, miette, serde, time, sha2, walkdir, strsim |
 //! | `server` | [`server`]: `writ serve` as a library | tokio, axum, hyper, arc-swap, uuid, nix |
+//! | `ledger` | [`ledger`]: the grant ledger (SQLite, PostgreSQL) for in-process brokers | tokio, uuid, rusqlite, tokio-postgres, deadpool-postgres |
 //! | `cli` (default) | `cli`: the `writ` command line; implies `server` | clap, mimalloc |
 //! | `testgen` | a random policy generator for tests, benches, fuzzing | — |
 //! | `internals` | the pipeline's modules, hidden, for writ's own tests | — |
@@ -178,6 +179,8 @@ pub mod fixture;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "ledger")]
+pub mod ledger;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "testgen")]
