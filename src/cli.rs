@@ -135,6 +135,22 @@ enum Command {
         /// The policy directory.
         dir: PathBuf,
     },
+    /// Work with the grant ledger (see docs/lifecycle.md).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Apply the schema migrations not applied yet, and print the schema
+    /// version.
+    Migrate {
+        /// A SQLite file or a `postgres://` URL.
+        #[arg(long, value_name = "FILE|URL")]
+        ledger: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +218,14 @@ struct ServeArgs {
     /// dedicated CPUs; see docs/server.md).
     #[arg(long)]
     pin_workers: bool,
+    /// Keep the grants it allows through `POST /v1/grants` in this ledger:
+    /// a SQLite file, or a `postgres://` URL for a fleet (docs/lifecycle.md).
+    #[arg(long, value_name = "FILE|URL")]
+    ledger: Option<String>,
+    /// How far back `POST /v1/grants` counts a subject's issuances
+    /// (`context.recent_issuances`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    repeat_window: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -393,6 +417,8 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.drain_delay = args.drain_delay;
             config.workers = args.workers.map(usize::from);
             config.pin_workers = args.pin_workers;
+            config.ledger = args.ledger;
+            config.repeat_window = args.repeat_window;
             crate::server::run(config)?;
             Ok(0)
         }
@@ -404,6 +430,29 @@ fn run(cli: Cli) -> Result<u8, String> {
                 text.lines().count()
             );
             Ok(0)
+        }
+        Command::Ledger {
+            command: LedgerCommand::Migrate { ledger },
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            runtime.block_on(async {
+                let opened = crate::ledger::Ledger::open(&ledger)
+                    .await
+                    .map_err(|e| format!("`--ledger {ledger}`: {e}"))?;
+                // Opening migrates when the database answers; this says
+                // whether it did.
+                opened.migrate().await.map_err(|e| format!("`--ledger {ledger}`: {e}"))?;
+                eprintln!(
+                    "writ: the {} ledger `{}` is at schema version {}",
+                    opened.kind(),
+                    opened.target(),
+                    crate::ledger::SCHEMA_VERSION
+                );
+                Ok::<u8, String>(0)
+            })
         }
         Command::Fmt { check, paths } => run_fmt(&paths, check),
         Command::Lint { paths, data } => {

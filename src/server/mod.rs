@@ -81,6 +81,12 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Pin each worker thread to a CPU of its own.
     pub pin_workers: bool,
+    /// The grant ledger (a SQLite file or a `postgres://` URL); none for no
+    /// `/v1/grants` (docs/lifecycle.md).
+    pub ledger: Option<String>,
+    /// How far back `/v1/grants` counts a subject's issuances
+    /// (`context.recent_issuances`).
+    pub repeat_window: Duration,
 }
 
 impl Config {
@@ -108,6 +114,8 @@ impl Config {
             drain_delay: Duration::ZERO,
             workers: None,
             pin_workers: false,
+            ledger: None,
+            repeat_window: Duration::from_secs(3600),
         }
     }
 }
@@ -128,6 +136,9 @@ pub(crate) struct App {
     pub(crate) max_body: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) draining: AtomicBool,
+    /// The grant ledger, when `--ledger` is given.
+    pub(crate) ledger: Option<crate::ledger::Ledger>,
+    pub(crate) repeat_window: Duration,
     source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
@@ -196,17 +207,6 @@ pub fn run(config: Config) -> Result<(), String> {
         loaded.files.len(),
         loaded.engine.digest()
     );
-    let app = Arc::new(App {
-        current: state::current(loaded),
-        metrics,
-        log,
-        redaction,
-        max_body: config.max_body,
-        request_timeout: config.request_timeout,
-        draining: AtomicBool::new(false),
-        source,
-        watch: tokio::sync::Mutex::new(Watch::default()),
-    });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("writ-serve");
     if let Some(workers) = config.workers {
@@ -228,6 +228,36 @@ pub fn run(config: Config) -> Result<(), String> {
     let runtime = builder
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let ledger = match &config.ledger {
+        Some(target) => {
+            let ledger = runtime
+                .block_on(crate::ledger::Ledger::open(target))
+                .map_err(|e| format!("`--ledger {target}`: {e}"))?;
+            match runtime.block_on(ledger.ping()) {
+                Ok(()) => eprintln!("writ: grant ledger: {} `{}`", ledger.kind(), ledger.target()),
+                Err(error) => eprintln!(
+                    "writ: grant ledger: {} `{}` is not answering ({error}); /v1/grants answers 503 and /ready is false until it does",
+                    ledger.kind(),
+                    ledger.target()
+                ),
+            }
+            Some(ledger)
+        }
+        None => None,
+    };
+    let app = Arc::new(App {
+        current: state::current(loaded),
+        metrics,
+        log,
+        redaction,
+        max_body: config.max_body,
+        request_timeout: config.request_timeout,
+        draining: AtomicBool::new(false),
+        ledger,
+        repeat_window: config.repeat_window,
+        source,
+        watch: tokio::sync::Mutex::new(Watch::default()),
+    });
     runtime.block_on(serve(app, &config))
 }
 
