@@ -77,7 +77,11 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         request.environment.time = Some(now);
         app.metrics.time_filled();
     }
-    let task = request.intent.id.clone().or_else(|| request.intent.task.clone());
+    let task = request
+        .intent
+        .id
+        .clone()
+        .or_else(|| request.intent.task.clone());
     let loaded = app.current.load_full();
     let now = ledger::now_ms();
     let grant_id = ledger::new_grant_id();
@@ -161,10 +165,9 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let mut response = json_body(issued.body);
     *response.status_mut() = StatusCode::from_u16(issued.status).unwrap_or(StatusCode::OK);
     if issued.replayed {
-        response.headers_mut().insert(
-            "idempotent-replayed",
-            HeaderValue::from_static("true"),
-        );
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -244,7 +247,9 @@ pub(super) async fn list(State(app): State<Arc<App>>, request: HttpRequest) -> R
             None
         };
         let grants: Vec<Value> = grants.iter().map(|g| g.to_json(now)).collect();
-        Ok(json_body(json!({"grants": grants, "next": next}).to_string()))
+        Ok(json_body(
+            json!({"grants": grants, "next": next}).to_string(),
+        ))
     }
     .await;
     respond(&app, result)
@@ -275,9 +280,7 @@ fn parse_filter(query: &str) -> Result<Filter, ApiError> {
                     .ok()
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "`limit={value}` is not a number from 1 to 1000"
-                        ))
+                        ApiError::invalid(format!("`limit={value}` is not a number from 1 to 1000"))
                     })?
             }
             other => {
