@@ -444,7 +444,10 @@ fn run(cli: Cli) -> Result<u8, String> {
                     .map_err(|e| format!("`--ledger {ledger}`: {e}"))?;
                 // Opening migrates when the database answers; this says
                 // whether it did.
-                opened.migrate().await.map_err(|e| format!("`--ledger {ledger}`: {e}"))?;
+                opened
+                    .migrate()
+                    .await
+                    .map_err(|e| format!("`--ledger {ledger}`: {e}"))?;
                 eprintln!(
                     "writ: the {} ledger `{}` is at schema version {}",
                     opened.kind(),

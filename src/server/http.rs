@@ -69,7 +69,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/grants", post(grants::issue).get(grants::list))
-        .route("/v1/grants/{grant_id}", get(grants::show).delete(grants::revoke))
+        .route(
+            "/v1/grants/{grant_id}",
+            get(grants::show).delete(grants::revoke),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
