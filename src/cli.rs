@@ -55,6 +55,8 @@ struct PolicyArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Decide one request. Exits 0 on allow, 1 on deny, 2 on error.
     Eval {

@@ -359,3 +359,85 @@ fn two_replicas_on_one_postgres_count_atomically() {
         assert_eq!(listed["grants"].as_array().map(Vec::len), Some(11));
     }
 }
+
+fn post_event(server: &Server, event: &Value) -> Reply {
+    server.post("/v1/events", &event.to_string())
+}
+
+/// A grant issued through `a` is revoked by a `task_end` event sent to `b`
+/// (the same server, or another replica on the same database).
+fn events_revoke(a: &Server, b: &Server, name: &str) {
+    let who = unique_subject(name);
+    // Unique too: PostgreSQL keeps the grants of earlier runs.
+    let task = format!("run-{who}");
+    let mut deploy = deploy_for(&who);
+    deploy["intent"]["id"] = json!(task);
+    let id = {
+        let reply = post_grant(a, &deploy, None);
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["grant_id"].as_str().expect("id").to_owned()
+    };
+    let other = post_grant(a, &deploy_for(&who), None);
+    assert_eq!(other.status, 201);
+
+    // An event no obligation names revokes nothing.
+    let reply = post_event(b, &json!({"type": "objective_change", "subject": who}));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["revoked"], json!([]));
+
+    let reply = post_event(
+        b,
+        &json!({"type": "task_end", "task": task, "reason": "pipeline finished"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let revoked = reply.json()["revoked"].clone();
+    assert_eq!(revoked.as_array().map(Vec::len), Some(1), "{revoked}");
+    assert_eq!(revoked[0]["grant_id"], id.as_str());
+    assert!(revoked[0]["why"]
+        .as_str()
+        .expect("why")
+        .contains("revoke_on task_end"));
+    let grant = a.get(&format!("/v1/grants/{id}")).json();
+    assert_eq!(grant["state"], "revoked");
+    assert_eq!(grant["revoked_by"], "event:task_end");
+    assert_eq!(grant["reason"], "pipeline finished");
+
+    // identity_revoked: every live grant of the subject.
+    let reply = post_event(b, &json!({"type": "identity_revoked", "subject": who}));
+    assert_eq!(reply.json()["revoked"].as_array().map(Vec::len), Some(1));
+    let live = list(a, &format!("subject={}&state=live", encode(&who)));
+    assert_eq!(live["grants"], json!([]));
+
+    // Bad events.
+    let message = post_event(b, &json!({"type": "task_end"})).assert_error(400, "invalid_request");
+    assert!(message.contains("selects no grant"), "{message}");
+    post_event(b, &json!({"subject": who})).assert_error(400, "invalid_request");
+    post_event(b, &json!({"type": "task_end", "subject": 5})).assert_error(400, "invalid_request");
+    post_event(b, &json!({"type": "identity_revoked", "task": "t"}))
+        .assert_error(400, "invalid_request");
+    let message = post_event(
+        b,
+        &json!({"type": "risk_change", "subject": who, "context": {"risk_score": 90}}),
+    )
+    .assert_error(400, "invalid_request");
+    assert!(message.contains("context"), "{message}");
+}
+
+#[test]
+fn events_revoke_on_sqlite() {
+    let dir = Arc::new(TempDir::new("events-sqlite"));
+    let file = dir.file("writ.db");
+    let server = Server::start(&["--ledger", &file.to_string_lossy()], &dir);
+    events_revoke(&server, &server, "events-sqlite");
+}
+
+#[test]
+fn events_sent_to_one_replica_revoke_what_another_issued() {
+    let Some(url) = postgres_url("events_sent_to_one_replica_revoke_what_another_issued") else {
+        return;
+    };
+    let dir = Arc::new(TempDir::new("events-fleet"));
+    let a = Server::start(&["--ledger", &url], &dir);
+    let b = Server::start(&["--ledger", &url], &dir);
+    events_revoke(&a, &b, "events-fleet");
+}

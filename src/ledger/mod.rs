@@ -208,6 +208,8 @@ pub struct Filter {
     pub subject: Option<String>,
     /// Only this task's grants.
     pub task: Option<String>,
+    /// Only this grant.
+    pub grant: Option<String>,
     /// Only grants in this state (at `now`).
     pub state: Option<GrantState>,
     /// Grants with a larger id than this (the next page).
@@ -343,6 +345,29 @@ impl Ledger {
         }
     }
 
+    /// Revokes, in one transaction, every live grant `selector` selects
+    /// whose `revoke_on` obligations name `event` (every one of them for
+    /// `identity_revoked`), with `revoked_by` = `event:TYPE` and `reason`.
+    /// Returns the grants it revoked, each with why.
+    pub async fn revoke_for_event(
+        &self,
+        selector: &Selector,
+        event: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+        if selector.is_empty() {
+            return Err(LedgerError::Invalid(
+                "an event must select by subject, task or grant".to_owned(),
+            ));
+        }
+        let by = format!("event:{event}");
+        match &self.store {
+            Store::Sqlite(s) => s.revoke_for_event(selector, event, &by, reason, now).await,
+            Store::Postgres(p) => p.revoke_for_event(selector, event, &by, reason, now).await,
+        }
+    }
+
     /// Revokes a live grant: `Ok(None)` when there is no such grant, else
     /// the grant and whether this call revoked it (a grant already revoked
     /// or expired stays as it is).
@@ -358,6 +383,55 @@ impl Ledger {
             Store::Postgres(p) => p.revoke(grant_id, by, reason, now).await,
         }
     }
+}
+
+/// What an event selects: the live grants matching every selector given.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// `subject.id`.
+    pub subject: Option<String>,
+    /// `intent.id` or `intent.task`.
+    pub task: Option<String>,
+    /// One grant.
+    pub grant: Option<String>,
+}
+
+impl Selector {
+    /// True when nothing is selected by: an event must name at least one.
+    pub fn is_empty(&self) -> bool {
+        self.subject.is_none() && self.task.is_none() && self.grant.is_none()
+    }
+
+    pub(crate) fn filter(&self) -> Filter {
+        Filter {
+            subject: self.subject.clone(),
+            task: self.task.clone(),
+            grant: self.grant.clone(),
+            state: Some(GrantState::Live),
+            after: None,
+            limit: 0,
+        }
+    }
+}
+
+/// The event that revokes every live grant of a subject, whatever its
+/// obligations.
+pub const IDENTITY_REVOKED: &str = "identity_revoked";
+
+/// Why `event` revokes `grant`, or `None` when the grant's obligations do
+/// not name it.
+pub fn revoked_by_event(grant: &Grant, event: &str) -> Option<String> {
+    if event == IDENTITY_REVOKED {
+        return Some("identity_revoked revokes every grant of the subject".to_owned());
+    }
+    grant.obligations.as_array()?.iter().find_map(|o| {
+        (o["kind"] == "revoke_on" && o["event"] == event).then(|| {
+            format!(
+                "revoke_on {event} (rule {})",
+                o["rule"].as_str().unwrap_or("?")
+            )
+        })
+    })
 }
 
 /// A URL with its password replaced by `***`, for messages.
@@ -396,6 +470,10 @@ pub(crate) fn list_query(filter: &Filter, now: i64, placeholder: char) -> (Strin
         let p = next(Param::Text(task.clone()), &mut params);
         clauses.push(format!("task_id = {p}"));
     }
+    if let Some(grant) = &filter.grant {
+        let p = next(Param::Text(grant.clone()), &mut params);
+        clauses.push(format!("grant_id = {p}"));
+    }
     if let Some(after) = &filter.after {
         let p = next(Param::Text(after.clone()), &mut params);
         clauses.push(format!("grant_id > {p}"));
@@ -412,14 +490,23 @@ pub(crate) fn list_query(filter: &Filter, now: i64, placeholder: char) -> (Strin
         }
         None => {}
     }
-    let limit = next(Param::Int(filter.limit as i64), &mut params);
+    // A limit of 0 is no limit (the events' selection; lists clamp to 1).
+    let limit = if filter.limit == 0 {
+        String::new()
+    } else {
+        let p = next(
+            Param::Int(i64::try_from(filter.limit).unwrap_or(i64::MAX)),
+            &mut params,
+        );
+        format!(" LIMIT {p}")
+    };
     let where_ = if clauses.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
     (
-        format!("SELECT {COLUMNS} FROM writ_grants{where_} ORDER BY grant_id LIMIT {limit}"),
+        format!("SELECT {COLUMNS} FROM writ_grants{where_} ORDER BY grant_id{limit}"),
         params,
     )
 }

@@ -18,8 +18,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::{
-    insert_sql, json_column, list_query, now_ms, window_ms, Filter, Grant, Issue, Issued,
-    LedgerError, Param, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
+    insert_sql, json_column, list_query, now_ms, revoked_by_event, window_ms, Filter, Grant, Issue,
+    Issued, LedgerError, Param, Selector, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
 };
 
 /// How many times a transaction that hit a serialization failure, a
@@ -333,6 +333,66 @@ impl Postgres {
             .await
             .map_err(unavailable)?;
         row.map(|r| read(&r).map(|g| (g, changed > 0))).transpose()
+    }
+}
+
+impl Postgres {
+    pub(crate) async fn revoke_for_event(
+        &self,
+        selector: &Selector,
+        event: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+        self.ready().await?;
+        let filter = selector.filter();
+        self.retry("revoking for the event", || async {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            let (sql, params) = list_query(&filter, now, '$');
+            let values: Vec<Box<dyn ToSql + Sync + Send>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                    match p {
+                        Param::Text(t) => Box::new(t),
+                        Param::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            // Taken FOR UPDATE: a concurrent event waits, then finds them revoked.
+            let rows = tx
+                .query(&format!("{sql} FOR UPDATE"), &refs)
+                .await
+                .map_err(|e| classify(&e))?;
+            let mut revoked = Vec::new();
+            for row in &rows {
+                let mut grant = read(row).map_err(Failure::Fail)?;
+                let Some(why) = revoked_by_event(&grant, event) else {
+                    continue;
+                };
+                let changed = tx
+                    .execute(
+                        "UPDATE writ_grants SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE grant_id = $4 AND revoked_at IS NULL",
+                        &[&now, &by, &reason, &grant.grant_id],
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                if changed > 0 {
+                    grant.revoked_at = Some(now);
+                    grant.revoked_by = Some(by.to_owned());
+                    grant.reason = Some(reason.to_owned());
+                    revoked.push((grant, why));
+                }
+            }
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(revoked)
+        })
+        .await
     }
 }
 

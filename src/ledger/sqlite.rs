@@ -11,8 +11,8 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    insert_sql, json_column, list_query, now_ms, window_ms, Filter, Grant, Issue, Issued,
-    LedgerError, Param, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
+    insert_sql, json_column, list_query, now_ms, revoked_by_event, window_ms, Filter, Grant, Issue,
+    Issued, LedgerError, Param, Selector, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
 };
 
 pub(crate) struct Sqlite {
@@ -226,6 +226,55 @@ impl Sqlite {
                 .optional()?;
             tx.commit()?;
             Ok(grant.map(|g| (g, changed > 0)))
+        })
+        .await
+    }
+}
+
+impl Sqlite {
+    pub(crate) async fn revoke_for_event(
+        &self,
+        selector: &Selector,
+        event: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+        let filter = selector.filter();
+        let (event, by, reason) = (event.to_owned(), by.to_owned(), reason.to_owned());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (sql, params) = list_query(&filter, now, '?');
+            let values: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    Param::Text(t) => rusqlite::types::Value::Text(t),
+                    Param::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let selected: Vec<Grant> = {
+                let mut statement = tx.prepare(&sql)?;
+                let rows = statement.query_map(params_from_iter(values), read)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut revoked = Vec::new();
+            for mut grant in selected {
+                let Some(why) = revoked_by_event(&grant, &event) else {
+                    continue;
+                };
+                let changed = tx.execute(
+                    "UPDATE writ_grants SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3 WHERE grant_id = ?4 AND revoked_at IS NULL",
+                    params![now, by, reason, grant.grant_id],
+                )?;
+                if changed > 0 {
+                    grant.revoked_at = Some(now);
+                    grant.revoked_by = Some(by.clone());
+                    grant.reason = Some(reason.clone());
+                    revoked.push((grant, why));
+                }
+            }
+            tx.commit()?;
+            Ok(revoked)
         })
         .await
     }

@@ -447,3 +447,66 @@ fn passwords_are_hidden_in_messages() {
     );
     assert_eq!(redact_url("writ.db"), "writ.db");
 }
+
+#[tokio::test]
+async fn events_revoke_the_selected_grants_whose_revoke_on_names_them() {
+    for ledger in stores("events").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        for task in ["run-a", "run-a", "run-b"] {
+            issue_limited(&ledger, &who, Some(task), now, 100, None).await;
+        }
+        let by_task = Selector {
+            subject: Some(who.clone()),
+            task: Some("run-a".to_owned()),
+            grant: None,
+        };
+        // No obligation names objective_change: nothing is revoked.
+        let none = ledger
+            .revoke_for_event(&by_task, "objective_change", "objective changed", now + 1)
+            .await
+            .expect("event");
+        assert!(none.is_empty(), "{kind}");
+        let revoked = ledger
+            .revoke_for_event(&by_task, "task_end", "run-a ended", now + 2)
+            .await
+            .expect("event");
+        assert_eq!(revoked.len(), 2, "{kind}");
+        for (grant, why) in &revoked {
+            assert_eq!(grant.task_id.as_deref(), Some("run-a"));
+            assert_eq!(grant.revoked_by.as_deref(), Some("event:task_end"));
+            assert!(why.contains("revoke_on task_end"), "{why}");
+            let stored = ledger
+                .get(&grant.grant_id)
+                .await
+                .expect("get")
+                .expect("there");
+            assert_eq!(stored.state(now + 3), GrantState::Revoked, "{kind}");
+            assert_eq!(stored.reason.as_deref(), Some("run-a ended"));
+        }
+        // Once only.
+        let again = ledger
+            .revoke_for_event(&by_task, "task_end", "again", now + 3)
+            .await
+            .expect("event");
+        assert!(again.is_empty(), "{kind}");
+        // identity_revoked takes the rest of the subject's, whatever they say.
+        let by_subject = Selector {
+            subject: Some(who.clone()),
+            ..Selector::default()
+        };
+        let rest = ledger
+            .revoke_for_event(&by_subject, IDENTITY_REVOKED, "key leaked", now + 4)
+            .await
+            .expect("event");
+        assert_eq!(rest.len(), 1, "{kind}");
+        assert_eq!(rest[0].0.task_id.as_deref(), Some("run-b"));
+        assert!(matches!(
+            ledger
+                .revoke_for_event(&Selector::default(), "task_end", "x", now)
+                .await,
+            Err(LedgerError::Invalid(_))
+        ));
+    }
+}

@@ -73,6 +73,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/v1/grants/{grant_id}",
             get(grants::show).delete(grants::revoke),
         )
+        .route("/v1/events", post(grants::event))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard))

@@ -9,7 +9,9 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::{json_body, read_json, request_error, ApiError, ErrorCode};
-use crate::ledger::{self, Filter, Grant, GrantState, Issue, Ledger, LedgerError, Verdict};
+use crate::ledger::{
+    self, Filter, Grant, GrantState, Issue, Ledger, LedgerError, Selector, Verdict,
+};
 use crate::request::{Request, MAX_JSON_DEPTH};
 use crate::server::{now_rfc3339, App};
 
@@ -253,6 +255,85 @@ pub(super) async fn list(State(app): State<Arc<App>>, request: HttpRequest) -> R
     }
     .await;
     respond(&app, result)
+}
+
+/// `POST /v1/events`: revoke the live grants the event selects whose
+/// `revoke_on` names it (all of the subject's for `identity_revoked`).
+pub(super) async fn event(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
+    let result = event_inner(app.clone(), request).await;
+    respond(&app, result)
+}
+
+async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, ApiError> {
+    let ledger = ledger_of(&app)?;
+    let (_, value) = read_json(&app, request, MAX_JSON_DEPTH).await?;
+    let Value::Object(mut body) = value else {
+        return Err(ApiError::invalid(
+            "an event is a JSON object: {\"type\", \"subject\", \"task\", \"grant\", \"reason\"}",
+        ));
+    };
+    let mut text = |name: &str, required: bool| -> Result<Option<String>, ApiError> {
+        match body.shift_remove(name) {
+            None if required => Err(ApiError::invalid(format!(
+                "the event has no `{name}`; name the event, e.g. `\"type\": \"task_end\"`"
+            ))),
+            None => Ok(None),
+            Some(Value::String(t)) if !t.is_empty() && t.len() <= 1024 => Ok(Some(t)),
+            Some(_) => Err(ApiError::invalid(format!(
+                "invalid event at `{name}`: expected a string of 1 to 1024 bytes"
+            ))),
+        }
+    };
+    let kind = text("type", true)?.unwrap_or_default();
+    let selector = Selector {
+        subject: text("subject", false)?,
+        task: text("task", false)?,
+        grant: text("grant", false)?,
+    };
+    let reason = text("reason", false)?.unwrap_or_else(|| kind.clone());
+    if body.contains_key("context") {
+        return Err(ApiError::invalid(
+            "events with `context` re-decide the grants they select, which this writ does not do yet; send the event without `context` to revoke by `revoke_on`",
+        ));
+    }
+    if let Some(other) = body.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "unknown event field `{other}`: use type, subject, task, grant, reason"
+        )));
+    }
+    if selector.is_empty() {
+        return Err(ApiError::invalid(
+            "the event selects no grant: give at least one of `subject`, `task`, `grant`",
+        ));
+    }
+    if kind == ledger::IDENTITY_REVOKED && selector.subject.is_none() {
+        return Err(ApiError::invalid(
+            "`identity_revoked` revokes a subject's grants: give `subject`",
+        ));
+    }
+    let now = ledger::now_ms();
+    let revoked = ledger
+        .revoke_for_event(&selector, &kind, &reason, now)
+        .await
+        .map_err(|error| match error {
+            LedgerError::Invalid(message) => ApiError::invalid(message),
+            other => unavailable(other),
+        })?;
+    let revoked: Vec<Value> = revoked
+        .iter()
+        .map(|(grant, why)| {
+            json!({
+                "grant_id": grant.grant_id,
+                "subject_id": grant.subject_id,
+                "task_id": grant.task_id,
+                "credential_ref": grant.credential_ref,
+                "why": why,
+            })
+        })
+        .collect();
+    Ok(json_body(
+        json!({"type": kind, "revoked": revoked, "narrowed": []}).to_string(),
+    ))
 }
 
 fn parse_filter(query: &str) -> Result<Filter, ApiError> {
