@@ -441,3 +441,83 @@ fn events_sent_to_one_replica_revoke_what_another_issued() {
     let b = Server::start(&["--ledger", &url], &dir);
     events_revoke(&a, &b, "events-fleet");
 }
+
+fn writ(args: &[&str]) -> (i32, Value, String) {
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .expect("run writ");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// `writ grants list|show|revoke` on the ledger a running server writes.
+fn grants_cli(ledger: &str, name: &str) {
+    let dir = Arc::new(TempDir::new(name));
+    let server = Server::start(&["--ledger", ledger], &dir);
+    let who = unique_subject(name);
+    let reply = post_grant(&server, &deploy_for(&who), None);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.json()["grant_id"].as_str().expect("id").to_owned();
+
+    let (code, shown, stderr) = writ(&["grants", "show", &id, "--ledger", ledger]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(shown["grant_id"], id.as_str());
+    assert_eq!(shown["state"], "live");
+    let (code, listed, stderr) = writ(&["grants", "list", "--ledger", ledger, "--subject", &who]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(listed["grants"][0]["grant_id"], id.as_str());
+    let (code, revoked, stderr) = writ(&[
+        "grants",
+        "revoke",
+        &id,
+        "--ledger",
+        ledger,
+        "--reason",
+        "operator says so",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(revoked["revoked"], true);
+    // The server reads what the CLI wrote.
+    let grant = server.get(&format!("/v1/grants/{id}")).json();
+    assert_eq!(grant["state"], "revoked");
+    assert_eq!(grant["revoked_by"], "cli");
+    assert_eq!(grant["reason"], "operator says so");
+
+    let (code, _, stderr) = writ(&["grants", "show", "no-such-grant", "--ledger", ledger]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no grant `no-such-grant`"), "{stderr}");
+    let (code, _, stderr) = writ(&["grants", "list", "--ledger", ledger, "--state", "gone"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a grant state"), "{stderr}");
+}
+
+#[test]
+fn grants_cli_on_sqlite() {
+    let dir = Arc::new(TempDir::new("grants-cli-file"));
+    let file = dir.file("writ.db");
+    grants_cli(&file.to_string_lossy(), "grants-cli-sqlite");
+}
+
+#[test]
+fn grants_cli_on_postgres() {
+    if let Some(url) = postgres_url("grants_cli_on_postgres") {
+        grants_cli(&url, "grants-cli-postgres");
+    }
+}
+
+#[test]
+fn ledger_migrate_reports_the_schema_and_refuses_a_dead_database() {
+    let dir = Arc::new(TempDir::new("ledger-migrate"));
+    let file = dir.file("writ.db");
+    let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &file.to_string_lossy()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("schema version 1"), "{stderr}");
+    let url = format!("postgres://writ@127.0.0.1:{}/writ", free_port());
+    let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &url]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unavailable"), "{stderr}");
+}
