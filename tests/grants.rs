@@ -521,3 +521,15 @@ fn ledger_migrate_reports_the_schema_and_refuses_a_dead_database() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("unavailable"), "{stderr}");
 }
+
+#[test]
+fn a_repeat_window_under_a_second_is_refused() {
+    let (code, stderr) = start_refused(&[
+        "--ledger",
+        "/nonexistent/never-opened.db",
+        "--repeat-window",
+        "0s",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--repeat-window"), "{stderr}");
+}

@@ -162,6 +162,12 @@ pub fn run(config: Config) -> Result<(), String> {
                 .to_owned(),
         );
     }
+    if config.ledger.is_some() && config.repeat_window < Duration::from_secs(1) {
+        return Err(
+            "`--repeat-window` must be at least 1s: a shorter window counts no earlier grant"
+                .to_owned(),
+        );
+    }
     if config.workers == Some(0) {
         return Err("`--workers` must be at least 1".to_owned());
     }
