@@ -35,7 +35,8 @@
 //! |---|---|---|
 //! | (none) | the engine: everything listed below | logos, miette, serde, time, sha2, walkdir, strsim |
 //! | `identity` | `identity`: verifying `subject.token` against a trust file | jsonwebtoken (ring), base64 |
-//! | `server` | [`server`]: `writ serve` as a library; implies `identity` | tokio, axum, hyper, arc-swap, uuid, nix |
+//! | `server` | [`server`]: `writ serve` as a library; implies `identity` and `ledger` | tokio, axum, hyper, arc-swap, uuid, nix |
+//! | `ledger` | [`ledger`]: the grant ledger (SQLite, PostgreSQL) for in-process brokers | tokio, uuid, rusqlite, tokio-postgres, deadpool-postgres |
 //! | `cli` (default) | `cli`: the `writ` command line; implies `server` | clap, mimalloc |
 //! | `testgen` | a random policy generator for tests, benches, fuzzing | — |
 //! | `internals` | the pipeline's modules, hidden, for writ's own tests | — |
@@ -186,6 +187,8 @@ pub mod fixture;
 pub mod cli;
 #[cfg(feature = "identity")]
 pub mod identity;
+#[cfg(feature = "ledger")]
+pub mod ledger;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "testgen")]

@@ -21,6 +21,8 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Map, Value};
 
+mod grants;
+
 use super::authzen::{self, Parts, Semantic};
 use super::log::{self as decision_log, Entry};
 use super::metrics::{Endpoint, ErrorCode};
@@ -66,6 +68,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/v1/grants", post(grants::issue).get(grants::list))
+        .route(
+            "/v1/grants/{grant_id}",
+            get(grants::show).delete(grants::revoke),
+        )
+        .route("/v1/events", post(grants::event))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -131,7 +139,10 @@ impl ApiError {
         let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut response = json_body(body.to_string());
         *response.status_mut() = self.status;
-        if self.code == ErrorCode::DecisionLogUnavailable {
+        if matches!(
+            self.code,
+            ErrorCode::DecisionLogUnavailable | ErrorCode::LedgerUnavailable
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -706,6 +717,20 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         let mut response = json_body("{\"status\":\"decision_log_unavailable\"}".to_owned());
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return response;
+    }
+    if let Some(ledger) = &app.ledger {
+        let ping = tokio::time::timeout(std::time::Duration::from_secs(2), ledger.ping()).await;
+        let error = match ping {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("the grant ledger did not answer within 2 s".to_owned()),
+        };
+        if let Some(error) = error {
+            let body = json!({"status": "ledger_unavailable", "error": error});
+            let mut response = json_body(body.to_string());
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return response;
+        }
     }
     let loaded = app.current.load();
     json_body(json!({"status": "ready", "digest": loaded.engine.digest()}).to_string())

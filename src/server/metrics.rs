@@ -76,10 +76,13 @@ pub(crate) enum ErrorCode {
     /// Required mode: the decision could not be written to the decision
     /// log, so it is not answered (503).
     DecisionLogUnavailable,
+    /// `/v1/grants`: the grant ledger did not answer or could not record,
+    /// so nothing is decided (503).
+    LedgerUnavailable,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 12] = [
+    const ALL: [ErrorCode; 13] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -92,6 +95,7 @@ impl ErrorCode {
         ErrorCode::UriTooLong,
         ErrorCode::HeadersTooLarge,
         ErrorCode::DecisionLogUnavailable,
+        ErrorCode::LedgerUnavailable,
     ];
 
     /// The code as it appears in error bodies and metric labels.
@@ -109,6 +113,7 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::DecisionLogUnavailable => "decision_log_unavailable",
+            ErrorCode::LedgerUnavailable => "ledger_unavailable",
         }
     }
 

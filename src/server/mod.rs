@@ -83,6 +83,12 @@ pub struct Config {
     pub pin_workers: bool,
     /// The trust file `subject.token` is verified against (docs/identity.md).
     pub trust: Option<PathBuf>,
+    /// The grant ledger (a SQLite file or a `postgres://` URL); none for no
+    /// `/v1/grants` (docs/lifecycle.md).
+    pub ledger: Option<String>,
+    /// How far back `/v1/grants` counts a subject's issuances
+    /// (`context.recent_issuances`).
+    pub repeat_window: Duration,
 }
 
 impl Config {
@@ -111,6 +117,8 @@ impl Config {
             workers: None,
             pin_workers: false,
             trust: None,
+            ledger: None,
+            repeat_window: Duration::from_secs(3600),
         }
     }
 }
@@ -133,6 +141,9 @@ pub(crate) struct App {
     pub(crate) draining: AtomicBool,
     /// Verifies `subject.token`s, on the server's clock.
     pub(crate) trust: Option<crate::identity::Trust>,
+    /// The grant ledger, when `--ledger` is given.
+    pub(crate) ledger: Option<crate::ledger::Ledger>,
+    pub(crate) repeat_window: Duration,
     source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
@@ -159,6 +170,12 @@ pub fn run(config: Config) -> Result<(), String> {
     if config.decision_log_sync && !config.decision_log_required {
         return Err(
             "`--decision-log-sync` syncs before answering, which only the required mode waits for; drop `--decision-log-required=false`"
+                .to_owned(),
+        );
+    }
+    if config.ledger.is_some() && config.repeat_window < Duration::from_secs(1) {
+        return Err(
+            "`--repeat-window` must be at least 1s: a shorter window counts no earlier grant"
                 .to_owned(),
         );
     }
@@ -215,18 +232,6 @@ pub fn run(config: Config) -> Result<(), String> {
         loaded.files.len(),
         loaded.engine.digest()
     );
-    let app = Arc::new(App {
-        current: state::current(loaded),
-        metrics,
-        log,
-        redaction,
-        max_body: config.max_body,
-        request_timeout: config.request_timeout,
-        draining: AtomicBool::new(false),
-        trust,
-        source,
-        watch: tokio::sync::Mutex::new(Watch::default()),
-    });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("writ-serve");
     if let Some(workers) = config.workers {
@@ -248,6 +253,37 @@ pub fn run(config: Config) -> Result<(), String> {
     let runtime = builder
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let ledger = match &config.ledger {
+        Some(target) => {
+            let ledger = runtime
+                .block_on(crate::ledger::Ledger::open(target))
+                .map_err(|e| format!("`--ledger {target}`: {e}"))?;
+            match runtime.block_on(ledger.ping()) {
+                Ok(()) => eprintln!("writ: grant ledger: {} `{}`", ledger.kind(), ledger.target()),
+                Err(error) => eprintln!(
+                    "writ: grant ledger: {} `{}` is not answering ({error}); /v1/grants answers 503 and /ready is false until it does",
+                    ledger.kind(),
+                    ledger.target()
+                ),
+            }
+            Some(ledger)
+        }
+        None => None,
+    };
+    let app = Arc::new(App {
+        current: state::current(loaded),
+        metrics,
+        log,
+        redaction,
+        max_body: config.max_body,
+        request_timeout: config.request_timeout,
+        draining: AtomicBool::new(false),
+        trust,
+        ledger,
+        repeat_window: config.repeat_window,
+        source,
+        watch: tokio::sync::Mutex::new(Watch::default()),
+    });
     runtime.block_on(serve(app, &config))
 }
 

@@ -1,0 +1,539 @@
+//! The grant ledger: what writ allowed, to whom, for which task, and
+//! whether it still holds (docs/lifecycle.md).
+//!
+//! One interface, [`Ledger`], over two stores: SQLite in a file (the
+//! embedded default, for one broker host, the CLI and tests) and
+//! PostgreSQL (for a fleet of `writ serve` replicas sharing one database).
+//! Both apply the same versioned migrations when opened and pass one test
+//! suite. The central operation is [`Ledger::issue`]: in one transaction it
+//! counts the subject's grants issued within the repeat window, lets the
+//! caller decide with that count, and records the grant on allow, so that
+//! concurrent requests for one subject, on any replica, are counted one
+//! after the other.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The versioned migrations, in order: (version, name, SQL). The SQL is
+/// common to SQLite and PostgreSQL.
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 1] =
+    [(1, "grants", include_str!("migrations/0001_grants.sql"))];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Why the ledger could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerError {
+    /// The database cannot be reached or written (down, unreachable, read
+    /// only, disk full): nothing was recorded.
+    Unavailable(String),
+    /// The target is not a ledger writ can open (a bad URL, a schema newer
+    /// than this build).
+    Invalid(String),
+}
+
+impl std::fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerError::Unavailable(message) => {
+                write!(f, "the grant ledger is unavailable: {message}")
+            }
+            LedgerError::Invalid(message) => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for LedgerError {}
+
+/// A grant's state, derived from the record and the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantState {
+    /// Neither revoked nor past `expires_at`.
+    Live,
+    /// Past `expires_at`, never revoked.
+    Expired,
+    /// Revoked (by an event, a re-decision or the broker).
+    Revoked,
+}
+
+impl GrantState {
+    /// `live`, `expired`, `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Live => "live",
+            GrantState::Expired => "expired",
+            GrantState::Revoked => "revoked",
+        }
+    }
+
+    /// Reads `live`, `expired` or `revoked`.
+    pub fn parse(text: &str) -> Option<GrantState> {
+        match text {
+            "live" => Some(GrantState::Live),
+            "expired" => Some(GrantState::Expired),
+            "revoked" => Some(GrantState::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A recorded grant. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// A UUIDv7: unique across replicas, sortable by issue time.
+    pub grant_id: String,
+    /// The decision that allowed it.
+    pub decision_id: String,
+    /// The policy set that decided it.
+    pub policy_digest: String,
+    /// `subject.id`.
+    pub subject_id: String,
+    /// `intent.id`, else `intent.task`.
+    pub task_id: Option<String>,
+    /// The request as decided (with the count writ used).
+    pub request: Value,
+    /// The granted scope.
+    pub scope: Vec<String>,
+    /// The granted lifetime, seconds.
+    pub ttl: u64,
+    /// When it was recorded.
+    pub issued_at: i64,
+    /// `issued_at + ttl`.
+    pub expires_at: i64,
+    /// The decision's obligations (`revoke_on`, `audience`, ...).
+    pub obligations: Value,
+    /// The broker's own handle for the credential.
+    pub credential_ref: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+    /// Who revoked it: `broker`, an event type, `recheck`.
+    pub revoked_by: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// A re-decision kept it with less scope or a shorter expiry.
+    pub narrowed: bool,
+}
+
+impl Grant {
+    /// Its state at `now_ms`.
+    pub fn state(&self, now_ms: i64) -> GrantState {
+        if self.revoked_at.is_some() {
+            GrantState::Revoked
+        } else if self.expires_at <= now_ms {
+            GrantState::Expired
+        } else {
+            GrantState::Live
+        }
+    }
+
+    /// The grant as the HTTP API shows it, with its state at `now_ms`.
+    pub fn to_json(&self, now_ms: i64) -> Value {
+        json!({
+            "grant_id": self.grant_id,
+            "state": self.state(now_ms).as_str(),
+            "subject_id": self.subject_id,
+            "task_id": self.task_id,
+            "scope": self.scope,
+            "ttl": self.ttl,
+            "issued_at": rfc3339(self.issued_at),
+            "expires_at": rfc3339(self.expires_at),
+            "obligations": self.obligations,
+            "credential_ref": self.credential_ref,
+            "decision_id": self.decision_id,
+            "policy_digest": self.policy_digest,
+            "revoked_at": self.revoked_at.map(rfc3339),
+            "revoked_by": self.revoked_by,
+            "reason": self.reason,
+            "narrowed": self.narrowed,
+            "request": self.request,
+        })
+    }
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The clock, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// A new grant id: a UUIDv7 (time-ordered).
+pub fn new_grant_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// What the caller of [`Ledger::issue`] decided, given the count.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// On allow, the grant to record (its `grant_id` the one passed in).
+    pub grant: Option<Grant>,
+    /// The answer to give, and to give again for the same idempotency key:
+    /// an HTTP status and a JSON body.
+    pub status: u16,
+    /// The answer's body.
+    pub body: String,
+}
+
+/// What [`Ledger::issue`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issued {
+    /// The answer's status.
+    pub status: u16,
+    /// The answer's body.
+    pub body: String,
+    /// The answer was the one stored for the idempotency key: nothing was
+    /// decided or recorded this time.
+    pub replayed: bool,
+}
+
+/// What a list asks for; `after` is the last `grant_id` of the previous
+/// page.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this subject's grants.
+    pub subject: Option<String>,
+    /// Only this task's grants.
+    pub task: Option<String>,
+    /// Only this grant.
+    pub grant: Option<String>,
+    /// Only grants in this state (at `now`).
+    pub state: Option<GrantState>,
+    /// Grants with a larger id than this (the next page).
+    pub after: Option<String>,
+    /// At most this many (1..=1000).
+    pub limit: usize,
+}
+
+/// One issuance to count and maybe record.
+#[derive(Debug, Clone)]
+pub struct Issue<'a> {
+    /// `subject.id`: whose grants are counted.
+    pub subject_id: &'a str,
+    /// Grants issued within this long before `now` are counted.
+    pub window: Duration,
+    /// The clock, Unix milliseconds.
+    pub now: i64,
+    /// A retry with the same key answers with the first answer.
+    pub idempotency_key: Option<&'a str>,
+    /// The id the grant gets on allow.
+    pub grant_id: &'a str,
+}
+
+enum Store {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// The grant ledger, on SQLite or PostgreSQL.
+pub struct Ledger {
+    store: Store,
+    target: String,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// Whether `target` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres(target: &str) -> bool {
+    target.starts_with("postgres://") || target.starts_with("postgresql://")
+}
+
+impl Ledger {
+    /// Opens the ledger at `target` (a SQLite file path, or a
+    /// `postgres://` URL) and brings its schema up to date. A PostgreSQL
+    /// server that does not answer is not an error here: the ledger opens,
+    /// and every operation reports [`LedgerError::Unavailable`] (and tries
+    /// the migrations again) until it answers.
+    pub async fn open(target: &str) -> Result<Ledger, LedgerError> {
+        let store = if is_postgres(target) {
+            Store::Postgres(postgres::Postgres::open(target)?)
+        } else {
+            Store::Sqlite(sqlite::Sqlite::open(target).await?)
+        };
+        let ledger = Ledger {
+            store,
+            target: redact_url(target),
+        };
+        match ledger.migrate().await {
+            Ok(_) | Err(LedgerError::Unavailable(_)) => Ok(ledger),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Where the ledger is (a URL's password hidden).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match &self.store {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the migrations not applied yet; returns their versions.
+    pub async fn migrate(&self) -> Result<Vec<i64>, LedgerError> {
+        match &self.store {
+            Store::Sqlite(s) => s.migrate().await,
+            Store::Postgres(p) => p.migrate().await,
+        }
+    }
+
+    /// Whether the database answers and its schema is current.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        match &self.store {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Counts and records atomically. In one transaction, with the
+    /// subject's counter row locked: the answer stored for
+    /// `issue.idempotency_key`, if any, is returned as it was; otherwise
+    /// the subject's grants issued after `now - window` (whatever their
+    /// state) are counted, `decide(count)` is called, its grant (on allow)
+    /// and its answer (under the key) are recorded, and the transaction
+    /// commits before this returns. `decide` may be called more than once
+    /// when a transaction is retried.
+    pub async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
+    where
+        F: Fn(u64) -> Verdict + Send + Sync + 'static,
+    {
+        match &self.store {
+            Store::Sqlite(s) => s.issue(issue, decide).await,
+            Store::Postgres(p) => p.issue(issue, decide).await,
+        }
+    }
+
+    /// One grant.
+    pub async fn get(&self, grant_id: &str) -> Result<Option<Grant>, LedgerError> {
+        match &self.store {
+            Store::Sqlite(s) => s.get(grant_id).await,
+            Store::Postgres(p) => p.get(grant_id).await,
+        }
+    }
+
+    /// Grants in `grant_id` order (issue order), as `filter` selects, with
+    /// states at `now`.
+    pub async fn list(&self, filter: &Filter, now: i64) -> Result<Vec<Grant>, LedgerError> {
+        let mut filter = filter.clone();
+        filter.limit = filter.limit.clamp(1, 1000);
+        match &self.store {
+            Store::Sqlite(s) => s.list(filter, now).await,
+            Store::Postgres(p) => p.list(filter, now).await,
+        }
+    }
+
+    /// Revokes, in one transaction, every live grant `selector` selects
+    /// whose `revoke_on` obligations name `event` (every one of them for
+    /// `identity_revoked`), with `revoked_by` = `event:TYPE` and `reason`.
+    /// Returns the grants it revoked, each with why.
+    pub async fn revoke_for_event(
+        &self,
+        selector: &Selector,
+        event: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+        if selector.is_empty() {
+            return Err(LedgerError::Invalid(
+                "an event must select by subject, task or grant".to_owned(),
+            ));
+        }
+        let by = format!("event:{event}");
+        match &self.store {
+            Store::Sqlite(s) => s.revoke_for_event(selector, event, &by, reason, now).await,
+            Store::Postgres(p) => p.revoke_for_event(selector, event, &by, reason, now).await,
+        }
+    }
+
+    /// Revokes a live grant: `Ok(None)` when there is no such grant, else
+    /// the grant and whether this call revoked it (a grant already revoked
+    /// or expired stays as it is).
+    pub async fn revoke(
+        &self,
+        grant_id: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<(Grant, bool)>, LedgerError> {
+        match &self.store {
+            Store::Sqlite(s) => s.revoke(grant_id, by, reason, now).await,
+            Store::Postgres(p) => p.revoke(grant_id, by, reason, now).await,
+        }
+    }
+}
+
+/// What an event selects: the live grants matching every selector given.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// `subject.id`.
+    pub subject: Option<String>,
+    /// `intent.id` or `intent.task`.
+    pub task: Option<String>,
+    /// One grant.
+    pub grant: Option<String>,
+}
+
+impl Selector {
+    /// True when nothing is selected by: an event must name at least one.
+    pub fn is_empty(&self) -> bool {
+        self.subject.is_none() && self.task.is_none() && self.grant.is_none()
+    }
+
+    pub(crate) fn filter(&self) -> Filter {
+        Filter {
+            subject: self.subject.clone(),
+            task: self.task.clone(),
+            grant: self.grant.clone(),
+            state: Some(GrantState::Live),
+            after: None,
+            limit: 0,
+        }
+    }
+}
+
+/// The event that revokes every live grant of a subject, whatever its
+/// obligations.
+pub const IDENTITY_REVOKED: &str = "identity_revoked";
+
+/// Why `event` revokes `grant`, or `None` when the grant's obligations do
+/// not name it.
+pub fn revoked_by_event(grant: &Grant, event: &str) -> Option<String> {
+    if event == IDENTITY_REVOKED {
+        return Some("identity_revoked revokes every grant of the subject".to_owned());
+    }
+    grant.obligations.as_array()?.iter().find_map(|o| {
+        (o["kind"] == "revoke_on" && o["event"] == event).then(|| {
+            format!(
+                "revoke_on {event} (rule {})",
+                o["rule"].as_str().unwrap_or("?")
+            )
+        })
+    })
+}
+
+/// A URL with its password replaced by `***`, for messages.
+fn redact_url(target: &str) -> String {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return target.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => target.to_owned(),
+    }
+}
+
+/// Reads a JSON column, naming it when it is not JSON.
+pub(crate) fn json_column(name: &str, text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| json!({ "unreadable_column": name }))
+}
+
+/// The list's WHERE clause and its parameters, with `$N` or `?N`
+/// placeholders (both stores number them).
+pub(crate) fn list_query(filter: &Filter, now: i64, placeholder: char) -> (String, Vec<Param>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    let next = |value: Param, params: &mut Vec<Param>| {
+        params.push(value);
+        format!("{placeholder}{}", params.len())
+    };
+    if let Some(subject) = &filter.subject {
+        let p = next(Param::Text(subject.clone()), &mut params);
+        clauses.push(format!("subject_id = {p}"));
+    }
+    if let Some(task) = &filter.task {
+        let p = next(Param::Text(task.clone()), &mut params);
+        clauses.push(format!("task_id = {p}"));
+    }
+    if let Some(grant) = &filter.grant {
+        let p = next(Param::Text(grant.clone()), &mut params);
+        clauses.push(format!("grant_id = {p}"));
+    }
+    if let Some(after) = &filter.after {
+        let p = next(Param::Text(after.clone()), &mut params);
+        clauses.push(format!("grant_id > {p}"));
+    }
+    match filter.state {
+        Some(GrantState::Revoked) => clauses.push("revoked_at IS NOT NULL".to_owned()),
+        Some(GrantState::Live) => {
+            let p = next(Param::Int(now), &mut params);
+            clauses.push(format!("revoked_at IS NULL AND expires_at > {p}"));
+        }
+        Some(GrantState::Expired) => {
+            let p = next(Param::Int(now), &mut params);
+            clauses.push(format!("revoked_at IS NULL AND expires_at <= {p}"));
+        }
+        None => {}
+    }
+    // A limit of 0 is no limit (the events' selection; lists clamp to 1).
+    let limit = if filter.limit == 0 {
+        String::new()
+    } else {
+        let p = next(
+            Param::Int(i64::try_from(filter.limit).unwrap_or(i64::MAX)),
+            &mut params,
+        );
+        format!(" LIMIT {p}")
+    };
+    let where_ = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    (
+        format!("SELECT {COLUMNS} FROM writ_grants{where_} ORDER BY grant_id{limit}"),
+        params,
+    )
+}
+
+/// A list query's parameter.
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// The columns a grant is read from, in [`Grant`]'s order.
+pub(crate) const COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed";
+
+/// The insert of a grant, `?N`/`$N` numbered like [`COLUMNS`].
+pub(crate) fn insert_sql(placeholder: char) -> String {
+    let values: Vec<String> = (1..=16).map(|i| format!("{placeholder}{i}")).collect();
+    format!(
+        "INSERT INTO writ_grants ({COLUMNS}) VALUES ({})",
+        values.join(", ")
+    )
+}
+
+/// The duration as whole milliseconds.
+pub(crate) fn window_ms(window: Duration) -> i64 {
+    i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

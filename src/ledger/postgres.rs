@@ -1,0 +1,426 @@
+//! The PostgreSQL store: a small connection pool (deadpool) over
+//! tokio-postgres. Count and record run in one transaction that first
+//! takes the subject's row in `writ_subjects` with `SELECT ... FOR UPDATE`:
+//! concurrent issuances for one subject, from any replica, wait for each
+//! other, and each counts the grants the previous ones committed (under
+//! READ COMMITTED every statement sees what committed before it began; under
+//! SERIALIZABLE, as on CockroachDB, a conflict aborts with 40001 and the
+//! transaction is retried). No advisory locks, no `LOCK TABLE`, no
+//! PostgreSQL-only types: the SQL is what CockroachDB and YugabyteDB run too.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::NoTls;
+
+use super::{
+    insert_sql, json_column, list_query, now_ms, revoked_by_event, window_ms, Filter, Grant, Issue,
+    Issued, LedgerError, Param, Selector, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
+};
+
+/// How many times a transaction that hit a serialization failure, a
+/// deadlock or a racing insert is tried.
+const ATTEMPTS: usize = 8;
+
+pub(crate) struct Postgres {
+    pool: Pool,
+    migrated: AtomicBool,
+}
+
+/// Why one attempt failed: worth another try, or not.
+enum Failure {
+    Retry(String),
+    Fail(LedgerError),
+}
+
+fn classify(error: &tokio_postgres::Error) -> Failure {
+    match error.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::UNIQUE_VIOLATION =>
+        {
+            Failure::Retry(error.to_string())
+        }
+        _ => Failure::Fail(unavailable(error)),
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(format!("PostgreSQL: {error}"))
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> Failure {
+    Failure::Fail(unavailable(error))
+}
+
+impl Postgres {
+    pub(crate) fn open(url: &str) -> Result<Postgres, LedgerError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            LedgerError::Invalid(format!("`--ledger` is not a PostgreSQL URL: {e}"))
+        })?;
+        config.connect_timeout(Duration::from_secs(3));
+        config.application_name("writ");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| LedgerError::Invalid(format!("cannot build the connection pool: {e}")))?;
+        Ok(Postgres {
+            pool,
+            migrated: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has been
+    /// tried [`ATTEMPTS`] times.
+    async fn retry<T, A, Fut>(&self, what: &str, mut attempt: A) -> Result<T, LedgerError>
+    where
+        A: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut last = String::new();
+        for round in 0..ATTEMPTS {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fail(error)) => return Err(error),
+                Err(Failure::Retry(message)) => {
+                    last = message;
+                    let jitter = u64::try_from(now_ms() % 7).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(2 * (round as u64 + 1) + jitter))
+                        .await;
+                }
+            }
+        }
+        Err(unavailable(format!(
+            "{what} failed {ATTEMPTS} times on conflicts; the last: {last}"
+        )))
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<Vec<i64>, LedgerError> {
+        let applied = self
+            .retry("the migration", || async {
+                let mut client = self.pool.get().await.map_err(pool_error)?;
+                let tx = client.transaction().await.map_err(|e| classify(&e))?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS writ_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+                let row = tx
+                    .query_one("SELECT COALESCE(MAX(version), 0) FROM writ_migrations", &[])
+                    .await
+                    .map_err(|e| classify(&e))?;
+                let current: i64 = row.get(0);
+                let mut applied = vec![current];
+                for (version, name, sql) in MIGRATIONS {
+                    if version > current {
+                        tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
+                        tx.execute(
+                            "INSERT INTO writ_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                            &[&version, &name, &now_ms()],
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                        applied.push(version);
+                    }
+                }
+                tx.commit().await.map_err(|e| classify(&e))?;
+                Ok(applied)
+            })
+            .await?;
+        if applied[0] > SCHEMA_VERSION {
+            return Err(LedgerError::Invalid(format!(
+                "the PostgreSQL ledger has schema version {}, newer than this writ's {SCHEMA_VERSION}; upgrade writ",
+                applied[0]
+            )));
+        }
+        self.migrated.store(true, Ordering::SeqCst);
+        Ok(applied[1..].to_vec())
+    }
+
+    /// Migrates first if the database did not answer at start.
+    async fn ready(&self) -> Result<(), LedgerError> {
+        if !self.migrated.load(Ordering::SeqCst) {
+            self.migrate().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
+        self.ready().await?;
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
+    where
+        F: Fn(u64) -> Verdict + Send + Sync + 'static,
+    {
+        self.ready().await?;
+        let since = issue.now.saturating_sub(window_ms(issue.window));
+        let decide = &decide;
+        let issue = &issue;
+        self.retry("recording the grant", || async move {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            // The subject's counter row, locked until commit: the
+            // issuances of one subject are counted one at a time.
+            tx.execute(
+                "INSERT INTO writ_subjects (subject_id, issued) VALUES ($1, 0) ON CONFLICT (subject_id) DO NOTHING",
+                &[&issue.subject_id],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+            tx.query_one(
+                "SELECT issued FROM writ_subjects WHERE subject_id = $1 FOR UPDATE",
+                &[&issue.subject_id],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+            if let Some(key) = issue.idempotency_key {
+                let stored = tx
+                    .query_opt(
+                        "SELECT status, body FROM writ_idempotency WHERE idempotency_key = $1",
+                        &[&key],
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                if let Some(row) = stored {
+                    let status: i32 = row.get(0);
+                    return Ok(Issued {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body: row.get(1),
+                        replayed: true,
+                    });
+                }
+            }
+            let row = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM writ_grants WHERE subject_id = $1 AND issued_at > $2",
+                    &[&issue.subject_id, &since],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let count: i64 = row.get(0);
+            let verdict = decide(u64::try_from(count).unwrap_or(0));
+            if let Some(g) = &verdict.grant {
+                let request = g.request.to_string();
+                let scope = serde_json::Value::from(g.scope.clone()).to_string();
+                let ttl = i64::try_from(g.ttl).unwrap_or(i64::MAX);
+                let obligations = g.obligations.to_string();
+                let narrowed = i32::from(g.narrowed);
+                let values: [&(dyn ToSql + Sync); 16] = [
+                    &g.grant_id,
+                    &g.decision_id,
+                    &g.policy_digest,
+                    &g.subject_id,
+                    &g.task_id,
+                    &request,
+                    &scope,
+                    &ttl,
+                    &g.issued_at,
+                    &g.expires_at,
+                    &obligations,
+                    &g.credential_ref,
+                    &g.revoked_at,
+                    &g.revoked_by,
+                    &g.reason,
+                    &narrowed,
+                ];
+                tx.execute(&insert_sql('$'), &values)
+                    .await
+                    .map_err(|e| classify(&e))?;
+                tx.execute(
+                    "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = $1",
+                    &[&issue.subject_id],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            }
+            if let Some(key) = issue.idempotency_key {
+                let status = i32::from(verdict.status);
+                tx.execute(
+                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at) VALUES ($1, $2, $3, $4)",
+                    &[&key, &status, &verdict.body, &issue.now],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            }
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(Issued {
+                status: verdict.status,
+                body: verdict.body,
+                replayed: false,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn get(&self, grant_id: &str) -> Result<Option<Grant>, LedgerError> {
+        self.ready().await?;
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = $1"),
+                &[&grant_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| read(&r)).transpose()
+    }
+
+    pub(crate) async fn list(&self, filter: Filter, now: i64) -> Result<Vec<Grant>, LedgerError> {
+        self.ready().await?;
+        let (sql, params) = list_query(&filter, now, '$');
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let values: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = client.query(&sql, &refs).await.map_err(unavailable)?;
+        rows.iter().map(read).collect()
+    }
+
+    pub(crate) async fn revoke(
+        &self,
+        grant_id: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<(Grant, bool)>, LedgerError> {
+        self.ready().await?;
+        let client = self.pool.get().await.map_err(unavailable)?;
+        // One statement: atomic on its own.
+        let changed = client
+            .execute(
+                "UPDATE writ_grants SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE grant_id = $4 AND revoked_at IS NULL AND expires_at > $1",
+                &[&now, &by, &reason, &grant_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = $1"),
+                &[&grant_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| read(&r).map(|g| (g, changed > 0))).transpose()
+    }
+}
+
+impl Postgres {
+    pub(crate) async fn revoke_for_event(
+        &self,
+        selector: &Selector,
+        event: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+        self.ready().await?;
+        let filter = selector.filter();
+        self.retry("revoking for the event", || async {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            let (sql, params) = list_query(&filter, now, '$');
+            let values: Vec<Box<dyn ToSql + Sync + Send>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                    match p {
+                        Param::Text(t) => Box::new(t),
+                        Param::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            // Taken FOR UPDATE: a concurrent event waits, then finds them revoked.
+            let rows = tx
+                .query(&format!("{sql} FOR UPDATE"), &refs)
+                .await
+                .map_err(|e| classify(&e))?;
+            let mut revoked = Vec::new();
+            for row in &rows {
+                let mut grant = read(row).map_err(Failure::Fail)?;
+                let Some(why) = revoked_by_event(&grant, event) else {
+                    continue;
+                };
+                let changed = tx
+                    .execute(
+                        "UPDATE writ_grants SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE grant_id = $4 AND revoked_at IS NULL",
+                        &[&now, &by, &reason, &grant.grant_id],
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                if changed > 0 {
+                    grant.revoked_at = Some(now);
+                    grant.revoked_by = Some(by.to_owned());
+                    grant.reason = Some(reason.to_owned());
+                    revoked.push((grant, why));
+                }
+            }
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(revoked)
+        })
+        .await
+    }
+}
+
+fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
+    let get_err = |e: tokio_postgres::Error| {
+        LedgerError::Unavailable(format!("PostgreSQL: a grant row does not read: {e}"))
+    };
+    let request: String = row.try_get(5).map_err(get_err)?;
+    let scope: String = row.try_get(6).map_err(get_err)?;
+    let obligations: String = row.try_get(10).map_err(get_err)?;
+    let ttl: i64 = row.try_get(7).map_err(get_err)?;
+    let narrowed: i32 = row.try_get(15).map_err(get_err)?;
+    Ok(Grant {
+        grant_id: row.try_get(0).map_err(get_err)?,
+        decision_id: row.try_get(1).map_err(get_err)?,
+        policy_digest: row.try_get(2).map_err(get_err)?,
+        subject_id: row.try_get(3).map_err(get_err)?,
+        task_id: row.try_get(4).map_err(get_err)?,
+        request: json_column("request", &request),
+        scope: serde_json::from_str(&scope).unwrap_or_default(),
+        ttl: u64::try_from(ttl).unwrap_or(0),
+        issued_at: row.try_get(8).map_err(get_err)?,
+        expires_at: row.try_get(9).map_err(get_err)?,
+        obligations: json_column("obligations", &obligations),
+        credential_ref: row.try_get(11).map_err(get_err)?,
+        revoked_at: row.try_get(12).map_err(get_err)?,
+        revoked_by: row.try_get(13).map_err(get_err)?,
+        reason: row.try_get(14).map_err(get_err)?,
+        narrowed: narrowed != 0,
+    })
+}

@@ -1,0 +1,332 @@
+//! The SQLite store: one file, one connection (SQLite writes one
+//! transaction at a time anyway), used on a blocking thread. `BEGIN
+//! IMMEDIATE` takes the file's write lock before counting, so count and
+//! record are atomic even across processes sharing the file; the journal is
+//! WAL with `synchronous = FULL`, so a committed grant survives a crash of
+//! the process and of the machine.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{
+    insert_sql, json_column, list_query, now_ms, revoked_by_event, window_ms, Filter, Grant, Issue,
+    Issued, LedgerError, Param, Selector, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
+};
+
+pub(crate) struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    path: String,
+}
+
+fn failed(path: &str, error: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(format!("SQLite `{path}`: {error}"))
+}
+
+impl Sqlite {
+    pub(crate) async fn open(path: &str) -> Result<Sqlite, LedgerError> {
+        let owned = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, LedgerError> {
+            let conn = Connection::open(&owned).map_err(|e| {
+                LedgerError::Invalid(format!("cannot open the SQLite ledger `{owned}`: {e}"))
+            })?;
+            conn.busy_timeout(Duration::from_secs(5))
+                .map_err(|e| failed(&owned, e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| failed(&owned, e))?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| failed(&owned, e))?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| failed(path, e))??;
+        Ok(Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `work` with the connection on a blocking thread.
+    async fn with<T, W>(&self, work: W) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        let path2 = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| failed(&path, "a previous operation panicked"))?;
+            work(&mut conn).map_err(|e| failed(&path, e))
+        })
+        .await
+        .map_err(|e| failed(&path2, e))?
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<Vec<i64>, LedgerError> {
+        let applied = self
+            .with(|conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS writ_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )?;
+                let current: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM writ_migrations",
+                    [],
+                    |row| row.get(0),
+                )?;
+                let mut applied = vec![current];
+                for (version, name, sql) in MIGRATIONS {
+                    if version > current {
+                        tx.execute_batch(sql)?;
+                        tx.execute(
+                            "INSERT INTO writ_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                            params![version, name, now_ms()],
+                        )?;
+                        applied.push(version);
+                    }
+                }
+                tx.commit()?;
+                Ok(applied)
+            })
+            .await?;
+        if applied[0] > SCHEMA_VERSION {
+            return Err(LedgerError::Invalid(format!(
+                "the SQLite ledger `{}` has schema version {}, newer than this writ's {SCHEMA_VERSION}; upgrade writ",
+                self.path, applied[0]
+            )));
+        }
+        Ok(applied[1..].to_vec())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
+        self.with(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM writ_migrations", [], |row| {
+                row.get::<_, i64>(0)
+            })?;
+            // Takes the write lock too: a file locked out is not ready.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.rollback()
+        })
+        .await
+    }
+
+    pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
+    where
+        F: Fn(u64) -> Verdict + Send + Sync + 'static,
+    {
+        let subject = issue.subject_id.to_owned();
+        let key = issue.idempotency_key.map(str::to_owned);
+        let since = issue.now.saturating_sub(window_ms(issue.window));
+        let now = issue.now;
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = &key {
+                let stored: Option<(i64, String)> = tx
+                    .query_row(
+                        "SELECT status, body FROM writ_idempotency WHERE idempotency_key = ?1",
+                        params![key],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((status, body)) = stored {
+                    return Ok(Issued {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                        replayed: true,
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO writ_subjects (subject_id, issued) VALUES (?1, 0) ON CONFLICT (subject_id) DO NOTHING",
+                params![subject],
+            )?;
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM writ_grants WHERE subject_id = ?1 AND issued_at > ?2",
+                params![subject, since],
+                |row| row.get(0),
+            )?;
+            let verdict = decide(u64::try_from(count).unwrap_or(0));
+            if let Some(grant) = &verdict.grant {
+                insert(&tx, grant)?;
+                tx.execute(
+                    "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = ?1",
+                    params![subject],
+                )?;
+            }
+            if let Some(key) = &key {
+                tx.execute(
+                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, i64::from(verdict.status), verdict.body, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Issued {
+                status: verdict.status,
+                body: verdict.body,
+                replayed: false,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn get(&self, grant_id: &str) -> Result<Option<Grant>, LedgerError> {
+        let id = grant_id.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = ?1"),
+                params![id],
+                read,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn list(&self, filter: Filter, now: i64) -> Result<Vec<Grant>, LedgerError> {
+        self.with(move |conn| {
+            let (sql, params) = list_query(&filter, now, '?');
+            let values: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    Param::Text(t) => rusqlite::types::Value::Text(t),
+                    Param::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let mut statement = conn.prepare(&sql)?;
+            let rows = statement.query_map(params_from_iter(values), read)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn revoke(
+        &self,
+        grant_id: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<(Grant, bool)>, LedgerError> {
+        let (id, by, reason) = (grant_id.to_owned(), by.to_owned(), reason.to_owned());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE writ_grants SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3 WHERE grant_id = ?4 AND revoked_at IS NULL AND expires_at > ?1",
+                params![now, by, reason, id],
+            )?;
+            let grant = tx
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = ?1"),
+                    params![id],
+                    read,
+                )
+                .optional()?;
+            tx.commit()?;
+            Ok(grant.map(|g| (g, changed > 0)))
+        })
+        .await
+    }
+}
+
+impl Sqlite {
+    pub(crate) async fn revoke_for_event(
+        &self,
+        selector: &Selector,
+        event: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+        let filter = selector.filter();
+        let (event, by, reason) = (event.to_owned(), by.to_owned(), reason.to_owned());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (sql, params) = list_query(&filter, now, '?');
+            let values: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    Param::Text(t) => rusqlite::types::Value::Text(t),
+                    Param::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let selected: Vec<Grant> = {
+                let mut statement = tx.prepare(&sql)?;
+                let rows = statement.query_map(params_from_iter(values), read)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut revoked = Vec::new();
+            for mut grant in selected {
+                let Some(why) = revoked_by_event(&grant, &event) else {
+                    continue;
+                };
+                let changed = tx.execute(
+                    "UPDATE writ_grants SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3 WHERE grant_id = ?4 AND revoked_at IS NULL",
+                    params![now, by, reason, grant.grant_id],
+                )?;
+                if changed > 0 {
+                    grant.revoked_at = Some(now);
+                    grant.revoked_by = Some(by.clone());
+                    grant.reason = Some(reason.clone());
+                    revoked.push((grant, why));
+                }
+            }
+            tx.commit()?;
+            Ok(revoked)
+        })
+        .await
+    }
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, g: &Grant) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        &insert_sql('?'),
+        params![
+            g.grant_id,
+            g.decision_id,
+            g.policy_digest,
+            g.subject_id,
+            g.task_id,
+            g.request.to_string(),
+            serde_json::Value::from(g.scope.clone()).to_string(),
+            i64::try_from(g.ttl).unwrap_or(i64::MAX),
+            g.issued_at,
+            g.expires_at,
+            g.obligations.to_string(),
+            g.credential_ref,
+            g.revoked_at,
+            g.revoked_by,
+            g.reason,
+            i64::from(g.narrowed),
+        ],
+    )?;
+    Ok(())
+}
+
+fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
+    let request: String = row.get(5)?;
+    let scope: String = row.get(6)?;
+    let obligations: String = row.get(10)?;
+    let ttl: i64 = row.get(7)?;
+    let narrowed: i64 = row.get(15)?;
+    Ok(Grant {
+        grant_id: row.get(0)?,
+        decision_id: row.get(1)?,
+        policy_digest: row.get(2)?,
+        subject_id: row.get(3)?,
+        task_id: row.get(4)?,
+        request: json_column("request", &request),
+        scope: serde_json::from_str(&scope).unwrap_or_default(),
+        ttl: u64::try_from(ttl).unwrap_or(0),
+        issued_at: row.get(8)?,
+        expires_at: row.get(9)?,
+        obligations: json_column("obligations", &obligations),
+        credential_ref: row.get(11)?,
+        revoked_at: row.get(12)?,
+        revoked_by: row.get(13)?,
+        reason: row.get(14)?,
+        narrowed: narrowed != 0,
+    })
+}

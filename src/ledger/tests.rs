@@ -1,0 +1,512 @@
+//! One suite, run against both stores: SQLite in a temporary file and the
+//! PostgreSQL of `WRIT_TEST_POSTGRES_URL` (`scripts/postgres.sh start`).
+//! Without that URL the PostgreSQL half says it did not run, and fails
+//! when `CI` is set; a URL that does not answer always fails.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn sqlite_path(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "writ-ledger-{}-{name}-{}",
+        std::process::id(),
+        new_grant_id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("ledger.db").to_string_lossy().into_owned()
+}
+
+/// The PostgreSQL URL, or `None` (printed) off CI when none is given.
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("WRIT_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{test}: CI is set but WRIT_TEST_POSTGRES_URL is not; .ci/run starts PostgreSQL with scripts/postgres.sh"
+        ),
+        _ => {
+            eprintln!(
+                "{test}: the PostgreSQL half DID NOT RUN: set WRIT_TEST_POSTGRES_URL (eval \"$(scripts/postgres.sh start)\")"
+            );
+            None
+        }
+    }
+}
+
+async fn stores(name: &str) -> Vec<Ledger> {
+    let mut stores = vec![Ledger::open(&sqlite_path(name))
+        .await
+        .expect("SQLite opens")];
+    if let Some(url) = postgres_url(name) {
+        let ledger = Ledger::open(&url).await.expect("PostgreSQL URL opens");
+        if let Err(error) = ledger.ping().await {
+            panic!("{name}: WRIT_TEST_POSTGRES_URL does not answer: {error}");
+        }
+        stores.push(ledger);
+    }
+    stores
+}
+
+fn subject() -> String {
+    format!("spiffe://test/{}", new_grant_id())
+}
+
+fn grant(id: &str, subject: &str, task: Option<&str>, now: i64, ttl: u64) -> Grant {
+    Grant {
+        grant_id: id.to_owned(),
+        decision_id: format!("d-{id}"),
+        policy_digest: "sha256:test".to_owned(),
+        subject_id: subject.to_owned(),
+        task_id: task.map(str::to_owned),
+        request: json!({"subject": {"id": subject}}),
+        scope: vec!["read:db://x".to_owned()],
+        ttl,
+        issued_at: now,
+        expires_at: now + i64::try_from(ttl).unwrap_or(0) * 1000,
+        obligations: json!([{"kind": "revoke_on", "event": "task_end", "rule": "r"}]),
+        credential_ref: Some("lease-1".to_owned()),
+        revoked_at: None,
+        revoked_by: None,
+        reason: None,
+        narrowed: false,
+    }
+}
+
+/// Allows while the count is at most `limit`; the body is the count.
+async fn issue_limited(
+    ledger: &Ledger,
+    subject: &str,
+    task: Option<&str>,
+    now: i64,
+    limit: u64,
+    key: Option<&str>,
+) -> Issued {
+    let id = new_grant_id();
+    let (owned_id, owned_subject, owned_task) =
+        (id.clone(), subject.to_owned(), task.map(str::to_owned));
+    ledger
+        .issue(
+            Issue {
+                subject_id: subject,
+                window: HOUR,
+                now,
+                idempotency_key: key,
+                grant_id: &id,
+            },
+            move |count| {
+                if count > limit {
+                    Verdict {
+                        grant: None,
+                        status: 200,
+                        body: json!({"decision": "deny", "count": count}).to_string(),
+                    }
+                } else {
+                    Verdict {
+                        grant: Some(grant(
+                            &owned_id,
+                            &owned_subject,
+                            owned_task.as_deref(),
+                            now,
+                            300,
+                        )),
+                        status: 201,
+                        body: json!({"grant_id": owned_id, "count": count}).to_string(),
+                    }
+                }
+            },
+        )
+        .await
+        .expect("issue")
+}
+
+fn count_of(issued: &Issued) -> u64 {
+    let body: Value = serde_json::from_str(&issued.body).expect("JSON body");
+    body["count"].as_u64().expect("count")
+}
+
+#[tokio::test]
+async fn migrations_are_versioned_and_applied_once() {
+    for ledger in stores("migrations").await {
+        assert_eq!(
+            ledger.migrate().await.expect("migrate"),
+            Vec::<i64>::new(),
+            "{}: opening applied every migration; a second run applies none",
+            ledger.kind()
+        );
+        ledger.ping().await.expect("ready");
+    }
+}
+
+#[tokio::test]
+async fn allow_records_and_counts_deny_records_nothing() {
+    for ledger in stores("counts").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            let issued = issue_limited(&ledger, &who, Some("run-1"), now, 1, None).await;
+            counts.push((issued.status, count_of(&issued)));
+        }
+        // Counts 0 and 1 pass a limit of 1; the third sees 2 and is denied.
+        assert_eq!(counts, vec![(201, 0), (201, 1), (200, 2)], "{kind}");
+        let filter = Filter {
+            subject: Some(who.clone()),
+            limit: 100,
+            ..Filter::default()
+        };
+        let listed = ledger.list(&filter, now).await.expect("list");
+        assert_eq!(listed.len(), 2, "{kind}: the deny recorded nothing");
+        // Another subject's count is its own.
+        let other = issue_limited(&ledger, &subject(), None, now, 1, None).await;
+        assert_eq!((other.status, count_of(&other)), (201, 0), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn only_grants_within_the_window_count() {
+    for ledger in stores("window").await {
+        let who = subject();
+        let now = now_ms();
+        let two_hours_ago = now - 2 * 3600 * 1000;
+        issue_limited(&ledger, &who, None, two_hours_ago, 10, None).await;
+        issue_limited(&ledger, &who, None, two_hours_ago, 10, None).await;
+        let issued = issue_limited(&ledger, &who, None, now, 10, None).await;
+        assert_eq!(
+            count_of(&issued),
+            0,
+            "{}: old grants are outside the 1 h window",
+            ledger.kind()
+        );
+        let issued = issue_limited(&ledger, &who, None, now + 1, 10, None).await;
+        assert_eq!(count_of(&issued), 1, "{}", ledger.kind());
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_answer() {
+    for ledger in stores("idempotency").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let key = format!("key-{}", new_grant_id());
+        let now = now_ms();
+        let first = issue_limited(&ledger, &who, None, now, 10, Some(&key)).await;
+        assert!(!first.replayed);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let again = ledger
+            .issue(
+                Issue {
+                    subject_id: &who,
+                    window: HOUR,
+                    now: now + 5,
+                    idempotency_key: Some(&key),
+                    grant_id: &new_grant_id(),
+                },
+                move |_| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    Verdict {
+                        grant: None,
+                        status: 200,
+                        body: "{}".to_owned(),
+                    }
+                },
+            )
+            .await
+            .expect("retry");
+        assert!(again.replayed, "{kind}");
+        assert_eq!(
+            (again.status, &again.body),
+            (first.status, &first.body),
+            "{kind}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "{kind}: a retry decides nothing"
+        );
+        let filter = Filter {
+            subject: Some(who.clone()),
+            limit: 10,
+            ..Filter::default()
+        };
+        assert_eq!(
+            ledger.list(&filter, now).await.expect("list").len(),
+            1,
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn get_and_revoke() {
+    for ledger in stores("revoke").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        let issued = issue_limited(&ledger, &who, Some("run-7"), now, 10, None).await;
+        let body: Value = serde_json::from_str(&issued.body).expect("JSON");
+        let id = body["grant_id"].as_str().expect("grant_id").to_owned();
+        let grant = ledger.get(&id).await.expect("get").expect("recorded");
+        assert_eq!(grant.subject_id, who);
+        assert_eq!(grant.task_id.as_deref(), Some("run-7"));
+        assert_eq!(grant.credential_ref.as_deref(), Some("lease-1"));
+        assert_eq!(grant.obligations[0]["event"], "task_end", "{kind}");
+        assert_eq!(grant.state(now), GrantState::Live);
+        assert_eq!(grant.state(grant.expires_at), GrantState::Expired);
+
+        let (revoked, changed) = ledger
+            .revoke(&id, "broker", "not_minted", now + 10)
+            .await
+            .expect("revoke")
+            .expect("exists");
+        assert!(changed, "{kind}");
+        assert_eq!(revoked.state(now + 10), GrantState::Revoked);
+        assert_eq!(revoked.revoked_at, Some(now + 10));
+        assert_eq!(revoked.revoked_by.as_deref(), Some("broker"));
+        assert_eq!(revoked.reason.as_deref(), Some("not_minted"));
+        let (again, changed) = ledger
+            .revoke(&id, "broker", "again", now + 20)
+            .await
+            .expect("revoke")
+            .expect("exists");
+        assert!(!changed, "{kind}: revoked once");
+        assert_eq!(again.revoked_at, Some(now + 10), "{kind}");
+        assert_eq!(again.reason.as_deref(), Some("not_minted"), "{kind}");
+
+        // A revoked grant still counts as an issuance.
+        let next = issue_limited(&ledger, &who, None, now + 30, 10, None).await;
+        assert_eq!(count_of(&next), 1, "{kind}");
+
+        assert!(ledger.get("no-such-grant").await.expect("get").is_none());
+        assert!(ledger
+            .revoke("no-such-grant", "broker", "x", now)
+            .await
+            .expect("revoke")
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn lists_page_in_issue_order_and_filter_by_task_and_state() {
+    for ledger in stores("list").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let task = if i % 2 == 0 { "even" } else { "odd" };
+            let issued = issue_limited(&ledger, &who, Some(task), now + i, 100, None).await;
+            let body: Value = serde_json::from_str(&issued.body).expect("JSON");
+            ids.push(body["grant_id"].as_str().expect("id").to_owned());
+        }
+        let mut filter = Filter {
+            subject: Some(who.clone()),
+            limit: 2,
+            ..Filter::default()
+        };
+        let mut paged = Vec::new();
+        loop {
+            let page = ledger.list(&filter, now).await.expect("list");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            filter.after = page.last().map(|g| g.grant_id.clone());
+            paged.extend(page.into_iter().map(|g| g.grant_id));
+        }
+        assert_eq!(paged, ids, "{kind}: pages in grant_id (issue) order");
+
+        let odd = Filter {
+            subject: Some(who.clone()),
+            task: Some("odd".to_owned()),
+            limit: 100,
+            ..Filter::default()
+        };
+        assert_eq!(
+            ledger.list(&odd, now).await.expect("list").len(),
+            2,
+            "{kind}"
+        );
+
+        ledger
+            .revoke(&ids[0], "broker", "not_minted", now + 10)
+            .await
+            .expect("revoke");
+        let by_state = |state| Filter {
+            subject: Some(who.clone()),
+            state: Some(state),
+            limit: 100,
+            ..Filter::default()
+        };
+        let revoked = ledger
+            .list(&by_state(GrantState::Revoked), now + 20)
+            .await
+            .expect("list");
+        assert_eq!(revoked.len(), 1, "{kind}");
+        let live = ledger
+            .list(&by_state(GrantState::Live), now + 20)
+            .await
+            .expect("list");
+        assert_eq!(live.len(), 4, "{kind}");
+        // 300 s later, every grant not revoked has expired, with no event.
+        let later = now + 301 * 1000;
+        let expired = ledger
+            .list(&by_state(GrantState::Expired), later)
+            .await
+            .expect("list");
+        assert_eq!(expired.len(), 4, "{kind}");
+        let live = ledger
+            .list(&by_state(GrantState::Live), later)
+            .await
+            .expect("list");
+        assert!(live.is_empty(), "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_issuances_for_one_subject_are_counted_one_at_a_time() {
+    for ledger in stores("concurrent").await {
+        let kind = ledger.kind();
+        let ledger = Arc::new(ledger);
+        let who = subject();
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let (ledger, who) = (ledger.clone(), who.clone());
+            tasks.push(tokio::spawn(async move {
+                issue_limited(&ledger, &who, None, now_ms(), 10, None).await
+            }));
+        }
+        let mut allowed = 0;
+        let mut counts = Vec::new();
+        for task in tasks {
+            let issued = task.await.expect("task");
+            if issued.status == 201 {
+                allowed += 1;
+                counts.push(count_of(&issued));
+            }
+        }
+        counts.sort_unstable();
+        assert_eq!(allowed, 11, "{kind}: counts 0..=10 pass a limit of 10");
+        assert_eq!(counts, (0..=10).collect::<Vec<u64>>(), "{kind}");
+        let filter = Filter {
+            subject: Some(who),
+            limit: 1000,
+            ..Filter::default()
+        };
+        assert_eq!(
+            ledger.list(&filter, now_ms()).await.expect("list").len(),
+            11
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_is_unavailable() {
+    // Nothing listens on port 1.
+    let ledger = Ledger::open("postgres://writ@127.0.0.1:1/writ")
+        .await
+        .expect("opens lazily");
+    assert!(matches!(
+        ledger.ping().await,
+        Err(LedgerError::Unavailable(_))
+    ));
+    let result = ledger
+        .issue(
+            Issue {
+                subject_id: "s",
+                window: HOUR,
+                now: now_ms(),
+                idempotency_key: None,
+                grant_id: &new_grant_id(),
+            },
+            |_| -> Verdict { unreachable!("nothing is decided without a ledger") },
+        )
+        .await;
+    assert!(
+        matches!(result, Err(LedgerError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(matches!(
+        Ledger::open("postgres://[bad").await,
+        Err(LedgerError::Invalid(_))
+    ));
+}
+
+#[test]
+fn passwords_are_hidden_in_messages() {
+    assert_eq!(
+        redact_url("postgres://writ:secret@db:5432/writ"),
+        "postgres://writ:***@db:5432/writ"
+    );
+    assert_eq!(redact_url("writ.db"), "writ.db");
+}
+
+#[tokio::test]
+async fn events_revoke_the_selected_grants_whose_revoke_on_names_them() {
+    for ledger in stores("events").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        for task in ["run-a", "run-a", "run-b"] {
+            issue_limited(&ledger, &who, Some(task), now, 100, None).await;
+        }
+        let by_task = Selector {
+            subject: Some(who.clone()),
+            task: Some("run-a".to_owned()),
+            grant: None,
+        };
+        // No obligation names objective_change: nothing is revoked.
+        let none = ledger
+            .revoke_for_event(&by_task, "objective_change", "objective changed", now + 1)
+            .await
+            .expect("event");
+        assert!(none.is_empty(), "{kind}");
+        let revoked = ledger
+            .revoke_for_event(&by_task, "task_end", "run-a ended", now + 2)
+            .await
+            .expect("event");
+        assert_eq!(revoked.len(), 2, "{kind}");
+        for (grant, why) in &revoked {
+            assert_eq!(grant.task_id.as_deref(), Some("run-a"));
+            assert_eq!(grant.revoked_by.as_deref(), Some("event:task_end"));
+            assert!(why.contains("revoke_on task_end"), "{why}");
+            let stored = ledger
+                .get(&grant.grant_id)
+                .await
+                .expect("get")
+                .expect("there");
+            assert_eq!(stored.state(now + 3), GrantState::Revoked, "{kind}");
+            assert_eq!(stored.reason.as_deref(), Some("run-a ended"));
+        }
+        // Once only.
+        let again = ledger
+            .revoke_for_event(&by_task, "task_end", "again", now + 3)
+            .await
+            .expect("event");
+        assert!(again.is_empty(), "{kind}");
+        // identity_revoked takes the rest of the subject's, whatever they say.
+        let by_subject = Selector {
+            subject: Some(who.clone()),
+            ..Selector::default()
+        };
+        let rest = ledger
+            .revoke_for_event(&by_subject, IDENTITY_REVOKED, "key leaked", now + 4)
+            .await
+            .expect("event");
+        assert_eq!(rest.len(), 1, "{kind}");
+        assert_eq!(rest[0].0.task_id.as_deref(), Some("run-b"));
+        assert!(matches!(
+            ledger
+                .revoke_for_event(&Selector::default(), "task_end", "x", now)
+                .await,
+            Err(LedgerError::Invalid(_))
+        ));
+    }
+}

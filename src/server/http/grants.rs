@@ -1,0 +1,439 @@
+//! `/v1/grants` (docs/lifecycle.md): decide, and on allow record the grant
+//! in the ledger before answering; read, list and revoke grants.
+
+use std::sync::Arc;
+
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use super::{json_body, read_json, request_error, ApiError, ErrorCode};
+use crate::ledger::{
+    self, Filter, Grant, GrantState, Issue, Ledger, LedgerError, Selector, Verdict,
+};
+use crate::request::{Request, MAX_JSON_DEPTH};
+use crate::server::{now_rfc3339, App};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest `Idempotency-Key` taken, in bytes.
+const MAX_KEY_BYTES: usize = 200;
+const PREFIX: &str = "/v1/grants/";
+
+fn ledger_of(app: &App) -> Result<&Ledger, ApiError> {
+    app.ledger.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "this `writ serve` keeps no grants; start it with `--ledger FILE` or `--ledger postgres://...`",
+        )
+    })
+}
+
+fn unavailable(error: LedgerError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::LedgerUnavailable,
+        format!("{error}; nothing was decided or recorded"),
+    )
+}
+
+fn respond(app: &App, result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|error| error.into_response(app))
+}
+
+/// `POST /v1/grants`.
+pub(super) async fn issue(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
+    let result = issue_inner(app.clone(), request).await;
+    respond(&app, result)
+}
+
+async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, ApiError> {
+    let ledger = ledger_of(&app)?;
+    let (headers, value) = read_json(&app, request, MAX_JSON_DEPTH).await?;
+    let key = idempotency_key(&headers)?;
+    let Value::Object(mut body) = value else {
+        return Err(ApiError::invalid(
+            "the request body must be a JSON object: a request (contract.md) and an optional `credential_ref`",
+        ));
+    };
+    let credential_ref = match body.shift_remove("credential_ref") {
+        None => None,
+        Some(Value::String(text)) if !text.is_empty() && text.len() <= 1024 => Some(text),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid request at `credential_ref`: expected a string of 1 to 1024 bytes",
+            ))
+        }
+    };
+    let (mut request, mut prepared) =
+        Request::from_value(Value::Object(body)).map_err(request_error)?;
+    // As on every decision endpoint: the token is verified (on the server's
+    // clock) before anything reads the subject, so a grant is counted and
+    // recorded under the verified identity, and a broker's bare
+    // `attested: true` counts for nothing when a trust file is configured.
+    let attestation = app
+        .trust
+        .as_ref()
+        .map(|trust| trust.apply(&mut request, crate::identity::Trust::now()));
+    let Some(subject) = request.subject.id.clone().filter(|id| !id.is_empty()) else {
+        return Err(ApiError::invalid(
+            "`subject.id` is required by /v1/grants: grants are counted and recorded per subject",
+        ));
+    };
+    if request.environment.time.is_none() {
+        let now = now_rfc3339();
+        prepared.time = crate::request::parse_time(&now);
+        request.environment.time = Some(now);
+        app.metrics.time_filled();
+    }
+    let task = request
+        .intent
+        .id
+        .clone()
+        .or_else(|| request.intent.task.clone());
+    let loaded = app.current.load_full();
+    let now = ledger::now_ms();
+    let grant_id = ledger::new_grant_id();
+    let window = app.repeat_window;
+    let from_broker = request.context.get("recent_issuances").cloned();
+    let counted = subject.clone();
+    let decide = {
+        let grant_id = grant_id.clone();
+        move |count: u64| -> Verdict {
+            let mut request = request.clone();
+            request
+                .context
+                .insert("recent_issuances".to_owned(), Value::from(count));
+            let mut decision = loaded.engine.decide_prepared(&request, &prepared);
+            if let Some(attestation) = &attestation {
+                attestation.annotate(&mut decision);
+            }
+            let decision_id = crate::server::ids::next();
+            let mut answer: Map<String, Value> =
+                serde_json::from_slice(&decision.json_bytes(Some(&decision_id)))
+                    .unwrap_or_default();
+            answer.insert(
+                "issuance_count".to_owned(),
+                json!({
+                    "value": count,
+                    "source": "ledger",
+                    "window_seconds": window.as_secs(),
+                    "ignored_from_request": from_broker,
+                }),
+            );
+            if !decision.is_allow() {
+                return Verdict {
+                    grant: None,
+                    status: 200,
+                    body: Value::Object(answer).to_string(),
+                };
+            }
+            answer.insert("grant_id".to_owned(), Value::from(grant_id.clone()));
+            let obligations = serde_json::to_value(&decision.obligations).unwrap_or(Value::Null);
+            let ttl_ms = i64::try_from(decision.ttl)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000);
+            let grant = Grant {
+                grant_id: grant_id.clone(),
+                decision_id,
+                policy_digest: decision.policy.digest.to_string(),
+                subject_id: subject.clone(),
+                task_id: task.clone(),
+                request: serde_json::to_value(&request).unwrap_or(Value::Null),
+                scope: decision.scope.clone(),
+                ttl: decision.ttl,
+                issued_at: now,
+                expires_at: now.saturating_add(ttl_ms),
+                obligations,
+                credential_ref: credential_ref.clone(),
+                revoked_at: None,
+                revoked_by: None,
+                reason: None,
+                narrowed: false,
+            };
+            Verdict {
+                grant: Some(grant),
+                status: 201,
+                body: json!({"grant_id": grant_id, "decision": answer}).to_string(),
+            }
+        }
+    };
+    let issued = ledger
+        .issue(
+            Issue {
+                subject_id: &counted,
+                window,
+                now,
+                idempotency_key: key.as_deref(),
+                grant_id: &grant_id,
+            },
+            decide,
+        )
+        .await
+        .map_err(unavailable)?;
+    if !issued.replayed {
+        app.metrics.decision(issued.status == 201);
+    }
+    let mut response = json_body(issued.body);
+    *response.status_mut() = StatusCode::from_u16(issued.status).unwrap_or(StatusCode::OK);
+    if issued.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) if !text.is_empty() && text.len() <= MAX_KEY_BYTES => Ok(Some(text.to_owned())),
+        _ => Err(ApiError::invalid(format!(
+            "`Idempotency-Key` must be 1 to {MAX_KEY_BYTES} visible ASCII characters"
+        ))),
+    }
+}
+
+/// The grant id in `/v1/grants/{grant_id}`.
+fn grant_id_of(request: &HttpRequest) -> String {
+    let path = request.uri().path();
+    percent_decode(path.strip_prefix(PREFIX).unwrap_or_default())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no grant `{id}` in the ledger"),
+    )
+}
+
+/// `GET /v1/grants/{grant_id}`.
+pub(super) async fn show(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
+    let id = grant_id_of(&request);
+    drop(request);
+    let result = async {
+        let ledger = ledger_of(&app)?;
+        let grant = ledger.get(&id).await.map_err(unavailable)?;
+        let grant = grant.ok_or_else(|| not_found(&id))?;
+        Ok(json_body(grant.to_json(ledger::now_ms()).to_string()))
+    }
+    .await;
+    respond(&app, result)
+}
+
+/// `DELETE /v1/grants/{grant_id}`: the broker could not mint.
+pub(super) async fn revoke(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
+    let id = grant_id_of(&request);
+    drop(request);
+    let result = async {
+        let ledger = ledger_of(&app)?;
+        let now = ledger::now_ms();
+        let revoked = ledger
+            .revoke(&id, "broker", "not_minted", now)
+            .await
+            .map_err(unavailable)?;
+        let (grant, changed) = revoked.ok_or_else(|| not_found(&id))?;
+        Ok(json_body(
+            json!({"revoked": changed, "grant": grant.to_json(now)}).to_string(),
+        ))
+    }
+    .await;
+    respond(&app, result)
+}
+
+/// `GET /v1/grants?subject=&task=&state=&limit=&after=`.
+pub(super) async fn list(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    drop(request);
+    let result = async {
+        let ledger = ledger_of(&app)?;
+        let filter = parse_filter(&query)?;
+        let now = ledger::now_ms();
+        let grants = ledger.list(&filter, now).await.map_err(unavailable)?;
+        let next = if grants.len() == filter.limit {
+            grants.last().map(|g| g.grant_id.clone())
+        } else {
+            None
+        };
+        let grants: Vec<Value> = grants.iter().map(|g| g.to_json(now)).collect();
+        Ok(json_body(
+            json!({"grants": grants, "next": next}).to_string(),
+        ))
+    }
+    .await;
+    respond(&app, result)
+}
+
+/// `POST /v1/events`: revoke the live grants the event selects whose
+/// `revoke_on` names it (all of the subject's for `identity_revoked`).
+pub(super) async fn event(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
+    let result = event_inner(app.clone(), request).await;
+    respond(&app, result)
+}
+
+async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, ApiError> {
+    let ledger = ledger_of(&app)?;
+    let (_, value) = read_json(&app, request, MAX_JSON_DEPTH).await?;
+    let Value::Object(mut body) = value else {
+        return Err(ApiError::invalid(
+            "an event is a JSON object: {\"type\", \"subject\", \"task\", \"grant\", \"reason\"}",
+        ));
+    };
+    let mut text = |name: &str, required: bool| -> Result<Option<String>, ApiError> {
+        match body.shift_remove(name) {
+            None if required => Err(ApiError::invalid(format!(
+                "the event has no `{name}`; name the event, e.g. `\"type\": \"task_end\"`"
+            ))),
+            None => Ok(None),
+            Some(Value::String(t)) if !t.is_empty() && t.len() <= 1024 => Ok(Some(t)),
+            Some(_) => Err(ApiError::invalid(format!(
+                "invalid event at `{name}`: expected a string of 1 to 1024 bytes"
+            ))),
+        }
+    };
+    let kind = text("type", true)?.unwrap_or_default();
+    let selector = Selector {
+        subject: text("subject", false)?,
+        task: text("task", false)?,
+        grant: text("grant", false)?,
+    };
+    let reason = text("reason", false)?.unwrap_or_else(|| kind.clone());
+    if body.contains_key("context") {
+        return Err(ApiError::invalid(
+            "events with `context` re-decide the grants they select, which this writ does not do yet; send the event without `context` to revoke by `revoke_on`",
+        ));
+    }
+    if let Some(other) = body.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "unknown event field `{other}`: use type, subject, task, grant, reason"
+        )));
+    }
+    if selector.is_empty() {
+        return Err(ApiError::invalid(
+            "the event selects no grant: give at least one of `subject`, `task`, `grant`",
+        ));
+    }
+    if kind == ledger::IDENTITY_REVOKED && selector.subject.is_none() {
+        return Err(ApiError::invalid(
+            "`identity_revoked` revokes a subject's grants: give `subject`",
+        ));
+    }
+    let now = ledger::now_ms();
+    let revoked = ledger
+        .revoke_for_event(&selector, &kind, &reason, now)
+        .await
+        .map_err(|error| match error {
+            LedgerError::Invalid(message) => ApiError::invalid(message),
+            other => unavailable(other),
+        })?;
+    let revoked: Vec<Value> = revoked
+        .iter()
+        .map(|(grant, why)| {
+            json!({
+                "grant_id": grant.grant_id,
+                "subject_id": grant.subject_id,
+                "task_id": grant.task_id,
+                "credential_ref": grant.credential_ref,
+                "why": why,
+            })
+        })
+        .collect();
+    Ok(json_body(
+        json!({"type": kind, "revoked": revoked, "narrowed": []}).to_string(),
+    ))
+}
+
+fn parse_filter(query: &str) -> Result<Filter, ApiError> {
+    let mut filter = Filter {
+        limit: 100,
+        ..Filter::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match name {
+            "subject" => filter.subject = Some(value),
+            "task" => filter.task = Some(value),
+            "after" => filter.after = Some(value),
+            "state" => {
+                filter.state = Some(GrantState::parse(&value).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "`state={value}` is not a grant state: use `live`, `expired` or `revoked`"
+                    ))
+                })?)
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("`limit={value}` is not a number from 1 to 1000"))
+                    })?
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter `{other}`: use subject, task, state, limit, after"
+                )))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// Decodes `%XX` escapes and `+` (a space in a query); a malformed escape
+/// is kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode() {
+        assert_eq!(percent_decode("spiffe%3A%2F%2Fa%2Fb"), "spiffe://a/b");
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        let filter = parse_filter("subject=s&state=live&limit=5&after=x").expect("parses");
+        assert_eq!(filter.subject.as_deref(), Some("s"));
+        assert_eq!(filter.state, Some(GrantState::Live));
+        assert_eq!(filter.limit, 5);
+        assert!(parse_filter("state=gone").is_err());
+        assert!(parse_filter("limit=0").is_err());
+        assert!(parse_filter("colour=red").is_err());
+    }
+}
