@@ -553,14 +553,7 @@ fn decode_part(part: &str, what: &str) -> Result<Value, Failure> {
 }
 
 fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    crate::request::json_kind(value)
 }
 
 /// A claim by dotted path; a key may itself hold dots

@@ -291,19 +291,8 @@ impl Postgres {
         self.ready().await?;
         let (sql, params) = list_query(&filter, now, '$');
         let client = self.pool.get().await.map_err(unavailable)?;
-        let values: Vec<Box<dyn ToSql + Sync + Send>> = params
-            .into_iter()
-            .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                match p {
-                    Param::Text(t) => Box::new(t),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = values
-            .iter()
-            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let values = boxed(params);
+        let refs = borrowed(&values);
         let rows = client.query(&sql, &refs).await.map_err(unavailable)?;
         rows.iter().map(read).collect()
     }
@@ -351,19 +340,8 @@ impl Postgres {
             let mut client = self.pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(|e| classify(&e))?;
             let (sql, params) = list_query(&filter, now, '$');
-            let values: Vec<Box<dyn ToSql + Sync + Send>> = params
-                .into_iter()
-                .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                    match p {
-                        Param::Text(t) => Box::new(t),
-                        Param::Int(i) => Box::new(i),
-                    }
-                })
-                .collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-                .collect();
+            let values = boxed(params);
+            let refs = borrowed(&values);
             // Taken FOR UPDATE: a concurrent event waits, then finds them revoked.
             let rows = tx
                 .query(&format!("{sql} FOR UPDATE"), &refs)
@@ -423,4 +401,24 @@ fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
         reason: row.try_get(14).map_err(get_err)?,
         narrowed: narrowed != 0,
     })
+}
+
+/// A built query's parameters as the driver takes them.
+fn boxed(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                Param::Text(t) => Box::new(t),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect()
+}
+
+fn borrowed(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
