@@ -58,14 +58,18 @@ fn rule_line(entry: &TraceEntry) -> String {
 /// The explanation of a decision made by `engine`.
 pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
     let mut out = String::new();
-    let doc = |id: &str| {
-        engine
-            .policy()
-            .rules
-            .iter()
-            .find(|r| r.id == id)
-            .and_then(|r| r.doc.clone())
-    };
+    verdict(&mut out, decision, style);
+    decided_by(&mut out, decision, engine, style);
+    scope_and_ttl(&mut out, decision, style);
+    obligations(&mut out, decision, style);
+    errors(&mut out, decision, style);
+    closest_permits(&mut out, decision, style);
+    rules_considered(&mut out, decision, style);
+    out
+}
+
+/// The verdict, and on allow what was granted.
+fn verdict(out: &mut String, decision: &Decision, style: Style) {
     let verdict = match decision.decision {
         Effect::Allow => style.green("ALLOW"),
         Effect::Deny => style.red("DENY"),
@@ -85,7 +89,18 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         );
     }
 
-    // What decided it.
+}
+
+/// The rules that decided, with their `because`, error and doc comment.
+fn decided_by(out: &mut String, decision: &Decision, engine: &Engine, style: Style) {
+    let doc = |id: &str| {
+        engine
+            .policy()
+            .rules
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.doc.clone())
+    };
     let _ = writeln!(out, "\n{}", style.bold("decided by"));
     let deciding: Vec<&TraceEntry> = decision
         .trace
@@ -126,7 +141,10 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         }
     }
 
-    // How scope and TTL were derived.
+}
+
+/// How scope and TTL were derived, step by step.
+fn scope_and_ttl(out: &mut String, decision: &Decision, style: Style) {
     let steps: Vec<&TraceEntry> = decision
         .trace
         .iter()
@@ -159,6 +177,9 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         }
     }
 
+}
+
+fn obligations(out: &mut String, decision: &Decision, style: Style) {
     if !decision.obligations.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("obligations"));
         for obligation in &decision.obligations {
@@ -185,6 +206,9 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         }
     }
 
+}
+
+fn errors(out: &mut String, decision: &Decision, style: Style) {
     if !decision.errors.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("errors"));
         for error in &decision.errors {
@@ -192,6 +216,10 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         }
     }
 
+}
+
+/// On a default deny: the permits that came closest, and what failed.
+fn closest_permits(out: &mut String, decision: &Decision, style: Style) {
     let closest: Vec<&TraceEntry> = decision.trace.iter().filter(|e| e.closest).collect();
     if !closest.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("closest permits"));
@@ -207,6 +235,10 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         }
     }
 
+}
+
+/// Every rule the walk considered, one line each.
+fn rules_considered(out: &mut String, decision: &Decision, style: Style) {
     let _ = writeln!(out, "\n{}", style.bold("rules considered"));
     for entry in &decision.trace {
         let mark = match entry.outcome {
@@ -221,7 +253,6 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
         };
         let _ = writeln!(out, "  {mark} {}", columns(&rule_line(entry), 48, &detail));
     }
-    out
 }
 
 #[cfg(test)]
