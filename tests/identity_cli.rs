@@ -85,12 +85,9 @@ fn a_bad_trust_file_or_time_is_an_error() {
     }
 }
 
-#[test]
-fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
-    let dir = Arc::new(TempDir::new("identity"));
-    let log = dir.file("decisions.jsonl");
-    let log_arg = log.display().to_string();
-    let server = Server::start(&["--trust", TRUST, "--decision-log", &log_arg], &dir);
+/// A GitHub Actions token for the example's trust file, valid now (the
+/// server checks on its own clock).
+fn github_token_now() -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = json!({
         "iss": "https://token.actions.githubusercontent.com",
@@ -104,7 +101,53 @@ fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("rsa-1".to_owned());
     let key = std::fs::read(format!("{ROOT}/tests/identity/rsa1.der")).expect("key");
-    let token = encode(&header, &claims, &EncodingKey::from_rsa_der(&key)).expect("sign");
+    encode(&header, &claims, &EncodingKey::from_rsa_der(&key)).expect("sign")
+}
+
+/// A grant recorded through `/v1/grants` keeps what the token proved, not
+/// the token.
+#[test]
+fn a_grant_keeps_the_verified_claims_and_not_the_token() {
+    let dir = Arc::new(TempDir::new("identity-grant"));
+    let ledger = dir.file("writ.db").display().to_string();
+    let server = Server::start(&["--trust", TRUST, "--ledger", &ledger], &dir);
+    let token = github_token_now();
+    let text = std::fs::read_to_string(format!("{ROOT}/examples/identity/github-actions.json"))
+        .expect("example");
+    let mut request: Value = serde_json::from_str(&text).expect("json");
+    request["subject"]["token"] = json!(token);
+    request["environment"]
+        .as_object_mut()
+        .expect("environment")
+        .remove("time");
+    let reply = server.post("/v1/grants", &request.to_string());
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let grant_id = reply.json()["grant_id"]
+        .as_str()
+        .expect("a grant id")
+        .to_owned();
+    let stored = server.get(&format!("/v1/grants/{grant_id}"));
+    assert_eq!(stored.status, 200, "{stored:?}");
+    let signature = token.rsplit('.').next().expect("a JWS has three parts");
+    assert!(!stored.body.contains(signature), "{}", stored.body);
+    let grant = stored.json();
+    let subject = &grant["request"]["subject"];
+    assert_eq!(subject["attested"], json!(true), "{grant}");
+    assert_eq!(
+        subject["verified_by"],
+        json!("https://token.actions.githubusercontent.com"),
+        "{grant}"
+    );
+    assert!(subject.get("token").is_none(), "{grant}");
+}
+
+#[test]
+fn serve_attests_a_token_minted_now_and_not_the_brokers_word() {
+    let dir = Arc::new(TempDir::new("identity"));
+    let log = dir.file("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let server = Server::start(&["--trust", TRUST, "--decision-log", &log_arg], &dir);
+    let token = github_token_now();
     let text = std::fs::read_to_string(format!("{ROOT}/examples/identity/github-actions.json"))
         .expect("example");
     let mut request: Value = serde_json::from_str(&text).expect("json");

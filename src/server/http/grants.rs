@@ -140,7 +140,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 policy_digest: decision.policy.digest.to_string(),
                 subject_id: subject.clone(),
                 task_id: task.clone(),
-                request: serde_json::to_value(&request).unwrap_or(Value::Null),
+                request: recorded(&request),
                 scope: decision.scope.clone(),
                 ttl: decision.ttl,
                 issued_at: now,
@@ -436,4 +436,15 @@ mod tests {
         assert!(parse_filter("limit=0").is_err());
         assert!(parse_filter("colour=red").is_err());
     }
+}
+
+/// The request as the ledger keeps it: as decided, with the verified
+/// claims the trust file set, but without `subject.token` (a bearer token
+/// is not kept at rest; what it proved is already in the subject).
+fn recorded(request: &Request) -> Value {
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    if let Some(subject) = value.get_mut("subject").and_then(Value::as_object_mut) {
+        subject.shift_remove("token");
+    }
+    value
 }
