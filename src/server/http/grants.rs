@@ -419,6 +419,17 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The request as the ledger keeps it: as decided, with the verified
+/// claims the trust file set, but without `subject.token` (a bearer token
+/// is not kept at rest; what it proved is already in the subject).
+fn recorded(request: &Request) -> Value {
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    if let Some(subject) = value.get_mut("subject").and_then(Value::as_object_mut) {
+        subject.shift_remove("token");
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,15 +447,4 @@ mod tests {
         assert!(parse_filter("limit=0").is_err());
         assert!(parse_filter("colour=red").is_err());
     }
-}
-
-/// The request as the ledger keeps it: as decided, with the verified
-/// claims the trust file set, but without `subject.token` (a bearer token
-/// is not kept at rest; what it proved is already in the subject).
-fn recorded(request: &Request) -> Value {
-    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
-    if let Some(subject) = value.get_mut("subject").and_then(Value::as_object_mut) {
-        subject.shift_remove("token");
-    }
-    value
 }
