@@ -554,3 +554,101 @@ fn a_repeat_window_under_a_second_is_refused() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--repeat-window"), "{stderr}");
 }
+
+/// The decision log lines a server wrote to `path`.
+fn log_lines(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read the decision log");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+/// Every `/v1/grants` decision, allow and deny, is one decision log line
+/// with the answer's decision id and the endpoint; the token never reaches
+/// it and `--redact` applies; a replay writes no second line.
+#[test]
+fn grant_decisions_are_written_to_the_decision_log() {
+    let dir = Arc::new(TempDir::new("grants-log"));
+    let ledger = dir.file("writ.db").to_string_lossy().into_owned();
+    let log = dir.file("decisions.jsonl");
+    let log_arg = log.to_string_lossy().into_owned();
+    let server = Server::start(
+        &[
+            "--ledger",
+            &ledger,
+            "--decision-log",
+            &log_arg,
+            "--redact",
+            "subject.id",
+        ],
+        &dir,
+    );
+    let who = unique_subject("grants-log");
+    let mut body = deploy_for(&who);
+    body["subject"]["token"] = json!("secret-token-value");
+    let allowed = post_grant(&server, &body, Some("log-key-1"));
+    assert_eq!(allowed.status, 201, "{}", allowed.body);
+    let allowed = allowed.json();
+    let allow_id = allowed["decision"]["decision_id"]
+        .as_str()
+        .expect("decision_id")
+        .to_owned();
+    let replay = post_grant(&server, &body, Some("log-key-1"));
+    assert_eq!(replay.status, 201, "{}", replay.body);
+    assert_eq!(replay.json(), allowed);
+
+    let mut denied = deploy_for(&who);
+    denied["subject"]["auth"] = json!("password");
+    let denied = post_grant(&server, &denied, None);
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    let denied = denied.json();
+    assert_eq!(denied["decision"], "deny", "{denied}");
+    let deny_id = denied["decision_id"]
+        .as_str()
+        .expect("decision_id")
+        .to_owned();
+
+    let text = std::fs::read_to_string(&log).expect("read the log");
+    assert!(!text.contains("secret-token-value"), "{text}");
+    assert!(!text.contains(&who), "subject.id is redacted: {text}");
+    let lines = log_lines(&log);
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per decision, none for the replay: {text}"
+    );
+    assert_eq!(lines[0]["decision_id"], allow_id.as_str());
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(lines[0]["endpoint"], "/v1/grants");
+    assert_eq!(lines[0]["request"]["subject"]["id"], "[redacted]");
+    assert_eq!(lines[1]["decision_id"], deny_id.as_str());
+    assert_eq!(lines[1]["decision"], "deny");
+    assert_eq!(lines[1]["endpoint"], "/v1/grants");
+}
+
+/// With a required log that cannot be written (`/dev/full`), a grant is
+/// answered 503, never 201, and is not left live in the ledger: it is
+/// revoked as `decision_log_unavailable`; its replay is 503 too.
+#[test]
+fn a_grant_whose_decision_cannot_be_logged_is_503_and_revoked() {
+    let dir = Arc::new(TempDir::new("grants-log-full"));
+    let ledger = dir.file("writ.db").to_string_lossy().into_owned();
+    let link = dir.file("decisions.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &link).expect("symlink");
+    let log_arg = link.to_string_lossy().into_owned();
+    let server = Server::start(&["--ledger", &ledger, "--decision-log", &log_arg], &dir);
+    let who = unique_subject("grants-log-full");
+    let body = deploy_for(&who);
+    let reply = post_grant(&server, &body, Some("full-key-1"));
+    reply.assert_error(503, "decision_log_unavailable");
+    let again = post_grant(&server, &body, Some("full-key-1"));
+    again.assert_error(503, "decision_log_unavailable");
+    let by_subject = format!("subject={}", encode(&who));
+    let live = list(&server, &format!("{by_subject}&state=live"));
+    assert_eq!(live["grants"], json!([]), "{live}");
+    let all = list(&server, &by_subject);
+    let grants = all["grants"].as_array().expect("grants");
+    assert_eq!(grants.len(), 1, "{all}");
+    assert_eq!(grants[0]["reason"], "decision_log_unavailable", "{all}");
+    assert_eq!(grants[0]["state"], "revoked", "{all}");
+}

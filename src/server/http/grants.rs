@@ -1,7 +1,7 @@
 //! `/v1/grants` (docs/lifecycle.md): decide, and on allow record the grant
 //! in the ledger before answering; read, list and revoke grants.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -13,12 +13,17 @@ use crate::ledger::{
     self, Filter, Grant, GrantState, Issue, Ledger, LedgerError, Selector, Verdict,
 };
 use crate::request::{Request, MAX_JSON_DEPTH};
+use crate::server::log::{self as decision_log, Entry};
 use crate::server::{now_rfc3339, App};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Longest `Idempotency-Key` taken, in bytes.
 const MAX_KEY_BYTES: usize = 200;
 const PREFIX: &str = "/v1/grants/";
+/// The endpoint, as the decision log names it.
+const GRANTS: &str = "/v1/grants";
+/// The revocation reason of a grant whose decision could not be logged.
+const UNLOGGED: &str = "decision_log_unavailable";
 
 fn ledger_of(app: &App) -> Result<&Ledger, ApiError> {
     app.ledger.as_ref().ok_or_else(|| {
@@ -81,12 +86,17 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             "`subject.id` is required by /v1/grants: grants are counted and recorded per subject",
         ));
     };
-    if request.environment.time.is_none() {
-        let now = now_rfc3339();
-        prepared.time = crate::request::parse_time(&now);
-        request.environment.time = Some(now);
+    let time_filled = request.environment.time.is_none();
+    let logged_at = now_rfc3339();
+    if time_filled {
+        prepared.time = crate::request::parse_time(&logged_at);
+        request.environment.time = Some(logged_at.clone());
         app.metrics.time_filled();
     }
+    let request_id = super::request_id(&headers);
+    // The decision's log line, built where the decision is made (inside the
+    // ledger's transaction) and written once the ledger has answered.
+    let log_line: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let task = request
         .intent
         .id
@@ -100,6 +110,8 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let counted = subject.clone();
     let decide = {
         let grant_id = grant_id.clone();
+        let log_line = log_line.clone();
+        let app = app.clone();
         move |count: u64| -> Verdict {
             let mut request = request.clone();
             request
@@ -110,6 +122,19 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 attestation.annotate(&mut decision);
             }
             let decision_id = crate::server::ids::next();
+            if app.log.is_some() {
+                let entry = Entry {
+                    decision_id: &decision_id,
+                    time: &logged_at,
+                    endpoint: GRANTS,
+                    request_id: request_id.as_deref(),
+                    time_filled,
+                };
+                let line = decision_log::line(&entry, &request, &decision, &app.redaction);
+                if let Ok(mut slot) = log_line.lock() {
+                    *slot = Some(line);
+                }
+            }
             let mut answer: Map<String, Value> =
                 serde_json::from_slice(&decision.json_bytes(Some(&decision_id)))
                     .unwrap_or_default();
@@ -172,8 +197,33 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         )
         .await
         .map_err(unavailable)?;
-    if !issued.replayed {
+    if issued.replayed {
+        // A replay decided nothing and writes no line; but the first answer
+        // may have been withheld for want of its log line (below).
+        if issued.status == 201 {
+            withheld_unlogged(ledger, &grant_id_in(&issued.body)).await?;
+        }
+    } else {
         app.metrics.decision(issued.status == 201);
+        let line = log_line.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(line) = line {
+            if let Err(error) = super::record(&app, vec![line]).await {
+                // The grant was committed with the decision (count and record
+                // are one transaction), so the line can only be written after
+                // it. Writing it first would need an await inside the ledger's
+                // transaction and would log an allow for a grant that a
+                // failed commit never recorded. Instead, an allow whose line
+                // is lost is revoked before the broker ever sees its id: the
+                // answer is 503, and no credential is minted for a decision
+                // the log does not hold.
+                if issued.status == 201 {
+                    let _ = ledger
+                        .revoke(&grant_id, "writ", UNLOGGED, ledger::now_ms())
+                        .await;
+                }
+                return Err(error);
+            }
+        }
     }
     let mut response = json_body(issued.body);
     *response.status_mut() = StatusCode::from_u16(issued.status).unwrap_or(StatusCode::OK);
@@ -183,6 +233,33 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The `grant_id` in a stored `201` answer.
+fn grant_id_in(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|value| {
+            value
+                .get("grant_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// A replayed `201` whose grant was revoked because its decision could not
+/// be logged is answered `503` again, never `201`.
+async fn withheld_unlogged(ledger: &Ledger, grant_id: &str) -> Result<(), ApiError> {
+    let grant = ledger.get(grant_id).await.map_err(unavailable)?;
+    if grant.is_some_and(|grant| grant.reason.as_deref() == Some(UNLOGGED)) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DecisionLogUnavailable,
+            "the decision could not be written to the decision log, which is required; its grant was revoked and is not answered",
+        ));
+    }
+    Ok(())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
