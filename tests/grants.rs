@@ -536,7 +536,7 @@ fn ledger_migrate_reports_the_schema_and_refuses_a_dead_database() {
     let file = dir.file("writ.db");
     let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &file.to_string_lossy()]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("schema version 1"), "{stderr}");
+    assert!(stderr.contains("schema version 2"), "{stderr}");
     let url = format!("postgres://writ@127.0.0.1:{}/writ", free_port());
     let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &url]);
     assert_eq!(code, 2, "{stderr}");
@@ -651,4 +651,54 @@ fn a_grant_whose_decision_cannot_be_logged_is_503_and_revoked() {
     assert_eq!(grants.len(), 1, "{all}");
     assert_eq!(grants[0]["reason"], "decision_log_unavailable", "{all}");
     assert_eq!(grants[0]["state"], "revoked", "{all}");
+}
+
+/// The same `Idempotency-Key` with a different body is refused with 422
+/// `idempotency_key_reused` (nothing decided or recorded); with the same
+/// body it still replays the first answer.
+fn idempotency_key_reuse(ledger: &str, name: &str) {
+    let dir = Arc::new(TempDir::new(name));
+    let server = Server::start(&["--ledger", ledger], &dir);
+    let who = unique_subject(name);
+    let key = format!("key-{who}");
+    let body = deploy_for(&who);
+    let first = post_grant(&server, &body, Some(&key));
+    assert_eq!(first.status, 201, "{}", first.body);
+
+    let mut other = body.clone();
+    other["credential_ref"] = json!("another-lease");
+    let message =
+        post_grant(&server, &other, Some(&key)).assert_error(422, "idempotency_key_reused");
+    assert!(message.contains("different request"), "{message}");
+    let mut denied = body.clone();
+    denied["subject"]["auth"] = json!("password");
+    post_grant(&server, &denied, Some(&key)).assert_error(422, "idempotency_key_reused");
+
+    let again = post_grant(&server, &body, Some(&key));
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(
+        again.body, first.body,
+        "the same body replays the first answer"
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let listed = list(&server, &format!("subject={}", encode(&who)));
+    assert_eq!(
+        listed["grants"].as_array().map(Vec::len),
+        Some(1),
+        "the refused requests recorded nothing: {listed}"
+    );
+}
+
+#[test]
+fn idempotency_key_reuse_on_sqlite() {
+    let dir = Arc::new(TempDir::new("idem-reuse-sqlite-file"));
+    let file = dir.file("writ.db");
+    idempotency_key_reuse(&file.to_string_lossy(), "idem-reuse-sqlite");
+}
+
+#[test]
+fn idempotency_key_reuse_on_postgres() {
+    if let Some(url) = postgres_url("idempotency_key_reuse_on_postgres") {
+        idempotency_key_reuse(&url, "idem-reuse-postgres");
+    }
 }

@@ -22,11 +22,17 @@ use time::OffsetDateTime;
 
 /// The versioned migrations, in order: (version, name, SQL). The SQL is
 /// common to SQLite and PostgreSQL.
-pub(crate) const MIGRATIONS: [(i64, &str, &str); 1] =
-    [(1, "grants", include_str!("migrations/0001_grants.sql"))];
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (1, "grants", include_str!("migrations/0001_grants.sql")),
+    (
+        2,
+        "idempotency_digest",
+        include_str!("migrations/0002_idempotency_digest.sql"),
+    ),
+];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +204,22 @@ pub struct Issued {
     /// The answer was the one stored for the idempotency key: nothing was
     /// decided or recorded this time.
     pub replayed: bool,
+    /// The idempotency key was first used with a different request (another
+    /// `request_digest`): nothing was decided, recorded or replayed, and
+    /// `status` and `body` are empty.
+    pub key_reused: bool,
+}
+
+impl Issued {
+    /// The key was first used with another request.
+    pub(crate) fn key_reused() -> Issued {
+        Issued {
+            status: 0,
+            body: String::new(),
+            replayed: false,
+            key_reused: true,
+        }
+    }
 }
 
 /// What a list asks for; `after` is the last `grant_id` of the previous
@@ -229,6 +251,9 @@ pub struct Issue<'a> {
     pub now: i64,
     /// A retry with the same key answers with the first answer.
     pub idempotency_key: Option<&'a str>,
+    /// A digest of the request, stored with the idempotency key: the same key
+    /// with another digest is refused ([`Issued::key_reused`]).
+    pub request_digest: &'a str,
     /// The id the grant gets on allow.
     pub grant_id: &'a str,
 }

@@ -198,17 +198,22 @@ impl Postgres {
             if let Some(key) = issue.idempotency_key {
                 let stored = tx
                     .query_opt(
-                        "SELECT status, body FROM writ_idempotency WHERE idempotency_key = $1",
+                        "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = $1",
                         &[&key],
                     )
                     .await
                     .map_err(|e| classify(&e))?;
                 if let Some(row) = stored {
+                    let first: Option<String> = row.get(2);
+                    if first.is_some_and(|first| first != issue.request_digest) {
+                        return Ok(Issued::key_reused());
+                    }
                     let status: i32 = row.get(0);
                     return Ok(Issued {
                         status: u16::try_from(status).unwrap_or(500),
                         body: row.get(1),
                         replayed: true,
+                        key_reused: false,
                     });
                 }
             }
@@ -258,8 +263,8 @@ impl Postgres {
             if let Some(key) = issue.idempotency_key {
                 let status = i32::from(verdict.status);
                 tx.execute(
-                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at) VALUES ($1, $2, $3, $4)",
-                    &[&key, &status, &verdict.body, &issue.now],
+                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES ($1, $2, $3, $4, $5)",
+                    &[&key, &status, &verdict.body, &issue.now, &issue.request_digest],
                 )
                 .await
                 .map_err(|e| classify(&e))?;
@@ -269,6 +274,7 @@ impl Postgres {
                 status: verdict.status,
                 body: verdict.body,
                 replayed: false,
+                key_reused: false,
             })
         })
         .await

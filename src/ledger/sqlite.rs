@@ -120,23 +120,28 @@ impl Sqlite {
     {
         let subject = issue.subject_id.to_owned();
         let key = issue.idempotency_key.map(str::to_owned);
+        let digest = issue.request_digest.to_owned();
         let since = issue.now.saturating_sub(window_ms(issue.window));
         let now = issue.now;
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(key) = &key {
-                let stored: Option<(i64, String)> = tx
+                let stored: Option<(i64, String, Option<String>)> = tx
                     .query_row(
-                        "SELECT status, body FROM writ_idempotency WHERE idempotency_key = ?1",
+                        "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ?1",
                         params![key],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                     )
                     .optional()?;
-                if let Some((status, body)) = stored {
+                if let Some((status, body, first)) = stored {
+                    if first.is_some_and(|first| first != digest) {
+                        return Ok(Issued::key_reused());
+                    }
                     return Ok(Issued {
                         status: u16::try_from(status).unwrap_or(500),
                         body,
                         replayed: true,
+                        key_reused: false,
                     });
                 }
             }
@@ -159,8 +164,8 @@ impl Sqlite {
             }
             if let Some(key) = &key {
                 tx.execute(
-                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![key, i64::from(verdict.status), verdict.body, now],
+                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![key, i64::from(verdict.status), verdict.body, now, digest],
                 )?;
             }
             tx.commit()?;
@@ -168,6 +173,7 @@ impl Sqlite {
                 status: verdict.status,
                 body: verdict.body,
                 replayed: false,
+                key_reused: false,
             })
         })
         .await

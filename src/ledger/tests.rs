@@ -78,6 +78,9 @@ fn grant(id: &str, subject: &str, task: Option<&str>, now: i64, ttl: u64) -> Gra
     }
 }
 
+/// The request digest of [`issue_limited`].
+const SAME: &str = "sha256:the-same-request";
+
 /// Allows while the count is at most `limit`; the body is the count.
 async fn issue_limited(
     ledger: &Ledger,
@@ -97,6 +100,7 @@ async fn issue_limited(
                 window: HOUR,
                 now,
                 idempotency_key: key,
+                request_digest: SAME,
                 grant_id: &id,
             },
             move |count| {
@@ -207,6 +211,7 @@ async fn an_idempotency_key_returns_the_first_answer() {
                     window: HOUR,
                     now: now + 5,
                     idempotency_key: Some(&key),
+                    request_digest: SAME,
                     grant_id: &new_grant_id(),
                 },
                 move |_| {
@@ -424,6 +429,7 @@ async fn a_database_that_does_not_answer_is_unavailable() {
                 window: HOUR,
                 now: now_ms(),
                 idempotency_key: None,
+                request_digest: SAME,
                 grant_id: &new_grant_id(),
             },
             |_| -> Verdict { unreachable!("nothing is decided without a ledger") },
@@ -509,4 +515,98 @@ async fn events_revoke_the_selected_grants_whose_revoke_on_names_them() {
             Err(LedgerError::Invalid(_))
         ));
     }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_request_is_refused() {
+    for ledger in stores("idempotency-reused").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let key = format!("key-{}", new_grant_id());
+        let now = now_ms();
+        let first = issue_limited(&ledger, &who, None, now, 10, Some(&key)).await;
+        assert_eq!(first.status, 201, "{kind}");
+        assert!(!first.replayed && !first.key_reused, "{kind}");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let other = ledger
+            .issue(
+                Issue {
+                    subject_id: &who,
+                    window: HOUR,
+                    now: now + 5,
+                    idempotency_key: Some(&key),
+                    request_digest: "sha256:another-request",
+                    grant_id: &new_grant_id(),
+                },
+                move |_| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    Verdict {
+                        grant: None,
+                        status: 200,
+                        body: "{}".to_owned(),
+                    }
+                },
+            )
+            .await
+            .expect("reused key");
+        assert!(other.key_reused, "{kind}");
+        assert!(!other.replayed, "{kind}");
+        assert!(
+            other.body.is_empty(),
+            "{kind}: the first answer is not given"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{kind}: nothing decided");
+        // The same request with the key still replays the first answer.
+        let again = issue_limited(&ledger, &who, None, now + 10, 10, Some(&key)).await;
+        assert!(again.replayed && !again.key_reused, "{kind}");
+        assert_eq!(
+            (again.status, &again.body),
+            (first.status, &first.body),
+            "{kind}"
+        );
+        let filter = Filter {
+            subject: Some(who.clone()),
+            limit: 10,
+            ..Filter::default()
+        };
+        assert_eq!(
+            ledger.list(&filter, now).await.expect("list").len(),
+            1,
+            "{kind}: one grant recorded"
+        );
+    }
+}
+
+/// A SQLite ledger at schema version 1 (keys stored without a request
+/// digest) is migrated to version 2 when opened; its old keys still replay.
+#[tokio::test]
+async fn a_version_1_ledger_is_migrated_and_its_keys_still_replay() {
+    let path = sqlite_path("schema-v1");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create v1");
+        conn.execute_batch(
+            "CREATE TABLE writ_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .expect("migrations table");
+        conn.execute_batch(MIGRATIONS[0].2).expect("version 1");
+        conn.execute(
+            "INSERT INTO writ_migrations (version, name, applied_at) VALUES (1, 'grants', 0)",
+            [],
+        )
+        .expect("record version 1");
+        conn.execute(
+            "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at) VALUES ('old-key', 200, '{\"old\":true}', 0)",
+            [],
+        )
+        .expect("an old key");
+    }
+    let ledger = Ledger::open(&path).await.expect("opens and migrates");
+    assert_eq!(ledger.migrate().await.expect("migrate"), Vec::<i64>::new());
+    let replayed = issue_limited(&ledger, &subject(), None, now_ms(), 10, Some("old-key")).await;
+    assert!(replayed.replayed && !replayed.key_reused, "{replayed:?}");
+    assert_eq!(
+        (replayed.status, replayed.body.as_str()),
+        (200, "{\"old\":true}")
+    );
 }

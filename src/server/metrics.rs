@@ -79,10 +79,13 @@ pub(crate) enum ErrorCode {
     /// `/v1/grants`: the grant ledger did not answer or could not record,
     /// so nothing is decided (503).
     LedgerUnavailable,
+    /// `/v1/grants`: the `Idempotency-Key` was first used with a different
+    /// request (422).
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,
@@ -96,6 +99,7 @@ impl ErrorCode {
         ErrorCode::HeadersTooLarge,
         ErrorCode::DecisionLogUnavailable,
         ErrorCode::LedgerUnavailable,
+        ErrorCode::IdempotencyKeyReused,
     ];
 
     /// The code as it appears in error bodies and metric labels.
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::DecisionLogUnavailable => "decision_log_unavailable",
             ErrorCode::LedgerUnavailable => "ledger_unavailable",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 

@@ -7,6 +7,7 @@ use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 
 use super::{json_body, read_json, request_error, ApiError, ErrorCode};
 use crate::ledger::{
@@ -57,6 +58,12 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let ledger = ledger_of(&app)?;
     let (headers, value) = read_json(&app, request, MAX_JSON_DEPTH).await?;
     let key = idempotency_key(&headers)?;
+    // What the key is bound to: the body as parsed (so spacing does not
+    // matter, but every field and value does, `credential_ref` included).
+    let request_digest = crate::hex::prefixed(
+        "sha256:",
+        &sha2::Sha256::digest(value.to_string().as_bytes()),
+    );
     let Value::Object(mut body) = value else {
         return Err(ApiError::invalid(
             "the request body must be a JSON object: a request (contract.md) and an optional `credential_ref`",
@@ -191,12 +198,23 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 window,
                 now,
                 idempotency_key: key.as_deref(),
+                request_digest: &request_digest,
                 grant_id: &grant_id,
             },
             decide,
         )
         .await
         .map_err(unavailable)?;
+    if issued.key_reused {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::IdempotencyKeyReused,
+            format!(
+                "the `Idempotency-Key` `{}` was first used with a different request; nothing was decided or recorded (use a new key for a new request)",
+                key.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     if issued.replayed {
         // A replay decided nothing and writes no line; but the first answer
         // may have been withheld for want of its log line (below).
