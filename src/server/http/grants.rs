@@ -234,10 +234,17 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 // is lost is revoked before the broker ever sees its id: the
                 // answer is 503, and no credential is minted for a decision
                 // the log does not hold.
+                // If the ledger fails too, the grant stays live but was
+                // never answered; say so for the operator.
                 if issued.status == 201 {
-                    let _ = ledger
+                    if let Err(revoke) = ledger
                         .revoke(&grant_id, "writ", UNLOGGED, ledger::now_ms())
-                        .await;
+                        .await
+                    {
+                        eprintln!(
+                            "writ: grant `{grant_id}` was not answered (its decision could not be logged) and could not be revoked: {revoke}"
+                        );
+                    }
                 }
                 return Err(error);
             }
