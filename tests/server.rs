@@ -274,18 +274,7 @@ fn authzen_evaluation_and_evaluations() {
 fn authzen_context_reaches_the_default_pack() {
     let dir = Arc::new(TempDir::new("authzen-pack"));
     let server = Server::start(&[], &dir);
-    let body = json!({
-        "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
-                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
-        "action": {"name": "deploy"},
-        "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
-        "context": {
-            "intent": {"task": "deploy", "id": "run-1"},
-            "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
-            "sensitivity": "confidential",
-            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
-        }
-    });
+    let body = authzen_deploy();
     let out = server
         .post("/access/v1/evaluation", &body.to_string())
         .json();
