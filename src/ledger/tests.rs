@@ -226,26 +226,13 @@ async fn an_idempotency_key_returns_the_first_answer() {
             .await
             .expect("retry");
         assert!(again.replayed, "{kind}");
-        assert_eq!(
-            (again.status, &again.body),
-            (first.status, &first.body),
-            "{kind}"
-        );
+        assert_same_answer(&again, &first, kind);
         assert_eq!(
             calls.load(Ordering::SeqCst),
             0,
             "{kind}: a retry decides nothing"
         );
-        let filter = Filter {
-            subject: Some(who.clone()),
-            limit: 10,
-            ..Filter::default()
-        };
-        assert_eq!(
-            ledger.list(&filter, now).await.expect("list").len(),
-            1,
-            "{kind}"
-        );
+        assert_eq!(grants_of(&ledger, &who, now).await, 1, "{kind}");
     }
 }
 
@@ -560,18 +547,9 @@ async fn an_idempotency_key_reused_with_another_request_is_refused() {
         // The same request with the key still replays the first answer.
         let again = issue_limited(&ledger, &who, None, now + 10, 10, Some(&key)).await;
         assert!(again.replayed && !again.key_reused, "{kind}");
+        assert_same_answer(&again, &first, kind);
         assert_eq!(
-            (again.status, &again.body),
-            (first.status, &first.body),
-            "{kind}"
-        );
-        let filter = Filter {
-            subject: Some(who.clone()),
-            limit: 10,
-            ..Filter::default()
-        };
-        assert_eq!(
-            ledger.list(&filter, now).await.expect("list").len(),
+            grants_of(&ledger, &who, now).await,
             1,
             "{kind}: one grant recorded"
         );
@@ -609,4 +587,23 @@ async fn a_version_1_ledger_is_migrated_and_its_keys_still_replay() {
         (replayed.status, replayed.body.as_str()),
         (200, "{\"old\":true}")
     );
+}
+
+/// A replay answers exactly what the first call answered.
+fn assert_same_answer(again: &Issued, first: &Issued, kind: &str) {
+    assert_eq!(
+        (again.status, &again.body),
+        (first.status, &first.body),
+        "{kind}"
+    );
+}
+
+/// How many grants the ledger lists for `who` (up to 10).
+async fn grants_of(ledger: &Ledger, who: &str, now: i64) -> usize {
+    let filter = Filter {
+        subject: Some(who.to_owned()),
+        limit: 10,
+        ..Filter::default()
+    };
+    ledger.list(&filter, now).await.expect("list").len()
 }
