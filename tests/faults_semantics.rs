@@ -233,7 +233,8 @@ fn audiences_from_request_values_are_validated() {
     let request = |id: &str| {
         json!({
             "subject": {"id": "spiffe://prod.acme.io/ns/crm/sa/api", "kind": "service",
-                        "auth": "spiffe", "attested": true, "owner": "crm"},
+                        "auth": "spiffe", "attested": true, "owner": "crm",
+                        "environment": "prod"},
             "action": "invoke",
             "resource": {"id": id, "kind": "api", "owner": "crm"},
             "environment": {"name": "prod", "broker": "vault"},

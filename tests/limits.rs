@@ -447,7 +447,8 @@ fn huge_request_values_are_decided_quickly() {
     let body = serde_json::json!({
         "subject": {
             "id": format!("spiffe://acme/{}", "a".repeat(1 << 20)),
-            "kind": "service", "auth": "spiffe", "attested": true, "owner": "payments"
+            "kind": "service", "auth": "spiffe", "attested": true, "owner": "payments",
+            "environment": "prod"
         },
         "action": "read",
         "resource": {"id": "db://payments/orders", "kind": "database", "owner": "payments"},
