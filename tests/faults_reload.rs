@@ -497,7 +497,7 @@ fn emptied_and_deleted_files_need_an_explicit_reload() {
     });
     let stderr = server.stderr();
     assert!(
-        stderr.contains("the new set drops 8 rule(s) `identity."),
+        stderr.contains("the new set drops 10 rule(s) `identity."),
         "{stderr}"
     );
     assert!(
@@ -519,16 +519,16 @@ fn emptied_and_deleted_files_need_an_explicit_reload() {
     let body = reply.json();
     assert_eq!(body["status"], "activated");
     assert_eq!(body["previous"], first.as_str());
-    assert_eq!(body["rules"], all_rules - 8);
+    assert_eq!(body["rules"], all_rules - 10);
     assert_eq!(body["dropped_files"], json!([identity_name]));
-    assert_eq!(body["dropped_rules"].as_array().expect("ids").len(), 8);
+    assert_eq!(body["dropped_rules"].as_array().expect("ids").len(), 10);
     assert_eq!(
         server.policy_digest(),
         body["digest"].as_str().expect("digest")
     );
-    assert_eq!(rules_serving(&server), all_rules - 8);
+    assert_eq!(rules_serving(&server), all_rules - 10);
     assert_eq!(counts(&server), (1.0, 4.0));
-    assert!(server.stderr().contains("removed 8 rule(s)"));
+    assert!(server.stderr().contains("removed 10 rule(s)"));
 
     // Back: adding rules needs no one to ask.
     let aside = dir.file("identity.writ.new");
@@ -546,11 +546,11 @@ fn emptied_and_deleted_files_need_an_explicit_reload() {
     std::fs::remove_file(&identity).expect("delete identity.writ");
     server.signal("HUP");
     wait_until("the SIGHUP removal", Duration::from_secs(20), || {
-        rules_serving(&server) == all_rules - 8
+        rules_serving(&server) == all_rules - 10
     });
     assert!(server
         .stderr()
-        .contains("writ: reload (SIGHUP) removed 8 rule(s)"));
+        .contains("writ: reload (SIGHUP) removed 10 rule(s)"));
     // Any other method on the route is refused.
     assert_eq!(server.get("/v1/policy/reload").status, 405);
 }

@@ -625,7 +625,7 @@ fn decision_log_lines_time_fill_and_redaction() {
         &dir,
     );
     let mut with_time = ci_deploy();
-    with_time["context"] = json!({"approval": {"by": "oncall@acme.io", "ticket": "CHG-1"}});
+    with_time["context"]["approval"] = json!({"by": "oncall@acme.io", "ticket": "CHG-1"});
     let mut without_time = ci_deploy();
     without_time["environment"]
         .as_object_mut()

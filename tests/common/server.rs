@@ -418,14 +418,16 @@ pub fn read_log(path: &Path) -> Vec<Value> {
 pub fn authzen_deploy() -> Value {
     json!({
         "subject": {"type": "workload", "id": "spiffe://prod.acme.io/ns/payments/sa/deployer",
-                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments"}},
+                    "properties": {"kind": "ci", "auth": "oidc", "attested": true, "owner": "payments",
+                                   "environment": "prod"}},
         "action": {"name": "deploy"},
         "resource": {"type": "cluster", "id": "k8s://prod-eu/payments", "properties": {"owner": "payments"}},
         "context": {
             "intent": {"task": "deploy", "id": "run-1"},
             "environment": {"name": "prod", "broker": "ci-oidc-exchange", "time": "2026-11-22T10:00:00Z"},
             "sensitivity": "confidential",
-            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600}
+            "requested": {"scope": ["deploy:k8s://prod-eu/payments"], "ttl": 3600},
+            "recent_issuances": 0
         }
     })
 }
