@@ -122,15 +122,6 @@ fn reasons(decision: &Value) -> Vec<&str> {
         .collect()
 }
 
-fn obligation_kinds(decision: &Value) -> Vec<&str> {
-    decision["obligations"]
-        .as_array()
-        .expect("obligations is a list")
-        .iter()
-        .filter_map(|o| o["kind"].as_str())
-        .collect()
-}
-
 #[test]
 fn worked_example_1_ci_deploy_is_allowed_for_900_seconds() {
     let (code, d) = eval(&["--request", "examples/worked-1-ci-deploy.json"]);
