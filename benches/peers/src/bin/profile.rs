@@ -64,7 +64,7 @@ fn memory(phase: &str) {
 }
 
 /// The pack's allowed CI deploy (as in `benches/decide.rs`).
-const ALLOW: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/deployer","kind":"ci","auth":"oidc","attested":true,"owner":"payments"},"action":"deploy","resource":{"id":"k8s://prod-eu/payments","kind":"cluster","owner":"payments"},"intent":{"task":"deploy","id":"run-1"},"environment":{"name":"prod","broker":"ci-oidc-exchange","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":3600}}"#;
+const ALLOW: &str = r#"{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/deployer","kind":"ci","auth":"oidc","attested":true,"owner":"payments","environment":"prod"},"action":"deploy","resource":{"id":"k8s://prod-eu/payments","kind":"cluster","owner":"payments"},"intent":{"task":"deploy","id":"run-1"},"environment":{"name":"prod","broker":"ci-oidc-exchange","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":3600},"context":{"recent_issuances":0}}"#;
 
 type Failure = Box<dyn std::error::Error>;
 
