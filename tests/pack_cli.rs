@@ -5,9 +5,13 @@
 //! files cannot express (obligation events) and that the decision tree and
 //! the naive evaluator agree on every fixture request.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
+use common::server::{Server, TempDir};
 use serde_json::{json, Value};
 
 /// Every rule id default-pack.md names (version 1 and version 2), in the
@@ -647,4 +651,53 @@ fn the_pack_documentation_lists_every_rule_and_tunable() {
             "no table row for `{name}`"
         );
     }
+}
+
+/// Version 2 with a ledger (docs/lifecycle.md): writ counts the subject's
+/// grants itself, so the fourth worked example, denied by `rate.unknown`
+/// when nothing counts, is allowed through `POST /v1/grants` until the
+/// subject has had more than `max_recent_issuances` grants in
+/// `repeat_window`; then `rate.repeat` names the count, the limit and the
+/// window.
+#[test]
+fn with_a_ledger_the_count_is_writs_own() {
+    let dir = Arc::new(TempDir::new("pack-ledger"));
+    let ledger = dir.file("writ.db").display().to_string();
+    let server = Server::start(&["--ledger", &ledger], &dir);
+    let mut request = read_json(&root().join("examples/worked-4-no-count.json"));
+    request["subject"]["id"] = json!(format!(
+        "spiffe://test.writ/pack-ledger/{}",
+        std::process::id()
+    ));
+    let body = request.to_string();
+
+    // /v1/decide records and counts nothing: the count is unknown.
+    let decided = server.post("/v1/decide", &body).json();
+    assert_eq!(decided["decision"], "deny", "{decided}");
+    assert_eq!(decided["reasons"], json!(["rate.unknown"]));
+
+    // /v1/grants counts: 0 to 10 earlier grants pass.
+    for earlier in 0..=10 {
+        let reply = server.post("/v1/grants", &body);
+        assert_eq!(reply.status, 201, "grant {earlier}: {}", reply.body);
+        let decision = &reply.json()["decision"];
+        assert_eq!(decision["decision"], "allow");
+        assert_eq!(decision["issuance_count"]["value"], earlier);
+        assert_eq!(decision["issuance_count"]["source"], "ledger");
+    }
+    let reply = server.post("/v1/grants", &body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let decision = reply.json();
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_eq!(decision["reasons"], json!(["rate.repeat"]));
+    let forbid = decision["trace"]
+        .as_array()
+        .expect("trace")
+        .iter()
+        .find(|e| e["rule"] == "rate.repeat")
+        .expect("rate.repeat in the trace");
+    assert_eq!(
+        forbid["because"],
+        "11 issuances in the last 3600 s is more than the 10 allowed"
+    );
 }
