@@ -386,7 +386,7 @@ fn data_overrides_trusted_brokers_and_max_recent_issuances() {
             .iter()
             .find(|e| e["rule"] == "rate.repeat")
             .expect("rate.repeat in the trace")["because"],
-        "3 issuances in the last 600 s is more than the 2 allowed"
+        "3 issuances in the last 600 s; the limit is 2"
     );
 
     // my-broker with 2: allowed under the data, as the pack allows ci-oidc-exchange.
@@ -698,6 +698,6 @@ fn with_a_ledger_the_count_is_writs_own() {
         .expect("rate.repeat in the trace");
     assert_eq!(
         forbid["because"],
-        "11 issuances in the last 3600 s is more than the 10 allowed"
+        "11 issuances in the last 3600 s; the limit is 10"
     );
 }
