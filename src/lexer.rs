@@ -119,6 +119,9 @@ pub enum Token {
     /// `false`
     #[token("false")]
     False,
+    /// `until`: the time left until an instant, a duration.
+    #[token("until")]
+    Until,
 
     /// `subject`, `workload_auth`, `len`: names resolved by the checker.
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*", lex_name)]
@@ -222,6 +225,7 @@ pub(crate) fn name(text: &str) -> Cow<'static, str> {
         "starts_with" => "starts_with",
         "ends_with" => "ends_with",
         "lower" => "lower",
+        "min" => "min",
         "control" => "control",
         other => return Cow::Owned(other.to_owned()),
     })

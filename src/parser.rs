@@ -180,6 +180,7 @@ impl LimitCounter {
             | Token::Has
             | Token::Matches
             | Token::Plus
+            | Token::Until
             | Token::Dot => {
                 self.operators += 1;
                 return too_long(self.operators);
@@ -364,6 +365,7 @@ fn token_text(token: &Token) -> &'static str {
         Token::All => "all",
         Token::True => "true",
         Token::False => "false",
+        Token::Until => "until",
         Token::At => "@",
         Token::LParen => "(",
         Token::RParen => ")",
@@ -410,6 +412,11 @@ fn expected_list(expected: &[String]) -> String {
     if let Some(at) = names.iter().position(|n| n == "`;`") {
         let semi = names.remove(at);
         names.insert(0, semi);
+    }
+    // `until` is rarely the fix where a value is expected; name it last.
+    if let Some(at) = names.iter().position(|n| n == "`until`") {
+        let until = names.remove(at);
+        names.push(until);
     }
     if names.len() > 8 {
         names.truncate(8);

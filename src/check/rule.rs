@@ -10,7 +10,8 @@ use super::ids::{condition_text, generated_id};
 use super::{flatten_and, is_reserved, CheckError, Checker, Const};
 use crate::ast::{self, ExprKind as A};
 use crate::ir::{
-    Attr, Expr, ExprKind as I, Lit, Obligation, Rule, RuleKind, Template, TemplatePart, Ty,
+    Attr, Expr, ExprKind as I, Lit, Obligation, Rule, RuleKind, Template, TemplatePart, TtlCap,
+    Ty,
 };
 use crate::name::Name;
 use crate::sensitivity::Sensitivity;
@@ -231,9 +232,7 @@ impl Checker<'_> {
                 }
             }
             ast::RuleKind::Forbid => RuleKind::Forbid,
-            ast::RuleKind::LimitTtl(expr) => {
-                RuleKind::LimitTtl(self.duration(expr, "a TTL limit")?)
-            }
+            ast::RuleKind::LimitTtl(expr) => RuleKind::LimitTtl(self.ttl_cap(expr)?),
             ast::RuleKind::LimitScope(expr) => {
                 let items = self.string_list(expr, "a scope limit")?;
                 RuleKind::LimitScope(self.templates(items, ok))
@@ -343,10 +342,15 @@ impl Checker<'_> {
         }
     }
 
+    /// A grant's `for`: a constant duration.
     pub(super) fn duration(&mut self, expr: &ast::Expr, what: &'static str) -> Option<u64> {
         let lowered = self.expr(expr)?;
         match lowered.kind {
             I::Lit(Lit::Dur(seconds)) => Some(seconds),
+            _ if !matches!(lowered.ty, Ty::Dur | Ty::Any) => {
+                self.not_a_duration(what, &lowered);
+                None
+            }
             _ => {
                 self.error(
                     expr.span,
@@ -359,6 +363,53 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// A `limit ttl` cap: a constant duration, or an expression of type
+    /// duration (or known only when the request arrives) computed for each
+    /// request.
+    fn ttl_cap(&mut self, expr: &ast::Expr) -> Option<TtlCap> {
+        let lowered = self.expr(expr)?;
+        match (&lowered.kind, lowered.ty) {
+            (I::Lit(Lit::Dur(seconds)), _) => Some(TtlCap::Const(*seconds)),
+            (_, Ty::Dur | Ty::Any) => Some(TtlCap::Computed(lowered)),
+            _ => {
+                self.not_a_duration("a TTL limit", &lowered);
+                None
+            }
+        }
+    }
+
+    /// Reports a value of another type where a duration is needed, with
+    /// the likely fix.
+    fn not_a_duration(&mut self, what: &'static str, found: &Expr) {
+        let text = match &found.kind {
+            I::Lit(Lit::Str(text)) => Some(&**text),
+            _ => None,
+        };
+        let help = match (found.ty, text) {
+            (Ty::Num, _) => Some("write durations with a unit, like `15m` or `900s`".to_owned()),
+            (Ty::Time, _) => Some(format!(
+                "for the time left until this timestamp, write `until {}`",
+                collapse_ws(self.sources.slice(found.span))
+            )),
+            (_, Some(text)) if crate::instant::parse_time(text).is_some() => Some(format!(
+                "for the time left until this instant, write `until \"{text}\"`"
+            )),
+            (_, Some(text)) if lit_from_json(&Value::String(text.to_owned()), &Lit::Dur(0)).is_some() => {
+                Some(format!("write the duration without quotes: `{text}`"))
+            }
+            _ => None,
+        };
+        self.error(
+            found.span,
+            CheckError::NotADuration {
+                what,
+                ty: found.ty.name(),
+                span: found.span.source_span(),
+                help,
+            },
+        );
     }
 
     /// Reports rules whose head tests on one attribute cannot all hold.
@@ -428,6 +479,11 @@ fn lit_from_json(json: &Value, like: &Lit) -> Option<Lit> {
         }
         _ => return None,
     })
+}
+
+/// `text` with every run of whitespace made one space.
+fn collapse_ws(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Why an audience written without holes could never be stated: the

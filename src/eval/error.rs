@@ -225,6 +225,23 @@ pub enum EvalError {
         /// The template.
         span: Span,
     },
+    /// `until x` where `x` is not an instant: a string that is not RFC
+    /// 3339, a number, ...
+    NotTime {
+        /// What it was.
+        found: Found,
+        /// The `until` expression.
+        span: Span,
+    },
+    /// A value read where a duration is needed (a TTL cap, an argument of
+    /// `min`) that is not one: a negative or fractional number, a string
+    /// that is not a duration, a bool, ...
+    NotDuration {
+        /// What it was.
+        found: Found,
+        /// The expression that read it.
+        span: Span,
+    },
     /// Expressions nested deeper than the evaluator follows.
     TooDeep {
         /// The depth limit.
@@ -262,6 +279,8 @@ impl EvalError {
             | EvalError::Widens { span, .. }
             | EvalError::BlankObligation { span, .. }
             | EvalError::ScopeItem { span, .. }
+            | EvalError::NotTime { span, .. }
+            | EvalError::NotDuration { span, .. }
             | EvalError::TooDeep { span, .. } => *span,
         }
     }
@@ -320,6 +339,13 @@ impl fmt::Display for EvalError {
                 Value::String(value.clone())
             ),
             EvalError::ScopeItem { error, .. } => fmt::Display::fmt(error, f),
+            EvalError::NotTime { found, .. } => {
+                write!(f, "`until` needs an RFC 3339 timestamp, found {found}")
+            }
+            EvalError::NotDuration { found, .. } => write!(
+                f,
+                "expected a duration (whole seconds, or text like \"15m\"), found {found}"
+            ),
             EvalError::TooDeep { limit, .. } => write!(
                 f,
                 "the expression is nested more than {limit} levels deep; \
