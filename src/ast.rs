@@ -252,6 +252,8 @@ pub enum BinOp {
     Or,
     /// `+`
     Add,
+    /// `*`
+    Mul,
 }
 
 impl BinOp {
@@ -270,6 +272,7 @@ impl BinOp {
             BinOp::And => "and",
             BinOp::Or => "or",
             BinOp::Add => "+",
+            BinOp::Mul => "*",
         }
     }
 }

@@ -166,6 +166,9 @@ pub enum Token {
     /// `+`
     #[token("+")]
     Plus,
+    /// `*`
+    #[token("*")]
+    Star,
     /// `==`
     #[token("==")]
     EqEq,

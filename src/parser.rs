@@ -180,6 +180,7 @@ impl LimitCounter {
             | Token::Has
             | Token::Matches
             | Token::Plus
+            | Token::Star
             | Token::Until
             | Token::Dot => {
                 self.operators += 1;
@@ -376,6 +377,7 @@ fn token_text(token: &Token) -> &'static str {
         Token::Colon => ":",
         Token::Dot => ".",
         Token::Plus => "+",
+        Token::Star => "*",
         Token::EqEq => "==",
         Token::NotEq => "!=",
         Token::Lt => "<",

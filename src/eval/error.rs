@@ -186,6 +186,15 @@ pub enum EvalError {
         /// The sum.
         span: Span,
     },
+    /// `*` between types that do not multiply.
+    Multiply {
+        /// The left side's type.
+        left: &'static str,
+        /// The right side's type.
+        right: &'static str,
+        /// The product.
+        span: Span,
+    },
     /// A template hole whose value has no text form (a list, an object).
     HoleType {
         /// The value's type.
@@ -275,6 +284,7 @@ impl EvalError {
             | EvalError::DurationOverflow { span }
             | EvalError::AddDuration { span, .. }
             | EvalError::Add { span, .. }
+            | EvalError::Multiply { span, .. }
             | EvalError::HoleType { span, .. }
             | EvalError::Widens { span, .. }
             | EvalError::BlankObligation { span, .. }
@@ -315,6 +325,9 @@ impl fmt::Display for EvalError {
             EvalError::DurationOverflow { .. } => f.write_str("duration overflow"),
             EvalError::AddDuration { to, .. } => write!(f, "cannot add a duration to {to}"),
             EvalError::Add { left, right, .. } => write!(f, "cannot add {left} and {right}"),
+            EvalError::Multiply { left, right, .. } => {
+                write!(f, "cannot multiply {left} by {right}")
+            }
             EvalError::HoleType { ty, template, .. } => {
                 write!(f, "cannot put a {ty} into `{template}`")
             }

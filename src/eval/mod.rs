@@ -27,7 +27,7 @@ use crate::scope::ScopeItem;
 use crate::source::Span;
 use value::{
     add, call, contains, duration, equal, format_time, found, from_json, from_lit, instant_text,
-    list_items, order, says_nothing, type_name, until, Res,
+    list_items, multiply, order, says_nothing, type_name, until, Res,
 };
 
 /// How deep the evaluator follows nested expressions before it stops with
@@ -396,6 +396,7 @@ impl<'a> Evaluator<'a> {
             BinOp::In => Val::Bool(contains(&r, &l, span)?),
             BinOp::NotIn => Val::Bool(!contains(&r, &l, span)?),
             BinOp::Add => add(&l, &r, span)?,
+            BinOp::Mul => multiply(&l, &r, span)?,
             BinOp::Matches | BinOp::And | BinOp::Or => {
                 return Err(Box::new(EvalError::Unsupported { span }))
             }

@@ -403,6 +403,37 @@ pub(super) fn instant_text(val: &Val) -> Option<String> {
     as_time(val).map(format_time)
 }
 
+/// `a * b`: two numbers, or a duration scaled by a number of at least 0
+/// (either way round), rounded down to whole seconds.
+pub(super) fn multiply<'a>(a: &Val<'a>, b: &Val<'a>, span: Span) -> Res<Val<'a>> {
+    let scale = |d: u64, n: f64, number: &Val| {
+        if !(n.is_finite() && n >= 0.0) {
+            return Err(Box::new(EvalError::Operand {
+                op: "*",
+                needs: "a number of at least 0 to scale a duration",
+                found: found(number),
+                span,
+            }));
+        }
+        let seconds = (d as f64 * n).floor();
+        if seconds >= u64::MAX as f64 {
+            return Err(Box::new(EvalError::DurationOverflow { span }));
+        }
+        Ok(Val::Dur(seconds as u64))
+    };
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => Ok(Val::Num(x * y)),
+        (Val::Dur(d), number @ Val::Num(n)) | (number @ Val::Num(n), Val::Dur(d)) => {
+            scale(*d, *n, number)
+        }
+        _ => Err(Box::new(EvalError::Multiply {
+            left: type_name(a),
+            right: type_name(b),
+            span,
+        })),
+    }
+}
+
 /// `a + b`: numbers, durations, and an instant plus a duration.
 pub(super) fn add<'a>(a: &Val<'a>, b: &Val<'a>, span: Span) -> Res<Val<'a>> {
     match (a, b) {
