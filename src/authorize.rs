@@ -173,6 +173,8 @@ struct Cap {
     rule: u32,
     /// The cap, in seconds.
     seconds: u64,
+    /// The cap was computed for the request.
+    computed: bool,
     /// The cap could not be computed (and is 0).
     failed: bool,
 }
@@ -183,6 +185,7 @@ impl Cap {
             slot,
             rule,
             seconds,
+            computed: false,
             failed: false,
         }
     }
@@ -522,7 +525,14 @@ impl<'a> Walk<'a> {
             }
         }
         caps.sort_by_key(|cap| cap.rule);
+        // A computed cap only ever lowers: when nothing else bounds the
+        // TTL, it caps the default, so a far-away instant or a large value
+        // in the request or the data never grants more than the hour a
+        // request would get without it.
         let mut ttl: Option<u64> = self.request.requested.ttl;
+        if ttl.is_none() && !caps.is_empty() && caps.iter().all(|cap| cap.computed) {
+            ttl = Some(DEFAULT_TTL);
+        }
         for cap in &caps {
             let step = match ttl {
                 Some(now) if now <= cap.seconds => Step::TtlKept {
@@ -576,7 +586,10 @@ impl<'a> Walk<'a> {
         match self.evaluator.ttl_cap(expr) {
             Ok((seconds, how)) => {
                 self.trace[slot].effect.push(Step::TtlComputed { cap: seconds, how });
-                Cap::new(slot, rule, seconds)
+                Cap {
+                    computed: true,
+                    ..Cap::new(slot, rule, seconds)
+                }
             }
             Err(error) => {
                 let entry = &mut self.trace[slot];
@@ -588,6 +601,7 @@ impl<'a> Walk<'a> {
                     slot,
                     rule,
                     seconds: 0,
+                    computed: true,
                     failed: true,
                 }
             }

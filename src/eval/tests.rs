@@ -208,7 +208,7 @@ fn until_caps_at_the_whole_seconds_left() {
         effects,
         [
             "computed cap 312 = min(900, until 2026-12-01T10:05:12.9Z)",
-            "set ttl 312"
+            "capped ttl 3600 -> 312"
         ]
     );
     // Far away, the constant is the smaller cap.
@@ -218,6 +218,33 @@ fn until_caps_at_the_whole_seconds_left() {
         &exception_request(r#""2027-01-01T00:00:00+01:00""#),
     );
     assert_eq!(decision.ttl, 900);
+}
+
+#[test]
+fn a_computed_cap_never_raises_the_ttl_above_the_default() {
+    // Nothing else bounds the TTL: a far-away instant caps the default
+    // hour, it does not set the TTL to decades.
+    let policy = r#"
+        @id("read") permit if action == "read" grant ["read:x"];
+        @id("until") limit ttl until context.exception.expires;
+    "#;
+    let decision = decide_with(policy, None, &exception_request(r#""2099-01-01T00:00:00Z""#));
+    assert_eq!((decision.decision, decision.ttl), (Effect::Allow, 3600));
+    let effects: Vec<String> = decision.trace[1].effect.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        effects,
+        [
+            "computed cap 2274789600 = until 2099-01-01T00:00:00Z",
+            "cap 2274789600 did not lower ttl 3600"
+        ]
+    );
+    // A constant cap or a requested TTL is a bound of its own, as before.
+    let policy = r#"
+        @id("read") permit if action == "read" grant ["read:x"] for 2h;
+        @id("until") limit ttl until context.exception.expires;
+    "#;
+    let decision = decide_with(policy, None, &exception_request(r#""2099-01-01T00:00:00Z""#));
+    assert_eq!(decision.ttl, 7200);
 }
 
 #[test]
@@ -264,7 +291,10 @@ fn an_error_in_a_computed_cap_caps_at_zero_with_the_error() {
         let entry = &decision.trace[1];
         assert_eq!(entry.error.as_deref(), Some(message));
         let effects: Vec<String> = entry.effect.iter().map(|s| s.to_string()).collect();
-        assert_eq!(effects, ["set ttl 0", "denied: ttl under one second"]);
+        assert_eq!(
+            effects,
+            ["capped ttl 3600 -> 0", "denied: ttl under one second"]
+        );
     }
     // No expiry at all.
     let decision = decide_with(

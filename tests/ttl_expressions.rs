@@ -1,0 +1,234 @@
+//! Properties of computed TTL caps (`limit ttl until ...`, `min(...)`,
+//! caps read from the request or the data), on generated policies and
+//! requests: adding a computed cap to a policy never widens what it
+//! grants, lowers the TTL to exactly the smaller of the two, denies when
+//! that is under one second or the cap cannot be computed, and decides the
+//! same on the tree, on the naive walk and on every run.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use writ::decision::{Decision, Effect};
+use writ::{Engine, Request};
+
+/// The decision time every generated request carries.
+const NOW: &str = "2026-12-01T10:00:00Z";
+
+/// A computed cap, and how to work out what it should be.
+#[derive(Debug, Clone)]
+enum Computed {
+    /// `until context.exception.expires`
+    Until,
+    /// `min(Ns, until context.exception.expires)`
+    MinUntil(u64),
+    /// `caps[subject.kind]`, from the data.
+    Data,
+    /// `1s * context.n`, a number from the request.
+    Scaled,
+}
+
+impl Computed {
+    fn text(&self) -> String {
+        match self {
+            Computed::Until => "until context.exception.expires".to_owned(),
+            Computed::MinUntil(seconds) => {
+                format!("min({seconds}s, until context.exception.expires)")
+            }
+            Computed::Data => "caps[subject.kind]".to_owned(),
+            Computed::Scaled => "1s * context.n".to_owned(),
+        }
+    }
+}
+
+/// What the request says the computed cap reads.
+#[derive(Debug, Clone)]
+enum Expiry {
+    /// This many milliseconds after the decision time (before, when
+    /// negative).
+    After(i64),
+    /// A string that is not a timestamp.
+    Garbage,
+}
+
+/// One generated case.
+#[derive(Debug, Clone)]
+struct Case {
+    /// The permit's `for`, in seconds.
+    permit_for: Option<u64>,
+    /// Constant `limit ttl` caps, each for one subject kind.
+    limits: Vec<(u64, &'static str)>,
+    computed: Computed,
+    kind: &'static str,
+    expiry: Expiry,
+    /// `context.n`, for [`Computed::Scaled`]: may be negative or fractional.
+    n: f64,
+    requested_ttl: Option<u64>,
+}
+
+const KINDS: &[&str] = &["ci", "agent", "service", "batch"];
+
+/// The data: a cap a kind, except `batch`, which it does not list, and
+/// `service`, whose cap is not a duration.
+fn data() -> Value {
+    json!({"caps": {"ci": 600, "agent": "2m", "service": -30}})
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    let limit = (1u64..4000, prop::sample::select(KINDS));
+    let computed = prop_oneof![
+        Just(Computed::Until),
+        (1u64..4000).prop_map(Computed::MinUntil),
+        Just(Computed::Data),
+        Just(Computed::Scaled),
+    ];
+    let expiry = prop_oneof![
+        8 => (-5_000_000i64..5_000_000).prop_map(Expiry::After),
+        1 => Just(Expiry::Garbage),
+    ];
+    let n = prop_oneof![(0u32..5000).prop_map(f64::from), -10.0f64..5000.0];
+    (
+        prop::option::of(1u64..8000),
+        prop::collection::vec(limit, 0..3),
+        computed,
+        prop::sample::select(KINDS),
+        expiry,
+        n,
+        prop::option::of(1u64..8000),
+    )
+        .prop_map(
+            |(permit_for, limits, computed, kind, expiry, n, requested_ttl)| Case {
+                permit_for,
+                limits,
+                computed,
+                kind,
+                expiry,
+                n,
+                requested_ttl,
+            },
+        )
+}
+
+/// The policy text, with or without the computed cap.
+fn policy(case: &Case, with_computed: bool) -> String {
+    let mut text = String::from("@id(\"read\") permit if action == \"read\" grant [\"read:x\"]");
+    if let Some(seconds) = case.permit_for {
+        text.push_str(&format!(" for {seconds}s"));
+    }
+    text.push_str(";\n");
+    for (i, (seconds, kind)) in case.limits.iter().enumerate() {
+        text.push_str(&format!(
+            "@id(\"limit{i}\") limit ttl {seconds}s if subject.kind == \"{kind}\";\n"
+        ));
+    }
+    if with_computed {
+        text.push_str(&format!(
+            "@id(\"computed\") limit ttl {} if context has exception;\n",
+            case.computed.text()
+        ));
+    }
+    text
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::parse(NOW, &Rfc3339).expect("the decision time parses")
+}
+
+fn request(case: &Case) -> Value {
+    let expires = match case.expiry {
+        Expiry::After(ms) => (now() + time::Duration::milliseconds(ms))
+            .format(&Rfc3339)
+            .expect("formats"),
+        Expiry::Garbage => "in a while".to_owned(),
+    };
+    let mut request = json!({
+        "subject": {"kind": case.kind},
+        "action": "read",
+        "environment": {"time": NOW},
+        "context": {"exception": {"expires": expires}, "n": case.n},
+    });
+    if let Some(ttl) = case.requested_ttl {
+        request["requested"] = json!({"ttl": ttl});
+    }
+    request
+}
+
+/// What the computed cap works out to, worked out here without the
+/// engine; `None` when it cannot be computed.
+fn expected_cap(case: &Case) -> Option<u64> {
+    let until = || match case.expiry {
+        Expiry::After(ms) => Some(u64::try_from(ms.max(0) / 1000).unwrap_or(0)),
+        Expiry::Garbage => None,
+    };
+    match &case.computed {
+        Computed::Until => until(),
+        Computed::MinUntil(seconds) => until().map(|left| left.min(*seconds)),
+        Computed::Data => match case.kind {
+            "ci" => Some(600),
+            "agent" => Some(120),
+            _ => None,
+        },
+        Computed::Scaled => (case.n >= 0.0 && case.n.is_finite()).then(|| case.n.floor() as u64),
+    }
+}
+
+fn compile(text: &str) -> Engine {
+    let data = data();
+    Engine::compile([("t.writ", text)], Some(&data))
+        .unwrap_or_else(|d| panic!("the generated policy compiles:\n{text}\n{d}"))
+}
+
+fn decide(engine: &Engine, request: &Value) -> Decision {
+    let request = Request::from_json(&request.to_string()).expect("the request is valid");
+    let decision = engine.decide(&request);
+    let naive = engine.decide_naive(&request);
+    assert_eq!(decision.decision, naive.decision);
+    assert_eq!(decision.ttl, naive.ttl);
+    assert_eq!(decision.scope, naive.scope);
+    assert_eq!(decision.reasons, naive.reasons);
+    let again = engine.decide(&request);
+    assert_eq!(
+        serde_json::to_string(&decision).expect("serialises"),
+        serde_json::to_string(&again).expect("serialises"),
+        "the same request decides the same, byte for byte"
+    );
+    decision
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_computed_cap_only_ever_lowers_the_ttl(case in case_strategy()) {
+        let without = decide(&compile(&policy(&case, false)), &request(&case));
+        let with = decide(&compile(&policy(&case, true)), &request(&case));
+        // The policy without the cap always allows: one permit, no forbid,
+        // caps of at least a second.
+        prop_assert_eq!(without.decision, Effect::Allow);
+        match expected_cap(&case) {
+            Some(cap) if cap.min(without.ttl) >= 1 => {
+                prop_assert_eq!(with.decision, Effect::Allow, "{:?}", with);
+                prop_assert_eq!(with.ttl, cap.min(without.ttl));
+                prop_assert!(with.ttl <= without.ttl);
+                prop_assert_eq!(&with.scope, &without.scope);
+                prop_assert!(with.errors.is_empty(), "{:?}", with.errors);
+            }
+            Some(_) => {
+                prop_assert_eq!(with.decision, Effect::Deny);
+                prop_assert_eq!(with.ttl, 0);
+                prop_assert_eq!(&with.reasons, &["computed".to_owned()]);
+                prop_assert!(with.errors.iter().all(|e| e.rule == "computed"));
+            }
+            None => {
+                // Not computable: capped at zero, denied, the error named.
+                prop_assert_eq!(with.decision, Effect::Deny);
+                prop_assert_eq!(with.ttl, 0);
+                prop_assert_eq!(&with.reasons, &["computed".to_owned()]);
+                prop_assert_eq!(with.errors.len(), 1, "{:?}", with.errors);
+                prop_assert_eq!(&with.errors[0].rule, "computed");
+                let entry = with.trace.iter().find(|e| e.rule.as_str() == "computed");
+                prop_assert!(entry.is_some_and(|e| e.error.is_some()));
+            }
+        }
+    }
+}
