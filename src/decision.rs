@@ -194,6 +194,10 @@ impl fmt::Display for Step {
             Step::TtlCapped { from, to } => write!(f, "capped ttl {from} -> {to}"),
             Step::TtlKept { cap, ttl } => write!(f, "cap {cap} did not lower ttl {ttl}"),
             Step::TtlUnderOneSecond => f.write_str("denied: ttl under one second"),
+            // A cap read as it is (from the data, an attribute) says no more.
+            Step::TtlComputed { cap, how } if *how == cap.to_string() => {
+                write!(f, "computed cap {cap}")
+            }
             Step::TtlComputed { cap, how } => write!(f, "computed cap {cap} = {how}"),
             Step::ObligationAdded { kind, detail } => match detail {
                 Some(detail) => write!(f, "added obligation {kind} {detail}"),
@@ -236,7 +240,7 @@ impl Step {
                         to: number(to)?,
                     }
                 } else if let Some(rest) = text.strip_prefix("computed cap ") {
-                    let (cap, how) = rest.split_once(" = ")?;
+                    let (cap, how) = rest.split_once(" = ").unwrap_or((rest, rest));
                     Step::TtlComputed {
                         cap: number(cap)?,
                         how: how.to_owned(),
@@ -629,6 +633,13 @@ mod tests {
                     how: "min(900, until 2026-12-01T10:05:12Z)".to_owned(),
                 },
                 "computed cap 312 = min(900, until 2026-12-01T10:05:12Z)",
+            ),
+            (
+                Step::TtlComputed {
+                    cap: 1800,
+                    how: "1800".to_owned(),
+                },
+                "computed cap 1800",
             ),
             (
                 Step::ObligationAdded {
