@@ -232,3 +232,89 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The real binary: `writ eval` on the fixture policy that tries pack v2's
+// `exception.static-secret` (tests/core/policies/ttl_until.writ).
+
+/// Runs `writ eval` from the crate's root on the fixture policy, with
+/// `request` on stdin and `extra` arguments; returns the exit code and
+/// stdout.
+fn writ_eval(request: &Value, extra: &[&str]) -> (Option<i32>, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "eval",
+            "--policy",
+            "tests/core/policies/ttl_until.writ",
+            "--request",
+            "-",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs writ");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("writes the request");
+    let output = child.wait_with_output().expect("writ finishes");
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).expect("utf-8"),
+    )
+}
+
+fn legacy_request(expires: &str) -> Value {
+    json!({
+        "subject": {"id": "svc-legacy", "kind": "service", "auth": "static-secret", "owner": "team-billing"},
+        "action": "read",
+        "resource": {"id": "db://billing/invoices", "kind": "database", "owner": "team-billing"},
+        "sensitivity": "internal",
+        "environment": {"time": NOW},
+        "context": {"exception": {"id": "EX-42", "owner": "team-billing", "ticket": "MIG-7", "expires": expires}},
+    })
+}
+
+#[test]
+fn the_binary_caps_at_the_time_the_exception_has_left_and_explains_it() {
+    let (code, out) = writ_eval(&legacy_request("2026-12-01T10:05:12Z"), &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let decision: Value = serde_json::from_str(&out).expect("a decision");
+    assert_eq!(decision["decision"], "allow");
+    assert_eq!(decision["ttl"], 312);
+    let entry = decision["trace"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["rule"] == "exception.static-secret"))
+        .expect("the limit is in the trace");
+    assert_eq!(
+        entry["effect"],
+        json!([
+            "computed cap 312 = min(900, until 2026-12-01T10:05:12Z)",
+            "set ttl 312"
+        ])
+    );
+    let (code, explained) = writ_eval(&legacy_request("2026-12-01T10:05:12Z"), &["--explain"]);
+    assert_eq!(code, Some(0));
+    insta::assert_snapshot!("computed_cap_explain", explained);
+}
+
+#[test]
+fn the_binary_denies_when_the_cap_cannot_be_computed() {
+    // Half a second left: past the forbid (the exception has not expired),
+    // but under one second of TTL.
+    let (code, out) = writ_eval(&legacy_request("2026-12-01T10:00:00.500Z"), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let decision: Value = serde_json::from_str(&out).expect("a decision");
+    assert_eq!(decision["decision"], "deny");
+    assert_eq!(decision["reasons"], json!(["exception.static-secret"]));
+    let (code, explained) = writ_eval(&legacy_request("2026-12-01T10:00:00.500Z"), &["--explain"]);
+    assert_eq!(code, Some(1));
+    insta::assert_snapshot!("computed_cap_zero_explain", explained);
+}
