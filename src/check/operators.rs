@@ -228,6 +228,18 @@ impl Checker<'_> {
     /// `*`: a duration scaled by a number (either way round), or two
     /// numbers.
     fn multiply(&mut self, l: &Expr, r: &Expr, span: Span) -> Option<Ty> {
+        let negative = |e: &Expr| matches!(e.kind, I::Lit(Lit::Num(n)) if n < 0.0 || n.is_nan());
+        if (l.ty == Ty::Dur && negative(r)) || (r.ty == Ty::Dur && negative(l)) {
+            self.error(
+                span,
+                CheckError::BadOperand {
+                    message: "a duration cannot be scaled by a negative number".to_owned(),
+                    span: span.source_span(),
+                    help: Some("a duration is never below zero; scale by a number of at least 0".to_owned()),
+                },
+            );
+            return None;
+        }
         match (l.ty, r.ty) {
             (Ty::Dur, Ty::Num | Ty::Any) | (Ty::Num | Ty::Any, Ty::Dur) => Some(Ty::Dur),
             (Ty::Num, Ty::Num) => Some(Ty::Num),
