@@ -5,6 +5,11 @@
 //! that is under one second or the cap cannot be computed, and decides the
 //! same on the tree, on the naive walk and on every run.
 
+mod common;
+
+use std::sync::Arc;
+
+use common::server::{Server, TempDir};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -317,4 +322,33 @@ fn the_binary_denies_when_the_cap_cannot_be_computed() {
     let (code, explained) = writ_eval(&legacy_request("2026-12-01T10:00:00.500Z"), &["--explain"]);
     assert_eq!(code, Some(1));
     insta::assert_snapshot!("computed_cap_zero_explain", explained);
+}
+
+#[test]
+fn the_server_counts_down_from_the_time_it_fills_in() {
+    // No `environment.time`: `writ serve` fills it in from its clock, and
+    // the cap counts down from there (the one place a clock is read, and
+    // it is read into the request before deciding).
+    let dir = Arc::new(TempDir::new("ttl-until"));
+    let server = Server::start(&["--policy", "tests/core/policies/ttl_until.writ"], &dir);
+    let in_five_minutes = (OffsetDateTime::now_utc() + time::Duration::seconds(300))
+        .format(&Rfc3339)
+        .expect("formats");
+    let mut request = legacy_request(&in_five_minutes);
+    request["environment"] = json!({});
+    let reply = server.post("/v1/decide", &request.to_string());
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let decision = reply.json();
+    assert_eq!(decision["decision"], "allow", "{decision}");
+    let ttl = decision["ttl"].as_u64().expect("a ttl");
+    assert!((240..=300).contains(&ttl), "ttl {ttl}");
+    // An exception that expired a second ago: denied by the forbid.
+    let a_second_ago = (OffsetDateTime::now_utc() - time::Duration::seconds(1))
+        .format(&Rfc3339)
+        .expect("formats");
+    let mut request = legacy_request(&a_second_ago);
+    request["environment"] = json!({});
+    let decision = server.post("/v1/decide", &request.to_string()).json();
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_eq!(decision["reasons"], json!(["identity.workload-auth"]));
 }
