@@ -693,6 +693,26 @@ mod tests {
     }
 
     #[test]
+    fn ttl_expression_tokens() {
+        assert_eq!(
+            kinds("limit ttl min(1d * n, until until_x)"),
+            vec![
+                Token::Limit,
+                Token::Ttl,
+                Token::Ident("min".into()),
+                Token::LParen,
+                Token::Dur(86400),
+                Token::Star,
+                Token::Ident("n".into()),
+                Token::Comma,
+                Token::Until,
+                Token::Ident("until_x".into()),
+                Token::RParen,
+            ]
+        );
+    }
+
+    #[test]
     fn comments_are_tokens() {
         assert_eq!(
             kinds("/// why\n// note\nforbid;"),
