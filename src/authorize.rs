@@ -10,7 +10,8 @@
 //! permits' grants are built; no permit means deny by default; then scope
 //! (requested items covered by a grant and by every `limit scope`), TTL
 //! (the requested value capped by contributing permits and `limit ttl`
-//! rules, in policy order) and obligations (permits' and `require`s',
+//! rules, in policy order, the caps computed for the request worked out
+//! here) and obligations (permits' and `require`s',
 //! deduplicated, in policy order).
 
 use std::fmt;
