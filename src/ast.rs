@@ -200,6 +200,9 @@ pub enum ExprKind {
     Not(Box<Expr>),
     /// `a == b`, `a and b`, `a + b`, ...
     Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `until context.exception.expires`: the time left until an
+    /// instant, a duration.
+    Until(Box<Expr>),
     /// `context has approval.by`
     Has(Box<Expr>, Vec<Ident>),
     /// `any(item in requested.scope: item matches "read:*")`, boxed to
@@ -249,6 +252,8 @@ pub enum BinOp {
     Or,
     /// `+`
     Add,
+    /// `*`
+    Mul,
 }
 
 impl BinOp {
@@ -267,6 +272,7 @@ impl BinOp {
             BinOp::And => "and",
             BinOp::Or => "or",
             BinOp::Add => "+",
+            BinOp::Mul => "*",
         }
     }
 }

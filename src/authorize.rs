@@ -10,7 +10,8 @@
 //! permits' grants are built; no permit means deny by default; then scope
 //! (requested items covered by a grant and by every `limit scope`), TTL
 //! (the requested value capped by contributing permits and `limit ttl`
-//! rules, in policy order) and obligations (permits' and `require`s',
+//! rules, in policy order, the caps computed for the request worked out
+//! here) and obligations (permits' and `require`s',
 //! deduplicated, in policy order).
 
 use std::fmt;
@@ -18,7 +19,7 @@ use std::fmt;
 use crate::compile::{NodeId, Tree};
 use crate::decision::{Effect, Failed, Name, Outcome, Step, TraceEntry};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
-use crate::ir::{Obligation, PolicySet, Rule, RuleKind};
+use crate::ir::{Expr, Obligation, PolicySet, Rule, RuleKind, TtlCap};
 use crate::request::{Prepared, Request};
 use crate::scope::ScopeItem;
 
@@ -162,6 +163,32 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         errors: walk.errors,
         trace: walk.trace,
         rules: walk.rules,
+    }
+}
+
+/// A TTL cap met: a permit's `for` or a limit's cap.
+struct Cap {
+    /// The rule's slot in the trace.
+    slot: usize,
+    /// The rule's index.
+    rule: u32,
+    /// The cap, in seconds.
+    seconds: u64,
+    /// The cap was computed for the request.
+    computed: bool,
+    /// The cap could not be computed (and is 0).
+    failed: bool,
+}
+
+impl Cap {
+    fn new(slot: usize, rule: u32, seconds: u64) -> Cap {
+        Cap {
+            slot,
+            rule,
+            seconds,
+            computed: false,
+            failed: false,
+        }
     }
 }
 
@@ -469,36 +496,60 @@ impl<'a> Walk<'a> {
     /// The TTL: requested, then capped by contributing permits and
     /// applicable limits in policy order. `Err` with the reasons when the
     /// caps bring it to 0.
+    ///
+    /// A limit's computed cap is worked out here, for this request; one
+    /// that cannot be (a missing attribute, a string that is no
+    /// timestamp, data of another type) caps at 0, with its error: a
+    /// limit fails closed like a forbid.
     fn ttl(&mut self, granted: &[Grant], contributing: &[bool]) -> Result<u64, Vec<u32>> {
-        let mut caps: Vec<(usize, u32, u64)> = Vec::new();
+        let mut caps: Vec<Cap> = Vec::new();
         for (g, contributes) in granted.iter().zip(contributing) {
             if let RuleKind::Permit {
                 ttl: Some(seconds), ..
             } = *self.kind(g.rule)
             {
                 if *contributes {
-                    caps.push((g.slot, g.rule, seconds));
+                    caps.push(Cap::new(g.slot, g.rule, seconds));
                 }
             }
         }
         for i in 0..self.matched.len() {
             let (slot, rule) = self.matched_rule(i);
-            if let RuleKind::LimitTtl(seconds) = *self.kind(rule) {
-                caps.push((slot, rule, seconds));
+            match self.kind(rule) {
+                RuleKind::LimitTtl(TtlCap::Const(seconds)) => {
+                    caps.push(Cap::new(slot, rule, *seconds));
+                }
+                RuleKind::LimitTtl(TtlCap::Computed(expr)) => {
+                    caps.push(self.computed_cap(slot, rule, expr));
+                }
+                _ => {}
             }
         }
-        caps.sort_by_key(|&(_, rule, _)| rule);
+        caps.sort_by_key(|cap| cap.rule);
+        // A computed cap only ever lowers: when nothing else bounds the
+        // TTL, it caps the default, so a far-away instant or a large value
+        // in the request or the data never grants more than the hour a
+        // request would get without it.
         let mut ttl: Option<u64> = self.request.requested.ttl;
-        for &(slot, _, cap) in &caps {
+        if ttl.is_none() && !caps.is_empty() && caps.iter().all(|cap| cap.computed) {
+            ttl = Some(DEFAULT_TTL);
+        }
+        for cap in &caps {
             let step = match ttl {
-                Some(now) if now <= cap => Step::TtlKept { cap, ttl: now },
-                Some(now) => Step::TtlCapped { from: now, to: cap },
-                None => Step::TtlSet(cap),
+                Some(now) if now <= cap.seconds => Step::TtlKept {
+                    cap: cap.seconds,
+                    ttl: now,
+                },
+                Some(now) => Step::TtlCapped {
+                    from: now,
+                    to: cap.seconds,
+                },
+                None => Step::TtlSet(cap.seconds),
             };
             if !matches!(step, Step::TtlKept { .. }) {
-                ttl = Some(cap);
+                ttl = Some(cap.seconds);
             }
-            self.trace[slot].effect.push(step);
+            self.trace[cap.slot].effect.push(step);
         }
         let ttl = ttl.unwrap_or(DEFAULT_TTL);
         if ttl > 0 {
@@ -509,13 +560,16 @@ impl<'a> Walk<'a> {
         // requested TTL of 0 never gets here (validation refuses it), so
         // the zero comes from the caps of 0 seconds, which are the reasons.
         let mut reasons = Vec::new();
-        for &(slot, rule, cap) in &caps {
-            if cap > 0 {
+        for cap in &caps {
+            if cap.seconds > 0 {
                 continue;
             }
-            self.trace[slot].effect.push(Step::TtlUnderOneSecond);
-            self.fault(rule, AuthError::TtlZero);
-            reasons.push(rule);
+            self.trace[cap.slot].effect.push(Step::TtlUnderOneSecond);
+            // A cap that failed has its own error already.
+            if !cap.failed {
+                self.fault(cap.rule, AuthError::TtlZero);
+            }
+            reasons.push(cap.rule);
         }
         if reasons.is_empty() {
             // A request for 0 seconds that skipped validation.
@@ -525,6 +579,34 @@ impl<'a> Walk<'a> {
             });
         }
         Err(reasons)
+    }
+
+    /// A limit's cap computed for this request, its trace step saying how;
+    /// 0 with the error when it cannot be computed.
+    fn computed_cap(&mut self, slot: usize, rule: u32, expr: &'a Expr) -> Cap {
+        match self.evaluator.ttl_cap(expr) {
+            Ok((seconds, how)) => {
+                self.trace[slot].effect.push(Step::TtlComputed { cap: seconds, how });
+                Cap {
+                    computed: true,
+                    ..Cap::new(slot, rule, seconds)
+                }
+            }
+            Err(error) => {
+                let entry = &mut self.trace[slot];
+                if entry.error.is_none() {
+                    entry.error = Some(error.to_string());
+                }
+                self.fault(rule, AuthError::Eval(error));
+                Cap {
+                    slot,
+                    rule,
+                    seconds: 0,
+                    computed: true,
+                    failed: true,
+                }
+            }
+        }
     }
 
     /// The obligations of the granting permits and applicable requires,

@@ -137,6 +137,15 @@ pub enum Step {
     },
     /// A cap of 0 seconds denied: `denied: ttl under one second`.
     TtlUnderOneSecond,
+    /// A `limit ttl` cap computed for the request, and how:
+    /// `computed cap 312 = min(900, until 2026-12-01T10:05:12Z)`. The step
+    /// that applies the cap follows.
+    TtlComputed {
+        /// The cap, in seconds.
+        cap: u64,
+        /// How it was worked out.
+        how: String,
+    },
     /// An obligation the decision carries: `added obligation revoke_on
     /// objective_changed`.
     ObligationAdded {
@@ -185,6 +194,11 @@ impl fmt::Display for Step {
             Step::TtlCapped { from, to } => write!(f, "capped ttl {from} -> {to}"),
             Step::TtlKept { cap, ttl } => write!(f, "cap {cap} did not lower ttl {ttl}"),
             Step::TtlUnderOneSecond => f.write_str("denied: ttl under one second"),
+            // A cap read as it is (from the data, an attribute) says no more.
+            Step::TtlComputed { cap, how } if *how == cap.to_string() => {
+                write!(f, "computed cap {cap}")
+            }
+            Step::TtlComputed { cap, how } => write!(f, "computed cap {cap} = {how}"),
             Step::ObligationAdded { kind, detail } => match detail {
                 Some(detail) => write!(f, "added obligation {kind} {detail}"),
                 None => write!(f, "added obligation {kind}"),
@@ -224,6 +238,12 @@ impl Step {
                     Step::TtlCapped {
                         from: number(from)?,
                         to: number(to)?,
+                    }
+                } else if let Some(rest) = text.strip_prefix("computed cap ") {
+                    let (cap, how) = rest.split_once(" = ").unwrap_or((rest, rest));
+                    Step::TtlComputed {
+                        cap: number(cap)?,
+                        how: how.to_owned(),
                     }
                 } else if let Some(rest) = text.strip_prefix("cap ") {
                     let (cap, ttl) = rest.split_once(" did not lower ttl ")?;
@@ -607,6 +627,20 @@ mod tests {
                 "cap 3600 did not lower ttl 900",
             ),
             (Step::TtlUnderOneSecond, "denied: ttl under one second"),
+            (
+                Step::TtlComputed {
+                    cap: 312,
+                    how: "min(900, until 2026-12-01T10:05:12Z)".to_owned(),
+                },
+                "computed cap 312 = min(900, until 2026-12-01T10:05:12Z)",
+            ),
+            (
+                Step::TtlComputed {
+                    cap: 1800,
+                    how: "1800".to_owned(),
+                },
+                "computed cap 1800",
+            ),
             (
                 Step::ObligationAdded {
                     kind: "revoke_on",

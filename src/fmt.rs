@@ -728,6 +728,22 @@ mod tests {
     }
 
     #[test]
+    fn ttl_expressions_are_spaced_like_other_operators() {
+        assert_eq!(
+            canonical("limit ttl min( ttl_exception,until  context.exception.expires )if a;"),
+            "limit ttl min(ttl_exception, until context.exception.expires) if a;\n"
+        );
+        assert_eq!(
+            canonical("limit ttl 1d*days+( until context.until );"),
+            "limit ttl 1d * days + (until context.until);\n"
+        );
+        assert_eq!(
+            canonical("forbid if until(context.deadline)<1h;"),
+            "forbid if until (context.deadline) < 1h;\n"
+        );
+    }
+
+    #[test]
     fn clauses_go_on_continuation_lines() {
         assert_eq!(
             canonical("permit if action == \"read\" grant [\"read:x\"] for 1h revoke on task_end audience \"x\" log because \"why\";"),

@@ -60,17 +60,26 @@ pub enum Builtin {
     EndsWith,
     /// `lower(string)`
     Lower,
+    /// `min(a, b, ...)`: the least of two or more durations (or numbers).
+    Min,
 }
 
 impl Builtin {
-    /// Every built-in with its name and arity.
-    pub const ALL: [(&'static str, Builtin, usize); 5] = [
+    /// Every built-in with its name and arity (for `min`, the least
+    /// number of arguments: it takes any number from two).
+    pub const ALL: [(&'static str, Builtin, usize); 6] = [
         ("len", Builtin::Len, 1),
         ("contains", Builtin::Contains, 2),
         ("starts_with", Builtin::StartsWith, 2),
         ("ends_with", Builtin::EndsWith, 2),
         ("lower", Builtin::Lower, 1),
+        ("min", Builtin::Min, 2),
     ];
+
+    /// True for a built-in that takes its arity or more arguments.
+    pub fn variadic(self) -> bool {
+        self == Builtin::Min
+    }
 }
 
 /// A checked expression.
@@ -110,6 +119,9 @@ pub enum ExprKind {
     Matches(Box<Expr>, Box<Glob>),
     /// `subject has owner`: presence of the attribute (and of nested fields).
     Has(Attr, Vec<Box<str>>),
+    /// `until t`: the whole seconds from `environment.time` to the instant
+    /// `t`, 0 when `t` is not after it.
+    Until(Box<Expr>),
     /// `any(x in list: cond)` / `all(...)`
     Quantifier {
         /// `all` when true.
@@ -285,7 +297,7 @@ pub enum RuleKind {
     /// Denies.
     Forbid,
     /// Caps the TTL.
-    LimitTtl(u64),
+    LimitTtl(TtlCap),
     /// Keeps only scope items these patterns cover (templates, built per
     /// request like grants).
     LimitScope(Vec<Template>),
@@ -301,6 +313,29 @@ impl RuleKind {
             RuleKind::Forbid => "forbid",
             RuleKind::LimitTtl(_) | RuleKind::LimitScope(_) => "limit",
             RuleKind::Require(_) => "require",
+        }
+    }
+}
+
+/// The cap of a `limit ttl` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TtlCap {
+    /// A duration known when the policy is checked: `limit ttl 15m`, or a
+    /// constant (which data may override).
+    Const(u64),
+    /// A duration computed for each request from its values, of type
+    /// duration or "any" (checked when it is evaluated): `limit ttl until
+    /// context.exception.expires`, `limit ttl min(15m, caps[resource.kind])`.
+    /// An error computing it caps at 0, which denies.
+    Computed(Expr),
+}
+
+impl TtlCap {
+    /// The cap, when it is the same for every request.
+    pub fn constant(&self) -> Option<u64> {
+        match self {
+            TtlCap::Const(seconds) => Some(*seconds),
+            TtlCap::Computed(_) => None,
         }
     }
 }

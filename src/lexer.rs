@@ -119,6 +119,9 @@ pub enum Token {
     /// `false`
     #[token("false")]
     False,
+    /// `until`: the time left until an instant, a duration.
+    #[token("until")]
+    Until,
 
     /// `subject`, `workload_auth`, `len`: names resolved by the checker.
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*", lex_name)]
@@ -163,6 +166,9 @@ pub enum Token {
     /// `+`
     #[token("+")]
     Plus,
+    /// `*`
+    #[token("*")]
+    Star,
     /// `==`
     #[token("==")]
     EqEq,
@@ -222,6 +228,7 @@ pub(crate) fn name(text: &str) -> Cow<'static, str> {
         "starts_with" => "starts_with",
         "ends_with" => "ends_with",
         "lower" => "lower",
+        "min" => "min",
         "control" => "control",
         other => return Cow::Owned(other.to_owned()),
     })
@@ -681,6 +688,26 @@ mod tests {
                 Token::RBracket,
                 Token::For,
                 Token::Dur(5400),
+            ]
+        );
+    }
+
+    #[test]
+    fn ttl_expression_tokens() {
+        assert_eq!(
+            kinds("limit ttl min(1d * n, until until_x)"),
+            vec![
+                Token::Limit,
+                Token::Ttl,
+                Token::Ident("min".into()),
+                Token::LParen,
+                Token::Dur(86400),
+                Token::Star,
+                Token::Ident("n".into()),
+                Token::Comma,
+                Token::Until,
+                Token::Ident("until_x".into()),
+                Token::RParen,
             ]
         );
     }

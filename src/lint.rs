@@ -31,7 +31,9 @@ use crate::allowed::{test_of, Values};
 use crate::ast::BinOp;
 use crate::diagnostics::Diagnostics;
 use crate::engine::Engine;
-use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart};
+use crate::ir::{
+    Attr, Expr, ExprKind, Lit, PolicySet, Rule, RuleKind, Template, TemplatePart, TtlCap,
+};
 use crate::name::Name;
 use crate::sensitivity::Sensitivity;
 use crate::source::Span;
@@ -197,7 +199,12 @@ fn lint_rule(set: &PolicySet, facts: &[Facts<'_>], index: usize, findings: &mut 
             findings.extend(broad(rule, &facts[index], grant));
             findings.extend(no_identity(set, facts, index, keyword));
         }
-        RuleKind::LimitTtl(cap) => findings.extend(redundant(set, facts, index, *cap, keyword)),
+        // A cap computed per request is compared with nothing.
+        RuleKind::LimitTtl(cap) => {
+            if let Some(cap) = cap.constant() {
+                findings.extend(redundant(set, facts, index, cap, keyword));
+            }
+        }
         _ => {}
     }
 }
@@ -395,7 +402,9 @@ fn mentions_identity(expr: &Expr) -> bool {
     match &expr.kind {
         K::Attr(attr) | K::Has(attr, _) => identity(attr),
         K::Lit(_) | K::Local(_) | K::Data(_) => false,
-        K::Field(inner, _) | K::Not(inner) | K::Matches(inner, _) => mentions_identity(inner),
+        K::Field(inner, _) | K::Not(inner) | K::Matches(inner, _) | K::Until(inner) => {
+            mentions_identity(inner)
+        }
         K::Index(a, b) | K::Binary(_, a, b) => mentions_identity(a) || mentions_identity(b),
         K::Call(_, args) => args.iter().any(mentions_identity),
         K::Quantifier { list, body, .. } => mentions_identity(list) || mentions_identity(body),
@@ -622,7 +631,7 @@ fn redundant(
     let mine = &facts[index];
     // A cap at most as high that applies whenever this one does.
     let lower = set.rules.iter().enumerate().find(|(i, rule)| {
-        let RuleKind::LimitTtl(other) = rule.kind else {
+        let RuleKind::LimitTtl(TtlCap::Const(other)) = rule.kind else {
             return false;
         };
         if *i == index || other > cap || !mine.implies_all(&facts[*i]) {
@@ -633,7 +642,7 @@ fn redundant(
         !mutual || *i < index
     });
     let reason_help = if let Some((_, other)) = lower {
-        let RuleKind::LimitTtl(other_cap) = other.kind else {
+        let RuleKind::LimitTtl(TtlCap::Const(other_cap)) = other.kind else {
             return None;
         };
         Some((

@@ -180,6 +180,8 @@ impl LimitCounter {
             | Token::Has
             | Token::Matches
             | Token::Plus
+            | Token::Star
+            | Token::Until
             | Token::Dot => {
                 self.operators += 1;
                 return too_long(self.operators);
@@ -364,6 +366,7 @@ fn token_text(token: &Token) -> &'static str {
         Token::All => "all",
         Token::True => "true",
         Token::False => "false",
+        Token::Until => "until",
         Token::At => "@",
         Token::LParen => "(",
         Token::RParen => ")",
@@ -374,6 +377,7 @@ fn token_text(token: &Token) -> &'static str {
         Token::Colon => ":",
         Token::Dot => ".",
         Token::Plus => "+",
+        Token::Star => "*",
         Token::EqEq => "==",
         Token::NotEq => "!=",
         Token::Lt => "<",
@@ -410,6 +414,11 @@ fn expected_list(expected: &[String]) -> String {
     if let Some(at) = names.iter().position(|n| n == "`;`") {
         let semi = names.remove(at);
         names.insert(0, semi);
+    }
+    // `until` is rarely the fix where a value is expected; name it last.
+    if let Some(at) = names.iter().position(|n| n == "`until`") {
+        let until = names.remove(at);
+        names.push(until);
     }
     if names.len() > 8 {
         names.truncate(8);
@@ -504,6 +513,58 @@ mod tests {
             cond.kind,
             ExprKind::Binary(crate::ast::BinOp::Or, _, _)
         ));
+    }
+
+    /// The cap of the one `limit ttl` rule in `text`.
+    fn ttl_cap(text: &str) -> crate::ast::Expr {
+        let (file, diags) = parse(text);
+        assert!(diags.is_empty(), "{diags}");
+        match file.items.into_iter().next() {
+            Some(Item::Rule(rule)) => match rule.kind {
+                RuleKind::LimitTtl(cap) => cap,
+                other => panic!("not a ttl limit: {other:?}"),
+            },
+            other => panic!("not a rule: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn until_takes_the_whole_sum_and_nests_in_calls_and_comparisons() {
+        // `until a + 1h` is the time left until an hour after `a`.
+        let cap = ttl_cap("limit ttl until context.deadline + 1h;");
+        let ExprKind::Until(inner) = &cap.kind else {
+            panic!("not an until: {cap:?}")
+        };
+        assert!(matches!(
+            inner.kind,
+            ExprKind::Binary(crate::ast::BinOp::Add, _, _)
+        ));
+        // Inside a call, each argument is a value of its own.
+        let cap = ttl_cap("limit ttl min(ttl_exception, until context.exception.expires) if a;");
+        let ExprKind::Call(call) = &cap.kind else {
+            panic!("not a call: {cap:?}")
+        };
+        assert_eq!(call.0.name, "min");
+        assert!(matches!(call.1[1].kind, ExprKind::Until(_)));
+        // In a comparison, `until` binds tighter than the operator.
+        let (file, diags) = parse("forbid if until context.expires < 1h;");
+        assert!(diags.is_empty(), "{diags}");
+        let Item::Rule(rule) = &file.items[0] else {
+            panic!("not a rule")
+        };
+        let Some(cond) = &rule.condition else {
+            panic!("no condition")
+        };
+        let ExprKind::Binary(crate::ast::BinOp::Lt, left, _) = &cond.kind else {
+            panic!("not a comparison: {cond:?}")
+        };
+        assert!(matches!(left.kind, ExprKind::Until(_)));
+        // After a dot, `until` is a field name.
+        ttl_cap("limit ttl until context.until;");
+        // Nothing takes an unbracketed `until` as an operand of `+`.
+        let (_, diags) = parse("limit ttl 1h + until context.deadline;");
+        assert_eq!(diags.codes(), ["writ::parse::unexpected_token"]);
+        ttl_cap("limit ttl 1h + (until context.deadline);");
     }
 
     #[test]

@@ -291,6 +291,27 @@ fn check_not_constant() {
 }
 
 #[test]
+fn check_not_a_duration() {
+    // A number, a quoted duration, a timestamp and a number among
+    // durations, each with the fix; then `min` with one argument.
+    assert_case(
+        "not_a_duration",
+        &[
+            "writ::check::not_a_duration",
+            "writ::check::not_a_duration",
+            "writ::check::not_a_duration",
+            "writ::check::not_a_duration",
+            "writ::check::wrong_arity",
+        ],
+    );
+}
+
+#[test]
+fn check_not_a_time() {
+    assert_case("not_a_time", &["writ::check::not_a_time"; 3]);
+}
+
+#[test]
 fn check_never_holds() {
     assert_case("never_holds", &["writ::check::never_holds"]);
 }

@@ -36,7 +36,7 @@ pub enum CheckError {
     #[error("unknown function `{name}`")]
     #[diagnostic(
         code(writ::check::unknown_function),
-        help("the functions are len, contains, starts_with, ends_with and lower")
+        help("the functions are len, contains, starts_with, ends_with, lower and min")
     )]
     UnknownFunction {
         /// The name.
@@ -45,14 +45,14 @@ pub enum CheckError {
         #[label("not a built-in function")]
         span: SourceSpan,
     },
-    /// `len(a, b)`
+    /// `len(a, b)`, `min(5m)`
     #[error("`{name}` takes {expected} argument(s), not {found}")]
     #[diagnostic(code(writ::check::wrong_arity))]
     WrongArity {
         /// The function.
         name: String,
-        /// How many it takes.
-        expected: usize,
+        /// How many it takes: `1`, `at least 2`.
+        expected: String,
         /// How many were given.
         found: usize,
         /// The call.
@@ -194,6 +194,34 @@ pub enum CheckError {
         /// Where.
         #[label("not a constant {expected}")]
         span: SourceSpan,
+    },
+    /// `limit ttl 900`, `limit ttl subject.owner`
+    #[error("{what} must be a duration, not a {ty}")]
+    #[diagnostic(code(writ::check::not_a_duration))]
+    NotADuration {
+        /// What needs the duration: `a TTL limit`, `min`.
+        what: &'static str,
+        /// The type found.
+        ty: &'static str,
+        /// Where.
+        #[label("a {ty}")]
+        span: SourceSpan,
+        /// A suggestion.
+        #[help]
+        help: Option<String>,
+    },
+    /// `until "tomorrow"`, `until subject.owner`
+    #[error("`until` needs a timestamp, not {found}")]
+    #[diagnostic(code(writ::check::not_a_time))]
+    NotATime {
+        /// What was found: `a number`, `the string "tomorrow"`.
+        found: String,
+        /// Where.
+        #[label("not a timestamp")]
+        span: SourceSpan,
+        /// A suggestion.
+        #[help]
+        help: Option<String>,
     },
     /// `action == "read" and action == "write"`
     #[error("this condition can never hold")]

@@ -76,6 +76,7 @@ impl Checker<'_> {
                 make(I::Not(Box::new(inner)), Ty::Bool)
             }
             A::Has(base, fields) => self.has(base, fields, span),
+            A::Until(inner) => self.until(inner, span),
             A::Quantifier(quantifier) => self.quantifier(quantifier, span),
             A::Binary(op, left, right) => self.binary(*op, left, right, span),
             A::Error => None,
@@ -170,12 +171,21 @@ impl Checker<'_> {
             );
             return None;
         };
-        if args.len() != arity {
+        let arity_ok = if builtin.variadic() {
+            args.len() >= arity
+        } else {
+            args.len() == arity
+        };
+        if !arity_ok {
             self.error(
                 span,
                 CheckError::WrongArity {
                     name: name.name.to_string(),
-                    expected: arity,
+                    expected: if builtin.variadic() {
+                        format!("at least {arity}")
+                    } else {
+                        arity.to_string()
+                    },
                     found: args.len(),
                     span: span.source_span(),
                 },
@@ -186,6 +196,10 @@ impl Checker<'_> {
         for arg in args {
             lowered.push(self.expr(arg)?);
         }
+        if builtin == Builtin::Min {
+            let ty = self.min_type(&lowered)?;
+            return make(I::Call(builtin, lowered), ty);
+        }
         let stringy = |t: Ty| matches!(t, Ty::Str | Ty::Any);
         let listy = |t: Ty| matches!(t, Ty::Str | Ty::Any | Ty::List | Ty::StrList);
         let expected: &[ArgCheck] = match builtin {
@@ -194,6 +208,7 @@ impl Checker<'_> {
                 &[(stringy, "a string"), (stringy, "a string")]
             }
             Builtin::Lower => &[(stringy, "a string")],
+            Builtin::Min => &[],
         };
         for ((accepts, what), arg) in expected.iter().zip(&lowered) {
             if !accepts(arg.ty) {
@@ -218,6 +233,92 @@ impl Checker<'_> {
             _ => Ty::Bool,
         };
         make(I::Call(builtin, lowered), ty)
+    }
+
+    /// The type of `min(args...)`: durations (a number among them is a
+    /// mistake the checker names), or numbers, or "any" when every argument
+    /// is known only when the request arrives.
+    fn min_type(&mut self, args: &[Expr]) -> Option<Ty> {
+        let durations = args.iter().any(|a| a.ty == Ty::Dur);
+        for arg in args {
+            let fits = match arg.ty {
+                Ty::Dur | Ty::Any => true,
+                Ty::Num => !durations,
+                _ => false,
+            };
+            if fits {
+                continue;
+            }
+            let help = match arg.ty {
+                Ty::Num => Some("write durations with a unit, like `15m` or `900s`".to_owned()),
+                Ty::Time => Some(
+                    "for the time left until a timestamp, write `until` before it".to_owned(),
+                ),
+                _ => None,
+            };
+            self.error(
+                arg.span,
+                CheckError::NotADuration {
+                    what: "an argument of `min`",
+                    ty: arg.ty.name(),
+                    span: arg.span.source_span(),
+                    help,
+                },
+            );
+            return None;
+        }
+        Some(if durations {
+            Ty::Dur
+        } else if args.iter().any(|a| a.ty == Ty::Num) {
+            Ty::Num
+        } else {
+            Ty::Any
+        })
+    }
+
+    /// `until t`: a timestamp, a value known only when the request arrives
+    /// (read as RFC 3339 then), or a string literal in RFC 3339.
+    fn until(&mut self, inner: &ast::Expr, span: Span) -> Option<Expr> {
+        let lowered = self.expr(inner)?;
+        let literal = match &lowered.kind {
+            I::Lit(Lit::Str(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let fits = match (&lowered.ty, &literal) {
+            (Ty::Time | Ty::Any, _) => true,
+            (Ty::Str, Some(text)) => crate::instant::parse_time(text).is_some(),
+            _ => false,
+        };
+        if fits {
+            return Some(Expr {
+                kind: I::Until(Box::new(lowered)),
+                ty: Ty::Dur,
+                span,
+            });
+        }
+        let (found, help) = match (lowered.ty, literal) {
+            (_, Some(text)) => (
+                format!("the string \"{text}\""),
+                "write the instant in RFC 3339, like \"2026-12-31T23:59:59Z\"".to_owned(),
+            ),
+            (Ty::Dur, None) => (
+                "a duration".to_owned(),
+                "a duration is already a length of time: write it without `until`".to_owned(),
+            ),
+            (ty, None) => (
+                format!("a {}", ty.name()),
+                "`until` reads a timestamp: `environment.time` or a sum with it, a value of `context` or of the data (read as RFC 3339 when a request is decided), or a string literal in RFC 3339".to_owned(),
+            ),
+        };
+        self.error(
+            inner.span,
+            CheckError::NotATime {
+                found,
+                span: inner.span.source_span(),
+                help: Some(help),
+            },
+        );
+        None
     }
 
     /// `all x in list: body`, `any x in list: body`.

@@ -97,6 +97,7 @@ impl Checker<'_> {
                 });
             }
             BinOp::Add => self.add(&l, &r, span)?,
+            BinOp::Mul => self.multiply(&l, &r, span)?,
             BinOp::And | BinOp::Or => Ty::Bool,
         };
         Some(Expr {
@@ -222,6 +223,42 @@ impl Checker<'_> {
             return None;
         }
         Some(Glob::new(pattern))
+    }
+
+    /// `*`: a duration scaled by a number (either way round), or two
+    /// numbers.
+    fn multiply(&mut self, l: &Expr, r: &Expr, span: Span) -> Option<Ty> {
+        let negative = |e: &Expr| matches!(e.kind, I::Lit(Lit::Num(n)) if n < 0.0 || n.is_nan());
+        if (l.ty == Ty::Dur && negative(r)) || (r.ty == Ty::Dur && negative(l)) {
+            self.error(
+                span,
+                CheckError::BadOperand {
+                    message: "a duration cannot be scaled by a negative number".to_owned(),
+                    span: span.source_span(),
+                    help: Some("a duration is never below zero; scale by a number of at least 0".to_owned()),
+                },
+            );
+            return None;
+        }
+        match (l.ty, r.ty) {
+            (Ty::Dur, Ty::Num | Ty::Any) | (Ty::Num | Ty::Any, Ty::Dur) => Some(Ty::Dur),
+            (Ty::Num, Ty::Num) => Some(Ty::Num),
+            (Ty::Num | Ty::Any, Ty::Num | Ty::Any) => Some(Ty::Any),
+            _ => {
+                self.error(
+                    span,
+                    CheckError::BadOperand {
+                        message: format!("cannot multiply a {} by a {}", l.ty.name(), r.ty.name()),
+                        span: span.source_span(),
+                        help: Some(
+                            "`*` scales a duration by a number (`1d * exception_max_days`), or multiplies two numbers"
+                                .to_owned(),
+                        ),
+                    },
+                );
+                None
+            }
+        }
     }
 
     /// `+`: a duration added to a timestamp or a duration, or two numbers.

@@ -10,7 +10,8 @@ use super::ids::{condition_text, generated_id};
 use super::{flatten_and, is_reserved, CheckError, Checker, Const};
 use crate::ast::{self, ExprKind as A};
 use crate::ir::{
-    Attr, Expr, ExprKind as I, Lit, Obligation, Rule, RuleKind, Template, TemplatePart, Ty,
+    Attr, Expr, ExprKind as I, Lit, Obligation, Rule, RuleKind, Template, TemplatePart, TtlCap,
+    Ty,
 };
 use crate::name::Name;
 use crate::sensitivity::Sensitivity;
@@ -231,9 +232,7 @@ impl Checker<'_> {
                 }
             }
             ast::RuleKind::Forbid => RuleKind::Forbid,
-            ast::RuleKind::LimitTtl(expr) => {
-                RuleKind::LimitTtl(self.duration(expr, "a TTL limit")?)
-            }
+            ast::RuleKind::LimitTtl(expr) => RuleKind::LimitTtl(self.ttl_cap(expr)?),
             ast::RuleKind::LimitScope(expr) => {
                 let items = self.string_list(expr, "a scope limit")?;
                 RuleKind::LimitScope(self.templates(items, ok))
@@ -343,10 +342,17 @@ impl Checker<'_> {
         }
     }
 
+    /// A grant's `for`: a constant duration.
     pub(super) fn duration(&mut self, expr: &ast::Expr, what: &'static str) -> Option<u64> {
         let lowered = self.expr(expr)?;
+        if let Some(seconds) = fold_duration(&lowered) {
+            return Some(seconds);
+        }
         match lowered.kind {
-            I::Lit(Lit::Dur(seconds)) => Some(seconds),
+            _ if !matches!(lowered.ty, Ty::Dur | Ty::Any) => {
+                self.not_a_duration(what, &lowered);
+                None
+            }
             _ => {
                 self.error(
                     expr.span,
@@ -359,6 +365,55 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// A `limit ttl` cap: a constant duration, or an expression of type
+    /// duration (or known only when the request arrives) computed for each
+    /// request.
+    fn ttl_cap(&mut self, expr: &ast::Expr) -> Option<TtlCap> {
+        let lowered = self.expr(expr)?;
+        if let Some(seconds) = fold_duration(&lowered) {
+            return Some(TtlCap::Const(seconds));
+        }
+        match lowered.ty {
+            Ty::Dur | Ty::Any => Some(TtlCap::Computed(lowered)),
+            _ => {
+                self.not_a_duration("a TTL limit", &lowered);
+                None
+            }
+        }
+    }
+
+    /// Reports a value of another type where a duration is needed, with
+    /// the likely fix.
+    fn not_a_duration(&mut self, what: &'static str, found: &Expr) {
+        let text = match &found.kind {
+            I::Lit(Lit::Str(text)) => Some(&**text),
+            _ => None,
+        };
+        let help = match (found.ty, text) {
+            (Ty::Num, _) => Some("write durations with a unit, like `15m` or `900s`".to_owned()),
+            (Ty::Time, _) => Some(format!(
+                "for the time left until this timestamp, write `until {}`",
+                collapse_ws(self.sources.slice(found.span))
+            )),
+            (_, Some(text)) if crate::instant::parse_time(text).is_some() => Some(format!(
+                "for the time left until this instant, write `until \"{text}\"`"
+            )),
+            (_, Some(text)) if lit_from_json(&Value::String(text.to_owned()), &Lit::Dur(0)).is_some() => {
+                Some(format!("write the duration without quotes: `{text}`"))
+            }
+            _ => None,
+        };
+        self.error(
+            found.span,
+            CheckError::NotADuration {
+                what,
+                ty: found.ty.name(),
+                span: found.span.source_span(),
+                help,
+            },
+        );
     }
 
     /// Reports rules whose head tests on one attribute cannot all hold.
@@ -430,6 +485,47 @@ fn lit_from_json(json: &Value, like: &Lit) -> Option<Lit> {
     })
 }
 
+/// The seconds of a duration expression made only of constants (`15m`,
+/// `2 * 1h`, `min(15m, ttl_agent)`), so that it caps like a constant
+/// (and lints see it); `None` for anything that reads the request, the
+/// data or the time, or that would fail when evaluated.
+fn fold_duration(expr: &Expr) -> Option<u64> {
+    use crate::ast::BinOp;
+    use crate::ir::Builtin;
+    let number = |e: &Expr| match e.kind {
+        I::Lit(Lit::Num(n)) if n.is_finite() && n >= 0.0 => Some(n),
+        _ => None,
+    };
+    if expr.ty != Ty::Dur {
+        return None;
+    }
+    match &expr.kind {
+        I::Lit(Lit::Dur(seconds)) => Some(*seconds),
+        I::Call(Builtin::Min, args) => args
+            .iter()
+            .map(fold_duration)
+            .collect::<Option<Vec<u64>>>()?
+            .into_iter()
+            .min(),
+        I::Binary(BinOp::Add, a, b) => fold_duration(a)?.checked_add(fold_duration(b)?),
+        I::Binary(BinOp::Mul, a, b) => {
+            let (seconds, n) = match (fold_duration(a), fold_duration(b)) {
+                (Some(seconds), None) => (seconds, number(b)?),
+                (None, Some(seconds)) => (seconds, number(a)?),
+                _ => return None,
+            };
+            let scaled = (seconds as f64 * n).floor();
+            (scaled < u64::MAX as f64).then_some(scaled as u64)
+        }
+        _ => None,
+    }
+}
+
+/// `text` with every run of whitespace made one space.
+fn collapse_ws(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Why an audience written without holes could never be stated: the
 /// evaluator would refuse it on every request (`audience "*"`).
 fn constant_audience_fault(template: &Template) -> Option<String> {
@@ -447,4 +543,40 @@ fn constant_audience_fault(template: &Template) -> Option<String> {
     crate::scope::percent_encoded(&text).map(|found| {
         format!("an audience cannot hold `{found}`, a percent-encoded `.`, `/` or `%`")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{RuleKind, TtlCap};
+
+    /// The cap of the one rule of `policy`.
+    fn cap(policy: &str) -> TtlCap {
+        let engine = match crate::Engine::compile([("t.writ", policy)], None) {
+            Ok(engine) => engine,
+            Err(diagnostics) => panic!("compiles: {diagnostics}"),
+        };
+        match &engine.policy().rules[0].kind {
+            RuleKind::LimitTtl(cap) => cap.clone(),
+            other => panic!("not a ttl limit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn caps_made_of_constants_are_constants() {
+        let constant = |policy: &str| cap(policy).constant();
+        assert_eq!(constant("limit ttl 15m;"), Some(900));
+        assert_eq!(constant("const d = 3; limit ttl 1h * d;"), Some(10_800));
+        assert_eq!(constant("limit ttl 1.5 * 1m + 10s;"), Some(100));
+        assert_eq!(constant("const a = 5m; limit ttl min(a, 1h, 10m);"), Some(300));
+        // Anything that reads the request or the time is computed.
+        assert_eq!(constant("limit ttl until context.expires;"), None);
+        assert_eq!(constant("limit ttl min(15m, requested.ttl);"), None);
+        assert_eq!(constant("limit ttl 1s * context.n;"), None);
+        // A negative scale is refused by the checker.
+        let refused = crate::Engine::compile([("t.writ", "limit ttl 1h * -1;")], None);
+        assert!(
+            matches!(&refused, Err(d) if d.codes() == ["writ::check::bad_operand"]),
+            "{refused:?}"
+        );
+    }
 }

@@ -186,6 +186,15 @@ pub enum EvalError {
         /// The sum.
         span: Span,
     },
+    /// `*` between types that do not multiply.
+    Multiply {
+        /// The left side's type.
+        left: &'static str,
+        /// The right side's type.
+        right: &'static str,
+        /// The product.
+        span: Span,
+    },
     /// A template hole whose value has no text form (a list, an object).
     HoleType {
         /// The value's type.
@@ -225,6 +234,23 @@ pub enum EvalError {
         /// The template.
         span: Span,
     },
+    /// `until x` where `x` is not an instant: a string that is not RFC
+    /// 3339, a number, ...
+    NotTime {
+        /// What it was.
+        found: Found,
+        /// The `until` expression.
+        span: Span,
+    },
+    /// A value read where a duration is needed (a TTL cap, an argument of
+    /// `min`) that is not one: a negative or fractional number, a string
+    /// that is not a duration, a bool, ...
+    NotDuration {
+        /// What it was.
+        found: Found,
+        /// The expression that read it.
+        span: Span,
+    },
     /// Expressions nested deeper than the evaluator follows.
     TooDeep {
         /// The depth limit.
@@ -258,10 +284,13 @@ impl EvalError {
             | EvalError::DurationOverflow { span }
             | EvalError::AddDuration { span, .. }
             | EvalError::Add { span, .. }
+            | EvalError::Multiply { span, .. }
             | EvalError::HoleType { span, .. }
             | EvalError::Widens { span, .. }
             | EvalError::BlankObligation { span, .. }
             | EvalError::ScopeItem { span, .. }
+            | EvalError::NotTime { span, .. }
+            | EvalError::NotDuration { span, .. }
             | EvalError::TooDeep { span, .. } => *span,
         }
     }
@@ -296,6 +325,9 @@ impl fmt::Display for EvalError {
             EvalError::DurationOverflow { .. } => f.write_str("duration overflow"),
             EvalError::AddDuration { to, .. } => write!(f, "cannot add a duration to {to}"),
             EvalError::Add { left, right, .. } => write!(f, "cannot add {left} and {right}"),
+            EvalError::Multiply { left, right, .. } => {
+                write!(f, "cannot multiply {left} by {right}")
+            }
             EvalError::HoleType { ty, template, .. } => {
                 write!(f, "cannot put a {ty} into `{template}`")
             }
@@ -320,6 +352,13 @@ impl fmt::Display for EvalError {
                 Value::String(value.clone())
             ),
             EvalError::ScopeItem { error, .. } => fmt::Display::fmt(error, f),
+            EvalError::NotTime { found, .. } => {
+                write!(f, "`until` needs an RFC 3339 timestamp, found {found}")
+            }
+            EvalError::NotDuration { found, .. } => write!(
+                f,
+                "expected a duration (whole seconds, or text like \"15m\"), found {found}"
+            ),
             EvalError::TooDeep { limit, .. } => write!(
                 f,
                 "the expression is nested more than {limit} levels deep; \

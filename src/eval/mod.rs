@@ -26,8 +26,8 @@ use crate::request::{Prepared, Request};
 use crate::scope::ScopeItem;
 use crate::source::Span;
 use value::{
-    add, call, contains, equal, format_time, found, from_json, from_lit, list_items, order,
-    says_nothing, type_name, Res,
+    add, call, contains, duration, equal, format_time, found, from_json, from_lit, instant_text,
+    list_items, multiply, order, says_nothing, type_name, until, Res,
 };
 
 /// How deep the evaluator follows nested expressions before it stops with
@@ -158,6 +158,10 @@ impl<'a> Evaluator<'a> {
                 })),
             },
             ExprKind::Has(attr, rest) => Ok(Val::Bool(self.has(attr, rest))),
+            ExprKind::Until(target) => {
+                let target = self.eval(target)?;
+                Ok(Val::Dur(until(self.now(span)?, &target, span)?))
+            }
             ExprKind::Quantifier { all, list, body } => self.quantifier(*all, list, body, span),
             ExprKind::Binary(op, left, right) => self.binary(*op, left, right, span),
         }
@@ -243,6 +247,60 @@ impl<'a> Evaluator<'a> {
         match error {
             Some(e) => Err(e),
             None => Ok(Val::Bool(all)),
+        }
+    }
+
+    /// The decision time, `environment.time`: never the clock, so the
+    /// same request decides the same at any hour.
+    fn now(&self, span: Span) -> Res<i128> {
+        self.prepared.time.ok_or_else(|| {
+            Box::new(EvalError::Missing {
+                path: "environment.time".to_owned(),
+                span,
+            })
+        })
+    }
+
+    /// A computed TTL cap (`limit ttl EXPR`): the cap in seconds and how
+    /// it was worked out, for the trace (`min(900, until
+    /// 2026-12-01T00:00:00Z)`). A value that is not a duration is an error.
+    pub fn ttl_cap(&mut self, expr: &'a Expr) -> Res<(u64, String)> {
+        let value = self.eval(expr)?;
+        let seconds = duration(&value, expr.span)?;
+        let mut how = String::new();
+        self.describe(expr, &mut how);
+        Ok((seconds, how))
+    }
+
+    /// Writes how a duration expression worked out: `min` and `until` as
+    /// written, with the instant `until` read; anything else as its value
+    /// in seconds. Only called once the whole expression evaluated.
+    fn describe(&mut self, expr: &'a Expr, out: &mut String) {
+        match &expr.kind {
+            ExprKind::Call(crate::ir::Builtin::Min, args) => {
+                out.push_str("min(");
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    self.describe(arg, out);
+                }
+                out.push(')');
+            }
+            ExprKind::Until(target) => {
+                out.push_str("until ");
+                match self.eval(target).ok().as_ref().and_then(instant_text) {
+                    Some(text) => out.push_str(&text),
+                    None => out.push('?'),
+                }
+            }
+            _ => match self.eval(expr) {
+                Ok(value) => match duration(&value, expr.span) {
+                    Ok(seconds) => out.push_str(&seconds.to_string()),
+                    Err(_) => out.push_str(&to_json(&value).to_string()),
+                },
+                Err(_) => out.push('?'),
+            },
         }
     }
 
@@ -338,6 +396,7 @@ impl<'a> Evaluator<'a> {
             BinOp::In => Val::Bool(contains(&r, &l, span)?),
             BinOp::NotIn => Val::Bool(!contains(&r, &l, span)?),
             BinOp::Add => add(&l, &r, span)?,
+            BinOp::Mul => multiply(&l, &r, span)?,
             BinOp::Matches | BinOp::And | BinOp::Or => {
                 return Err(Box::new(EvalError::Unsupported { span }))
             }

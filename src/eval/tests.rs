@@ -163,3 +163,205 @@ fn comparison_errors_read_as_before() {
         "subject.level > 2h"
     );
 }
+
+/// Decides `request_json` under `policy` (and `data`) and returns the
+/// decision, checking that the naive evaluator agrees.
+fn decide_with(policy: &str, data: Option<&serde_json::Value>, request_json: &str) -> crate::Decision {
+    let engine = match Engine::compile([("t.writ", policy)], data) {
+        Ok(engine) => engine,
+        Err(diagnostics) => panic!("the test policy compiles: {diagnostics:?}"),
+    };
+    let (request, _) = request(request_json);
+    let decision = engine.decide(&request);
+    let naive = engine.decide_naive(&request);
+    assert_eq!(decision.ttl, naive.ttl);
+    assert_eq!(decision.decision, naive.decision);
+    decision
+}
+
+const EXCEPTION_POLICY: &str = r#"
+const ttl_exception = 15m;
+@id("read") permit if action == "read" grant ["read:x"];
+@id("exception") limit ttl min(ttl_exception, until context.exception.expires)
+  if subject.auth == "static-secret";
+"#;
+
+fn exception_request(expires: &str) -> String {
+    format!(
+        r#"{{"subject":{{"auth":"static-secret"}},"action":"read",
+            "environment":{{"time":"2026-12-01T10:00:00Z"}},
+            "context":{{"exception":{{"expires":{expires}}}}}}}"#
+    )
+}
+
+#[test]
+fn until_caps_at_the_whole_seconds_left() {
+    let decision = decide_with(
+        EXCEPTION_POLICY,
+        None,
+        &exception_request(r#""2026-12-01T10:05:12.900Z""#),
+    );
+    assert_eq!(decision.decision, Effect::Allow);
+    assert_eq!(decision.ttl, 312);
+    let effects: Vec<String> = decision.trace[1].effect.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        effects,
+        [
+            "computed cap 312 = min(900, until 2026-12-01T10:05:12.9Z)",
+            "capped ttl 3600 -> 312"
+        ]
+    );
+    // Far away, the constant is the smaller cap.
+    let decision = decide_with(
+        EXCEPTION_POLICY,
+        None,
+        &exception_request(r#""2027-01-01T00:00:00+01:00""#),
+    );
+    assert_eq!(decision.ttl, 900);
+}
+
+#[test]
+fn a_computed_cap_never_raises_the_ttl_above_the_default() {
+    // Nothing else bounds the TTL: a far-away instant caps the default
+    // hour, it does not set the TTL to decades.
+    let policy = r#"
+        @id("read") permit if action == "read" grant ["read:x"];
+        @id("until") limit ttl until context.exception.expires;
+    "#;
+    let decision = decide_with(policy, None, &exception_request(r#""2099-01-01T00:00:00Z""#));
+    assert_eq!((decision.decision, decision.ttl), (Effect::Allow, 3600));
+    let effects: Vec<String> = decision.trace[1].effect.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        effects,
+        [
+            "computed cap 2274789600 = until 2099-01-01T00:00:00Z",
+            "cap 2274789600 did not lower ttl 3600"
+        ]
+    );
+    // A constant cap or a requested TTL is a bound of its own, as before.
+    let policy = r#"
+        @id("read") permit if action == "read" grant ["read:x"] for 2h;
+        @id("until") limit ttl until context.exception.expires;
+    "#;
+    let decision = decide_with(policy, None, &exception_request(r#""2099-01-01T00:00:00Z""#));
+    assert_eq!(decision.ttl, 7200);
+}
+
+#[test]
+fn until_a_past_or_present_instant_denies_and_less_than_a_second_too() {
+    for expires in [
+        r#""2026-12-01T09:00:00Z""#,
+        r#""2026-12-01T10:00:00Z""#,
+        r#""2026-12-01T10:00:00.999Z""#,
+    ] {
+        let decision = decide_with(EXCEPTION_POLICY, None, &exception_request(expires));
+        assert_eq!(decision.decision, Effect::Deny, "{expires}");
+        assert_eq!(decision.ttl, 0);
+        assert_eq!(decision.reasons, ["exception"]);
+        assert_eq!(
+            decision.errors[0].message,
+            "the ttl works out to 0 seconds; an allow lasts at least one second"
+        );
+    }
+}
+
+#[test]
+fn an_error_in_a_computed_cap_caps_at_zero_with_the_error() {
+    let cases = [
+        (
+            r#""next week""#,
+            "`until` needs an RFC 3339 timestamp, found string \"next week\"",
+        ),
+        (
+            "1767225600",
+            "`until` needs an RFC 3339 timestamp, found number 1767225600",
+        ),
+        (
+            r#"{"at":"2027-01-01T00:00:00Z"}"#,
+            "`until` needs an RFC 3339 timestamp, found object {\"at\":\"2027-01-01T00:00:00Z\"}",
+        ),
+    ];
+    for (expires, message) in cases {
+        let decision = decide_with(EXCEPTION_POLICY, None, &exception_request(expires));
+        assert_eq!(decision.decision, Effect::Deny, "{expires}");
+        assert_eq!(decision.reasons, ["exception"]);
+        assert_eq!(decision.errors.len(), 1, "{:?}", decision.errors);
+        assert_eq!(decision.errors[0].rule, "exception");
+        assert_eq!(decision.errors[0].message, message);
+        let entry = &decision.trace[1];
+        assert_eq!(entry.error.as_deref(), Some(message));
+        let effects: Vec<String> = entry.effect.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            effects,
+            ["capped ttl 3600 -> 0", "denied: ttl under one second"]
+        );
+    }
+    // No expiry at all.
+    let decision = decide_with(
+        EXCEPTION_POLICY,
+        None,
+        r#"{"subject":{"auth":"static-secret"},"action":"read",
+            "environment":{"time":"2026-12-01T10:00:00Z"},"context":{"exception":{"id":"EX-1"}}}"#,
+    );
+    assert_eq!(decision.decision, Effect::Deny);
+    assert_eq!(decision.errors[0].message, "field `expires` is missing");
+    // No decision time: the cap cannot be computed, and the clock is
+    // never read instead.
+    let decision = decide_with(
+        EXCEPTION_POLICY,
+        None,
+        r#"{"subject":{"auth":"static-secret"},"action":"read",
+            "context":{"exception":{"expires":"2099-01-01T00:00:00Z"}}}"#,
+    );
+    assert_eq!(decision.decision, Effect::Deny);
+    assert_eq!(decision.errors[0].message, "`environment.time` is missing");
+}
+
+#[test]
+fn data_and_attributes_give_durations() {
+    let policy = r#"
+        @id("read") permit if action == "read" grant ["read:x"] for 1h;
+        @id("kind") limit ttl caps[resource.kind];
+    "#;
+    let data = serde_json::json!({"caps": {"bucket": 600, "db": "5m", "queue": -5, "cache": "soon", "log": 1.5}});
+    let ask = |kind: &str| format!(r#"{{"action":"read","resource":{{"kind":"{kind}"}}}}"#);
+    let decision = decide_with(policy, Some(&data), &ask("bucket"));
+    assert_eq!((decision.decision, decision.ttl), (Effect::Allow, 600));
+    let decision = decide_with(policy, Some(&data), &ask("db"));
+    assert_eq!((decision.decision, decision.ttl), (Effect::Allow, 300));
+    for (kind, message) in [
+        ("queue", "expected a duration (whole seconds, or text like \"15m\"), found number -5"),
+        ("cache", "expected a duration (whole seconds, or text like \"15m\"), found string \"soon\""),
+        ("log", "expected a duration (whole seconds, or text like \"15m\"), found number 1.5"),
+        ("vm", "key `vm` is missing"),
+    ] {
+        let decision = decide_with(policy, Some(&data), &ask(kind));
+        assert_eq!(decision.decision, Effect::Deny, "{kind}");
+        assert_eq!(decision.errors[0].message, message, "{kind}");
+        assert_eq!(decision.reasons, ["kind"]);
+    }
+    // A duration attribute caps too: `requested.ttl` can only lower.
+    let decision = decide_with(
+        "@id(\"p\") permit grant [\"read:x\"]; @id(\"l\") limit ttl min(20m, requested.ttl);",
+        None,
+        r#"{"requested":{"ttl":120}}"#,
+    );
+    assert_eq!(decision.ttl, 120);
+}
+
+#[test]
+fn min_and_until_work_in_conditions_too() {
+    let policy = r#"
+        @id("read") permit if action == "read" and until context.expires >= 10m
+          and min(context.count, 3) == 3 grant ["read:x"];
+    "#;
+    let ask = |expires: &str, count: u32| {
+        format!(
+            r#"{{"action":"read","environment":{{"time":"2026-12-01T10:00:00Z"}},
+                "context":{{"expires":"{expires}","count":{count}}}}}"#
+        )
+    };
+    assert_eq!(decide_with(policy, None, &ask("2026-12-01T10:10:00Z", 5)).decision, Effect::Allow);
+    assert_eq!(decide_with(policy, None, &ask("2026-12-01T10:09:59Z", 5)).decision, Effect::Deny);
+    assert_eq!(decide_with(policy, None, &ask("2026-12-01T10:10:00Z", 2)).decision, Effect::Deny);
+}

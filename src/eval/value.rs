@@ -331,6 +331,106 @@ pub(super) fn call<'a>(builtin: Builtin, args: &[Val<'a>], span: Span) -> Res<Va
         Builtin::StartsWith => Ok(Val::Bool(string(arg(0)?)?.starts_with(&*string(arg(1)?)?))),
         Builtin::EndsWith => Ok(Val::Bool(string(arg(0)?)?.ends_with(&*string(arg(1)?)?))),
         Builtin::Lower => Ok(Val::Str(Cow::Owned(string(arg(0)?)?.to_lowercase()))),
+        Builtin::Min => min(args, span),
+    }
+}
+
+/// `min(a, b, ...)`: the least number when every argument is a number,
+/// else the least duration (each argument read as one).
+fn min<'a>(args: &[Val<'a>], span: Span) -> Res<Val<'a>> {
+    if args.iter().all(|a| matches!(a, Val::Num(_))) {
+        let least = args
+            .iter()
+            .filter_map(|a| match a {
+                Val::Num(n) => Some(*n),
+                _ => None,
+            })
+            .fold(f64::INFINITY, f64::min);
+        return Ok(Val::Num(least));
+    }
+    let mut least = u64::MAX;
+    for arg in args {
+        least = least.min(duration(arg, span)?);
+    }
+    Ok(Val::Dur(least))
+}
+
+/// A value read as a duration in seconds: a duration, a whole number of
+/// seconds (at least 0), or a string written like a duration literal
+/// (`"15m"`), as data files write them. Anything else is an error.
+pub(super) fn duration(val: &Val, span: Span) -> Res<u64> {
+    let seconds = match val {
+        Val::Dur(d) => Some(*d),
+        Val::Num(n) if n.fract() == 0.0 && *n >= 0.0 && *n <= u64::MAX as f64 => Some(*n as u64),
+        Val::Str(text) => duration_text(text),
+        _ => None,
+    };
+    seconds.ok_or_else(|| {
+        Box::new(EvalError::NotDuration {
+            found: found(val),
+            span,
+        })
+    })
+}
+
+/// `"15m"`, `"1h30m"`: the text of one duration literal, in seconds.
+fn duration_text(text: &str) -> Option<u64> {
+    let (tokens, errors) = crate::lexer::lex(crate::source::FileId(0), text);
+    match (errors.is_empty(), tokens.as_slice()) {
+        (true, [one]) => match one.token {
+            crate::lexer::Token::Dur(seconds) => Some(seconds),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `until t`: the whole seconds from `now` (the request's
+/// `environment.time`) to the instant `t`; 0 when `t` is not after `now`.
+pub(super) fn until(now: i128, target: &Val, span: Span) -> Res<u64> {
+    let Some(t) = as_time(target) else {
+        return Err(Box::new(EvalError::NotTime {
+            found: found(target),
+            span,
+        }));
+    };
+    let seconds = (t - now).max(0) / 1_000_000_000;
+    Ok(u64::try_from(seconds).unwrap_or(u64::MAX))
+}
+
+/// A value's instant, for traces: the instant in RFC 3339 when it is one.
+pub(super) fn instant_text(val: &Val) -> Option<String> {
+    as_time(val).map(format_time)
+}
+
+/// `a * b`: two numbers, or a duration scaled by a number of at least 0
+/// (either way round), rounded down to whole seconds.
+pub(super) fn multiply<'a>(a: &Val<'a>, b: &Val<'a>, span: Span) -> Res<Val<'a>> {
+    let scale = |d: u64, n: f64, number: &Val| {
+        if !(n.is_finite() && n >= 0.0) {
+            return Err(Box::new(EvalError::Operand {
+                op: "*",
+                needs: "a number of at least 0 to scale a duration",
+                found: found(number),
+                span,
+            }));
+        }
+        let seconds = (d as f64 * n).floor();
+        if seconds >= u64::MAX as f64 {
+            return Err(Box::new(EvalError::DurationOverflow { span }));
+        }
+        Ok(Val::Dur(seconds as u64))
+    };
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => Ok(Val::Num(x * y)),
+        (Val::Dur(d), number @ Val::Num(n)) | (number @ Val::Num(n), Val::Dur(d)) => {
+            scale(*d, *n, number)
+        }
+        _ => Err(Box::new(EvalError::Multiply {
+            left: type_name(a),
+            right: type_name(b),
+            span,
+        })),
     }
 }
 
