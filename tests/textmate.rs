@@ -376,6 +376,8 @@ fn the_sample_gets_the_expected_scopes() {
     check("  grant [", "grant", "keyword.other.clause.writ");
     check("] for 2h", "for", "keyword.other.clause.writ");
     check("limit ttl 15m", "ttl", "keyword.other.clause.writ");
+    check("(15m, until context", "until", "keyword.other.clause.writ");
+    check("limit ttl min(", "min", "support.function.builtin.writ");
     check("  audience \"", "audience", "keyword.other.clause.writ");
     check("  log;", "log", "keyword.other.clause.writ");
     check(
