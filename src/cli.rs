@@ -129,9 +129,14 @@ enum Command {
     Test {
         /// Fixture files or directories (default: `tests/`).
         paths: Vec<PathBuf>,
-        /// Report how many cases matched each rule.
+        /// Report how many cases matched each rule (a rule that matched
+        /// only by failing closed on an error is not counted).
         #[arg(long)]
         coverage: bool,
+        /// Exit 1 when fewer than PERCENT of the rules are exercised
+        /// (implies `--coverage`).
+        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+        threshold: Option<f64>,
         #[command(flatten)]
         identity: IdentityArgs,
     },
@@ -480,6 +485,7 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Test {
             paths,
             coverage,
+            threshold,
             identity,
         } => {
             let trust = identity.load()?;
@@ -493,8 +499,13 @@ fn run(cli: Cli) -> Result<u8, String> {
                 return Err("no fixture files (`*.json`) found".to_owned());
             }
             let report = fixture::run_with(&files, trust.as_ref().map(|(t, now)| (t, *now)));
-            print!("{}", fixture::render(&report, coverage));
-            Ok(if report.failed() == 0 { 0 } else { 1 })
+            let options = fixture::Options {
+                coverage,
+                threshold,
+            };
+            print!("{}", fixture::render_with(&report, options));
+            let below = threshold.is_some_and(|min| report.coverage_percent() < min);
+            Ok(if report.failed() == 0 && !below { 0 } else { 1 })
         }
         Command::Serve(args) => {
             let mut config = crate::server::Config::new();
@@ -604,6 +615,15 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         Err(DurationError::Syntax) => Err(format!(
             "`{text}` is not a duration; write it like `10s`, `500ms` or `1h30m` (units `ms`, `s`, `m`, `h`, `d`)"
         )),
+    }
+}
+
+/// `--threshold 90` or `--threshold 87.5%`: a percentage from 0 to 100.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("`{text}` is not a percentage from 0 to 100")),
     }
 }
 
