@@ -37,6 +37,17 @@ struct Cli {
     command: Command,
 }
 
+/// The shape of `writ eval`'s request.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Input {
+    /// writ's own request (docs/language.md).
+    Writ,
+    /// An OpenID AuthZEN Access Evaluation request (`subject`, `action`,
+    /// `resource`, `context`), mapped as `writ serve` maps
+    /// `/access/v1/evaluation` (docs/server.md).
+    Authzen,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Json,
@@ -93,6 +104,9 @@ enum Command {
         /// The request JSON file, or `-` for stdin.
         #[arg(long, short = 'r', value_name = "FILE|-")]
         request: String,
+        /// The shape of the request.
+        #[arg(long, value_enum, default_value = "writ")]
+        input: Input,
         /// Output format.
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
@@ -404,6 +418,7 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Eval {
             policy,
             request,
+            input,
             format,
             explain: want_explain,
             identity,
@@ -411,7 +426,10 @@ fn run(cli: Cli) -> Result<u8, String> {
             let engine = compile(&policy)?;
             let trust = identity.load()?;
             let text = read_request(&request)?;
-            let request = Request::from_json(&text).map_err(|e| e.to_string())?;
+            let request = match input {
+                Input::Writ => Request::from_json(&text).map_err(|e| e.to_string())?,
+                Input::Authzen => authzen_request(&text)?,
+            };
             let decision = match &trust {
                 Some((trust, now)) => trust.decide(&engine, &request, *now),
                 None => engine.decide(&request),
@@ -616,6 +634,29 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             "`{text}` is not a duration; write it like `10s`, `500ms` or `1h30m` (units `ms`, `s`, `m`, `h`, `d`)"
         )),
     }
+}
+
+/// An AuthZEN Access Evaluation request as writ's request, by the
+/// server's own mapping (duplicate keys refused as everywhere).
+fn authzen_request(text: &str) -> Result<Request, String> {
+    use crate::request::json::{read_str, Limits};
+    use crate::server::authzen::{to_request, Parts};
+    let value = read_str(text, Limits::REQUEST).map_err(|e| e.to_string())?;
+    let Value::Object(object) = value else {
+        return Err(format!(
+            "an AuthZEN request is a JSON object with `subject`, `action` and `resource`, found {}",
+            crate::request::json_kind(&value)
+        ));
+    };
+    if object.contains_key("evaluations") {
+        return Err(
+            "`writ eval --input authzen` decides one evaluation; send `subject`, `action`, `resource` and `context` without `evaluations`"
+                .to_owned(),
+        );
+    }
+    to_request(Parts::of(&object))
+        .map(|(request, _)| request)
+        .map_err(|e| e.to_string())
 }
 
 /// `--threshold 90` or `--threshold 87.5%`: a percentage from 0 to 100.

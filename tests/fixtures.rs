@@ -427,3 +427,129 @@ fn a_duplicate_key_in_a_data_file_is_refused() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A scratch directory for one test, emptied first.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("writ-fixtures-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// `writ test ARGS` in `dir`: the exit code and stdout.
+fn writ_test(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .arg("test")
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("writ test runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// One fenced block of docs/testing.md: its line, info string and text.
+struct Block {
+    line: usize,
+    info: String,
+    text: String,
+}
+
+fn fenced_blocks(markdown: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for (index, line) in markdown.lines().enumerate() {
+        match open.take() {
+            None => {
+                if let Some(info) = line.strip_prefix("```") {
+                    open = Some(Block {
+                        line: index + 1,
+                        info: info.trim().to_owned(),
+                        text: String::new(),
+                    });
+                }
+            }
+            Some(mut block) => {
+                if line.trim_end() == "```" {
+                    blocks.push(block);
+                } else {
+                    block.text.push_str(line);
+                    block.text.push('\n');
+                    open = Some(block);
+                }
+            }
+        }
+    }
+    assert!(open.is_none(), "an unclosed fence in the markdown");
+    blocks
+}
+
+/// Every example of docs/testing.md runs as it says (the convention is
+/// at the top of that file): files are written to one scratch directory,
+/// each fixture block is run with `writ test` and must pass or fail as
+/// tagged, and an output block is exactly what `writ test` printed.
+#[test]
+fn docs_testing_examples_run() {
+    let markdown =
+        std::fs::read_to_string(root().join("docs/testing.md")).expect("docs/testing.md");
+    let dir = scratch("docs");
+    let mut problems = Vec::new();
+    let mut last_output: Option<(usize, String)> = None;
+    let (mut fixtures, mut outputs) = (0, 0);
+    for block in fenced_blocks(&markdown) {
+        let tags: Vec<&str> = block.info.split(',').map(str::trim).collect();
+        let value = |key: &str| {
+            tags.iter()
+                .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        };
+        match tags.first().copied() {
+            Some("writ" | "json") if value("file").is_some() => {
+                let name = value("file").unwrap_or_default();
+                std::fs::write(dir.join(name), &block.text).expect("write a docs file");
+            }
+            Some("json") if value("fixture").is_some() => {
+                let name = value("fixture").unwrap_or_default();
+                std::fs::write(dir.join(name), &block.text).expect("write a docs fixture");
+                let mut args = vec![name];
+                if let Some(extra) = value("args") {
+                    args.extend(extra.split_whitespace());
+                }
+                let (code, stdout) = writ_test(&dir, &args);
+                let want = if tags.contains(&"fails") { 1 } else { 0 };
+                if code != Some(want) {
+                    problems.push(format!(
+                        "docs/testing.md:{}: `writ test {}` exited {code:?}, expected {want}:\n{stdout}",
+                        block.line,
+                        args.join(" ")
+                    ));
+                }
+                last_output = Some((block.line, stdout));
+                fixtures += 1;
+            }
+            Some("text") if tags.contains(&"output") => {
+                match last_output.take() {
+                    Some((_, stdout)) if stdout == block.text => {}
+                    Some((line, stdout)) => problems.push(format!(
+                        "docs/testing.md:{}: the output of the fixture at line {line} differs:\n--- documented\n{}--- printed\n{stdout}",
+                        block.line, block.text
+                    )),
+                    None => problems.push(format!(
+                        "docs/testing.md:{}: an output block follows no fixture",
+                        block.line
+                    )),
+                }
+                outputs += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    assert!(
+        fixtures >= 6 && outputs >= 6,
+        "{fixtures} fixtures, {outputs} outputs"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
