@@ -553,3 +553,178 @@ fn docs_testing_examples_run() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The policy of the failure snapshots: a permit, a forbid that fails
+/// closed on a missing attribute, and a forbid with a `because`.
+const SNAPSHOT_POLICY: &str = r#"/// Owners read their own things.
+@id("t.owner")
+permit if subject.owner == resource.owner
+  grant ["read:{resource.id}"] for 1h
+  revoke on task_end;
+
+/// Risky sessions are refused; without a score, it fails closed.
+@id("t.risk")
+forbid if context.risk_score > 50;
+
+/// Shared identities are refused.
+@id("t.shared")
+forbid if subject has shared and subject.shared == true
+  because "`{subject.id}` is shared";
+"#;
+
+fn snapshot_dir(name: &str, fixtures: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = scratch(name);
+    std::fs::write(dir.join("t.writ"), SNAPSHOT_POLICY).expect("write the policy");
+    for (file, text) in fixtures {
+        std::fs::write(dir.join(file), text).expect("write a fixture");
+    }
+    dir
+}
+
+/// The fixture of issue 19: `"reasons": []` and `"errors": []` on a deny
+/// that has reasons and errors used to pass; it fails, with a diff and the
+/// trace lines behind it.
+#[test]
+fn empty_reasons_and_errors_fail_on_a_decision_that_has_them() {
+    let fixture = r#"{
+  "policies": ["t.writ"],
+  "cases": [
+    {
+      "name": "a shared identity without a risk score",
+      "request": {"subject": {"id": "ci-shared", "owner": "a", "shared": true},
+                  "action": "read", "resource": {"id": "r1", "owner": "a"}},
+      "expect": {"decision": "deny", "reasons": [], "errors": []}
+    }
+  ]
+}"#;
+    let dir = snapshot_dir("empty-lists", &[("cases.json", fixture)]);
+    let (code, stdout) = writ_test(&dir, &["cases.json"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    insta::assert_snapshot!("empty_reasons_and_errors_fail", stdout);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every kind of difference, each as a diff: the decision, scope, TTL,
+/// a `contains` list, obligations, `revoke_on` events and `because` texts.
+#[test]
+fn failures_are_diffs_with_the_trace_lines_that_explain_them() {
+    let fixture = r#"{
+  "policies": ["t.writ"],
+  "cases": [
+    {
+      "name": "an owner's read, expected wrongly",
+      "request": {"subject": {"id": "ci", "owner": "a"}, "action": "read",
+                  "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
+      "expect": {"decision": "allow", "scope": ["read:r2"], "ttl": 900, "ttl_max": 600,
+                 "reasons": {"contains": ["t.risk"]},
+                 "obligations": ["revoke_on:task_end", "log"],
+                 "revoke_on": ["objective_change"],
+                 "because": {"t.owner": "owners read"}}
+    },
+    {
+      "name": "someone else's read: default deny",
+      "request": {"subject": {"id": "ci", "owner": "b"}, "action": "read",
+                  "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
+      "expect": {"decision": "allow", "because": {"t.shared": "`ci` is shared"}}
+    }
+  ]
+}"#;
+    let dir = snapshot_dir("diffs", &[("cases.json", fixture)]);
+    let (code, stdout) = writ_test(&dir, &["cases.json"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    insta::assert_snapshot!("failures_are_diffs", stdout);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Malformed fixture files are errors naming the file, the case and the
+/// key, never skipped: a directory run with one bad file fails, while a
+/// request file kept beside the fixtures is left alone.
+#[test]
+fn malformed_fixture_files_are_errors_never_skipped() {
+    let good = r#"{"policies": ["t.writ"], "cases": [
+      {"name": "ok", "request": {"subject": {"owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}, "context": {"risk_score": 1}},
+       "expect": {"decision": "allow", "reasons": ["t.owner"], "errors": []}}]}"#;
+    let files = [
+        ("a-good.json", good),
+        ("b-case.json", r#"{"policies": ["t.writ"], "case": []}"#),
+        ("c-array.json", "[]"),
+        (
+            "d-no-expect.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "lost", "request": {}}]}"#,
+        ),
+        (
+            "e-expect-key.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "typo", "request": {}, "expect": {"decision": "deny", "reason": ["t.risk"]}}]}"#,
+        ),
+        (
+            "f-contains.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "typo", "request": {}, "expect": {"decision": "deny", "errors": {"contain": []}}}]}"#,
+        ),
+        (
+            "g-no-decision.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "half", "request": {}, "expect": {"reasons": []}}]}"#,
+        ),
+        (
+            "h-data.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "gone", "data": "missing.json", "request": {}, "expect": {"decision": "deny"}}]}"#,
+        ),
+        (
+            "i-ttl.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "t", "request": {}, "expect": {"decision": "deny", "ttl": "1h"}}]}"#,
+        ),
+        (
+            "request.json",
+            r#"{"subject": {"id": "x"}, "action": "read"}"#,
+        ),
+    ];
+    let dir = snapshot_dir("malformed", &files);
+    let (code, stdout) = writ_test(&dir, &["."]);
+    assert_eq!(code, Some(1), "{stdout}");
+    insta::assert_snapshot!("malformed_fixture_files", stdout);
+    // The good file alone passes; the request file is not a fixture.
+    let found = fixture::discover(std::slice::from_ref(&dir)).expect("walks");
+    assert!(!found.contains(&dir.join("request.json")), "{found:?}");
+    assert_eq!(found.len(), files.len() - 1, "{found:?}");
+    let (code, stdout) = writ_test(&dir, &["a-good.json"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "1 passed, 0 failed\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A rule that "matched" only by failing closed on an error is not
+/// exercised; `--threshold` fails the run below the share asked for.
+#[test]
+fn coverage_counts_only_real_matches_and_takes_a_threshold() {
+    let fixture = r#"{"policies": ["t.writ"], "cases": [
+      {"name": "no risk score: t.risk fails closed",
+       "request": {"subject": {"id": "s", "owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}},
+       "expect": {"decision": "deny", "reasons": ["t.risk"], "errors": ["t.risk"]}},
+      {"name": "an owner's read",
+       "request": {"subject": {"id": "s", "owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}, "context": {"risk_score": 1}},
+       "expect": {"decision": "allow", "reasons": ["t.owner"], "errors": [], "obligations": ["revoke_on:task_end"]}}]}"#;
+    let dir = snapshot_dir("coverage", &[("cases.json", fixture)]);
+    let report = fixture::run(&[dir.join("cases.json")]);
+    assert_eq!(report.failed(), 0, "{}", fixture::render(&report, false));
+    assert_eq!(report.coverage.get("t.risk"), Some(&0));
+    assert_eq!(report.failed_closed.get("t.risk"), Some(&1));
+    assert_eq!(report.coverage.get("t.owner"), Some(&2));
+    assert_eq!(report.unexercised(), ["t.risk", "t.shared"]);
+    let (code, stdout) = writ_test(&dir, &["cases.json", "--coverage"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("     0  t.risk  (and 1 failed closed)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("coverage: 1 of 3 rules (33.3%)\n"),
+        "{stdout}"
+    );
+    let (code, stdout) = writ_test(&dir, &["cases.json", "--threshold", "30"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("meets the threshold of 30%"), "{stdout}");
+    let (code, stdout) = writ_test(&dir, &["cases.json", "--threshold", "34%"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("below the threshold of 34%"), "{stdout}");
+    let (code, _) = writ_test(&dir, &["cases.json", "--threshold", "101"]);
+    assert_eq!(code, Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
