@@ -3,10 +3,12 @@
 //! `tests/pack` (the default pack), through the library runner and through
 //! `writ test`.
 //!
-//! The fixture format cannot say everything: how many obligations of a kind
-//! there are, that a decision has no errors, or which permits the trace
-//! names as closest on a default deny. Those are checked here, on the
-//! decisions of named cases of the corpus.
+//! The fixture format (docs/testing.md, whose examples run here too) cannot
+//! say everything: which permits the trace names as closest on a default
+//! deny, or what a trace entry's failed condition saw. Those are checked
+//! here, on the decisions of named cases of the corpus. The runner's own
+//! behaviour (diffs, malformed files, coverage) is checked on scratch
+//! fixtures through the binary, with snapshots of what it prints.
 
 use std::path::Path;
 use std::process::Command;
