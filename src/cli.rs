@@ -139,7 +139,7 @@ enum Command {
         #[arg(long, conflicts_with = "dot")]
         svg: bool,
     },
-    /// Run fixture files and report `N passed, M failed`.
+    /// Run fixture files (docs/testing.md) and report `N passed, M failed`.
     Test {
         /// Fixture files or directories (default: `tests/`).
         paths: Vec<PathBuf>,
