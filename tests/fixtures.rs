@@ -730,3 +730,30 @@ fn coverage_counts_only_real_matches_and_takes_a_threshold() {
     assert_eq!(code, Some(2));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Failures name files as a person would write them: `f/c.json`, not
+/// `./f/c.json`, and a policy reached through `..` as `org/t.writ`, not
+/// `f/../org/t.writ`.
+#[test]
+fn failures_name_tidy_paths() {
+    let dir = scratch("tidy");
+    std::fs::create_dir_all(dir.join("f")).expect("dir");
+    std::fs::create_dir_all(dir.join("org")).expect("dir");
+    std::fs::write(dir.join("org/t.writ"), SNAPSHOT_POLICY).expect("write");
+    std::fs::write(
+        dir.join("f/c.json"),
+        r#"{"policies": ["../org"], "cases": [{"name": "n",
+             "request": {"subject": {"owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}, "context": {"risk_score": 1}},
+             "expect": {"decision": "deny"}}]}"#,
+    )
+    .expect("write");
+    let (code, stdout) = writ_test(&dir, &["./f/"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.starts_with("FAIL f/c.json: n\n"), "{stdout}");
+    assert!(
+        stdout.contains("matched: permit t.owner  org/t.writ:3  granted read:r"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(".."), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
