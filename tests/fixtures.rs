@@ -628,6 +628,12 @@ fn failures_are_diffs_with_the_trace_lines_that_explain_them() {
       "request": {"subject": {"id": "ci", "owner": "b"}, "action": "read",
                   "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
       "expect": {"decision": "allow", "because": {"t.shared": "`ci` is shared"}}
+    },
+    {
+      "name": "a misspelt rule id is pointed out",
+      "request": {"subject": {"id": "ci", "owner": "a"}, "action": "read",
+                  "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
+      "expect": {"decision": "allow", "reasons": ["t.ownr"], "errors": []}
     }
   ]
 }"#;
