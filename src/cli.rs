@@ -37,6 +37,17 @@ struct Cli {
     command: Command,
 }
 
+/// The shape of `writ eval`'s request.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Input {
+    /// writ's own request (docs/language.md).
+    Writ,
+    /// An OpenID AuthZEN Access Evaluation request (`subject`, `action`,
+    /// `resource`, `context`), mapped as `writ serve` maps
+    /// `/access/v1/evaluation` (docs/server.md).
+    Authzen,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Json,
@@ -93,6 +104,9 @@ enum Command {
         /// The request JSON file, or `-` for stdin.
         #[arg(long, short = 'r', value_name = "FILE|-")]
         request: String,
+        /// The shape of the request.
+        #[arg(long, value_enum, default_value = "writ")]
+        input: Input,
         /// Output format.
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
@@ -125,13 +139,18 @@ enum Command {
         #[arg(long, conflicts_with = "dot")]
         svg: bool,
     },
-    /// Run fixture files and report `N passed, M failed`.
+    /// Run fixture files (docs/testing.md) and report `N passed, M failed`.
     Test {
         /// Fixture files or directories (default: `tests/`).
         paths: Vec<PathBuf>,
-        /// Report how many cases matched each rule.
+        /// Report how many cases matched each rule (a rule that matched
+        /// only by failing closed on an error is not counted).
         #[arg(long)]
         coverage: bool,
+        /// Exit 1 when fewer than PERCENT of the rules are exercised
+        /// (implies `--coverage`).
+        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+        threshold: Option<f64>,
         #[command(flatten)]
         identity: IdentityArgs,
     },
@@ -399,6 +418,7 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Eval {
             policy,
             request,
+            input,
             format,
             explain: want_explain,
             identity,
@@ -406,7 +426,10 @@ fn run(cli: Cli) -> Result<u8, String> {
             let engine = compile(&policy)?;
             let trust = identity.load()?;
             let text = read_request(&request)?;
-            let request = Request::from_json(&text).map_err(|e| e.to_string())?;
+            let request = match input {
+                Input::Writ => Request::from_json(&text).map_err(|e| e.to_string())?,
+                Input::Authzen => authzen_request(&text)?,
+            };
             let decision = match &trust {
                 Some((trust, now)) => trust.decide(&engine, &request, *now),
                 None => engine.decide(&request),
@@ -480,6 +503,7 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Test {
             paths,
             coverage,
+            threshold,
             identity,
         } => {
             let trust = identity.load()?;
@@ -493,8 +517,13 @@ fn run(cli: Cli) -> Result<u8, String> {
                 return Err("no fixture files (`*.json`) found".to_owned());
             }
             let report = fixture::run_with(&files, trust.as_ref().map(|(t, now)| (t, *now)));
-            print!("{}", fixture::render(&report, coverage));
-            Ok(if report.failed() == 0 { 0 } else { 1 })
+            let options = fixture::Options {
+                coverage,
+                threshold,
+            };
+            print!("{}", fixture::render_with(&report, options));
+            let below = threshold.is_some_and(|min| report.coverage_percent() < min);
+            Ok(if report.failed() == 0 && !below { 0 } else { 1 })
         }
         Command::Serve(args) => {
             let mut config = crate::server::Config::new();
@@ -604,6 +633,38 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         Err(DurationError::Syntax) => Err(format!(
             "`{text}` is not a duration; write it like `10s`, `500ms` or `1h30m` (units `ms`, `s`, `m`, `h`, `d`)"
         )),
+    }
+}
+
+/// An AuthZEN Access Evaluation request as writ's request, by the
+/// server's own mapping (duplicate keys refused as everywhere).
+fn authzen_request(text: &str) -> Result<Request, String> {
+    use crate::request::json::{read_str, Limits};
+    use crate::server::authzen::{to_request, Parts};
+    let value = read_str(text, Limits::REQUEST).map_err(|e| e.to_string())?;
+    let Value::Object(object) = value else {
+        return Err(format!(
+            "an AuthZEN request is a JSON object with `subject`, `action` and `resource`, found {}",
+            crate::request::json_kind(&value)
+        ));
+    };
+    if object.contains_key("evaluations") {
+        return Err(
+            "`writ eval --input authzen` decides one evaluation; send `subject`, `action`, `resource` and `context` without `evaluations`"
+                .to_owned(),
+        );
+    }
+    to_request(Parts::of(&object))
+        .map(|(request, _)| request)
+        .map_err(|e| e.to_string())
+}
+
+/// `--threshold 90` or `--threshold 87.5%`: a percentage from 0 to 100.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("`{text}` is not a percentage from 0 to 100")),
     }
 }
 

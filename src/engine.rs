@@ -199,11 +199,16 @@ impl Engine {
     }
 }
 
+/// `sha256:` over each file's normalised name and text, then the data.
+/// The name does not depend on how the path was spelled (see
+/// [`digest_names`]), so that replicas loading the same files from
+/// different places agree on the digest.
 fn digest(sources: &Sources, data: Option<&serde_json::Map<String, Value>>) -> String {
     let mut hasher = Sha256::new();
-    for (_, file) in sources.files() {
-        hasher.update((file.name.len() as u64).to_le_bytes());
-        hasher.update(file.name.as_bytes());
+    let names = digest_names(sources);
+    for ((_, file), name) in sources.files().zip(&names) {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
         hasher.update((file.text.len() as u64).to_le_bytes());
         hasher.update(file.text.as_bytes());
     }
@@ -211,6 +216,64 @@ fn digest(sources: &Sources, data: Option<&serde_json::Map<String, Value>>) -> S
         hasher.update(serde_json::to_string(data).unwrap_or_default().as_bytes());
     }
     crate::hex::prefixed("sha256:", &hasher.finalize())
+}
+
+/// The names the digest is taken over, one per file: the embedded pack's
+/// files keep their own names; every other path is read lexically (`.`
+/// dropped, `dir/..` folded, `\\` read as `/`) and the directory all of
+/// them share is removed. `todo.writ`, `./todo.writ` and `/srv/p/todo.writ`
+/// all give `todo.writ`; a directory's files are named relative to it.
+fn digest_names(sources: &Sources) -> Vec<String> {
+    let parts: Vec<Option<Vec<&str>>> = sources
+        .files()
+        .map(|(_, file)| {
+            let embedded = DEFAULT_PACK
+                .iter()
+                .any(|(name, text)| *name == file.name && *text == &*file.text);
+            (!embedded).then(|| path_parts(&file.name))
+        })
+        .collect();
+    // The longest directory prefix every non-pack path shares.
+    let mut shared: Option<&[&str]> = None;
+    for path in parts.iter().flatten() {
+        let dir = &path[..path.len().saturating_sub(1)];
+        shared = Some(match shared {
+            None => dir,
+            Some(prefix) => {
+                let same = prefix.iter().zip(dir).take_while(|(a, b)| a == b).count();
+                &prefix[..same]
+            }
+        });
+    }
+    let strip = shared.map_or(0, <[&str]>::len);
+    sources
+        .files()
+        .zip(&parts)
+        .map(|((_, file), path)| match path {
+            None => file.name.clone(),
+            Some(path) => path[strip.min(path.len())..].join("/"),
+        })
+        .collect()
+}
+
+/// A path's components, read lexically: an absolute path starts with
+/// `/`; `.` and empty components are dropped and `name/..` folded.
+fn path_parts(name: &str) -> Vec<&str> {
+    let mut parts: Vec<&str> = Vec::new();
+    if name.starts_with('/') || name.starts_with('\\') {
+        parts.push("/");
+    }
+    for part in name.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." if parts.last() == Some(&"/") => {}
+            ".." if parts.last().is_some_and(|p| *p != ".." && *p != "/") => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts
 }
 
 /// Problems with inputs other than policy text.
@@ -246,6 +309,40 @@ pub enum DataError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn digest_of(names: &[&str]) -> String {
+        let files: Vec<(String, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ((*name).to_owned(), format!("@id(\"r{i}\")\npermit;\n")))
+            .collect();
+        match Engine::compile(files, None) {
+            Ok(engine) => engine.digest().to_owned(),
+            Err(d) => d.render(false),
+        }
+    }
+
+    #[test]
+    fn the_digest_does_not_depend_on_how_a_path_is_spelled() {
+        let plain = digest_of(&["todo.writ"]);
+        assert!(plain.starts_with("sha256:"), "{plain}");
+        for spelling in ["./todo.writ", "/srv/policies/todo.writ", "a/../todo.writ", ".//todo.writ"] {
+            assert_eq!(digest_of(&[spelling]), plain, "{spelling}");
+        }
+        let dir = digest_of(&["p/a.writ", "p/sub/b.writ"]);
+        assert_eq!(digest_of(&["/etc/writ/p/a.writ", "/etc/writ/p/sub/b.writ"]), dir);
+        assert_eq!(digest_of(&["./a.writ", "sub/b.writ"]), dir);
+        // A file's place in the set still counts.
+        assert_ne!(digest_of(&["p/a.writ", "p/b.writ"]), dir);
+    }
+
+    #[test]
+    fn path_parts_are_read_lexically() {
+        assert_eq!(path_parts("./a/./b/../c.writ"), ["a", "c.writ"]);
+        assert_eq!(path_parts("/x/y.writ"), ["/", "x", "y.writ"]);
+        assert_eq!(path_parts("../up.writ"), ["..", "up.writ"]);
+        assert_eq!(path_parts("/../a.writ"), ["/", "a.writ"]);
+    }
 
     #[test]
     fn engine_is_send_and_sync() {

@@ -3,10 +3,12 @@
 //! `tests/pack` (the default pack), through the library runner and through
 //! `writ test`.
 //!
-//! The fixture format cannot say everything: how many obligations of a kind
-//! there are, that a decision has no errors, or which permits the trace
-//! names as closest on a default deny. Those are checked here, on the
-//! decisions of named cases of the corpus.
+//! The fixture format (docs/testing.md, whose examples run here too) cannot
+//! say everything: which permits the trace names as closest on a default
+//! deny, or what a trace entry's failed condition saw. Those are checked
+//! here, on the decisions of named cases of the corpus. The runner's own
+//! behaviour (diffs, malformed files, coverage) is checked on scratch
+//! fixtures through the binary, with snapshots of what it prints.
 
 use std::path::Path;
 use std::process::Command;
@@ -425,5 +427,339 @@ fn a_duplicate_key_in_a_data_file_is_refused() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A scratch directory for one test, emptied first.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("writ-fixtures-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// `writ test ARGS` in `dir`: the exit code and stdout.
+fn writ_test(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .arg("test")
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("writ test runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// One fenced block of docs/testing.md: its line, info string and text.
+struct Block {
+    line: usize,
+    info: String,
+    text: String,
+}
+
+fn fenced_blocks(markdown: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for (index, line) in markdown.lines().enumerate() {
+        match open.take() {
+            None => {
+                if let Some(info) = line.strip_prefix("```") {
+                    open = Some(Block {
+                        line: index + 1,
+                        info: info.trim().to_owned(),
+                        text: String::new(),
+                    });
+                }
+            }
+            Some(mut block) => {
+                if line.trim_end() == "```" {
+                    blocks.push(block);
+                } else {
+                    block.text.push_str(line);
+                    block.text.push('\n');
+                    open = Some(block);
+                }
+            }
+        }
+    }
+    assert!(open.is_none(), "an unclosed fence in the markdown");
+    blocks
+}
+
+/// Every example of docs/testing.md runs as it says (the convention is
+/// at the top of that file): files are written to one scratch directory,
+/// each fixture block is run with `writ test` and must pass or fail as
+/// tagged, and an output block is exactly what `writ test` printed.
+#[test]
+fn docs_testing_examples_run() {
+    let markdown =
+        std::fs::read_to_string(root().join("docs/testing.md")).expect("docs/testing.md");
+    let dir = scratch("docs");
+    let mut problems = Vec::new();
+    let mut last_output: Option<(usize, String)> = None;
+    let (mut fixtures, mut outputs) = (0, 0);
+    for block in fenced_blocks(&markdown) {
+        let tags: Vec<&str> = block.info.split(',').map(str::trim).collect();
+        let value = |key: &str| {
+            tags.iter()
+                .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        };
+        match tags.first().copied() {
+            Some("writ" | "json") if value("file").is_some() => {
+                let name = value("file").unwrap_or_default();
+                std::fs::write(dir.join(name), &block.text).expect("write a docs file");
+            }
+            Some("json") if value("fixture").is_some() => {
+                let name = value("fixture").unwrap_or_default();
+                std::fs::write(dir.join(name), &block.text).expect("write a docs fixture");
+                let mut args = vec![name];
+                if let Some(extra) = value("args") {
+                    args.extend(extra.split_whitespace());
+                }
+                let (code, stdout) = writ_test(&dir, &args);
+                let want = if tags.contains(&"fails") { 1 } else { 0 };
+                if code != Some(want) {
+                    problems.push(format!(
+                        "docs/testing.md:{}: `writ test {}` exited {code:?}, expected {want}:\n{stdout}",
+                        block.line,
+                        args.join(" ")
+                    ));
+                }
+                last_output = Some((block.line, stdout));
+                fixtures += 1;
+            }
+            Some("text") if tags.contains(&"output") => {
+                match last_output.take() {
+                    Some((_, stdout)) if stdout == block.text => {}
+                    Some((line, stdout)) => problems.push(format!(
+                        "docs/testing.md:{}: the output of the fixture at line {line} differs:\n--- documented\n{}--- printed\n{stdout}",
+                        block.line, block.text
+                    )),
+                    None => problems.push(format!(
+                        "docs/testing.md:{}: an output block follows no fixture",
+                        block.line
+                    )),
+                }
+                outputs += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    assert!(
+        fixtures >= 6 && outputs >= 6,
+        "{fixtures} fixtures, {outputs} outputs"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The policy of the failure snapshots: a permit, a forbid that fails
+/// closed on a missing attribute, and a forbid with a `because`.
+const SNAPSHOT_POLICY: &str = r#"/// Owners read their own things.
+@id("t.owner")
+permit if subject.owner == resource.owner
+  grant ["read:{resource.id}"] for 1h
+  revoke on task_end;
+
+/// Risky sessions are refused; without a score, it fails closed.
+@id("t.risk")
+forbid if context.risk_score > 50;
+
+/// Shared identities are refused.
+@id("t.shared")
+forbid if subject has shared and subject.shared == true
+  because "`{subject.id}` is shared";
+"#;
+
+fn snapshot_dir(name: &str, fixtures: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = scratch(name);
+    std::fs::write(dir.join("t.writ"), SNAPSHOT_POLICY).expect("write the policy");
+    for (file, text) in fixtures {
+        std::fs::write(dir.join(file), text).expect("write a fixture");
+    }
+    dir
+}
+
+/// The fixture of issue 19: `"reasons": []` and `"errors": []` on a deny
+/// that has reasons and errors used to pass; it fails, with a diff and the
+/// trace lines behind it.
+#[test]
+fn empty_reasons_and_errors_fail_on_a_decision_that_has_them() {
+    let fixture = r#"{
+  "policies": ["t.writ"],
+  "cases": [
+    {
+      "name": "a shared identity without a risk score",
+      "request": {"subject": {"id": "ci-shared", "owner": "a", "shared": true},
+                  "action": "read", "resource": {"id": "r1", "owner": "a"}},
+      "expect": {"decision": "deny", "reasons": [], "errors": []}
+    }
+  ]
+}"#;
+    let dir = snapshot_dir("empty-lists", &[("cases.json", fixture)]);
+    let (code, stdout) = writ_test(&dir, &["cases.json"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    insta::assert_snapshot!("empty_reasons_and_errors_fail", stdout);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every kind of difference, each as a diff: the decision, scope, TTL,
+/// a `contains` list, obligations, `revoke_on` events and `because` texts.
+#[test]
+fn failures_are_diffs_with_the_trace_lines_that_explain_them() {
+    let fixture = r#"{
+  "policies": ["t.writ"],
+  "cases": [
+    {
+      "name": "an owner's read, expected wrongly",
+      "request": {"subject": {"id": "ci", "owner": "a"}, "action": "read",
+                  "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
+      "expect": {"decision": "allow", "scope": ["read:r2"], "ttl": 900, "ttl_max": 600,
+                 "reasons": {"contains": ["t.risk"]},
+                 "obligations": ["revoke_on:task_end", "log"],
+                 "revoke_on": ["objective_change"],
+                 "because": {"t.owner": "owners read"}}
+    },
+    {
+      "name": "someone else's read: default deny",
+      "request": {"subject": {"id": "ci", "owner": "b"}, "action": "read",
+                  "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
+      "expect": {"decision": "allow", "because": {"t.shared": "`ci` is shared"}}
+    },
+    {
+      "name": "a misspelt rule id is pointed out",
+      "request": {"subject": {"id": "ci", "owner": "a"}, "action": "read",
+                  "resource": {"id": "r1", "owner": "a"}, "context": {"risk_score": 10}},
+      "expect": {"decision": "allow", "reasons": ["t.ownr"], "errors": []}
+    }
+  ]
+}"#;
+    let dir = snapshot_dir("diffs", &[("cases.json", fixture)]);
+    let (code, stdout) = writ_test(&dir, &["cases.json"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    insta::assert_snapshot!("failures_are_diffs", stdout);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Malformed fixture files are errors naming the file, the case and the
+/// key, never skipped: a directory run with one bad file fails, while a
+/// request file kept beside the fixtures is left alone.
+#[test]
+fn malformed_fixture_files_are_errors_never_skipped() {
+    let good = r#"{"policies": ["t.writ"], "cases": [
+      {"name": "ok", "request": {"subject": {"owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}, "context": {"risk_score": 1}},
+       "expect": {"decision": "allow", "reasons": ["t.owner"], "errors": []}}]}"#;
+    let files = [
+        ("a-good.json", good),
+        ("b-case.json", r#"{"policies": ["t.writ"], "case": []}"#),
+        ("c-array.json", "[]"),
+        (
+            "d-no-expect.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "lost", "request": {}}]}"#,
+        ),
+        (
+            "e-expect-key.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "typo", "request": {}, "expect": {"decision": "deny", "reason": ["t.risk"]}}]}"#,
+        ),
+        (
+            "f-contains.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "typo", "request": {}, "expect": {"decision": "deny", "errors": {"contain": []}}}]}"#,
+        ),
+        (
+            "g-no-decision.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "half", "request": {}, "expect": {"reasons": []}}]}"#,
+        ),
+        (
+            "h-data.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "gone", "data": "missing.json", "request": {}, "expect": {"decision": "deny"}}]}"#,
+        ),
+        (
+            "i-ttl.json",
+            r#"{"policies": ["t.writ"], "cases": [{"name": "t", "request": {}, "expect": {"decision": "deny", "ttl": "1h"}}]}"#,
+        ),
+        (
+            "request.json",
+            r#"{"subject": {"id": "x"}, "action": "read"}"#,
+        ),
+    ];
+    let dir = snapshot_dir("malformed", &files);
+    let (code, stdout) = writ_test(&dir, &["."]);
+    assert_eq!(code, Some(1), "{stdout}");
+    insta::assert_snapshot!("malformed_fixture_files", stdout);
+    // The good file alone passes; the request file is not a fixture.
+    let found = fixture::discover(std::slice::from_ref(&dir)).expect("walks");
+    assert!(!found.contains(&dir.join("request.json")), "{found:?}");
+    assert_eq!(found.len(), files.len() - 1, "{found:?}");
+    let (code, stdout) = writ_test(&dir, &["a-good.json"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "1 passed, 0 failed\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A rule that "matched" only by failing closed on an error is not
+/// exercised; `--threshold` fails the run below the share asked for.
+#[test]
+fn coverage_counts_only_real_matches_and_takes_a_threshold() {
+    let fixture = r#"{"policies": ["t.writ"], "cases": [
+      {"name": "no risk score: t.risk fails closed",
+       "request": {"subject": {"id": "s", "owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}},
+       "expect": {"decision": "deny", "reasons": ["t.risk"], "errors": ["t.risk"]}},
+      {"name": "an owner's read",
+       "request": {"subject": {"id": "s", "owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}, "context": {"risk_score": 1}},
+       "expect": {"decision": "allow", "reasons": ["t.owner"], "errors": [], "obligations": ["revoke_on:task_end"]}}]}"#;
+    let dir = snapshot_dir("coverage", &[("cases.json", fixture)]);
+    let report = fixture::run(&[dir.join("cases.json")]);
+    assert_eq!(report.failed(), 0, "{}", fixture::render(&report, false));
+    assert_eq!(report.coverage.get("t.risk"), Some(&0));
+    assert_eq!(report.failed_closed.get("t.risk"), Some(&1));
+    assert_eq!(report.coverage.get("t.owner"), Some(&2));
+    assert_eq!(report.unexercised(), ["t.risk", "t.shared"]);
+    let (code, stdout) = writ_test(&dir, &["cases.json", "--coverage"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("     0  t.risk  (and 1 failed closed)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("coverage: 1 of 3 rules (33.3%)\n"),
+        "{stdout}"
+    );
+    let (code, stdout) = writ_test(&dir, &["cases.json", "--threshold", "30"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("meets the threshold of 30%"), "{stdout}");
+    let (code, stdout) = writ_test(&dir, &["cases.json", "--threshold", "34%"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("below the threshold of 34%"), "{stdout}");
+    let (code, _) = writ_test(&dir, &["cases.json", "--threshold", "101"]);
+    assert_eq!(code, Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Failures name files as a person would write them: `f/c.json`, not
+/// `./f/c.json`, and a policy reached through `..` as `org/t.writ`, not
+/// `f/../org/t.writ`.
+#[test]
+fn failures_name_tidy_paths() {
+    let dir = scratch("tidy");
+    std::fs::create_dir_all(dir.join("f")).expect("dir");
+    std::fs::create_dir_all(dir.join("org")).expect("dir");
+    std::fs::write(dir.join("org/t.writ"), SNAPSHOT_POLICY).expect("write");
+    std::fs::write(
+        dir.join("f/c.json"),
+        r#"{"policies": ["../org"], "cases": [{"name": "n",
+             "request": {"subject": {"owner": "a"}, "action": "read", "resource": {"id": "r", "owner": "a"}, "context": {"risk_score": 1}},
+             "expect": {"decision": "deny"}}]}"#,
+    )
+    .expect("write");
+    let (code, stdout) = writ_test(&dir, &["./f/"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.starts_with("FAIL f/c.json: n\n"), "{stdout}");
+    assert!(
+        stdout.contains("matched: permit t.owner  org/t.writ:3  granted read:r"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(".."), "{stdout}");
     let _ = std::fs::remove_dir_all(dir);
 }

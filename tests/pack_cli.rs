@@ -701,3 +701,131 @@ fn with_a_ledger_the_count_is_writs_own() {
         "11 issuances in the last 3600 s; the limit is 10"
     );
 }
+
+/// `writ eval --input authzen` maps an AuthZEN Access Evaluation request
+/// as `writ serve` maps `/access/v1/evaluation`: the Todo example decides
+/// the same through the CLI as the writ-shaped request it stands for, and a
+/// missing AuthZEN field is an error naming it.
+#[test]
+fn eval_takes_an_authzen_request() {
+    let dir = TempDir::new("eval-authzen");
+    let authzen = json!({
+        "subject": {"type": "user", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
+        "action": {"name": "can_update_todo"},
+        "resource": {"type": "todo", "id": "7240d0db", "properties": {"ownerID": "morty@the-citadel.com"}},
+        "context": {"environment": {"time": "2026-11-22T10:00:00Z"}}
+    });
+    let writ_shaped = json!({
+        "subject": {"type": "user", "kind": "user", "id": "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
+        "action": "can_update_todo",
+        "resource": {"type": "todo", "kind": "todo", "id": "7240d0db", "ownerID": "morty@the-citadel.com",
+                     "properties": {"ownerID": "morty@the-citadel.com"}},
+        "environment": {"time": "2026-11-22T10:00:00Z"}
+    });
+    let authzen_file = write_json(dir.path(), "authzen.json", &authzen);
+    let writ_file = write_json(dir.path(), "writ.json", &writ_shaped);
+    let policy = [
+        "--policy",
+        "examples/authzen/todo.writ",
+        "--data",
+        "examples/authzen/pip_users.json",
+    ];
+    let mut args = policy.to_vec();
+    args.extend(["--input", "authzen", "--request", &authzen_file]);
+    let (code, from_authzen) = eval(&args);
+    assert_eq!(code, 0, "{from_authzen:#}");
+    assert_eq!(reasons(&from_authzen), ["todo.change-own"]);
+    let mut args = policy.to_vec();
+    args.extend(["--request", &writ_file]);
+    let (_, from_writ) = eval(&args);
+    assert_eq!(from_authzen, from_writ);
+
+    // The writ shape is not an AuthZEN request: `action` is no object.
+    let mut args = vec!["eval"];
+    args.extend(policy);
+    args.extend(["--input", "authzen", "--request", &writ_file]);
+    let out = writ(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid request at `action`: expected an object, found a string"),
+        "{stderr}"
+    );
+    // Without `resource.type`.
+    let mut broken = authzen.clone();
+    broken["resource"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("type");
+    let broken_file = write_json(dir.path(), "broken.json", &broken);
+    let mut args = vec!["eval"];
+    args.extend(policy);
+    args.extend(["--input", "authzen", "--request", &broken_file]);
+    let out = writ(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`resource.type`: missing field"),
+        "{stderr}"
+    );
+}
+
+/// The policy digest is taken over the files' contents and names relative
+/// to the set, not over the path as spelled: `todo.writ`, `./todo.writ`
+/// and the absolute path give one digest, and so does the same directory
+/// named two ways. Another content gives another digest.
+#[test]
+fn the_policy_digest_does_not_depend_on_how_the_path_is_spelled() {
+    let dir = scratch("digest");
+    let text = std::fs::read_to_string(root().join("examples/authzen/todo.writ")).expect("todo");
+    std::fs::create_dir_all(dir.join("p/sub")).expect("dirs");
+    std::fs::write(dir.join("todo.writ"), &text).expect("write");
+    std::fs::write(dir.join("p/todo.writ"), &text).expect("write");
+    std::fs::write(
+        dir.join("p/sub/extra.writ"),
+        "@id(\"x.extra\")\npermit if action == \"x\";\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("request.json"), r#"{"action": "can_read_user"}"#).expect("write");
+    std::fs::copy(
+        root().join("examples/authzen/pip_users.json"),
+        dir.join("users.json"),
+    )
+    .expect("copy");
+    let digest = |policy: &str| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_writ"))
+            .args([
+                "eval",
+                "--request",
+                "request.json",
+                "--data",
+                "users.json",
+                "--policy",
+                policy,
+            ])
+            .current_dir(&dir)
+            .output()
+            .expect("writ eval");
+        let decision: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{policy}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        decision["policy"]["digest"]
+            .as_str()
+            .expect("a digest")
+            .to_owned()
+    };
+    let absolute = dir.join("todo.writ").display().to_string();
+    let plain = digest("todo.writ");
+    assert!(plain.starts_with("sha256:"), "{plain}");
+    assert_eq!(digest("./todo.writ"), plain);
+    assert_eq!(digest(&absolute), plain);
+    assert_eq!(digest("p/../todo.writ"), plain);
+    // A directory, named relatively, with `./`, and absolutely.
+    let set = digest("p");
+    assert_ne!(set, plain, "the directory holds another file");
+    assert_eq!(digest("./p/"), set);
+    assert_eq!(digest(&dir.join("p").display().to_string()), set);
+    // The content counts.
+    std::fs::write(dir.join("todo.writ"), format!("{text}\n// changed\n")).expect("write");
+    assert_ne!(digest("todo.writ"), plain);
+    let _ = std::fs::remove_dir_all(dir);
+}

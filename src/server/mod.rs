@@ -18,7 +18,7 @@
 //! `SIGINT` stop accepting connections, let the requests in flight finish,
 //! flush the log and exit. See `docs/server.md`.
 
-mod authzen;
+pub(crate) mod authzen;
 mod http;
 mod ids;
 pub(crate) mod log;
