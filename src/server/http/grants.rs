@@ -183,6 +183,8 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 revoked_by: None,
                 reason: None,
                 narrowed: false,
+                redecision: None,
+                redecided_at: None,
             };
             Verdict {
                 grant: Some(grant),
