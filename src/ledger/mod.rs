@@ -578,6 +578,124 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Re-decides the live grants `selector` selects (every live grant for
+    /// an empty one), a page ([`PAGE`]) at a time: `decide` turns a page
+    /// into the changes to make (see [`redecide::redecide`]), which are
+    /// applied in one transaction per page. So 100,000 live grants are
+    /// never loaded at once, and a grant revoked meanwhile is left alone.
+    /// The answer counts everything and lists the first `keep` changes.
+    pub async fn redecide_live<F, Fut>(
+        &self,
+        selector: &Selector,
+        keep: usize,
+        mut decide: F,
+    ) -> Result<Report, LedgerError>
+    where
+        F: FnMut(Vec<Grant>, i64) -> Fut,
+        Fut: std::future::Future<Output = Vec<Change>>,
+    {
+        let mut report = Report::default();
+        let mut after: Option<String> = None;
+        loop {
+            let now = self.now();
+            let page = self.live_page(selector, after.as_deref(), now).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.grant_id.clone());
+            let full = page.len() == PAGE;
+            report.checked += page.len();
+            let changes = decide(page, now).await;
+            let proposed = changes.len();
+            let applied = self.apply(changes, now).await?;
+            report.skipped += proposed - applied.len();
+            for applied in applied {
+                match applied.action {
+                    Action::Revoke => report.revoked += 1,
+                    Action::Narrow { .. } => report.narrowed += 1,
+                }
+                if report.changes.len() < keep {
+                    report.changes.push(applied.summary());
+                } else {
+                    report.truncated = true;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What a re-decision pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Live grants decided again.
+    pub checked: usize,
+    /// Revoked.
+    pub revoked: usize,
+    /// Narrowed.
+    pub narrowed: usize,
+    /// Changes not applied because the grant changed meanwhile (revoked
+    /// or narrowed by someone else first).
+    pub skipped: usize,
+    /// The changes made, the first ones only when there are many.
+    pub changes: Vec<Value>,
+    /// More changes were made than [`Report::changes`] lists.
+    pub truncated: bool,
+}
+
+impl Report {
+    /// Grants decided again that stay as they were.
+    pub fn unchanged(&self) -> usize {
+        self.checked - self.revoked - self.narrowed
+    }
+
+    /// The report as JSON: counts, and the grants revoked and narrowed,
+    /// each with why.
+    pub fn to_json(&self) -> Value {
+        let of = |kind: &str| -> Vec<Value> {
+            self.changes
+                .iter()
+                .filter(|c| c["kind"] == kind)
+                .cloned()
+                .collect()
+        };
+        json!({
+            "checked": self.checked,
+            "unchanged": self.unchanged(),
+            "revoked_count": self.revoked,
+            "narrowed_count": self.narrowed,
+            "revoked": of("revoked"),
+            "narrowed": of("narrowed"),
+            "truncated": self.truncated,
+        })
+    }
+}
+
+impl Applied {
+    /// The change as an answer lists it: the grant, what was done and why,
+    /// and its feed cursor.
+    pub fn summary(&self) -> Value {
+        let mut value = json!({
+            "grant_id": self.grant.grant_id,
+            "kind": match self.action { Action::Revoke => "revoked", Action::Narrow { .. } => "narrowed" },
+            "subject_id": self.grant.subject_id,
+            "task_id": self.grant.task_id,
+            "credential_ref": self.grant.credential_ref,
+            "why": self.why,
+            "cursor": self.seq.to_string(),
+        });
+        if let (Some(map), Action::Narrow { scope, expires_at }) =
+            (value.as_object_mut(), &self.action)
+        {
+            map.insert("scope".to_owned(), json!(scope));
+            map.insert("expires_at".to_owned(), json!(rfc3339(*expires_at)));
+        }
+        value
+    }
+}
+
 /// How many grants a page of live grants holds: re-decisions and events
 /// read, decide and write this many at a time.
 pub const PAGE: usize = 1000;

@@ -769,7 +769,12 @@ async fn a_change_never_overwrites_a_grant_changed_meanwhile() {
         assert_eq!(stored.revoked_by.as_deref(), Some("event:task_end"));
         assert_eq!(stored.revoked_at, Some(now + 1));
         assert!(!stored.narrowed && stored.redecision.is_none(), "{kind}");
-        assert_eq!(feed_of(&ledger, start, std::slice::from_ref(&id)).await.len(), 1);
+        assert_eq!(
+            feed_of(&ledger, start, std::slice::from_ref(&id))
+                .await
+                .len(),
+            1
+        );
 
         // Stale: narrowed once, a second narrowing from the first read is
         // refused.
