@@ -21,6 +21,23 @@ use super::{
 pub(crate) struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     path: String,
+    /// The file opened (device and inode): a ledger whose file was removed
+    /// or replaced while serving would go on writing to a file nobody can
+    /// read again, so it reports itself unavailable instead.
+    file: Option<(u64, u64)>,
+}
+
+/// The device and inode `path` names now.
+fn identity(path: &str) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
 }
 
 fn failed(path: &str, error: impl std::fmt::Display) -> LedgerError {
@@ -47,6 +64,7 @@ impl Sqlite {
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            file: identity(path),
         })
     }
 
@@ -59,7 +77,14 @@ impl Sqlite {
         let conn = self.conn.clone();
         let path = self.path.clone();
         let path2 = path.clone();
+        let opened = self.file;
         tokio::task::spawn_blocking(move || {
+            if opened.is_some() && identity(&path) != opened {
+                return Err(failed(
+                    &path,
+                    "the file was removed or replaced while writ had it open; nothing is recorded until writ is restarted on a ledger file",
+                ));
+            }
             let mut conn = conn
                 .lock()
                 .map_err(|_| failed(&path, "a previous operation panicked"))?;

@@ -431,6 +431,11 @@ async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             "`identity_revoked` revokes a subject's grants: give `subject`",
         ));
     }
+    if let Some(id) = &selector.grant {
+        if ledger.get(id).await.map_err(unavailable)?.is_none() {
+            return Err(not_found(id));
+        }
+    }
     let now = ledger.now();
     let revoked = ledger
         .revoke_for_event(&selector, &kind, &reason, now)
