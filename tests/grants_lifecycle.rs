@@ -533,3 +533,35 @@ fn the_cli_rechecks_a_ledger() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("do not compile"), "{stderr}");
 }
+
+/// The issuance count's window is the policy set's constant
+/// `repeat_window` when it defines one (here 2 s), else `--repeat-window`;
+/// the answer says which.
+#[test]
+fn the_repeat_window_comes_from_the_policy_constant() {
+    let dir = Arc::new(TempDir::new("window-const"));
+    let file = dir.file("writ.db");
+    let (server, policy) = start(&dir, &file.to_string_lossy());
+    let who = unique_subject("window");
+    let count = |task: &str| -> Value {
+        let reply = server.post("/v1/grants", &deploy(&who, task).to_string());
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["decision"]["issuance_count"].clone()
+    };
+    let first = count("a");
+    assert_eq!(first["window_from"], "--repeat-window", "{first}");
+    assert_eq!(first["window_seconds"], 3600);
+
+    reload(
+        &server,
+        &policy,
+        &format!("const repeat_window = 2s;\n{POLICY}"),
+    );
+    let second = count("b");
+    assert_eq!(second["window_from"], "policy constant repeat_window");
+    assert_eq!(second["window_seconds"], 2);
+    std::thread::sleep(Duration::from_millis(2500));
+    // Neither earlier grant is within the last 2 s.
+    let third = count("c");
+    assert_eq!(third["value"], 0, "{third}");
+}

@@ -112,7 +112,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let loaded = app.current.load_full();
     let now = ledger.now();
     let grant_id = ledger::new_grant_id();
-    let window = app.repeat_window;
+    let (window, window_from) = repeat_window(&loaded.engine, app.repeat_window);
     let from_broker = request.context.get("recent_issuances").cloned();
     let counted = subject.clone();
     let decide = {
@@ -151,6 +151,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                     "value": count,
                     "source": "ledger",
                     "window_seconds": window.as_secs(),
+                    "window_from": window_from,
                     "ignored_from_request": from_broker,
                 }),
             );
@@ -260,6 +261,29 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The policy constant that sets the window of the issuance count.
+pub(crate) const REPEAT_WINDOW: &str = "repeat_window";
+
+/// The window the issuance count looks back over, and where it came
+/// from: the serving policy set's constant `repeat_window` when it defines
+/// one as a duration (at least 1 s), else `--repeat-window`.
+pub(crate) fn repeat_window(
+    engine: &crate::engine::Engine,
+    flag: std::time::Duration,
+) -> (std::time::Duration, &'static str) {
+    match engine.policy().consts.get(REPEAT_WINDOW) {
+        Some(crate::ir::Lit::Dur(seconds)) => (
+            std::time::Duration::from_secs((*seconds).max(1)),
+            "policy constant repeat_window",
+        ),
+        Some(_) => (
+            flag,
+            "--repeat-window (the policy's repeat_window is not a duration)",
+        ),
+        None => (flag, "--repeat-window"),
+    }
 }
 
 /// The `grant_id` in a stored `201` answer.
