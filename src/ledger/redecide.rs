@@ -90,6 +90,8 @@ pub fn redecide(
         why,
         decision: Some(decision),
     };
+    // The decision's JSON (with its trace) is only built for a change: an
+    // unchanged grant writes nothing.
     let (request, prepared) = match Request::from_value(request) {
         Ok(parsed) => parsed,
         Err(error) => {
@@ -103,14 +105,13 @@ pub fn redecide(
         }
     };
     let decision = engine.decide_prepared(&request, &prepared);
-    let recorded = decision_json(&decision);
     if !decision.is_allow() {
         let reason = deny_reason(&decision);
         return Some(change(
             Action::Revoke,
             reason.clone(),
             format!("re-decided: deny ({reason})"),
-            recorded,
+            decision_json(&decision),
         ));
     }
     let scope: Vec<String> = grant
@@ -125,7 +126,7 @@ pub fn redecide(
             Action::Revoke,
             reason.clone(),
             format!("re-decided: {reason}"),
-            recorded,
+            decision_json(&decision),
         ));
     }
     let ttl_ms = i64::try_from(decision.ttl)
@@ -159,7 +160,7 @@ pub fn redecide(
         Action::Narrow { scope, expires_at },
         reason.clone(),
         format!("re-decided: {reason}"),
-        recorded,
+        decision_json(&decision),
     ))
 }
 
@@ -182,5 +183,144 @@ fn deny_reason(decision: &Decision) -> String {
         "denied: no rule allows it any more".to_owned()
     } else {
         format!("denied on error: {}", errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const POLICY: &str = r#"
+@id("deploy.permit")
+permit if action == "deploy" grant ["deploy:{resource.id}", "logs:{resource.id}"] for 30m;
+@id("risk.high")
+forbid if context has risk_score and context.risk_score > 70 because "risky";
+"#;
+
+    fn engine(extra: &str) -> Engine {
+        Engine::compile([("p.writ", format!("{POLICY}{extra}"))], None).expect("compiles")
+    }
+
+    /// A live grant of 30 minutes issued at `now`, holding `scope`.
+    fn grant(now: i64, scope: &[&str]) -> Grant {
+        Grant {
+            grant_id: "g".to_owned(),
+            decision_id: "d".to_owned(),
+            policy_digest: "sha256:x".to_owned(),
+            subject_id: "s".to_owned(),
+            task_id: None,
+            request: json!({
+                "subject": {"id": "s", "kind": "ci"},
+                "action": "deploy",
+                "resource": {"id": "k8s://a"},
+                "environment": {"time": "2020-01-01T00:00:00Z"},
+                "requested": {"scope": ["deploy:k8s://a"], "ttl": 60},
+                "context": {"risk_score": 10, "recent_issuances": 0}
+            }),
+            scope: scope.iter().map(|s| (*s).to_owned()).collect(),
+            ttl: 1800,
+            issued_at: now,
+            expires_at: now + 1_800_000,
+            obligations: json!([]),
+            credential_ref: None,
+            revoked_at: None,
+            revoked_by: None,
+            reason: None,
+            narrowed: false,
+            redecision: None,
+            redecided_at: None,
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn the_request_is_the_recorded_one_with_now_the_grant_and_the_event() {
+        let g = grant(NOW, &["deploy:k8s://a"]);
+        let context = json!({"risk_score": 90, "state": "quarantined"});
+        let request = request_for(&g, context.as_object(), NOW + 600_500);
+        assert_eq!(request["requested"]["scope"], json!(["deploy:k8s://a"]));
+        // 1199.5 s left, rounded up.
+        assert_eq!(request["requested"]["ttl"], 1200);
+        assert_eq!(request["environment"]["time"], rfc3339(NOW + 600_500));
+        assert_eq!(request["context"]["risk_score"], 90);
+        assert_eq!(request["context"]["state"], "quarantined");
+        assert_eq!(request["context"]["recent_issuances"], 0);
+    }
+
+    #[test]
+    fn the_same_policy_changes_nothing_and_never_widens() {
+        // The policy would grant both items for 30 minutes; the grant holds
+        // one, with 10 minutes left: it stays as it is.
+        let mut g = grant(NOW, &["deploy:k8s://a"]);
+        g.expires_at = NOW + 600_000;
+        assert!(redecide(&engine(""), &g, None, REDECISION, NOW).is_none());
+        // Later, with less time left, still nothing.
+        assert!(redecide(&engine(""), &g, None, REDECISION, NOW + 123_456).is_none());
+    }
+
+    #[test]
+    fn a_lower_cap_narrows_the_expiry_and_a_forbid_revokes() {
+        let g = grant(NOW, &["deploy:k8s://a", "logs:k8s://a"]);
+        let change =
+            redecide(&engine("limit ttl 5m;"), &g, None, REDECISION, NOW + 1000).expect("a change");
+        assert_eq!(
+            change.action,
+            Action::Narrow {
+                scope: g.scope.clone(),
+                expires_at: NOW + 1000 + 300_000
+            }
+        );
+        assert_eq!(change.by, REDECISION);
+        assert!(change.decision.is_some());
+
+        let context = json!({"risk_score": 95});
+        let change = redecide(
+            &engine(""),
+            &g,
+            context.as_object(),
+            "event:risk_change",
+            NOW,
+        )
+        .expect("a change");
+        assert_eq!(change.action, Action::Revoke);
+        assert!(change.reason.contains("risk.high"), "{}", change.reason);
+        assert_eq!(change.by, "event:risk_change");
+    }
+
+    #[test]
+    fn a_smaller_grant_list_narrows_the_scope() {
+        let g = grant(NOW, &["deploy:k8s://a", "logs:k8s://a"]);
+        let only_deploy = Engine::compile(
+            [(
+                "p.writ",
+                "@id(\"deploy.only\")\npermit if action == \"deploy\" grant [\"deploy:{resource.id}\"] for 30m;",
+            )],
+            None,
+        )
+        .expect("compiles");
+        let change = redecide(&only_deploy, &g, None, REDECISION, NOW).expect("a change");
+        assert_eq!(
+            change.action,
+            Action::Narrow {
+                scope: vec!["deploy:k8s://a".to_owned()],
+                expires_at: g.expires_at
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreadable_recorded_request_is_revoked() {
+        let mut g = grant(NOW, &["deploy:k8s://a"]);
+        g.request = json!({"subject": "not an object"});
+        let change = redecide(&engine(""), &g, None, REDECISION, NOW).expect("a change");
+        assert_eq!(change.action, Action::Revoke);
+        assert!(
+            change.reason.contains("no longer validates"),
+            "{}",
+            change.reason
+        );
     }
 }
