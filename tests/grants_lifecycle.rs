@@ -53,17 +53,18 @@ forbid if context has risk_score and context.risk_score > 70
   because "risk score {context.risk_score} is over 70";
 "#;
 
-/// Adds to [`POLICY`]: a five-minute cap.
-const TIGHTER_TTL: &str = r#"
-@id("ttl.tight")
-limit ttl 5m;
-"#;
+/// Adds to [`POLICY`]: a five-minute cap for `who` (only: other tests'
+/// grants share the PostgreSQL ledger, and a reload re-decides them all).
+fn tighter_ttl(who: &str) -> String {
+    format!("\n@id(\"ttl.tight\")\nlimit ttl 5m if subject.id == \"{who}\";\n")
+}
 
-/// Adds to [`POLICY`]: no more deploys.
-const FROZEN: &str = r#"
-@id("deploy.frozen")
-forbid if action == "deploy" because "deploys are frozen";
-"#;
+/// Adds to [`POLICY`]: no more deploys for `who`.
+fn frozen(who: &str) -> String {
+    format!(
+        "\n@id(\"deploy.frozen\")\nforbid if action == \"deploy\" and subject.id == \"{who}\" because \"deploys are frozen\";\n"
+    )
+}
 
 /// A deploy for `subject` and `task`, asking for both scope items.
 fn deploy(subject: &str, task: &str) -> Value {
@@ -165,7 +166,7 @@ fn reload_redecides(ledger: &str, name: &str) {
     assert_eq!(issued["ttl"], 1800);
     let start = feed_end(&server);
 
-    reload(&server, &file, &format!("{POLICY}{TIGHTER_TTL}"));
+    reload(&server, &file, &format!("{POLICY}{}", tighter_ttl(&who)));
     wait_until("the grant narrowed", Duration::from_secs(20), || {
         grant(&server, &id)["narrowed"] == true
     });
@@ -190,7 +191,11 @@ fn reload_redecides(ledger: &str, name: &str) {
     assert_eq!(rows[0]["expires_at"], narrowed["expires_at"]);
     assert_eq!(rows[0]["credential_ref"], "lease-1");
 
-    reload(&server, &file, &format!("{POLICY}{TIGHTER_TTL}{FROZEN}"));
+    reload(
+        &server,
+        &file,
+        &format!("{POLICY}{}{}", tighter_ttl(&who), frozen(&who)),
+    );
     wait_until("the grant revoked", Duration::from_secs(20), || {
         grant(&server, &id)["state"] == "revoked"
     });
@@ -480,9 +485,13 @@ fn the_cli_rechecks_a_ledger() {
     let who = unique_subject("cli-recheck");
     let a = issue(&server, &who, "run-a");
     let b = issue(&server, &who, "run-b");
-    let frozen = dir.path().join("frozen");
-    std::fs::create_dir_all(&frozen).expect("dir");
-    std::fs::write(frozen.join("p.writ"), format!("{POLICY}{FROZEN}")).expect("policy");
+    let frozen_dir = dir.path().join("frozen");
+    std::fs::create_dir_all(&frozen_dir).expect("dir");
+    std::fs::write(
+        frozen_dir.join("p.writ"),
+        format!("{POLICY}{}", frozen(&who)),
+    )
+    .expect("policy");
     let same = dir.path().join("policies");
 
     let (code, body, stderr) = writ(&[
@@ -506,7 +515,7 @@ fn the_cli_rechecks_a_ledger() {
         "--ledger",
         &ledger,
         "--policy",
-        &frozen.to_string_lossy(),
+        &frozen_dir.to_string_lossy(),
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(body["revoked_count"], 2, "{body}");
@@ -564,4 +573,57 @@ fn the_repeat_window_comes_from_the_policy_constant() {
     // Neither earlier grant is within the last 2 s.
     let third = count("c");
     assert_eq!(third["value"], 0, "{third}");
+}
+
+/// Two replicas on one PostgreSQL: a read waiting on A's feed answers with
+/// a revocation made through B (found by polling the store), well before
+/// its `wait` runs out.
+#[test]
+fn a_waiting_feed_read_sees_another_replicas_revocation() {
+    let Some(url) = postgres_url("a_waiting_feed_read_sees_another_replicas_revocation") else {
+        return;
+    };
+    let dir = Arc::new(TempDir::new("feed-fleet"));
+    let (a, _) = start(&dir, &url);
+    let b = Server::start(
+        &[
+            "--ledger",
+            &url,
+            "--policy",
+            &dir.path().join("policies").to_string_lossy(),
+        ],
+        &dir,
+    );
+    let id = issue(&a, &unique_subject("feed-fleet"), "run-1");
+    let end = feed_end(&a);
+    let port = a.port;
+    let wanted = id.clone();
+    let started = Instant::now();
+    // Other tests share the database and may append first: read on, from
+    // each `next`, until the row comes.
+    let waiting = std::thread::spawn(move || {
+        let mut cursor = end;
+        loop {
+            let path = format!("/v1/revocations?after={cursor}&wait=20s");
+            let reply = request(port, "GET", &path, None, &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let body = reply.json();
+            let rows = body["revocations"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() || rows.iter().any(|r| r["grant_id"] == wanted.as_str()) {
+                return rows;
+            }
+            cursor = body["next"].as_str().expect("next").to_owned();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        request(b.port, "DELETE", &format!("/v1/grants/{id}"), None, &[]).status,
+        200
+    );
+    let rows = waiting.join().expect("the waiting read");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        rows.iter().any(|r| r["grant_id"] == id.as_str()),
+        "{rows:?}"
+    );
 }
