@@ -596,15 +596,23 @@ impl Ledger {
         Fut: std::future::Future<Output = Vec<Change>>,
     {
         let mut report = Report::default();
-        let mut after: Option<String> = None;
+        let mut now = self.now();
+        let mut page = self.live_page(selector, None, now).await?;
         loop {
-            let now = self.now();
-            let page = self.live_page(selector, after.as_deref(), now).await?;
             let Some(last) = page.last() else { break };
-            after = Some(last.grant_id.clone());
+            let after = last.grant_id.clone();
             let full = page.len() == PAGE;
             report.checked += page.len();
-            let changes = decide(page, now).await;
+            // The next page is read while this one is decided (the pages do
+            // not overlap: they are taken in `grant_id` order).
+            let next_now = self.now();
+            let (changes, next) = tokio::join!(decide(page, now), async {
+                if full {
+                    self.live_page(selector, Some(&after), next_now).await
+                } else {
+                    Ok(Vec::new())
+                }
+            });
             let proposed = changes.len();
             let applied = self.apply(changes, now).await?;
             report.skipped += proposed - applied.len();
@@ -619,9 +627,8 @@ impl Ledger {
                     report.truncated = true;
                 }
             }
-            if !full {
-                break;
-            }
+            page = next?;
+            now = next_now;
         }
         Ok(report)
     }

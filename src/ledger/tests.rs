@@ -637,7 +637,7 @@ async fn feed_end(ledger: &Ledger) -> i64 {
 }
 
 async fn issued_id(ledger: &Ledger, who: &str, task: Option<&str>, now: i64) -> String {
-    let issued = issue_limited(ledger, who, task, now, 1000, None).await;
+    let issued = issue_limited(ledger, who, task, now, 1_000_000, None).await;
     let body: Value = serde_json::from_str(&issued.body).expect("JSON");
     body["grant_id"].as_str().expect("grant_id").to_owned()
 }
@@ -922,5 +922,68 @@ async fn a_clock_that_jumps_back_resurrects_nothing() {
             reopened.now()
         );
         wall.store(now_ms(), Ordering::SeqCst);
+    }
+}
+
+/// A pass over more than a page: every live grant is decided once, the
+/// changes are applied page by page, and a grant revoked before the pass
+/// is not decided.
+#[tokio::test]
+async fn a_re_decision_pass_pages_through_every_live_grant() {
+    for ledger in stores("redecide-pages").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = ledger.now();
+        let mut ids = Vec::new();
+        // Two pages of live grants: 1,000 and 1.
+        for _ in 0..PAGE + 2 {
+            ids.push(issued_id(&ledger, &who, None, now).await);
+        }
+        ledger
+            .revoke(&ids[0], "broker", "not_minted", now)
+            .await
+            .expect("revoke");
+        let selector = Selector {
+            subject: Some(who.clone()),
+            ..Selector::default()
+        };
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let report = ledger
+            .redecide_live(&selector, 5, |page, now| {
+                seen.lock()
+                    .expect("lock")
+                    .extend(page.iter().map(|g| g.grant_id.clone()));
+                // Every other grant of a page is revoked.
+                let changes: Vec<Change> = page
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == 0)
+                    .map(|(_, grant)| Change {
+                        grant,
+                        action: Action::Revoke,
+                        by: "redecision".to_owned(),
+                        reason: "test".to_owned(),
+                        why: "test".to_owned(),
+                        decision: Some(json!({"decision": "deny"})),
+                    })
+                    .collect();
+                let _ = now;
+                std::future::ready(changes)
+            })
+            .await
+            .expect("pass");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), PAGE + 1, "{kind}: each live grant once");
+        assert_eq!(seen, ids[1..].to_vec(), "{kind}: in order");
+        assert_eq!(report.checked, PAGE + 1, "{kind}");
+        assert_eq!(report.revoked, PAGE / 2 + 1, "{kind}");
+        assert_eq!(report.unchanged(), PAGE / 2, "{kind}");
+        assert_eq!(report.changes.len(), 5, "{kind}: kept");
+        assert!(report.truncated, "{kind}");
+        let live = ledger
+            .live_page(&selector, None, ledger.now())
+            .await
+            .expect("live");
+        assert_eq!(live.len(), PAGE / 2, "{kind}");
     }
 }
