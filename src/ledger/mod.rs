@@ -598,8 +598,7 @@ impl Ledger {
         let mut report = Report::default();
         let mut now = self.now();
         let mut page = self.live_page(selector, None, now).await?;
-        loop {
-            let Some(last) = page.last() else { break };
+        while let Some(last) = page.last() {
             let after = last.grant_id.clone();
             let full = page.len() == PAGE;
             report.checked += page.len();
