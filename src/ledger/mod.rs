@@ -298,6 +298,8 @@ pub struct Ledger {
     appended: Arc<Notify>,
     /// One re-decision pass at a time in this process.
     redeciding: tokio::sync::Mutex<()>,
+    /// How many grants a page of live grants holds ([`PAGE`]).
+    page: usize,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -340,6 +342,7 @@ impl Ledger {
             floor: AtomicI64::new(i64::MIN),
             appended: Arc::new(Notify::new()),
             redeciding: tokio::sync::Mutex::new(()),
+            page: PAGE,
         };
         match ledger.migrate().await {
             Ok(_) => {
@@ -351,6 +354,14 @@ impl Ledger {
             Err(LedgerError::Unavailable(_)) => Ok(ledger),
             Err(error) => Err(error),
         }
+    }
+
+    /// The same ledger, reading and writing live grants `page` at a time
+    /// (events, re-decisions); at least 1. Smaller pages hold less in
+    /// memory and shorter transactions; larger ones make fewer round trips.
+    pub fn with_page(mut self, page: usize) -> Ledger {
+        self.page = page.max(1);
+        self
     }
 
     /// The ledger's time, Unix milliseconds: the clock, but never earlier
@@ -464,7 +475,7 @@ impl Ledger {
             let page = self.live_page(selector, after.as_deref(), now).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.grant_id.clone());
-            let full = page.len() == PAGE;
+            let full = page.len() == self.page;
             let changes: Vec<Change> = page
                 .into_iter()
                 .filter_map(|grant| {
@@ -518,7 +529,7 @@ impl Ledger {
         Ok(Some((grant, changed)))
     }
 
-    /// One page (up to [`PAGE`]) of the live grants `selector` selects (all
+    /// One page (up to [`PAGE`], or what [`Ledger::with_page`] set) of the live grants `selector` selects (all
     /// live grants for an empty selector), in `grant_id` order after
     /// `after`.
     pub async fn live_page(
@@ -529,7 +540,7 @@ impl Ledger {
     ) -> Result<Vec<Grant>, LedgerError> {
         let mut filter = selector.filter();
         filter.after = after.map(str::to_owned);
-        filter.limit = PAGE;
+        filter.limit = self.page;
         match &self.store {
             Store::Sqlite(s) => s.list(filter, now).await,
             Store::Postgres(p) => p.list(filter, now).await,
@@ -600,7 +611,7 @@ impl Ledger {
         let mut page = self.live_page(selector, None, now).await?;
         while let Some(last) = page.last() {
             let after = last.grant_id.clone();
-            let full = page.len() == PAGE;
+            let full = page.len() == self.page;
             report.checked += page.len();
             // The next page is read while this one is decided (the pages do
             // not overlap: they are taken in `grant_id` order).
@@ -704,7 +715,7 @@ impl Applied {
 
 /// How many grants a page of live grants holds: re-decisions and events
 /// read, decide and write this many at a time.
-pub const PAGE: usize = 1000;
+pub const PAGE: usize = 5000;
 
 /// What a change does to a grant.
 #[derive(Debug, Clone, PartialEq)]

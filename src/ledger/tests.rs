@@ -930,7 +930,9 @@ async fn a_clock_that_jumps_back_resurrects_nothing() {
 /// is not decided.
 #[tokio::test]
 async fn a_re_decision_pass_pages_through_every_live_grant() {
+    const PAGE: usize = 1000;
     for ledger in stores("redecide-pages").await {
+        let ledger = ledger.with_page(PAGE);
         let kind = ledger.kind();
         let who = subject();
         let now = ledger.now();
