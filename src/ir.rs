@@ -394,4 +394,8 @@ pub struct PolicySet {
     pub rules: Vec<Rule>,
     /// The data file's top-level values that are not constants.
     pub data: IndexMap<String, Value>,
+    /// The constants, by name, with the data file's overrides applied (the
+    /// rules have them inlined; the server reads a few, e.g.
+    /// `repeat_window`).
+    pub consts: IndexMap<String, Lit>,
 }

@@ -388,6 +388,7 @@ fn post_event(server: &Server, event: &Value) -> Reply {
 /// A grant issued through `a` is revoked by a `task_end` event sent to `b`
 /// (the same server, or another replica on the same database).
 fn events_revoke(a: &Server, b: &Server, name: &str) {
+    let start = feed_end(a);
     let who = unique_subject(name);
     // Unique too: PostgreSQL keeps the grants of earlier runs.
     let task = format!("run-{who}");
@@ -438,10 +439,71 @@ fn events_revoke(a: &Server, b: &Server, name: &str) {
         .assert_error(400, "invalid_request");
     let message = post_event(
         b,
-        &json!({"type": "risk_change", "subject": who, "context": {"risk_score": 90}}),
+        &json!({"type": "risk_change", "subject": who, "context": 90}),
     )
     .assert_error(400, "invalid_request");
     assert!(message.contains("context"), "{message}");
+
+    // Both replicas' feeds show the revocations, in the same order.
+    for server in [a, b] {
+        let rows = feed_since(server, &start);
+        let mine: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|r| r["subject_id"] == who.as_str())
+            .map(|r| {
+                (
+                    r["by"].as_str().unwrap_or(""),
+                    r["kind"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mine,
+            vec![
+                ("event:task_end", "revoked"),
+                ("event:identity_revoked", "revoked")
+            ],
+            "{rows:?}"
+        );
+        let first = rows
+            .iter()
+            .find(|r| r["grant_id"] == id.as_str())
+            .expect("the task_end revocation is on the feed");
+        assert_eq!(first["task_id"], task.as_str());
+        assert_eq!(first["reason"], "pipeline finished");
+    }
+}
+
+/// The feed's cursor now (its last row's), read through `server`.
+fn feed_end(server: &Server) -> String {
+    let mut cursor = "0".to_owned();
+    loop {
+        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        let next = body["next"].as_str().expect("next").to_owned();
+        if next == cursor {
+            return cursor;
+        }
+        cursor = next;
+    }
+}
+
+/// Every feed row after `cursor`, read through `server`.
+fn feed_since(server: &Server, cursor: &str) -> Vec<Value> {
+    let mut cursor = cursor.to_owned();
+    let mut rows = Vec::new();
+    loop {
+        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        let page = body["revocations"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return rows;
+        }
+        rows.extend(page);
+        cursor = body["next"].as_str().expect("next").to_owned();
+    }
 }
 
 #[test]
@@ -536,7 +598,7 @@ fn ledger_migrate_reports_the_schema_and_refuses_a_dead_database() {
     let file = dir.file("writ.db");
     let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &file.to_string_lossy()]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("schema version 2"), "{stderr}");
+    assert!(stderr.contains("schema version 3"), "{stderr}");
     let url = format!("postgres://writ@127.0.0.1:{}/writ", free_port());
     let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &url]);
     assert_eq!(code, 2, "{stderr}");

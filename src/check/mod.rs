@@ -153,7 +153,19 @@ pub fn check(
         }
     }
     let data = checker.data;
-    (PolicySet { rules, data }, checker.diagnostics)
+    let consts = checker
+        .consts
+        .into_iter()
+        .map(|(name, c)| (name, c.value))
+        .collect();
+    (
+        PolicySet {
+            rules,
+            data,
+            consts,
+        },
+        checker.diagnostics,
+    )
 }
 
 impl Checker<'_> {

@@ -12,9 +12,14 @@
 //! after the other.
 
 mod postgres;
+pub mod redecide;
 mod sqlite;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -22,17 +27,22 @@ use time::OffsetDateTime;
 
 /// The versioned migrations, in order: (version, name, SQL). The SQL is
 /// common to SQLite and PostgreSQL.
-pub(crate) const MIGRATIONS: [(i64, &str, &str); 2] = [
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 3] = [
     (1, "grants", include_str!("migrations/0001_grants.sql")),
     (
         2,
         "idempotency_digest",
         include_str!("migrations/0002_idempotency_digest.sql"),
     ),
+    (
+        3,
+        "revocation_feed",
+        include_str!("migrations/0003_revocation_feed.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +135,11 @@ pub struct Grant {
     pub reason: Option<String>,
     /// A re-decision kept it with less scope or a shorter expiry.
     pub narrowed: bool,
+    /// The last re-decision that revoked or narrowed it: the decision as
+    /// JSON, trace included.
+    pub redecision: Option<Value>,
+    /// When that re-decision was made.
+    pub redecided_at: Option<i64>,
 }
 
 impl Grant {
@@ -158,6 +173,10 @@ impl Grant {
             "revoked_by": self.revoked_by,
             "reason": self.reason,
             "narrowed": self.narrowed,
+            "redecision": self.redecision.as_ref().map(|decision| json!({
+                "at": self.redecided_at.map(rfc3339),
+                "decision": decision,
+            })),
             "request": self.request,
         })
     }
@@ -263,10 +282,24 @@ enum Store {
     Postgres(postgres::Postgres),
 }
 
+/// The clock a ledger reads, in Unix milliseconds ([`now_ms`] unless a
+/// test injects another).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// The grant ledger, on SQLite or PostgreSQL.
 pub struct Ledger {
     store: Store,
     target: String,
+    clock: Clock,
+    /// The latest time this ledger has handed out ([`Ledger::now`]): the
+    /// clock never goes back below it.
+    floor: AtomicI64,
+    /// Woken whenever this process appends to the revocation feed.
+    appended: Arc<Notify>,
+    /// One re-decision pass at a time in this process.
+    redeciding: tokio::sync::Mutex<()>,
+    /// How many grants a page of live grants holds ([`PAGE`]).
+    page: usize,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -289,6 +322,14 @@ impl Ledger {
     /// and every operation reports [`LedgerError::Unavailable`] (and tries
     /// the migrations again) until it answers.
     pub async fn open(target: &str) -> Result<Ledger, LedgerError> {
+        Ledger::open_with_clock(target, Arc::new(now_ms)).await
+    }
+
+    /// [`Ledger::open`], reading time from `clock` (tests jump it). The
+    /// ledger's own time starts at the latest time the ledger holds (an
+    /// issue, a revocation) when that is later than the clock, so a clock
+    /// set back while writ was down resurrects nothing either.
+    pub async fn open_with_clock(target: &str, clock: Clock) -> Result<Ledger, LedgerError> {
         let store = if is_postgres(target) {
             Store::Postgres(postgres::Postgres::open(target)?)
         } else {
@@ -297,10 +338,49 @@ impl Ledger {
         let ledger = Ledger {
             store,
             target: redact_url(target),
+            clock,
+            floor: AtomicI64::new(i64::MIN),
+            appended: Arc::new(Notify::new()),
+            redeciding: tokio::sync::Mutex::new(()),
+            page: PAGE,
         };
         match ledger.migrate().await {
-            Ok(_) | Err(LedgerError::Unavailable(_)) => Ok(ledger),
+            Ok(_) => {
+                if let Ok(latest) = ledger.latest_time().await {
+                    ledger.floor.fetch_max(latest, Ordering::SeqCst);
+                }
+                Ok(ledger)
+            }
+            Err(LedgerError::Unavailable(_)) => Ok(ledger),
             Err(error) => Err(error),
+        }
+    }
+
+    /// The same ledger, reading and writing live grants `page` at a time
+    /// (events, re-decisions); at least 1. Smaller pages hold less in
+    /// memory and shorter transactions; larger ones make fewer round trips.
+    pub fn with_page(mut self, page: usize) -> Ledger {
+        self.page = page.max(1);
+        self
+    }
+
+    /// The ledger's time, Unix milliseconds: the clock, but never earlier
+    /// than a time it has already handed out. A clock that jumps back
+    /// leaves the ledger's time standing until the clock catches up, so a
+    /// grant that expired stays expired, and a window counts at least the
+    /// grants it counted before (a count never drops because of the jump).
+    /// A clock that jumps forward is taken as time passing.
+    pub fn now(&self) -> i64 {
+        let wall = (self.clock)();
+        let before = self.floor.fetch_max(wall, Ordering::SeqCst);
+        before.max(wall)
+    }
+
+    /// The latest issue or revocation time the ledger holds.
+    async fn latest_time(&self) -> Result<i64, LedgerError> {
+        match &self.store {
+            Store::Sqlite(s) => s.latest_time().await,
+            Store::Postgres(p) => p.latest_time().await,
         }
     }
 
@@ -370,10 +450,12 @@ impl Ledger {
         }
     }
 
-    /// Revokes, in one transaction, every live grant `selector` selects
-    /// whose `revoke_on` obligations name `event` (every one of them for
-    /// `identity_revoked`), with `revoked_by` = `event:TYPE` and `reason`.
-    /// Returns the grants it revoked, each with why.
+    /// Revokes every live grant `selector` selects whose `revoke_on`
+    /// obligations name `event` (every one of them for `identity_revoked`),
+    /// with `revoked_by` = `event:TYPE` and `reason`, a page of grants per
+    /// transaction, each revocation with its feed row. Returns the grants it
+    /// revoked, each with why. A grant revoked meanwhile (by another event,
+    /// on another replica) is left as it is and not returned.
     pub async fn revoke_for_event(
         &self,
         selector: &Selector,
@@ -387,15 +469,40 @@ impl Ledger {
             ));
         }
         let by = format!("event:{event}");
-        match &self.store {
-            Store::Sqlite(s) => s.revoke_for_event(selector, event, &by, reason, now).await,
-            Store::Postgres(p) => p.revoke_for_event(selector, event, &by, reason, now).await,
+        let mut revoked = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.live_page(selector, after.as_deref(), now).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.grant_id.clone());
+            let full = page.len() == self.page;
+            let changes: Vec<Change> = page
+                .into_iter()
+                .filter_map(|grant| {
+                    let why = revoked_by_event(&grant, event)?;
+                    Some(Change {
+                        grant,
+                        action: Action::Revoke,
+                        by: by.clone(),
+                        reason: reason.to_owned(),
+                        why,
+                        decision: None,
+                    })
+                })
+                .collect();
+            for applied in self.apply(changes, now).await? {
+                revoked.push((applied.grant, applied.why));
+            }
+            if !full {
+                break;
+            }
         }
+        Ok(revoked)
     }
 
     /// Revokes a live grant: `Ok(None)` when there is no such grant, else
     /// the grant and whether this call revoked it (a grant already revoked
-    /// or expired stays as it is).
+    /// or expired stays as it is). A revocation is written to the feed.
     pub async fn revoke(
         &self,
         grant_id: &str,
@@ -403,12 +510,389 @@ impl Ledger {
         reason: &str,
         now: i64,
     ) -> Result<Option<(Grant, bool)>, LedgerError> {
+        let Some(grant) = self.get(grant_id).await? else {
+            return Ok(None);
+        };
+        if grant.state(now) != GrantState::Live {
+            return Ok(Some((grant, false)));
+        }
+        let change = Change {
+            grant: grant.clone(),
+            action: Action::Revoke,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            why: reason.to_owned(),
+            decision: None,
+        };
+        let changed = !self.apply(vec![change], now).await?.is_empty();
+        let grant = self.get(grant_id).await?.unwrap_or(grant);
+        Ok(Some((grant, changed)))
+    }
+
+    /// One page (up to [`PAGE`], or what [`Ledger::with_page`] set) of the live grants `selector` selects (all
+    /// live grants for an empty selector), in `grant_id` order after
+    /// `after`.
+    pub async fn live_page(
+        &self,
+        selector: &Selector,
+        after: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Grant>, LedgerError> {
+        let mut filter = selector.filter();
+        filter.after = after.map(str::to_owned);
+        filter.limit = self.page;
         match &self.store {
-            Store::Sqlite(s) => s.revoke(grant_id, by, reason, now).await,
-            Store::Postgres(p) => p.revoke(grant_id, by, reason, now).await,
+            Store::Sqlite(s) => s.list(filter, now).await,
+            Store::Postgres(p) => p.list(filter, now).await,
+        }
+    }
+
+    /// Applies revocations and narrowings in one transaction, each only if
+    /// the grant is still live and unchanged since it was read (its
+    /// `revoked_at` still empty, its scope and expiry as read), and appends
+    /// a feed row for each one applied, in the same transaction. Returns
+    /// the changes applied, their grants as they are now, with feed cursors.
+    pub async fn apply(&self, changes: Vec<Change>, now: i64) -> Result<Vec<Applied>, LedgerError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let applied = match &self.store {
+            Store::Sqlite(s) => s.apply(changes, now).await?,
+            Store::Postgres(p) => p.apply(changes, now).await?,
+        };
+        if !applied.is_empty() {
+            self.appended.notify_waiters();
+        }
+        Ok(applied)
+    }
+
+    /// The feed after cursor `after` (0 for the start), in cursor order, at
+    /// most `limit` (1..=1000) rows.
+    pub async fn feed(&self, after: i64, limit: usize) -> Result<Vec<FeedEntry>, LedgerError> {
+        let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        match &self.store {
+            Store::Sqlite(s) => s.feed(after, limit).await,
+            Store::Postgres(p) => p.feed(after, limit).await,
+        }
+    }
+
+    /// Woken (`notify_waiters`) whenever this ledger appends to the feed;
+    /// rows other processes append are only seen by reading the feed again.
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Held for one re-decision pass, so passes in one process do not
+    /// overlap (they would only do the same work twice).
+    pub async fn redeciding(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.redeciding.lock().await
+    }
+}
+
+impl Ledger {
+    /// Re-decides the live grants `selector` selects (every live grant for
+    /// an empty one), a page ([`PAGE`]) at a time: `decide` turns a page
+    /// into the changes to make (see [`redecide::redecide`]), which are
+    /// applied in one transaction per page. So 100,000 live grants are
+    /// never loaded at once, and a grant revoked meanwhile is left alone.
+    /// The answer counts everything and lists the first `keep` changes.
+    pub async fn redecide_live<F, Fut>(
+        &self,
+        selector: &Selector,
+        keep: usize,
+        mut decide: F,
+    ) -> Result<Report, LedgerError>
+    where
+        F: FnMut(Vec<Grant>, i64) -> Fut,
+        Fut: std::future::Future<Output = Vec<Change>>,
+    {
+        let mut report = Report::default();
+        let mut now = self.now();
+        let mut page = self.live_page(selector, None, now).await?;
+        while let Some(last) = page.last() {
+            let after = last.grant_id.clone();
+            let full = page.len() == self.page;
+            report.checked += page.len();
+            // The next page is read while this one is decided (the pages do
+            // not overlap: they are taken in `grant_id` order).
+            let next_now = self.now();
+            let (changes, next) = tokio::join!(decide(page, now), async {
+                if full {
+                    self.live_page(selector, Some(&after), next_now).await
+                } else {
+                    Ok(Vec::new())
+                }
+            });
+            let proposed = changes.len();
+            let applied = self.apply(changes, now).await?;
+            report.skipped += proposed - applied.len();
+            for applied in applied {
+                match applied.action {
+                    Action::Revoke => report.revoked += 1,
+                    Action::Narrow { .. } => report.narrowed += 1,
+                }
+                if report.changes.len() < keep {
+                    report.changes.push(applied.summary());
+                } else {
+                    report.truncated = true;
+                }
+            }
+            page = next?;
+            now = next_now;
+        }
+        Ok(report)
+    }
+}
+
+/// What a re-decision pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Live grants decided again.
+    pub checked: usize,
+    /// Revoked.
+    pub revoked: usize,
+    /// Narrowed.
+    pub narrowed: usize,
+    /// Changes not applied because the grant changed meanwhile (revoked
+    /// or narrowed by someone else first).
+    pub skipped: usize,
+    /// The changes made, the first ones only when there are many.
+    pub changes: Vec<Value>,
+    /// More changes were made than [`Report::changes`] lists.
+    pub truncated: bool,
+}
+
+impl Report {
+    /// Grants decided again that stay as they were.
+    pub fn unchanged(&self) -> usize {
+        self.checked - self.revoked - self.narrowed
+    }
+
+    /// The report as JSON: counts, and the grants revoked and narrowed,
+    /// each with why.
+    pub fn to_json(&self) -> Value {
+        let of = |kind: &str| -> Vec<Value> {
+            self.changes
+                .iter()
+                .filter(|c| c["kind"] == kind)
+                .cloned()
+                .collect()
+        };
+        json!({
+            "checked": self.checked,
+            "unchanged": self.unchanged(),
+            "revoked_count": self.revoked,
+            "narrowed_count": self.narrowed,
+            "revoked": of("revoked"),
+            "narrowed": of("narrowed"),
+            "truncated": self.truncated,
+        })
+    }
+}
+
+impl Applied {
+    /// The change as an answer lists it: the grant, what was done and why,
+    /// and its feed cursor.
+    pub fn summary(&self) -> Value {
+        let mut value = json!({
+            "grant_id": self.grant.grant_id,
+            "kind": match self.action { Action::Revoke => "revoked", Action::Narrow { .. } => "narrowed" },
+            "subject_id": self.grant.subject_id,
+            "task_id": self.grant.task_id,
+            "credential_ref": self.grant.credential_ref,
+            "why": self.why,
+            "cursor": self.seq.to_string(),
+        });
+        if let (Some(map), Action::Narrow { scope, expires_at }) =
+            (value.as_object_mut(), &self.action)
+        {
+            map.insert("scope".to_owned(), json!(scope));
+            map.insert("expires_at".to_owned(), json!(rfc3339(*expires_at)));
+        }
+        value
+    }
+}
+
+/// How many grants a page of live grants holds: re-decisions and events
+/// read, decide and write this many at a time.
+pub const PAGE: usize = 5000;
+
+/// What a change does to a grant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Revoke it.
+    Revoke,
+    /// Keep it with this scope and expiry (never more than it had).
+    Narrow {
+        /// The new scope: a subset of the grant's.
+        scope: Vec<String>,
+        /// The new expiry: no later than the grant's.
+        expires_at: i64,
+    },
+}
+
+/// A revocation or narrowing to apply ([`Ledger::apply`]).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The grant as read.
+    pub grant: Grant,
+    /// What to do.
+    pub action: Action,
+    /// `revoked_by` (and the feed's `by`): `broker`, `event:TYPE`,
+    /// `redecision`.
+    pub by: String,
+    /// The reason stored and put on the feed.
+    pub reason: String,
+    /// Why, in words, for the answer that lists it.
+    pub why: String,
+    /// The re-decision that made the change, stored with the grant.
+    pub decision: Option<Value>,
+}
+
+/// A change that was applied.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The grant after the change.
+    pub grant: Grant,
+    /// What was done.
+    pub action: Action,
+    /// Why.
+    pub why: String,
+    /// Its feed row's cursor.
+    pub seq: i64,
+}
+
+impl Change {
+    /// The change as applied with feed cursor `seq` at `now`.
+    pub(crate) fn applied(self, seq: i64, now: i64) -> Applied {
+        let mut grant = self.grant;
+        match &self.action {
+            Action::Revoke => {
+                grant.revoked_at = Some(now);
+                grant.revoked_by = Some(self.by.clone());
+                grant.reason = Some(self.reason.clone());
+            }
+            Action::Narrow { scope, expires_at } => {
+                grant.scope = scope.clone();
+                grant.expires_at = *expires_at;
+                grant.narrowed = true;
+            }
+        }
+        if self.decision.is_some() {
+            grant.redecision = self.decision;
+            grant.redecided_at = Some(now);
+        }
+        Applied {
+            grant,
+            action: self.action,
+            why: self.why,
+            seq,
+        }
+    }
+
+    /// The feed row this change appends.
+    pub(crate) fn feed_entry(&self, seq: i64, now: i64) -> FeedEntry {
+        let (kind, scope, expires_at) = match &self.action {
+            Action::Revoke => (FeedKind::Revoked, None, None),
+            Action::Narrow { scope, expires_at } => {
+                (FeedKind::Narrowed, Some(scope.clone()), Some(*expires_at))
+            }
+        };
+        FeedEntry {
+            seq,
+            grant_id: self.grant.grant_id.clone(),
+            kind,
+            subject_id: self.grant.subject_id.clone(),
+            task_id: self.grant.task_id.clone(),
+            credential_ref: self.grant.credential_ref.clone(),
+            reason: Some(self.reason.clone()),
+            by: self.by.clone(),
+            at: now,
+            scope,
+            expires_at,
         }
     }
 }
+
+/// What a feed row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedKind {
+    /// The grant was revoked.
+    Revoked,
+    /// The grant was kept with less scope or a shorter expiry.
+    Narrowed,
+}
+
+impl FeedKind {
+    /// `revoked` or `narrowed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedKind::Revoked => "revoked",
+            FeedKind::Narrowed => "narrowed",
+        }
+    }
+
+    /// Reads `revoked` or `narrowed`.
+    pub fn parse(text: &str) -> Option<FeedKind> {
+        match text {
+            "revoked" => Some(FeedKind::Revoked),
+            "narrowed" => Some(FeedKind::Narrowed),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the revocation feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEntry {
+    /// The cursor: increasing, without gaps, in commit order.
+    pub seq: i64,
+    /// The grant.
+    pub grant_id: String,
+    /// Revoked or narrowed.
+    pub kind: FeedKind,
+    /// Its subject.
+    pub subject_id: String,
+    /// Its task.
+    pub task_id: Option<String>,
+    /// The broker's handle for the credential.
+    pub credential_ref: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who: `broker`, `event:TYPE`, `redecision`, `writ`.
+    pub by: String,
+    /// When, Unix milliseconds.
+    pub at: i64,
+    /// A narrowing's new scope.
+    pub scope: Option<Vec<String>>,
+    /// A narrowing's new expiry, Unix milliseconds.
+    pub expires_at: Option<i64>,
+}
+
+impl FeedEntry {
+    /// The row as `GET /v1/revocations` shows it; `cursor` is a string.
+    pub fn to_json(&self) -> Value {
+        let mut value = json!({
+            "cursor": self.seq.to_string(),
+            "kind": self.kind.as_str(),
+            "grant_id": self.grant_id,
+            "subject_id": self.subject_id,
+            "task_id": self.task_id,
+            "credential_ref": self.credential_ref,
+            "reason": self.reason,
+            "by": self.by,
+            "at": rfc3339(self.at),
+        });
+        if let (Some(map), FeedKind::Narrowed) = (value.as_object_mut(), self.kind) {
+            map.insert("scope".to_owned(), json!(self.scope));
+            map.insert("expires_at".to_owned(), json!(self.expires_at.map(rfc3339)));
+        }
+        value
+    }
+}
+
+/// The feed's columns, in [`FeedEntry`]'s order.
+pub(crate) const FEED_COLUMNS: &str = "seq, grant_id, kind, subject_id, task_id, credential_ref, reason, revoked_by, recorded_at, scope, expires_at";
 
 /// What an event selects: the live grants matching every selector given.
 #[derive(Debug, Clone, Default)]
@@ -531,7 +1015,7 @@ pub(crate) fn list_query(filter: &Filter, now: i64, placeholder: char) -> (Strin
         format!(" WHERE {}", clauses.join(" AND "))
     };
     (
-        format!("SELECT {COLUMNS} FROM writ_grants{where_} ORDER BY grant_id{limit}"),
+        format!("SELECT {READ_COLUMNS} FROM writ_grants{where_} ORDER BY grant_id{limit}"),
         params,
     )
 }
@@ -545,6 +1029,10 @@ pub(crate) enum Param {
 
 /// The columns a grant is read from, in [`Grant`]'s order.
 pub(crate) const COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed";
+
+/// The columns a grant is read from: [`COLUMNS`] and its last
+/// re-decision (which an issue never writes).
+pub(crate) const READ_COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed, redecision, redecided_at";
 
 /// The insert of a grant, `?N`/`$N` numbered like [`COLUMNS`].
 pub(crate) fn insert_sql(placeholder: char) -> String {

@@ -18,8 +18,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::{
-    insert_sql, json_column, list_query, now_ms, revoked_by_event, window_ms, Filter, Grant, Issue,
-    Issued, LedgerError, Param, Selector, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
+    insert_sql, json_column, list_query, now_ms, window_ms, Action, Applied, Change, FeedEntry,
+    FeedKind, Filter, Grant, Issue, Issued, LedgerError, Param, Verdict, FEED_COLUMNS, MIGRATIONS,
+    READ_COLUMNS, SCHEMA_VERSION,
 };
 
 /// How many times a transaction that hit a serialization failure, a
@@ -285,7 +286,7 @@ impl Postgres {
         let client = self.pool.get().await.map_err(unavailable)?;
         let row = client
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = $1"),
+                &format!("SELECT {READ_COLUMNS} FROM writ_grants WHERE grant_id = $1"),
                 &[&grant_id],
             )
             .await
@@ -303,81 +304,232 @@ impl Postgres {
         rows.iter().map(read).collect()
     }
 
-    pub(crate) async fn revoke(
-        &self,
-        grant_id: &str,
-        by: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<Option<(Grant, bool)>, LedgerError> {
-        self.ready().await?;
+    pub(crate) async fn latest_time(&self) -> Result<i64, LedgerError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        // One statement: atomic on its own.
-        let changed = client
-            .execute(
-                "UPDATE writ_grants SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE grant_id = $4 AND revoked_at IS NULL AND expires_at > $1",
-                &[&now, &by, &reason, &grant_id],
-            )
-            .await
-            .map_err(unavailable)?;
         let row = client
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = $1"),
-                &[&grant_id],
+            .query_one(
+                "SELECT MAX(t) FROM (SELECT MAX(issued_at) AS t FROM writ_grants UNION ALL SELECT MAX(recorded_at) AS t FROM writ_revocations) AS times",
+                &[],
             )
             .await
             .map_err(unavailable)?;
-        row.map(|r| read(&r).map(|g| (g, changed > 0))).transpose()
+        let latest: Option<i64> = row.try_get(0).map_err(unavailable)?;
+        Ok(latest.unwrap_or(i64::MIN))
     }
-}
 
-impl Postgres {
-    pub(crate) async fn revoke_for_event(
+    /// Revocations and narrowings as a few set-based statements (arrays
+    /// unnested, which CockroachDB runs too), then the feed's head row
+    /// taken `FOR UPDATE` (an UPDATE) and the feed rows inserted, all in one
+    /// transaction.
+    pub(crate) async fn apply(
         &self,
-        selector: &Selector,
-        event: &str,
-        by: &str,
-        reason: &str,
+        changes: Vec<Change>,
         now: i64,
-    ) -> Result<Vec<(Grant, String)>, LedgerError> {
+    ) -> Result<Vec<Applied>, LedgerError> {
         self.ready().await?;
-        let filter = selector.filter();
-        self.retry("revoking for the event", || async {
-            let mut client = self.pool.get().await.map_err(pool_error)?;
-            let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            let (sql, params) = list_query(&filter, now, '$');
-            let values = boxed(params);
-            let refs = borrowed(&values);
-            // Taken FOR UPDATE: a concurrent event waits, then finds them revoked.
-            let rows = tx
-                .query(&format!("{sql} FOR UPDATE"), &refs)
-                .await
-                .map_err(|e| classify(&e))?;
-            let mut revoked = Vec::new();
-            for row in &rows {
-                let mut grant = read(row).map_err(Failure::Fail)?;
-                let Some(why) = revoked_by_event(&grant, event) else {
-                    continue;
-                };
-                let changed = tx
-                    .execute(
-                        "UPDATE writ_grants SET revoked_at = $1, revoked_by = $2, revoke_reason = $3 WHERE grant_id = $4 AND revoked_at IS NULL",
-                        &[&now, &by, &reason, &grant.grant_id],
+        let changes = &changes;
+        let kept: Vec<(usize, i64)> = self
+            .retry("revoking or narrowing grants", || async move {
+                let mut client = self.pool.get().await.map_err(pool_error)?;
+                let tx = client.transaction().await.map_err(|e| classify(&e))?;
+                let mut revoke = Columns::default();
+                let mut narrow = Columns::default();
+                for change in changes.iter() {
+                    let columns = match &change.action {
+                        Action::Revoke => &mut revoke,
+                        Action::Narrow { scope, expires_at } => {
+                            narrow.scope.push(serde_json::Value::from(scope.clone()).to_string());
+                            narrow.expires_at.push(*expires_at);
+                            &mut narrow
+                        }
+                    };
+                    columns.id.push(change.grant.grant_id.clone());
+                    columns.by.push(change.by.clone());
+                    columns.reason.push(change.reason.clone());
+                    columns
+                        .decision
+                        .push(change.decision.as_ref().map(serde_json::Value::to_string));
+                    columns.old_expires_at.push(change.grant.expires_at);
+                    columns
+                        .old_scope
+                        .push(serde_json::Value::from(change.grant.scope.clone()).to_string());
+                }
+                let mut changed = std::collections::HashSet::new();
+                if !revoke.id.is_empty() {
+                    let rows = tx
+                        .query(
+                            "UPDATE writ_grants AS g SET revoked_at = $1, revoked_by = v.by, revoke_reason = v.reason, redecision = COALESCE(v.decision, g.redecision), redecided_at = CASE WHEN v.decision IS NULL THEN g.redecided_at ELSE $1 END \
+                             FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[]) AS v(id, by, reason, decision) \
+                             WHERE g.grant_id = v.id AND g.revoked_at IS NULL AND g.expires_at > $1 RETURNING g.grant_id",
+                            &[&now, &revoke.id, &revoke.by, &revoke.reason, &revoke.decision],
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    changed.extend(rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()));
+                }
+                if !narrow.id.is_empty() {
+                    let rows = tx
+                        .query(
+                            "UPDATE writ_grants AS g SET scope = v.scope, expires_at = v.expires_at, narrowed = 1, redecision = v.decision, redecided_at = $1 \
+                             FROM unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::TEXT[]) AS v(id, scope, expires_at, decision, old_expires_at, old_scope) \
+                             WHERE g.grant_id = v.id AND g.revoked_at IS NULL AND g.expires_at > $1 AND g.expires_at = v.old_expires_at AND g.scope = v.old_scope RETURNING g.grant_id",
+                            &[
+                                &now,
+                                &narrow.id,
+                                &narrow.scope,
+                                &narrow.expires_at,
+                                &narrow.decision,
+                                &narrow.old_expires_at,
+                                &narrow.old_scope,
+                            ],
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    changed.extend(rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()));
+                }
+                let kept: Vec<usize> = changes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| changed.contains(&c.grant.grant_id))
+                    .map(|(i, _)| i)
+                    .collect();
+                if kept.is_empty() {
+                    tx.commit().await.map_err(|e| classify(&e))?;
+                    return Ok(Vec::new());
+                }
+                let count = i64::try_from(kept.len()).unwrap_or(i64::MAX);
+                // The feed's head row, locked until commit: appenders on every
+                // replica take cursors one transaction at a time, in commit
+                // order, so a reader never sees a later cursor before an
+                // earlier one.
+                let row = tx
+                    .query_one(
+                        "UPDATE writ_feed_head SET last_seq = last_seq + $1 WHERE feed = 'revocations' RETURNING last_seq",
+                        &[&count],
                     )
                     .await
                     .map_err(|e| classify(&e))?;
-                if changed > 0 {
-                    grant.revoked_at = Some(now);
-                    grant.revoked_by = Some(by.to_owned());
-                    grant.reason = Some(reason.to_owned());
-                    revoked.push((grant, why));
+                let last: i64 = row.get(0);
+                let first = last - count + 1;
+                let mut feed = FeedColumns::default();
+                let mut seqs = Vec::with_capacity(kept.len());
+                for (n, &i) in kept.iter().enumerate() {
+                    let seq = first + i64::try_from(n).unwrap_or(0);
+                    feed.push(changes[i].feed_entry(seq, now));
+                    seqs.push((i, seq));
                 }
-            }
-            tx.commit().await.map_err(|e| classify(&e))?;
-            Ok(revoked)
-        })
-        .await
+                tx.execute(
+                    &format!(
+                        "INSERT INTO writ_revocations ({FEED_COLUMNS}) SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::TEXT[], $11::BIGINT[])"
+                    ),
+                    &[
+                        &feed.seq,
+                        &feed.grant_id,
+                        &feed.kind,
+                        &feed.subject_id,
+                        &feed.task_id,
+                        &feed.credential_ref,
+                        &feed.reason,
+                        &feed.by,
+                        &feed.at,
+                        &feed.scope,
+                        &feed.expires_at,
+                    ],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+                tx.commit().await.map_err(|e| classify(&e))?;
+                Ok(seqs)
+            })
+            .await?;
+        let mut changes: Vec<Option<Change>> = changes.iter().cloned().map(Some).collect();
+        Ok(kept
+            .into_iter()
+            .filter_map(|(i, seq)| changes.get_mut(i)?.take().map(|c| c.applied(seq, now)))
+            .collect())
     }
+
+    pub(crate) async fn feed(&self, after: i64, limit: i64) -> Result<Vec<FeedEntry>, LedgerError> {
+        self.ready().await?;
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {FEED_COLUMNS} FROM writ_revocations WHERE seq > $1 ORDER BY seq LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(read_feed).collect()
+    }
+}
+
+/// A batch of changes of one kind, as arrays (one per column).
+#[derive(Default)]
+struct Columns {
+    id: Vec<String>,
+    by: Vec<String>,
+    reason: Vec<String>,
+    decision: Vec<Option<String>>,
+    scope: Vec<String>,
+    expires_at: Vec<i64>,
+    old_expires_at: Vec<i64>,
+    old_scope: Vec<String>,
+}
+
+/// Feed rows, as arrays (one per column).
+#[derive(Default)]
+struct FeedColumns {
+    seq: Vec<i64>,
+    grant_id: Vec<String>,
+    kind: Vec<String>,
+    subject_id: Vec<String>,
+    task_id: Vec<Option<String>>,
+    credential_ref: Vec<Option<String>>,
+    reason: Vec<Option<String>>,
+    by: Vec<String>,
+    at: Vec<i64>,
+    scope: Vec<Option<String>>,
+    expires_at: Vec<Option<i64>>,
+}
+
+impl FeedColumns {
+    fn push(&mut self, row: FeedEntry) {
+        self.seq.push(row.seq);
+        self.grant_id.push(row.grant_id);
+        self.kind.push(row.kind.as_str().to_owned());
+        self.subject_id.push(row.subject_id);
+        self.task_id.push(row.task_id);
+        self.credential_ref.push(row.credential_ref);
+        self.reason.push(row.reason);
+        self.by.push(row.by);
+        self.at.push(row.at);
+        self.scope
+            .push(row.scope.map(|s| serde_json::Value::from(s).to_string()));
+        self.expires_at.push(row.expires_at);
+    }
+}
+
+fn read_feed(row: &tokio_postgres::Row) -> Result<FeedEntry, LedgerError> {
+    let get_err = |e: tokio_postgres::Error| {
+        LedgerError::Unavailable(format!("PostgreSQL: a feed row does not read: {e}"))
+    };
+    let kind: String = row.try_get(2).map_err(get_err)?;
+    let scope: Option<String> = row.try_get(9).map_err(get_err)?;
+    Ok(FeedEntry {
+        seq: row.try_get(0).map_err(get_err)?,
+        grant_id: row.try_get(1).map_err(get_err)?,
+        kind: FeedKind::parse(&kind).unwrap_or(FeedKind::Revoked),
+        subject_id: row.try_get(3).map_err(get_err)?,
+        task_id: row.try_get(4).map_err(get_err)?,
+        credential_ref: row.try_get(5).map_err(get_err)?,
+        reason: row.try_get(6).map_err(get_err)?,
+        by: row.try_get(7).map_err(get_err)?,
+        at: row.try_get(8).map_err(get_err)?,
+        scope: scope.and_then(|text| serde_json::from_str(&text).ok()),
+        expires_at: row.try_get(10).map_err(get_err)?,
+    })
 }
 
 fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
@@ -389,6 +541,7 @@ fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
     let obligations: String = row.try_get(10).map_err(get_err)?;
     let ttl: i64 = row.try_get(7).map_err(get_err)?;
     let narrowed: i32 = row.try_get(15).map_err(get_err)?;
+    let redecision: Option<String> = row.try_get(16).map_err(get_err)?;
     Ok(Grant {
         grant_id: row.try_get(0).map_err(get_err)?,
         decision_id: row.try_get(1).map_err(get_err)?,
@@ -406,6 +559,8 @@ fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
         revoked_by: row.try_get(13).map_err(get_err)?,
         reason: row.try_get(14).map_err(get_err)?,
         narrowed: narrowed != 0,
+        redecision: redecision.map(|text| json_column("redecision", &text)),
+        redecided_at: row.try_get(17).map_err(get_err)?,
     })
 }
 

@@ -10,14 +10,34 @@ use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
+use serde_json::Value;
+
 use super::{
-    insert_sql, json_column, list_query, now_ms, revoked_by_event, window_ms, Filter, Grant, Issue,
-    Issued, LedgerError, Param, Selector, Verdict, COLUMNS, MIGRATIONS, SCHEMA_VERSION,
+    insert_sql, json_column, list_query, now_ms, window_ms, Action, Applied, Change, FeedEntry,
+    FeedKind, Filter, Grant, Issue, Issued, LedgerError, Param, Verdict, FEED_COLUMNS, MIGRATIONS,
+    READ_COLUMNS, SCHEMA_VERSION,
 };
 
 pub(crate) struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     path: String,
+    /// The file opened (device and inode): a ledger whose file was removed
+    /// or replaced while serving would go on writing to a file nobody can
+    /// read again, so it reports itself unavailable instead.
+    file: Option<(u64, u64)>,
+}
+
+/// The device and inode `path` names now.
+fn identity(path: &str) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
 }
 
 fn failed(path: &str, error: impl std::fmt::Display) -> LedgerError {
@@ -44,6 +64,7 @@ impl Sqlite {
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            file: identity(path),
         })
     }
 
@@ -56,7 +77,14 @@ impl Sqlite {
         let conn = self.conn.clone();
         let path = self.path.clone();
         let path2 = path.clone();
+        let opened = self.file;
         tokio::task::spawn_blocking(move || {
+            if opened.is_some() && identity(&path) != opened {
+                return Err(failed(
+                    &path,
+                    "the file was removed or replaced while writ had it open; nothing is recorded until writ is restarted on a ledger file",
+                ));
+            }
             let mut conn = conn
                 .lock()
                 .map_err(|_| failed(&path, "a previous operation panicked"))?;
@@ -183,7 +211,7 @@ impl Sqlite {
         let id = grant_id.to_owned();
         self.with(move |conn| {
             conn.query_row(
-                &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = ?1"),
+                &format!("SELECT {READ_COLUMNS} FROM writ_grants WHERE grant_id = ?1"),
                 params![id],
                 read,
             )
@@ -209,78 +237,103 @@ impl Sqlite {
         .await
     }
 
-    pub(crate) async fn revoke(
-        &self,
-        grant_id: &str,
-        by: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<Option<(Grant, bool)>, LedgerError> {
-        let (id, by, reason) = (grant_id.to_owned(), by.to_owned(), reason.to_owned());
-        self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = tx.execute(
-                "UPDATE writ_grants SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3 WHERE grant_id = ?4 AND revoked_at IS NULL AND expires_at > ?1",
-                params![now, by, reason, id],
-            )?;
-            let grant = tx
-                .query_row(
-                    &format!("SELECT {COLUMNS} FROM writ_grants WHERE grant_id = ?1"),
-                    params![id],
-                    read,
-                )
-                .optional()?;
-            tx.commit()?;
-            Ok(grant.map(|g| (g, changed > 0)))
+    pub(crate) async fn latest_time(&self) -> Result<i64, LedgerError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT MAX(t) FROM (SELECT MAX(issued_at) AS t FROM writ_grants UNION ALL SELECT MAX(recorded_at) AS t FROM writ_revocations) AS times",
+                [],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map(|t| t.unwrap_or(i64::MIN))
         })
         .await
     }
-}
 
-impl Sqlite {
-    pub(crate) async fn revoke_for_event(
+    pub(crate) async fn apply(
         &self,
-        selector: &Selector,
-        event: &str,
-        by: &str,
-        reason: &str,
+        changes: Vec<Change>,
         now: i64,
-    ) -> Result<Vec<(Grant, String)>, LedgerError> {
-        let filter = selector.filter();
-        let (event, by, reason) = (event.to_owned(), by.to_owned(), reason.to_owned());
+    ) -> Result<Vec<Applied>, LedgerError> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (sql, params) = list_query(&filter, now, '?');
-            let values: Vec<rusqlite::types::Value> = params
-                .into_iter()
-                .map(|p| match p {
-                    Param::Text(t) => rusqlite::types::Value::Text(t),
-                    Param::Int(i) => rusqlite::types::Value::Integer(i),
-                })
-                .collect();
-            let selected: Vec<Grant> = {
-                let mut statement = tx.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(values), read)?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut revoked = Vec::new();
-            for mut grant in selected {
-                let Some(why) = revoked_by_event(&grant, &event) else {
-                    continue;
-                };
-                let changed = tx.execute(
-                    "UPDATE writ_grants SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3 WHERE grant_id = ?4 AND revoked_at IS NULL",
-                    params![now, by, reason, grant.grant_id],
+            let mut kept = Vec::new();
+            {
+                let mut revoke = tx.prepare_cached(
+                    "UPDATE writ_grants SET revoked_at = ?1, revoked_by = ?2, revoke_reason = ?3, redecision = COALESCE(?4, redecision), redecided_at = CASE WHEN ?4 IS NULL THEN redecided_at ELSE ?1 END WHERE grant_id = ?5 AND revoked_at IS NULL AND expires_at > ?1",
                 )?;
-                if changed > 0 {
-                    grant.revoked_at = Some(now);
-                    grant.revoked_by = Some(by.clone());
-                    grant.reason = Some(reason.clone());
-                    revoked.push((grant, why));
+                let mut narrow = tx.prepare_cached(
+                    "UPDATE writ_grants SET scope = ?1, expires_at = ?2, narrowed = 1, redecision = ?3, redecided_at = ?4 WHERE grant_id = ?5 AND revoked_at IS NULL AND expires_at = ?6 AND scope = ?7 AND expires_at > ?4",
+                )?;
+                for change in changes {
+                    let decision = change.decision.as_ref().map(Value::to_string);
+                    let changed = match &change.action {
+                        Action::Revoke => revoke.execute(params![
+                            now,
+                            change.by,
+                            change.reason,
+                            decision,
+                            change.grant.grant_id
+                        ])?,
+                        Action::Narrow { scope, expires_at } => narrow.execute(params![
+                            Value::from(scope.clone()).to_string(),
+                            expires_at,
+                            decision,
+                            now,
+                            change.grant.grant_id,
+                            change.grant.expires_at,
+                            Value::from(change.grant.scope.clone()).to_string(),
+                        ])?,
+                    };
+                    if changed > 0 {
+                        kept.push(change);
+                    }
+                }
+            }
+            let mut applied = Vec::with_capacity(kept.len());
+            if !kept.is_empty() {
+                let count = i64::try_from(kept.len()).unwrap_or(i64::MAX);
+                // The feed's head row, taken last: appenders queue here for
+                // the shortest time, in commit order.
+                let last: i64 = tx.query_row(
+                    "UPDATE writ_feed_head SET last_seq = last_seq + ?1 WHERE feed = 'revocations' RETURNING last_seq",
+                    params![count],
+                    |row| row.get(0),
+                )?;
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO writ_revocations ({FEED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?;
+                for (i, change) in kept.into_iter().enumerate() {
+                    let seq = last - count + 1 + i64::try_from(i).unwrap_or(0);
+                    let row = change.feed_entry(seq, now);
+                    insert.execute(params![
+                        row.seq,
+                        row.grant_id,
+                        row.kind.as_str(),
+                        row.subject_id,
+                        row.task_id,
+                        row.credential_ref,
+                        row.reason,
+                        row.by,
+                        row.at,
+                        row.scope.map(|s| Value::from(s).to_string()),
+                        row.expires_at,
+                    ])?;
+                    applied.push(change.applied(seq, now));
                 }
             }
             tx.commit()?;
-            Ok(revoked)
+            Ok(applied)
+        })
+        .await
+    }
+
+    pub(crate) async fn feed(&self, after: i64, limit: i64) -> Result<Vec<FeedEntry>, LedgerError> {
+        self.with(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {FEED_COLUMNS} FROM writ_revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = statement.query_map(params![after, limit], read_feed)?;
+            rows.collect()
         })
         .await
     }
@@ -317,6 +370,7 @@ fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
     let obligations: String = row.get(10)?;
     let ttl: i64 = row.get(7)?;
     let narrowed: i64 = row.get(15)?;
+    let redecision: Option<String> = row.get(16)?;
     Ok(Grant {
         grant_id: row.get(0)?,
         decision_id: row.get(1)?,
@@ -334,5 +388,25 @@ fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
         revoked_by: row.get(13)?,
         reason: row.get(14)?,
         narrowed: narrowed != 0,
+        redecision: redecision.map(|text| json_column("redecision", &text)),
+        redecided_at: row.get(17)?,
+    })
+}
+
+fn read_feed(row: &rusqlite::Row<'_>) -> Result<FeedEntry, rusqlite::Error> {
+    let kind: String = row.get(2)?;
+    let scope: Option<String> = row.get(9)?;
+    Ok(FeedEntry {
+        seq: row.get(0)?,
+        grant_id: row.get(1)?,
+        kind: FeedKind::parse(&kind).unwrap_or(FeedKind::Revoked),
+        subject_id: row.get(3)?,
+        task_id: row.get(4)?,
+        credential_ref: row.get(5)?,
+        reason: row.get(6)?,
+        by: row.get(7)?,
+        at: row.get(8)?,
+        scope: scope.and_then(|text| serde_json::from_str(&text).ok()),
+        expires_at: row.get(10)?,
     })
 }

@@ -3,7 +3,7 @@
 //! Without that URL the PostgreSQL half says it did not run, and fails
 //! when `CI` is set; a URL that does not answer always fails.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ fn grant(id: &str, subject: &str, task: Option<&str>, now: i64, ttl: u64) -> Gra
         revoked_by: None,
         reason: None,
         narrowed: false,
+        redecision: None,
+        redecided_at: None,
     }
 }
 
@@ -606,4 +608,384 @@ async fn grants_of(ledger: &Ledger, who: &str, now: i64) -> usize {
         ..Filter::default()
     };
     ledger.list(&filter, now).await.expect("list").len()
+}
+
+/// The feed rows, after `after`, of the grants in `ids` (other tests share
+/// the PostgreSQL feed).
+async fn feed_of(ledger: &Ledger, after: i64, ids: &[String]) -> Vec<FeedEntry> {
+    let mut rows = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = ledger.feed(cursor, 1000).await.expect("feed");
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        rows.extend(page.into_iter().filter(|r| ids.contains(&r.grant_id)));
+    }
+    rows
+}
+
+/// The feed's last cursor now.
+async fn feed_end(ledger: &Ledger) -> i64 {
+    let mut cursor = 0;
+    loop {
+        let page = ledger.feed(cursor, 1000).await.expect("feed");
+        match page.last() {
+            Some(last) => cursor = last.seq,
+            None => return cursor,
+        }
+    }
+}
+
+async fn issued_id(ledger: &Ledger, who: &str, task: Option<&str>, now: i64) -> String {
+    let issued = issue_limited(ledger, who, task, now, 1_000_000, None).await;
+    let body: Value = serde_json::from_str(&issued.body).expect("JSON");
+    body["grant_id"].as_str().expect("grant_id").to_owned()
+}
+
+/// Every revocation (broker, event) and every narrowing appends one feed
+/// row, in the order they were made, with what a broker needs to act.
+#[tokio::test]
+async fn revocations_and_narrowings_are_on_the_feed_in_order() {
+    for ledger in stores("feed").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        let start = feed_end(&ledger).await;
+        let a = issued_id(&ledger, &who, Some("run-a"), now).await;
+        let b = issued_id(&ledger, &who, Some("run-b"), now).await;
+        let c = issued_id(&ledger, &who, Some("run-c"), now).await;
+        ledger
+            .revoke(&a, "broker", "not_minted", now + 1)
+            .await
+            .expect("revoke")
+            .expect("exists");
+        let grant_b = ledger.get(&b).await.expect("get").expect("b");
+        let narrowed = ledger
+            .apply(
+                vec![Change {
+                    grant: grant_b.clone(),
+                    action: Action::Narrow {
+                        scope: vec!["read:db://x".to_owned()],
+                        expires_at: now + 60_000,
+                    },
+                    by: "redecision".to_owned(),
+                    reason: "ttl cap lowered".to_owned(),
+                    why: "re-decided".to_owned(),
+                    decision: Some(json!({"decision": "allow", "trace": []})),
+                }],
+                now + 2,
+            )
+            .await
+            .expect("narrow");
+        assert_eq!(narrowed.len(), 1, "{kind}");
+        let selector = Selector {
+            grant: Some(c.clone()),
+            ..Selector::default()
+        };
+        let revoked = ledger
+            .revoke_for_event(&selector, "task_end", "run-c ended", now + 3)
+            .await
+            .expect("event");
+        assert_eq!(revoked.len(), 1, "{kind}");
+
+        let ids = [a.clone(), b.clone(), c.clone()];
+        let rows = feed_of(&ledger, start, &ids).await;
+        let seen: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.grant_id.as_str(), r.kind.as_str(), r.by.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (a.as_str(), "revoked", "broker"),
+                (b.as_str(), "narrowed", "redecision"),
+                (c.as_str(), "revoked", "event:task_end"),
+            ],
+            "{kind}"
+        );
+        assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq), "{kind}");
+        assert_eq!(rows[1].expires_at, Some(now + 60_000), "{kind}");
+        assert_eq!(
+            rows[1].scope.as_deref(),
+            Some(&["read:db://x".to_owned()][..])
+        );
+        assert_eq!(rows[2].credential_ref.as_deref(), Some("lease-1"));
+        assert_eq!(rows[2].reason.as_deref(), Some("run-c ended"));
+        assert_eq!(rows[0].at, now + 1, "{kind}");
+
+        // The narrowing is stored with its re-decision.
+        let stored = ledger.get(&b).await.expect("get").expect("b");
+        assert!(stored.narrowed, "{kind}");
+        assert_eq!(stored.expires_at, now + 60_000);
+        assert_eq!(stored.redecided_at, Some(now + 2));
+        assert_eq!(
+            stored.redecision,
+            Some(json!({"decision": "allow", "trace": []}))
+        );
+
+        // Resuming from a row's cursor gives what follows it, nothing twice.
+        let resumed = feed_of(&ledger, rows[0].seq, &ids).await;
+        assert_eq!(resumed, rows[1..].to_vec(), "{kind}");
+    }
+}
+
+/// A change applies only to the grant as it was read: a grant revoked
+/// meanwhile is not revoked again nor narrowed (no second feed row), and a
+/// narrowing made from a stale read is not applied.
+#[tokio::test]
+async fn a_change_never_overwrites_a_grant_changed_meanwhile() {
+    for ledger in stores("conditional").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = now_ms();
+        let start = feed_end(&ledger).await;
+        let id = issued_id(&ledger, &who, None, now).await;
+        let read = ledger.get(&id).await.expect("get").expect("there");
+        ledger
+            .revoke(&id, "event:task_end", "ended", now + 1)
+            .await
+            .expect("revoke");
+        let narrow = Change {
+            grant: read.clone(),
+            action: Action::Narrow {
+                scope: read.scope.clone(),
+                expires_at: now + 1000,
+            },
+            by: "redecision".to_owned(),
+            reason: "late".to_owned(),
+            why: "late".to_owned(),
+            decision: Some(json!({})),
+        };
+        let revoke = Change {
+            action: Action::Revoke,
+            ..narrow.clone()
+        };
+        let applied = ledger
+            .apply(vec![narrow, revoke], now + 2)
+            .await
+            .expect("apply");
+        assert!(applied.is_empty(), "{kind}: {applied:?}");
+        let stored = ledger.get(&id).await.expect("get").expect("there");
+        assert_eq!(stored.revoked_by.as_deref(), Some("event:task_end"));
+        assert_eq!(stored.revoked_at, Some(now + 1));
+        assert!(!stored.narrowed && stored.redecision.is_none(), "{kind}");
+        assert_eq!(
+            feed_of(&ledger, start, std::slice::from_ref(&id))
+                .await
+                .len(),
+            1
+        );
+
+        // Stale: narrowed once, a second narrowing from the first read is
+        // refused.
+        let other = issued_id(&ledger, &who, None, now).await;
+        let read = ledger.get(&other).await.expect("get").expect("there");
+        let shorter = |expires_at: i64| Change {
+            grant: read.clone(),
+            action: Action::Narrow {
+                scope: read.scope.clone(),
+                expires_at,
+            },
+            by: "redecision".to_owned(),
+            reason: "cap".to_owned(),
+            why: "cap".to_owned(),
+            decision: Some(json!({})),
+        };
+        assert_eq!(
+            ledger
+                .apply(vec![shorter(now + 5000)], now + 1)
+                .await
+                .expect("apply")
+                .len(),
+            1
+        );
+        assert!(ledger
+            .apply(vec![shorter(now + 9000)], now + 2)
+            .await
+            .expect("apply")
+            .is_empty());
+        let stored = ledger.get(&other).await.expect("get").expect("there");
+        assert_eq!(stored.expires_at, now + 5000, "{kind}");
+    }
+}
+
+/// Feed appenders on many connections at once: every cursor is handed out
+/// once, without gaps, and a reader sees them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_get_distinct_gapless_cursors() {
+    for ledger in stores("feed-concurrent").await {
+        let kind = ledger.kind();
+        let ledger = Arc::new(ledger);
+        let who = subject();
+        let now = now_ms();
+        let start = feed_end(&ledger).await;
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            ids.push(issued_id(&ledger, &who, None, now).await);
+        }
+        let mut tasks = Vec::new();
+        for id in ids.clone() {
+            let ledger = ledger.clone();
+            tasks.push(tokio::spawn(async move {
+                ledger.revoke(&id, "broker", "x", now + 1).await
+            }));
+        }
+        for task in tasks {
+            task.await.expect("joins").expect("revokes");
+        }
+        let rows = feed_of(&ledger, start, &ids).await;
+        assert_eq!(rows.len(), 20, "{kind}");
+        let mut seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let sorted = {
+            let mut s = seqs.clone();
+            s.sort_unstable();
+            s
+        };
+        assert_eq!(seqs, sorted, "{kind}: read in cursor order");
+        seqs.dedup();
+        assert_eq!(seqs.len(), 20, "{kind}: distinct");
+        // Gapless over the whole feed (other tests' rows included).
+        let all = ledger.feed(start, 1000).await.expect("feed");
+        assert!(
+            all.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+            "{kind}: no gaps"
+        );
+    }
+}
+
+/// The ledger's clock never goes back: after a backward jump an expired
+/// grant stays expired, a revoked one revoked, and a window counts the
+/// same grants as before the jump.
+#[tokio::test]
+async fn a_clock_that_jumps_back_resurrects_nothing() {
+    // Only times near the real clock are written: the PostgreSQL ledger is
+    // shared with other tests, whose ledgers start from its latest time.
+    let wall = Arc::new(AtomicI64::new(now_ms()));
+    let clock: Clock = {
+        let wall = wall.clone();
+        Arc::new(move || wall.load(Ordering::SeqCst))
+    };
+    let mut targets = vec![sqlite_path("clock")];
+    if let Some(url) = postgres_url("clock") {
+        targets.push(url);
+    }
+    for target in targets {
+        let ledger = Ledger::open_with_clock(&target, clock.clone())
+            .await
+            .expect("opens");
+        let kind = ledger.kind();
+        let who = subject();
+        let t0 = ledger.now();
+        // issue_limited grants 300 s.
+        let id = issued_id(&ledger, &who, None, t0).await;
+        wall.store(t0 + 400_000, Ordering::SeqCst);
+        let later = ledger.now();
+        assert_eq!(later, t0 + 400_000, "{kind}");
+        let grant = ledger.get(&id).await.expect("get").expect("there");
+        assert_eq!(grant.state(later), GrantState::Expired, "{kind}");
+        // The clock jumps back 10 minutes: the ledger's time stands.
+        wall.store(t0 - 200_000, Ordering::SeqCst);
+        let jumped = ledger.now();
+        assert_eq!(jumped, later, "{kind}: time does not go back");
+        assert_eq!(grant.state(jumped), GrantState::Expired, "{kind}");
+        let live = ledger
+            .live_page(
+                &Selector {
+                    subject: Some(who.clone()),
+                    ..Selector::default()
+                },
+                None,
+                jumped,
+            )
+            .await
+            .expect("live");
+        assert!(live.is_empty(), "{kind}: nothing live again");
+        // A revoke after the jump finds an expired grant: no change.
+        let (_, changed) = ledger
+            .revoke(&id, "broker", "x", jumped)
+            .await
+            .expect("revoke")
+            .expect("there");
+        assert!(!changed, "{kind}");
+        // The window still holds the grant (a limit of 0 denies, so
+        // nothing is recorded at the jumped time).
+        let counted = issue_limited(&ledger, &who, None, jumped, 0, None).await;
+        assert_eq!(count_of(&counted), 1, "{kind}: the count did not reset");
+        // A ledger opened with the clock behind starts from the latest time
+        // it holds (the grant's issue).
+        let reopened = Ledger::open_with_clock(&target, clock.clone())
+            .await
+            .expect("reopens");
+        assert!(
+            reopened.now() >= t0,
+            "{kind}: reopened at {}",
+            reopened.now()
+        );
+        wall.store(now_ms(), Ordering::SeqCst);
+    }
+}
+
+/// A pass over more than a page: every live grant is decided once, the
+/// changes are applied page by page, and a grant revoked before the pass
+/// is not decided.
+#[tokio::test]
+async fn a_re_decision_pass_pages_through_every_live_grant() {
+    const PAGE: usize = 1000;
+    for ledger in stores("redecide-pages").await {
+        let ledger = ledger.with_page(PAGE);
+        let kind = ledger.kind();
+        let who = subject();
+        let now = ledger.now();
+        let mut ids = Vec::new();
+        // Two pages of live grants: 1,000 and 1.
+        for _ in 0..PAGE + 2 {
+            ids.push(issued_id(&ledger, &who, None, now).await);
+        }
+        ledger
+            .revoke(&ids[0], "broker", "not_minted", now)
+            .await
+            .expect("revoke");
+        let selector = Selector {
+            subject: Some(who.clone()),
+            ..Selector::default()
+        };
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let report = ledger
+            .redecide_live(&selector, 5, |page, now| {
+                seen.lock()
+                    .expect("lock")
+                    .extend(page.iter().map(|g| g.grant_id.clone()));
+                // Every other grant of a page is revoked.
+                let changes: Vec<Change> = page
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == 0)
+                    .map(|(_, grant)| Change {
+                        grant,
+                        action: Action::Revoke,
+                        by: "redecision".to_owned(),
+                        reason: "test".to_owned(),
+                        why: "test".to_owned(),
+                        decision: Some(json!({"decision": "deny"})),
+                    })
+                    .collect();
+                let _ = now;
+                std::future::ready(changes)
+            })
+            .await
+            .expect("pass");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), PAGE + 1, "{kind}: each live grant once");
+        assert_eq!(seen, ids[1..].to_vec(), "{kind}: in order");
+        assert_eq!(report.checked, PAGE + 1, "{kind}");
+        assert_eq!(report.revoked, PAGE / 2 + 1, "{kind}");
+        assert_eq!(report.unchanged(), PAGE / 2, "{kind}");
+        assert_eq!(report.changes.len(), 5, "{kind}: kept");
+        assert!(report.truncated, "{kind}");
+        let live = ledger
+            .live_page(&selector, None, ledger.now())
+            .await
+            .expect("live");
+        assert_eq!(live.len(), PAGE / 2, "{kind}");
+    }
 }

@@ -22,6 +22,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Map, Value};
 
 mod grants;
+mod lifecycle;
+
+pub(crate) use lifecycle::spawn_redecision;
 
 use super::authzen::{self, Parts, Semantic};
 use super::log::{self as decision_log, Entry};
@@ -69,6 +72,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/grants", post(grants::issue).get(grants::list))
+        .route("/v1/grants/recheck", post(lifecycle::recheck))
+        .route("/v1/revocations", get(lifecycle::revocations))
         .route(
             "/v1/grants/{grant_id}",
             get(grants::show).delete(grants::revoke),

@@ -655,7 +655,12 @@ async fn prepare_and_swap(app: &Arc<App>, trigger: Trigger, snapshot: state::Sna
                 "the compiling thread failed: {error}"
             )))
         });
-    finish(app, trigger, result)
+    let outcome = finish(app, trigger, result);
+    if outcome.refusal.is_none() {
+        // The new set re-decides every live grant, in the background.
+        http::spawn_redecision(app.clone(), outcome.digest.clone());
+    }
+    outcome
 }
 
 /// Swaps an accepted set in, or keeps the old one; either way counts it

@@ -26,7 +26,7 @@ const GRANTS: &str = "/v1/grants";
 /// The revocation reason of a grant whose decision could not be logged.
 const UNLOGGED: &str = "decision_log_unavailable";
 
-fn ledger_of(app: &App) -> Result<&Ledger, ApiError> {
+pub(super) fn ledger_of(app: &App) -> Result<&Ledger, ApiError> {
     app.ledger.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -36,7 +36,7 @@ fn ledger_of(app: &App) -> Result<&Ledger, ApiError> {
     })
 }
 
-fn unavailable(error: LedgerError) -> ApiError {
+pub(super) fn unavailable(error: LedgerError) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::LedgerUnavailable,
@@ -44,7 +44,7 @@ fn unavailable(error: LedgerError) -> ApiError {
     )
 }
 
-fn respond(app: &App, result: Result<Response, ApiError>) -> Response {
+pub(super) fn respond(app: &App, result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|error| error.into_response(app))
 }
 
@@ -110,9 +110,9 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         .clone()
         .or_else(|| request.intent.task.clone());
     let loaded = app.current.load_full();
-    let now = ledger::now_ms();
+    let now = ledger.now();
     let grant_id = ledger::new_grant_id();
-    let window = app.repeat_window;
+    let (window, window_from) = repeat_window(&loaded.engine, app.repeat_window);
     let from_broker = request.context.get("recent_issuances").cloned();
     let counted = subject.clone();
     let decide = {
@@ -151,6 +151,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                     "value": count,
                     "source": "ledger",
                     "window_seconds": window.as_secs(),
+                    "window_from": window_from,
                     "ignored_from_request": from_broker,
                 }),
             );
@@ -183,6 +184,8 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 revoked_by: None,
                 reason: None,
                 narrowed: false,
+                redecision: None,
+                redecided_at: None,
             };
             Verdict {
                 grant: Some(grant),
@@ -238,7 +241,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 // never answered; say so for the operator.
                 if issued.status == 201 {
                     if let Err(revoke) = ledger
-                        .revoke(&grant_id, "writ", UNLOGGED, ledger::now_ms())
+                        .revoke(&grant_id, "writ", UNLOGGED, ledger.now())
                         .await
                     {
                         eprintln!(
@@ -258,6 +261,29 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The policy constant that sets the window of the issuance count.
+pub(crate) const REPEAT_WINDOW: &str = "repeat_window";
+
+/// The window the issuance count looks back over, and where it came
+/// from: the serving policy set's constant `repeat_window` when it defines
+/// one as a duration (at least 1 s), else `--repeat-window`.
+pub(crate) fn repeat_window(
+    engine: &crate::engine::Engine,
+    flag: std::time::Duration,
+) -> (std::time::Duration, &'static str) {
+    match engine.policy().consts.get(REPEAT_WINDOW) {
+        Some(crate::ir::Lit::Dur(seconds)) => (
+            std::time::Duration::from_secs((*seconds).max(1)),
+            "policy constant repeat_window",
+        ),
+        Some(_) => (
+            flag,
+            "--repeat-window (the policy's repeat_window is not a duration)",
+        ),
+        None => (flag, "--repeat-window"),
+    }
 }
 
 /// The `grant_id` in a stored `201` answer.
@@ -321,7 +347,7 @@ pub(super) async fn show(State(app): State<Arc<App>>, request: HttpRequest) -> R
         let ledger = ledger_of(&app)?;
         let grant = ledger.get(&id).await.map_err(unavailable)?;
         let grant = grant.ok_or_else(|| not_found(&id))?;
-        Ok(json_body(grant.to_json(ledger::now_ms()).to_string()))
+        Ok(json_body(grant.to_json(ledger.now()).to_string()))
     }
     .await;
     respond(&app, result)
@@ -333,7 +359,7 @@ pub(super) async fn revoke(State(app): State<Arc<App>>, request: HttpRequest) ->
     drop(request);
     let result = async {
         let ledger = ledger_of(&app)?;
-        let now = ledger::now_ms();
+        let now = ledger.now();
         let revoked = ledger
             .revoke(&id, "broker", "not_minted", now)
             .await
@@ -354,7 +380,7 @@ pub(super) async fn list(State(app): State<Arc<App>>, request: HttpRequest) -> R
     let result = async {
         let ledger = ledger_of(&app)?;
         let filter = parse_filter(&query)?;
-        let now = ledger::now_ms();
+        let now = ledger.now();
         let grants = ledger.list(&filter, now).await.map_err(unavailable)?;
         let next = if grants.len() == filter.limit {
             grants.last().map(|g| g.grant_id.clone())
@@ -404,14 +430,19 @@ async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         grant: text("grant", false)?,
     };
     let reason = text("reason", false)?.unwrap_or_else(|| kind.clone());
-    if body.contains_key("context") {
-        return Err(ApiError::invalid(
-            "events with `context` re-decide the grants they select, which this writ does not do yet; send the event without `context` to revoke by `revoke_on`",
-        ));
-    }
+    let context = match body.shift_remove("context") {
+        None => None,
+        Some(Value::Object(context)) => Some(context),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "invalid event at `context`: expected a JSON object of new facts (e.g. {{\"risk_score\": 80}}), found {}",
+                crate::request::json_kind(&other)
+            )))
+        }
+    };
     if let Some(other) = body.keys().next() {
         return Err(ApiError::invalid(format!(
-            "unknown event field `{other}`: use type, subject, task, grant, reason"
+            "unknown event field `{other}`: use type, subject, task, grant, context, reason"
         )));
     }
     if selector.is_empty() {
@@ -424,7 +455,12 @@ async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             "`identity_revoked` revokes a subject's grants: give `subject`",
         ));
     }
-    let now = ledger::now_ms();
+    if let Some(id) = &selector.grant {
+        if ledger.get(id).await.map_err(unavailable)?.is_none() {
+            return Err(not_found(id));
+        }
+    }
+    let now = ledger.now();
     let revoked = ledger
         .revoke_for_event(&selector, &kind, &reason, now)
         .await
@@ -432,7 +468,7 @@ async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             LedgerError::Invalid(message) => ApiError::invalid(message),
             other => unavailable(other),
         })?;
-    let revoked: Vec<Value> = revoked
+    let mut revoked: Vec<Value> = revoked
         .iter()
         .map(|(grant, why)| {
             json!({
@@ -444,8 +480,31 @@ async fn event_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             })
         })
         .collect();
+    let mut narrowed = Vec::new();
+    let mut checked = 0;
+    if let Some(context) = context {
+        // The grants the event left live are decided again with its facts.
+        let report = super::lifecycle::redecide_selected(
+            &app,
+            ledger,
+            &selector,
+            Some(context),
+            &format!("event:{kind}"),
+        )
+        .await
+        .map_err(unavailable)?;
+        checked = report.checked;
+        for change in report.changes {
+            if change["kind"] == "narrowed" {
+                narrowed.push(change);
+            } else {
+                revoked.push(change);
+            }
+        }
+    }
     Ok(json_body(
-        json!({"type": kind, "revoked": revoked, "narrowed": []}).to_string(),
+        json!({"type": kind, "revoked": revoked, "narrowed": narrowed, "redecided": checked})
+            .to_string(),
     ))
 }
 
