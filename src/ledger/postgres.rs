@@ -170,6 +170,14 @@ impl Postgres {
         Ok(())
     }
 
+    /// Counts and records in one transaction of two round trips: the
+    /// statements of each are pipelined (sent together, run by the server
+    /// one after the other, in order) and prepared once per connection.
+    /// The first round trip begins, takes the subject's counter row `FOR
+    /// UPDATE`, looks the idempotency key up and counts; `decide` runs; the
+    /// second records the grant and the answer and commits. The count is a
+    /// statement of its own after the lock, so under READ COMMITTED it sees
+    /// every grant committed by the issuances that held the lock before.
     pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
     where
         F: Fn(u64) -> Verdict + Send + Sync + 'static,
@@ -179,54 +187,75 @@ impl Postgres {
         let decide = &decide;
         let issue = &issue;
         self.retry("recording the grant", || async move {
-            let mut client = self.pool.get().await.map_err(pool_error)?;
-            let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            // The subject's counter row, locked until commit: the
-            // issuances of one subject are counted one at a time.
-            tx.execute(
-                "INSERT INTO writ_subjects (subject_id, issued) VALUES ($1, 0) ON CONFLICT (subject_id) DO NOTHING",
-                &[&issue.subject_id],
-            )
-            .await
-            .map_err(|e| classify(&e))?;
-            tx.query_one(
-                "SELECT issued FROM writ_subjects WHERE subject_id = $1 FOR UPDATE",
-                &[&issue.subject_id],
-            )
-            .await
-            .map_err(|e| classify(&e))?;
-            if let Some(key) = issue.idempotency_key {
-                let stored = tx
-                    .query_opt(
-                        "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = $1",
-                        &[&key],
-                    )
-                    .await
-                    .map_err(|e| classify(&e))?;
-                if let Some(row) = stored {
-                    let first: Option<String> = row.get(2);
-                    if first.is_some_and(|first| first != issue.request_digest) {
-                        return Ok(Issued::key_reused());
-                    }
-                    let status: i32 = row.get(0);
-                    return Ok(Issued {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body: row.get(1),
-                        replayed: true,
-                        key_reused: false,
-                    });
-                }
-            }
-            let row = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM writ_grants WHERE subject_id = $1 AND issued_at > $2",
-                    &[&issue.subject_id, &since],
-                )
+            let client = self.pool.get().await.map_err(pool_error)?;
+            // Until the transaction is over, a failure (or this future
+            // dropped, when the caller goes away) closes the connection
+            // instead of returning it to the pool mid-transaction: the
+            // server then rolls the transaction back.
+            let mut guard = Discard(Some(client));
+            let Some(client) = guard.0.as_ref() else {
+                return Err(Failure::Fail(unavailable("no connection")));
+            };
+            let prepare = |sql: &'static str| async move {
+                client.prepare_cached(sql).await.map_err(|e| classify(&e))
+            };
+            let add_subject = prepare(ADD_SUBJECT).await?;
+            let lock_subject = prepare(LOCK_SUBJECT).await?;
+            let count_grants = prepare(COUNT_GRANTS).await?;
+            let find_key = prepare(FIND_KEY).await?;
+            let insert_grant = client
+                .prepare_cached(&insert_sql('$'))
                 .await
                 .map_err(|e| classify(&e))?;
-            let count: i64 = row.get(0);
+            let bump_subject = prepare(BUMP_SUBJECT).await?;
+            let store_key = prepare(STORE_KEY).await?;
+            let key = issue.idempotency_key;
+            let subject: [&(dyn ToSql + Sync); 1] = [&issue.subject_id];
+            let window: [&(dyn ToSql + Sync); 2] = [&issue.subject_id, &since];
+            let (begun, added, locked, stored, counted) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                client.execute(&add_subject, &subject),
+                client.query_one(&lock_subject, &subject),
+                async {
+                    match key {
+                        Some(key) => client.query_opt(&find_key, &[&key]).await,
+                        None => Ok(None),
+                    }
+                },
+                client.query_one(&count_grants, &window),
+            );
+            // The first failure is the cause; the later statements of the
+            // pipeline only report that the transaction is aborted.
+            begun.map_err(|e| classify(&e))?;
+            added.map_err(|e| classify(&e))?;
+            locked.map_err(|e| classify(&e))?;
+            let stored = stored.map_err(|e| classify(&e))?;
+            let counted = counted.map_err(|e| classify(&e))?;
+            if let Some(row) = stored {
+                client
+                    .batch_execute("ROLLBACK")
+                    .await
+                    .map_err(|e| classify(&e))?;
+                guard.keep();
+                let first: Option<String> = row.get(2);
+                if first.is_some_and(|first| first != issue.request_digest) {
+                    return Ok(Issued::key_reused());
+                }
+                let status: i32 = row.get(0);
+                return Ok(Issued {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row.get(1),
+                    replayed: true,
+                    key_reused: false,
+                });
+            }
+            let count: i64 = counted.get(0);
             let verdict = decide(u64::try_from(count).unwrap_or(0));
-            if let Some(g) = &verdict.grant {
+            let status = i32::from(verdict.status);
+            let record = async {
+                let Some(g) = &verdict.grant else {
+                    return Ok(());
+                };
                 let request = g.request.to_string();
                 let scope = serde_json::Value::from(g.scope.clone()).to_string();
                 let ttl = i64::try_from(g.ttl).unwrap_or(i64::MAX);
@@ -250,26 +279,38 @@ impl Postgres {
                     &g.reason,
                     &narrowed,
                 ];
-                tx.execute(&insert_sql('$'), &values)
-                    .await
-                    .map_err(|e| classify(&e))?;
-                tx.execute(
-                    "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = $1",
-                    &[&issue.subject_id],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            }
-            if let Some(key) = issue.idempotency_key {
-                let status = i32::from(verdict.status);
-                tx.execute(
-                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES ($1, $2, $3, $4, $5)",
-                    &[&key, &status, &verdict.body, &issue.now, &issue.request_digest],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            }
-            tx.commit().await.map_err(|e| classify(&e))?;
+                let (inserted, bumped) = tokio::join!(
+                    client.execute(&insert_grant, &values),
+                    client.execute(&bump_subject, &subject),
+                );
+                inserted.and(bumped).map(|_| ())
+            };
+            let remember = async {
+                match key {
+                    Some(key) => client
+                        .execute(
+                            &store_key,
+                            &[
+                                &key,
+                                &status,
+                                &verdict.body,
+                                &issue.now,
+                                &issue.request_digest,
+                            ],
+                        )
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
+            };
+            let (recorded, remembered, committed) =
+                tokio::join!(record, remember, client.batch_execute("COMMIT"));
+            recorded.map_err(|e| classify(&e))?;
+            remembered.map_err(|e| classify(&e))?;
+            // A COMMIT of a transaction that failed answers ROLLBACK, not an
+            // error: the statements' own errors above are what tell.
+            committed.map_err(|e| classify(&e))?;
+            guard.keep();
             Ok(Issued {
                 status: verdict.status,
                 body: verdict.body,
@@ -377,6 +418,42 @@ impl Postgres {
             Ok(revoked)
         })
         .await
+    }
+}
+
+/// Creates the subject's counter row if it has none.
+const ADD_SUBJECT: &str = "INSERT INTO writ_subjects (subject_id, issued) VALUES ($1, 0) ON CONFLICT (subject_id) DO NOTHING";
+/// Locks the subject's counter row until the transaction ends.
+const LOCK_SUBJECT: &str = "SELECT issued FROM writ_subjects WHERE subject_id = $1 FOR UPDATE";
+/// The subject's grants issued within the window.
+const COUNT_GRANTS: &str =
+    "SELECT COUNT(*) FROM writ_grants WHERE subject_id = $1 AND issued_at > $2";
+/// The answer stored for an idempotency key.
+const FIND_KEY: &str =
+    "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = $1";
+/// Counts a recorded grant on the subject's row.
+const BUMP_SUBJECT: &str = "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = $1";
+/// Stores the answer under its idempotency key.
+const STORE_KEY: &str = "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES ($1, $2, $3, $4, $5)";
+
+/// A pooled connection in the middle of a transaction: dropped without
+/// [`Discard::keep`], the connection is closed rather than returned to the
+/// pool, which makes the server roll the transaction back.
+struct Discard(Option<deadpool_postgres::Object>);
+
+impl Discard {
+    /// The transaction is over (committed or rolled back): the connection
+    /// goes back to the pool.
+    fn keep(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 
