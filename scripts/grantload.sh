@@ -89,11 +89,14 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# utime + stime of every PostgreSQL process, in clock ticks (0 without).
+# CPU time of the PostgreSQL processes, in clock ticks (0 without): the
+# live ones' own (utime + stime) and, through the postmaster's cutime +
+# cstime, the backends that exited (writ closes a pooled connection whose
+# request was cancelled mid-transaction, as when wrk stops).
 pg_ticks() {
   local total=0 pid
   for pid in $(pgrep -x postgres || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
