@@ -10,6 +10,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -30,6 +31,8 @@ const ATTEMPTS: usize = 8;
 pub(crate) struct Postgres {
     pool: Pool,
     migrated: AtomicBool,
+    /// Issuances waiting for the next group commit ([`Postgres::issue`]).
+    queue: Arc<Mutex<Queue>>,
 }
 
 /// Why one attempt failed: worth another try, or not.
@@ -59,6 +62,30 @@ fn pool_error(error: deadpool_postgres::PoolError) -> Failure {
     Failure::Fail(unavailable(error))
 }
 
+/// Runs `attempt` until it succeeds, fails for good, or has been tried
+/// [`ATTEMPTS`] times.
+async fn retry<T, A, Fut>(what: &str, mut attempt: A) -> Result<T, LedgerError>
+where
+    A: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut last = String::new();
+    for round in 0..ATTEMPTS {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(Failure::Fail(error)) => return Err(error),
+            Err(Failure::Retry(message)) => {
+                last = message;
+                let jitter = u64::try_from(now_ms() % 7).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(2 * (round as u64 + 1) + jitter)).await;
+            }
+        }
+    }
+    Err(unavailable(format!(
+        "{what} failed {ATTEMPTS} times on conflicts; the last: {last}"
+    )))
+}
+
 impl Postgres {
     pub(crate) fn open(url: &str) -> Result<Postgres, LedgerError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
@@ -83,32 +110,18 @@ impl Postgres {
         Ok(Postgres {
             pool,
             migrated: AtomicBool::new(false),
+            queue: Arc::new(Mutex::new(Queue::default())),
         })
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or has been
     /// tried [`ATTEMPTS`] times.
-    async fn retry<T, A, Fut>(&self, what: &str, mut attempt: A) -> Result<T, LedgerError>
+    async fn retry<T, A, Fut>(&self, what: &str, attempt: A) -> Result<T, LedgerError>
     where
         A: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let mut last = String::new();
-        for round in 0..ATTEMPTS {
-            match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(Failure::Fail(error)) => return Err(error),
-                Err(Failure::Retry(message)) => {
-                    last = message;
-                    let jitter = u64::try_from(now_ms() % 7).unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(2 * (round as u64 + 1) + jitter))
-                        .await;
-                }
-            }
-        }
-        Err(unavailable(format!(
-            "{what} failed {ATTEMPTS} times on conflicts; the last: {last}"
-        )))
+        retry(what, attempt).await
     }
 
     pub(crate) async fn migrate(&self) -> Result<Vec<i64>, LedgerError> {
@@ -171,114 +184,48 @@ impl Postgres {
         Ok(())
     }
 
+    /// Counts and records in a group commit. The issuance is queued; one
+    /// task at a time takes the queued issuances (at most one per subject
+    /// and per idempotency key: the others wait for the next group) and
+    /// runs them in one transaction of two round trips, its statements
+    /// pipelined (sent together, run by the server one after the other)
+    /// and prepared once per connection. The first round trip begins and,
+    /// subject by subject in sorted order, takes the subject's counter row
+    /// `FOR UPDATE`, looks the key up and counts; each `decide` runs; the
+    /// second records the grants and answers and commits; only then is
+    /// each issuance answered. Each count is a statement of its own after
+    /// its lock, so under READ COMMITTED it sees every grant committed by
+    /// the transactions (of this replica or another) that held the lock
+    /// before; locking in sorted order keeps two groups from deadlocking.
     pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
     where
         F: Fn(u64) -> Verdict + Send + Sync + 'static,
     {
         self.ready().await?;
-        let since = issue.now.saturating_sub(window_ms(issue.window));
-        let decide = &decide;
-        let issue = &issue;
-        self.retry("recording the grant", || async move {
-            let mut client = self.pool.get().await.map_err(pool_error)?;
-            let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            // The subject's counter row, locked until commit: the
-            // issuances of one subject are counted one at a time.
-            tx.execute(
-                "INSERT INTO writ_subjects (subject_id, issued) VALUES ($1, 0) ON CONFLICT (subject_id) DO NOTHING",
-                &[&issue.subject_id],
-            )
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            subject: issue.subject_id.to_owned(),
+            key: issue.idempotency_key.map(str::to_owned),
+            digest: issue.request_digest.to_owned(),
+            since: issue.now.saturating_sub(window_ms(issue.window)),
+            now: issue.now,
+            decide: Box::new(decide),
+            reply,
+        };
+        let start = {
+            let mut queue = self
+                .queue
+                .lock()
+                .map_err(|_| unavailable("a previous issuance panicked"))?;
+            queue.jobs.push(job);
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if start {
+            drop(tokio::spawn(flush(self.pool.clone(), self.queue.clone())));
+        }
+        answer
             .await
-            .map_err(|e| classify(&e))?;
-            tx.query_one(
-                "SELECT issued FROM writ_subjects WHERE subject_id = $1 FOR UPDATE",
-                &[&issue.subject_id],
-            )
-            .await
-            .map_err(|e| classify(&e))?;
-            if let Some(key) = issue.idempotency_key {
-                let stored = tx
-                    .query_opt(
-                        "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = $1",
-                        &[&key],
-                    )
-                    .await
-                    .map_err(|e| classify(&e))?;
-                if let Some(row) = stored {
-                    let first: Option<String> = row.get(2);
-                    if first.is_some_and(|first| first != issue.request_digest) {
-                        return Ok(Issued::key_reused());
-                    }
-                    let status: i32 = row.get(0);
-                    return Ok(Issued {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body: row.get(1),
-                        replayed: true,
-                        key_reused: false,
-                    });
-                }
-            }
-            let row = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM writ_grants WHERE subject_id = $1 AND issued_at > $2",
-                    &[&issue.subject_id, &since],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            let count: i64 = row.get(0);
-            let verdict = decide(u64::try_from(count).unwrap_or(0));
-            if let Some(g) = &verdict.grant {
-                let request = g.request.to_string();
-                let scope = serde_json::Value::from(g.scope.clone()).to_string();
-                let ttl = i64::try_from(g.ttl).unwrap_or(i64::MAX);
-                let obligations = g.obligations.to_string();
-                let narrowed = i32::from(g.narrowed);
-                let values: [&(dyn ToSql + Sync); 16] = [
-                    &g.grant_id,
-                    &g.decision_id,
-                    &g.policy_digest,
-                    &g.subject_id,
-                    &g.task_id,
-                    &request,
-                    &scope,
-                    &ttl,
-                    &g.issued_at,
-                    &g.expires_at,
-                    &obligations,
-                    &g.credential_ref,
-                    &g.revoked_at,
-                    &g.revoked_by,
-                    &g.reason,
-                    &narrowed,
-                ];
-                tx.execute(&insert_sql('$'), &values)
-                    .await
-                    .map_err(|e| classify(&e))?;
-                tx.execute(
-                    "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = $1",
-                    &[&issue.subject_id],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            }
-            if let Some(key) = issue.idempotency_key {
-                let status = i32::from(verdict.status);
-                tx.execute(
-                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES ($1, $2, $3, $4, $5)",
-                    &[&key, &status, &verdict.body, &issue.now, &issue.request_digest],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            }
-            tx.commit().await.map_err(|e| classify(&e))?;
-            Ok(Issued {
-                status: verdict.status,
-                body: verdict.body,
-                replayed: false,
-                key_reused: false,
-            })
-        })
-        .await
+            .map_err(|_| unavailable("the issuance was dropped unanswered"))?
     }
 
     pub(crate) async fn get(&self, grant_id: &str) -> Result<Option<Grant>, LedgerError> {
@@ -530,6 +477,344 @@ fn read_feed(row: &tokio_postgres::Row) -> Result<FeedEntry, LedgerError> {
         scope: scope.and_then(|text| serde_json::from_str(&text).ok()),
         expires_at: row.try_get(10).map_err(get_err)?,
     })
+}
+
+/// Creates the subject's counter row if it has none.
+const ADD_SUBJECT: &str = "INSERT INTO writ_subjects (subject_id, issued) VALUES ($1, 0) ON CONFLICT (subject_id) DO NOTHING";
+/// Locks the subject's counter row until the transaction ends.
+const LOCK_SUBJECT: &str = "SELECT issued FROM writ_subjects WHERE subject_id = $1 FOR UPDATE";
+/// The subject's grants issued within the window.
+const COUNT_GRANTS: &str =
+    "SELECT COUNT(*) FROM writ_grants WHERE subject_id = $1 AND issued_at > $2";
+/// The answer stored for an idempotency key.
+const FIND_KEY: &str =
+    "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = $1";
+/// Counts a recorded grant on the subject's row.
+const BUMP_SUBJECT: &str = "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = $1";
+/// Stores the answer under its idempotency key.
+const STORE_KEY: &str = "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES ($1, $2, $3, $4, $5)";
+
+/// A pooled connection in the middle of a transaction: dropped without
+/// [`Discard::keep`], the connection is closed rather than returned to the
+/// pool, which makes the server roll the transaction back.
+struct Discard(Option<deadpool_postgres::Object>);
+
+impl Discard {
+    /// The transaction is over (committed or rolled back): the connection
+    /// goes back to the pool.
+    fn keep(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// The most issuances one group commit takes.
+const MAX_GROUP: usize = 256;
+
+/// One queued issuance.
+struct Job {
+    subject: String,
+    key: Option<String>,
+    digest: String,
+    since: i64,
+    now: i64,
+    decide: Box<dyn Fn(u64) -> Verdict + Send + Sync>,
+    reply: tokio::sync::oneshot::Sender<Result<Issued, LedgerError>>,
+}
+
+/// The issuances waiting for a group commit.
+#[derive(Default)]
+pub(crate) struct Queue {
+    jobs: Vec<Job>,
+    /// A task is draining the queue: a new issuance only queues.
+    flushing: bool,
+}
+
+/// Commits the queued issuances, a group at a time, until none is left.
+async fn flush(pool: Pool, queue: Arc<Mutex<Queue>>) {
+    let _unwinding = Unwinding(queue.clone());
+    loop {
+        let group = match queue.lock() {
+            Ok(mut queue) if queue.jobs.is_empty() => {
+                queue.flushing = false;
+                return;
+            }
+            Ok(mut queue) => take_group(&mut queue.jobs),
+            // Only a panic under the lock poisons it, and nothing that can
+            // panic runs under it; should it happen, the queued callers see
+            // their answer dropped.
+            Err(_) => return,
+        };
+        match retry("recording the grants", || commit_group(&pool, &group)).await {
+            Ok(answers) => {
+                for (job, answer) in group.into_iter().zip(answers) {
+                    // A caller that went away is not an error: its grant is
+                    // recorded, as with any answer the broker never read.
+                    let _ = job.reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                for job in group {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Should the flushing task panic (a `decide` that panics), its group's
+/// callers see their answers dropped, and the next issuance starts a new
+/// task rather than queueing behind one that is gone.
+struct Unwinding(Arc<Mutex<Queue>>);
+
+impl Drop for Unwinding {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut queue) = self.0.lock() {
+                queue.flushing = false;
+            }
+        }
+    }
+}
+
+/// Takes from `jobs`, in arrival order, at most [`MAX_GROUP`] issuances
+/// with no subject and no idempotency key twice (a second one for the same
+/// subject must count the first one's grant, so it waits for the next
+/// group), sorted by subject (the order the rows are locked in).
+fn take_group(jobs: &mut Vec<Job>) -> Vec<Job> {
+    let mut subjects = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut group = Vec::new();
+    let mut rest = Vec::new();
+    for job in jobs.drain(..) {
+        let fresh = group.len() < MAX_GROUP
+            && !subjects.contains(&job.subject)
+            && !job.key.as_ref().is_some_and(|key| keys.contains(key));
+        if fresh {
+            subjects.insert(job.subject.clone());
+            if let Some(key) = &job.key {
+                keys.insert(key.clone());
+            }
+            group.push(job);
+        } else {
+            rest.push(job);
+        }
+    }
+    *jobs = rest;
+    group.sort_by(|a, b| a.subject.cmp(&b.subject));
+    group
+}
+
+/// What the first round trip found for one issuance.
+enum Found {
+    /// The answer stored for its key.
+    Stored(Issued),
+    /// The count of the subject's grants in the window.
+    Count(i64),
+}
+
+/// One attempt at a group: one transaction, two round trips; the answers
+/// in the group's order.
+async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure> {
+    let client = pool.get().await.map_err(pool_error)?;
+    // Until the transaction is over, a failure closes the connection
+    // instead of returning it to the pool mid-transaction: the server then
+    // rolls the transaction back.
+    let mut guard = Discard(Some(client));
+    let Some(client) = guard.0.as_ref() else {
+        return Err(Failure::Fail(unavailable("no connection")));
+    };
+    let prepare =
+        |sql: String| async move { client.prepare_cached(&sql).await.map_err(|e| classify(&e)) };
+    let add_subject = prepare(ADD_SUBJECT.to_owned()).await?;
+    let lock_subject = prepare(LOCK_SUBJECT.to_owned()).await?;
+    let count_grants = prepare(COUNT_GRANTS.to_owned()).await?;
+    let find_key = prepare(FIND_KEY.to_owned()).await?;
+    let insert_grant = prepare(insert_sql('$')).await?;
+    let bump_subject = prepare(BUMP_SUBJECT.to_owned()).await?;
+    let store_key = prepare(STORE_KEY.to_owned()).await?;
+
+    // Round trip 1: begin; per subject, in order: create and lock its row,
+    // look its key up, count.
+    let mut first: Vec<Pending<'_, Option<Found>>> = Vec::with_capacity(group.len() + 1);
+    first.push(Box::pin(async {
+        client.batch_execute("BEGIN").await.map(|()| None)
+    }));
+    for job in group {
+        let (add, lock, count, find) = (&add_subject, &lock_subject, &count_grants, &find_key);
+        first.push(Box::pin(async move {
+            let subject: [&(dyn ToSql + Sync); 1] = [&job.subject];
+            let window: [&(dyn ToSql + Sync); 2] = [&job.subject, &job.since];
+            let key: Option<[&(dyn ToSql + Sync); 1]> = job.key.as_ref().map(|k| [k as _]);
+            let (added, locked, stored, counted) = tokio::join!(
+                client.execute(add, &subject),
+                client.query_one(lock, &subject),
+                async {
+                    match &key {
+                        Some(key) => client.query_opt(find, key).await,
+                        None => Ok(None),
+                    }
+                },
+                client.query_one(count, &window),
+            );
+            added?;
+            locked?;
+            if let Some(row) = stored? {
+                let first: Option<String> = row.get(2);
+                if first.is_some_and(|first| first != job.digest) {
+                    return Ok(Some(Found::Stored(Issued::key_reused())));
+                }
+                let status: i32 = row.get(0);
+                return Ok(Some(Found::Stored(Issued {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row.get(1),
+                    replayed: true,
+                    key_reused: false,
+                })));
+            }
+            Ok(Some(Found::Count(counted?.get(0))))
+        }));
+    }
+    let mut found = Vec::with_capacity(group.len());
+    // The first failure is the cause; the later statements of the pipeline
+    // only report that the transaction is aborted.
+    for result in join_all(first).await {
+        if let Some(one) = result.map_err(|e| classify(&e))? {
+            found.push(one);
+        }
+    }
+
+    // Each decision, in turn.
+    let mut answers = Vec::with_capacity(group.len());
+    let mut verdicts = Vec::with_capacity(group.len());
+    for (job, found) in group.iter().zip(found) {
+        match found {
+            Found::Stored(issued) => {
+                answers.push(Some(issued));
+                verdicts.push(None);
+            }
+            Found::Count(count) => {
+                answers.push(None);
+                verdicts.push(Some((job.decide)(u64::try_from(count).unwrap_or(0))));
+            }
+        }
+    }
+
+    // Round trip 2: the grants, the answers under their keys, commit.
+    let mut second: Vec<Pending<'_, ()>> = Vec::with_capacity(group.len() + 1);
+    for (job, verdict) in group.iter().zip(&verdicts) {
+        let Some(verdict) = verdict else {
+            continue;
+        };
+        let (insert, bump, store) = (&insert_grant, &bump_subject, &store_key);
+        second.push(Box::pin(async move {
+            let status = i32::from(verdict.status);
+            let record = async {
+                let Some(g) = &verdict.grant else {
+                    return Ok(());
+                };
+                let request = g.request.to_string();
+                let scope = serde_json::Value::from(g.scope.clone()).to_string();
+                let ttl = i64::try_from(g.ttl).unwrap_or(i64::MAX);
+                let obligations = g.obligations.to_string();
+                let narrowed = i32::from(g.narrowed);
+                let values: [&(dyn ToSql + Sync); 16] = [
+                    &g.grant_id,
+                    &g.decision_id,
+                    &g.policy_digest,
+                    &g.subject_id,
+                    &g.task_id,
+                    &request,
+                    &scope,
+                    &ttl,
+                    &g.issued_at,
+                    &g.expires_at,
+                    &obligations,
+                    &g.credential_ref,
+                    &g.revoked_at,
+                    &g.revoked_by,
+                    &g.reason,
+                    &narrowed,
+                ];
+                let subject: [&(dyn ToSql + Sync); 1] = [&job.subject];
+                let (inserted, bumped) = tokio::join!(
+                    client.execute(insert, &values),
+                    client.execute(bump, &subject),
+                );
+                inserted.and(bumped).map(|_| ())
+            };
+            let remember = async {
+                match &job.key {
+                    Some(key) => client
+                        .execute(store, &[key, &status, &verdict.body, &job.now, &job.digest])
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
+            };
+            let (recorded, remembered) = tokio::join!(record, remember);
+            recorded.and(remembered)
+        }));
+    }
+    second.push(Box::pin(client.batch_execute("COMMIT")));
+    // A COMMIT of a transaction that failed answers ROLLBACK, not an error:
+    // the statements' own errors are what tell.
+    for result in join_all(second).await {
+        result.map_err(|e| classify(&e))?;
+    }
+    guard.keep();
+    Ok(answers
+        .into_iter()
+        .zip(verdicts)
+        .map(|(stored, verdict)| match (stored, verdict) {
+            (Some(issued), _) => issued,
+            (None, Some(verdict)) => Issued {
+                status: verdict.status,
+                body: verdict.body,
+                replayed: false,
+                key_reused: false,
+            },
+            (None, None) => Issued::key_reused(),
+        })
+        .collect())
+}
+
+/// A statement's (or a few pipelined statements') future.
+type Pending<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// Runs `futures` together and returns their outputs in order. Each is
+/// first polled in order, which is when tokio-postgres sends its
+/// statements: the statements go out in this order, pipelined.
+async fn join_all<T>(mut futures: Vec<Pending<'_, T>>) -> Vec<Result<T, tokio_postgres::Error>> {
+    let mut outputs: Vec<Option<Result<T, tokio_postgres::Error>>> =
+        futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {

@@ -3,7 +3,9 @@
 //! IMMEDIATE` takes the file's write lock before counting, so count and
 //! record are atomic even across processes sharing the file; the journal is
 //! WAL with `synchronous = FULL`, so a committed grant survives a crash of
-//! the process and of the machine.
+//! the process and of the machine. Issuances are committed in groups (one
+//! WAL sync for all those that queued during the previous commit), each
+//! answered only after its group committed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub(crate) struct Sqlite {
     /// or replaced while serving would go on writing to a file nobody can
     /// read again, so it reports itself unavailable instead.
     file: Option<(u64, u64)>,
+    /// Issuances waiting for the next group commit ([`Sqlite::issue`]).
+    queue: Arc<Mutex<Queue>>,
 }
 
 /// The device and inode `path` names now.
@@ -65,6 +69,7 @@ impl Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             file: identity(path),
+            queue: Arc::new(Mutex::new(Queue::default())),
         })
     }
 
@@ -142,6 +147,15 @@ impl Sqlite {
         .await
     }
 
+    /// Counts and records, in a group commit: the issuance is queued, and
+    /// one blocking task at a time takes every issuance queued so far and
+    /// runs them one after the other in one `BEGIN IMMEDIATE` transaction,
+    /// each inside a savepoint of its own (one that fails is rolled back
+    /// alone and answered with its error), then commits once (one WAL sync
+    /// for the whole group) and only then answers each. Issuances that
+    /// arrive meanwhile form the next group. Within a group they run in
+    /// turn on one connection, so each counts the grants the earlier ones
+    /// recorded, as when each had a transaction of its own.
     pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
     where
         F: Fn(u64) -> Verdict + Send + Sync + 'static,
@@ -151,60 +165,32 @@ impl Sqlite {
         let digest = issue.request_digest.to_owned();
         let since = issue.now.saturating_sub(window_ms(issue.window));
         let now = issue.now;
-        self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(key) = &key {
-                let stored: Option<(i64, String, Option<String>)> = tx
-                    .query_row(
-                        "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ?1",
-                        params![key],
-                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                    )
-                    .optional()?;
-                if let Some((status, body, first)) = stored {
-                    if first.is_some_and(|first| first != digest) {
-                        return Ok(Issued::key_reused());
-                    }
-                    return Ok(Issued {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body,
-                        replayed: true,
-                        key_reused: false,
-                    });
-                }
-            }
-            tx.execute(
-                "INSERT INTO writ_subjects (subject_id, issued) VALUES (?1, 0) ON CONFLICT (subject_id) DO NOTHING",
-                params![subject],
-            )?;
-            let count: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM writ_grants WHERE subject_id = ?1 AND issued_at > ?2",
-                params![subject, since],
-                |row| row.get(0),
-            )?;
-            let verdict = decide(u64::try_from(count).unwrap_or(0));
-            if let Some(grant) = &verdict.grant {
-                insert(&tx, grant)?;
-                tx.execute(
-                    "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = ?1",
-                    params![subject],
-                )?;
-            }
-            if let Some(key) = &key {
-                tx.execute(
-                    "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![key, i64::from(verdict.status), verdict.body, now, digest],
-                )?;
-            }
-            tx.commit()?;
-            Ok(Issued {
-                status: verdict.status,
-                body: verdict.body,
-                replayed: false,
-                key_reused: false,
-            })
-        })
-        .await
+        let work: Work = Box::new(move |tx| {
+            issue_one(tx, &subject, key.as_deref(), &digest, since, now, &decide)
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let flush = {
+            let mut queue = self
+                .queue
+                .lock()
+                .map_err(|_| failed(&self.path, "a previous issuance panicked"))?;
+            queue.jobs.push(Job { work, reply });
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if flush {
+            let conn = self.conn.clone();
+            let queue = self.queue.clone();
+            let path = self.path.clone();
+            let opened = self.file;
+            // Not awaited: the task runs until the queue is empty, and each
+            // caller awaits its own answer.
+            drop(tokio::task::spawn_blocking(move || {
+                flush_queue(&conn, &queue, &path, opened)
+            }));
+        }
+        answer
+            .await
+            .map_err(|_| failed(&self.path, "the issuance was dropped unanswered"))?
     }
 
     pub(crate) async fn get(&self, grant_id: &str) -> Result<Option<Grant>, LedgerError> {
@@ -339,28 +325,25 @@ impl Sqlite {
     }
 }
 
-fn insert(tx: &rusqlite::Transaction<'_>, g: &Grant) -> Result<(), rusqlite::Error> {
-    tx.execute(
-        &insert_sql('?'),
-        params![
-            g.grant_id,
-            g.decision_id,
-            g.policy_digest,
-            g.subject_id,
-            g.task_id,
-            g.request.to_string(),
-            serde_json::Value::from(g.scope.clone()).to_string(),
-            i64::try_from(g.ttl).unwrap_or(i64::MAX),
-            g.issued_at,
-            g.expires_at,
-            g.obligations.to_string(),
-            g.credential_ref,
-            g.revoked_at,
-            g.revoked_by,
-            g.reason,
-            i64::from(g.narrowed),
-        ],
-    )?;
+fn insert(tx: &Connection, g: &Grant) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(&insert_sql('?'))?.execute(params![
+        g.grant_id,
+        g.decision_id,
+        g.policy_digest,
+        g.subject_id,
+        g.task_id,
+        g.request.to_string(),
+        serde_json::Value::from(g.scope.clone()).to_string(),
+        i64::try_from(g.ttl).unwrap_or(i64::MAX),
+        g.issued_at,
+        g.expires_at,
+        g.obligations.to_string(),
+        g.credential_ref,
+        g.revoked_at,
+        g.revoked_by,
+        g.reason,
+        i64::from(g.narrowed),
+    ])?;
     Ok(())
 }
 
@@ -408,5 +391,175 @@ fn read_feed(row: &rusqlite::Row<'_>) -> Result<FeedEntry, rusqlite::Error> {
         at: row.get(8)?,
         scope: scope.and_then(|text| serde_json::from_str(&text).ok()),
         expires_at: row.get(10)?,
+    })
+}
+
+/// One queued issuance: run inside the group's transaction.
+type Work = Box<dyn FnOnce(&Connection) -> Result<Issued, rusqlite::Error> + Send>;
+
+/// An issuance waiting for the next group commit, and where its answer goes.
+struct Job {
+    work: Work,
+    reply: tokio::sync::oneshot::Sender<Result<Issued, LedgerError>>,
+}
+
+/// The issuances waiting for a group commit.
+#[derive(Default)]
+pub(crate) struct Queue {
+    jobs: Vec<Job>,
+    /// A blocking task is draining the queue: a new issuance only queues.
+    flushing: bool,
+}
+
+/// Commits the queued issuances, a group at a time, until none is left.
+fn flush_queue(
+    conn: &Mutex<Connection>,
+    queue: &Mutex<Queue>,
+    path: &str,
+    opened: Option<(u64, u64)>,
+) {
+    loop {
+        let jobs = match queue.lock() {
+            Ok(mut queue) if queue.jobs.is_empty() => {
+                queue.flushing = false;
+                return;
+            }
+            Ok(mut queue) => std::mem::take(&mut queue.jobs),
+            // Only a panic while the lock was held poisons it, and nothing
+            // that can panic runs under it; should it happen, the queued
+            // callers see their answer dropped.
+            Err(_) => return,
+        };
+        if opened.is_some() && identity(path) != opened {
+            // As in `Sqlite::with`: a file removed or replaced under writ
+            // records nothing.
+            for job in jobs {
+                let _ = job.reply.send(Err(failed(
+                    path,
+                    "the file was removed or replaced while writ had it open; nothing is recorded until writ is restarted on a ledger file",
+                )));
+            }
+            continue;
+        }
+        commit_group(conn, jobs, path);
+    }
+}
+
+/// Runs `jobs` in one transaction, one savepoint each, commits, then
+/// answers each: a job's answer is sent only once its grant is committed.
+fn commit_group(conn: &Mutex<Connection>, jobs: Vec<Job>, path: &str) {
+    let Ok(mut conn) = conn.lock() else {
+        for job in jobs {
+            let _ = job
+                .reply
+                .send(Err(failed(path, "a previous operation panicked")));
+        }
+        return;
+    };
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            let message = error.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(failed(path, &message)));
+            }
+            return;
+        }
+    };
+    let mut answers: Vec<(tokio::sync::oneshot::Sender<_>, Result<Issued, LedgerError>)> =
+        Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let result = run_in_savepoint(&mut tx, job.work).map_err(|e| failed(path, e));
+        answers.push((job.reply, result));
+    }
+    if let Err(error) = tx.commit() {
+        // Nothing of the group was recorded: every one of them fails.
+        let message = error.to_string();
+        for (reply, _) in answers {
+            let _ = reply.send(Err(failed(path, &message)));
+        }
+        return;
+    }
+    drop(conn);
+    for (reply, result) in answers {
+        // A caller that went away (its connection closed) is not an error:
+        // its grant is recorded, as with any answer the broker never read.
+        let _ = reply.send(result);
+    }
+}
+
+/// One issuance inside its own savepoint: released when it succeeds,
+/// rolled back (and nothing of it kept) when it fails or panics.
+fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, work: Work) -> Result<Issued, String> {
+    let savepoint = tx.savepoint().map_err(|e| e.to_string())?;
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&savepoint)));
+    match ran {
+        Ok(Ok(issued)) => {
+            savepoint.commit().map_err(|e| e.to_string())?;
+            Ok(issued)
+        }
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("recording the grant panicked; nothing of it was kept".to_owned()),
+    }
+}
+
+/// Count and record one issuance inside the group's transaction (with the
+/// file's write lock held).
+fn issue_one(
+    tx: &Connection,
+    subject: &str,
+    key: Option<&str>,
+    digest: &str,
+    since: i64,
+    now: i64,
+    decide: &dyn Fn(u64) -> Verdict,
+) -> Result<Issued, rusqlite::Error> {
+    if let Some(key) = key {
+        let stored: Option<(i64, String, Option<String>)> = tx
+            .prepare_cached(
+                "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ?1",
+            )?
+            .query_row(params![key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        if let Some((status, body, first)) = stored {
+            if first.is_some_and(|first| first != digest) {
+                return Ok(Issued::key_reused());
+            }
+            return Ok(Issued {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+                replayed: true,
+                key_reused: false,
+            });
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO writ_subjects (subject_id, issued) VALUES (?1, 0) ON CONFLICT (subject_id) DO NOTHING",
+    )?
+    .execute(params![subject])?;
+    let count: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM writ_grants WHERE subject_id = ?1 AND issued_at > ?2",
+        )?
+        .query_row(params![subject, since], |row| row.get(0))?;
+    let verdict = decide(u64::try_from(count).unwrap_or(0));
+    if let Some(grant) = &verdict.grant {
+        insert(tx, grant)?;
+        tx.prepare_cached("UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = ?1")?
+            .execute(params![subject])?;
+    }
+    if let Some(key) = key {
+        tx.prepare_cached(
+            "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![key, i64::from(verdict.status), verdict.body, now, digest])?;
+    }
+    Ok(Issued {
+        status: verdict.status,
+        body: verdict.body,
+        replayed: false,
+        key_reused: false,
     })
 }

@@ -591,6 +591,58 @@ async fn a_version_1_ledger_is_migrated_and_its_keys_still_replay() {
     );
 }
 
+/// Issuances that arrive together (and are committed in one group) are
+/// counted per subject, and a key sent twice at once is decided once and
+/// replayed once, as when each issuance had a transaction of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_issuances_for_many_subjects_are_counted_per_subject() {
+    for ledger in stores("concurrent-many").await {
+        let kind = ledger.kind();
+        let ledger = Arc::new(ledger);
+        let subjects: Vec<String> = (0..8).map(|_| subject()).collect();
+        let mut tasks = Vec::new();
+        for i in 0..80 {
+            let (ledger, who) = (ledger.clone(), subjects[i % 8].clone());
+            tasks.push((
+                i % 8,
+                tokio::spawn(
+                    async move { issue_limited(&ledger, &who, None, now_ms(), 2, None).await },
+                ),
+            ));
+        }
+        let key = format!("key-{}", new_grant_id());
+        let keyed_subject = subject();
+        let keyed: Vec<_> = (0..2)
+            .map(|_| {
+                let (ledger, key, who) = (ledger.clone(), key.clone(), keyed_subject.clone());
+                tokio::spawn(async move {
+                    issue_limited(&ledger, &who, None, now_ms(), 10, Some(&key)).await
+                })
+            })
+            .collect();
+        let mut counts: Vec<Vec<u64>> = vec![Vec::new(); 8];
+        for (index, task) in tasks {
+            let issued = task.await.expect("task");
+            if issued.status == 201 {
+                counts[index].push(count_of(&issued));
+            }
+        }
+        for (index, mut counted) in counts.into_iter().enumerate() {
+            counted.sort_unstable();
+            assert_eq!(counted, vec![0, 1, 2], "{kind}: subject {index}");
+            assert_eq!(grants_of(&ledger, &subjects[index], now_ms()).await, 3);
+        }
+        let mut answers = Vec::new();
+        for task in keyed {
+            answers.push(task.await.expect("task"));
+        }
+        answers.sort_by_key(|issued| issued.replayed);
+        assert!(!answers[0].replayed && answers[1].replayed, "{kind}");
+        assert_same_answer(&answers[1], &answers[0], kind);
+        assert_eq!(grants_of(&ledger, &keyed_subject, now_ms()).await, 1);
+    }
+}
+
 /// A replay answers exactly what the first call answered.
 fn assert_same_answer(again: &Issued, first: &Issued, kind: &str) {
     assert_eq!(

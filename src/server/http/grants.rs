@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::Digest;
 
 use super::{json_body, read_json, request_error, ApiError, ErrorCode};
@@ -142,27 +142,26 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                     *slot = Some(line);
                 }
             }
-            let mut answer: Map<String, Value> =
-                serde_json::from_slice(&decision.json_bytes(Some(&decision_id)))
-                    .unwrap_or_default();
-            answer.insert(
-                "issuance_count".to_owned(),
-                json!({
-                    "value": count,
-                    "source": "ledger",
-                    "window_seconds": window.as_secs(),
-                    "window_from": window_from,
-                    "ignored_from_request": from_broker,
-                }),
-            );
+            // The decision as `/v1/decide` writes it, with the count
+            // appended as its last member (written once, not parsed back).
+            let mut answer = decision.json_bytes(Some(&decision_id));
+            let count_json = json!({
+                "value": count,
+                "source": "ledger",
+                "window_seconds": window.as_secs(),
+                "window_from": window_from,
+                "ignored_from_request": from_broker,
+            });
+            append_member(&mut answer, "issuance_count", &count_json.to_string());
             if !decision.is_allow() {
                 return Verdict {
                     grant: None,
                     status: 200,
-                    body: Value::Object(answer).to_string(),
+                    body: String::from_utf8_lossy(&answer).into_owned(),
                 };
             }
-            answer.insert("grant_id".to_owned(), Value::from(grant_id.clone()));
+            let grant_json = Value::from(grant_id.clone()).to_string();
+            append_member(&mut answer, "grant_id", &grant_json);
             let obligations = serde_json::to_value(&decision.obligations).unwrap_or(Value::Null);
             let ttl_ms = i64::try_from(decision.ttl)
                 .unwrap_or(i64::MAX)
@@ -190,7 +189,10 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             Verdict {
                 grant: Some(grant),
                 status: 201,
-                body: json!({"grant_id": grant_id, "decision": answer}).to_string(),
+                body: format!(
+                    "{{\"grant_id\":{grant_json},\"decision\":{}}}",
+                    String::from_utf8_lossy(&answer)
+                ),
             }
         }
     };
@@ -284,6 +286,23 @@ pub(crate) fn repeat_window(
         ),
         None => (flag, "--repeat-window"),
     }
+}
+
+/// Appends `"name":value` to the JSON object in `object` (a decision's
+/// text, which is never empty), as inserting it into the parsed object
+/// would: last.
+fn append_member(object: &mut Vec<u8>, name: &str, value: &str) {
+    if object.last() == Some(&b'}') {
+        object.pop();
+    }
+    if object.last() != Some(&b'{') {
+        object.push(b',');
+    }
+    object.push(b'"');
+    object.extend_from_slice(name.as_bytes());
+    object.extend_from_slice(b"\":");
+    object.extend_from_slice(value.as_bytes());
+    object.push(b'}');
 }
 
 /// The `grant_id` in a stored `201` answer.
@@ -594,6 +613,20 @@ fn recorded(request: &Request) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
+
+    #[test]
+    fn members_are_appended_as_the_parsed_object_would_have_them() {
+        let mut text = br#"{"decision":"deny","trace":[{"a":"}"}]}"#.to_vec();
+        append_member(&mut text, "issuance_count", r#"{"value":3}"#);
+        let mut parsed: Map<String, Value> =
+            serde_json::from_str(r#"{"decision":"deny","trace":[{"a":"}"}]}"#).expect("json");
+        parsed.insert("issuance_count".to_owned(), json!({"value": 3}));
+        assert_eq!(text, Value::Object(parsed).to_string().into_bytes());
+        let mut empty = b"{}".to_vec();
+        append_member(&mut empty, "n", "1");
+        assert_eq!(empty, br#"{"n":1}"#.to_vec());
+    }
 
     #[test]
     fn queries_decode() {
