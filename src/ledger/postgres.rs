@@ -28,7 +28,7 @@ use super::{
 const ATTEMPTS: usize = 8;
 
 pub(crate) struct Postgres {
-    pool: Pool,
+    pub(super) pool: Pool,
     migrated: AtomicBool,
 }
 
@@ -51,7 +51,7 @@ fn classify(error: &tokio_postgres::Error) -> Failure {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> LedgerError {
+pub(super) fn unavailable(error: impl std::fmt::Display) -> LedgerError {
     LedgerError::Unavailable(format!("PostgreSQL: {error}"))
 }
 
@@ -154,7 +154,7 @@ impl Postgres {
     }
 
     /// Migrates first if the database did not answer at start.
-    async fn ready(&self) -> Result<(), LedgerError> {
+    pub(super) async fn ready(&self) -> Result<(), LedgerError> {
         if !self.migrated.load(Ordering::SeqCst) {
             self.migrate().await?;
         }
