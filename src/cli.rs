@@ -292,6 +292,33 @@ struct ServeArgs {
     /// (`context.recent_issuances`).
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     repeat_window: std::time::Duration,
+    /// Push every revocation and narrowing of the ledger's feed to this
+    /// URL as a Security Event Token (RFC 8417, CAEP event types), retried
+    /// until acknowledged (docs/lifecycle.md). A bearer token for it is
+    /// read from the environment variable `WRIT_WEBHOOK_TOKEN`.
+    #[arg(long, value_name = "URL", requires = "ledger")]
+    revocation_webhook: Option<String>,
+    /// Sign the webhook's SETs with this PKCS#8 PEM private key (Ed25519 or
+    /// EC P-256) [default: unsigned, `alg: none`].
+    #[arg(long, value_name = "FILE", requires = "revocation_webhook")]
+    webhook_key: Option<PathBuf>,
+    /// The webhook SETs' `iss`.
+    #[arg(
+        long,
+        default_value = "writ",
+        value_name = "NAME",
+        requires = "revocation_webhook"
+    )]
+    webhook_issuer: String,
+    /// The webhook SETs' `aud` [default: the webhook's URL].
+    #[arg(long, value_name = "AUD", requires = "revocation_webhook")]
+    webhook_audience: Option<String>,
+    /// How long one webhook delivery may take before it is retried.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    webhook_timeout: std::time::Duration,
+    /// The longest wait between two tries of a delivery.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    webhook_max_backoff: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -506,6 +533,18 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.pin_workers = args.pin_workers;
             config.ledger = args.ledger;
             config.repeat_window = args.repeat_window;
+            config.webhook = args.revocation_webhook.map(|url| {
+                let mut webhook = crate::server::webhook::WebhookConfig::new(&url);
+                webhook.key = args.webhook_key;
+                webhook.issuer = args.webhook_issuer;
+                webhook.audience = args.webhook_audience;
+                webhook.bearer = std::env::var("WRIT_WEBHOOK_TOKEN")
+                    .ok()
+                    .filter(|token| !token.is_empty());
+                webhook.timeout = args.webhook_timeout;
+                webhook.max_backoff = args.webhook_max_backoff;
+                webhook
+            });
             crate::server::run(config)?;
             Ok(0)
         }

@@ -11,6 +11,7 @@
 //! concurrent requests for one subject, on any replica, are counted one
 //! after the other.
 
+mod deliveries;
 mod postgres;
 pub mod redecide;
 mod sqlite;
@@ -27,7 +28,7 @@ use time::OffsetDateTime;
 
 /// The versioned migrations, in order: (version, name, SQL). The SQL is
 /// common to SQLite and PostgreSQL.
-pub(crate) const MIGRATIONS: [(i64, &str, &str); 3] = [
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 4] = [
     (1, "grants", include_str!("migrations/0001_grants.sql")),
     (
         2,
@@ -39,10 +40,15 @@ pub(crate) const MIGRATIONS: [(i64, &str, &str); 3] = [
         "revocation_feed",
         include_str!("migrations/0003_revocation_feed.sql"),
     ),
+    (
+        4,
+        "deliveries",
+        include_str!("migrations/0004_deliveries.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use super::{
 const ATTEMPTS: usize = 8;
 
 pub(crate) struct Postgres {
-    pool: Pool,
+    pub(super) pool: Pool,
     migrated: AtomicBool,
     /// Issuances waiting for the next group commit ([`Postgres::issue`]).
     queue: Arc<Mutex<Queue>>,
@@ -54,7 +54,7 @@ fn classify(error: &tokio_postgres::Error) -> Failure {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> LedgerError {
+pub(super) fn unavailable(error: impl std::fmt::Display) -> LedgerError {
     LedgerError::Unavailable(format!("PostgreSQL: {error}"))
 }
 
@@ -167,7 +167,7 @@ impl Postgres {
     }
 
     /// Migrates first if the database did not answer at start.
-    async fn ready(&self) -> Result<(), LedgerError> {
+    pub(super) async fn ready(&self) -> Result<(), LedgerError> {
         if !self.migrated.load(Ordering::SeqCst) {
             self.migrate().await?;
         }

@@ -74,7 +74,7 @@ impl Sqlite {
     }
 
     /// Runs `work` with the connection on a blocking thread.
-    async fn with<T, W>(&self, work: W) -> Result<T, LedgerError>
+    pub(super) async fn with<T, W>(&self, work: W) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         W: FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,

@@ -1041,3 +1041,53 @@ async fn a_re_decision_pass_pages_through_every_live_grant() {
         assert_eq!(live.len(), PAGE / 2, "{kind}");
     }
 }
+
+/// A webhook's delivery cursor starts where it is first asked for, moves
+/// only from the value the mover read (a second replica's stale move is
+/// refused), and is kept by the ledger for the next process.
+#[tokio::test]
+async fn a_delivery_cursor_moves_by_compare_and_set() {
+    for ledger in stores("deliveries").await {
+        let kind = ledger.kind();
+        let target = format!("https://hooks.test/{}", new_grant_id());
+        let now = now_ms();
+        let who = subject();
+        let head_before = ledger.feed_head().await.expect("head");
+        let id = issued_id(&ledger, &who, None, now).await;
+        ledger
+            .revoke(&id, "broker", "not_minted", now + 1)
+            .await
+            .expect("revoke");
+        let head = ledger.feed_head().await.expect("head");
+        assert!(head > head_before, "{kind}: a revocation moves the head");
+
+        let start = ledger
+            .delivery_cursor(&target, head, now)
+            .await
+            .expect("cursor");
+        assert_eq!(start, head, "{kind}: a new target starts at the given head");
+        // Asked again with another start, the stored cursor wins.
+        let again = ledger
+            .delivery_cursor(&target, 0, now)
+            .await
+            .expect("cursor");
+        assert_eq!(again, head, "{kind}");
+
+        assert!(ledger
+            .advance_delivery(&target, head, head + 5, now)
+            .await
+            .expect("advance"));
+        assert!(
+            !ledger
+                .advance_delivery(&target, head, head + 7, now)
+                .await
+                .expect("advance"),
+            "{kind}: a move from a stale cursor is refused"
+        );
+        let listed = ledger.deliveries().await.expect("deliveries");
+        assert!(
+            listed.contains(&(target.clone(), head + 5)),
+            "{kind}: {listed:?}"
+        );
+    }
+}

@@ -743,7 +743,11 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let loaded = app.current.load_full();
-    let mut response = Response::new(Body::from(app.metrics.render(&loaded)));
+    let mut page = app.metrics.render(&loaded);
+    if let Some(pusher) = &app.webhook {
+        pusher.metrics.render(&mut page);
+    }
+    let mut response = Response::new(Body::from(page));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -25,6 +25,7 @@ pub(crate) mod log;
 mod metrics;
 mod pin;
 mod state;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,9 @@ pub struct Config {
     /// How far back `/v1/grants` counts a subject's issuances
     /// (`context.recent_issuances`).
     pub repeat_window: Duration,
+    /// Push the revocation feed to this webhook as Security Event Tokens
+    /// (needs a ledger).
+    pub webhook: Option<webhook::WebhookConfig>,
 }
 
 impl Config {
@@ -119,6 +123,7 @@ impl Config {
             trust: None,
             ledger: None,
             repeat_window: Duration::from_secs(3600),
+            webhook: None,
         }
     }
 }
@@ -144,6 +149,8 @@ pub(crate) struct App {
     /// The grant ledger, when `--ledger` is given.
     pub(crate) ledger: Option<crate::ledger::Ledger>,
     pub(crate) repeat_window: Duration,
+    /// The revocation webhook's pusher, when `--revocation-webhook` is given.
+    pub(crate) webhook: Option<Arc<webhook::Pusher>>,
     source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
@@ -179,6 +186,16 @@ pub fn run(config: Config) -> Result<(), String> {
                 .to_owned(),
         );
     }
+    if config.webhook.is_some() && config.ledger.is_none() {
+        return Err(
+            "`--revocation-webhook` pushes the ledger's revocation feed: give `--ledger` too"
+                .to_owned(),
+        );
+    }
+    let webhook = match &config.webhook {
+        Some(webhook) => Some(Arc::new(webhook::Pusher::new(webhook.clone())?)),
+        None => None,
+    };
     if config.workers == Some(0) {
         return Err("`--workers` must be at least 1".to_owned());
     }
@@ -266,6 +283,19 @@ pub fn run(config: Config) -> Result<(), String> {
                     ledger.target()
                 ),
             }
+            if let (Some(pusher), Ok(())) = (&webhook, runtime.block_on(ledger.ping())) {
+                // A new webhook starts at the feed's head, fixed here, before
+                // the first request: what is revoked from now on is pushed.
+                let start = async {
+                    let head = ledger.feed_head().await?;
+                    ledger
+                        .delivery_cursor(pusher.url(), head, ledger.now())
+                        .await
+                };
+                if let Err(error) = runtime.block_on(start) {
+                    eprintln!("writ: revocation webhook: cannot read its cursor yet ({error}); it will try again");
+                }
+            }
             Some(ledger)
         }
         None => None,
@@ -281,6 +311,7 @@ pub fn run(config: Config) -> Result<(), String> {
         trust,
         ledger,
         repeat_window: config.repeat_window,
+        webhook,
         source,
         watch: tokio::sync::Mutex::new(Watch::default()),
     });
@@ -298,6 +329,13 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     spawn_reload_on_hangup(app.clone())?;
+    if let Some(pusher) = &app.webhook {
+        eprintln!(
+            "writ: revocation webhook: pushing the feed to `{}`",
+            pusher.url()
+        );
+        tokio::spawn(webhook::run(app.clone(), pusher.clone()));
+    }
     if !config.watch_interval.is_zero() && app.source.has_files() {
         spawn_watcher(app.clone(), config);
     }

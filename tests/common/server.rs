@@ -62,6 +62,11 @@ impl Server {
     /// Starts `writ serve --addr 127.0.0.1:PORT ARGS...` and waits for
     /// `/health`.
     pub fn start(args: &[&str], scratch: &Arc<TempDir>) -> Server {
+        Server::start_with_env(args, &[], scratch)
+    }
+
+    /// [`Server::start`] with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], scratch: &Arc<TempDir>) -> Server {
         for _attempt in 0..3 {
             let port = free_port();
             let stderr = scratch.file(&format!("stderr-{port}.txt"));
@@ -71,6 +76,7 @@ impl Server {
                 .arg("serve")
                 .args(["--addr", &addr])
                 .args(args)
+                .envs(env.iter().copied())
                 .current_dir(ROOT)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
