@@ -212,8 +212,26 @@ impl Request {
                 })?,
             );
         }
-        Ok(Prepared { time, scope })
+        Ok(Prepared {
+            time,
+            scope,
+            approval: unverified_approval(self.context.get("approval")),
+        })
     }
+}
+
+/// `context.approval` as the evaluator reads it when it is an object: a
+/// copy with `verified` set to `false`. Only writ's own verification of an
+/// approval token (the `identity` feature) makes it read `true`; whatever
+/// a broker or a caller wrote there does not. A string (`"yes"`, an
+/// unverified token) stays as it is: it has no `verified` to test.
+fn unverified_approval(approval: Option<&Value>) -> Option<Value> {
+    let Some(Value::Object(map)) = approval else {
+        return None;
+    };
+    let mut map = map.clone();
+    map.insert("verified".to_owned(), Value::Bool(false));
+    Some(Value::Object(map))
 }
 
 /// True when `value` is or holds a `null` (the quick test, without paths).
@@ -260,6 +278,10 @@ pub struct Prepared {
     pub time: Option<i128>,
     /// `requested.scope`, parsed.
     pub scope: Vec<ScopeItem>,
+    /// What `context.approval` reads when the request holds an object
+    /// there: with `verified` forced to `false` by validation, or the
+    /// approval writ verified (`identity::Attestation::prepare`).
+    pub approval: Option<Value>,
 }
 
 /// How a JSON value's type is named in error messages.

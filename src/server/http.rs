@@ -376,6 +376,9 @@ fn decide_one(
         .trust
         .as_ref()
         .map(|trust| trust.apply(&mut request, crate::identity::Trust::now()));
+    if let Some(attestation) = &attestation {
+        attestation.prepare(&mut prepared);
+    }
     let mut decision = loaded.engine.decide_prepared(&request, &prepared);
     if let Some(attestation) = attestation {
         attestation.annotate(&mut decision);
@@ -738,7 +741,11 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let loaded = app.current.load_full();
-    let mut response = Response::new(Body::from(app.metrics.render(&loaded)));
+    let mut text = app.metrics.render(&loaded);
+    if let Some(trust) = &app.trust {
+        super::metrics::identity(&mut text, &trust.counts());
+    }
+    let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
