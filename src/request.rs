@@ -220,15 +220,20 @@ impl Request {
     }
 }
 
-/// `context.approval` as the evaluator reads it when it is an object: a
-/// copy with `verified` set to `false`. Only writ's own verification of an
-/// approval token (the `identity` feature) makes it read `true`; whatever
-/// a broker or a caller wrote there does not. A string (`"yes"`, an
-/// unverified token) stays as it is: it has no `verified` to test.
+/// `context.approval` as the evaluator reads it when it is an object
+/// holding `verified`: a copy with `verified` set to `false`. Only writ's
+/// own verification of an approval token (the `identity` feature) makes it
+/// read `true`; whatever a broker or a caller wrote there does not. An
+/// object without `verified` reads as sent (`verified` absent); a string
+/// (`"yes"`, an unverified token) stays a string, with no `verified` to
+/// test.
 fn unverified_approval(approval: Option<&Value>) -> Option<Value> {
     let Some(Value::Object(map)) = approval else {
         return None;
     };
+    if !map.contains_key("verified") {
+        return None;
+    }
     let mut map = map.clone();
     map.insert("verified".to_owned(), Value::Bool(false));
     Some(Value::Object(map))

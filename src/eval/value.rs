@@ -77,7 +77,9 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr)
         Attr::Extra(Dim::Context, name) if &**name == "approval" => {
             match (&prepared.approval, request.context.get("approval")) {
                 (Some(approval), _) => from_json(approval),
-                (None, Some(Value::Object(_))) => Some(Val::Json(&UNVERIFIED)),
+                (None, Some(Value::Object(map))) if map.contains_key("verified") => {
+                    Some(Val::Json(&UNVERIFIED))
+                }
                 (None, other) => other.and_then(from_json),
             }
         }
