@@ -12,6 +12,9 @@
 //!
 //! Each goes through `Trust::decide` (clone the request, verify, validate,
 //! decide, annotate), so the differences are the token's cost alone.
+//! `apply/{rs256,es256}/cached` against `clone/{rs256,es256}` isolates the
+//! verification of a cached token (a clone of the request, then
+//! `Trust::apply`, against the clone alone).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -93,6 +96,18 @@ fn identity(c: &mut Criterion) {
         assert!(decision.is_allow(), "{alg}: {:?}", decision.errors);
         group.bench_function(format!("{alg}/cached"), |b| {
             b.iter(|| black_box(trust.decide(&engine, black_box(&req), NOW)))
+        });
+        // The verification alone: clone the request and apply the trust
+        // file to it, against the clone alone (`clone/{alg}`).
+        group.bench_function(format!("clone/{alg}"), |b| {
+            b.iter(|| black_box(black_box(&req).clone()))
+        });
+        group.bench_function(format!("apply/{alg}/cached"), |b| {
+            b.iter(|| {
+                let mut copy = black_box(&req).clone();
+                black_box(trust.apply(&mut copy, NOW));
+                copy
+            })
         });
         group.bench_function(format!("{alg}/cold"), |b| {
             b.iter(|| {

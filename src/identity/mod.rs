@@ -954,66 +954,71 @@ fn rewrite(
     id: &Option<String>,
     mapped: &[Option<Value>],
 ) -> Vec<String> {
+    // Values the broker already sent as the token says are left in place:
+    // the cached path then allocates only what changes.
     let mut overridden = Vec::new();
     let mut note = |name: &str, changed: bool| {
         if changed {
             overridden.push(name.to_owned());
         }
     };
-    note("id", subject.id.is_some() && subject.id != *id);
-    subject.id.clone_from(id);
-    note(
-        "kind",
-        subject.kind.as_ref().is_some_and(|k| *k != issuer.kind),
-    );
-    subject.kind = Some(issuer.kind.clone());
-    note(
-        "auth",
-        subject.auth.as_ref().is_some_and(|a| *a != issuer.auth),
-    );
-    subject.auth = Some(issuer.auth.clone());
+    if subject.id != *id {
+        note("id", subject.id.is_some());
+        subject.id.clone_from(id);
+    }
+    set_string(&mut subject.kind, &issuer.kind, "kind", &mut note);
+    set_string(&mut subject.auth, &issuer.auth, "auth", &mut note);
     for ((_, attribute), value) in issuer.claims.iter().zip(mapped) {
-        let string = value.as_ref().and_then(Value::as_str).map(str::to_owned);
-        match attribute.as_str() {
-            "environment" => {
-                note(
-                    attribute,
-                    subject.environment.is_some() && subject.environment != string,
-                );
-                subject.environment = string;
+        let string = value.as_ref().and_then(Value::as_str);
+        let field = match attribute.as_str() {
+            "environment" => Some(&mut subject.environment),
+            "owner" => Some(&mut subject.owner),
+            _ => None,
+        };
+        if let Some(field) = field {
+            if field.as_deref() != string {
+                note(attribute, field.is_some());
+                *field = string.map(str::to_owned);
             }
-            "owner" => {
-                note(
-                    attribute,
-                    subject.owner.is_some() && subject.owner != string,
-                );
-                subject.owner = string;
+            continue;
+        }
+        let before = subject.extra.get(attribute.as_str());
+        if before == value.as_ref() {
+            continue;
+        }
+        note(attribute, before.is_some());
+        match value {
+            Some(v) => {
+                subject.extra.insert(attribute.clone(), v.clone());
             }
-            other => {
-                let before = subject.extra.get(other);
-                note(other, before.is_some() && before != value.as_ref());
-                match value {
-                    Some(v) => {
-                        subject.extra.insert(other.to_owned(), v.clone());
-                    }
-                    None => {
-                        subject.extra.shift_remove(other);
-                    }
-                }
+            None => {
+                subject.extra.shift_remove(attribute.as_str());
             }
         }
     }
     let before = subject.extra.get("verified_by");
-    note(
-        "verified_by",
-        before.is_some_and(|b| b.as_str() != Some(issuer.issuer.as_str())),
-    );
-    subject.extra.insert(
-        "verified_by".to_owned(),
-        Value::String(issuer.issuer.clone()),
-    );
+    if before.and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
+        note("verified_by", before.is_some());
+        subject.extra.insert(
+            "verified_by".to_owned(),
+            Value::String(issuer.issuer.clone()),
+        );
+    }
     subject.attested = Some(true);
     overridden
+}
+
+/// Sets a string attribute to `value`, noting a broker value it replaces.
+fn set_string(
+    field: &mut Option<String>,
+    value: &str,
+    name: &str,
+    note: &mut impl FnMut(&str, bool),
+) {
+    if field.as_deref() != Some(value) {
+        note(name, field.is_some());
+        *field = Some(value.to_owned());
+    }
 }
 
 impl TrustError {
