@@ -549,3 +549,36 @@ fn serve_follows_rotation_and_counts_it() {
         3.0
     );
 }
+
+#[test]
+fn an_algorithm_must_fit_the_kind_of_key_the_kid_names() {
+    let server = KeyServer::start(Mode::Serve(jwks("jwks.json")));
+    let trust = trust(&server.url());
+    let at = now();
+    let claims = json!({"iss": ISSUER, "sub": "x", "aud": "writ", "iat": at, "exp": at + 60});
+    let key = |file: &str| std::fs::read(Path::new(DIR).join(file)).expect("key");
+    let sign = |alg: Algorithm, kid: &str, encoding: &EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        encode(&header, &claims, encoding).expect("sign")
+    };
+    let rsa = EncodingKey::from_rsa_der(&key("rsa1.der"));
+    let ec = EncodingKey::from_ec_der(&key("ec.der"));
+    let ed = EncodingKey::from_ed_der(&key("ed.der"));
+    // An RSA signature under the EC key's kid, an ECDSA one under the
+    // Ed25519 key's, an EdDSA one under the EC key's: refused, never tried.
+    for token in [
+        sign(Algorithm::RS256, "ec-1", &rsa),
+        sign(Algorithm::ES256, "ed-1", &ec),
+        sign(Algorithm::EdDSA, "ec-1", &ed),
+    ] {
+        assert_eq!(check(&trust, &token, at), Err("disallowed_algorithm"));
+    }
+    // Each under its own kid verifies.
+    for token in [
+        sign(Algorithm::ES256, "ec-1", &ec),
+        sign(Algorithm::EdDSA, "ed-1", &ed),
+    ] {
+        assert_eq!(check(&trust, &token, at), Ok(()));
+    }
+}

@@ -25,7 +25,34 @@ pub const MAX_JWKS_BYTES: u64 = 512 * 1024;
 pub(crate) struct Key {
     pub(crate) kid: Option<String>,
     pub(crate) alg: Option<String>,
+    /// The kind of key, which an algorithm must fit before the key is
+    /// used with it.
+    pub(crate) family: Family,
     pub(crate) key: DecodingKey,
+}
+
+/// The kinds of public key writ uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// RSA: RS256, RS384, RS512, PS256, PS384, PS512.
+    Rsa,
+    /// EC: ES256, ES384.
+    Ec,
+    /// OKP (Ed25519): EdDSA.
+    Okp,
+}
+
+impl Family {
+    /// The family an algorithm needs; `None` for HMAC, which writ never uses.
+    pub(crate) fn of(alg: jsonwebtoken::Algorithm) -> Option<Family> {
+        use jsonwebtoken::Algorithm::*;
+        match alg {
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Some(Family::Rsa),
+            ES256 | ES384 => Some(Family::Ec),
+            EdDSA => Some(Family::Okp),
+            HS256 | HS384 | HS512 => None,
+        }
+    }
 }
 
 /// The keys of an issuer at one moment.
@@ -55,12 +82,17 @@ pub(crate) fn parse(text: &str, strict: bool) -> Result<KeySet, String> {
     let mut keys = Vec::new();
     let mut usable = Vec::new();
     for jwk in &set.keys {
-        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
-            if strict {
-                return Err("a symmetric (`oct`) key is not accepted".to_owned());
+        let family = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Family::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => Family::Okp,
+            AlgorithmParameters::OctetKey(_) => {
+                if strict {
+                    return Err("a symmetric (`oct`) key is not accepted".to_owned());
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let key = match DecodingKey::from_jwk(jwk) {
             Ok(key) => key,
             Err(e) if strict => return Err(format!("a key is unusable: {e}")),
@@ -69,6 +101,7 @@ pub(crate) fn parse(text: &str, strict: bool) -> Result<KeySet, String> {
         keys.push(Key {
             kid: jwk.common.key_id.clone(),
             alg: jwk.common.key_algorithm.map(|a| format!("{a:?}")),
+            family,
             key,
         });
         usable.push(jwk);
