@@ -201,11 +201,17 @@ impl Remote {
 
     /// Fetches if the last attempt is at least `refetch_interval` ago and,
     /// unless `needed` (a `kid` was not found), the keys are older than
-    /// `refresh`. Waits for a fetch another thread is making. Returns
-    /// whether the keys may have changed.
+    /// `refresh`. When `needed`, waits for a fetch another thread is
+    /// making; otherwise goes on with the keys there are. Returns whether
+    /// the keys may have changed.
     pub(crate) fn refetch(&self, needed: bool) -> bool {
-        let Ok(mut state) = self.fetch.lock() else {
-            return false;
+        let state = if needed {
+            self.fetch.lock().ok()
+        } else {
+            self.fetch.try_lock().ok()
+        };
+        let Some(mut state) = state else {
+            return needed;
         };
         let now = Instant::now();
         let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
