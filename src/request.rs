@@ -347,6 +347,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_brokers_approval_never_reads_verified() {
+        let prepared = |text: &str| {
+            Request::parse_json(text)
+                .map(|(_, prepared)| prepared.approval)
+                .expect("a valid request")
+        };
+        assert_eq!(
+            prepared(r#"{"context":{"approval":{"by":"a@acme.io","verified":true}}}"#),
+            Some(serde_json::json!({"by": "a@acme.io", "verified": false}))
+        );
+        // Nothing to override: read as sent.
+        assert_eq!(prepared(r#"{"context":{"approval":{"by":"a"}}}"#), None);
+        assert_eq!(prepared(r#"{"context":{"approval":"yes"}}"#), None);
+        assert_eq!(prepared(r#"{"context":{}}"#), None);
+    }
+
+    #[test]
     fn parses_the_contract_example() {
         let request = Request::from_json(
             r#"{"subject":{"id":"spiffe://x","kind":"ci","attested":true,"repository":"acme/p"},
