@@ -212,8 +212,31 @@ impl Request {
                 })?,
             );
         }
-        Ok(Prepared { time, scope })
+        Ok(Prepared {
+            time,
+            scope,
+            approval: unverified_approval(self.context.get("approval")),
+        })
     }
+}
+
+/// `context.approval` as the evaluator reads it when it is an object
+/// holding `verified`: a copy with `verified` set to `false`. Only writ's
+/// own verification of an approval token (the `identity` feature) makes it
+/// read `true`; whatever a broker or a caller wrote there does not. An
+/// object without `verified` reads as sent (`verified` absent); a string
+/// (`"yes"`, an unverified token) stays a string, with no `verified` to
+/// test.
+fn unverified_approval(approval: Option<&Value>) -> Option<Value> {
+    let Some(Value::Object(map)) = approval else {
+        return None;
+    };
+    if !map.contains_key("verified") {
+        return None;
+    }
+    let mut map = map.clone();
+    map.insert("verified".to_owned(), Value::Bool(false));
+    Some(Value::Object(map))
 }
 
 /// True when `value` is or holds a `null` (the quick test, without paths).
@@ -260,6 +283,10 @@ pub struct Prepared {
     pub time: Option<i128>,
     /// `requested.scope`, parsed.
     pub scope: Vec<ScopeItem>,
+    /// What `context.approval` reads when the request holds an object
+    /// there: with `verified` forced to `false` by validation, or the
+    /// approval writ verified (`identity::Attestation::prepare`).
+    pub approval: Option<Value>,
 }
 
 /// How a JSON value's type is named in error messages.
@@ -318,6 +345,23 @@ pub fn json_depth(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_brokers_approval_never_reads_verified() {
+        let prepared = |text: &str| {
+            Request::parse_json(text)
+                .map(|(_, prepared)| prepared.approval)
+                .expect("a valid request")
+        };
+        assert_eq!(
+            prepared(r#"{"context":{"approval":{"by":"a@acme.io","verified":true}}}"#),
+            Some(serde_json::json!({"by": "a@acme.io", "verified": false}))
+        );
+        // Nothing to override: read as sent.
+        assert_eq!(prepared(r#"{"context":{"approval":{"by":"a"}}}"#), None);
+        assert_eq!(prepared(r#"{"context":{"approval":"yes"}}"#), None);
+        assert_eq!(prepared(r#"{"context":{}}"#), None);
+    }
 
     #[test]
     fn parses_the_contract_example() {

@@ -14,6 +14,10 @@ use crate::instant::parse_time;
 use crate::request::{Prepared, Request, Sensitivity};
 use crate::source::Span;
 
+/// What an approval object reads when no validation saw it.
+static UNVERIFIED: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"verified": false}));
+
 /// A value during evaluation, borrowing from the request and the policy.
 #[derive(Debug, Clone)]
 pub enum Val<'a> {
@@ -64,10 +68,21 @@ pub(super) fn from_lit(lit: &Lit) -> Option<Val<'_>> {
 }
 
 /// The value of a request attribute; `None` when it is absent.
-pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<Val<'a>> {
+pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr) -> Option<Val<'a>> {
     match attr {
         // The time is parsed once, by validation.
         Attr::EnvironmentTime => prepared.time.map(Val::Time),
+        // An object there reads as validation (or writ's verification of
+        // an approval token) left it: never with a broker's `verified`.
+        Attr::Extra(Dim::Context, name) if &**name == "approval" => {
+            match (&prepared.approval, request.context.get("approval")) {
+                (Some(approval), _) => from_json(approval),
+                (None, Some(Value::Object(map))) if map.contains_key("verified") => {
+                    Some(Val::Json(&UNVERIFIED))
+                }
+                (None, other) => other.and_then(from_json),
+            }
+        }
         Attr::Extra(dim, name) => {
             let map = match dim {
                 Dim::Subject => &request.subject.extra,
@@ -92,7 +107,7 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) ->
 
 /// The string value of an attribute, for the tree's switches: `None` when
 /// it is missing or not a string (the walk then visits every branch).
-pub fn attr_key<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<&'a str> {
+pub fn attr_key<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr) -> Option<&'a str> {
     match attr_value(request, prepared, attr)? {
         Val::Str(Cow::Borrowed(text)) => Some(text),
         Val::Level(level) => Some(level.as_str()),

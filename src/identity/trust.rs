@@ -4,9 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+
+use super::jwks::{self, FetchPolicy, Remote, Source};
 
 /// Subject attributes a claim mapping may not write: writ sets them itself.
 const RESERVED: &[&str] = &["attested", "verified_by", "token", "kind", "auth", "shared"];
@@ -16,7 +21,60 @@ const RESERVED: &[&str] = &["attested", "verified_by", "token", "kind", "auth", 
 struct TrustFile {
     #[serde(default)]
     accept_broker_attestation: bool,
+    #[serde(default)]
     issuers: Vec<IssuerFile>,
+    #[serde(default)]
+    approval_issuers: Vec<ApprovalFile>,
+}
+
+/// Where an issuer's keys are, and how a URL is fetched (the `jwks_*`
+/// fields of both kinds of issuer).
+struct KeysFile<'a> {
+    jwks_file: &'a Option<String>,
+    jwks_url: &'a Option<String>,
+    jwks_timeout: &'a Option<String>,
+    jwks_refetch_interval: &'a Option<String>,
+    jwks_refresh: &'a Option<String>,
+}
+
+macro_rules! keys_of {
+    ($entry:expr) => {
+        KeysFile {
+            jwks_file: &$entry.jwks_file,
+            jwks_url: &$entry.jwks_url,
+            jwks_timeout: &$entry.jwks_timeout,
+            jwks_refetch_interval: &$entry.jwks_refetch_interval,
+            jwks_refresh: &$entry.jwks_refresh,
+        }
+    };
+}
+
+/// An issuer of approval tokens (`context.approval`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalFile {
+    issuer: String,
+    jwks_file: Option<String>,
+    jwks_url: Option<String>,
+    jwks_timeout: Option<String>,
+    jwks_refetch_interval: Option<String>,
+    jwks_refresh: Option<String>,
+    algorithms: Vec<String>,
+    audiences: Vec<String>,
+    clock_skew: Option<String>,
+    max_age: Option<String>,
+    #[serde(default)]
+    claims: ApprovalClaimsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalClaimsFile {
+    approver: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    scope: Option<String>,
+    expires: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +84,9 @@ struct IssuerFile {
     issuer: Option<String>,
     jwks_file: Option<String>,
     jwks_url: Option<String>,
+    jwks_timeout: Option<String>,
+    jwks_refetch_interval: Option<String>,
+    jwks_refresh: Option<String>,
     algorithms: Option<Vec<String>>,
     audiences: Vec<String>,
     clock_skew: Option<String>,
@@ -36,10 +97,10 @@ struct IssuerFile {
     claims: Option<BTreeMap<String, String>>,
 }
 
-/// One trusted issuer, checked and with its keys parsed.
+/// One trusted issuer, checked and with its keys parsed (or their URL).
 pub(crate) struct Issuer {
     pub(crate) issuer: String,
-    pub(crate) keys: Vec<Key>,
+    pub(crate) keys: Source,
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) audiences: Vec<String>,
     pub(crate) clock_skew: i64,
@@ -49,12 +110,20 @@ pub(crate) struct Issuer {
     pub(crate) subject_claim: String,
     /// Claim path → subject attribute.
     pub(crate) claims: Vec<(String, String)>,
+    /// For an approval issuer: the claims an approval is read from.
+    pub(crate) approval: Option<ApprovalClaims>,
+    /// Verifications by outcome (`super::OUTCOMES`), for the metrics.
+    pub(crate) outcomes: [AtomicU64; super::OUTCOMES.len()],
 }
 
-pub(crate) struct Key {
-    pub(crate) kid: Option<String>,
-    pub(crate) alg: Option<String>,
-    pub(crate) key: DecodingKey,
+/// The claims that name an approval's parts (docs/identity.md).
+#[derive(Debug, Clone)]
+pub(crate) struct ApprovalClaims {
+    pub(crate) approver: String,
+    pub(crate) action: String,
+    pub(crate) resource: String,
+    pub(crate) scope: String,
+    pub(crate) expires: String,
 }
 
 /// A preset: the defaults for one kind of issuer.
@@ -177,14 +246,21 @@ fn algorithm(file: &str, issuer: &str, name: &str) -> Result<Algorithm, TrustErr
     Ok(alg)
 }
 
-pub(crate) fn parse(
-    file: &str,
-    text: &str,
-    base: &Path,
-) -> Result<(bool, Vec<Issuer>), TrustError> {
+/// What a trust file holds, parsed: its flag, its identity issuers and
+/// its approval issuers. URL sources have no keys yet.
+pub(crate) struct Parsed {
+    pub(crate) accept_broker_attestation: bool,
+    pub(crate) issuers: Vec<Issuer>,
+    pub(crate) approvers: Vec<Issuer>,
+}
+
+pub(crate) fn parse(file: &str, text: &str, base: &Path) -> Result<Parsed, TrustError> {
     let parsed: TrustFile = serde_json::from_str(text).map_err(|e| error(file, e.to_string()))?;
-    if parsed.issuers.is_empty() {
-        return Err(error(file, "`issuers` is empty"));
+    if parsed.issuers.is_empty() && parsed.approval_issuers.is_empty() {
+        return Err(error(
+            file,
+            "`issuers` is empty (and there are no `approval_issuers`)",
+        ));
     }
     let mut issuers: Vec<Issuer> = Vec::new();
     for entry in parsed.issuers {
@@ -210,27 +286,10 @@ pub(crate) fn parse(
         if issuers.iter().any(|i| i.issuer == issuer) {
             return Err(error(file, format!("issuer `{issuer}` is listed twice")));
         }
-        if entry.jwks_url.is_some() {
-            return Err(error(
-                file,
-                format!("issuer `{issuer}`: `jwks_url` is not supported yet; use `jwks_file`"),
-            ));
-        }
-        let jwks = entry
-            .jwks_file
-            .as_deref()
-            .ok_or_else(|| error(file, format!("issuer `{issuer}` has no `jwks_file`")))?;
-        let keys = read_jwks(file, &issuer, &base.join(jwks))?;
-        let algorithms = match (&entry.algorithms, &preset) {
-            (Some(names), _) => names
-                .iter()
-                .map(|n| algorithm(file, &issuer, n))
-                .collect::<Result<Vec<_>, _>>()?,
-            (None, Some(p)) => p
-                .algorithms
-                .iter()
-                .map(|n| algorithm(file, &issuer, n))
-                .collect::<Result<Vec<_>, _>>()?,
+        let keys = source(file, &issuer, &keys_of!(entry), base)?;
+        let names: Vec<String> = match (&entry.algorithms, &preset) {
+            (Some(names), _) => names.clone(),
+            (None, Some(p)) => p.algorithms.iter().map(|n| (*n).to_owned()).collect(),
             (None, None) => {
                 return Err(error(
                     file,
@@ -238,18 +297,8 @@ pub(crate) fn parse(
                 ))
             }
         };
-        if algorithms.is_empty() {
-            return Err(error(
-                file,
-                format!("issuer `{issuer}`: `algorithms` is empty"),
-            ));
-        }
-        if entry.audiences.is_empty() || entry.audiences.iter().any(String::is_empty) {
-            return Err(error(
-                file,
-                format!("issuer `{issuer}`: `audiences` must name writ's audience(s)"),
-            ));
-        }
+        let algorithms = algorithms(file, &issuer, &names)?;
+        audiences(file, &issuer, &entry.audiences)?;
         let clock_skew = duration(
             file,
             "clock_skew",
@@ -309,55 +358,221 @@ pub(crate) fn parse(
             auth,
             subject_claim: entry.subject_claim.unwrap_or_else(|| "sub".to_owned()),
             claims,
+            approval: None,
+            outcomes: Default::default(),
         });
     }
-    Ok((parsed.accept_broker_attestation, issuers))
+    let mut approvers: Vec<Issuer> = Vec::new();
+    for entry in parsed.approval_issuers {
+        let issuer = entry.issuer;
+        if issuer.is_empty() {
+            return Err(error(file, "an approval issuer's `issuer` is empty"));
+        }
+        if approvers.iter().any(|i| i.issuer == issuer) {
+            return Err(error(
+                file,
+                format!("approval issuer `{issuer}` is listed twice"),
+            ));
+        }
+        if issuers.iter().any(|i| i.issuer == issuer) {
+            return Err(error(
+                file,
+                format!(
+                    "`{issuer}` is both an identity issuer and an approval issuer; \
+                     a workload's token must never pass for a person's approval"
+                ),
+            ));
+        }
+        let keys = source(file, &issuer, &keys_of!(entry), base)?;
+        let algorithms = algorithms(file, &issuer, &entry.algorithms)?;
+        audiences(file, &issuer, &entry.audiences)?;
+        let clock_skew = duration(
+            file,
+            "clock_skew",
+            entry.clock_skew.as_deref().unwrap_or("60s"),
+        )?;
+        let max_age = duration(file, "max_age", entry.max_age.as_deref().unwrap_or("1h"))?;
+        let c = entry.claims;
+        let claim = |given: Option<String>, default: &str| -> Result<String, TrustError> {
+            let name = given.unwrap_or_else(|| default.to_owned());
+            if name.is_empty() {
+                return Err(error(
+                    file,
+                    format!("approval issuer `{issuer}`: a claim name is empty"),
+                ));
+            }
+            Ok(name)
+        };
+        let approval = ApprovalClaims {
+            approver: claim(c.approver, "sub")?,
+            action: claim(c.action, "action")?,
+            resource: claim(c.resource, "resource")?,
+            scope: claim(c.scope, "scope")?,
+            expires: claim(c.expires, "exp")?,
+        };
+        approvers.push(Issuer {
+            issuer,
+            keys,
+            algorithms,
+            audiences: entry.audiences,
+            clock_skew,
+            max_age,
+            kind: String::new(),
+            auth: String::new(),
+            subject_claim: approval.approver.clone(),
+            claims: Vec::new(),
+            approval: Some(approval),
+            outcomes: Default::default(),
+        });
+    }
+    Ok(Parsed {
+        accept_broker_attestation: parsed.accept_broker_attestation,
+        issuers,
+        approvers,
+    })
 }
 
-fn read_jwks(file: &str, issuer: &str, path: &Path) -> Result<Vec<Key>, TrustError> {
+fn algorithms(file: &str, issuer: &str, names: &[String]) -> Result<Vec<Algorithm>, TrustError> {
+    let algorithms = names
+        .iter()
+        .map(|n| algorithm(file, issuer, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    if algorithms.is_empty() {
+        return Err(error(
+            file,
+            format!("issuer `{issuer}`: `algorithms` is empty"),
+        ));
+    }
+    Ok(algorithms)
+}
+
+fn audiences(file: &str, issuer: &str, audiences: &[String]) -> Result<(), TrustError> {
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        return Err(error(
+            file,
+            format!("issuer `{issuer}`: `audiences` must name writ's audience(s)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration option of a JWKS URL, at least `least`.
+fn fetch_duration(
+    file: &str,
+    issuer: &str,
+    what: &str,
+    given: Option<&str>,
+    default: &str,
+    least: Duration,
+) -> Result<Duration, TrustError> {
+    let text = given.unwrap_or(default);
+    let millis = crate::duration::parse_millis(text)
+        .ok()
+        .and_then(|m| u64::try_from(m).ok())
+        .ok_or_else(|| {
+            error(
+                file,
+                format!(
+                    "issuer `{issuer}`: {what} `{text}` is not a duration like `3s` or `500ms`"
+                ),
+            )
+        })?;
+    let value = Duration::from_millis(millis);
+    if value < least {
+        return Err(error(
+            file,
+            format!(
+                "issuer `{issuer}`: {what} `{text}` is shorter than {}ms",
+                least.as_millis()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// The issuer's keys: a JWKS file read now, or a JWKS URL to fetch.
+fn source(
+    file: &str,
+    issuer: &str,
+    keys: &KeysFile<'_>,
+    base: &Path,
+) -> Result<Source, TrustError> {
+    match (keys.jwks_file, keys.jwks_url) {
+        (Some(_), Some(_)) => Err(error(
+            file,
+            format!("issuer `{issuer}` has both `jwks_file` and `jwks_url`; give one"),
+        )),
+        (None, None) => Err(error(
+            file,
+            format!("issuer `{issuer}` has no `jwks_file` and no `jwks_url`"),
+        )),
+        (Some(path), None) => {
+            if keys.jwks_timeout.is_some()
+                || keys.jwks_refetch_interval.is_some()
+                || keys.jwks_refresh.is_some()
+            {
+                return Err(error(
+                    file,
+                    format!(
+                        "issuer `{issuer}`: `jwks_timeout`, `jwks_refetch_interval` and \
+                         `jwks_refresh` are for a `jwks_url`"
+                    ),
+                ));
+            }
+            read_jwks(file, issuer, &base.join(path)).map(|set| Source::File(Arc::new(set)))
+        }
+        (None, Some(url)) => {
+            if !jwks::url_allowed(url) {
+                return Err(error(
+                    file,
+                    format!(
+                        "issuer `{issuer}`: `jwks_url` `{url}` must be https:// (plain http:// \
+                         only to the loopback)"
+                    ),
+                ));
+            }
+            let policy = FetchPolicy {
+                timeout: fetch_duration(
+                    file,
+                    issuer,
+                    "jwks_timeout",
+                    keys.jwks_timeout.as_deref(),
+                    "3s",
+                    Duration::from_millis(100),
+                )?,
+                refetch_interval: fetch_duration(
+                    file,
+                    issuer,
+                    "jwks_refetch_interval",
+                    keys.jwks_refetch_interval.as_deref(),
+                    "30s",
+                    Duration::from_secs(1),
+                )?,
+                refresh: fetch_duration(
+                    file,
+                    issuer,
+                    "jwks_refresh",
+                    keys.jwks_refresh.as_deref(),
+                    "1h",
+                    Duration::from_secs(1),
+                )?,
+            };
+            Ok(Source::Url(Remote::new(url.clone(), policy)))
+        }
+    }
+}
+
+fn read_jwks(file: &str, issuer: &str, path: &Path) -> Result<jwks::KeySet, TrustError> {
     let text = super::read(path).map_err(|e| {
         error(
             file,
             format!("issuer `{issuer}`: cannot read `{}`: {e}", path.display()),
         )
     })?;
-    let set: JwkSet = serde_json::from_str(&text).map_err(|e| {
+    jwks::parse(&text, true).map_err(|e| {
         error(
             file,
-            format!("issuer `{issuer}`: `{}` is not a JWKS: {e}", path.display()),
+            format!("issuer `{issuer}`: `{}`: {e}", path.display()),
         )
-    })?;
-    let mut keys = Vec::new();
-    for jwk in &set.keys {
-        if matches!(
-            jwk.algorithm,
-            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-        ) {
-            return Err(error(
-                file,
-                format!("issuer `{issuer}`: a symmetric (`oct`) key is not accepted"),
-            ));
-        }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-            error(
-                file,
-                format!(
-                    "issuer `{issuer}`: a key in `{}` is unusable: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        keys.push(Key {
-            kid: jwk.common.key_id.clone(),
-            alg: jwk.common.key_algorithm.map(|a| format!("{a:?}")),
-            key,
-        });
-    }
-    if keys.is_empty() {
-        return Err(error(
-            file,
-            format!("issuer `{issuer}`: `{}` holds no keys", path.display()),
-        ));
-    }
-    Ok(keys)
+    })
 }

@@ -381,6 +381,9 @@ fn decide_one(
         .trust
         .as_ref()
         .map(|trust| trust.apply(&mut request, crate::identity::Trust::now()));
+    if let Some(attestation) = &attestation {
+        attestation.prepare(&mut prepared);
+    }
     let mut decision = loaded.engine.decide_prepared(&request, &prepared);
     if let Some(attestation) = attestation {
         attestation.annotate(&mut decision);
@@ -744,6 +747,9 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let loaded = app.current.load_full();
     let mut page = app.metrics.render(&loaded);
+    if let Some(trust) = &app.trust {
+        super::metrics::identity(&mut page, &trust.counts());
+    }
     if let Some(pusher) = &app.webhook {
         pusher.metrics.render(&mut page);
     }

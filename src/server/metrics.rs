@@ -333,6 +333,68 @@ impl Metrics {
     }
 }
 
+/// The identity series (with `--trust`): token verifications by use,
+/// issuer and outcome, the token cache, and the JWKS URLs' fetches.
+pub(crate) fn identity(out: &mut String, counts: &crate::identity::Counts) {
+    out.push_str("# HELP writ_identity_verifications_total Tokens verified or refused, by use (subject, approval), issuer and outcome (verified or a failure code).\n");
+    out.push_str("# TYPE writ_identity_verifications_total counter\n");
+    for (used, issuer, outcome, count) in &counts.verifications {
+        let _ = writeln!(
+            out,
+            "writ_identity_verifications_total{{use=\"{used}\",issuer=\"{}\",outcome=\"{outcome}\"}} {count}",
+            label(issuer)
+        );
+    }
+    out.push_str("# HELP writ_identity_token_cache_hits_total Verifications answered from the cache of verified tokens.\n");
+    out.push_str("# TYPE writ_identity_token_cache_hits_total counter\n");
+    let _ = writeln!(
+        out,
+        "writ_identity_token_cache_hits_total {}",
+        counts.cache_hits
+    );
+    out.push_str("# HELP writ_identity_token_cache_misses_total Verifications that checked a signature or failed before it.\n");
+    out.push_str("# TYPE writ_identity_token_cache_misses_total counter\n");
+    let _ = writeln!(
+        out,
+        "writ_identity_token_cache_misses_total {}",
+        counts.cache_misses
+    );
+    out.push_str("# HELP writ_identity_jwks_fetches_total JWKS URL fetches tried, by issuer.\n");
+    out.push_str("# TYPE writ_identity_jwks_fetches_total counter\n");
+    for (issuer, fetches, _, _) in &counts.jwks {
+        let _ = writeln!(
+            out,
+            "writ_identity_jwks_fetches_total{{issuer=\"{}\"}} {fetches}",
+            label(issuer)
+        );
+    }
+    out.push_str("# HELP writ_identity_jwks_fetch_failures_total JWKS URL fetches that failed (the last good keys kept), by issuer.\n");
+    out.push_str("# TYPE writ_identity_jwks_fetch_failures_total counter\n");
+    for (issuer, _, failures, _) in &counts.jwks {
+        let _ = writeln!(
+            out,
+            "writ_identity_jwks_fetch_failures_total{{issuer=\"{}\"}} {failures}",
+            label(issuer)
+        );
+    }
+    out.push_str("# HELP writ_identity_jwks_keys Keys held from a JWKS URL, by issuer (0: its tokens fail).\n");
+    out.push_str("# TYPE writ_identity_jwks_keys gauge\n");
+    for (issuer, _, _, keys) in &counts.jwks {
+        let _ = writeln!(
+            out,
+            "writ_identity_jwks_keys{{issuer=\"{}\"}} {keys}",
+            label(issuer)
+        );
+    }
+}
+
+/// A label value, escaped as the text format wants.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

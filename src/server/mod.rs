@@ -208,6 +208,11 @@ pub fn run(config: Config) -> Result<(), String> {
         Some(path) => {
             let trust = crate::identity::Trust::load(path).map_err(|e| e.to_string())?;
             eprintln!("writ: verifying subject.token against `{}`", path.display());
+            for problem in trust.key_problems() {
+                eprintln!(
+                    "writ: {problem}; its tokens fail (keys_unavailable) until a fetch succeeds"
+                );
+            }
             Some(trust)
         }
         None => None,

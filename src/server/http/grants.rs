@@ -88,6 +88,9 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         .trust
         .as_ref()
         .map(|trust| trust.apply(&mut request, crate::identity::Trust::now()));
+    if let Some(attestation) = &attestation {
+        attestation.prepare(&mut prepared);
+    }
     let Some(subject) = request.subject.id.clone().filter(|id| !id.is_empty()) else {
         return Err(ApiError::invalid(
             "`subject.id` is required by /v1/grants: grants are counted and recorded per subject",
