@@ -197,3 +197,38 @@ fn writ_test_takes_trust_and_at() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("1 passed, 1 failed"), "{out}");
 }
+
+/// The default pack's valid-approval cases (examples/identity/approvals,
+/// written by its mint.py): a signed approval of this action on this
+/// resource removes the approval step, the same approval signed by the
+/// requester does not; without the trust file, or after the tokens
+/// expired, none of them is valid and the approval step stays.
+#[test]
+fn signed_approvals_count_only_when_verified_and_not_self_approved() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("test")
+            .args(args)
+            .arg("examples/identity/approvals")
+            .current_dir(ROOT)
+            .output()
+            .expect("writ test");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let trust = "examples/identity/approvals/trust.json";
+    let (code, out) = run(&["--trust", trust, "--at", AT]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
+    // Without the trust file a token is a string: no approval is valid, so
+    // the four cases that rely on one fail (the self-approvals still pass).
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("4 passed, 4 failed"), "{out}");
+    // Past the tokens' expiry (30 minutes), the same.
+    let (code, out) = run(&["--trust", trust, "--at", "2026-11-22T11:00:00Z"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("4 passed, 4 failed"), "{out}");
+}
