@@ -8,43 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::grants::*;
 use common::server::*;
 use serde_json::{json, Value};
-
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("WRIT_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "{test}: CI is set but WRIT_TEST_POSTGRES_URL is not; .ci/run starts PostgreSQL with scripts/postgres.sh"
-        ),
-        _ => {
-            eprintln!(
-                "{test}: DID NOT RUN: set WRIT_TEST_POSTGRES_URL (eval \"$(scripts/postgres.sh start)\")"
-            );
-            None
-        }
-    }
-}
-
-/// A subject id no other test or earlier run used (PostgreSQL keeps them).
-fn unique_subject(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("spiffe://test.writ/{name}/{}-{nanos}", std::process::id())
-}
-
-/// examples/ci-deploy.json (allowed) for `subject`, with no fixed time.
-fn deploy_for(subject: &str) -> Value {
-    let mut request = ci_deploy();
-    request["subject"]["id"] = json!(subject);
-    request["environment"]
-        .as_object_mut()
-        .expect("environment")
-        .remove("time");
-    request
-}
 
 fn post_grant(server: &Server, body: &Value, key: Option<&str>) -> Reply {
     let text = body.to_string();

@@ -12,9 +12,10 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::grants::*;
 use common::server::*;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 
@@ -133,24 +134,9 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Parts> {
     Some((path, headers, String::from_utf8(body).ok()?))
 }
 
-/// examples/ci-deploy.json (allowed) for a subject no other run used.
-fn deploy(name: &str) -> Value {
-    let mut request = ci_deploy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    request["subject"]["id"] = json!(format!("spiffe://test.writ/{name}/{nanos}"));
-    request["environment"]
-        .as_object_mut()
-        .expect("environment")
-        .remove("time");
-    request
-}
-
 /// Issues a grant and revokes it (`DELETE`: not minted); its id.
 fn issue_and_revoke(server: &Server, name: &str) -> String {
-    let reply = server.post("/v1/grants", &deploy(name).to_string());
+    let reply = server.post("/v1/grants", &deploy_for(&unique_subject(name)).to_string());
     assert_eq!(reply.status, 201, "{}", reply.body);
     let id = reply.json()["grant_id"]
         .as_str()

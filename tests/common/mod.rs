@@ -5,6 +5,7 @@
 // Each test crate uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod grants;
 pub mod server;
 
 use std::io::{Read, Write};
