@@ -8,10 +8,16 @@
 //! a number where the rules compare a string. A missing attribute must make
 //! the walk visit every branch of the switches on it, so that a forbid that
 //! errors on it still fails closed.
+//!
+//! The same runs on sets of the flags shape (`writ::testgen::generate_flags`),
+//! whose rules all end in a boolean test (`== true`, `== false`, `!= true`,
+//! `!= false` on `subject.attested`, `subject.shared` and the untyped
+//! `context.break_glass`), with requests in which a boolean is missing,
+//! flipped, or (for `context.break_glass`) a string.
 
 use proptest::prelude::*;
 use writ::decision::Outcome;
-use writ::testgen::{generate, GenConfig, GenRequest, Rng};
+use writ::testgen::{generate, generate_flags, FlagValue, GenConfig, GenRequest, GenSet, Rng};
 use writ::Engine;
 
 /// Compiles a generated set and compares tree and naive decisions on its
@@ -21,7 +27,12 @@ fn tree_matches_naive(
     request_seed: u64,
     random: usize,
 ) -> Result<(), TestCaseError> {
-    let set = generate(config);
+    same_on(generate(config), request_seed, random)
+}
+
+/// [`tree_matches_naive`] on a set already generated.
+fn same_on(set: GenSet, request_seed: u64, random: usize) -> Result<(), TestCaseError> {
+    let config = set.config;
     let engine = Engine::compile([("gen.writ", set.writ_source())], None).map_err(|d| {
         TestCaseError::fail(format!("{config:?} does not compile:\n{}", d.render(false)))
     })?;
@@ -110,6 +121,85 @@ proptest! {
     ) {
         tree_matches_naive(GenConfig { rules, seed, extras: true }, request_seed, 16)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_equals_naive_on_small_sets_of_boolean_tests(
+        seed in any::<u64>(),
+        rules in 1usize..=60,
+        extras in any::<bool>(),
+        request_seed in any::<u64>(),
+    ) {
+        same_on(generate_flags(GenConfig { rules, seed, extras }), request_seed, 24)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_equals_naive_on_larger_sets_of_boolean_tests(
+        seed in any::<u64>(),
+        rules in 200usize..=1000,
+        extras in any::<bool>(),
+        request_seed in any::<u64>(),
+    ) {
+        same_on(generate_flags(GenConfig { rules, seed, extras }), request_seed, 16)?;
+    }
+}
+
+/// Boolean switches: a request without the boolean, or holding a string
+/// where the rules compare a bool, must reach every forbid that tests it
+/// (the comparison errs, so the forbid applies), as the naive walk does.
+#[test]
+fn tree_equals_naive_with_missing_and_mistyped_booleans() {
+    let set = generate_flags(GenConfig {
+        rules: 1000,
+        seed: 11,
+        extras: true,
+    });
+    let engine = match Engine::compile([("gen.writ", set.writ_source())], None) {
+        Ok(engine) => engine,
+        Err(d) => panic!("{}", d.render(false)),
+    };
+    let (base, _) = set.matching_request().expect("a matching request");
+    let mut variants: Vec<GenRequest> = Vec::new();
+    let mut with = |f: &dyn Fn(&mut GenRequest)| {
+        let mut request = base.clone();
+        f(&mut request);
+        variants.push(request);
+    };
+    with(&|r| r.shared = None);
+    with(&|r| r.shared = Some(true));
+    with(&|r| r.attested = None);
+    with(&|r| r.attested = Some(false));
+    with(&|r| r.break_glass = None);
+    with(&|r| r.break_glass = Some(FlagValue::Bool(true)));
+    with(&|r| r.break_glass = Some(FlagValue::Str("yes".to_owned())));
+    let mut denied_by_forbids = 0;
+    for generated in variants {
+        let json = generated.to_writ_json();
+        let request = generated.to_request().expect("valid request");
+        let tree = engine.decide(&request);
+        let naive = engine.decide_naive(&request);
+        let (_, forbids) = set.count_applying(&generated);
+        if forbids > 0 {
+            denied_by_forbids += 1;
+            assert_eq!(tree.decision, writ::Effect::Deny, "{json}");
+            assert_eq!(tree.reasons.len(), forbids, "{json}");
+        }
+        assert_eq!(tree.decision, naive.decision, "{json}");
+        assert_eq!(tree.reasons, naive.reasons, "{json}");
+        assert_eq!(tree.errors, naive.errors, "{json}");
+        assert_eq!(tree.scope, naive.scope, "{json}");
+        assert_eq!(tree.ttl, naive.ttl, "{json}");
+    }
+    // Missing `subject.shared`, a shared subject, a missing or set or
+    // mistyped `context.break_glass`: each reaches forbids.
+    assert!(denied_by_forbids >= 5, "{denied_by_forbids}");
 }
 
 /// The fixed cases the property tests start from, so a plain run always
