@@ -884,7 +884,7 @@ impl GenSet {
         for (index, rule) in self.permits().take(500) {
             let request = self.request_for(rule, index);
             let (permits, forbids) = self.count_applying(&request);
-            if forbids == 0 && permits >= 2 && best.as_ref().is_none_or(|b| permits > b.1) {
+            if forbids == 0 && permits >= 2 && best.as_ref().map_or(true, |b| permits > b.1) {
                 best = Some((request, permits));
             }
         }
@@ -1009,8 +1009,8 @@ fn perturb(rng: &mut Rng, request: &mut GenRequest) {
     if let Some(FlagValue::Bool(flag)) = request.break_glass {
         match rng.below(100) {
             0..=7 => request.break_glass = None,
-            8..=13 => request.break_glass = Some(FlagValue::Str("yes".to_owned())),
-            14..=25 => request.break_glass = Some(FlagValue::Bool(!flag)),
+            8..=19 => request.break_glass = Some(FlagValue::Str("yes".to_owned())),
+            20..=31 => request.break_glass = Some(FlagValue::Bool(!flag)),
             _ => {}
         }
     }

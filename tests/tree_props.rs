@@ -17,7 +17,10 @@
 
 use proptest::prelude::*;
 use writ::decision::Outcome;
-use writ::testgen::{generate, generate_flags, FlagValue, GenConfig, GenRequest, GenSet, Rng};
+use writ::testgen::{
+    generate, generate_flags, Cond, Field, FlagField, FlagValue, GenConfig, GenKind, GenRequest,
+    GenSet, Rng,
+};
 use writ::Engine;
 
 /// Compiles a generated set and compares tree and naive decisions on its
@@ -165,41 +168,74 @@ fn tree_equals_naive_with_missing_and_mistyped_booleans() {
         Ok(engine) => engine,
         Err(d) => panic!("{}", d.render(false)),
     };
-    let (base, _) = set.matching_request().expect("a matching request");
-    let mut variants: Vec<GenRequest> = Vec::new();
-    let mut with = |f: &dyn Fn(&mut GenRequest)| {
-        let mut request = base.clone();
-        f(&mut request);
-        variants.push(request);
-    };
-    with(&|r| r.shared = None);
-    with(&|r| r.shared = Some(true));
-    with(&|r| r.attested = None);
-    with(&|r| r.attested = Some(false));
-    with(&|r| r.break_glass = None);
-    with(&|r| r.break_glass = Some(FlagValue::Bool(true)));
-    with(&|r| r.break_glass = Some(FlagValue::Str("yes".to_owned())));
-    let mut denied_by_forbids = 0;
-    for generated in variants {
-        let json = generated.to_writ_json();
-        let request = generated.to_request().expect("valid request");
-        let tree = engine.decide(&request);
-        let naive = engine.decide_naive(&request);
-        let (_, forbids) = set.count_applying(&generated);
-        if forbids > 0 {
-            denied_by_forbids += 1;
-            assert_eq!(tree.decision, writ::Effect::Deny, "{json}");
-            assert_eq!(tree.reasons.len(), forbids, "{json}");
+    let (matching, _) = set.matching_request().expect("a matching request");
+    // For the first forbid on each boolean, a request where its environment
+    // and resource kind are, so that only its boolean test keeps it from
+    // applying; then that boolean missing, set, or of another type.
+    let mut denied: Vec<String> = Vec::new();
+    for flag in [FlagField::Shared, FlagField::BreakGlass] {
+        let forbid = set
+            .rules
+            .iter()
+            .find(|r| {
+                r.kind == GenKind::Forbid
+                    && r.conds
+                        .iter()
+                        .any(|c| matches!(c, Cond::Flag(f, ..) if *f == flag))
+            })
+            .expect("a forbid on each boolean");
+        let mut base = GenRequest {
+            attested: Some(true),
+            shared: Some(false),
+            break_glass: Some(FlagValue::Bool(false)),
+            ..matching.clone()
+        };
+        for cond in &forbid.conds {
+            match cond {
+                Cond::Eq(Field::Environment, value) => base.environment = Some(value.clone()),
+                Cond::Eq(Field::ResourceKind, value) => base.resource_kind = Some(value.clone()),
+                _ => {}
+            }
         }
-        assert_eq!(tree.decision, naive.decision, "{json}");
-        assert_eq!(tree.reasons, naive.reasons, "{json}");
-        assert_eq!(tree.errors, naive.errors, "{json}");
-        assert_eq!(tree.scope, naive.scope, "{json}");
-        assert_eq!(tree.ttl, naive.ttl, "{json}");
+        let mut variants: Vec<GenRequest> = Vec::new();
+        let mut with = |f: &dyn Fn(&mut GenRequest)| {
+            let mut request = base.clone();
+            f(&mut request);
+            variants.push(request);
+        };
+        with(&|_| {});
+        with(&|r| r.shared = None);
+        with(&|r| r.shared = Some(true));
+        with(&|r| r.attested = None);
+        with(&|r| r.attested = Some(false));
+        with(&|r| r.break_glass = None);
+        with(&|r| r.break_glass = Some(FlagValue::Bool(true)));
+        with(&|r| r.break_glass = Some(FlagValue::Str("yes".to_owned())));
+        for generated in variants {
+            let json = generated.to_writ_json();
+            let request = generated.to_request().expect("valid request");
+            let tree = engine.decide(&request);
+            let naive = engine.decide_naive(&request);
+            // Forbids that the request's booleans set, or that err on them,
+            // apply by the generator's model; the tree must reach each.
+            let (_, forbids) = set.count_applying(&generated);
+            if tree.reasons.contains(&forbid.id) {
+                denied.push(json.clone());
+            }
+            if forbids > 0 {
+                assert_eq!(tree.decision, writ::Effect::Deny, "{json}");
+                assert_eq!(tree.reasons.len(), forbids, "{json}");
+            }
+            assert_eq!(tree.decision, naive.decision, "{json}");
+            assert_eq!(tree.reasons, naive.reasons, "{json}");
+            assert_eq!(tree.errors, naive.errors, "{json}");
+            assert_eq!(tree.scope, naive.scope, "{json}");
+            assert_eq!(tree.ttl, naive.ttl, "{json}");
+        }
     }
-    // Missing `subject.shared`, a shared subject, a missing or set or
-    // mistyped `context.break_glass`: each reaches forbids.
-    assert!(denied_by_forbids >= 5, "{denied_by_forbids}");
+    // `subject.shared` missing or true (2), `context.break_glass` missing,
+    // true or a string (3): each denies by its forbid.
+    assert_eq!(denied.len(), 5, "{denied:#?}");
 }
 
 /// The fixed cases the property tests start from, so a plain run always

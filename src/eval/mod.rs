@@ -18,7 +18,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 pub use error::EvalError;
-pub use value::{attr_key, attr_value, to_json, Val};
+pub use value::{attr_value, to_json, Val};
 
 use crate::ast::BinOp;
 use crate::ir::{Attr, Expr, ExprKind, Lit, Rule, Template, TemplatePart};

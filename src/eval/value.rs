@@ -90,16 +90,6 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) ->
     }
 }
 
-/// The string value of an attribute, for the tree's switches: `None` when
-/// it is missing or not a string (the walk then visits every branch).
-pub fn attr_key<'a>(request: &'a Request, prepared: &Prepared, attr: &Attr) -> Option<&'a str> {
-    match attr_value(request, prepared, attr)? {
-        Val::Str(Cow::Borrowed(text)) => Some(text),
-        Val::Level(level) => Some(level.as_str()),
-        _ => None,
-    }
-}
-
 pub(super) fn type_name(val: &Val) -> &'static str {
     match val {
         Val::Str(_) => "string",
