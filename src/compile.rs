@@ -36,7 +36,7 @@ use std::borrow::Cow;
 
 use crate::allowed::head_test_into;
 use crate::ast::BinOp;
-use crate::eval::Val;
+use crate::eval::{says_nothing, Val};
 use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
 
 /// Index of a node in [`Tree::nodes`].
@@ -74,6 +74,9 @@ pub enum On {
     Str,
     /// Bools: the children are `true` and `false`.
     Bool,
+    /// Presence (`attr has`, `not attr has`, as `has` reads it): the
+    /// children are `present` and `absent`. Every request has a key.
+    Has,
 }
 
 impl On {
@@ -85,12 +88,24 @@ impl On {
     /// the value is missing or of another type (the walk then visits every
     /// child).
     fn key<'v>(self, value: &'v Option<Val<'_>>) -> Option<&'v str> {
+        if self == On::Has {
+            let present = value.as_ref().is_some_and(|v| !says_nothing(v));
+            return Some(presence_key(present));
+        }
         match (self, value.as_ref()?) {
             (On::Str, Val::Str(Cow::Borrowed(text))) => Some(text),
             (On::Str, Val::Level(level)) => Some(level.as_str()),
             (On::Bool, Val::Bool(b)) => Some(bool_key(*b)),
             _ => None,
         }
+    }
+}
+
+fn presence_key(present: bool) -> &'static str {
+    if present {
+        "present"
+    } else {
+        "absent"
     }
 }
 
@@ -225,6 +240,23 @@ type Key<'s> = (&'s Attr, On);
 /// [`Heads::values`].
 type Head<'s> = (Key<'s>, u32, u32);
 
+/// A presence head test, `attr has` or `not attr has` on a whole
+/// attribute (not a field below it): the attribute, with `present` or
+/// `absent` pushed to `out`; `None` for any other conjunct.
+fn has_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
+    let (inner, present) = match &expr.kind {
+        ExprKind::Not(inner) => (&**inner, false),
+        _ => (expr, true),
+    };
+    match &inner.kind {
+        ExprKind::Has(attr, rest) if rest.is_empty() => {
+            out.push(presence_key(present));
+            Some(attr)
+        }
+        _ => None,
+    }
+}
+
 /// A boolean head test, `attr == true` or `attr != false` (either way
 /// round): the attribute and the values it lets through, `None` for any
 /// other conjunct.
@@ -272,7 +304,10 @@ fn heads(set: &PolicySet) -> Heads<'_> {
                 Some(attr) => (attr, On::Str),
                 None => match bool_head(conjunct, &mut heads.values) {
                     Some(attr) => (attr, On::Bool),
-                    None => continue,
+                    None => match has_head(conjunct, &mut heads.values) {
+                        Some(attr) => (attr, On::Has),
+                        None => continue,
+                    },
                 },
             };
             match heads.entries[first..].iter_mut().find(|(k, ..)| *k == key) {
@@ -505,6 +540,7 @@ impl Tree {
                     let _ = match on {
                         On::Str => writeln!(out, "{pad}  == \"{value}\""),
                         On::Bool => writeln!(out, "{pad}  == {value}"),
+                        On::Has => writeln!(out, "{pad}  {value}"),
                     };
                     self.render_node(set, *child, depth + 2, out);
                 }
@@ -554,7 +590,7 @@ impl Tree {
                     for (value, child) in children {
                         let label = match on {
                             On::Str => format!("\"{value}\""),
-                            On::Bool => value.to_string(),
+                            On::Bool | On::Has => value.to_string(),
                         };
                         let _ = writeln!(
                             out,

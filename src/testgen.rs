@@ -202,6 +202,14 @@ pub enum FlagField {
 }
 
 impl FlagField {
+    fn has(self) -> &'static str {
+        match self {
+            FlagField::Attested => "subject has attested",
+            FlagField::Shared => "subject has shared",
+            FlagField::BreakGlass => "context has break_glass",
+        }
+    }
+
     fn writ(self) -> &'static str {
         match self {
             FlagField::Attested => "subject.attested",
@@ -257,6 +265,9 @@ pub enum Cond {
     /// `subject.shared == false` (`equal`: `==` rather than `!=`; then the
     /// constant)
     Flag(FlagField, bool, bool),
+    /// `context has break_glass` (`true`), `not subject has shared`
+    /// (`false`); `has` counts `false` as absent
+    Has(FlagField, bool),
 }
 
 impl Cond {
@@ -284,6 +295,8 @@ impl Cond {
                     if *equal { "==" } else { "!=" }
                 )
             }
+            Cond::Has(field, true) => field.has().to_owned(),
+            Cond::Has(field, false) => format!("not {}", field.has()),
         }
     }
 
@@ -313,6 +326,17 @@ impl Cond {
                     if *equal { "==" } else { "!=" }
                 )
             }
+            // Cedar's `has` counts `false` as present; only writ-only sets
+            // (with extras) have these.
+            Cond::Has(field, present) => {
+                let (object, name) = field.cedar().split_once('.').unwrap_or(("context", ""));
+                let test = format!("{object} has {name}");
+                if *present {
+                    test
+                } else {
+                    format!("!({test})")
+                }
+            }
         })
     }
 
@@ -339,6 +363,14 @@ impl Cond {
                 Some(FlagValue::Bool(b)) => Some((b == *value) == *equal),
                 _ => None,
             },
+            // `has` never errs; `false` and `""` count as absent.
+            Cond::Has(field, present) => Some(
+                match field.get(request) {
+                    Some(FlagValue::Bool(b)) => b,
+                    Some(FlagValue::Str(s)) => !s.is_empty(),
+                    None => false,
+                } == *present,
+            ),
         }
     }
 
@@ -354,6 +386,7 @@ impl Cond {
             Cond::Tier(tier) => request.tier = Some(TierValue::Str(tier.clone())),
             Cond::OwnerMatch => request.resource_owner = request.subject_owner.clone(),
             Cond::Flag(field, equal, value) => field.set(request, *value == *equal),
+            Cond::Has(field, present) => field.set(request, *present),
         }
     }
 }
@@ -559,14 +592,19 @@ pub fn generate_flags(config: GenConfig) -> GenSet {
             };
             // `== true` or `!= false`: the flag is set.
             let equal = rng.chance(50);
+            let mut conds = vec![
+                Cond::Eq(Field::Environment, rng.pick(ENVIRONMENTS).to_string()),
+                Cond::Eq(Field::ResourceKind, rng.pick(&resource_kinds).clone()),
+                Cond::Flag(field, equal, equal),
+            ];
+            if config.extras && rng.chance(40) {
+                // `context has break_glass`: set, or holding anything.
+                conds[2] = Cond::Has(field, true);
+            }
             rules.push(GenRule {
                 id: format!("gen.f{index}"),
                 kind: GenKind::Forbid,
-                conds: vec![
-                    Cond::Eq(Field::Environment, rng.pick(ENVIRONMENTS).to_string()),
-                    Cond::Eq(Field::ResourceKind, rng.pick(&resource_kinds).clone()),
-                    Cond::Flag(field, equal, equal),
-                ],
+                conds,
             });
             continue;
         }
@@ -579,13 +617,22 @@ pub fn generate_flags(config: GenConfig) -> GenSet {
             FlagField::Shared,
             FlagField::BreakGlass,
         ]);
-        let conds = vec![
+        let mut conds = vec![
             string_test(&mut rng, Field::Action, &owned(ACTIONS), 15),
             string_test(&mut rng, Field::SubjectKind, &owned(SUBJECT_KINDS), 10),
             string_test(&mut rng, Field::ResourceKind, &resource_kinds, 10),
             string_test(&mut rng, Field::Environment, &owned(ENVIRONMENTS), 10),
             Cond::Flag(field, rng.chance(50), rng.chance(50)),
         ];
+        if config.extras && rng.chance(50) {
+            // A presence test, which the tree indexes too.
+            let field = *rng.pick(&[
+                FlagField::Attested,
+                FlagField::Shared,
+                FlagField::BreakGlass,
+            ]);
+            conds.push(Cond::Has(field, rng.chance(50)));
+        }
         rules.push(permit(&mut rng, index, conds, config.extras));
     }
     GenSet {
@@ -812,7 +859,7 @@ impl GenSet {
 
     /// A request for everything `rule` tests, with every attribute present,
     /// asking for the scope its grant gives.
-    fn request_for(&self, rule: &GenRule, seed: usize) -> GenRequest {
+    pub fn request_for(&self, rule: &GenRule, seed: usize) -> GenRequest {
         let team = TEAMS[seed % TEAMS.len()];
         let mut request = GenRequest {
             action: Some(ACTIONS[0].to_owned()),
@@ -1340,6 +1387,18 @@ mod tests {
                 assert_eq!(decision.reasons.len(), count, "{}", decision.to_json());
             }
         }
+    }
+
+    #[test]
+    fn flags_shape_with_extras_has_presence_tests_both_ways() {
+        let set = generate_flags(GenConfig {
+            extras: true,
+            ..GenConfig::issuance(300)
+        });
+        let source = set.writ_source();
+        assert!(source.contains(" and context has break_glass"), "no `has`");
+        assert!(source.contains(" and not subject has "), "no `not ... has`");
+        assert_eq!(engine(&set).policy().rules.len(), 300);
     }
 
     #[test]

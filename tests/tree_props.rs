@@ -238,6 +238,57 @@ fn tree_equals_naive_with_missing_and_mistyped_booleans() {
     assert_eq!(denied.len(), 5, "{denied:#?}");
 }
 
+/// Presence switches: for rules that test `has` either way, a request
+/// built to satisfy each (so `not ... has` meets an absent or `false`
+/// value) and the same request with the tested value flipped; the tree
+/// must keep every rule the naive walk matches.
+#[test]
+fn tree_equals_naive_on_presence_tests() {
+    let set = generate_flags(GenConfig {
+        rules: 2000,
+        seed: 5,
+        extras: true,
+    });
+    let engine = match Engine::compile([("gen.writ", set.writ_source())], None) {
+        Ok(engine) => engine,
+        Err(d) => panic!("{}", d.render(false)),
+    };
+    let mut allowed = 0;
+    let mut checked = 0;
+    for (index, rule) in set.rules.iter().enumerate() {
+        let Some(Cond::Has(field, present)) =
+            rule.conds.iter().find(|c| matches!(c, Cond::Has(..)))
+        else {
+            continue;
+        };
+        let built = set.request_for(rule, index);
+        let mut flipped = built.clone();
+        match field {
+            FlagField::Attested => flipped.attested = None,
+            FlagField::Shared => flipped.shared = Some(!present),
+            FlagField::BreakGlass => {
+                flipped.break_glass =
+                    Some(FlagValue::Str(if *present { "" } else { "yes" }.to_owned()))
+            }
+        }
+        for generated in [built, flipped] {
+            let json = generated.to_writ_json();
+            let request = generated.to_request().expect("valid request");
+            let tree = engine.decide(&request);
+            let naive = engine.decide_naive(&request);
+            assert_eq!(tree.decision, naive.decision, "{json}");
+            assert_eq!(tree.reasons, naive.reasons, "{json}");
+            assert_eq!(tree.errors, naive.errors, "{json}");
+            allowed += usize::from(tree.is_allow());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 100 && allowed >= 20,
+        "{checked} checked, {allowed} allowed"
+    );
+}
+
 /// The fixed cases the property tests start from, so a plain run always
 /// covers a thousand rules and requests that miss each switched attribute.
 #[test]

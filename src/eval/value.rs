@@ -274,7 +274,7 @@ pub(super) fn contains(list: &Val, needle: &Val, span: Span) -> Res<bool> {
 /// True for a value that says nothing, which `has` counts as absent: an
 /// empty string, an empty list or object, and `false`. (A null never gets
 /// here: it reads as missing.)
-pub(super) fn says_nothing(value: &Val) -> bool {
+pub(crate) fn says_nothing(value: &Val) -> bool {
     match value {
         Val::Str(s) => s.is_empty(),
         Val::Bool(b) => !b,
