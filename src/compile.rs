@@ -26,6 +26,12 @@
 //! compares the attribute with a string is filed under a string switch on
 //! it, a separate head, and so sits in the bool switch's `rest`, which every
 //! walk visits.
+//!
+//! Presence tests on a whole attribute (`subject has state`, `not subject
+//! has owner`) are heads of a third kind ([`On::Has`]), with the children
+//! `present` and `absent` read exactly as `has` reads them (`false`, `""`
+//! and empty lists count as absent). `has` never errs, so every request
+//! follows exactly one child.
 
 use std::fmt::Write as _;
 
