@@ -4,6 +4,11 @@
 //! - `decide/{matching,non_matching}/N`: generated sets of the issuance
 //!   shape (`writ::testgen`) of N rules, for a request that one permit
 //!   matches and one that nothing matches.
+//! - `flags/{non_matching,matching_one,matching_many}/N`: sets of the flags
+//!   shape (`writ::testgen::generate_flags`: permits of four string tests
+//!   and one boolean, a forbid every ten rules, resource kinds that do not
+//!   grow with the set) of N rules, for a request that matches nothing,
+//!   one that one permit matches and one that the most permits match.
 //! - `compile/N`: parse + check + compile of the same sets.
 //! - `end_to_end/*`: JSON request parse + decide + decision serialise.
 //!
@@ -14,7 +19,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use writ::testgen::{generate, GenConfig};
+use writ::testgen::{generate, generate_flags, GenConfig};
 use writ::{Effect, Engine, Request};
 
 /// The allocator the `writ` binary ships with (`src/main.rs`).
@@ -113,6 +118,60 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
+/// The flags shape, a shape that does not flatter the tree: every forbid
+/// shares the request's environment and resource kind with a tenth of the
+/// others and differs from them only in a boolean test.
+fn flags(c: &mut Criterion) {
+    let mut group = c.benchmark_group("flags");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for size in [10, 1_000, 10_000] {
+        let set = generate_flags(GenConfig::issuance(size));
+        let engine = generated_engine(&set.writ_source());
+        let none = set
+            .non_matching_request()
+            .to_request()
+            .expect("valid request");
+        let (one, id) = set
+            .matching_request()
+            .expect("a request one permit matches");
+        let one = one.to_request().expect("valid request");
+        let denied = engine.decide(&none);
+        assert!(
+            !denied.is_allow() && denied.reasons.is_empty(),
+            "{}",
+            denied.to_json()
+        );
+        let allowed = engine.decide(&one);
+        assert!(
+            allowed.is_allow() && allowed.reasons == [id],
+            "{}",
+            allowed.to_json()
+        );
+        let mut requests = vec![("non_matching", none), ("matching_one", one)];
+        if let Some((many, count)) = set.many_matching_request() {
+            let many = many.to_request().expect("valid request");
+            let allowed = engine.decide(&many);
+            assert!(
+                allowed.is_allow() && allowed.reasons.len() == count,
+                "{}",
+                allowed.to_json()
+            );
+            eprintln!("flags/matching_many/{size}: {count} permits match");
+            requests.push(("matching_many", many));
+        }
+        for (name, request) in &requests {
+            let candidates = engine.decide(request).trace.len();
+            eprintln!("flags/{name}/{size}: {candidates} trace entries");
+            group.bench_with_input(BenchmarkId::new(*name, size), request, |b, r| {
+                b.iter(|| engine.decide(black_box(r)))
+            });
+        }
+    }
+    group.finish();
+}
+
 fn compile(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group
@@ -159,5 +218,5 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pack, decide, compile, end_to_end);
+criterion_group!(benches, pack, decide, flags, compile, end_to_end);
 criterion_main!(benches);

@@ -261,7 +261,7 @@ impl<'a> Walk<'a> {
         let mut candidates = Vec::new();
         let mut near = Vec::new();
         compiled.tree.candidates(
-            |attr| crate::eval::attr_key(request, prepared, attr),
+            |attr| crate::eval::attr_value(request, prepared, attr),
             &mut candidates,
             &mut near,
         );

@@ -17,14 +17,33 @@
 //! test of that rule errs and the forbid applies, which it can only do if
 //! the walk reaches it (`tests/properties.rs`,
 //! `a_comparison_across_types_fails_closed`).
+//!
+//! Boolean tests (`subject.shared == false`, `intent.objective_changed !=
+//! true`) are heads too: a switch on a bool has the children `true` and
+//! `false` ([`On::Bool`]). The same rule holds there: a request that lacks
+//! the attribute or holds something other than a bool in it visits both
+//! children, so a forbid whose comparison errs still applies. A rule that
+//! compares the attribute with a string is filed under a string switch on
+//! it, a separate head, and so sits in the bool switch's `rest`, which every
+//! walk visits.
+//!
+//! Presence tests on a whole attribute (`subject has state`, `not subject
+//! has owner`) are heads of a third kind ([`On::Has`]), with the children
+//! `present` and `absent` read exactly as `has` reads them (`false`, `""`
+//! and empty lists count as absent). `has` never errs, so every request
+//! follows exactly one child.
 
 use std::fmt::Write as _;
 
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use std::borrow::Cow;
+
 use crate::allowed::head_test_into;
-use crate::ir::{Attr, PolicySet};
+use crate::ast::BinOp;
+use crate::eval::{says_nothing, Val};
+use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
 
 /// Index of a node in [`Tree::nodes`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -38,15 +57,70 @@ pub enum Node {
         /// The candidate rules.
         rules: Vec<u32>,
     },
-    /// Branch on the string value of an attribute.
+    /// Branch on the value of an attribute.
     Switch {
         /// The attribute tested.
         attr: Attr,
+        /// The type of value switched on.
+        #[serde(skip_serializing_if = "On::is_str")]
+        on: On,
         /// Child per value.
         children: Children,
         /// Rules that do not test this attribute.
         rest: NodeId,
     },
+}
+
+/// The type of value a switch tells apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum On {
+    /// Strings (and sensitivity levels, by name).
+    #[default]
+    Str,
+    /// Bools: the children are `true` and `false`.
+    Bool,
+    /// Presence (`attr has`, `not attr has`, as `has` reads it): the
+    /// children are `present` and `absent`. Every request has a key.
+    Has,
+}
+
+impl On {
+    fn is_str(&self) -> bool {
+        *self == On::Str
+    }
+
+    /// The key of a request's value for a switch of this type; `None` when
+    /// the value is missing or of another type (the walk then visits every
+    /// child).
+    fn key<'v>(self, value: &'v Option<Val<'_>>) -> Option<&'v str> {
+        if self == On::Has {
+            let present = value.as_ref().is_some_and(|v| !says_nothing(v));
+            return Some(presence_key(present));
+        }
+        match (self, value.as_ref()?) {
+            (On::Str, Val::Str(Cow::Borrowed(text))) => Some(text),
+            (On::Str, Val::Level(level)) => Some(level.as_str()),
+            (On::Bool, Val::Bool(b)) => Some(bool_key(*b)),
+            _ => None,
+        }
+    }
+}
+
+fn presence_key(present: bool) -> &'static str {
+    if present {
+        "present"
+    } else {
+        "absent"
+    }
+}
+
+fn bool_key(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
 }
 
 /// A switch's children, value to node, in the order the values first
@@ -165,9 +239,50 @@ impl Serialize for Attr {
 /// Rules at or below this many stay in one leaf.
 const LEAF_SIZE: usize = 2;
 
+/// What a head tests: an attribute, as a string or as a bool.
+type Key<'s> = (&'s Attr, On);
+
 /// One head test of a rule: the attribute and its values, as a range of
 /// [`Heads::values`].
-type Head<'s> = (&'s Attr, u32, u32);
+type Head<'s> = (Key<'s>, u32, u32);
+
+/// A presence head test, `attr has` or `not attr has` on a whole
+/// attribute (not a field below it): the attribute, with `present` or
+/// `absent` pushed to `out`; `None` for any other conjunct.
+fn has_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
+    let (inner, present) = match &expr.kind {
+        ExprKind::Not(inner) => (&**inner, false),
+        _ => (expr, true),
+    };
+    match &inner.kind {
+        ExprKind::Has(attr, rest) if rest.is_empty() => {
+            out.push(presence_key(present));
+            Some(attr)
+        }
+        _ => None,
+    }
+}
+
+/// A boolean head test, `attr == true` or `attr != false` (either way
+/// round): the attribute and the values it lets through, `None` for any
+/// other conjunct.
+fn bool_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
+    let ExprKind::Binary(op, left, right) = &expr.kind else {
+        return None;
+    };
+    let (attr, constant) = match (&left.kind, &right.kind) {
+        (ExprKind::Attr(attr), ExprKind::Lit(Lit::Bool(b)))
+        | (ExprKind::Lit(Lit::Bool(b)), ExprKind::Attr(attr)) => (attr, *b),
+        _ => return None,
+    };
+    let holds = match op {
+        BinOp::Eq => constant,
+        BinOp::Ne => !constant,
+        _ => return None,
+    };
+    out.push(bool_key(holds));
+    Some(attr)
+}
 
 /// Each rule's head: per attribute, the values its conjuncts allow
 /// (intersected when several conjuncts test the same attribute). Stored
@@ -191,10 +306,17 @@ fn heads(set: &PolicySet) -> Heads<'_> {
         let first = heads.entries.len();
         for conjunct in &rule.conjuncts {
             let start = heads.values.len();
-            let Some(attr) = head_test_into(conjunct, &mut heads.values) else {
-                continue;
+            let key = match head_test_into(conjunct, &mut heads.values) {
+                Some(attr) => (attr, On::Str),
+                None => match bool_head(conjunct, &mut heads.values) {
+                    Some(attr) => (attr, On::Bool),
+                    None => match has_head(conjunct, &mut heads.values) {
+                        Some(attr) => (attr, On::Has),
+                        None => continue,
+                    },
+                },
             };
-            match heads.entries[first..].iter_mut().find(|(a, ..)| *a == attr) {
+            match heads.entries[first..].iter_mut().find(|(k, ..)| *k == key) {
                 Some((_, from, to)) => {
                     // Keep, in order, the earlier values this test allows.
                     let (earlier, new) = heads.values.split_at_mut(start);
@@ -211,7 +333,7 @@ fn heads(set: &PolicySet) -> Heads<'_> {
                 }
                 None => heads
                     .entries
-                    .push((attr, start as u32, heads.values.len() as u32)),
+                    .push((key, start as u32, heads.values.len() as u32)),
             }
         }
         heads.rules.push((first as u32, heads.entries.len() as u32));
@@ -238,28 +360,28 @@ impl<'s> Builder<'s> {
         NodeId((self.nodes.len() - 1) as u32)
     }
 
-    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<&'s Attr>) -> NodeId {
+    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<Key<'s>>) -> NodeId {
         if rules.len() <= LEAF_SIZE {
             return self.push(Node::Leaf { rules });
         }
         // The attribute most of these rules test. There are few distinct
         // attributes: a list in first-seen order does what a map would.
-        let mut counts: Vec<(&'s Attr, usize)> = Vec::new();
+        let mut counts: Vec<(Key<'s>, usize)> = Vec::new();
         for &rule in &rules {
-            for &(attr, from, to) in self.heads.of(rule) {
-                if from < to && !used.contains(&attr) {
-                    match counts.iter_mut().find(|(a, _)| *a == attr) {
+            for &(key, from, to) in self.heads.of(rule) {
+                if from < to && !used.contains(&key) {
+                    match counts.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, count)) => *count += 1,
-                        None => counts.push((attr, 1)),
+                        None => counts.push((key, 1)),
                     }
                 }
             }
         }
         let best = counts
             .iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(attr, _)| *attr);
-        let Some(attr) = best else {
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map(|(key, _)| *key);
+        let Some(key) = best else {
             return self.push(Node::Leaf { rules });
         };
         let mut children: IndexMap<&'s str, Vec<u32>> = IndexMap::new();
@@ -269,7 +391,7 @@ impl<'s> Builder<'s> {
                 .heads
                 .of(rule)
                 .iter()
-                .find(|&&(a, from, to)| a == attr && from < to)
+                .find(|&&(k, from, to)| k == key && from < to)
             {
                 Some(&(_, from, to)) => {
                     for &value in &self.heads.values[from as usize..to as usize] {
@@ -280,7 +402,7 @@ impl<'s> Builder<'s> {
             }
         }
         drop(rules);
-        used.push(attr);
+        used.push(key);
         let mut built = Vec::with_capacity(children.len());
         for (value, rules) in children {
             let child = self.build(rules, used);
@@ -289,7 +411,8 @@ impl<'s> Builder<'s> {
         let rest = self.build(rest, used);
         used.pop();
         self.push(Node::Switch {
-            attr: attr.clone(),
+            attr: key.0.clone(),
+            on: key.1,
             children: Children::new(built),
             rest,
         })
@@ -317,11 +440,12 @@ impl Tree {
     }
 
     /// Collects the candidate rules for a request into `out`: sorted,
-    /// without duplicates. `value` reads the string value of an attribute
-    /// (`None` when it is missing or not a string).
+    /// without duplicates. `value` reads the value of an attribute (`None`
+    /// when it is missing); a switch follows one child only for a value of
+    /// its type.
     pub fn candidates<'r>(
         &self,
-        value: impl Fn(&Attr) -> Option<&'r str>,
+        value: impl Fn(&Attr) -> Option<Val<'r>>,
         out: &mut Vec<u32>,
         near_misses: &mut Vec<NodeId>,
     ) {
@@ -333,11 +457,13 @@ impl Tree {
                 Node::Leaf { rules } => out.extend_from_slice(rules),
                 Node::Switch {
                     attr,
+                    on,
                     children,
                     rest,
                 } => {
                     stack.push(*rest);
-                    match value(attr) {
+                    let found = value(attr);
+                    match on.key(&found) {
                         Some(key) => match children.get(key) {
                             Some(child) => stack.push(*child),
                             None => near_misses.push(id),
@@ -411,12 +537,17 @@ impl Tree {
             }
             Node::Switch {
                 attr,
+                on,
                 children,
                 rest,
             } => {
                 let _ = writeln!(out, "{pad}switch {}", attr.path());
                 for (value, child) in children {
-                    let _ = writeln!(out, "{pad}  == \"{value}\"");
+                    let _ = match on {
+                        On::Str => writeln!(out, "{pad}  == \"{value}\""),
+                        On::Bool => writeln!(out, "{pad}  == {value}"),
+                        On::Has => writeln!(out, "{pad}  {value}"),
+                    };
                     self.render_node(set, *child, depth + 2, out);
                 }
                 let _ = writeln!(out, "{pad}  any value");
@@ -453,6 +584,7 @@ impl Tree {
                 }
                 Node::Switch {
                     attr,
+                    on,
                     children,
                     rest,
                 } => {
@@ -462,11 +594,15 @@ impl Tree {
                         attr.path()
                     );
                     for (value, child) in children {
+                        let label = match on {
+                            On::Str => format!("\"{value}\""),
+                            On::Bool | On::Has => value.to_string(),
+                        };
                         let _ = writeln!(
                             out,
                             "  n{index} -> n{} [label=\"{}\"];",
                             child.0,
-                            escape_dot(&format!("\"{value}\""))
+                            escape_dot(&label)
                         );
                     }
                     let _ = writeln!(

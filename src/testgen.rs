@@ -14,6 +14,15 @@
 //! same text, in writ ([`GenSet::writ_source`]) and in Cedar
 //! ([`GenSet::cedar_source`]), and the same requests.
 //!
+//! A second shape, [`generate_flags`], does not flatter the tree: resource
+//! kinds do not grow with the rule count, every permit ends in a boolean
+//! test (`subject.attested`, `subject.shared` or `context.break_glass`,
+//! with `==` or `!=`) and every forbid is `environment.name == ... and
+//! resource.kind == ...` and a boolean test, so a request shares its
+//! environment and resource kind with a tenth of the forbids.
+//! `context.break_glass` is untyped: a request may hold a string there,
+//! which makes every comparison with it err.
+//!
 //! A small model of the generated conditions ([`GenRule::applies`]) picks a
 //! request that matches exactly one permit and no forbid; it knows only the
 //! shapes generated here.
@@ -181,6 +190,59 @@ impl Field {
     }
 }
 
+/// A boolean attribute the generated rules of [`generate_flags`] test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagField {
+    /// `subject.attested` (typed bool)
+    Attested,
+    /// `subject.shared` (typed bool)
+    Shared,
+    /// `context.break_glass` (untyped: may hold a string)
+    BreakGlass,
+}
+
+impl FlagField {
+    fn has(self) -> &'static str {
+        match self {
+            FlagField::Attested => "subject has attested",
+            FlagField::Shared => "subject has shared",
+            FlagField::BreakGlass => "context has break_glass",
+        }
+    }
+
+    fn writ(self) -> &'static str {
+        match self {
+            FlagField::Attested => "subject.attested",
+            FlagField::Shared => "subject.shared",
+            FlagField::BreakGlass => "context.break_glass",
+        }
+    }
+
+    fn cedar(self) -> &'static str {
+        match self {
+            FlagField::Attested => "principal.attested",
+            FlagField::Shared => "principal.shared",
+            FlagField::BreakGlass => "context.break_glass",
+        }
+    }
+
+    fn get(self, request: &GenRequest) -> Option<FlagValue> {
+        match self {
+            FlagField::Attested => request.attested.map(FlagValue::Bool),
+            FlagField::Shared => request.shared.map(FlagValue::Bool),
+            FlagField::BreakGlass => request.break_glass.clone(),
+        }
+    }
+
+    fn set(self, request: &mut GenRequest, value: bool) {
+        match self {
+            FlagField::Attested => request.attested = Some(value),
+            FlagField::Shared => request.shared = Some(value),
+            FlagField::BreakGlass => request.break_glass = Some(FlagValue::Bool(value)),
+        }
+    }
+}
+
 /// One test of a generated condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cond {
@@ -200,6 +262,12 @@ pub enum Cond {
     Tier(String),
     /// `subject.owner == resource.owner`
     OwnerMatch,
+    /// `subject.shared == false` (`equal`: `==` rather than `!=`; then the
+    /// constant)
+    Flag(FlagField, bool, bool),
+    /// `context has break_glass` (`true`), `not subject has shared`
+    /// (`false`); `has` counts `false` as absent
+    Has(FlagField, bool),
 }
 
 impl Cond {
@@ -220,6 +288,15 @@ impl Cond {
             }
             Cond::Tier(tier) => format!("context.tier == \"{tier}\""),
             Cond::OwnerMatch => "subject.owner == resource.owner".to_owned(),
+            Cond::Flag(field, equal, value) => {
+                format!(
+                    "{} {} {value}",
+                    field.writ(),
+                    if *equal { "==" } else { "!=" }
+                )
+            }
+            Cond::Has(field, true) => field.has().to_owned(),
+            Cond::Has(field, false) => format!("not {}", field.has()),
         }
     }
 
@@ -242,6 +319,24 @@ impl Cond {
             }
             Cond::Tier(tier) => format!("context.tier == \"{tier}\""),
             Cond::OwnerMatch => "principal.owner == resource.owner".to_owned(),
+            Cond::Flag(field, equal, value) => {
+                format!(
+                    "{} {} {value}",
+                    field.cedar(),
+                    if *equal { "==" } else { "!=" }
+                )
+            }
+            // Cedar's `has` counts `false` as present; only writ-only sets
+            // (with extras) have these.
+            Cond::Has(field, present) => {
+                let (object, name) = field.cedar().split_once('.').unwrap_or(("context", ""));
+                let test = format!("{object} has {name}");
+                if *present {
+                    test
+                } else {
+                    format!("!({test})")
+                }
+            }
         })
     }
 
@@ -263,6 +358,19 @@ impl Cond {
                 (Some(a), Some(b)) => Some(a == b),
                 _ => None,
             },
+            // A comparison across types errs, as a missing attribute does.
+            Cond::Flag(field, equal, value) => match field.get(request) {
+                Some(FlagValue::Bool(b)) => Some((b == *value) == *equal),
+                _ => None,
+            },
+            // `has` never errs; `false` and `""` count as absent.
+            Cond::Has(field, present) => Some(
+                match field.get(request) {
+                    Some(FlagValue::Bool(b)) => b,
+                    Some(FlagValue::Str(s)) => !s.is_empty(),
+                    None => false,
+                } == *present,
+            ),
         }
     }
 
@@ -277,6 +385,8 @@ impl Cond {
             Cond::SensIn(levels) => request.sensitivity = levels.first().copied(),
             Cond::Tier(tier) => request.tier = Some(TierValue::Str(tier.clone())),
             Cond::OwnerMatch => request.resource_owner = request.subject_owner.clone(),
+            Cond::Flag(field, equal, value) => field.set(request, *value == *equal),
+            Cond::Has(field, present) => field.set(request, *present),
         }
     }
 }
@@ -344,6 +454,19 @@ pub struct GenSet {
     pub rules: Vec<GenRule>,
     /// The resource kinds in use.
     pub resource_kinds: Vec<String>,
+    /// Made by [`generate_flags`]: requests carry `subject.shared` and
+    /// `context.break_glass`.
+    pub flags: bool,
+}
+
+/// A value of `context.break_glass`: usually a bool, sometimes a string,
+/// to exercise boolean switches on a value of the wrong type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagValue {
+    /// `true`
+    Bool(bool),
+    /// `"yes"`
+    Str(String),
 }
 
 /// A value of `context.tier`: usually a string, sometimes a number, to
@@ -379,6 +502,10 @@ pub struct GenRequest {
     pub sensitivity: Option<usize>,
     /// `context.tier`
     pub tier: Option<TierValue>,
+    /// `subject.shared`
+    pub shared: Option<bool>,
+    /// `context.break_glass`
+    pub break_glass: Option<FlagValue>,
     /// `requested.scope`
     pub requested_scope: Option<Vec<String>>,
     /// `requested.ttl`
@@ -443,6 +570,76 @@ pub fn generate(config: GenConfig) -> GenSet {
         config,
         rules,
         resource_kinds,
+        flags: false,
+    }
+}
+
+/// Generates a set of the flags shape (see the module documentation):
+/// permits of four string tests and one boolean test, a forbid every ten
+/// rules of two string tests and one boolean test, over resource kinds that
+/// do not grow with the set. `extras` adds writ-only rules and
+/// obligations, as for [`generate`].
+pub fn generate_flags(config: GenConfig) -> GenSet {
+    let mut rng = Rng::new(config.seed);
+    let resource_kinds = owned(NAMED_RESOURCE_KINDS);
+    let mut rules: Vec<GenRule> = Vec::with_capacity(config.rules);
+    for index in 0..config.rules {
+        if index % 10 == 9 {
+            let field = if rng.chance(60) {
+                FlagField::Shared
+            } else {
+                FlagField::BreakGlass
+            };
+            // `== true` or `!= false`: the flag is set.
+            let equal = rng.chance(50);
+            let mut conds = vec![
+                Cond::Eq(Field::Environment, rng.pick(ENVIRONMENTS).to_string()),
+                Cond::Eq(Field::ResourceKind, rng.pick(&resource_kinds).clone()),
+                Cond::Flag(field, equal, equal),
+            ];
+            if config.extras && rng.chance(40) {
+                // `context has break_glass`: set, or holding anything.
+                conds[2] = Cond::Has(field, true);
+            }
+            rules.push(GenRule {
+                id: format!("gen.f{index}"),
+                kind: GenKind::Forbid,
+                conds,
+            });
+            continue;
+        }
+        if config.extras && index % 25 == 12 {
+            rules.push(extra_rule(&mut rng, index));
+            continue;
+        }
+        let field = *rng.pick(&[
+            FlagField::Attested,
+            FlagField::Shared,
+            FlagField::BreakGlass,
+        ]);
+        let mut conds = vec![
+            string_test(&mut rng, Field::Action, &owned(ACTIONS), 15),
+            string_test(&mut rng, Field::SubjectKind, &owned(SUBJECT_KINDS), 10),
+            string_test(&mut rng, Field::ResourceKind, &resource_kinds, 10),
+            string_test(&mut rng, Field::Environment, &owned(ENVIRONMENTS), 10),
+            Cond::Flag(field, rng.chance(50), rng.chance(50)),
+        ];
+        if config.extras && rng.chance(50) {
+            // A presence test, which the tree indexes too.
+            let field = *rng.pick(&[
+                FlagField::Attested,
+                FlagField::Shared,
+                FlagField::BreakGlass,
+            ]);
+            conds.push(Cond::Has(field, rng.chance(50)));
+        }
+        rules.push(permit(&mut rng, index, conds, config.extras));
+    }
+    GenSet {
+        config,
+        rules,
+        resource_kinds,
+        flags: true,
     }
 }
 
@@ -662,7 +859,7 @@ impl GenSet {
 
     /// A request for everything `rule` tests, with every attribute present,
     /// asking for the scope its grant gives.
-    fn request_for(&self, rule: &GenRule, seed: usize) -> GenRequest {
+    pub fn request_for(&self, rule: &GenRule, seed: usize) -> GenRequest {
         let team = TEAMS[seed % TEAMS.len()];
         let mut request = GenRequest {
             action: Some(ACTIONS[0].to_owned()),
@@ -675,6 +872,8 @@ impl GenSet {
             environment: Some(ENVIRONMENTS[0].to_owned()),
             sensitivity: Some(1),
             tier: Some(TierValue::Str("none".to_owned())),
+            shared: self.flags.then_some(false),
+            break_glass: self.flags.then_some(FlagValue::Bool(false)),
             requested_scope: None,
             requested_ttl: Some(3600),
         };
@@ -724,6 +923,21 @@ impl GenSet {
         None
     }
 
+    /// Of the requests built for the first 500 permits, the one the most
+    /// permits match with no forbid applying (by the model), with how many
+    /// match; `None` if no such request matches two or more.
+    pub fn many_matching_request(&self) -> Option<(GenRequest, usize)> {
+        let mut best: Option<(GenRequest, usize)> = None;
+        for (index, rule) in self.permits().take(500) {
+            let request = self.request_for(rule, index);
+            let (permits, forbids) = self.count_applying(&request);
+            if forbids == 0 && permits >= 2 && best.as_ref().map_or(true, |b| permits > b.1) {
+                best = Some((request, permits));
+            }
+        }
+        best
+    }
+
     /// A request that no rule matches: every attribute present, no value
     /// one the rules test.
     pub fn non_matching_request(&self) -> GenRequest {
@@ -738,6 +952,8 @@ impl GenSet {
             environment: Some("moon".to_owned()),
             sensitivity: Some(0),
             tier: Some(TierValue::Str("none".to_owned())),
+            shared: self.flags.then_some(false),
+            break_glass: self.flags.then_some(FlagValue::Bool(false)),
             requested_scope: Some(vec!["audit:vault://payments/keys".to_owned()]),
             requested_ttl: Some(3600),
         }
@@ -782,6 +998,8 @@ impl GenSet {
                 environment: Some(rng.pick(ENVIRONMENTS).to_string()),
                 sensitivity: Some(rng.below(LEVELS.len())),
                 tier: Some(TierValue::Str(rng.pick(TIERS).to_string())),
+                shared: self.flags.then(|| rng.chance(20)),
+                break_glass: self.flags.then(|| FlagValue::Bool(rng.chance(20))),
                 requested_scope: scope,
                 requested_ttl: [None, Some(60), Some(900), Some(3600), Some(7200)][rng.below(5)],
             }
@@ -826,6 +1044,23 @@ fn perturb(rng: &mut Rng, request: &mut GenRequest) {
     if rng.chance(8) {
         request.resource_id = None;
     }
+    // The flags shape's booleans: missing, flipped or (where the schema
+    // allows it) of another type.
+    if let Some(shared) = request.shared {
+        match rng.below(100) {
+            0..=7 => request.shared = None,
+            8..=19 => request.shared = Some(!shared),
+            _ => {}
+        }
+    }
+    if let Some(FlagValue::Bool(flag)) = request.break_glass {
+        match rng.below(100) {
+            0..=7 => request.break_glass = None,
+            8..=19 => request.break_glass = Some(FlagValue::Str("yes".to_owned())),
+            20..=31 => request.break_glass = Some(FlagValue::Bool(!flag)),
+            _ => {}
+        }
+    }
 }
 
 fn insert(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
@@ -842,6 +1077,7 @@ impl GenRequest {
         insert(&mut subject, "kind", string(&self.subject_kind));
         insert(&mut subject, "attested", self.attested.map(Value::Bool));
         insert(&mut subject, "owner", string(&self.subject_owner));
+        insert(&mut subject, "shared", self.shared.map(Value::Bool));
         let mut resource = Map::new();
         insert(&mut resource, "id", string(&self.resource_id));
         insert(&mut resource, "kind", string(&self.resource_kind));
@@ -853,6 +1089,11 @@ impl GenRequest {
             &mut context,
             "tier",
             self.tier.as_ref().map(TierValue::to_json),
+        );
+        insert(
+            &mut context,
+            "break_glass",
+            self.break_glass.as_ref().map(FlagValue::to_json),
         );
         let mut requested = Map::new();
         insert(
@@ -911,6 +1152,7 @@ impl GenRequest {
         insert(&mut principal, "kind", string(&self.subject_kind));
         insert(&mut principal, "attested", self.attested.map(Value::Bool));
         insert(&mut principal, "owner", string(&self.subject_owner));
+        insert(&mut principal, "shared", self.shared.map(Value::Bool));
         let mut resource = Map::new();
         insert(&mut resource, "kind", string(&self.resource_kind));
         insert(&mut resource, "owner", string(&self.resource_owner));
@@ -940,7 +1182,21 @@ impl GenRequest {
             "tier",
             self.tier.as_ref().map(TierValue::to_json),
         );
+        insert(
+            &mut context,
+            "break_glass",
+            self.break_glass.as_ref().map(FlagValue::to_json),
+        );
         Value::Object(context).to_string()
+    }
+}
+
+impl FlagValue {
+    fn to_json(&self) -> Value {
+        match self {
+            FlagValue::Bool(b) => Value::Bool(*b),
+            FlagValue::Str(s) => Value::String(s.clone()),
+        }
     }
 }
 
@@ -1095,6 +1351,68 @@ mod tests {
         assert!(cedar.contains("principal.attested == true"));
         assert!(cedar.contains("action == Action::\""));
         assert!(!cedar.contains("{resource.id}"));
+    }
+
+    #[test]
+    fn flags_shape_tests_a_boolean_in_every_rule_and_its_requests_decide_as_modelled() {
+        for rules in [10, 100, 1000] {
+            let set = generate_flags(GenConfig::issuance(rules));
+            for (index, rule) in set.rules.iter().enumerate() {
+                assert_eq!(rule.kind == GenKind::Forbid, index % 10 == 9, "{}", rule.id);
+                assert!(
+                    matches!(rule.conds.last(), Some(Cond::Flag(..))),
+                    "{}",
+                    rule.id
+                );
+            }
+            let source = set.writ_source();
+            for op in ["== true", "== false", "!= true", "!= false"] {
+                if rules >= 100 {
+                    assert!(source.contains(op), "{rules}: no `{op}`");
+                }
+            }
+            let engine = engine(&set);
+            let none = set.non_matching_request();
+            assert_eq!(set.count_applying(&none), (0, 0));
+            let decision = engine.decide(&none.to_request().expect("valid request"));
+            assert_eq!(decision.decision, Effect::Deny, "{}", decision.to_json());
+            assert!(decision.reasons.is_empty() && decision.errors.is_empty());
+            let (one, id) = set.matching_request().expect("a matching request");
+            let decision = engine.decide(&one.to_request().expect("valid request"));
+            assert_eq!(decision.reasons, [id], "{}", decision.to_json());
+            if rules >= 1000 {
+                let (many, count) = set.many_matching_request().expect("a request many match");
+                let decision = engine.decide(&many.to_request().expect("valid request"));
+                assert_eq!(decision.decision, Effect::Allow, "{}", decision.to_json());
+                assert_eq!(decision.reasons.len(), count, "{}", decision.to_json());
+            }
+        }
+    }
+
+    #[test]
+    fn flags_shape_with_extras_has_presence_tests_both_ways() {
+        let set = generate_flags(GenConfig {
+            extras: true,
+            ..GenConfig::issuance(300)
+        });
+        let source = set.writ_source();
+        assert!(source.contains(" and context has break_glass"), "no `has`");
+        assert!(source.contains(" and not subject has "), "no `not ... has`");
+        assert_eq!(engine(&set).policy().rules.len(), 300);
+    }
+
+    #[test]
+    fn flags_shape_random_requests_miss_flip_and_mistype_the_booleans() {
+        let set = generate_flags(GenConfig::issuance(100));
+        let mut rng = Rng::new(3);
+        let (mut missing, mut mistyped) = (0, 0);
+        for _ in 0..400 {
+            let request = set.random_request(&mut rng);
+            missing += usize::from(request.shared.is_none() || request.break_glass.is_none());
+            mistyped += usize::from(matches!(request.break_glass, Some(FlagValue::Str(_))));
+            assert!(request.to_request().is_ok(), "{}", request.to_writ_json());
+        }
+        assert!(missing > 0 && mistyped > 0, "{missing} {mistyped}");
     }
 
     #[test]

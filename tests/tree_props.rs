@@ -8,10 +8,19 @@
 //! a number where the rules compare a string. A missing attribute must make
 //! the walk visit every branch of the switches on it, so that a forbid that
 //! errors on it still fails closed.
+//!
+//! The same runs on sets of the flags shape (`writ::testgen::generate_flags`),
+//! whose rules all end in a boolean test (`== true`, `== false`, `!= true`,
+//! `!= false` on `subject.attested`, `subject.shared` and the untyped
+//! `context.break_glass`), with requests in which a boolean is missing,
+//! flipped, or (for `context.break_glass`) a string.
 
 use proptest::prelude::*;
 use writ::decision::Outcome;
-use writ::testgen::{generate, GenConfig, GenRequest, Rng};
+use writ::testgen::{
+    generate, generate_flags, Cond, Field, FlagField, FlagValue, GenConfig, GenKind, GenRequest,
+    GenSet, Rng,
+};
 use writ::Engine;
 
 /// Compiles a generated set and compares tree and naive decisions on its
@@ -21,7 +30,12 @@ fn tree_matches_naive(
     request_seed: u64,
     random: usize,
 ) -> Result<(), TestCaseError> {
-    let set = generate(config);
+    same_on(generate(config), request_seed, random)
+}
+
+/// [`tree_matches_naive`] on a set already generated.
+fn same_on(set: GenSet, request_seed: u64, random: usize) -> Result<(), TestCaseError> {
+    let config = set.config;
     let engine = Engine::compile([("gen.writ", set.writ_source())], None).map_err(|d| {
         TestCaseError::fail(format!("{config:?} does not compile:\n{}", d.render(false)))
     })?;
@@ -110,6 +124,169 @@ proptest! {
     ) {
         tree_matches_naive(GenConfig { rules, seed, extras: true }, request_seed, 16)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_equals_naive_on_small_sets_of_boolean_tests(
+        seed in any::<u64>(),
+        rules in 1usize..=60,
+        extras in any::<bool>(),
+        request_seed in any::<u64>(),
+    ) {
+        same_on(generate_flags(GenConfig { rules, seed, extras }), request_seed, 24)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_equals_naive_on_larger_sets_of_boolean_tests(
+        seed in any::<u64>(),
+        rules in 200usize..=1000,
+        extras in any::<bool>(),
+        request_seed in any::<u64>(),
+    ) {
+        same_on(generate_flags(GenConfig { rules, seed, extras }), request_seed, 16)?;
+    }
+}
+
+/// Boolean switches: a request without the boolean, or holding a string
+/// where the rules compare a bool, must reach every forbid that tests it
+/// (the comparison errs, so the forbid applies), as the naive walk does.
+#[test]
+fn tree_equals_naive_with_missing_and_mistyped_booleans() {
+    let set = generate_flags(GenConfig {
+        rules: 1000,
+        seed: 11,
+        extras: true,
+    });
+    let engine = match Engine::compile([("gen.writ", set.writ_source())], None) {
+        Ok(engine) => engine,
+        Err(d) => panic!("{}", d.render(false)),
+    };
+    let (matching, _) = set.matching_request().expect("a matching request");
+    // For the first forbid on each boolean, a request where its environment
+    // and resource kind are, so that only its boolean test keeps it from
+    // applying; then that boolean missing, set, or of another type.
+    let mut denied: Vec<String> = Vec::new();
+    for flag in [FlagField::Shared, FlagField::BreakGlass] {
+        let forbid = set
+            .rules
+            .iter()
+            .find(|r| {
+                r.kind == GenKind::Forbid
+                    && r.conds
+                        .iter()
+                        .any(|c| matches!(c, Cond::Flag(f, ..) if *f == flag))
+            })
+            .expect("a forbid on each boolean");
+        let mut base = GenRequest {
+            attested: Some(true),
+            shared: Some(false),
+            break_glass: Some(FlagValue::Bool(false)),
+            ..matching.clone()
+        };
+        for cond in &forbid.conds {
+            match cond {
+                Cond::Eq(Field::Environment, value) => base.environment = Some(value.clone()),
+                Cond::Eq(Field::ResourceKind, value) => base.resource_kind = Some(value.clone()),
+                _ => {}
+            }
+        }
+        let mut variants: Vec<GenRequest> = Vec::new();
+        let mut with = |f: &dyn Fn(&mut GenRequest)| {
+            let mut request = base.clone();
+            f(&mut request);
+            variants.push(request);
+        };
+        with(&|_| {});
+        with(&|r| r.shared = None);
+        with(&|r| r.shared = Some(true));
+        with(&|r| r.attested = None);
+        with(&|r| r.attested = Some(false));
+        with(&|r| r.break_glass = None);
+        with(&|r| r.break_glass = Some(FlagValue::Bool(true)));
+        with(&|r| r.break_glass = Some(FlagValue::Str("yes".to_owned())));
+        for generated in variants {
+            let json = generated.to_writ_json();
+            let request = generated.to_request().expect("valid request");
+            let tree = engine.decide(&request);
+            let naive = engine.decide_naive(&request);
+            // Forbids that the request's booleans set, or that err on them,
+            // apply by the generator's model; the tree must reach each.
+            let (_, forbids) = set.count_applying(&generated);
+            if tree.reasons.contains(&forbid.id) {
+                denied.push(json.clone());
+            }
+            if forbids > 0 {
+                assert_eq!(tree.decision, writ::Effect::Deny, "{json}");
+                assert_eq!(tree.reasons.len(), forbids, "{json}");
+            }
+            assert_eq!(tree.decision, naive.decision, "{json}");
+            assert_eq!(tree.reasons, naive.reasons, "{json}");
+            assert_eq!(tree.errors, naive.errors, "{json}");
+            assert_eq!(tree.scope, naive.scope, "{json}");
+            assert_eq!(tree.ttl, naive.ttl, "{json}");
+        }
+    }
+    // `subject.shared` missing or true (2), `context.break_glass` missing,
+    // true or a string (3): each denies by its forbid.
+    assert_eq!(denied.len(), 5, "{denied:#?}");
+}
+
+/// Presence switches: for rules that test `has` either way, a request
+/// built to satisfy each (so `not ... has` meets an absent or `false`
+/// value) and the same request with the tested value flipped; the tree
+/// must keep every rule the naive walk matches.
+#[test]
+fn tree_equals_naive_on_presence_tests() {
+    let set = generate_flags(GenConfig {
+        rules: 2000,
+        seed: 5,
+        extras: true,
+    });
+    let engine = match Engine::compile([("gen.writ", set.writ_source())], None) {
+        Ok(engine) => engine,
+        Err(d) => panic!("{}", d.render(false)),
+    };
+    let mut allowed = 0;
+    let mut checked = 0;
+    for (index, rule) in set.rules.iter().enumerate() {
+        let Some(Cond::Has(field, present)) =
+            rule.conds.iter().find(|c| matches!(c, Cond::Has(..)))
+        else {
+            continue;
+        };
+        let built = set.request_for(rule, index);
+        let mut flipped = built.clone();
+        match field {
+            FlagField::Attested => flipped.attested = None,
+            FlagField::Shared => flipped.shared = Some(!present),
+            FlagField::BreakGlass => {
+                flipped.break_glass =
+                    Some(FlagValue::Str(if *present { "" } else { "yes" }.to_owned()))
+            }
+        }
+        for generated in [built, flipped] {
+            let json = generated.to_writ_json();
+            let request = generated.to_request().expect("valid request");
+            let tree = engine.decide(&request);
+            let naive = engine.decide_naive(&request);
+            assert_eq!(tree.decision, naive.decision, "{json}");
+            assert_eq!(tree.reasons, naive.reasons, "{json}");
+            assert_eq!(tree.errors, naive.errors, "{json}");
+            allowed += usize::from(tree.is_allow());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 100 && allowed >= 20,
+        "{checked} checked, {allowed} allowed"
+    );
 }
 
 /// The fixed cases the property tests start from, so a plain run always

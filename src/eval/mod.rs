@@ -18,7 +18,8 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 pub use error::EvalError;
-pub use value::{attr_key, attr_value, to_json, Val};
+pub(crate) use value::says_nothing;
+pub use value::{attr_value, to_json, Val};
 
 use crate::ast::BinOp;
 use crate::ir::{Attr, Expr, ExprKind, Lit, Rule, Template, TemplatePart};
@@ -27,7 +28,7 @@ use crate::scope::ScopeItem;
 use crate::source::Span;
 use value::{
     add, call, contains, duration, equal, format_time, found, from_json, from_lit, instant_text,
-    list_items, multiply, order, says_nothing, type_name, until, Res,
+    list_items, multiply, order, type_name, until, Res,
 };
 
 /// How deep the evaluator follows nested expressions before it stops with

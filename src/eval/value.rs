@@ -105,16 +105,6 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr)
     }
 }
 
-/// The string value of an attribute, for the tree's switches: `None` when
-/// it is missing or not a string (the walk then visits every branch).
-pub fn attr_key<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr) -> Option<&'a str> {
-    match attr_value(request, prepared, attr)? {
-        Val::Str(Cow::Borrowed(text)) => Some(text),
-        Val::Level(level) => Some(level.as_str()),
-        _ => None,
-    }
-}
-
 pub(super) fn type_name(val: &Val) -> &'static str {
     match val {
         Val::Str(_) => "string",
@@ -299,7 +289,7 @@ pub(super) fn contains(list: &Val, needle: &Val, span: Span) -> Res<bool> {
 /// True for a value that says nothing, which `has` counts as absent: an
 /// empty string, an empty list or object, and `false`. (A null never gets
 /// here: it reads as missing.)
-pub(super) fn says_nothing(value: &Val) -> bool {
+pub(crate) fn says_nothing(value: &Val) -> bool {
     match value {
         Val::Str(s) => s.is_empty(),
         Val::Bool(b) => !b,
