@@ -167,6 +167,12 @@ fn reload_redecides(ledger: &str, name: &str) {
     assert_eq!(rows[0]["by"], "redecision");
     assert_eq!(rows[0]["expires_at"], narrowed["expires_at"]);
     assert_eq!(rows[0]["credential_ref"], "lease-1");
+    // Counted on /metrics (at least: a shared PostgreSQL ledger holds other
+    // tests' live grants too, which the pass also decides).
+    wait_until("the pass counted", Duration::from_secs(10), || {
+        server.metric("writ_redecision_passes_total{result=\"done\"}") >= 1.0
+    });
+    assert!(server.metric("writ_redecisions_total{outcome=\"narrowed\"}") >= 1.0);
 
     reload(
         &server,
@@ -198,6 +204,7 @@ fn reload_redecides(ledger: &str, name: &str) {
             .expect("a numeric cursor")
     };
     assert!(cursor(&rows[0]) < cursor(&rows[1]), "{rows:?}");
+    assert!(server.metric("writ_redecisions_total{outcome=\"revoked\"}") >= 1.0);
     // A new grant is refused now, and the reload said what it did.
     let reply = server.post("/v1/grants", &deploy(&who, "later").to_string());
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -308,6 +315,18 @@ fn recheck_re_decides_every_live_grant() {
     assert_eq!(body["revoked_count"], 0);
     assert_eq!(body["narrowed_count"], 0);
     assert_eq!(body["policy_digest"], server.policy_digest());
+    assert_eq!(
+        server.metric("writ_redecisions_total{outcome=\"unchanged\"}"),
+        3.0
+    );
+    assert_eq!(
+        server.metric("writ_redecisions_total{outcome=\"revoked\"}"),
+        0.0
+    );
+    assert_eq!(
+        server.metric("writ_redecision_passes_total{result=\"done\"}"),
+        1.0
+    );
 }
 
 /// A waiting feed read answers as soon as a revocation is appended, with

@@ -167,6 +167,11 @@ pub(crate) struct Metrics {
     log_lines: AtomicU64,
     log_write_errors: AtomicU64,
     time_filled: AtomicU64,
+    /// Re-decided live grants, by outcome: revoked, narrowed, unchanged.
+    redecided: [AtomicU64; 3],
+    /// Re-decision passes (reload, recheck, event with context): done,
+    /// stopped by the ledger.
+    redecision_passes: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -192,6 +197,23 @@ impl Metrics {
 
     pub(crate) fn error(&self, code: ErrorCode) {
         self.errors[code.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One re-decision pass: its counts, or `None` when the ledger stopped
+    /// it.
+    pub(crate) fn redecision(&self, counts: Option<(usize, usize, usize)>) {
+        let add = |c: &AtomicU64, n: usize| {
+            c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        };
+        match counts {
+            Some((revoked, narrowed, unchanged)) => {
+                add(&self.redecided[0], revoked);
+                add(&self.redecided[1], narrowed);
+                add(&self.redecided[2], unchanged);
+                add(&self.redecision_passes[0], 1);
+            }
+            None => add(&self.redecision_passes[1], 1),
+        }
     }
 
     pub(crate) fn time_filled(&self) {
@@ -314,6 +336,25 @@ impl Metrics {
         );
         out.push_str("# TYPE writ_time_filled_total counter\n");
         let _ = writeln!(out, "writ_time_filled_total {}", get(&self.time_filled));
+
+        out.push_str("# HELP writ_redecisions_total Live grants decided again (after a reload, on recheck, for an event with context), by outcome.\n");
+        out.push_str("# TYPE writ_redecisions_total counter\n");
+        for (slot, outcome) in ["revoked", "narrowed", "unchanged"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "writ_redecisions_total{{outcome=\"{outcome}\"}} {}",
+                get(&self.redecided[slot])
+            );
+        }
+        out.push_str("# HELP writ_redecision_passes_total Re-decision passes, by result (failed: the ledger stopped the pass; the grants not reached stay as they were).\n");
+        out.push_str("# TYPE writ_redecision_passes_total counter\n");
+        for (slot, result) in ["done", "failed"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "writ_redecision_passes_total{{result=\"{result}\"}} {}",
+                get(&self.redecision_passes[slot])
+            );
+        }
 
         out.push_str("# HELP writ_decision_log_lines_total Decision log lines written.\n");
         out.push_str("# TYPE writ_decision_log_lines_total counter\n");

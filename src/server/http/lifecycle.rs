@@ -38,7 +38,7 @@ pub(crate) async fn redecide_selected(
 ) -> Result<Report, LedgerError> {
     let context = Arc::new(context);
     let by: Arc<str> = Arc::from(by);
-    ledger
+    let result = ledger
         .redecide_live(selector, KEEP, |page: Vec<Grant>, now: i64| {
             let loaded = app.current.load_full();
             let context = context.clone();
@@ -58,7 +58,14 @@ pub(crate) async fn redecide_selected(
                 })
             }
         })
-        .await
+        .await;
+    app.metrics.redecision(
+        result
+            .as_ref()
+            .ok()
+            .map(|r| (r.revoked, r.narrowed, r.unchanged())),
+    );
+    result
 }
 
 /// After a reload that swapped a new policy set in: re-decides every live
