@@ -195,6 +195,42 @@ async fn only_grants_within_the_window_count() {
     }
 }
 
+/// Issues with `key` and `digest` again, with a `decide` that would deny
+/// and counts its calls: what the ledger answered, and how many times it
+/// decided (0 when it replayed or refused the key).
+async fn retry_with_key(
+    ledger: &Ledger,
+    who: &str,
+    key: &str,
+    digest: &str,
+    now: i64,
+) -> (Issued, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let issued = ledger
+        .issue(
+            Issue {
+                subject_id: who,
+                window: HOUR,
+                now,
+                idempotency_key: Some(key),
+                request_digest: digest,
+                grant_id: &new_grant_id(),
+            },
+            move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                Verdict {
+                    grant: None,
+                    status: 200,
+                    body: "{}".to_owned(),
+                }
+            },
+        )
+        .await
+        .expect("issue with a key");
+    (issued, calls)
+}
+
 #[tokio::test]
 async fn an_idempotency_key_returns_the_first_answer() {
     for ledger in stores("idempotency").await {
@@ -204,29 +240,7 @@ async fn an_idempotency_key_returns_the_first_answer() {
         let now = now_ms();
         let first = issue_limited(&ledger, &who, None, now, 10, Some(&key)).await;
         assert!(!first.replayed);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let seen = calls.clone();
-        let again = ledger
-            .issue(
-                Issue {
-                    subject_id: &who,
-                    window: HOUR,
-                    now: now + 5,
-                    idempotency_key: Some(&key),
-                    request_digest: SAME,
-                    grant_id: &new_grant_id(),
-                },
-                move |_| {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    Verdict {
-                        grant: None,
-                        status: 200,
-                        body: "{}".to_owned(),
-                    }
-                },
-            )
-            .await
-            .expect("retry");
+        let (again, calls) = retry_with_key(&ledger, &who, &key, SAME, now + 5).await;
         assert!(again.replayed, "{kind}");
         assert_same_answer(&again, &first, kind);
         assert_eq!(
@@ -516,29 +530,8 @@ async fn an_idempotency_key_reused_with_another_request_is_refused() {
         let first = issue_limited(&ledger, &who, None, now, 10, Some(&key)).await;
         assert_eq!(first.status, 201, "{kind}");
         assert!(!first.replayed && !first.key_reused, "{kind}");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let seen = calls.clone();
-        let other = ledger
-            .issue(
-                Issue {
-                    subject_id: &who,
-                    window: HOUR,
-                    now: now + 5,
-                    idempotency_key: Some(&key),
-                    request_digest: "sha256:another-request",
-                    grant_id: &new_grant_id(),
-                },
-                move |_| {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    Verdict {
-                        grant: None,
-                        status: 200,
-                        body: "{}".to_owned(),
-                    }
-                },
-            )
-            .await
-            .expect("reused key");
+        let (other, calls) =
+            retry_with_key(&ledger, &who, &key, "sha256:another-request", now + 5).await;
         assert!(other.key_reused, "{kind}");
         assert!(!other.replayed, "{kind}");
         assert!(
