@@ -440,38 +440,6 @@ fn events_revoke(a: &Server, b: &Server, name: &str) {
     }
 }
 
-/// The feed's cursor now (its last row's), read through `server`.
-fn feed_end(server: &Server) -> String {
-    let mut cursor = "0".to_owned();
-    loop {
-        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let body = reply.json();
-        let next = body["next"].as_str().expect("next").to_owned();
-        if next == cursor {
-            return cursor;
-        }
-        cursor = next;
-    }
-}
-
-/// Every feed row after `cursor`, read through `server`.
-fn feed_since(server: &Server, cursor: &str) -> Vec<Value> {
-    let mut cursor = cursor.to_owned();
-    let mut rows = Vec::new();
-    loop {
-        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let body = reply.json();
-        let page = body["revocations"].as_array().cloned().unwrap_or_default();
-        if page.is_empty() {
-            return rows;
-        }
-        rows.extend(page);
-        cursor = body["next"].as_str().expect("next").to_owned();
-    }
-}
-
 #[test]
 fn events_revoke_on_sqlite() {
     let dir = Arc::new(TempDir::new("events-sqlite"));
@@ -489,18 +457,6 @@ fn events_sent_to_one_replica_revoke_what_another_issued() {
     let a = Server::start(&["--ledger", &url], &dir);
     let b = Server::start(&["--ledger", &url], &dir);
     events_revoke(&a, &b, "events-fleet");
-}
-
-fn writ(args: &[&str]) -> (i32, Value, String) {
-    let output = std::process::Command::new(BIN)
-        .args(args)
-        .current_dir(ROOT)
-        .output()
-        .expect("run writ");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), json, stderr)
 }
 
 /// `writ grants list|show|revoke` on the ledger a running server writes.

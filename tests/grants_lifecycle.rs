@@ -93,35 +93,12 @@ fn reload(server: &Server, file: &std::path::Path, text: &str) {
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
-/// The feed's cursor now.
-fn feed_end(server: &Server) -> String {
-    let mut cursor = "0".to_owned();
-    loop {
-        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let next = reply.json()["next"].as_str().expect("next").to_owned();
-        if next == cursor {
-            return cursor;
-        }
-        cursor = next;
-    }
-}
-
 /// The feed rows after `cursor` about `grant_id`.
 fn feed_rows(server: &Server, cursor: &str, grant_id: &str) -> Vec<Value> {
-    let mut cursor = cursor.to_owned();
-    let mut rows = Vec::new();
-    loop {
-        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let body = reply.json();
-        let page = body["revocations"].as_array().cloned().unwrap_or_default();
-        if page.is_empty() {
-            return rows;
-        }
-        rows.extend(page.into_iter().filter(|r| r["grant_id"] == grant_id));
-        cursor = body["next"].as_str().expect("next").to_owned();
-    }
+    feed_since(server, cursor)
+        .into_iter()
+        .filter(|row| row["grant_id"] == grant_id)
+        .collect()
 }
 
 fn seconds_until(rfc3339: &Value) -> i64 {
@@ -455,18 +432,6 @@ fn a_sqlite_ledger_removed_while_serving_is_unavailable() {
         .expect("object")
         .remove("credential_ref");
     assert_eq!(server.post("/v1/decide", &plain.to_string()).status, 200);
-}
-
-fn writ(args: &[&str]) -> (i32, Value, String) {
-    let output = std::process::Command::new(BIN)
-        .args(args)
-        .current_dir(ROOT)
-        .output()
-        .expect("run writ");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), json, stderr)
 }
 
 /// `writ grants recheck` re-decides the live grants of a ledger with the

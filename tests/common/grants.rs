@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::server::ci_deploy;
+use super::server::{ci_deploy, Server, BIN, ROOT};
 
 /// `WRIT_TEST_POSTGRES_URL`; with `CI` set and no URL, the test fails; else
 /// it prints that it did not run.
@@ -42,4 +42,49 @@ pub fn deploy_for(subject: &str) -> Value {
         .expect("environment")
         .remove("time");
     request
+}
+
+/// The revocation feed's cursor now, read through `server`.
+pub fn feed_end(server: &Server) -> String {
+    let mut cursor = "0".to_owned();
+    loop {
+        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let next = reply.json()["next"].as_str().expect("next").to_owned();
+        if next == cursor {
+            return cursor;
+        }
+        cursor = next;
+    }
+}
+
+/// Every feed row after `cursor`, read through `server`.
+pub fn feed_since(server: &Server, cursor: &str) -> Vec<Value> {
+    let mut cursor = cursor.to_owned();
+    let mut rows = Vec::new();
+    loop {
+        let reply = server.get(&format!("/v1/revocations?after={cursor}&limit=1000"));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        let page = body["revocations"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return rows;
+        }
+        rows.extend(page);
+        cursor = body["next"].as_str().expect("next").to_owned();
+    }
+}
+
+/// Runs `writ ARGS` from the repository: exit code, stdout as JSON (null
+/// when it is not), stderr.
+pub fn writ(args: &[&str]) -> (i32, Value, String) {
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .expect("run writ");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), json, stderr)
 }
