@@ -196,6 +196,9 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// A language server for `.writ` files over stdio, for editors (see
+    /// docs/editors.md). Exits 0 after `shutdown` and `exit`, else 1.
+    Lsp,
     /// Read and revoke the grants in a ledger (see docs/lifecycle.md).
     /// Exits 0 when done, 1 when the grant is not there, 2 on error.
     Grants {
@@ -584,6 +587,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             })
         }
         Command::Grants { command } => run_grants(command),
+        Command::Lsp => Ok(crate::lsp::run()),
         Command::Fmt { check, paths } => run_fmt(&paths, check),
         Command::Lint { paths, data } => {
             let engine = compile(&PolicyArgs {

@@ -189,6 +189,8 @@ pub mod cli;
 pub mod identity;
 #[cfg(feature = "ledger")]
 pub mod ledger;
+#[cfg(feature = "lsp")]
+pub mod lsp;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "testgen")]
