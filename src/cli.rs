@@ -199,6 +199,14 @@ enum Command {
     /// A language server for `.writ` files over stdio, for editors (see
     /// docs/editors.md). Exits 0 after `shutdown` and `exit`, else 1.
     Lsp,
+    /// Serve the playground: a page to edit a policy and a request and see
+    /// the diagnostics, decision, explanation and tree as you type (see
+    /// docs/editors.md). Until Ctrl-C or SIGTERM.
+    Playground {
+        /// Address to listen on (loopback unless you mean otherwise).
+        #[arg(long, default_value = "127.0.0.1:8182", value_name = "HOST:PORT")]
+        addr: std::net::SocketAddr,
+    },
     /// Read and revoke the grants in a ledger (see docs/lifecycle.md).
     /// Exits 0 when done, 1 when the grant is not there, 2 on error.
     Grants {
@@ -588,6 +596,7 @@ fn run(cli: Cli) -> Result<u8, String> {
         }
         Command::Grants { command } => run_grants(command),
         Command::Lsp => Ok(crate::lsp::run()),
+        Command::Playground { addr } => crate::playground::run(addr).map(|()| 0),
         Command::Fmt { check, paths } => run_fmt(&paths, check),
         Command::Lint { paths, data } => {
             let engine = compile(&PolicyArgs {
@@ -731,8 +740,9 @@ fn run_fmt(paths: &[PathBuf], check: bool) -> Result<u8, String> {
     Ok(0)
 }
 
-/// Draws DOT as SVG with Graphviz's `dot`.
-fn dot_to_svg(dot: &str) -> Result<String, String> {
+/// Draws DOT as SVG with Graphviz's `dot` (`writ tree --svg`, the
+/// playground).
+pub(crate) fn dot_to_svg(dot: &str) -> Result<String, String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("dot")

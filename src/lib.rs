@@ -191,6 +191,8 @@ pub mod identity;
 pub mod ledger;
 #[cfg(feature = "lsp")]
 pub mod lsp;
+#[cfg(feature = "cli")]
+pub mod playground;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "testgen")]
