@@ -1,21 +1,25 @@
-//! `writ playground` in a real headless browser (Debian's Chromium): the
-//! page loads with a policy that has an error and shows the diagnostic;
-//! loaded with the policy fixed, it shows the decision and the tree. The
-//! endpoint's bounds are checked over HTTP, and `writ serve` is shown not
-//! to have it.
+//! `writ playground` in a real headless browser (Debian's Chromium).
+//! Driven over the Chrome DevTools Protocol (a small WebSocket client
+//! below, on std alone), the test types a policy with an error into the
+//! page and waits for the diagnostic, then types the fix and waits for the
+//! decision, as an author would. A second test loads the page with a link
+//! that fills the editors (`--dump-dom`). The endpoint's bounds are checked
+//! over HTTP, and `writ serve` is shown not to have it.
 //!
 //! Without Chromium the browser test fails when `CI=true` (`.ci/run`
 //! installs it) and is reported as not run elsewhere.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::server::{exchange, free_port, raw_post, Server, TempDir, BIN};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A `writ playground` child on a loopback port, killed on drop.
 struct Playground {
@@ -277,4 +281,300 @@ fn writ_serve_has_no_playground() {
     assert_eq!(reply.status, 404, "{reply:?}");
     let page = server.get("/");
     assert_eq!(page.status, 404, "{page:?}");
+}
+
+/// A headless Chromium with the DevTools Protocol on a loopback port,
+/// killed on drop.
+struct Browser {
+    child: Child,
+    _profile: TempDir,
+    page: DevTools,
+}
+
+impl Browser {
+    fn open(chromium: &PathBuf, url: &str) -> Browser {
+        let profile = TempDir::new("chromium-cdp");
+        let mut child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+                "--window-size=1280,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        // Chromium writes the port it chose into the profile.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let written = std::fs::read_to_string(profile.file("DevToolsActivePort")).ok();
+            if let Some(port) = written.and_then(|t| t.lines().next()?.trim().parse::<u16>().ok()) {
+                break port;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chromium did not open its DevTools port within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let targets = devtools_targets(port);
+        let socket = targets
+            .as_array()
+            .and_then(|all| all.iter().find(|t| t["type"] == "page"))
+            .and_then(|page| page["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_owned();
+        let path = socket
+            .split_once("//")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(_, path)| format!("/{path}"))
+            .expect("a ws:// URL");
+        let page = DevTools::connect(port, &path);
+        Browser {
+            child,
+            _profile: profile,
+            page,
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page, by value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let reply = self.page.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        reply["result"]["result"]["value"].clone()
+    }
+
+    /// Types `text` at the caret as a keyboard would (input events and all).
+    fn type_text(&mut self, text: &str) {
+        self.page.call("Input.insertText", json!({"text": text}));
+    }
+
+    /// Waits up to 15 s for `expression` to be true; the page's text on
+    /// failure.
+    fn wait_for(&mut self, expression: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.eval(expression) == Value::Bool(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = self.eval("document.body.innerText");
+        panic!(
+            "{what}: not seen within 15 s; the page shows:\n{}",
+            text.as_str().unwrap_or("")
+        );
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /json/list` on the DevTools port (which keeps the connection
+/// open, so the body is read by its length).
+fn devtools_targets(port: u16) -> Value {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream
+        .write_all(format!("GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .expect("ask for the targets");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the reply's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("the target list");
+    serde_json::from_slice(&body).expect("a JSON target list")
+}
+
+/// A WebSocket to one DevTools target: text frames of JSON, client frames
+/// masked (RFC 6455), replies matched by id.
+struct DevTools {
+    stream: TcpStream,
+    next_id: u64,
+}
+
+impl DevTools {
+    fn connect(port: u16, path: &str) -> DevTools {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let handshake = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(handshake.as_bytes()).expect("handshake");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("handshake reply");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+        DevTools { stream, next_id: 0 }
+    }
+
+    fn send(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x5a, 0x17, 0xc3, 0x8e];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).expect("send a frame");
+    }
+
+    fn receive(&mut self) -> String {
+        let mut message = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            self.stream.read_exact(&mut head).expect("a frame");
+            let fin = head[0] & 0x80 != 0;
+            let opcode = head[0] & 0x0f;
+            let length = match head[1] & 0x7f {
+                126 => {
+                    let mut n = [0u8; 2];
+                    self.stream.read_exact(&mut n).expect("length");
+                    u64::from(u16::from_be_bytes(n))
+                }
+                127 => {
+                    let mut n = [0u8; 8];
+                    self.stream.read_exact(&mut n).expect("length");
+                    u64::from_be_bytes(n)
+                }
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(length).expect("a frame size")];
+            self.stream.read_exact(&mut payload).expect("a payload");
+            match opcode {
+                0x0..=0x2 => message.extend_from_slice(&payload),
+                0x8 => panic!("DevTools closed the connection"),
+                // Ping: answer with the same payload; pong: nothing.
+                0x9 => {
+                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(&payload);
+                    self.stream.write_all(&pong).expect("pong");
+                    continue;
+                }
+                _ => continue,
+            }
+            if fin {
+                return String::from_utf8(message).expect("UTF-8");
+            }
+        }
+    }
+
+    /// Calls a method and returns its reply (events in between are read
+    /// and dropped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"id": id, "method": method, "params": params}).to_string());
+        loop {
+            let reply: Value = serde_json::from_str(&self.receive()).expect("JSON from DevTools");
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply;
+            }
+        }
+    }
+}
+
+#[test]
+fn an_author_types_an_error_sees_the_diagnostic_fixes_it_and_sees_the_decision() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let playground = Playground::start();
+    let mut browser = Browser::open(&chromium, &playground.url(""));
+    // The page evaluates its sample once loaded.
+    browser.wait_for(
+        "document.body && document.body.dataset.state === 'done'",
+        "the first evaluation",
+    );
+
+    // Select the sample policy and type a new one over it, with an error.
+    browser.eval("(() => { const p = document.getElementById('policy'); p.focus(); p.select(); return true; })()");
+    browser.type_text(BROKEN);
+    browser.eval("(() => { const r = document.getElementById('request'); r.focus(); r.select(); return true; })()");
+    browser.type_text(REQUEST);
+    browser.wait_for(
+        "[...document.querySelectorAll('#diagnostics li.diagnostic')].some(li => li.dataset.code === 'writ::check::unknown_name' && li.textContent.includes('did you mean `internal`?'))",
+        "the unknown_name diagnostic with its help",
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('verdict').textContent"),
+        json!("")
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#diagnostics li.diagnostic').length"),
+        json!(1)
+    );
+
+    // Fix it: select the misspelled level and type the right one.
+    let start = BROKEN.find("internall").expect("the typo") as u64;
+    browser.eval(&format!(
+        "(() => {{ const p = document.getElementById('policy'); p.focus(); p.setSelectionRange({start}, {}); return true; }})()",
+        start + 9
+    ));
+    browser.type_text("internal");
+    browser.wait_for(
+        "document.getElementById('verdict').textContent === 'allow'",
+        "the allow decision",
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#diagnostics li.diagnostic').length"),
+        json!(0)
+    );
+    let decision = browser.eval("JSON.parse(document.getElementById('decision').textContent)");
+    assert_eq!(decision["scope"], json!(["read:db://crm"]), "{decision}");
+    assert_eq!(decision["reasons"], json!(["reader"]), "{decision}");
+    let explain = browser.eval("document.getElementById('explain').textContent");
+    assert!(
+        explain
+            .as_str()
+            .is_some_and(|t| t.contains("permit reader")),
+        "{explain}"
+    );
+    browser.wait_for(
+        "(() => { const img = document.querySelector('#tree img'); return !!img && img.complete && img.naturalWidth > 0; })()",
+        "the drawn tree",
+    );
 }
