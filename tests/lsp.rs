@@ -219,8 +219,27 @@ fn an_editor_session_from_initialize_to_exit() {
         "{first}"
     );
     assert!(
-        first["message"].as_str().unwrap_or("").contains("internal"),
+        first["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did you mean `internal`?"),
         "the help names the level: {first}"
+    );
+    // The quick fix the help suggests, sent back as an editor does.
+    let reply = client.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": doc}, "range": first["range"], "context": {"diagnostics": [first]}}),
+    );
+    let action = &reply["result"][0];
+    assert_eq!(
+        action["title"], "Replace `internall` with `internal`",
+        "{reply}"
+    );
+    assert_eq!(action["kind"], "quickfix");
+    assert_eq!(
+        action["edit"]["changes"][&doc],
+        json!([{"range": first["range"], "newText": "internal"}]),
+        "{reply}"
     );
 
     // A duplicate of the sibling's id: a cross-file error, on this file.
@@ -241,6 +260,25 @@ fn an_editor_session_from_initialize_to_exit() {
         diagnostics[0]["range"]["start"]["line"], 3,
         "{diagnostics:?}"
     );
+
+    // A misspelled attribute: the fix writes the field only.
+    let misspelled = BROKEN
+        .replace("internall", "internal")
+        .replace("subject.repository ==", "subject.kidn ==");
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": doc, "version": 2}, "contentChanges": [{"text": misspelled}]}),
+    );
+    let diagnostics = client.diagnostics(&doc);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let reply = client.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": doc}, "range": diagnostics[0]["range"], "context": {"diagnostics": diagnostics}}),
+    );
+    let edits = &reply["result"][0]["edit"]["changes"][&doc];
+    assert_eq!(edits[0]["newText"], "kind", "{reply}");
+    assert_eq!(edits[0]["range"]["start"], at(4, 18), "{reply}");
+    assert_eq!(edits[0]["range"]["end"], at(4, 22), "{reply}");
 
     // didChange fixing it: an empty list.
     let fixed = BROKEN.replace("internall", "internal");

@@ -590,3 +590,56 @@ pub fn format(name: &str, text: &str) -> Result<Vec<lsp_types::TextEdit>, String
         )),
     }
 }
+
+/// Quick fixes for the diagnostics the editor sends back: a diagnostic of
+/// writ's whose help says "did you mean `x`?" over a misspelled name
+/// becomes an edit that writes `x` there (for an attribute, `subject.kind`
+/// over `kidn`, only the field).
+pub fn code_actions(
+    uri: &lsp_types::Uri,
+    text: &str,
+    diagnostics: &[Diagnostic],
+) -> Vec<lsp_types::CodeActionOrCommand> {
+    let mut out = Vec::new();
+    for diagnostic in diagnostics {
+        if diagnostic.source.as_deref() != Some("writ") {
+            continue;
+        }
+        let Some(suggestion) = diagnostic
+            .message
+            .split_once("did you mean `")
+            .and_then(|(_, rest)| rest.split_once("`?"))
+            .map(|(suggestion, _)| suggestion)
+        else {
+            continue;
+        };
+        let start = text::offset(text, diagnostic.range.start);
+        let end = text::offset(text, diagnostic.range.end);
+        let Some(written) = text.get(start..end) else {
+            continue;
+        };
+        let replacement = match suggestion.rsplit_once('.') {
+            Some((_, field)) if !written.contains('.') => field,
+            _ => suggestion,
+        };
+        if !is_name(written) || !is_name(replacement) || written == replacement {
+            continue;
+        }
+        let edit = lsp_types::TextEdit::new(diagnostic.range, replacement.to_owned());
+        let changes = std::iter::once((uri.clone(), vec![edit])).collect();
+        out.push(lsp_types::CodeActionOrCommand::CodeAction(
+            lsp_types::CodeAction {
+                title: format!("Replace `{written}` with `{replacement}`"),
+                kind: Some(lsp_types::CodeActionKind::QUICKFIX),
+                diagnostics: Some(vec![diagnostic.clone()]),
+                edit: Some(lsp_types::WorkspaceEdit {
+                    changes: Some(changes),
+                    ..lsp_types::WorkspaceEdit::default()
+                }),
+                is_preferred: Some(true),
+                ..lsp_types::CodeAction::default()
+            },
+        ));
+    }
+    out
+}

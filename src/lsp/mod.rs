@@ -232,6 +232,7 @@ impl<W: Write> Server<W> {
             }),
             document_formatting_provider: Some(OneOf::Left(true)),
             document_symbol_provider: Some(OneOf::Left(true)),
+            code_action_provider: Some(lsp_types::CodeActionProviderCapability::Simple(true)),
             ..ServerCapabilities::default()
         };
         Ok(json!({
@@ -290,6 +291,16 @@ impl<W: Write> Server<W> {
                 features::format(uri, &document.text)
                     .map_err(|why| Failure(ErrorCode::RequestFailed, why))
                     .and_then(to_value)
+            }
+            "textDocument/codeAction" => {
+                let params: lsp_types::CodeActionParams = parse(params)?;
+                let uri = params.text_document.uri.as_str();
+                let document = self.documents.get(uri).ok_or_else(|| not_open(uri))?;
+                to_value(features::code_actions(
+                    &params.text_document.uri,
+                    &document.text,
+                    &params.context.diagnostics,
+                ))
             }
             other => Err(Failure(
                 ErrorCode::MethodNotFound,
