@@ -595,6 +595,9 @@ pub fn format(name: &str, text: &str) -> Result<Vec<lsp_types::TextEdit>, String
 /// writ's whose help says "did you mean `x`?" over a misspelled name
 /// becomes an edit that writes `x` there (for an attribute, `subject.kind`
 /// over `kidn`, only the field).
+// `WorkspaceEdit::changes` is keyed by lsp-types' `Uri`, whose lazily
+// parsed parts clippy takes for mutable state; nothing mutates a key here.
+#[allow(clippy::mutable_key_type)]
 pub fn code_actions(
     uri: &lsp_types::Uri,
     text: &str,
