@@ -490,3 +490,82 @@ fn not_open(uri: &str) -> Failure {
         format!("`{uri}` is not open (send `textDocument/didOpen` first)"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Every method with parameters of every wrong shape, positions far
+    /// out of range, and bytes that are not JSON: each request gets one
+    /// answer and nothing panics.
+    #[test]
+    fn garbage_gets_answers_not_panics() {
+        let mut input = Vec::new();
+        let mut requests = 0;
+        let mut request = |input: &mut Vec<u8>, method: &str, params: Value| {
+            requests += 1;
+            let body =
+                json!({"jsonrpc": "2.0", "id": requests, "method": method, "params": params});
+            input.extend(frame(body.to_string().as_bytes()));
+        };
+        request(&mut input, "initialize", json!({"capabilities": {}}));
+        let uri = "untitled:garbage";
+        let open = json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {"uri": uri, "languageId": "writ", "version": 1, "text": "@id(\"\u{1F600}\") permit if subject.\u{e9} == \"\n\"; const x = [[[["}}});
+        input.extend(frame(open.to_string().as_bytes()));
+        let methods = [
+            "textDocument/hover",
+            "textDocument/definition",
+            "textDocument/completion",
+            "textDocument/formatting",
+            "textDocument/documentSymbol",
+            "textDocument/codeAction",
+            "initialize",
+            "workspace/symbol",
+        ];
+        let shapes = [
+            Value::Null,
+            json!([]),
+            json!({}),
+            json!({"textDocument": {"uri": uri}, "position": {"line": u32::MAX, "character": u32::MAX}}),
+            json!({"textDocument": {"uri": uri}, "position": {"line": 0, "character": 5}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 9, "character": 9}}, "context": {"diagnostics": [{"range": {"start": {"line": 0, "character": 3}, "end": {"line": 0, "character": 1}}, "message": "did you mean `x`?", "source": "writ"}]}, "options": {"tabSize": 2, "insertSpaces": true}}),
+        ];
+        for method in methods {
+            for shape in &shapes {
+                request(&mut input, method, shape.clone());
+            }
+        }
+        // Bytes that are not JSON, and JSON that is not a message.
+        let mut seed: u32 = 7;
+        for _ in 0..20 {
+            let noise: Vec<u8> = (0..40)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (seed >> 16) as u8
+                })
+                .collect();
+            input.extend(frame(&noise));
+            requests += 1;
+        }
+        input.extend(frame(b"\"just a string\""));
+        requests += 1;
+
+        let mut output = Vec::new();
+        let code = serve(&input[..], &mut output);
+        assert_eq!(code, 1, "no shutdown was asked for");
+        let mut reader = &output[..];
+        let mut answers = 0;
+        while let Ok(Some(body)) = transport::read_frame(&mut reader) {
+            let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+            if message.get("method").is_none() {
+                answers += 1;
+            }
+        }
+        assert_eq!(answers, requests);
+    }
+}
