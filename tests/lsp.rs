@@ -288,6 +288,35 @@ fn an_editor_session_from_initialize_to_exit() {
     );
     assert_eq!(client.diagnostics(&doc), Vec::<Value>::new());
 
+    // A sibling changed on disk is read again on save: its rule now
+    // takes this file's id.
+    std::fs::write(
+        dir.file("base.writ"),
+        "@id(\"deploy\")\nforbid if subject.kind == \"ci\" and not subject.attested;\n",
+    )
+    .expect("rewrite base.writ");
+    client.notify(
+        "textDocument/didSave",
+        json!({"textDocument": {"uri": doc}}),
+    );
+    let diagnostics = client.diagnostics(&doc);
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d["code"] == "writ::check::duplicate_id"),
+        "{diagnostics:?}"
+    );
+    std::fs::write(
+        dir.file("base.writ"),
+        "@id(\"base.ci\")\nforbid if subject.kind == \"ci\" and not subject.attested;\n",
+    )
+    .expect("restore base.writ");
+    client.notify(
+        "textDocument/didSave",
+        json!({"textDocument": {"uri": doc}}),
+    );
+    assert_eq!(client.diagnostics(&doc), Vec::<Value>::new());
+
     let document = json!({"uri": doc});
     // Hover on `repository`, a free attribute; on `sensitivity`; on
     // `short`, a constant with a doc comment; on the rule id.

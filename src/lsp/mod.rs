@@ -416,8 +416,16 @@ impl<W: Write> Server<W> {
                     }
                 }
             }
-            // A save changes nothing the server does not have already; the
-            // other notifications (`initialized`, `$/...`) need no answer.
+            // A save: the folder's files are read again (a sibling may have
+            // changed on disk meanwhile).
+            "textDocument/didSave" => notification
+                .params
+                .get("textDocument")
+                .and_then(|d| d.get("uri"))
+                .and_then(Value::as_str)
+                .filter(|uri| self.documents.contains_key(*uri))
+                .map(str::to_owned),
+            // The other notifications (`initialized`, `$/...`) need nothing.
             _ => None,
         };
         if let Some(uri) = changed {
