@@ -534,3 +534,97 @@ fn exit_without_shutdown_and_a_broken_header_end_with_code_1() {
     assert!(stderr.contains("larger than"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn declared_attributes_have_hover_definition_and_completion() {
+    let dir = TempDir::new("lsp-declared");
+    let declarations = "attribute subject.repository: string \"the GitHub repository, owner/name\";\nattribute context.pipeline.protected: bool \"the branch is protected\";\n";
+    std::fs::write(dir.file("attributes.writ"), declarations).expect("write attributes.writ");
+    let path = dir.file("rules.writ");
+    let text = "@id(\"ci\")\npermit if subject.repository == \"acme/api\" and context.pipeline.protected == true;\npermit if context.pipeline.\n";
+    std::fs::write(&path, text).expect("write rules.writ");
+    let doc = uri(&path);
+    let declared_in = uri(&dir.file("attributes.writ"));
+
+    let mut client = Client::start();
+    client.initialize();
+    client.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": doc, "languageId": "writ", "version": 1, "text": text}}),
+    );
+    let _ = client.diagnostics(&doc);
+    let document = json!({"uri": doc});
+
+    let reply = client.request(
+        "textDocument/hover",
+        json!({"textDocument": document, "position": at(1, 22)}),
+    );
+    let hover = reply["result"]["contents"]["value"].as_str().unwrap_or("");
+    assert!(
+        hover.contains("`subject.repository`: string (declared)"),
+        "{reply}"
+    );
+    assert!(
+        hover.contains("the GitHub repository, owner/name"),
+        "{reply}"
+    );
+    assert!(hover.contains("attributes.writ:1"), "{reply}");
+
+    // `protected` (line 1) is declared on line 2 of the other file.
+    let column = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.find("protected"))
+        .unwrap_or(0) as u32;
+    let reply = client.request(
+        "textDocument/definition",
+        json!({"textDocument": document, "position": at(1, column + 2)}),
+    );
+    assert_eq!(
+        reply["result"],
+        json!({"uri": declared_in, "range": {"start": at(1, 10), "end": at(1, 36)}}),
+        "{reply}"
+    );
+
+    let complete = |client: &mut Client, line: u32, character: u32| -> Vec<(String, String)> {
+        let reply = client.request(
+            "textDocument/completion",
+            json!({"textDocument": document, "position": at(line, character)}),
+        );
+        reply["result"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        (
+                            i["label"].as_str().unwrap_or("").to_owned(),
+                            i["detail"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let after_pipeline = complete(&mut client, 2, 27);
+    assert_eq!(
+        after_pipeline,
+        [("protected".to_owned(), "bool (declared)".to_owned())],
+        "{after_pipeline:?}"
+    );
+    let after_context = complete(&mut client, 2, 18);
+    assert!(
+        after_context.contains(&("pipeline".to_owned(), "declared below".to_owned())),
+        "{after_context:?}"
+    );
+    let after_subject = complete(&mut client, 1, 18);
+    assert!(
+        after_subject.contains(&("repository".to_owned(), "string (declared)".to_owned())),
+        "{after_subject:?}"
+    );
+    assert!(
+        after_subject.contains(&("kind".to_owned(), "string".to_owned())),
+        "{after_subject:?}"
+    );
+    assert_eq!(client.finish(), Some(0));
+}

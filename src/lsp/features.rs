@@ -248,16 +248,32 @@ pub fn hover(
         }
     }
     let cursor = at_cursor(text, offset)?;
-    if let [root, field] = cursor.path.as_slice() {
-        if let Some(dim) = Dim::from_name(root) {
-            let path = format!("{root}.{field}");
-            let value = match ATTRIBUTES.iter().find(|def| def.path == path) {
-                Some(def) => format!("`{path}`: {}\n\n{}", def.ty.name(), def.doc),
-                None if dim == Dim::Requested => format!(
+    if let [root, _, ..] = cursor.path.as_slice() {
+        if let Some(dim) = Dim::from_name(root).filter(|_| !cursor.after_dot) {
+            let path = cursor.path.join(".");
+            let known = ATTRIBUTES.iter().find(|def| def.path == path);
+            let value = match (known, index.declaration_of(&path)) {
+                (Some(def), _) => format!("`{path}`: {}\n\n{}", def.ty.name(), def.doc),
+                (None, Some((declared, info))) => {
+                    let mut value = if declared == path {
+                        format!("`{path}`: {} (declared)", info.ty)
+                    } else {
+                        format!("`{path}`: inside the declared `{declared}` ({})", info.ty)
+                    };
+                    if let Some(doc) = &info.doc {
+                        value.push_str(&format!("\n\n{doc}"));
+                    }
+                    if let Some(file) = set.get(info.file) {
+                        let line = text::position(&file.text, info.span.0).line + 1;
+                        value.push_str(&format!("\n\nDeclared at {}:{line}.", file.name));
+                    }
+                    value
+                }
+                (None, None) if dim == Dim::Requested => format!(
                     "`{path}` is not an attribute: `requested` has only `scope` and `ttl`"
                 ),
-                None => format!(
-                    "`{path}`: a free attribute of `{root}` (any type, read from the request when it is decided; a request without it fails closed)"
+                (None, None) => format!(
+                    "`{path}`: a free attribute of `{root}`, not declared (any type, read from the request when it is decided; a request without it fails closed)"
                 ),
             };
             return Some(markdown(value, text, cursor.span));
@@ -339,12 +355,20 @@ pub fn definition(
 ) -> Option<Location> {
     let text = &set.get(file)?.text;
     let cursor = at_cursor(text, offset)?;
-    let [name] = cursor.path.as_slice() else {
-        return None;
-    };
     if cursor.after_dot {
         return None;
     }
+    if cursor.path.len() >= 2 && Dim::from_name(&cursor.path[0]).is_some() {
+        let (_, declared) = index.declaration_of(&cursor.path.join("."))?;
+        let target = set.get(declared.file)?;
+        return Some(Location::new(
+            target.uri.parse().ok()?,
+            text::range(&target.text, declared.span.0, declared.span.1),
+        ));
+    }
+    let [name] = cursor.path.as_slice() else {
+        return None;
+    };
     let name = name.as_str();
     if let Some(info) = index.consts.get(name) {
         let target = set.get(info.file)?;
@@ -407,14 +431,38 @@ pub fn completion(
         .map_or(before.len(), |(at, _)| at);
     let head = &before[..word_start];
     if let Some(base) = head.strip_suffix('.') {
-        let root_start = base
+        // The dotted chain before the dot: `subject`, `context.pipeline`.
+        let chain_start = base
             .char_indices()
             .rev()
-            .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
             .last()
             .map_or(base.len(), |(at, _)| at);
-        let root = &base[root_start..];
+        let chain = &base[chain_start..];
+        let root = chain.split('.').next().unwrap_or("");
+        let declared_below = |prefix: &str| -> Vec<CompletionItem> {
+            let mut items: Vec<CompletionItem> = Vec::new();
+            for (path, info) in &index.declared {
+                let Some(rest) = path.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+                    continue;
+                };
+                let next = rest.split('.').next().unwrap_or(rest);
+                if items.iter().any(|i| i.label == next) {
+                    continue;
+                }
+                let (detail, doc) = if next == rest {
+                    (format!("{} (declared)", info.ty), info.doc.clone())
+                } else {
+                    ("declared below".to_owned(), None)
+                };
+                items.push(item(next, CompletionItemKind::FIELD, detail, doc));
+            }
+            items
+        };
         if let Some(dim) = Dim::from_name(root) {
+            if chain != root {
+                return declared_below(chain);
+            }
             let mut items: Vec<CompletionItem> = dim
                 .fields()
                 .map(|def| {
@@ -426,6 +474,11 @@ pub fn completion(
                     )
                 })
                 .collect();
+            for declared in declared_below(root) {
+                if !items.iter().any(|i| i.label == declared.label) {
+                    items.push(declared);
+                }
+            }
             for field in index.fields.get(root).into_iter().flatten() {
                 if !items.iter().any(|i| i.label == *field) && dim != Dim::Requested {
                     items.push(item(
@@ -438,7 +491,7 @@ pub fn completion(
             }
             return items;
         }
-        if let Some(Value::Object(fields)) = data.and_then(|d| d.value.get(root)) {
+        if let Some(Value::Object(fields)) = data.and_then(|d| d.value.get(chain)) {
             return fields
                 .keys()
                 .map(|key| {

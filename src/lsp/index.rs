@@ -58,6 +58,19 @@ pub struct RuleInfo {
     pub doc: Option<String>,
 }
 
+/// A declared attribute (`attribute subject.repository: string "doc";`).
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// Index of its file in the set.
+    pub file: usize,
+    /// The path's bytes in the declaration.
+    pub span: (usize, usize),
+    /// Its type as written (`string`).
+    pub ty: String,
+    /// What it means.
+    pub doc: Option<String>,
+}
+
 /// The names a set declares and uses.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -70,6 +83,8 @@ pub struct Index {
     pub fields: IndexMap<String, Vec<String>>,
     /// Events named after `revoke on`.
     pub events: Vec<String>,
+    /// Declared attributes by path (`subject.repository`).
+    pub declared: IndexMap<String, Declared>,
 }
 
 /// The `.writ` files of `folder` (not below it), sorted by name, hidden
@@ -137,7 +152,7 @@ impl Index {
                     index.add_rule(number, rule);
                 }
             }
-            index.add_uses(&file.text);
+            index.add_uses(number, &file.text);
         }
         index
     }
@@ -189,12 +204,13 @@ impl Index {
 
     /// Free attributes (`dim.field`) and events (`revoke on name`) the text
     /// uses, from its tokens.
-    fn add_uses(&mut self, text: &str) {
+    fn add_uses(&mut self, file: usize, text: &str) {
         let (tokens, _) = lexer::lex(FileId(0), text);
         let tokens: Vec<_> = tokens
             .into_iter()
             .filter(|t| !t.token.is_trivia())
             .collect();
+        self.add_declarations(file, text, &tokens);
         for window in tokens.windows(3) {
             if let (Token::Ident(dim), Token::Dot) = (&window[0].token, &window[1].token) {
                 if crate::schema::Dim::from_name(dim).is_some() {
@@ -214,6 +230,73 @@ impl Index {
                     self.events.push(event.to_string());
                 }
             }
+        }
+    }
+}
+
+impl Index {
+    /// `attribute PATH: TYPE ["doc"];`, read from the tokens so that it is
+    /// found whether or not the file parses (docs/language.md, 5.7).
+    fn add_declarations(&mut self, file: usize, text: &str, tokens: &[lexer::Spanned]) {
+        for (at, token) in tokens.iter().enumerate() {
+            if !matches!(&token.token, Token::Ident(word) if word == "attribute") {
+                continue;
+            }
+            let Some(first) = tokens.get(at + 1) else {
+                continue;
+            };
+            if !matches!(&first.token, Token::Ident(dim) if crate::schema::Dim::from_name(dim).is_some())
+            {
+                continue;
+            }
+            let mut path = slice(text, first.span).to_owned();
+            let mut end = first.span.end as usize;
+            let mut next = at + 2;
+            while let (Some(dot), Some(field)) = (tokens.get(next), tokens.get(next + 1)) {
+                if dot.token != Token::Dot || !is_name(slice(text, field.span)) {
+                    break;
+                }
+                path.push('.');
+                path.push_str(slice(text, field.span));
+                end = field.span.end as usize;
+                next += 2;
+            }
+            let (Some(colon), Some(ty)) = (tokens.get(next), tokens.get(next + 1)) else {
+                continue;
+            };
+            if colon.token != Token::Colon || !path.contains('.') {
+                continue;
+            }
+            let doc = match tokens.get(next + 2).map(|t| &t.token) {
+                Some(Token::Str(doc)) => Some(doc.clone()),
+                _ => None,
+            };
+            if let Some((dim, field)) = path.split_once('.') {
+                let first_field = field.split('.').next().unwrap_or(field);
+                let fields = self.fields.entry(dim.to_owned()).or_default();
+                if !fields.iter().any(|f| f == first_field) {
+                    fields.push(first_field.to_owned());
+                }
+            }
+            self.declared.entry(path).or_insert(Declared {
+                file,
+                span: (first.span.start as usize, end),
+                ty: slice(text, ty.span).to_owned(),
+                doc,
+            });
+        }
+    }
+
+    /// The declaration that covers `path`: its own, or the nearest one
+    /// above it (`context.exception: object` covers
+    /// `context.exception.expires`).
+    pub fn declaration_of(&self, path: &str) -> Option<(&str, &Declared)> {
+        let mut probe = path;
+        loop {
+            if let Some((name, declared)) = self.declared.get_key_value(probe) {
+                return Some((name.as_str(), declared));
+            }
+            probe = probe.rsplit_once('.')?.0;
         }
     }
 }
@@ -278,5 +361,31 @@ mod tests {
             Some(vec!["repo".to_owned(), "kind".to_owned()])
         );
         assert_eq!(index.events, vec!["job_done".to_owned()]);
+
+        let declared = "attribute context.pipeline.protected: bool \"protected branch\";\nattribute subject.repo: any;\n";
+        let set = vec![SetFile {
+            uri: "untitled:b".to_owned(),
+            name: "b".to_owned(),
+            text: Arc::from(declared),
+        }];
+        let index = Index::build(&set);
+        let protected = index.declared.get("context.pipeline.protected");
+        assert_eq!(protected.map(|d| d.ty.as_str()), Some("bool"));
+        assert_eq!(
+            protected.and_then(|d| d.doc.as_deref()),
+            Some("protected branch")
+        );
+        assert_eq!(protected.map(|d| d.span), Some((10, 36)));
+        assert_eq!(
+            index.declared.get("subject.repo").map(|d| d.ty.as_str()),
+            Some("any")
+        );
+        assert_eq!(
+            index
+                .declaration_of("context.pipeline.protected.x")
+                .map(|(p, _)| p),
+            Some("context.pipeline.protected")
+        );
+        assert!(index.declaration_of("context.pipeline").is_none());
     }
 }
