@@ -243,6 +243,20 @@ fn the_endpoint_answers_with_the_engine_and_bounds_its_input() {
         "{answer}"
     );
 
+    // Deep expressions, within the operator limit and past it: answered.
+    let deep = format!("permit if {}subject.attested;", "not ".repeat(500));
+    let answer = playground
+        .evaluate(&json!({"policy": deep, "request": "{\"subject\": {\"attested\": true}}"}))
+        .json();
+    assert_eq!(answer["diagnostics"], json!([]), "{answer}");
+    assert_eq!(answer["decision"]["decision"], "allow", "{answer}");
+    let deeper = format!("permit if {}subject.attested;", "not ".repeat(5000));
+    let answer = playground.evaluate(&json!({"policy": deeper})).json();
+    assert_eq!(
+        answer["diagnostics"][0]["code"], "writ::limits::expression_too_long",
+        "{answer}"
+    );
+
     // Bounds: size, type, shape.
     let huge = "x".repeat(2 * 1024 * 1024);
     playground

@@ -58,6 +58,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(addr: SocketAddr) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // The deepest expression the parser accepts needs up to 8 MiB of
+        // stack in a debug build (docs/security.md); evaluations run on
+        // the blocking threads, which get this too.
+        .thread_stack_size(8 * 1024 * 1024)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
