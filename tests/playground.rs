@@ -591,4 +591,7 @@ fn an_author_types_an_error_sees_the_diagnostic_fixes_it_and_sees_the_decision()
         "(() => { const img = document.querySelector('#tree img'); return !!img && img.complete && img.naturalWidth > 0; })()",
         "the drawn tree",
     );
+    // The address is a link to what was typed.
+    let linked = browser.eval("new URLSearchParams(location.hash.slice(1)).get('policy')");
+    assert_eq!(linked, json!(BROKEN.replace("internall", "internal")));
 }
