@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::server::{exchange, free_port, raw_post, Server, TempDir, BIN};
 use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
 
 /// A `writ playground` child on a loopback port, killed on drop.
 struct Playground {
@@ -400,117 +400,43 @@ impl Drop for Browser {
     }
 }
 
-/// `GET /json/list` on the DevTools port (which keeps the connection
-/// open, so the body is read by its length).
+/// `GET /json/list` on the DevTools port: the pages it can drive.
 fn devtools_targets(port: u16) -> Value {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    stream
-        .write_all(format!("GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
-        .expect("ask for the targets");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the reply's head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|n| n.trim().parse::<usize>().ok())
-        .expect("a Content-Length");
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).expect("the target list");
-    serde_json::from_slice(&body).expect("a JSON target list")
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
+        .call()
+        .expect("ask DevTools for its targets")
+        .body_mut()
+        .read_to_string()
+        .expect("the target list");
+    serde_json::from_str(&body).expect("a JSON target list")
 }
 
-/// A WebSocket to one DevTools target: text frames of JSON, client frames
-/// masked (RFC 6455), replies matched by id.
+/// A WebSocket to one DevTools target: JSON text messages, replies
+/// matched by id.
 struct DevTools {
-    stream: TcpStream,
+    socket: WebSocket<TcpStream>,
     next_id: u64,
 }
 
 impl DevTools {
     fn connect(port: u16, path: &str) -> DevTools {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
-        let handshake = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(handshake.as_bytes()).expect("handshake");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).expect("handshake reply");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
-        DevTools { stream, next_id: 0 }
-    }
-
-    fn send(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81u8];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [0x5a, 0x17, 0xc3, 0x8e];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).expect("send a frame");
+        let (socket, _) = tungstenite::client(format!("ws://127.0.0.1:{port}{path}"), stream)
+            .expect("the DevTools WebSocket handshake");
+        DevTools { socket, next_id: 0 }
     }
 
     fn receive(&mut self) -> String {
-        let mut message = Vec::new();
         loop {
-            let mut head = [0u8; 2];
-            self.stream.read_exact(&mut head).expect("a frame");
-            let fin = head[0] & 0x80 != 0;
-            let opcode = head[0] & 0x0f;
-            let length = match head[1] & 0x7f {
-                126 => {
-                    let mut n = [0u8; 2];
-                    self.stream.read_exact(&mut n).expect("length");
-                    u64::from(u16::from_be_bytes(n))
-                }
-                127 => {
-                    let mut n = [0u8; 8];
-                    self.stream.read_exact(&mut n).expect("length");
-                    u64::from_be_bytes(n)
-                }
-                n => u64::from(n),
-            };
-            let mut payload = vec![0u8; usize::try_from(length).expect("a frame size")];
-            self.stream.read_exact(&mut payload).expect("a payload");
-            match opcode {
-                0x0..=0x2 => message.extend_from_slice(&payload),
-                0x8 => panic!("DevTools closed the connection"),
-                // Ping: answer with the same payload; pong: nothing.
-                0x9 => {
-                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-                    pong.extend_from_slice(&payload);
-                    self.stream.write_all(&pong).expect("pong");
-                    continue;
-                }
+            match self.socket.read().expect("a DevTools message") {
+                Message::Text(text) => return text.to_string(),
+                Message::Binary(bytes) => return String::from_utf8(bytes.to_vec()).expect("UTF-8"),
+                Message::Close(_) => panic!("DevTools closed the connection"),
+                // Pings are answered by tungstenite on the next read.
                 _ => continue,
-            }
-            if fin {
-                return String::from_utf8(message).expect("UTF-8");
             }
         }
     }
@@ -520,7 +446,11 @@ impl DevTools {
     fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        self.send(&json!({"id": id, "method": method, "params": params}).to_string());
+        self.socket
+            .send(Message::text(
+                json!({"id": id, "method": method, "params": params}).to_string(),
+            ))
+            .expect("send to DevTools");
         loop {
             let reply: Value = serde_json::from_str(&self.receive()).expect("JSON from DevTools");
             if reply["id"] == id {
