@@ -525,6 +525,10 @@ const MAX_GROUP: usize = 256;
 /// The most group commits in flight at once in one process, each on a
 /// connection of its own. While one group waits for its commit to be
 /// flushed to disk, the next one is counted and decided.
+///
+/// Measured (docs/performance.md): one group at a time serializes the
+/// round trips and the disk flush; three spend more PostgreSQL CPU per
+/// grant on smaller groups for no more throughput than two.
 const FLUSHERS: usize = 2;
 
 /// One queued issuance.

@@ -60,10 +60,15 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let key = idempotency_key(&headers)?;
     // What the key is bound to: the body as parsed (so spacing does not
     // matter, but every field and value does, `credential_ref` included).
-    let request_digest = crate::hex::prefixed(
-        "sha256:",
-        &sha2::Sha256::digest(value.to_string().as_bytes()),
-    );
+    // Only a key is bound to anything: without one, nothing is hashed.
+    let request_digest = if key.is_some() {
+        crate::hex::prefixed(
+            "sha256:",
+            &sha2::Sha256::digest(value.to_string().as_bytes()),
+        )
+    } else {
+        String::new()
+    };
     let Value::Object(mut body) = value else {
         return Err(ApiError::invalid(
             "the request body must be a JSON object: a request (contract.md) and an optional `credential_ref`",
@@ -160,7 +165,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 return Verdict {
                     grant: None,
                     status: 200,
-                    body: String::from_utf8_lossy(&answer).into_owned(),
+                    body: utf8(answer),
                 };
             }
             let grant_json = Value::from(grant_id.clone()).to_string();
@@ -189,13 +194,16 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 redecision: None,
                 redecided_at: None,
             };
+            let mut body = Vec::with_capacity(answer.len() + grant_json.len() + 26);
+            body.extend_from_slice(b"{\"grant_id\":");
+            body.extend_from_slice(grant_json.as_bytes());
+            body.extend_from_slice(b",\"decision\":");
+            body.extend_from_slice(&answer);
+            body.push(b'}');
             Verdict {
                 grant: Some(grant),
                 status: 201,
-                body: format!(
-                    "{{\"grant_id\":{grant_json},\"decision\":{}}}",
-                    String::from_utf8_lossy(&answer)
-                ),
+                body: utf8(body),
             }
         }
     };
@@ -306,6 +314,13 @@ fn append_member(object: &mut Vec<u8>, name: &str, value: &str) {
     object.extend_from_slice(b"\":");
     object.extend_from_slice(value.as_bytes());
     object.push(b'}');
+}
+
+/// JSON text written by writ as a string, without a copy (it is always
+/// UTF-8; were it not, the invalid bytes would read as U+FFFD).
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 /// The `grant_id` in a stored `201` answer.
