@@ -285,7 +285,8 @@ pub struct Issue<'a> {
     /// A retry with the same key answers with the first answer.
     pub idempotency_key: Option<&'a str>,
     /// A digest of the request, stored with the idempotency key: the same key
-    /// with another digest is refused ([`Issued::key_reused`]).
+    /// with another digest is refused ([`Issued::key_reused`]). Only read
+    /// with a key (`/v1/grants` leaves it empty without one).
     pub request_digest: &'a str,
     /// The id the grant gets on allow.
     pub grant_id: &'a str,

@@ -56,9 +56,10 @@ pub enum FeedRead {
     },
 }
 
-/// The newest of two UUIDv7 grant ids' times, as the prefix of an id:
-/// every grant id whose time is earlier than `ms` sorts before it (a
-/// UUIDv7 starts with its Unix millisecond time in hexadecimal).
+/// The first 13 characters of a UUIDv7 made at `ms` (Unix milliseconds):
+/// a UUIDv7 starts with its time in hexadecimal, so every grant id made
+/// earlier sorts before this text, and every one made at `ms` or later
+/// after it.
 fn id_bound(ms: i64) -> String {
     let ms = u64::try_from(ms.max(0)).unwrap_or(0);
     format!("{:08x}-{:04x}", (ms >> 16) & 0xffff_ffff, ms & 0xffff)
@@ -314,6 +315,32 @@ impl Ledger {
             Ok(FeedRead::Pruned { after, pruned_to })
         } else {
             Ok(FeedRead::Rows(rows))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_bound;
+
+    /// A UUIDv7 made at `ms`.
+    fn made_at(ms: u64) -> String {
+        let nanos = u32::try_from((ms % 1000) * 1_000_000).expect("under a second");
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000,
+            nanos,
+        ))
+        .to_string()
+    }
+
+    #[test]
+    fn the_bound_sorts_after_earlier_ids_and_before_the_others() {
+        for ms in [1_800_000_123_456_u64, 1_700_000_000_000, 1_765_432_109_999] {
+            let bound = id_bound(i64::try_from(ms).expect("fits"));
+            assert!(made_at(ms - 1) < bound, "{ms}");
+            assert!(made_at(ms) > bound, "{ms}");
+            assert!(made_at(ms + 1) > bound, "{ms}");
         }
     }
 }
