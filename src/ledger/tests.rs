@@ -1085,11 +1085,23 @@ async fn a_delivery_cursor_moves_by_compare_and_set() {
     }
 }
 
+/// Drops the schema [`isolated_postgres`] made for `name`'s test.
+async fn drop_isolated(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("the schema goes");
+}
+
 /// A PostgreSQL ledger URL of a schema of its own in the test database
 /// (created here; selected through the URL's `options`), so that a test
 /// that moves its clock days ahead and sweeps sees, and deletes, no other
-/// test's rows.
-async fn isolated_postgres(url: &str, name: &str) -> String {
+/// test's rows; and the schema's name.
+async fn isolated_postgres(url: &str, name: &str) -> (String, String) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL answers");
@@ -1100,7 +1112,10 @@ async fn isolated_postgres(url: &str, name: &str) -> String {
         .await
         .expect("a schema of its own");
     let join = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{join}options=-c%20search_path%3D{schema}")
+    (
+        format!("{url}{join}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
 }
 
 /// Retention: a sweep deletes the grants expired or revoked longer ago
@@ -1119,8 +1134,12 @@ async fn a_sweep_deletes_what_is_older_than_the_retention_and_keeps_the_rest() {
         Arc::new(move || wall.load(Ordering::SeqCst))
     };
     let mut targets = vec![sqlite_path("retention")];
-    if let Some(url) = postgres_url("retention") {
-        targets.push(isolated_postgres(&url, "retention").await);
+    let base = postgres_url("retention");
+    let mut schema = None;
+    if let Some(url) = &base {
+        let (isolated, name) = isolated_postgres(url, "retention").await;
+        targets.push(isolated);
+        schema = Some(name);
     }
     for target in targets {
         let ledger = Ledger::open_with_clock(&target, clock.clone())
@@ -1255,5 +1274,8 @@ async fn a_sweep_deletes_what_is_older_than_the_retention_and_keeps_the_rest() {
             FeedRead::Rows(Vec::new()),
             "{kind}"
         );
+    }
+    if let (Some(url), Some(schema)) = (&base, &schema) {
+        drop_isolated(url, schema).await;
     }
 }
