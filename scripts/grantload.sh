@@ -136,7 +136,7 @@ run() {
     rm -f "$tmp"/writ.db*
     ledger="$tmp/writ.db"
   else
-    psql_load -c "DROP TABLE IF EXISTS writ_grants, writ_subjects, writ_idempotency, writ_migrations" >/dev/null 2>&1
+    psql_load -c "DROP TABLE IF EXISTS writ_grants, writ_subjects, writ_idempotency, writ_revocations, writ_feed_head, writ_deliveries, writ_migrations" >/dev/null 2>&1
     ledger="$pg_url"
   fi
   if [ "$log" = on ]; then

@@ -303,6 +303,11 @@ struct ServeArgs {
     /// (`context.recent_issuances`).
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     repeat_window: std::time::Duration,
+    /// How long the ledger keeps grants past their expiry or revocation,
+    /// stored idempotent answers and revocation feed rows before a
+    /// periodic sweep deletes them (docs/lifecycle.md, "Retention").
+    #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
+    retention: std::time::Duration,
     /// Push every revocation and narrowing of the ledger's feed to this
     /// URL as a Security Event Token (RFC 8417, CAEP event types), retried
     /// until acknowledged (docs/lifecycle.md). A bearer token for it is
@@ -544,6 +549,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.pin_workers = args.pin_workers;
             config.ledger = args.ledger;
             config.repeat_window = args.repeat_window;
+            config.retention = args.retention;
             config.webhook = args.revocation_webhook.map(|url| {
                 let mut webhook = crate::server::webhook::WebhookConfig::new(&url);
                 webhook.key = args.webhook_key;

@@ -588,3 +588,191 @@ fn a_waiting_feed_read_sees_another_replicas_revocation() {
         "{rows:?}"
     );
 }
+
+/// A compact JWS as a workload token (header `{"alg":"RS256","typ":"JWT"}`);
+/// its signature part is text no other field holds.
+const WORKLOAD_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ3b3JrbG9hZCJ9.d29ya2xvYWQtc2lnbmF0dXJlLXNlY3JldA";
+/// A compact JWS as an approval token no approval issuer verified.
+const APPROVAL_TOKEN: &str =
+    "eyJhbGciOiJFUzI1NiJ9.eyJhcHByb3ZlciI6ImFsaWNlIn0.YXBwcm92YWwtc2lnbmF0dXJlLXNlY3JldA";
+
+/// What the PostgreSQL ledger holds about `grant_id` and `key`: the grant's
+/// row and the stored answer's row, as text.
+fn postgres_rows(url: &str, grant_id: &str, key: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL answers");
+        tokio::spawn(connection);
+        let grant = client
+            .query_one(
+                "SELECT g::text FROM writ_grants AS g WHERE grant_id = $1",
+                &[&grant_id],
+            )
+            .await
+            .expect("the grant's row");
+        let answer = client
+            .query_one(
+                "SELECT i::text FROM writ_idempotency AS i WHERE idempotency_key = $1",
+                &[&key],
+            )
+            .await
+            .expect("the stored answer's row");
+        format!(
+            "{}\n{}",
+            grant.get::<_, String>(0),
+            answer.get::<_, String>(0)
+        )
+    })
+}
+
+/// The stored request keeps no bearer token: the workload token and an
+/// (unverified) approval token are kept as digests, never as text, in the
+/// grant and in the answer stored under the idempotency key; a re-decision
+/// of the recorded request decides as the first decision did (the policy
+/// here revokes the grant when the token or the approval is missing).
+fn tokens_are_not_kept(ledger: &str, name: &str, read_back: &dyn Fn(&str, &str) -> String) {
+    let dir = Arc::new(TempDir::new(name));
+    let who = unique_subject(name);
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).expect("policy dir");
+    std::fs::write(
+        policies.join("p.writ"),
+        format!(
+            "{POLICY}\n@id(\"token.needed\")\nforbid if subject.id == \"{who}\" and not (subject has token and context has approval) because \"no token\";\n"
+        ),
+    )
+    .expect("policy");
+    let server = Server::start(
+        &["--policy", &policies.to_string_lossy(), "--ledger", ledger],
+        &dir,
+    );
+    let mut body = deploy(&who, "run-tokens");
+    body["subject"]["token"] = json!(WORKLOAD_TOKEN);
+    body["context"]["approval"] = json!(APPROVAL_TOKEN);
+    let key = format!("key-{who}");
+    let reply = request(
+        server.port,
+        "POST",
+        "/v1/grants",
+        Some(body.to_string().as_bytes()),
+        &[("Idempotency-Key", &key)],
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.json()["grant_id"]
+        .as_str()
+        .expect("grant_id")
+        .to_owned();
+    let kept = grant(&server, &id);
+    let digest = |value: &Value| {
+        value
+            .as_str()
+            .is_some_and(|text| text.starts_with("redacted:sha256:") && text.len() == 80)
+    };
+    assert!(digest(&kept["request"]["subject"]["token"]), "{kept}");
+    assert!(digest(&kept["request"]["context"]["approval"]), "{kept}");
+    let stored = read_back(&id, &key);
+    for secret in [WORKLOAD_TOKEN, APPROVAL_TOKEN] {
+        let signature = secret.rsplit('.').next().expect("a signature");
+        assert!(!stored.contains(signature), "{name}: {secret} kept");
+    }
+    assert!(stored.contains("redacted:sha256:"), "{name}: {stored}");
+
+    let reply = server.post("/v1/grants/recheck", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let after = grant(&server, &id);
+    assert_eq!(after["state"], "live", "{after}");
+    assert_eq!(after["narrowed"], false, "{after}");
+    assert_eq!(after["redecision"], Value::Null, "{after}");
+}
+
+#[test]
+fn tokens_are_not_kept_on_sqlite() {
+    let dir = Arc::new(TempDir::new("tokens-sqlite-file"));
+    let file = dir.file("writ.db");
+    let path = file.to_string_lossy().into_owned();
+    let read_back = |_: &str, _: &str| {
+        // The whole file, its write-ahead log included.
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| std::fs::read(format!("{path}{suffix}")).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    tokens_are_not_kept(&path, "tokens-sqlite", &read_back);
+}
+
+#[test]
+fn tokens_are_not_kept_on_postgres() {
+    if let Some(url) = postgres_url("tokens_are_not_kept_on_postgres") {
+        let read_back = |id: &str, key: &str| postgres_rows(&url, id, key);
+        tokens_are_not_kept(&url, "tokens-postgres", &read_back);
+    }
+}
+
+/// With `--retention`, the feed's rows older than it are deleted: a read
+/// from before them is `410 Gone`, naming the oldest cursor kept and where
+/// to resume, never the rows after the gap as if nothing was missed.
+#[test]
+fn a_read_from_before_the_retention_is_gone() {
+    let dir = Arc::new(TempDir::new("retention"));
+    let file = dir.file("writ.db");
+    let ledger = file.to_string_lossy().into_owned();
+    let server = Server::start(&["--ledger", &ledger, "--retention", "1s"], &dir);
+    let who = unique_subject("retention");
+    let reply = server.post("/v1/grants", &deploy_for(&who).to_string());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.json()["grant_id"]
+        .as_str()
+        .expect("grant_id")
+        .to_owned();
+    let reply = request(
+        server.port,
+        "DELETE",
+        &format!("/v1/grants/{id}"),
+        None,
+        &[],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(feed_since(&server, "0").len(), 1);
+    // The sweep runs every second; the row is older than 1 s after it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        let reply = server.get("/v1/revocations?after=0");
+        if reply.status == 410 {
+            break reply.json();
+        }
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(Instant::now() < deadline, "never pruned: {}", reply.body);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(gone["error"]["code"], "feed_pruned", "{gone}");
+    assert_eq!(gone["oldest"], "2", "{gone}");
+    assert_eq!(gone["next"], "1", "{gone}");
+    let message = gone["error"]["message"].as_str().expect("message");
+    assert!(message.contains("after=1"), "{message}");
+    // Resuming where it says reads on, with nothing pruned after it.
+    let reply = server.get("/v1/revocations?after=1");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["revocations"], json!([]), "{}", reply.body);
+    // The revoked grant is still within the repeat window (1 h): kept.
+    let reply = server.get(&format!("/v1/grants/{id}"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
+fn a_retention_under_a_second_is_refused() {
+    let (code, stderr) = start_refused(&[
+        "--ledger",
+        "/nonexistent/never-opened.db",
+        "--retention",
+        "0s",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--retention"), "{stderr}");
+}

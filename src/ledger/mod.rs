@@ -14,7 +14,10 @@
 mod deliveries;
 mod postgres;
 pub mod redecide;
+mod retention;
 mod sqlite;
+
+pub use retention::{FeedRead, Swept};
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use time::OffsetDateTime;
 
 /// The versioned migrations, in order: (version, name, SQL). The SQL is
 /// common to SQLite and PostgreSQL.
-pub(crate) const MIGRATIONS: [(i64, &str, &str); 4] = [
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 5] = [
     (1, "grants", include_str!("migrations/0001_grants.sql")),
     (
         2,
@@ -45,10 +48,15 @@ pub(crate) const MIGRATIONS: [(i64, &str, &str); 4] = [
         "deliveries",
         include_str!("migrations/0004_deliveries.sql"),
     ),
+    (
+        5,
+        "retention",
+        include_str!("migrations/0005_retention.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +285,8 @@ pub struct Issue<'a> {
     /// A retry with the same key answers with the first answer.
     pub idempotency_key: Option<&'a str>,
     /// A digest of the request, stored with the idempotency key: the same key
-    /// with another digest is refused ([`Issued::key_reused`]).
+    /// with another digest is refused ([`Issued::key_reused`]). Only read
+    /// with a key (`/v1/grants` leaves it empty without one).
     pub request_digest: &'a str,
     /// The id the grant gets on allow.
     pub grant_id: &'a str,

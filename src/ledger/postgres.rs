@@ -1,7 +1,7 @@
 //! The PostgreSQL store: a small connection pool (deadpool) over
 //! tokio-postgres. Count and record run in one transaction that first
-//! takes the subject's row in `writ_subjects` with `SELECT ... FOR UPDATE`:
-//! concurrent issuances for one subject, from any replica, wait for each
+//! takes the subject's row in `writ_subjects` (an upsert whose no-op update
+//! locks it, as `SELECT ... FOR UPDATE` would): concurrent issuances for one subject, from any replica, wait for each
 //! other, and each counts the grants the previous ones committed (under
 //! READ COMMITTED every statement sees what committed before it began; under
 //! SERIALIZABLE, as on CockroachDB, a conflict aborts with 40001 and the
@@ -19,8 +19,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::{
-    insert_sql, json_column, list_query, now_ms, window_ms, Action, Applied, Change, FeedEntry,
-    FeedKind, Filter, Grant, Issue, Issued, LedgerError, Param, Verdict, FEED_COLUMNS, MIGRATIONS,
+    json_column, list_query, now_ms, window_ms, Action, Applied, Change, FeedEntry, FeedKind,
+    Filter, Grant, Issue, Issued, LedgerError, Param, Verdict, FEED_COLUMNS, MIGRATIONS,
     READ_COLUMNS, SCHEMA_VERSION,
 };
 
@@ -184,19 +184,21 @@ impl Postgres {
         Ok(())
     }
 
-    /// Counts and records in a group commit. The issuance is queued; one
-    /// task at a time takes the queued issuances (at most one per subject
-    /// and per idempotency key: the others wait for the next group) and
-    /// runs them in one transaction of two round trips, its statements
-    /// pipelined (sent together, run by the server one after the other)
-    /// and prepared once per connection. The first round trip begins and,
-    /// subject by subject in sorted order, takes the subject's counter row
-    /// `FOR UPDATE`, looks the key up and counts; each `decide` runs; the
-    /// second records the grants and answers and commits; only then is
-    /// each issuance answered. Each count is a statement of its own after
-    /// its lock, so under READ COMMITTED it sees every grant committed by
-    /// the transactions (of this replica or another) that held the lock
-    /// before; locking in sorted order keeps two groups from deadlocking.
+    /// Counts and records in a group commit. The issuance is queued; up to
+    /// [`FLUSHERS`] tasks at a time each take the queued issuances (at most
+    /// one per subject and per idempotency key, none of a group in flight:
+    /// the others wait for the next group) and run them in one transaction
+    /// of two round trips, a few statements each whatever the group's size
+    /// (the group's rows go as arrays, `unnest`ed), pipelined and prepared
+    /// once per connection. The first round trip begins, creates and locks
+    /// the group's subjects' counter rows in sorted order (one upsert),
+    /// counts each subject's grants in its window (one statement, after
+    /// the locks, so under READ COMMITTED it sees every grant committed by
+    /// the transactions, of this replica or another, that held a lock
+    /// before) and looks the keys up; each `decide` runs; the second
+    /// records the grants and the answers and commits; only then is each
+    /// issuance answered. Locking in sorted order keeps two groups from
+    /// deadlocking.
     pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
     where
         F: Fn(u64) -> Verdict + Send + Sync + 'static,
@@ -218,7 +220,7 @@ impl Postgres {
                 .lock()
                 .map_err(|_| unavailable("a previous issuance panicked"))?;
             queue.jobs.push(job);
-            !std::mem::replace(&mut queue.flushing, true)
+            queue.start_flusher()
         };
         if start {
             drop(tokio::spawn(flush(self.pool.clone(), self.queue.clone())));
@@ -479,20 +481,22 @@ fn read_feed(row: &tokio_postgres::Row) -> Result<FeedEntry, LedgerError> {
     })
 }
 
-/// Creates the subject's counter row if it has none.
-const ADD_SUBJECT: &str = "INSERT INTO writ_subjects (subject_id, issued) VALUES ($1, 0) ON CONFLICT (subject_id) DO NOTHING";
-/// Locks the subject's counter row until the transaction ends.
-const LOCK_SUBJECT: &str = "SELECT issued FROM writ_subjects WHERE subject_id = $1 FOR UPDATE";
-/// The subject's grants issued within the window.
-const COUNT_GRANTS: &str =
-    "SELECT COUNT(*) FROM writ_grants WHERE subject_id = $1 AND issued_at > $2";
-/// The answer stored for an idempotency key.
-const FIND_KEY: &str =
-    "SELECT status, body, request_digest FROM writ_idempotency WHERE idempotency_key = $1";
-/// Counts a recorded grant on the subject's row.
-const BUMP_SUBJECT: &str = "UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = $1";
-/// Stores the answer under its idempotency key.
-const STORE_KEY: &str = "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) VALUES ($1, $2, $3, $4, $5)";
+/// Creates the group's subjects' counter rows where missing and locks every
+/// one of them until the transaction ends, in sorted order (an upsert takes
+/// its rows in the order they come; the no-op update is what locks a row
+/// that exists, as `SELECT ... FOR UPDATE` would). One statement per group.
+const LOCK_SUBJECTS: &str = "INSERT INTO writ_subjects (subject_id, issued) SELECT s, 0 FROM unnest($1::TEXT[]) AS v(s) ORDER BY s ON CONFLICT (subject_id) DO UPDATE SET issued = writ_subjects.issued";
+/// Each subject's grants issued within its window, in the arrays' order.
+/// A statement of its own, after [`LOCK_SUBJECTS`]: under READ COMMITTED
+/// its snapshot is taken once every lock is held, so it sees the grants of
+/// every transaction that held a lock before.
+const COUNT_GRANTS: &str = "SELECT (SELECT COUNT(*) FROM writ_grants AS g WHERE g.subject_id = v.s AND g.issued_at > v.since) FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS v(s, since, n) ORDER BY v.n";
+/// The answers stored for the group's idempotency keys.
+const FIND_KEYS: &str = "SELECT idempotency_key, status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ANY($1::TEXT[])";
+/// Records the group's grants (not revoked, not narrowed: the defaults).
+const INSERT_GRANTS: &str = "INSERT INTO writ_grants (grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref) SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[])";
+/// Stores the group's answers under their keys.
+const STORE_KEYS: &str = "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) SELECT * FROM unnest($1::TEXT[], $2::INTEGER[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])";
 
 /// A pooled connection in the middle of a transaction: dropped without
 /// [`Discard::keep`], the connection is closed rather than returned to the
@@ -518,6 +522,15 @@ impl Drop for Discard {
 /// The most issuances one group commit takes.
 const MAX_GROUP: usize = 256;
 
+/// The most group commits in flight at once in one process, each on a
+/// connection of its own. While one group waits for its commit to be
+/// flushed to disk, the next one is counted and decided.
+///
+/// Measured (docs/performance.md): one group at a time serializes the
+/// round trips and the disk flush; three spend more PostgreSQL CPU per
+/// grant on smaller groups for no more throughput than two.
+const FLUSHERS: usize = 2;
+
 /// One queued issuance.
 struct Job {
     subject: String,
@@ -533,26 +546,69 @@ struct Job {
 #[derive(Default)]
 pub(crate) struct Queue {
     jobs: Vec<Job>,
-    /// A task is draining the queue: a new issuance only queues.
-    flushing: bool,
+    /// Tasks draining the queue (at most [`FLUSHERS`]).
+    flushers: usize,
+    /// The subjects of the groups in flight: an issuance for one of them
+    /// waits for that group to end (it must count that group's grant).
+    busy_subjects: std::collections::HashSet<String>,
+    /// The idempotency keys of the groups in flight.
+    busy_keys: std::collections::HashSet<String>,
 }
 
-/// Commits the queued issuances, a group at a time, until none is left.
+impl Queue {
+    /// Whether another task should start draining (it then counts as one).
+    pub(crate) fn start_flusher(&mut self) -> bool {
+        let start = self.flushers < FLUSHERS;
+        if start {
+            self.flushers += 1;
+        }
+        start
+    }
+
+    /// The group's subjects and keys are free again.
+    fn release(&mut self, busy: &[(String, Option<String>)]) {
+        for (subject, key) in busy {
+            self.busy_subjects.remove(subject);
+            if let Some(key) = key {
+                self.busy_keys.remove(key);
+            }
+        }
+    }
+}
+
+/// Commits the queued issuances, a group at a time, until none it can take
+/// is left (the others wait for a group in flight, whose task takes them).
 async fn flush(pool: Pool, queue: Arc<Mutex<Queue>>) {
-    let _unwinding = Unwinding(queue.clone());
+    let mut unwinding = Unwinding {
+        queue: queue.clone(),
+        busy: Vec::new(),
+    };
     loop {
         let group = match queue.lock() {
-            Ok(mut queue) if queue.jobs.is_empty() => {
-                queue.flushing = false;
-                return;
+            Ok(mut queue) => {
+                let group = take_group(&mut queue);
+                if group.is_empty() {
+                    queue.flushers = queue.flushers.saturating_sub(1);
+                    unwinding.busy.clear();
+                    return;
+                }
+                group
             }
-            Ok(mut queue) => take_group(&mut queue.jobs),
             // Only a panic under the lock poisons it, and nothing that can
             // panic runs under it; should it happen, the queued callers see
             // their answer dropped.
             Err(_) => return,
         };
-        match retry("recording the grants", || commit_group(&pool, &group)).await {
+        unwinding.busy = group
+            .iter()
+            .map(|job| (job.subject.clone(), job.key.clone()))
+            .collect();
+        let result = retry("recording the grants", || commit_group(&pool, &group)).await;
+        if let Ok(mut queue) = queue.lock() {
+            queue.release(&unwinding.busy);
+        }
+        unwinding.busy.clear();
+        match result {
             Ok(answers) => {
                 for (job, answer) in group.into_iter().zip(answers) {
                     // A caller that went away is not an error: its grant is
@@ -569,59 +625,104 @@ async fn flush(pool: Pool, queue: Arc<Mutex<Queue>>) {
     }
 }
 
-/// Should the flushing task panic (a `decide` that panics), its group's
-/// callers see their answers dropped, and the next issuance starts a new
+/// Should a flushing task panic (a `decide` that panics), its group's
+/// callers see their answers dropped, its subjects and keys are released,
+/// and it no longer counts as a flusher, so the next issuance starts a new
 /// task rather than queueing behind one that is gone.
-struct Unwinding(Arc<Mutex<Queue>>);
+struct Unwinding {
+    queue: Arc<Mutex<Queue>>,
+    busy: Vec<(String, Option<String>)>,
+}
 
 impl Drop for Unwinding {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            if let Ok(mut queue) = self.0.lock() {
-                queue.flushing = false;
+            if let Ok(mut queue) = self.queue.lock() {
+                queue.release(&self.busy);
+                queue.flushers = queue.flushers.saturating_sub(1);
             }
         }
     }
 }
 
-/// Takes from `jobs`, in arrival order, at most [`MAX_GROUP`] issuances
-/// with no subject and no idempotency key twice (a second one for the same
-/// subject must count the first one's grant, so it waits for the next
-/// group), sorted by subject (the order the rows are locked in).
-fn take_group(jobs: &mut Vec<Job>) -> Vec<Job> {
-    let mut subjects = std::collections::HashSet::new();
-    let mut keys = std::collections::HashSet::new();
+/// Takes from the queue, in arrival order, at most [`MAX_GROUP`]
+/// issuances with no subject and no idempotency key twice nor in a group
+/// in flight (a second one for the same subject must count the first one's
+/// grant, so it waits for the next group), marks their subjects and keys
+/// busy, and sorts them by subject (the order the rows are locked in).
+fn take_group(queue: &mut Queue) -> Vec<Job> {
     let mut group = Vec::new();
     let mut rest = Vec::new();
-    for job in jobs.drain(..) {
+    for job in queue.jobs.drain(..) {
         let fresh = group.len() < MAX_GROUP
-            && !subjects.contains(&job.subject)
-            && !job.key.as_ref().is_some_and(|key| keys.contains(key));
+            && !queue.busy_subjects.contains(&job.subject)
+            && !job
+                .key
+                .as_ref()
+                .is_some_and(|key| queue.busy_keys.contains(key));
         if fresh {
-            subjects.insert(job.subject.clone());
+            queue.busy_subjects.insert(job.subject.clone());
             if let Some(key) = &job.key {
-                keys.insert(key.clone());
+                queue.busy_keys.insert(key.clone());
             }
             group.push(job);
         } else {
             rest.push(job);
         }
     }
-    *jobs = rest;
+    queue.jobs = rest;
     group.sort_by(|a, b| a.subject.cmp(&b.subject));
     group
 }
 
-/// What the first round trip found for one issuance.
-enum Found {
-    /// The answer stored for its key.
-    Stored(Issued),
-    /// The count of the subject's grants in the window.
-    Count(i64),
+/// The group's grants as arrays, one per column of [`INSERT_GRANTS`].
+#[derive(Default)]
+struct GrantColumns<'a> {
+    grant_id: Vec<&'a str>,
+    decision_id: Vec<&'a str>,
+    policy_digest: Vec<&'a str>,
+    subject_id: Vec<&'a str>,
+    task_id: Vec<Option<&'a str>>,
+    request: Vec<String>,
+    scope: Vec<String>,
+    ttl: Vec<i64>,
+    issued_at: Vec<i64>,
+    expires_at: Vec<i64>,
+    obligations: Vec<String>,
+    credential_ref: Vec<Option<&'a str>>,
 }
 
-/// One attempt at a group: one transaction, two round trips; the answers
-/// in the group's order.
+impl<'a> GrantColumns<'a> {
+    fn push(&mut self, g: &'a Grant) {
+        self.grant_id.push(&g.grant_id);
+        self.decision_id.push(&g.decision_id);
+        self.policy_digest.push(&g.policy_digest);
+        self.subject_id.push(&g.subject_id);
+        self.task_id.push(g.task_id.as_deref());
+        self.request.push(g.request.to_string());
+        self.scope
+            .push(serde_json::Value::from(g.scope.clone()).to_string());
+        self.ttl.push(i64::try_from(g.ttl).unwrap_or(i64::MAX));
+        self.issued_at.push(g.issued_at);
+        self.expires_at.push(g.expires_at);
+        self.obligations.push(g.obligations.to_string());
+        self.credential_ref.push(g.credential_ref.as_deref());
+    }
+}
+
+/// The group's answers to store under their keys, as arrays.
+#[derive(Default)]
+struct KeyColumns<'a> {
+    key: Vec<&'a str>,
+    status: Vec<i32>,
+    body: Vec<&'a str>,
+    created_at: Vec<i64>,
+    digest: Vec<&'a str>,
+}
+
+/// One attempt at a group: one transaction of two round trips, a few
+/// statements each whatever the group's size (its rows passed as arrays);
+/// the answers in the group's order.
 async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure> {
     let client = pool.get().await.map_err(pool_error)?;
     // Until the transaction is over, a failure closes the connection
@@ -631,139 +732,143 @@ async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure
     let Some(client) = guard.0.as_ref() else {
         return Err(Failure::Fail(unavailable("no connection")));
     };
-    let prepare =
-        |sql: String| async move { client.prepare_cached(&sql).await.map_err(|e| classify(&e)) };
-    let add_subject = prepare(ADD_SUBJECT.to_owned()).await?;
-    let lock_subject = prepare(LOCK_SUBJECT.to_owned()).await?;
-    let count_grants = prepare(COUNT_GRANTS.to_owned()).await?;
-    let find_key = prepare(FIND_KEY.to_owned()).await?;
-    let insert_grant = prepare(insert_sql('$')).await?;
-    let bump_subject = prepare(BUMP_SUBJECT.to_owned()).await?;
-    let store_key = prepare(STORE_KEY.to_owned()).await?;
+    let prepare = |sql: &'static str| async move {
+        client.prepare_cached(sql).await.map_err(|e| classify(&e))
+    };
+    let (lock_subjects, count_grants, find_keys, insert_grants, store_keys) = tokio::try_join!(
+        prepare(LOCK_SUBJECTS),
+        prepare(COUNT_GRANTS),
+        prepare(FIND_KEYS),
+        prepare(INSERT_GRANTS),
+        prepare(STORE_KEYS),
+    )?;
 
-    // Round trip 1: begin; per subject, in order: create and lock its row,
-    // look its key up, count.
-    let mut first: Vec<Pending<'_, Option<Found>>> = Vec::with_capacity(group.len() + 1);
-    first.push(Box::pin(async {
-        client.batch_execute("BEGIN").await.map(|()| None)
-    }));
-    for job in group {
-        let (add, lock, count, find) = (&add_subject, &lock_subject, &count_grants, &find_key);
-        first.push(Box::pin(async move {
-            let subject: [&(dyn ToSql + Sync); 1] = [&job.subject];
-            let window: [&(dyn ToSql + Sync); 2] = [&job.subject, &job.since];
-            let key: Option<[&(dyn ToSql + Sync); 1]> = job.key.as_ref().map(|k| [k as _]);
-            let (added, locked, stored, counted) = tokio::join!(
-                client.execute(add, &subject),
-                client.query_one(lock, &subject),
-                async {
-                    match &key {
-                        Some(key) => client.query_opt(find, key).await,
-                        None => Ok(None),
-                    }
-                },
-                client.query_one(count, &window),
-            );
-            added?;
-            locked?;
-            if let Some(row) = stored? {
-                let first: Option<String> = row.get(2);
-                if first.is_some_and(|first| first != job.digest) {
-                    return Ok(Some(Found::Stored(Issued::key_reused())));
-                }
-                let status: i32 = row.get(0);
-                return Ok(Some(Found::Stored(Issued {
-                    status: u16::try_from(status).unwrap_or(500),
-                    body: row.get(1),
-                    replayed: true,
-                    key_reused: false,
-                })));
-            }
-            Ok(Some(Found::Count(counted?.get(0))))
-        }));
+    // Round trip 1: begin; create and lock the subjects' rows; count; look
+    // the keys up.
+    let subjects: Vec<&str> = group.iter().map(|job| job.subject.as_str()).collect();
+    let since: Vec<i64> = group.iter().map(|job| job.since).collect();
+    let keys: Vec<&str> = group.iter().filter_map(|job| job.key.as_deref()).collect();
+    let mut first: Vec<Pending<'_, Vec<tokio_postgres::Row>>> = vec![
+        Box::pin(async { client.batch_execute("BEGIN").await.map(|()| Vec::new()) }),
+        Box::pin(async {
+            client
+                .execute(&lock_subjects, &[&subjects])
+                .await
+                .map(|_| Vec::new())
+        }),
+        Box::pin(async { client.query(&count_grants, &[&subjects, &since]).await }),
+    ];
+    if !keys.is_empty() {
+        first.push(Box::pin(async { client.query(&find_keys, &[&keys]).await }));
     }
-    let mut found = Vec::with_capacity(group.len());
+    let mut results = Vec::with_capacity(first.len());
     // The first failure is the cause; the later statements of the pipeline
     // only report that the transaction is aborted.
     for result in join_all(first).await {
-        if let Some(one) = result.map_err(|e| classify(&e))? {
-            found.push(one);
-        }
+        results.push(result.map_err(|e| classify(&e))?);
+    }
+    let mut results = results.into_iter().skip(2);
+    let counts = results.next().unwrap_or_default();
+    let mut stored = std::collections::HashMap::new();
+    for row in results.next().unwrap_or_default() {
+        let key: String = row.try_get(0).map_err(|e| classify(&e))?;
+        stored.insert(key, row);
+    }
+    if counts.len() != group.len() {
+        return Err(Failure::Fail(unavailable(format!(
+            "counted {} subjects of {}",
+            counts.len(),
+            group.len()
+        ))));
     }
 
     // Each decision, in turn.
     let mut answers = Vec::with_capacity(group.len());
     let mut verdicts = Vec::with_capacity(group.len());
-    for (job, found) in group.iter().zip(found) {
-        match found {
-            Found::Stored(issued) => {
-                answers.push(Some(issued));
-                verdicts.push(None);
-            }
-            Found::Count(count) => {
-                answers.push(None);
-                verdicts.push(Some((job.decide)(u64::try_from(count).unwrap_or(0))));
-            }
+    for (job, count) in group.iter().zip(&counts) {
+        if let Some(row) = job.key.as_ref().and_then(|key| stored.get(key)) {
+            let first: Option<String> = row.try_get(3).map_err(|e| classify(&e))?;
+            let issued = if first.is_some_and(|first| first != job.digest) {
+                Issued::key_reused()
+            } else {
+                let status: i32 = row.try_get(1).map_err(|e| classify(&e))?;
+                Issued {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row.try_get(2).map_err(|e| classify(&e))?,
+                    replayed: true,
+                    key_reused: false,
+                }
+            };
+            answers.push(Some(issued));
+            verdicts.push(None);
+        } else {
+            let count: i64 = count.try_get(0).map_err(|e| classify(&e))?;
+            answers.push(None);
+            verdicts.push(Some((job.decide)(u64::try_from(count).unwrap_or(0))));
         }
     }
 
     // Round trip 2: the grants, the answers under their keys, commit.
-    let mut second: Vec<Pending<'_, ()>> = Vec::with_capacity(group.len() + 1);
+    let mut grants = GrantColumns::default();
+    let mut stores = KeyColumns::default();
     for (job, verdict) in group.iter().zip(&verdicts) {
         let Some(verdict) = verdict else {
             continue;
         };
-        let (insert, bump, store) = (&insert_grant, &bump_subject, &store_key);
-        second.push(Box::pin(async move {
-            let status = i32::from(verdict.status);
-            let record = async {
-                let Some(g) = &verdict.grant else {
-                    return Ok(());
-                };
-                let request = g.request.to_string();
-                let scope = serde_json::Value::from(g.scope.clone()).to_string();
-                let ttl = i64::try_from(g.ttl).unwrap_or(i64::MAX);
-                let obligations = g.obligations.to_string();
-                let narrowed = i32::from(g.narrowed);
-                let values: [&(dyn ToSql + Sync); 16] = [
-                    &g.grant_id,
-                    &g.decision_id,
-                    &g.policy_digest,
-                    &g.subject_id,
-                    &g.task_id,
-                    &request,
-                    &scope,
-                    &ttl,
-                    &g.issued_at,
-                    &g.expires_at,
-                    &obligations,
-                    &g.credential_ref,
-                    &g.revoked_at,
-                    &g.revoked_by,
-                    &g.reason,
-                    &narrowed,
-                ];
-                let subject: [&(dyn ToSql + Sync); 1] = [&job.subject];
-                let (inserted, bumped) = tokio::join!(
-                    client.execute(insert, &values),
-                    client.execute(bump, &subject),
-                );
-                inserted.and(bumped).map(|_| ())
-            };
-            let remember = async {
-                match &job.key {
-                    Some(key) => client
-                        .execute(store, &[key, &status, &verdict.body, &job.now, &job.digest])
-                        .await
-                        .map(|_| ()),
-                    None => Ok(()),
-                }
-            };
-            let (recorded, remembered) = tokio::join!(record, remember);
-            recorded.and(remembered)
+        if let Some(grant) = &verdict.grant {
+            grants.push(grant);
+        }
+        if let Some(key) = &job.key {
+            stores.key.push(key);
+            stores.status.push(i32::from(verdict.status));
+            stores.body.push(&verdict.body);
+            stores.created_at.push(job.now);
+            stores.digest.push(&job.digest);
+        }
+    }
+    let mut second: Vec<Pending<'_, u64>> = Vec::with_capacity(3);
+    if !grants.grant_id.is_empty() {
+        second.push(Box::pin(async {
+            client
+                .execute(
+                    &insert_grants,
+                    &[
+                        &grants.grant_id,
+                        &grants.decision_id,
+                        &grants.policy_digest,
+                        &grants.subject_id,
+                        &grants.task_id,
+                        &grants.request,
+                        &grants.scope,
+                        &grants.ttl,
+                        &grants.issued_at,
+                        &grants.expires_at,
+                        &grants.obligations,
+                        &grants.credential_ref,
+                    ],
+                )
+                .await
         }));
     }
-    second.push(Box::pin(client.batch_execute("COMMIT")));
+    if !stores.key.is_empty() {
+        second.push(Box::pin(async {
+            client
+                .execute(
+                    &store_keys,
+                    &[
+                        &stores.key,
+                        &stores.status,
+                        &stores.body,
+                        &stores.created_at,
+                        &stores.digest,
+                    ],
+                )
+                .await
+        }));
+    }
+    second.push(Box::pin(async {
+        client.batch_execute("COMMIT").await.map(|()| 0)
+    }));
     // A COMMIT of a transaction that failed answers ROLLBACK, not an error:
     // the statements' own errors are what tell.
     for result in join_all(second).await {

@@ -547,8 +547,6 @@ fn issue_one(
     let verdict = decide(u64::try_from(count).unwrap_or(0));
     if let Some(grant) = &verdict.grant {
         insert(tx, grant)?;
-        tx.prepare_cached("UPDATE writ_subjects SET issued = issued + 1 WHERE subject_id = ?1")?
-            .execute(params![subject])?;
     }
     if let Some(key) = key {
         tx.prepare_cached(

@@ -1084,3 +1084,198 @@ async fn a_delivery_cursor_moves_by_compare_and_set() {
         );
     }
 }
+
+/// Drops the schema [`isolated_postgres`] made for `name`'s test.
+async fn drop_isolated(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("the schema goes");
+}
+
+/// A PostgreSQL ledger URL of a schema of its own in the test database
+/// (created here; selected through the URL's `options`), so that a test
+/// that moves its clock days ahead and sweeps sees, and deletes, no other
+/// test's rows; and the schema's name.
+async fn isolated_postgres(url: &str, name: &str) -> (String, String) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers");
+    tokio::spawn(connection);
+    let schema = format!("writ_{name}_{}", new_grant_id().replace('-', ""));
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("a schema of its own");
+    let join = if url.contains('?') { '&' } else { '?' };
+    (
+        format!("{url}{join}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+/// Retention: a sweep deletes the grants expired or revoked longer ago
+/// than the retention (never one a count can still see), the stored
+/// answers of old idempotency keys, the feed's old rows and the counter
+/// rows of subjects with no grant left; newer ones stay. A feed read whose
+/// cursor is before the pruned rows is told so, never handed the rows
+/// after the gap; a retry with a swept key is decided afresh.
+#[tokio::test]
+async fn a_sweep_deletes_what_is_older_than_the_retention_and_keeps_the_rest() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    const MINUTE: i64 = 60 * 1000;
+    let wall = Arc::new(AtomicI64::new(now_ms()));
+    let clock: Clock = {
+        let wall = wall.clone();
+        Arc::new(move || wall.load(Ordering::SeqCst))
+    };
+    let mut targets = vec![sqlite_path("retention")];
+    let base = postgres_url("retention");
+    let mut schema = None;
+    if let Some(url) = &base {
+        let (isolated, name) = isolated_postgres(url, "retention").await;
+        targets.push(isolated);
+        schema = Some(name);
+    }
+    for target in targets {
+        let ledger = Ledger::open_with_clock(&target, clock.clone())
+            .await
+            .expect("opens");
+        let kind = ledger.kind();
+        let (s_a, s_b, s_k, s_c, s_e) = (subject(), subject(), subject(), subject(), subject());
+        // Day 0: A expires after 5 minutes; B is revoked at once; a key is
+        // used (its grant expires after 5 minutes too).
+        let t0 = ledger.now();
+        let a = issued_id(&ledger, &s_a, None, t0).await;
+        let b = issued_id(&ledger, &s_b, None, t0).await;
+        let first = issue_limited(&ledger, &s_k, None, t0, 10, Some("old-key")).await;
+        assert!(!first.replayed, "{kind}");
+        ledger
+            .revoke(&b, "broker", "done", t0 + 1000)
+            .await
+            .expect("revoke")
+            .expect("there");
+        // Day 7: C is revoked at once, D (same subject as A) expires after
+        // 5 minutes, another key is used.
+        let t1 = t0 + 7 * DAY;
+        wall.store(t1, Ordering::SeqCst);
+        let c = issued_id(&ledger, &s_c, None, t1).await;
+        let d = issued_id(&ledger, &s_a, None, t1).await;
+        issue_limited(&ledger, &s_k, None, t1, 10, Some("new-key")).await;
+        ledger
+            .revoke(&c, "broker", "done", t1 + 1000)
+            .await
+            .expect("revoke")
+            .expect("there");
+        // 10 minutes later, E is live.
+        let t2 = t1 + 10 * MINUTE;
+        wall.store(t2, Ordering::SeqCst);
+        let e = issued_id(&ledger, &s_e, None, t2 - 1000).await;
+        let before = ledger.feed(0, 100).await.expect("feed");
+        assert_eq!(
+            before.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2],
+            "{kind}"
+        );
+
+        // Retention 7 days: the cutoff is day 0 + 10 minutes.
+        let swept = ledger
+            .sweep(Duration::from_secs(7 * 24 * 3600), HOUR)
+            .await
+            .expect("sweep");
+        assert_eq!(
+            swept,
+            Swept {
+                grants: 3,
+                keys: 1,
+                feed: 1,
+                subjects: 1,
+                pruned_to: 1
+            },
+            "{kind}"
+        );
+        for gone in [&a, &b] {
+            assert!(ledger.get(gone).await.expect("get").is_none(), "{kind}");
+        }
+        for kept in [&c, &d, &e] {
+            assert!(ledger.get(kept).await.expect("get").is_some(), "{kind}");
+        }
+        // The feed: a reader before the pruned row is told, with where to
+        // resume; a reader at it reads on without a gap.
+        assert_eq!(
+            ledger.read_feed(0, 100).await.expect("read"),
+            FeedRead::Pruned {
+                after: 0,
+                pruned_to: 1
+            },
+            "{kind}"
+        );
+        match ledger.read_feed(1, 100).await.expect("read") {
+            FeedRead::Rows(rows) => {
+                assert_eq!(rows.len(), 1, "{kind}");
+                assert_eq!(rows[0].seq, 2, "{kind}");
+                assert_eq!(rows[0].grant_id, c, "{kind}");
+            }
+            pruned => panic!("{kind}: {pruned:?}"),
+        }
+        assert_eq!(
+            ledger.read_feed(2, 100).await.expect("read"),
+            FeedRead::Rows(Vec::new()),
+            "{kind}"
+        );
+        // The kept key replays; the swept one is decided afresh.
+        let again = issue_limited(&ledger, &s_k, None, t2, 10, Some("new-key")).await;
+        assert!(again.replayed, "{kind}");
+        let fresh = issue_limited(&ledger, &s_k, None, t2, 10, Some("old-key")).await;
+        assert!(!fresh.replayed, "{kind}");
+
+        // A retention shorter than the repeat window never deletes a grant
+        // a count still sees: D expired 5 minutes ago but was issued 10
+        // minutes ago, within the hour.
+        let swept = ledger
+            .sweep(Duration::from_secs(60), HOUR)
+            .await
+            .expect("sweep");
+        // The feed's rows do not wait for the window: C's goes now.
+        assert_eq!(
+            (swept.grants, swept.feed, swept.pruned_to),
+            (0, 1, 2),
+            "{kind}: {swept:?}"
+        );
+        assert!(ledger.get(&d).await.expect("get").is_some(), "{kind}");
+        let counted = issue_limited(&ledger, &s_a, None, t2, 10, None).await;
+        assert_eq!(count_of(&counted), 1, "{kind}: D is still counted");
+        // With the window behind them, C (revoked), D and the second key's
+        // grant (expired) go; E and the grants just issued stay.
+        let swept = ledger
+            .sweep(Duration::from_secs(60), Duration::from_secs(60))
+            .await
+            .expect("sweep");
+        assert_eq!(
+            (swept.grants, swept.feed, swept.pruned_to),
+            (3, 0, 2),
+            "{kind}: {swept:?}"
+        );
+        assert!(ledger.get(&e).await.expect("get").is_some(), "{kind}");
+        assert_eq!(
+            ledger.read_feed(1, 100).await.expect("read"),
+            FeedRead::Pruned {
+                after: 1,
+                pruned_to: 2
+            },
+            "{kind}"
+        );
+        assert_eq!(
+            ledger.read_feed(2, 100).await.expect("read"),
+            FeedRead::Rows(Vec::new()),
+            "{kind}"
+        );
+    }
+    if let (Some(url), Some(schema)) = (&base, &schema) {
+        drop_isolated(url, schema).await;
+    }
+}

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 mod grants;
 mod lifecycle;
 
-pub(crate) use lifecycle::spawn_redecision;
+pub(crate) use lifecycle::{spawn_redecision, spawn_sweeper};
 
 use super::authzen::{self, Parts, Semantic};
 use super::log::{self as decision_log, Entry};

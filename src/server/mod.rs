@@ -90,6 +90,10 @@ pub struct Config {
     /// How far back `/v1/grants` counts a subject's issuances
     /// (`context.recent_issuances`).
     pub repeat_window: Duration,
+    /// How long the ledger keeps what no longer holds (grants past their
+    /// expiry or revocation, stored idempotent answers, feed rows) before a
+    /// sweep deletes it (docs/lifecycle.md, "Retention").
+    pub retention: Duration,
     /// Push the revocation feed to this webhook as Security Event Tokens
     /// (needs a ledger).
     pub webhook: Option<webhook::WebhookConfig>,
@@ -100,7 +104,7 @@ impl Config {
     /// not synced when one is given), a backlog of 1024, 1 MiB bodies,
     /// 10 s request timeout, 1 s watch, 1 s settle, 30 s longest wait for
     /// files to settle, 30 s shutdown grace, no drain delay,
-    /// one worker per CPU, not pinned.
+    /// one worker per CPU, not pinned, a retention of 7 days.
     pub fn new() -> Config {
         Config {
             policies: Vec::new(),
@@ -123,6 +127,7 @@ impl Config {
             trust: None,
             ledger: None,
             repeat_window: Duration::from_secs(3600),
+            retention: Duration::from_secs(7 * 24 * 3600),
             webhook: None,
         }
     }
@@ -185,6 +190,9 @@ pub fn run(config: Config) -> Result<(), String> {
             "`--repeat-window` must be at least 1s: a shorter window counts no earlier grant"
                 .to_owned(),
         );
+    }
+    if config.ledger.is_some() && config.retention < Duration::from_secs(1) {
+        return Err("`--retention` must be at least 1s".to_owned());
     }
     if config.webhook.is_some() && config.ledger.is_none() {
         return Err(
@@ -344,6 +352,7 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
     if !config.watch_interval.is_zero() && app.source.has_files() {
         spawn_watcher(app.clone(), config);
     }
+    http::spawn_sweeper(app.clone(), config.retention);
 
     let router = http::router(app.clone());
     let graceful = GracefulShutdown::new();

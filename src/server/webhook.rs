@@ -445,6 +445,15 @@ pub(crate) async fn run(app: Arc<super::App>, pusher: Arc<Pusher>) {
             }
             continue;
         }
+        if let Some(first) = page.first().filter(|first| first.seq != from + 1) {
+            // Retention deleted rows this target was never sent: say so
+            // (the feed's readers get 410 for the same gap).
+            eprintln!(
+                "writ: revocation webhook: rows {} to {} of the feed were deleted by retention before `{target}` acknowledged them; they are not sent",
+                from + 1,
+                first.seq - 1
+            );
+        }
         for entry in page {
             deliver(&pusher, &entry, from, ledger, &mut backoff).await;
             match ledger

@@ -60,10 +60,15 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let key = idempotency_key(&headers)?;
     // What the key is bound to: the body as parsed (so spacing does not
     // matter, but every field and value does, `credential_ref` included).
-    let request_digest = crate::hex::prefixed(
-        "sha256:",
-        &sha2::Sha256::digest(value.to_string().as_bytes()),
-    );
+    // Only a key is bound to anything: without one, nothing is hashed.
+    let request_digest = if key.is_some() {
+        crate::hex::prefixed(
+            "sha256:",
+            &sha2::Sha256::digest(value.to_string().as_bytes()),
+        )
+    } else {
+        String::new()
+    };
     let Value::Object(mut body) = value else {
         return Err(ApiError::invalid(
             "the request body must be a JSON object: a request (contract.md) and an optional `credential_ref`",
@@ -160,7 +165,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 return Verdict {
                     grant: None,
                     status: 200,
-                    body: String::from_utf8_lossy(&answer).into_owned(),
+                    body: utf8(answer),
                 };
             }
             let grant_json = Value::from(grant_id.clone()).to_string();
@@ -189,13 +194,16 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 redecision: None,
                 redecided_at: None,
             };
+            let mut body = Vec::with_capacity(answer.len() + grant_json.len() + 26);
+            body.extend_from_slice(b"{\"grant_id\":");
+            body.extend_from_slice(grant_json.as_bytes());
+            body.extend_from_slice(b",\"decision\":");
+            body.extend_from_slice(&answer);
+            body.push(b'}');
             Verdict {
                 grant: Some(grant),
                 status: 201,
-                body: format!(
-                    "{{\"grant_id\":{grant_json},\"decision\":{}}}",
-                    String::from_utf8_lossy(&answer)
-                ),
+                body: utf8(body),
             }
         }
     };
@@ -306,6 +314,13 @@ fn append_member(object: &mut Vec<u8>, name: &str, value: &str) {
     object.extend_from_slice(b"\":");
     object.extend_from_slice(value.as_bytes());
     object.push(b'}');
+}
+
+/// JSON text written by writ as a string, without a copy (it is always
+/// UTF-8; were it not, the invalid bytes would read as U+FFFD).
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 /// The `grant_id` in a stored `201` answer.
@@ -603,14 +618,71 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// The request as the ledger keeps it: as decided, with the verified
-/// claims the trust file set, but without `subject.token` (a bearer token
-/// is not kept at rest; what it proved is already in the subject).
+/// claims the trust file set, but no bearer token at rest. `subject.token`,
+/// and any other string that is a compact JWS (an approval token in
+/// `context.approval` that no approval issuer verified, a token in a field
+/// of the broker's own), is replaced by [`token_digest`] of it. What a
+/// re-decision reads stays as it was decided: the subject as the token set
+/// it, a verified approval's claims (`Trust::apply` already replaced the
+/// token with them), and each field present, holding a string, so `has`
+/// tests and types decide the same; only the token's text is gone.
 fn recorded(request: &Request) -> Value {
     let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
-    if let Some(subject) = value.get_mut("subject").and_then(Value::as_object_mut) {
-        subject.shift_remove("token");
+    if let Some(Value::String(token)) = value
+        .get_mut("subject")
+        .and_then(|subject| subject.get_mut("token"))
+    {
+        *token = token_digest(token);
     }
+    redact_tokens(&mut value);
     value
+}
+
+/// What a redacted token is stored as: `redacted:sha256:` and the hex
+/// SHA-256 of its text (the same token always reads the same, so grants
+/// issued on one token can still be told apart from another's).
+fn token_digest(token: &str) -> String {
+    if token.starts_with(REDACTED) {
+        return token.to_owned();
+    }
+    crate::hex::prefixed(REDACTED, &sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// The prefix of a redacted token.
+const REDACTED: &str = "redacted:sha256:";
+
+/// Replaces every string in `value` that is a compact JWS by its digest.
+fn redact_tokens(value: &mut Value) {
+    match value {
+        Value::String(text) if is_compact_jws(text) => *text = token_digest(text),
+        Value::Array(items) => items.iter_mut().for_each(redact_tokens),
+        Value::Object(map) => map.values_mut().for_each(redact_tokens),
+        _ => {}
+    }
+}
+
+/// Whether `text` is a compact JWS (RFC 7515; a signed JWT): three
+/// base64url parts, the first a JSON object naming its `alg`.
+fn is_compact_jws(text: &str) -> bool {
+    use base64::Engine as _;
+    let mut parts = text.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let base64url = |part: &str| {
+        part.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if header.is_empty() || !base64url(header) || !base64url(payload) || !base64url(signature) {
+        return false;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .is_some_and(|header| header.get("alg").is_some_and(Value::is_string))
 }
 
 #[cfg(test)]
@@ -629,6 +701,36 @@ mod tests {
         let mut empty = b"{}".to_vec();
         append_member(&mut empty, "n", "1");
         assert_eq!(empty, br#"{"n":1}"#.to_vec());
+    }
+
+    #[test]
+    fn tokens_are_kept_as_digests_and_other_strings_as_they_are() {
+        // {"alg":"RS256","typ":"JWT"} . {"sub":"x"} . signature
+        let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        assert!(is_compact_jws(jwt));
+        assert!(!is_compact_jws("a.b.c"));
+        assert!(!is_compact_jws("yes"));
+        assert!(!is_compact_jws("deploy:k8s://prod.eu/payments"));
+        let request = Request::from_value(json!({
+            "subject": {"id": "s", "token": "opaque-bearer", "extra": [jwt]},
+            "action": "deploy",
+            "context": {"approval": jwt, "note": "yes"}
+        }))
+        .expect("a request")
+        .0;
+        let kept = recorded(&request);
+        let text = kept.to_string();
+        assert!(!text.contains("opaque-bearer"), "{text}");
+        assert!(!text.contains(jwt), "{text}");
+        assert_eq!(kept["subject"]["token"], token_digest("opaque-bearer"));
+        assert_eq!(kept["context"]["approval"], token_digest(jwt));
+        assert_eq!(kept["subject"]["extra"][0], token_digest(jwt));
+        assert_eq!(kept["context"]["note"], "yes");
+        assert_eq!(kept["subject"]["id"], "s");
+        assert!(token_digest(jwt).starts_with("redacted:sha256:"));
+        assert_eq!(token_digest(&token_digest(jwt)), token_digest(jwt));
+        // What is kept still validates as a request.
+        assert!(Request::from_value(kept).is_ok());
     }
 
     #[test]

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request as HttpRequest, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::grants::{ledger_of, respond, unavailable};
 use super::{json_body, ApiError};
 use crate::ledger::redecide::{redecide, REDECISION};
-use crate::ledger::{Change, Grant, Ledger, LedgerError, Report, Selector};
+use crate::ledger::{Change, FeedRead, Grant, Ledger, LedgerError, Report, Selector};
 use crate::server::App;
 
 /// Longest `wait` a feed read may ask for.
@@ -205,10 +206,14 @@ pub(crate) async fn revocations(State(app): State<Arc<App>>, request: HttpReques
             let notified = appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let rows = ledger
-                .feed(query.after, query.limit)
+            let rows = match ledger
+                .read_feed(query.after, query.limit)
                 .await
-                .map_err(unavailable)?;
+                .map_err(unavailable)?
+            {
+                FeedRead::Rows(rows) => rows,
+                FeedRead::Pruned { after, pruned_to } => return Ok(pruned(after, pruned_to)),
+            };
             let now = Instant::now();
             let draining = app.draining.load(std::sync::atomic::Ordering::SeqCst);
             if !rows.is_empty() || now >= deadline || draining {
@@ -227,6 +232,68 @@ pub(crate) async fn revocations(State(app): State<Arc<App>>, request: HttpReques
     }
     .await;
     respond(&app, result)
+}
+
+/// The answer to a feed read whose cursor is before rows that retention
+/// deleted: `410 Gone`, naming the oldest cursor the feed still holds and
+/// the `next` to resume from; the rows in between are not on the feed any
+/// more, so the reader must reconcile (list the revoked grants) rather than
+/// go on as if it had seen them.
+fn pruned(after: i64, pruned_to: i64) -> Response {
+    let body = json!({
+        "error": {
+            "code": "feed_pruned",
+            "message": format!(
+                "the feed no longer holds the rows after cursor {after}: retention deleted them up to cursor {pruned_to}; resume with after={pruned_to} once you have reconciled (GET /v1/grants?state=revoked lists what was revoked)"
+            ),
+        },
+        "oldest": (pruned_to + 1).to_string(),
+        "next": pruned_to.to_string(),
+    });
+    let mut response = json_body(body.to_string());
+    *response.status_mut() = StatusCode::GONE;
+    response
+}
+
+/// How often the retention sweep runs: a quarter of the retention, at
+/// least every second and at most every hour.
+pub(crate) fn sweep_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Sweeps the ledger now and then every [`sweep_interval`]: deletes what
+/// is older than `retention` and no longer holds (docs/lifecycle.md,
+/// "Retention"). The grants a count can still see (the repeat window of
+/// the policy set serving, or `--repeat-window`, whichever is longer) are
+/// kept whatever the retention. A failure is reported once, until a sweep
+/// succeeds again.
+pub(crate) fn spawn_sweeper(app: Arc<App>, retention: Duration) {
+    if app.ledger.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let interval = sweep_interval(retention);
+        let mut failing = false;
+        loop {
+            if let Some(ledger) = &app.ledger {
+                let loaded = app.current.load_full();
+                let (window, _) = super::grants::repeat_window(&loaded.engine, app.repeat_window);
+                match ledger.sweep(retention, window.max(app.repeat_window)).await {
+                    Ok(_) => failing = false,
+                    Err(error) => {
+                        if !failing {
+                            eprintln!(
+                                "writ: retention sweep failed: {error}; trying again in {}s",
+                                interval.as_secs()
+                            );
+                        }
+                        failing = true;
+                    }
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
 }
 
 #[cfg(test)]
