@@ -457,7 +457,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                     if format == Format::Json {
                         println!("[]");
                     } else {
-                        eprintln!(
+                        println!(
                             "ok: {count} file(s), {} rule(s), no diagnostics",
                             engine.policy().rules.len()
                         );

@@ -38,6 +38,19 @@ pub enum ParseError {
         #[label("unexpected here")]
         span: miette::SourceSpan,
     },
+    /// `context.roles has "admin"`
+    #[error("`has` takes an attribute name, not a string")]
+    #[diagnostic(
+        code(writ::parse::unexpected_token),
+        help("`X has {value}` (no quotes) tests that `X` holds a field `{value}`; to test that a list holds the string, write `\"{value}\" in X`")
+    )]
+    HasString {
+        /// The string's value.
+        value: String,
+        /// The string.
+        #[label("a string after `has`")]
+        span: miette::SourceSpan,
+    },
     /// `permit if action ==`
     #[error("unexpected end of file")]
     #[diagnostic(code(writ::parse::unexpected_eof), help("expected {expected}"))]
@@ -210,6 +223,9 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     let mut counter = LimitCounter::new(0);
     let mut refused = None;
     let mut docs: Vec<(Span, String)> = Vec::new();
+    // Where the tokens right after a `has` start, to explain a string there.
+    let mut after_has: Vec<usize> = Vec::new();
+    let mut last_was_has = false;
     let stream = std::iter::from_fn(|| loop {
         let t = lexed.next()?;
         if let Some(error) = counter.see(&t.token, t.span) {
@@ -219,7 +235,13 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
         match t.token {
             Token::DocComment(text) => docs.push((t.span, text)),
             Token::Comment(_) => {}
-            token => return Some(Ok((t.span.start as usize, token, t.span.end as usize))),
+            token => {
+                if last_was_has {
+                    after_has.push(t.span.start as usize);
+                }
+                last_was_has = token == Token::Has;
+                return Some(Ok((t.span.start as usize, token, t.span.end as usize)));
+            }
         }
     });
     let mut mistakes = Vec::new();
@@ -243,12 +265,12 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     }
     let end = source.text.len();
     for error in recovered {
-        diagnostics.push(convert(error.error, end), source);
+        diagnostics.push(convert_at(error.error, end, &after_has), source);
     }
     let mut items = match result {
         Ok(items) => items,
         Err(error) => {
-            diagnostics.push(convert(error, end), source);
+            diagnostics.push(convert_at(error, end, &after_has), source);
             Vec::new()
         }
     };
@@ -289,6 +311,28 @@ fn attach_docs(items: &mut [Item], docs: &[(Span, String)], text: &str) {
             rule.doc = Some(lines.join("\n"));
         }
     }
+}
+
+/// [`convert`], with a string right after `has` (its start in
+/// `after_has`) explained as the mistake it is.
+fn convert_at(
+    error: lalrpop_util::ParseError<usize, Token, NoError>,
+    end: usize,
+    after_has: &[usize],
+) -> ParseError {
+    if let lalrpop_util::ParseError::UnrecognizedToken {
+        token: (start, Token::Str(value), stop),
+        ..
+    } = &error
+    {
+        if after_has.binary_search(start).is_ok() {
+            return ParseError::HasString {
+                value: value.clone(),
+                span: (*start, stop - start).into(),
+            };
+        }
+    }
+    convert(error, end)
 }
 
 fn convert(error: lalrpop_util::ParseError<usize, Token, NoError>, end: usize) -> ParseError {

@@ -414,7 +414,17 @@ impl Checker<'_> {
         candidates.extend(self.consts.keys().map(String::as_str));
         candidates.extend(self.data.keys().map(String::as_str));
         candidates.extend(self.locals.iter().map(|(n, _)| n.as_str()));
-        let help = closest(name, candidates).map(|c| format!("did you mean `{c}`?"));
+        let help = if self.expect_level {
+            let levels = Sensitivity::ALL.iter().map(|level| level.as_str());
+            Some(match closest(name, levels) {
+                Some(level) => format!("did you mean `{level}`?"),
+                None => format!(
+                    "`{name}` is not a sensitivity level; the levels are `public`, `internal`, `confidential` and `restricted`, lowest to highest"
+                ),
+            })
+        } else {
+            closest(name, candidates).map(|c| format!("did you mean `{c}`?"))
+        };
         self.error(
             span,
             CheckError::UnknownName {
@@ -480,6 +490,15 @@ impl Checker<'_> {
             let suggestion = closest(name, fields);
             if suggestion.is_some() || dim == Dim::Requested {
                 let help = match suggestion {
+                    Some(s) if another_attribute(name, s) => {
+                        let dim = dim.name();
+                        let read = if matches!(dim, "subject" | "resource") {
+                            format!("if `{name}` is an AuthZEN property, read it as `{dim}.properties.{name}` (or `{dim}[\"{name}\"]`)")
+                        } else {
+                            format!("to read a field named `{name}`, write `{dim}[\"{name}\"]`")
+                        };
+                        format!("{read}; the attribute nearest to it is `{dim}.{s}`")
+                    }
                     Some(s) => format!("did you mean `{}.{s}`?", dim.name()),
                     None => "`requested` has `scope` and `ttl`".to_owned(),
                 };
@@ -542,6 +561,15 @@ impl Checker<'_> {
 /// A test on an argument's type and how the expected type is named.
 type ArgCheck = (fn(Ty) -> bool, &'static str);
 
+/// Whether `written`, one or two edits from the known field `known`, more
+/// likely names another attribute than misspells `known`: it extends it
+/// by a word (`owner_id`, not `idd`) or is written in camel case
+/// (`ownerID`), as the properties of AuthZEN requests often are.
+fn another_attribute(written: &str, known: &str) -> bool {
+    (written.len() >= known.len() + 2 && written.starts_with(known))
+        || written.chars().any(|c| c.is_ascii_uppercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,3 +587,4 @@ mod tests {
         }
     }
 }
+

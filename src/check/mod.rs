@@ -52,6 +52,9 @@ struct Checker<'s> {
     depth: usize,
     /// The depth guard has reported the expression being lowered.
     too_deep: bool,
+    /// The expression being lowered is compared with `sensitivity`, so an
+    /// unknown name in it was meant as a level.
+    expect_level: bool,
 }
 
 /// How deep the checker recurses into one expression. The parser's limits
@@ -85,6 +88,7 @@ pub fn check(
         kind_names: Vec::new(),
         depth: 0,
         too_deep: false,
+        expect_level: false,
     };
     for file in &files {
         checker.current_file = file.file;
