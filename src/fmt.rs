@@ -15,8 +15,8 @@
 //!   spaces of continuation indent per level; a parenthesised or quantified
 //!   operand that does not fit is broken inside;
 //! - `grant`, each obligation and `because` on continuation lines;
-//! - one blank line around every rule; between constants and comments at most
-//!   one blank line, as written;
+//! - one blank line around every rule; between constants, attribute
+//!   declarations and comments at most one blank line, as written;
 //! - single spaces around operators and after commas, none inside brackets,
 //!   calls and annotations (`[a, b]`, `len(x)`, `@id("x")`);
 //! - a list that holds a comment is broken one element per line.
@@ -149,8 +149,14 @@ struct ItemLayout<'s> {
 }
 
 impl ItemLayout<'_> {
+    /// A rule, not a constant or an attribute declaration (those keep
+    /// the blank lines between them as written, at most one).
     fn is_rule(&self) -> bool {
-        !matches!(self.toks.first().map(|t| t.token), Some(Token::Const))
+        match self.toks.first().map(|t| t.token) {
+            Some(Token::Const) => false,
+            Some(Token::Ident(word)) => word != "attribute",
+            _ => true,
+        }
     }
 }
 

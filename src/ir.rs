@@ -398,4 +398,7 @@ pub struct PolicySet {
     /// rules have them inlined; the server reads a few, e.g.
     /// `repeat_window`).
     pub consts: IndexMap<String, Lit>,
+    /// The free attributes the files declare (`attribute ...;`), in
+    /// source order.
+    pub attributes: Vec<crate::schema::DeclaredAttr>,
 }

@@ -19,6 +19,7 @@
 //! | `writ::lint::broad_grant` | `**` or a `*` verb on data of any sensitivity |
 //! | `writ::lint::no_workload_identity` | a permit that never looks at how the subject proved its identity |
 //! | `writ::lint::redundant_limit` | a `limit ttl` that never lowers a TTL |
+//! | `writ::lint::undeclared_attribute` | an undeclared free attribute read once in the whole set, or one or two edits from another one read |
 //!
 //! A rule silences a lint about itself with `@allow("writ::lint::CODE")`
 //! (or just `@allow("CODE")`), for a finding that is deliberate: a TTL
@@ -39,13 +40,14 @@ use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
 /// The code of every lint, in the order they are documented.
-pub const CODES: [&str; 6] = [
+pub const CODES: [&str; 7] = [
     "writ::lint::overridden_permit",
     "writ::lint::dead_permit",
     "writ::lint::unbounded_ttl",
     "writ::lint::broad_grant",
     "writ::lint::no_workload_identity",
     "writ::lint::redundant_limit",
+    "writ::lint::undeclared_attribute",
 ];
 
 /// A lint finding.
@@ -139,6 +141,22 @@ pub enum Lint {
         #[help]
         help: String,
     },
+
+    /// `subject.repositry == "x"` with nothing declared
+    #[error("undeclared attribute `{path}` {reason}")]
+    #[diagnostic(code(writ::lint::undeclared_attribute), severity(Warning))]
+    UndeclaredAttribute {
+        /// The attribute's path.
+        path: String,
+        /// Why it looks like a typo.
+        reason: String,
+        /// Its first read.
+        #[label("read here")]
+        span: SourceSpan,
+        /// What to do.
+        #[help]
+        help: String,
+    },
 }
 
 impl Lint {
@@ -178,7 +196,173 @@ pub fn lint(engine: &Engine) -> Vec<Finding> {
         });
         findings.extend(kept);
     }
+    for (index, finding) in undeclared(set) {
+        let allowed = set.rules[index].annotations.get("allow");
+        let code = finding.lint.code_name();
+        let short = code.trim_start_matches("writ::lint::");
+        if !allowed.is_some_and(|a| a.iter().any(|a| *a == code || a == short)) {
+            findings.push(finding);
+        }
+    }
     findings
+}
+
+/// The path of a free attribute an expression reads as a whole
+/// (`subject.repository`, `context.pipeline.protected`).
+fn free_path(expr: &Expr) -> Option<String> {
+    match &expr.kind {
+        ExprKind::Attr(Attr::Extra(dim, name)) => Some(format!("{}.{name}", dim.name())),
+        ExprKind::Field(base, field) => free_path(base).map(|p| format!("{p}.{field}")),
+        _ => None,
+    }
+}
+
+/// Every free attribute `expr` reads, with where.
+fn free_reads(expr: &Expr, out: &mut Vec<(String, Span)>) {
+    if let Some(path) = free_path(expr) {
+        out.push((path, expr.span));
+        return;
+    }
+    match &expr.kind {
+        ExprKind::Has(Attr::Extra(dim, name), rest) => {
+            let mut path = format!("{}.{name}", dim.name());
+            for field in rest {
+                path.push('.');
+                path.push_str(field);
+            }
+            out.push((path, expr.span));
+        }
+        ExprKind::Field(inner, _) | ExprKind::Not(inner) | ExprKind::Until(inner) => {
+            free_reads(inner, out)
+        }
+        ExprKind::Matches(inner, _) => free_reads(inner, out),
+        ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => {
+            free_reads(a, out);
+            free_reads(b, out);
+        }
+        ExprKind::Call(_, args) => args.iter().for_each(|a| free_reads(a, out)),
+        ExprKind::Quantifier { list, body, .. } => {
+            free_reads(list, out);
+            free_reads(body, out);
+        }
+        _ => {}
+    }
+}
+
+/// The free attributes a rule reads: its condition, its templates and a
+/// computed TTL cap.
+fn rule_reads(rule: &Rule) -> Vec<(String, Span)> {
+    let mut out = Vec::new();
+    rule.conjuncts.iter().for_each(|c| free_reads(c, &mut out));
+    let mut templates: Vec<&Template> = rule.because.iter().collect();
+    match &rule.kind {
+        RuleKind::Permit { grant, obligations, .. } => {
+            templates.extend(grant);
+            templates.extend(obligations.iter().filter_map(|o| match o {
+                crate::ir::Obligation::Audience(t) => Some(t),
+                _ => None,
+            }));
+        }
+        RuleKind::LimitScope(list) => templates.extend(list),
+        RuleKind::Require(crate::ir::Obligation::Audience(t)) => templates.push(t),
+        RuleKind::LimitTtl(TtlCap::Computed(cap)) => free_reads(cap, &mut out),
+        _ => {}
+    }
+    for template in templates {
+        for part in &template.parts {
+            if let TemplatePart::Hole(hole) = part {
+                free_reads(hole, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// `writ::lint::undeclared_attribute`: the free attributes no declaration
+/// covers that look like typos, read once in the whole set or one or two
+/// edits from another one read; each with the index of the rule of its
+/// first read.
+fn undeclared(set: &PolicySet) -> Vec<(usize, Finding)> {
+    // Path, first read (rule, span), reads.
+    let mut paths: Vec<(String, usize, Span, usize)> = Vec::new();
+    for (index, rule) in set.rules.iter().enumerate() {
+        for (path, span) in rule_reads(rule) {
+            match paths.iter_mut().find(|(p, ..)| *p == path) {
+                Some((.., count)) => *count += 1,
+                None => paths.push((path, index, span, 1)),
+            }
+        }
+    }
+    let declared = |path: &str| {
+        let parts: Vec<&str> = path.split('.').collect();
+        set.attributes.iter().any(|d| {
+            d.path.split('.').zip(&parts).all(|(a, b)| a == *b)
+        })
+    };
+    // A read of `context.ticket` and one of `context.ticket.id` support
+    // each other: one is on the way to the other.
+    let related = |a: &str, b: &str| {
+        a == b || a.strip_prefix(b).is_some_and(|r| r.starts_with('.'))
+            || b.strip_prefix(a).is_some_and(|r| r.starts_with('.'))
+    };
+    let support: Vec<usize> = paths
+        .iter()
+        .map(|(path, ..)| {
+            paths
+                .iter()
+                .filter(|(other, ..)| related(path, other))
+                .map(|(.., n)| n)
+                .sum()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (at, (path, index, span, _)) in paths.iter().enumerate() {
+        let count = &support[at];
+        if declared(path) {
+            continue;
+        }
+        // The nearest other path read more often (or as often), a likelier
+        // spelling.
+        // On a tie, the one read first is taken as the spelling meant.
+        let near = paths
+            .iter()
+            .zip(&support)
+            .enumerate()
+            .filter(|(other_at, ((other, ..), n))| {
+                !related(path, other) && (**n > *count || (**n == *count && *other_at < at))
+            })
+            .map(|(_, ((other, ..), _))| (crate::suggest::distance(path, other), other))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let (reason, likely) = match (near, count) {
+            (Some((_, other)), _) => (
+                format!("is one or two edits from `{other}`, read elsewhere"),
+                other.as_str(),
+            ),
+            (None, 1) => (
+                "is read only once in the whole policy set".to_owned(),
+                path.as_str(),
+            ),
+            _ => continue,
+        };
+        let rule = &set.rules[*index];
+        out.push((
+            *index,
+            finding(
+                rule,
+                *span,
+                Lint::UndeclaredAttribute {
+                    path: path.clone(),
+                    reason,
+                    span: span.source_span(),
+                    help: format!(
+                        "a misspelt attribute is missing from every request, so its rule never matches; declare the attributes the file reads (`attribute {likely}: string \"what it is\";`) and the checker reports any other"
+                    ),
+                },
+            ),
+        ));
+    }
+    out
 }
 
 /// The findings about one rule.
@@ -864,6 +1048,12 @@ mod tests {
             },
             Lint::RedundantLimit {
                 limit: help.clone(),
+                span,
+                reason: help.clone(),
+                help: help.clone(),
+            },
+            Lint::UndeclaredAttribute {
+                path: help.clone(),
                 span,
                 reason: help.clone(),
                 help: help.clone(),

@@ -438,8 +438,26 @@ impl Checker<'_> {
         None
     }
 
-    /// `dim.field...`, `data.key`, `local.field`.
+    /// `dim.field...`, `data.key`, `local.field`; a free attribute is
+    /// checked against the declarations and gets its declared type.
     pub(super) fn path(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        let Some((dim, fields)) = self.free_chain(expr) else {
+            return self.path_of(expr);
+        };
+        // Only the whole chain's last field is checked here: the shorter
+        // chains are checked (and reported) as they are lowered, on the way.
+        let shorter_fails = (1..fields.len()).any(|k| !self.declared_prefix(dim, &fields, k));
+        if !shorter_fails && !self.check_declared(dim, &fields, fields.len()) {
+            return None;
+        }
+        let mut lowered = self.path_of(expr)?;
+        if let Some(ty) = self.declared_ty(dim, &fields) {
+            lowered.ty = ty;
+        }
+        Some(lowered)
+    }
+
+    fn path_of(&mut self, expr: &ast::Expr) -> Option<Expr> {
         let A::Field(base, field) = &expr.kind else {
             return self.expr(expr);
         };
@@ -486,7 +504,7 @@ impl Checker<'_> {
             return Some(known);
         }
         let fields = dim.fields().map(|def| def.field);
-        if dim != Dim::Context {
+        if dim != Dim::Context && !self.is_declared(dim, name) {
             let suggestion = closest(name, fields);
             if suggestion.is_some() || dim == Dim::Requested {
                 let help = match suggestion {
@@ -532,8 +550,21 @@ impl Checker<'_> {
         let rest = |from: usize| fields[from..].iter().map(|f| (*f.name).into()).collect();
         if let A::Name(root) = &base.kind {
             if let Some(dim) = Dim::from_name(root) {
+                if dim != Dim::Requested && matches!(Attr::of(dim, &fields[0].name), Attr::Extra(..)) {
+                    let all: Vec<&ast::Ident> = fields.iter().collect();
+                    if !self.check_declared(dim, &all, 1) {
+                        return None;
+                    }
+                }
                 let attr = self.attr(dim, &fields[0])?;
                 return make(I::Has(attr, rest(1)));
+            }
+        }
+        if let Some((dim, mut chain)) = self.free_chain(base) {
+            let from = chain.len() + 1;
+            chain.extend(fields.iter());
+            if !self.check_declared(dim, &chain, from) {
+                return None;
             }
         }
         let lowered = self.expr(base)?;
