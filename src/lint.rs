@@ -19,11 +19,17 @@
 //! | `writ::lint::broad_grant` | `**` or a `*` verb on data of any sensitivity |
 //! | `writ::lint::no_workload_identity` | a permit that never looks at how the subject proved its identity |
 //! | `writ::lint::redundant_limit` | a `limit ttl` that never lowers a TTL |
+//! | `writ::lint::bad_allow` | a `// writ: allow(...)` directive without a reason, or naming no lint |
 //! | `writ::lint::undeclared_attribute` | an undeclared free attribute read once in the whole set, or one or two edits from another one read |
 //!
 //! A rule silences a lint about itself with `@allow("writ::lint::CODE")`
 //! (or just `@allow("CODE")`), for a finding that is deliberate: a TTL
-//! ceiling kept as a backstop for permits that do not exist yet, say.
+//! ceiling kept as a backstop for permits that do not exist yet, say. A
+//! file silences lints for all its rules with a directive comment that
+//! gives the reason, `// writ: allow(no_workload_identity) because "..."`
+//! ([`directives`]); one without a reason or naming no lint is itself a
+//! finding (`writ::lint::bad_allow`). [`Level`]s set per lint whether a
+//! finding is reported and whether it fails `writ lint`.
 
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
@@ -40,7 +46,7 @@ use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
 /// The code of every lint, in the order they are documented.
-pub const CODES: [&str; 7] = [
+pub const CODES: [&str; 8] = [
     "writ::lint::overridden_permit",
     "writ::lint::dead_permit",
     "writ::lint::unbounded_ttl",
@@ -48,6 +54,7 @@ pub const CODES: [&str; 7] = [
     "writ::lint::no_workload_identity",
     "writ::lint::redundant_limit",
     "writ::lint::undeclared_attribute",
+    "writ::lint::bad_allow",
 ];
 
 /// A lint finding.
@@ -142,6 +149,20 @@ pub enum Lint {
         help: String,
     },
 
+    /// `// writ: allow(no_workload_identity)` with no `because`
+    #[error("this `writ: allow` directive {reason}")]
+    #[diagnostic(
+        code(writ::lint::bad_allow),
+        severity(Warning),
+        help("write `// writ: allow(CODE, ...) because \"why the finding is deliberate\"`, with codes from docs/lints.md")
+    )]
+    BadAllow {
+        /// What is wrong.
+        reason: String,
+        /// The directive.
+        #[label("silences nothing")]
+        span: SourceSpan,
+    },
     /// `subject.repositry == "x"` with nothing declared
     #[error("undeclared attribute `{path}` {reason}")]
     #[diagnostic(code(writ::lint::undeclared_attribute), severity(Warning))]
@@ -158,6 +179,7 @@ pub enum Lint {
         help: String,
     },
 }
+
 
 impl Lint {
     /// The lint's code (`writ::lint::dead_permit`).
@@ -204,7 +226,157 @@ pub fn lint(engine: &Engine) -> Vec<Finding> {
             findings.push(finding);
         }
     }
+    // A file's directives silence its rules' findings.
+    let mut files: Vec<(crate::source::FileId, Vec<Directive>)> = Vec::new();
+    for rule in &set.rules {
+        let file = rule.span.file;
+        if files.iter().all(|(f, _)| *f != file) {
+            files.push((file, directives(file, &engine.sources().get(file).text)));
+        }
+    }
+    findings.retain(|finding| {
+        let code = finding.lint.code_name();
+        !files.iter().any(|(file, list)| {
+            *file == finding.span.file
+                && list
+                    .iter()
+                    .any(|d| d.reason.is_some() && d.codes.contains(&code))
+        })
+    });
+    for (_, list) in &files {
+        for directive in list {
+            let reason = if directive.codes.is_empty() {
+                Some("names no lint")
+            } else if directive.reason.is_none() {
+                Some("gives no reason")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                findings.push(Finding {
+                    rule: String::new(),
+                    span: directive.span,
+                    lint: Lint::BadAllow {
+                        reason: reason.to_owned(),
+                        span: directive.span.source_span(),
+                    },
+                });
+            }
+        }
+    }
     findings
+}
+
+/// A file's `// writ: allow(CODE, ...) because "REASON"` comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directive {
+    /// The lints it silences, as full codes (`writ::lint::dead_permit`);
+    /// names that are no lint are left out.
+    pub codes: Vec<String>,
+    /// Why, as written between the quotes; `None` when missing, and then
+    /// the directive silences nothing.
+    pub reason: Option<String>,
+    /// The comment.
+    pub span: Span,
+}
+
+/// The `// writ: allow(...)` directives of a file's text: a comment line
+/// of its own (or at the end of a line) starting with `writ: allow(`.
+pub fn directives(file: crate::source::FileId, text: &str) -> Vec<Directive> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let Some(at) = line.find("//") else { continue };
+        let comment = line[at + 2..].trim();
+        let Some(rest) = comment.strip_prefix("writ:") else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix("allow(") else {
+            continue;
+        };
+        let (list, after) = rest.split_once(')').unwrap_or((rest, ""));
+        let codes = list
+            .split(',')
+            .map(str::trim)
+            .map(|c| c.trim_matches('"'))
+            .map(|c| format!("writ::lint::{}", c.trim_start_matches("writ::lint::")))
+            .filter(|c| CODES.contains(&c.as_str()))
+            .collect();
+        let reason = after
+            .trim()
+            .strip_prefix("because")
+            .map(str::trim)
+            .and_then(|r| r.strip_prefix('"'))
+            .and_then(|r| r.rsplit_once('"'))
+            .map(|(r, _)| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        let end = start + line.trim_end().len();
+        out.push(Directive {
+            codes,
+            reason,
+            span: Span::new(file, start + at, end),
+        });
+    }
+    out
+}
+
+/// How a lint's findings count: not reported, reported, or reported and
+/// failing `writ lint` (the default for every lint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Not reported.
+    Allow,
+    /// Reported; `writ lint` still exits 0.
+    Warn,
+    /// Reported, and `writ lint` exits 1.
+    Deny,
+}
+
+/// Per-lint levels from `CODE=LEVEL` settings (`no_workload_identity=warn`,
+/// `writ::lint::dead_permit=deny`); the lints not named are `deny`.
+#[derive(Debug, Clone, Default)]
+pub struct Levels {
+    set: Vec<(String, Level)>,
+}
+
+impl Levels {
+    /// Reads `CODE=LEVEL` settings, refusing an unknown lint or level.
+    pub fn parse<S: AsRef<str>>(settings: &[S]) -> Result<Levels, String> {
+        let mut set = Vec::new();
+        for setting in settings {
+            let setting = setting.as_ref();
+            let (code, level) = setting
+                .split_once('=')
+                .ok_or_else(|| format!("`{setting}`: write a lint level as `CODE=allow|warn|deny`"))?;
+            let code = format!("writ::lint::{}", code.trim().trim_start_matches("writ::lint::"));
+            if !CODES.contains(&code.as_str()) {
+                let short: Vec<&str> = CODES.iter().map(|c| c.trim_start_matches("writ::lint::")).collect();
+                let name = code.trim_start_matches("writ::lint::");
+                let hint = crate::suggest::closest(name, short.iter().copied())
+                    .map_or_else(|| format!("the lints are {}", short.join(", ")), |c| format!("did you mean `{c}`?"));
+                return Err(format!("`{name}` is not a lint; {hint}"));
+            }
+            let level = match level.trim() {
+                "allow" => Level::Allow,
+                "warn" => Level::Warn,
+                "deny" => Level::Deny,
+                other => return Err(format!("`{other}` is not a lint level; the levels are allow, warn and deny")),
+            };
+            set.push((code, level));
+        }
+        Ok(Levels { set })
+    }
+
+    /// The level of a lint: the last setting for it, else `deny`.
+    pub fn of(&self, code: &str) -> Level {
+        self.set
+            .iter()
+            .rev()
+            .find(|(c, _)| c == code)
+            .map_or(Level::Deny, |(_, level)| *level)
+    }
 }
 
 /// The path of a free attribute an expression reads as a whole
@@ -1057,6 +1229,10 @@ mod tests {
                 span,
                 reason: help.clone(),
                 help: help.clone(),
+            },
+            Lint::BadAllow {
+                reason: help.clone(),
+                span,
             },
         ];
         let codes: Vec<String> = all.iter().map(Lint::code_name).collect();
