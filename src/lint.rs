@@ -404,9 +404,11 @@ fn free_reads(expr: &Expr, out: &mut Vec<(String, Span)>) {
             }
             out.push((path, expr.span));
         }
-        ExprKind::Field(inner, _) | ExprKind::Not(inner) | ExprKind::Until(inner) => {
-            free_reads(inner, out)
-        }
+        ExprKind::Field(inner, _)
+        | ExprKind::Not(inner)
+        | ExprKind::Until(inner)
+        | ExprKind::HasIn(inner, _)
+        | ExprKind::DataKey(inner) => free_reads(inner, out),
         ExprKind::Matches(inner, _) => free_reads(inner, out),
         ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => {
             free_reads(a, out);
@@ -758,9 +760,12 @@ fn mentions_identity(expr: &Expr) -> bool {
     match &expr.kind {
         K::Attr(attr) | K::Has(attr, _) => identity(attr),
         K::Lit(_) | K::Local(_) | K::Data(_) => false,
-        K::Field(inner, _) | K::Not(inner) | K::Matches(inner, _) | K::Until(inner) => {
-            mentions_identity(inner)
-        }
+        K::Field(inner, _)
+        | K::Not(inner)
+        | K::Matches(inner, _)
+        | K::Until(inner)
+        | K::HasIn(inner, _)
+        | K::DataKey(inner) => mentions_identity(inner),
         K::Index(a, b) | K::Binary(_, a, b) => mentions_identity(a) || mentions_identity(b),
         K::Call(_, args) => args.iter().any(mentions_identity),
         K::Quantifier { list, body, .. } => mentions_identity(list) || mentions_identity(body),

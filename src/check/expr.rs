@@ -133,6 +133,24 @@ impl Checker<'_> {
                 return make(I::Attr(attr), ty);
             }
         }
+        if self.is_data_root(base) {
+            if let A::Str(key) = &index.kind {
+                return self.data_key(key, index.span, span);
+            }
+            let key = self.expr(index)?;
+            if !matches!(key.ty, Ty::Str | Ty::Any) {
+                self.error(
+                    index.span,
+                    CheckError::BadOperand {
+                        message: format!("the data file's keys are strings, not a {}", key.ty.name()),
+                        span: index.span.source_span(),
+                        help: None,
+                    },
+                );
+                return None;
+            }
+            return make(I::DataKey(Box::new(key)), Ty::Any);
+        }
         let base = self.expr(base)?;
         let index = self.expr(index)?;
         if !matches!(base.ty, Ty::Any | Ty::List | Ty::StrList) {
@@ -152,6 +170,39 @@ impl Checker<'_> {
             Ty::Any
         };
         make(I::Index(Box::new(base), Box::new(index)), ty)
+    }
+
+    /// Whether `expr` is `data`, the data file as a whole: the name
+    /// `data` when no constant, bound name or data key takes it.
+    pub(super) fn is_data_root(&self, expr: &ast::Expr) -> bool {
+        matches!(&expr.kind, A::Name(name) if &**name == "data")
+            && !self.locals.iter().any(|(n, _)| n == "data")
+            && !self.consts.contains_key("data")
+            && !self.data.contains_key("data")
+    }
+
+    /// `data.key`, `data["key"]`: a key of the data file named in the
+    /// policy, which must be there.
+    fn data_key(&mut self, key: &str, key_span: Span, span: Span) -> Option<Expr> {
+        if self.data.contains_key(key) {
+            return Some(Expr {
+                kind: I::Data(key.into()),
+                ty: Ty::Any,
+                span,
+            });
+        }
+        let help = closest(key, self.data.keys().map(String::as_str))
+            .map(|c| format!("did you mean `{c}`?"))
+            .or_else(|| Some("the data file is given with `--data FILE`; its keys are read as `data.KEY` or by name".to_owned()));
+        self.error(
+            key_span,
+            CheckError::UnknownName {
+                name: key.to_owned(),
+                span: key_span.source_span(),
+                help,
+            },
+        );
+        None
     }
 
     /// `name(args...)`: a built-in function.
@@ -409,6 +460,17 @@ impl Checker<'_> {
         if self.data.contains_key(name) {
             return make(I::Data(name.into()), Ty::Any);
         }
+        if name == "data" {
+            self.error(
+                span,
+                CheckError::BadOperand {
+                    message: "`data` is the whole data file, not a value".to_owned(),
+                    span: span.source_span(),
+                    help: Some("read one of its keys: `data[subject.id]`, `data.teams`".to_owned()),
+                },
+            );
+            return None;
+        }
         let mut candidates: Vec<&str> = crate::schema::roots().collect();
         candidates.extend(Sensitivity::ALL.iter().map(|level| level.as_str()));
         candidates.extend(self.consts.keys().map(String::as_str));
@@ -461,6 +523,9 @@ impl Checker<'_> {
         let A::Field(base, field) = &expr.kind else {
             return self.expr(expr);
         };
+        if self.is_data_root(base) {
+            return self.data_key(&field.name, field.span, expr.span);
+        }
         if let A::Name(root) = &base.kind {
             let shadowed =
                 self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(&**root);
@@ -570,6 +635,8 @@ impl Checker<'_> {
         let lowered = self.expr(base)?;
         match lowered.kind {
             I::Attr(attr) if lowered.ty == Ty::Any => make(I::Has(attr, rest(0))),
+            // A value from the data, a bound name or a field of either.
+            _ if lowered.ty == Ty::Any => make(I::HasIn(Box::new(lowered), rest(0))),
             _ => {
                 self.error(
                     base.span,
