@@ -466,6 +466,19 @@ fn run(cli: Cli) -> Result<u8, String> {
                             "ok: {count} file(s), {} rule(s), no diagnostics",
                             engine.policy().rules.len()
                         );
+                        // Undeclared attributes that look like typos are
+                        // worth a warning even here (they never fail).
+                        let typos = crate::lint::undeclared_attributes(&engine);
+                        if !typos.is_empty() {
+                            eprint!(
+                                "{}",
+                                crate::lint::diagnostics(&engine, &typos).render(color_stderr())
+                            );
+                            eprintln!(
+                                "{} warning(s); `writ lint` has the other lints",
+                                typos.len()
+                            );
+                        }
                     }
                     Ok(0)
                 }

@@ -267,6 +267,16 @@ pub fn lint(engine: &Engine) -> Vec<Finding> {
     findings
 }
 
+/// The findings of `writ::lint::undeclared_attribute` alone, as every
+/// lint reports them (silenced by `@allow` and file directives alike):
+/// `writ check` prints them as warnings.
+pub fn undeclared_attributes(engine: &Engine) -> Vec<Finding> {
+    lint(engine)
+        .into_iter()
+        .filter(|f| matches!(f.lint, Lint::UndeclaredAttribute { .. }))
+        .collect()
+}
+
 /// A file's `// writ: allow(CODE, ...) because "REASON"` comment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Directive {

@@ -169,3 +169,35 @@ fn check_prints_ok_on_stdout() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn check_warns_about_an_undeclared_typo_and_still_passes() {
+    let dir = std::env::temp_dir().join(format!("writ-check-typo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("org.writ");
+    std::fs::write(
+        &file,
+        "@id(\"app\")\npermit if subject.repository == \"acme/app\" and subject.attested == true;\n\
+         @id(\"web\")\npermit if subject.repositry == \"acme/web\" and subject.repository != \"x\";\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .arg("check")
+        .arg(&file)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run writ");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 1 file(s), 2 rule(s)"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("writ::lint::undeclared_attribute"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`subject.repositry` is one or two edits from `subject.repository`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 warning(s)"), "{stderr}");
+}
