@@ -163,6 +163,7 @@ fn check_prints_ok_on_stdout() {
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("ok: 1 file(s)"), "stdout: {stdout}");
+    insta::assert_snapshot!("check_ok_stdout", stdout);
     assert!(
         output.stderr.is_empty(),
         "stderr: {}",
