@@ -1271,6 +1271,17 @@ mod tests {
             codes(&format!("{base}@allow(\"broad_grant\") limit ttl 1h;")),
             ["writ::lint::redundant_limit"]
         );
+        // A reason beside the code is fine, and silences nothing by itself.
+        assert_eq!(
+            codes(&format!(
+                "{base}@allow(\"redundant_limit\", \"the backstop when all else fails\") limit ttl 1h;"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            codes(&format!("{base}@allow(\"the backstop when all else fails\") limit ttl 1h;")),
+            ["writ::lint::redundant_limit"]
+        );
     }
 
     #[test]
