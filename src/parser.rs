@@ -51,6 +51,19 @@ pub enum ParseError {
         #[label("a string after `has`")]
         span: miette::SourceSpan,
     },
+    /// `permt if action == "read";`
+    #[error("unexpected name `{name}`")]
+    #[diagnostic(code(writ::parse::unexpected_token))]
+    NotAnItem {
+        /// The name.
+        name: String,
+        /// Where it is.
+        #[label("an item cannot start here with a name")]
+        span: miette::SourceSpan,
+        /// A suggestion.
+        #[help]
+        help: String,
+    },
     /// `permit if action ==`
     #[error("unexpected end of file")]
     #[diagnostic(code(writ::parse::unexpected_eof), help("expected {expected}"))]
@@ -226,6 +239,10 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     // Where the tokens right after a `has` start, to explain a string there.
     let mut after_has: Vec<usize> = Vec::new();
     let mut last_was_has = false;
+    // A name that starts an item (only `attribute` may), with where it is
+    // and where the token after it starts.
+    let mut item_names: Vec<(usize, usize, String, usize)> = Vec::new();
+    let mut at_item_start = true;
     let stream = std::iter::from_fn(|| loop {
         let t = lexed.next()?;
         if let Some(error) = counter.see(&t.token, t.span) {
@@ -240,6 +257,15 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
                     after_has.push(t.span.start as usize);
                 }
                 last_was_has = token == Token::Has;
+                if let Some(last) = item_names.last_mut() {
+                    if last.3 == usize::MAX {
+                        last.3 = t.span.start as usize;
+                    }
+                }
+                if let (true, Token::Ident(name)) = (at_item_start, &token) {
+                    item_names.push((t.span.start as usize, t.span.end as usize, name.to_string(), usize::MAX));
+                }
+                at_item_start = token == Token::Semi;
                 return Some(Ok((t.span.start as usize, token, t.span.end as usize)));
             }
         }
@@ -265,12 +291,12 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     }
     let end = source.text.len();
     for error in recovered {
-        diagnostics.push(convert_at(error.error, end, &after_has), source);
+        diagnostics.push(convert_at(error.error, end, &after_has, &item_names), source);
     }
     let mut items = match result {
         Ok(items) => items,
         Err(error) => {
-            diagnostics.push(convert_at(error, end, &after_has), source);
+            diagnostics.push(convert_at(error, end, &after_has, &item_names), source);
             Vec::new()
         }
     };
@@ -319,7 +345,34 @@ fn convert_at(
     error: lalrpop_util::ParseError<usize, Token, NoError>,
     end: usize,
     after_has: &[usize],
+    item_names: &[(usize, usize, String, usize)],
 ) -> ParseError {
+    // A name that starts an item and is not `attribute` is the mistake,
+    // not the token after it (`permt if ...`).
+    let at = match &error {
+        lalrpop_util::ParseError::UnrecognizedToken {
+            token: (start, ..), ..
+        } => Some(*start),
+        lalrpop_util::ParseError::UnrecognizedEof { location, .. } => Some(*location),
+        _ => None,
+    };
+    if let Some(at) = at {
+        let found = item_names
+            .iter()
+            .find(|(_, stop, name, next)| name != "attribute" && (*next == at || (*next == usize::MAX && *stop <= at)));
+        if let Some((start, stop, name, _)) = found {
+            let starts = ["const", "attribute", "permit", "forbid", "limit", "require"];
+            let help = match crate::suggest::closest(name, starts) {
+                Some(word) => format!("did you mean `{word}`?"),
+                None => "an item starts with `const`, `attribute`, `permit`, `forbid`, `limit`, `require` or an annotation (`@id(...)`)".to_owned(),
+            };
+            return ParseError::NotAnItem {
+                name: name.clone(),
+                span: (*start, stop - start).into(),
+                help,
+            };
+        }
+    }
     if let lalrpop_util::ParseError::UnrecognizedToken {
         token: (start, Token::Str(value), stop),
         ..

@@ -202,3 +202,17 @@ fn check_warns_about_an_undeclared_typo_and_still_passes() {
     );
     assert!(stderr.contains("1 warning(s)"), "{stderr}");
 }
+
+#[test]
+fn a_misspelt_rule_keyword_is_named_with_the_keyword_meant() {
+    // `attribute` starts an item as a plain name, so any other name there
+    // is reported as the mistake, not the token after it.
+    assert_mistake(
+        "misspelt_keyword",
+        "permt if action == \"read\";\nforbd;\n",
+        &[
+            "writ::parse::unexpected_token",
+            "writ::parse::unexpected_token",
+        ],
+    );
+}
