@@ -25,6 +25,30 @@ pub enum Item {
     Const(Box<ConstDecl>),
     /// `forbid if subject.shared;`
     Rule(Box<Rule>),
+    /// `attribute subject.repository: string "owner/name";`
+    Attribute(Box<AttributeDecl>),
+}
+
+/// `attribute subject.repository: string "the GitHub repository";`: a
+/// free attribute the policy set reads, with its type and what it means.
+/// `attribute` is not a keyword (a name at the start of an item); the
+/// checker refuses any other name there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeDecl {
+    /// The word that starts the item, `attribute` when well written.
+    pub keyword: Ident,
+    /// The dimension: `subject`, `resource`, `intent`, `environment` or
+    /// `context`.
+    pub root: Ident,
+    /// The fields below it (`repository`; `pipeline`, `protected`).
+    pub path: Vec<Ident>,
+    /// The type's name: `string`, `number`, `bool`, `duration`,
+    /// `timestamp`, `list`, `object` or `any`.
+    pub ty: Ident,
+    /// What the attribute means.
+    pub doc: Option<StrLit>,
+    /// The whole declaration.
+    pub span: Span,
 }
 
 /// A name with its span.

@@ -166,11 +166,16 @@ enum Command {
         /// JSON data file the policies are compiled with.
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
+        /// A lint's level, `CODE=allow|warn|deny` (repeatable): `allow`
+        /// hides its findings, `warn` reports them without failing, `deny`
+        /// (every lint's default) reports them and exits 1.
+        #[arg(long = "level", value_name = "CODE=LEVEL")]
+        levels: Vec<String>,
     },
     /// Format policy files in place, in the one canonical layout.
     Fmt {
-        /// List the files that are not formatted (exit 1) instead of
-        /// rewriting them.
+        /// Print a unified diff for each file that is not formatted (exit
+        /// 1) instead of rewriting it.
         #[arg(long)]
         check: bool,
         /// Files or directories (every `.writ` file below), or `-` to
@@ -473,10 +478,23 @@ fn run(cli: Cli) -> Result<u8, String> {
                     if format == Format::Json {
                         println!("[]");
                     } else {
-                        eprintln!(
+                        println!(
                             "ok: {count} file(s), {} rule(s), no diagnostics",
                             engine.policy().rules.len()
                         );
+                        // Undeclared attributes that look like typos are
+                        // worth a warning even here (they never fail).
+                        let typos = crate::lint::undeclared_attributes(&engine);
+                        if !typos.is_empty() {
+                            eprint!(
+                                "{}",
+                                crate::lint::diagnostics(&engine, &typos).render(color_stderr())
+                            );
+                            eprintln!(
+                                "{} warning(s); `writ lint` has the other lints",
+                                typos.len()
+                            );
+                        }
                     }
                     Ok(0)
                 }
@@ -604,12 +622,21 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Lsp => Ok(crate::lsp::run()),
         Command::Playground { addr } => crate::playground::run(addr).map(|()| 0),
         Command::Fmt { check, paths } => run_fmt(&paths, check),
-        Command::Lint { paths, data } => {
+        Command::Lint {
+            paths,
+            data,
+            levels,
+        } => {
+            let levels = crate::lint::Levels::parse(&levels)?;
             let engine = compile(&PolicyArgs {
                 policies: paths,
                 data,
             })?;
-            let findings = crate::lint::lint(&engine);
+            let mut findings = crate::lint::lint(&engine);
+            findings.retain(|f| levels.of(&f.lint.code_name()) != crate::lint::Level::Allow);
+            let failing = findings
+                .iter()
+                .any(|f| levels.of(&f.lint.code_name()) == crate::lint::Level::Deny);
             if findings.is_empty() {
                 eprintln!(
                     "ok: {} rule(s), no lint findings",
@@ -622,7 +649,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                 crate::lint::diagnostics(&engine, &findings).render(color_stderr())
             );
             eprintln!("{} finding(s)", findings.len());
-            Ok(1)
+            Ok(u8::from(failing))
         }
         Command::Pack { command } => {
             for (name, text) in DEFAULT_PACK {
@@ -695,7 +722,7 @@ fn run_fmt(paths: &[PathBuf], check: bool) -> Result<u8, String> {
                 if formatted == text {
                     Ok(0)
                 } else {
-                    println!("<stdin>");
+                    print!("{}", crate::fmt::unified_diff("<stdin>", &text, &formatted));
                     Ok(1)
                 }
             }
@@ -722,7 +749,7 @@ fn run_fmt(paths: &[PathBuf], check: bool) -> Result<u8, String> {
             Ok(formatted) => {
                 changed += 1;
                 if check {
-                    println!("{name}");
+                    print!("{}", crate::fmt::unified_diff(&name, &text, &formatted));
                 } else {
                     std::fs::write(file, formatted)
                         .map_err(|e| format!("cannot write `{name}`: {e}"))?;

@@ -6,8 +6,9 @@
 
 use std::fmt::Write as _;
 
-use crate::decision::{Decision, Effect, ErrorOut, Outcome, Step, TraceEntry};
+use crate::decision::{Decision, Effect, ErrorOut, Failed, ObligationOut, Outcome, Step, TraceEntry};
 use crate::engine::Engine;
+use crate::ir::{Obligation, RuleKind, TemplatePart};
 
 /// ANSI styling, or none.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +62,7 @@ pub fn explain(decision: &Decision, engine: &Engine, style: Style) -> String {
     verdict(&mut out, decision, style);
     decided_by(&mut out, decision, engine, style);
     scope_and_ttl(&mut out, decision, style);
-    obligations(&mut out, decision, style);
+    obligations(&mut out, decision, engine, style);
     errors(&mut out, decision, style);
     closest_permits(&mut out, decision, style);
     rules_considered(&mut out, decision, style);
@@ -168,6 +169,13 @@ fn scope_and_ttl(out: &mut String, decision: &Decision, style: Style) {
                     )
                 );
             }
+            // A limit's message says why it applied; a permit's is under
+            // "decided by".
+            if entry.kind == "limit" {
+                if let Some(because) = &entry.because {
+                    let _ = writeln!(out, "    because {because}");
+                }
+            }
         }
         if !decision.dropped_scope.is_empty() {
             let _ = writeln!(out, "  dropped: {}", decision.dropped_scope.join(", "));
@@ -179,7 +187,77 @@ fn scope_and_ttl(out: &mut String, decision: &Decision, style: Style) {
 
 }
 
-fn obligations(out: &mut String, decision: &Decision, style: Style) {
+/// The trace entries of the rules that ask for `obligation`: the rule it
+/// is credited to first, then every other matched permit or applied
+/// `require` that states the same obligation (the decision lists each
+/// obligation once, under the first).
+fn crediting<'d>(
+    decision: &'d Decision,
+    engine: &Engine,
+    obligation: &ObligationOut,
+) -> Vec<&'d TraceEntry> {
+    let states = |rule: &crate::ir::Rule| {
+        let same = |o: &Obligation| match o {
+            Obligation::Approval => obligation.kind == "approval",
+            Obligation::Log => obligation.kind == "log",
+            Obligation::RevokeOn(event) => {
+                obligation.kind == "revoke_on" && obligation.event.as_deref() == Some(&**event)
+            }
+            // An audience built per request is credited to its first rule
+            // only; one without holes can be compared.
+            Obligation::Audience(template) => {
+                obligation.kind == "audience"
+                    && template.parts.iter().all(|p| matches!(p, TemplatePart::Text(_)))
+                    && obligation.value.as_deref()
+                        == Some(
+                            &*template
+                                .parts
+                                .iter()
+                                .map(|p| match p {
+                                    TemplatePart::Text(t) => t.to_string(),
+                                    TemplatePart::Hole(_) => String::new(),
+                                })
+                                .collect::<String>(),
+                        )
+            }
+        };
+        match &rule.kind {
+            RuleKind::Permit { obligations, .. } => obligations.iter().any(same),
+            RuleKind::Require(o) => same(o),
+            _ => false,
+        }
+    };
+    let first = decision.trace.iter().find(|e| e.rule == obligation.rule);
+    let others = decision.trace.iter().filter(|e| {
+        e.rule != obligation.rule
+            && match e.kind.as_str() {
+                "permit" => e.outcome == Outcome::Matched,
+                // An erring `require` applies (it fails closed).
+                "require" => e.outcome != Outcome::NotMatched,
+                _ => false,
+            }
+            && engine
+                .policy()
+                .rules
+                .iter()
+                .find(|r| r.id == e.rule)
+                .is_some_and(states)
+    });
+    first.into_iter().chain(others).collect()
+}
+
+/// What a failed condition saw, in words: a `not (...)` that failed saw
+/// its inside hold, which "saw true" alone does not say.
+pub(crate) fn saw(failed: &Failed) -> String {
+    match (failed.condition.starts_with("not "), &failed.saw) {
+        (true, serde_json::Value::Bool(true)) => {
+            "true: all of what `not` negates held".to_owned()
+        }
+        _ => failed.saw.to_string(),
+    }
+}
+
+fn obligations(out: &mut String, decision: &Decision, engine: &Engine, style: Style) {
     if !decision.obligations.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("obligations"));
         for obligation in &decision.obligations {
@@ -189,20 +267,22 @@ fn obligations(out: &mut String, decision: &Decision, style: Style) {
                 .or(obligation.value.as_deref())
                 .map(|x| format!(" {x}"))
                 .unwrap_or_default();
-            let at = decision
-                .trace
-                .iter()
-                .find(|e| e.rule == obligation.rule)
-                .map_or(String::new(), |e| e.at.to_string());
-            let _ = writeln!(
-                out,
-                "  {}",
-                columns(
-                    &format!("{}{what}", obligation.kind),
-                    40,
-                    &style.dim(&format!("{} {at}", obligation.rule))
-                )
-            );
+            let mut first = true;
+            for entry in crediting(decision, engine, obligation) {
+                let credit = style.dim(&format!("{} {}", entry.rule, entry.at));
+                let line = if first {
+                    columns(&format!("{}{what}", obligation.kind), 40, &credit)
+                } else {
+                    columns("", 40, &format!("{} {credit}", style.dim("also")))
+                };
+                first = false;
+                let _ = writeln!(out, "  {line}");
+                if entry.kind == "require" {
+                    if let Some(because) = &entry.because {
+                        let _ = writeln!(out, "    because {because}");
+                    }
+                }
+            }
         }
     }
 
@@ -229,7 +309,8 @@ fn closest_permits(out: &mut String, decision: &Decision, style: Style) {
                 let _ = writeln!(
                     out,
                     "    failed: {}  (saw {})",
-                    failed.condition, failed.saw
+                    failed.condition,
+                    saw(failed)
                 );
             }
         }
@@ -247,7 +328,7 @@ fn rules_considered(out: &mut String, decision: &Decision, style: Style) {
             Outcome::Error => style.red("!"),
         };
         let detail = match (&entry.failed, &entry.error) {
-            (Some(failed), _) => format!("{}  saw {}", failed.condition, failed.saw),
+            (Some(failed), _) => format!("{}  saw {}", failed.condition, saw(failed)),
             (None, Some(error)) => format!("error: {error}"),
             (None, None) => entry.effect_text(),
         };

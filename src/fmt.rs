@@ -13,10 +13,12 @@
 //!   leaves no room for the first test), filled up to [`WIDTH`] columns and
 //!   broken before `and`/`or` (before `or` first when both occur), with two
 //!   spaces of continuation indent per level; a parenthesised or quantified
-//!   operand that does not fit is broken inside;
+//!   operand that does not fit is broken inside; a connective the author
+//!   wrote first on its line stays first on its line (the author's
+//!   grouping is kept, and only lines over the width are broken further);
 //! - `grant`, each obligation and `because` on continuation lines;
-//! - one blank line around every rule; between constants and comments at most
-//!   one blank line, as written;
+//! - one blank line around every rule; between constants, attribute
+//!   declarations and comments at most one blank line, as written;
 //! - single spaces around operators and after commas, none inside brackets,
 //!   calls and annotations (`[a, b]`, `len(x)`, `@id("x")`);
 //! - a list that holds a comment is broken one element per line.
@@ -51,6 +53,78 @@ pub enum FmtError {
         /// The file.
         name: String,
     },
+}
+
+/// Lines of context around each change in [`unified_diff`].
+const CONTEXT: usize = 3;
+
+/// A unified diff (`--- name`, `+++ name (formatted)`, `@@` hunks with
+/// three lines of context) from `before` to `after`, line by line; empty
+/// when they are equal. `writ fmt --check` prints one per file it would
+/// change.
+pub fn unified_diff(name: &str, before: &str, after: &str) -> String {
+    let old: Vec<&str> = before.lines().collect();
+    let new: Vec<&str> = after.lines().collect();
+    // The longest common subsequence, by dynamic programming from the end:
+    // policy files are small, and a formatter moves few lines.
+    let (n, m) = (old.len(), new.len());
+    let mut lcs = vec![0u32; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[at(i, j)] = if old[i] == new[j] {
+                lcs[at(i + 1, j + 1)] + 1
+            } else {
+                lcs[at(i + 1, j)].max(lcs[at(i, j + 1)])
+            };
+        }
+    }
+    // The edit script: (' ', '-' or '+', old line number, new line number, text).
+    let mut ops: Vec<(char, usize, usize, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && old[i] == new[j] {
+            ops.push((' ', i, j, old[i]));
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || lcs[at(i + 1, j)] >= lcs[at(i, j + 1)]) {
+            ops.push(('-', i, j, old[i]));
+            i += 1;
+        } else {
+            ops.push(('+', i, j, new[j]));
+            j += 1;
+        }
+    }
+    let changes: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
+    if changes.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("--- {name}\n+++ {name} (formatted)\n");
+    let mut k = 0;
+    while k < changes.len() {
+        let start = changes[k].saturating_sub(CONTEXT);
+        let mut end = changes[k];
+        while k < changes.len() && changes[k] <= end + 2 * CONTEXT {
+            end = changes[k];
+            k += 1;
+        }
+        let end = (end + CONTEXT + 1).min(ops.len());
+        let hunk = &ops[start..end];
+        let old_len = hunk.iter().filter(|o| o.0 != '+').count();
+        let new_len = hunk.iter().filter(|o| o.0 != '-').count();
+        let (old_start, new_start) = (hunk[0].1 + 1, hunk[0].2 + 1);
+        out.push_str(&format!(
+            "@@ -{},{old_len} +{},{new_len} @@\n",
+            if old_len == 0 { old_start - 1 } else { old_start },
+            if new_len == 0 { new_start - 1 } else { new_start },
+        ));
+        for (sign, _, _, text) in hunk {
+            out.push(*sign);
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Formats one policy file. Returns the canonical text, or the file's lexer
@@ -121,6 +195,9 @@ struct Tok<'s> {
     trailing: Option<&'s str>,
     /// A keyword after `.` or `has`, where it is a field name.
     field: bool,
+    /// The author started a line with it: a connective written first on
+    /// its line keeps its line break.
+    line_start: bool,
 }
 
 impl Tok<'_> {
@@ -149,8 +226,14 @@ struct ItemLayout<'s> {
 }
 
 impl ItemLayout<'_> {
+    /// A rule, not a constant or an attribute declaration (those keep
+    /// the blank lines between them as written, at most one).
     fn is_rule(&self) -> bool {
-        !matches!(self.toks.first().map(|t| t.token), Some(Token::Const))
+        match self.toks.first().map(|t| t.token) {
+            Some(Token::Const) => false,
+            Some(Token::Ident(word)) => word != "attribute",
+            _ => true,
+        }
     }
 }
 
@@ -216,12 +299,14 @@ impl<'s> Layout<'s> {
                 trailing: None,
             });
             let field = matches!(prev_solid, Some(Token::Dot | Token::Has));
+            let line_start = !item.toks.is_empty() && newlines > 0;
             item.toks.push(Tok {
                 token: &spanned.token,
                 text: slice,
                 leading: std::mem::take(&mut pending_leading),
                 trailing: None,
                 field,
+                line_start,
             });
             prev_solid = Some(&spanned.token);
             if spanned.token == Token::Semi {
@@ -615,7 +700,8 @@ fn emit_chain<'s>(w: &mut Writer<'s>, toks: &[Tok<'s>], indent: usize, suffix: u
         return;
     }
     let comments = has_comments(toks);
-    if !comments && w.column() + flat_width(w.prev, toks) + suffix <= WIDTH {
+    let grouped = author_breaks_within(toks);
+    if !comments && !grouped && w.column() + flat_width(w.prev, toks) + suffix <= WIDTH {
         emit_flat(w, toks, indent);
         return;
     }
@@ -625,13 +711,24 @@ fn emit_chain<'s>(w: &mut Writer<'s>, toks: &[Tok<'s>], indent: usize, suffix: u
         let last = end == toks.len();
         let tail = if last { suffix } else { 0 };
         let piece = &toks[split..end];
-        if comments || w.column() + flat_width(w.prev, piece) + tail > WIDTH {
+        // The author's line breaks before connectives stay; otherwise the
+        // line is filled up to the width.
+        let overflows = w.column() + flat_width(w.prev, piece) + tail > WIDTH;
+        if comments || piece[0].line_start || overflows {
             w.break_line(indent);
         }
         w.indent = indent;
         w.token(&piece[0]);
         emit_operand(w, &piece[1..], indent + INDENT, tail);
     }
+}
+
+/// Whether the author broke a line before a connective anywhere in
+/// `toks`, nested ones included.
+fn author_breaks_within(toks: &[Tok<'_>]) -> bool {
+    toks.iter().any(|t| {
+        t.line_start && !t.field && matches!(t.token, Token::And | Token::Or | Token::AmpAmp | Token::PipePipe)
+    })
 }
 
 /// The top-level `or`s of a condition, or its `and`s when it has no `or`.
@@ -655,7 +752,10 @@ fn emit_operand<'s>(w: &mut Writer<'s>, toks: &[Tok<'s>], nest: usize, suffix: u
     if toks.is_empty() {
         return;
     }
-    if !has_comments(toks) && w.column() + flat_width(w.prev, toks) + suffix <= WIDTH {
+    if !has_comments(toks)
+        && !author_breaks_within(toks)
+        && w.column() + flat_width(w.prev, toks) + suffix <= WIDTH
+    {
         emit_flat(w, toks, base);
         return;
     }
@@ -717,6 +817,19 @@ mod tests {
         assert_eq!(fmt(&once), once, "not idempotent for:\n{text}");
         assert!(same_tokens(text, &once));
         once
+    }
+
+    #[test]
+    fn check_diffs_are_unified() {
+        assert_eq!(unified_diff("t.writ", "a\n", "a\n"), "");
+        let before = "1\n2\n3\n4\nold\n6\n7\n8\n9\n10\n11\n12\n13\n14\nlast\n";
+        let after = "1\n2\n3\n4\nnew\n6\n7\n8\n9\n10\n11\n12\n13\n14\nlast\nadded\n";
+        assert_eq!(
+            unified_diff("t.writ", before, after),
+            "--- t.writ\n+++ t.writ (formatted)\n\
+             @@ -2,7 +2,7 @@\n 2\n 3\n 4\n-old\n+new\n 6\n 7\n 8\n\
+             @@ -13,3 +13,4 @@\n 13\n 14\n last\n+added\n"
+        );
     }
 
     #[test]

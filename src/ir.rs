@@ -119,6 +119,13 @@ pub enum ExprKind {
     Matches(Box<Expr>, Box<Glob>),
     /// `subject has owner`: presence of the attribute (and of nested fields).
     Has(Attr, Vec<Box<str>>),
+    /// `users[subject.id] has roles`: presence of fields in a value that
+    /// is not an attribute (data, a local); false when the value itself
+    /// cannot be read.
+    HasIn(Box<Expr>, Vec<Box<str>>),
+    /// `data[subject.id]`: the top-level key of the data file that the
+    /// expression names.
+    DataKey(Box<Expr>),
     /// `until t`: the whole seconds from `environment.time` to the instant
     /// `t`, 0 when `t` is not after it.
     Until(Box<Expr>),
@@ -398,4 +405,7 @@ pub struct PolicySet {
     /// rules have them inlined; the server reads a few, e.g.
     /// `repeat_window`).
     pub consts: IndexMap<String, Lit>,
+    /// The free attributes the files declare (`attribute ...;`), in
+    /// source order.
+    pub attributes: Vec<crate::schema::DeclaredAttr>,
 }

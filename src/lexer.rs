@@ -27,6 +27,9 @@ pub enum LexErrorKind {
     DurationOverflow,
     /// A number literal with more digits than any policy needs.
     BadNumber,
+    /// `'read'` or `“read”`: a string in quotes other than `"`; holds
+    /// the text between them, which stands in as the string.
+    WrongQuotes(String),
 }
 
 /// A token of the writ language. Keywords are listed here and nowhere else.
@@ -128,6 +131,9 @@ pub enum Token {
     Ident(Cow<'static, str>),
     /// `"text"`, with `\\ \" \n \t \{ \}` escapes already applied.
     #[token("\"", lex_string)]
+    #[regex(r"'[^'\n]*'", wrong_quotes)]
+    #[regex(r"‘[^’\n]*’", wrong_quotes)]
+    #[regex(r"“[^”\n]*”", wrong_quotes)]
     Str(String),
     /// `42`, `-1`, `0.5`.
     #[regex(r"-?[0-9]{1,24}(\.[0-9]{1,24})?", lex_number)]
@@ -283,6 +289,16 @@ fn lex_string(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
     Err(LexErrorKind::UnterminatedString)
 }
 
+/// A string written in single or typographic quotes: an error that
+/// carries the text, so the parser can go on as if it were a string.
+fn wrong_quotes(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
+    let slice = lex.slice();
+    let mut chars = slice.chars();
+    chars.next();
+    chars.next_back();
+    Err(LexErrorKind::WrongQuotes(chars.as_str().to_owned()))
+}
+
 /// Bounded regexes keep logos from recursing per digit; a literal longer
 /// than they allow is consumed here whole and reported as one error.
 fn swallow_rest(lex: &mut logos::Lexer<Token>) -> bool {
@@ -370,6 +386,21 @@ pub enum LexError {
         /// Where it is.
         #[label("too large")]
         span: miette::SourceSpan,
+    },
+    /// `'read'`, `“read”`
+    #[error("strings are written in double quotes")]
+    #[diagnostic(
+        code(writ::lex::wrong_quotes),
+        help("write `\"{value}\"`; writ reads only the straight double quote `\"` as a string's quote")
+    )]
+    WrongQuotes {
+        /// The text between the quotes.
+        value: String,
+        /// The string as written.
+        #[label("quoted with `{quote}`")]
+        span: miette::SourceSpan,
+        /// The opening quote.
+        quote: char,
     },
     /// `1234567890123456789012345678`
     #[error("number `{text}` is too long")]
@@ -463,6 +494,14 @@ impl Iterator for Lexed<'_> {
                         span: source_span,
                     },
                     Some(Token::Dur(u64::MAX)),
+                ),
+                LexErrorKind::WrongQuotes(value) => (
+                    LexError::WrongQuotes {
+                        quote: self.inner.slice().chars().next().unwrap_or('\''),
+                        value: value.clone(),
+                        span: source_span,
+                    },
+                    Some(Token::Str(value)),
                 ),
                 LexErrorKind::BadNumber => (
                     LexError::BadNumber {

@@ -19,10 +19,17 @@
 //! | `writ::lint::broad_grant` | `**` or a `*` verb on data of any sensitivity |
 //! | `writ::lint::no_workload_identity` | a permit that never looks at how the subject proved its identity |
 //! | `writ::lint::redundant_limit` | a `limit ttl` that never lowers a TTL |
+//! | `writ::lint::bad_allow` | a `// writ: allow(...)` directive without a reason, or naming no lint |
+//! | `writ::lint::undeclared_attribute` | an undeclared free attribute read once in the whole set, or one or two edits from another one read |
 //!
 //! A rule silences a lint about itself with `@allow("writ::lint::CODE")`
 //! (or just `@allow("CODE")`), for a finding that is deliberate: a TTL
-//! ceiling kept as a backstop for permits that do not exist yet, say.
+//! ceiling kept as a backstop for permits that do not exist yet, say. A
+//! file silences lints for all its rules with a directive comment that
+//! gives the reason, `// writ: allow(no_workload_identity) because "..."`
+//! ([`directives`]); one without a reason or naming no lint is itself a
+//! finding (`writ::lint::bad_allow`). [`Level`]s set per lint whether a
+//! finding is reported and whether it fails `writ lint`.
 
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
@@ -39,13 +46,15 @@ use crate::sensitivity::Sensitivity;
 use crate::source::Span;
 
 /// The code of every lint, in the order they are documented.
-pub const CODES: [&str; 6] = [
+pub const CODES: [&str; 8] = [
     "writ::lint::overridden_permit",
     "writ::lint::dead_permit",
     "writ::lint::unbounded_ttl",
     "writ::lint::broad_grant",
     "writ::lint::no_workload_identity",
     "writ::lint::redundant_limit",
+    "writ::lint::undeclared_attribute",
+    "writ::lint::bad_allow",
 ];
 
 /// A lint finding.
@@ -139,7 +148,38 @@ pub enum Lint {
         #[help]
         help: String,
     },
+
+    /// `// writ: allow(no_workload_identity)` with no `because`
+    #[error("this `writ: allow` directive {reason}")]
+    #[diagnostic(
+        code(writ::lint::bad_allow),
+        severity(Warning),
+        help("write `// writ: allow(CODE, ...) because \"why the finding is deliberate\"`, with codes from docs/lints.md")
+    )]
+    BadAllow {
+        /// What is wrong.
+        reason: String,
+        /// The directive.
+        #[label("silences nothing")]
+        span: SourceSpan,
+    },
+    /// `subject.repositry == "x"` with nothing declared
+    #[error("undeclared attribute `{path}` {reason}")]
+    #[diagnostic(code(writ::lint::undeclared_attribute), severity(Warning))]
+    UndeclaredAttribute {
+        /// The attribute's path.
+        path: String,
+        /// Why it looks like a typo.
+        reason: String,
+        /// Its first read.
+        #[label("read here")]
+        span: SourceSpan,
+        /// What to do.
+        #[help]
+        help: String,
+    },
 }
+
 
 impl Lint {
     /// The lint's code (`writ::lint::dead_permit`).
@@ -178,7 +218,335 @@ pub fn lint(engine: &Engine) -> Vec<Finding> {
         });
         findings.extend(kept);
     }
+    for (index, finding) in undeclared(set) {
+        let allowed = set.rules[index].annotations.get("allow");
+        let code = finding.lint.code_name();
+        let short = code.trim_start_matches("writ::lint::");
+        if !allowed.is_some_and(|a| a.iter().any(|a| *a == code || a == short)) {
+            findings.push(finding);
+        }
+    }
+    // A file's directives silence its rules' findings.
+    let mut files: Vec<(crate::source::FileId, Vec<Directive>)> = Vec::new();
+    for rule in &set.rules {
+        let file = rule.span.file;
+        if files.iter().all(|(f, _)| *f != file) {
+            files.push((file, directives(file, &engine.sources().get(file).text)));
+        }
+    }
+    findings.retain(|finding| {
+        let code = finding.lint.code_name();
+        !files.iter().any(|(file, list)| {
+            *file == finding.span.file
+                && list
+                    .iter()
+                    .any(|d| d.reason.is_some() && d.codes.contains(&code))
+        })
+    });
+    for (_, list) in &files {
+        for directive in list {
+            let reason = if directive.codes.is_empty() {
+                Some("names no lint")
+            } else if directive.reason.is_none() {
+                Some("gives no reason")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                findings.push(Finding {
+                    rule: String::new(),
+                    span: directive.span,
+                    lint: Lint::BadAllow {
+                        reason: reason.to_owned(),
+                        span: directive.span.source_span(),
+                    },
+                });
+            }
+        }
+    }
     findings
+}
+
+/// The findings of `writ::lint::undeclared_attribute` alone, as every
+/// lint reports them (silenced by `@allow` and file directives alike):
+/// `writ check` prints them as warnings.
+pub fn undeclared_attributes(engine: &Engine) -> Vec<Finding> {
+    lint(engine)
+        .into_iter()
+        .filter(|f| matches!(f.lint, Lint::UndeclaredAttribute { .. }))
+        .collect()
+}
+
+/// A file's `// writ: allow(CODE, ...) because "REASON"` comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directive {
+    /// The lints it silences, as full codes (`writ::lint::dead_permit`);
+    /// names that are no lint are left out.
+    pub codes: Vec<String>,
+    /// Why, as written between the quotes; `None` when missing, and then
+    /// the directive silences nothing.
+    pub reason: Option<String>,
+    /// The comment.
+    pub span: Span,
+}
+
+/// The `// writ: allow(...)` directives of a file's text: a comment line
+/// of its own (or at the end of a line) starting with `writ: allow(`.
+pub fn directives(file: crate::source::FileId, text: &str) -> Vec<Directive> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let Some(at) = line.find("//") else { continue };
+        let comment = line[at + 2..].trim();
+        let Some(rest) = comment.strip_prefix("writ:") else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix("allow(") else {
+            continue;
+        };
+        let (list, after) = rest.split_once(')').unwrap_or((rest, ""));
+        let codes = list
+            .split(',')
+            .map(str::trim)
+            .map(|c| c.trim_matches('"'))
+            .map(|c| format!("writ::lint::{}", c.trim_start_matches("writ::lint::")))
+            .filter(|c| CODES.contains(&c.as_str()))
+            .collect();
+        let reason = after
+            .trim()
+            .strip_prefix("because")
+            .map(str::trim)
+            .and_then(|r| r.strip_prefix('"'))
+            .and_then(|r| r.rsplit_once('"'))
+            .map(|(r, _)| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        let end = start + line.trim_end().len();
+        out.push(Directive {
+            codes,
+            reason,
+            span: Span::new(file, start + at, end),
+        });
+    }
+    out
+}
+
+/// How a lint's findings count: not reported, reported, or reported and
+/// failing `writ lint` (the default for every lint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Not reported.
+    Allow,
+    /// Reported; `writ lint` still exits 0.
+    Warn,
+    /// Reported, and `writ lint` exits 1.
+    Deny,
+}
+
+/// Per-lint levels from `CODE=LEVEL` settings (`no_workload_identity=warn`,
+/// `writ::lint::dead_permit=deny`); the lints not named are `deny`.
+#[derive(Debug, Clone, Default)]
+pub struct Levels {
+    set: Vec<(String, Level)>,
+}
+
+impl Levels {
+    /// Reads `CODE=LEVEL` settings, refusing an unknown lint or level.
+    pub fn parse<S: AsRef<str>>(settings: &[S]) -> Result<Levels, String> {
+        let mut set = Vec::new();
+        for setting in settings {
+            let setting = setting.as_ref();
+            let (code, level) = setting
+                .split_once('=')
+                .ok_or_else(|| format!("`{setting}`: write a lint level as `CODE=allow|warn|deny`"))?;
+            let code = format!("writ::lint::{}", code.trim().trim_start_matches("writ::lint::"));
+            if !CODES.contains(&code.as_str()) {
+                let short: Vec<&str> = CODES.iter().map(|c| c.trim_start_matches("writ::lint::")).collect();
+                let name = code.trim_start_matches("writ::lint::");
+                let hint = crate::suggest::closest(name, short.iter().copied())
+                    .map_or_else(|| format!("the lints are {}", short.join(", ")), |c| format!("did you mean `{c}`?"));
+                return Err(format!("`{name}` is not a lint; {hint}"));
+            }
+            let level = match level.trim() {
+                "allow" => Level::Allow,
+                "warn" => Level::Warn,
+                "deny" => Level::Deny,
+                other => return Err(format!("`{other}` is not a lint level; the levels are allow, warn and deny")),
+            };
+            set.push((code, level));
+        }
+        Ok(Levels { set })
+    }
+
+    /// The level of a lint: the last setting for it, else `deny`.
+    pub fn of(&self, code: &str) -> Level {
+        self.set
+            .iter()
+            .rev()
+            .find(|(c, _)| c == code)
+            .map_or(Level::Deny, |(_, level)| *level)
+    }
+}
+
+/// The path of a free attribute an expression reads as a whole
+/// (`subject.repository`, `context.pipeline.protected`).
+fn free_path(expr: &Expr) -> Option<String> {
+    match &expr.kind {
+        ExprKind::Attr(Attr::Extra(dim, name)) => Some(format!("{}.{name}", dim.name())),
+        ExprKind::Field(base, field) => free_path(base).map(|p| format!("{p}.{field}")),
+        _ => None,
+    }
+}
+
+/// Every free attribute `expr` reads, with where.
+fn free_reads(expr: &Expr, out: &mut Vec<(String, Span)>) {
+    if let Some(path) = free_path(expr) {
+        out.push((path, expr.span));
+        return;
+    }
+    match &expr.kind {
+        ExprKind::Has(Attr::Extra(dim, name), rest) => {
+            let mut path = format!("{}.{name}", dim.name());
+            for field in rest {
+                path.push('.');
+                path.push_str(field);
+            }
+            out.push((path, expr.span));
+        }
+        ExprKind::Field(inner, _)
+        | ExprKind::Not(inner)
+        | ExprKind::Until(inner)
+        | ExprKind::HasIn(inner, _)
+        | ExprKind::DataKey(inner) => free_reads(inner, out),
+        ExprKind::Matches(inner, _) => free_reads(inner, out),
+        ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => {
+            free_reads(a, out);
+            free_reads(b, out);
+        }
+        ExprKind::Call(_, args) => args.iter().for_each(|a| free_reads(a, out)),
+        ExprKind::Quantifier { list, body, .. } => {
+            free_reads(list, out);
+            free_reads(body, out);
+        }
+        _ => {}
+    }
+}
+
+/// The free attributes a rule reads: its condition, its templates and a
+/// computed TTL cap.
+fn rule_reads(rule: &Rule) -> Vec<(String, Span)> {
+    let mut out = Vec::new();
+    rule.conjuncts.iter().for_each(|c| free_reads(c, &mut out));
+    let mut templates: Vec<&Template> = rule.because.iter().collect();
+    match &rule.kind {
+        RuleKind::Permit { grant, obligations, .. } => {
+            templates.extend(grant);
+            templates.extend(obligations.iter().filter_map(|o| match o {
+                crate::ir::Obligation::Audience(t) => Some(t),
+                _ => None,
+            }));
+        }
+        RuleKind::LimitScope(list) => templates.extend(list),
+        RuleKind::Require(crate::ir::Obligation::Audience(t)) => templates.push(t),
+        RuleKind::LimitTtl(TtlCap::Computed(cap)) => free_reads(cap, &mut out),
+        _ => {}
+    }
+    for template in templates {
+        for part in &template.parts {
+            if let TemplatePart::Hole(hole) = part {
+                free_reads(hole, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// `writ::lint::undeclared_attribute`: the free attributes no declaration
+/// covers that look like typos, read once in the whole set or one or two
+/// edits from another one read; each with the index of the rule of its
+/// first read.
+fn undeclared(set: &PolicySet) -> Vec<(usize, Finding)> {
+    // Path, first read (rule, span), reads.
+    let mut paths: Vec<(String, usize, Span, usize)> = Vec::new();
+    for (index, rule) in set.rules.iter().enumerate() {
+        for (path, span) in rule_reads(rule) {
+            match paths.iter_mut().find(|(p, ..)| *p == path) {
+                Some((.., count)) => *count += 1,
+                None => paths.push((path, index, span, 1)),
+            }
+        }
+    }
+    let declared = |path: &str| {
+        let parts: Vec<&str> = path.split('.').collect();
+        set.attributes.iter().any(|d| {
+            d.path.split('.').zip(&parts).all(|(a, b)| a == *b)
+        })
+    };
+    // A read of `context.ticket` and one of `context.ticket.id` support
+    // each other: one is on the way to the other.
+    let related = |a: &str, b: &str| {
+        a == b || a.strip_prefix(b).is_some_and(|r| r.starts_with('.'))
+            || b.strip_prefix(a).is_some_and(|r| r.starts_with('.'))
+    };
+    let support: Vec<usize> = paths
+        .iter()
+        .map(|(path, ..)| {
+            paths
+                .iter()
+                .filter(|(other, ..)| related(path, other))
+                .map(|(.., n)| n)
+                .sum()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (at, (path, index, span, _)) in paths.iter().enumerate() {
+        let count = &support[at];
+        if declared(path) {
+            continue;
+        }
+        // The nearest other path read more often (or as often), a likelier
+        // spelling.
+        // On a tie, the one read first is taken as the spelling meant.
+        let near = paths
+            .iter()
+            .zip(&support)
+            .enumerate()
+            .filter(|(other_at, ((other, ..), n))| {
+                !related(path, other) && (**n > *count || (**n == *count && *other_at < at))
+            })
+            .map(|(_, ((other, ..), _))| (crate::suggest::distance(path, other), other))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let (reason, likely) = match (near, count) {
+            (Some((_, other)), _) => (
+                format!("is one or two edits from `{other}`, read elsewhere"),
+                other.as_str(),
+            ),
+            (None, 1) => (
+                "is read only once in the whole policy set".to_owned(),
+                path.as_str(),
+            ),
+            _ => continue,
+        };
+        let rule = &set.rules[*index];
+        out.push((
+            *index,
+            finding(
+                rule,
+                *span,
+                Lint::UndeclaredAttribute {
+                    path: path.clone(),
+                    reason,
+                    span: span.source_span(),
+                    help: format!(
+                        "a misspelt attribute is missing from every request, so its rule never matches; declare the attributes the file reads (`attribute {likely}: string \"what it is\";`) and the checker reports any other"
+                    ),
+                },
+            ),
+        ));
+    }
+    out
 }
 
 /// The findings about one rule.
@@ -402,9 +770,12 @@ fn mentions_identity(expr: &Expr) -> bool {
     match &expr.kind {
         K::Attr(attr) | K::Has(attr, _) => identity(attr),
         K::Lit(_) | K::Local(_) | K::Data(_) => false,
-        K::Field(inner, _) | K::Not(inner) | K::Matches(inner, _) | K::Until(inner) => {
-            mentions_identity(inner)
-        }
+        K::Field(inner, _)
+        | K::Not(inner)
+        | K::Matches(inner, _)
+        | K::Until(inner)
+        | K::HasIn(inner, _)
+        | K::DataKey(inner) => mentions_identity(inner),
         K::Index(a, b) | K::Binary(_, a, b) => mentions_identity(a) || mentions_identity(b),
         K::Call(_, args) => args.iter().any(mentions_identity),
         K::Quantifier { list, body, .. } => mentions_identity(list) || mentions_identity(body),
@@ -868,6 +1239,16 @@ mod tests {
                 reason: help.clone(),
                 help: help.clone(),
             },
+            Lint::UndeclaredAttribute {
+                path: help.clone(),
+                span,
+                reason: help.clone(),
+                help: help.clone(),
+            },
+            Lint::BadAllow {
+                reason: help.clone(),
+                span,
+            },
         ];
         let codes: Vec<String> = all.iter().map(Lint::code_name).collect();
         assert_eq!(codes, CODES);
@@ -888,6 +1269,17 @@ mod tests {
         );
         assert_eq!(
             codes(&format!("{base}@allow(\"broad_grant\") limit ttl 1h;")),
+            ["writ::lint::redundant_limit"]
+        );
+        // A reason beside the code is fine, and silences nothing by itself.
+        assert_eq!(
+            codes(&format!(
+                "{base}@allow(\"redundant_limit\", \"the backstop when all else fails\") limit ttl 1h;"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            codes(&format!("{base}@allow(\"the backstop when all else fails\") limit ttl 1h;")),
             ["writ::lint::redundant_limit"]
         );
     }

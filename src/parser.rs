@@ -38,6 +38,32 @@ pub enum ParseError {
         #[label("unexpected here")]
         span: miette::SourceSpan,
     },
+    /// `context.roles has "admin"`
+    #[error("`has` takes an attribute name, not a string")]
+    #[diagnostic(
+        code(writ::parse::unexpected_token),
+        help("`X has {value}` (no quotes) tests that `X` holds a field `{value}`; to test that a list holds the string, write `\"{value}\" in X`")
+    )]
+    HasString {
+        /// The string's value.
+        value: String,
+        /// The string.
+        #[label("a string after `has`")]
+        span: miette::SourceSpan,
+    },
+    /// `permt if action == "read";`
+    #[error("unexpected name `{name}`")]
+    #[diagnostic(code(writ::parse::unexpected_token))]
+    NotAnItem {
+        /// The name.
+        name: String,
+        /// Where it is.
+        #[label("an item cannot start here with a name")]
+        span: miette::SourceSpan,
+        /// A suggestion.
+        #[help]
+        help: String,
+    },
     /// `permit if action ==`
     #[error("unexpected end of file")]
     #[diagnostic(code(writ::parse::unexpected_eof), help("expected {expected}"))]
@@ -210,6 +236,13 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     let mut counter = LimitCounter::new(0);
     let mut refused = None;
     let mut docs: Vec<(Span, String)> = Vec::new();
+    // Where the tokens right after a `has` start, to explain a string there.
+    let mut after_has: Vec<usize> = Vec::new();
+    let mut last_was_has = false;
+    // A name that starts an item (only `attribute` may), with where it is
+    // and where the token after it starts.
+    let mut item_names: Vec<(usize, usize, String, usize)> = Vec::new();
+    let mut at_item_start = true;
     let stream = std::iter::from_fn(|| loop {
         let t = lexed.next()?;
         if let Some(error) = counter.see(&t.token, t.span) {
@@ -219,7 +252,22 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
         match t.token {
             Token::DocComment(text) => docs.push((t.span, text)),
             Token::Comment(_) => {}
-            token => return Some(Ok((t.span.start as usize, token, t.span.end as usize))),
+            token => {
+                if last_was_has {
+                    after_has.push(t.span.start as usize);
+                }
+                last_was_has = token == Token::Has;
+                if let Some(last) = item_names.last_mut() {
+                    if last.3 == usize::MAX {
+                        last.3 = t.span.start as usize;
+                    }
+                }
+                if let (true, Token::Ident(name)) = (at_item_start, &token) {
+                    item_names.push((t.span.start as usize, t.span.end as usize, name.to_string(), usize::MAX));
+                }
+                at_item_start = token == Token::Semi;
+                return Some(Ok((t.span.start as usize, token, t.span.end as usize)));
+            }
         }
     });
     let mut mistakes = Vec::new();
@@ -243,12 +291,12 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
     }
     let end = source.text.len();
     for error in recovered {
-        diagnostics.push(convert(error.error, end), source);
+        diagnostics.push(convert_at(error.error, end, &after_has, &item_names), source);
     }
     let mut items = match result {
         Ok(items) => items,
         Err(error) => {
-            diagnostics.push(convert(error, end), source);
+            diagnostics.push(convert_at(error, end, &after_has, &item_names), source);
             Vec::new()
         }
     };
@@ -289,6 +337,55 @@ fn attach_docs(items: &mut [Item], docs: &[(Span, String)], text: &str) {
             rule.doc = Some(lines.join("\n"));
         }
     }
+}
+
+/// [`convert`], with a string right after `has` (its start in
+/// `after_has`) explained as the mistake it is.
+fn convert_at(
+    error: lalrpop_util::ParseError<usize, Token, NoError>,
+    end: usize,
+    after_has: &[usize],
+    item_names: &[(usize, usize, String, usize)],
+) -> ParseError {
+    // A name that starts an item and is not `attribute` is the mistake,
+    // not the token after it (`permt if ...`).
+    let at = match &error {
+        lalrpop_util::ParseError::UnrecognizedToken {
+            token: (start, ..), ..
+        } => Some(*start),
+        lalrpop_util::ParseError::UnrecognizedEof { location, .. } => Some(*location),
+        _ => None,
+    };
+    if let Some(at) = at {
+        let found = item_names
+            .iter()
+            .find(|(_, stop, name, next)| name != "attribute" && (*next == at || (*next == usize::MAX && *stop <= at)));
+        if let Some((start, stop, name, _)) = found {
+            let starts = ["const", "attribute", "permit", "forbid", "limit", "require"];
+            let help = match crate::suggest::closest(name, starts) {
+                Some(word) => format!("did you mean `{word}`?"),
+                None => "an item starts with `const`, `attribute`, `permit`, `forbid`, `limit`, `require` or an annotation (`@id(...)`)".to_owned(),
+            };
+            return ParseError::NotAnItem {
+                name: name.clone(),
+                span: (*start, stop - start).into(),
+                help,
+            };
+        }
+    }
+    if let lalrpop_util::ParseError::UnrecognizedToken {
+        token: (start, Token::Str(value), stop),
+        ..
+    } = &error
+    {
+        if after_has.binary_search(start).is_ok() {
+            return ParseError::HasString {
+                value: value.clone(),
+                span: (*start, stop - start).into(),
+            };
+        }
+    }
+    convert(error, end)
 }
 
 fn convert(error: lalrpop_util::ParseError<usize, Token, NoError>, end: usize) -> ParseError {

@@ -97,6 +97,41 @@ impl Ty {
     }
 }
 
+/// A free attribute a policy set declares (`attribute subject.repository:
+/// string "the GitHub repository";`): its path, its type and what it
+/// means. The checker types every read of it, and a file that declares
+/// attributes may read no free attribute it does not declare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredAttr {
+    /// The dotted path: `subject.repository`, `context.pipeline.protected`.
+    pub path: String,
+    /// Its type (`object` is declared as [`Ty::Any`], with fields below).
+    pub ty: Ty,
+    /// How the declaration names the type (`string`, `object`, ...).
+    pub ty_name: &'static str,
+    /// What it means, as declared.
+    pub doc: Option<String>,
+    /// `file:line` of the declaration.
+    pub at: String,
+}
+
+/// The type names a declaration may use, with their types.
+pub const DECLARED_TYPES: [(&str, Ty); 8] = [
+    ("string", Ty::Str),
+    ("number", Ty::Num),
+    ("bool", Ty::Bool),
+    ("duration", Ty::Dur),
+    ("timestamp", Ty::Time),
+    ("list", Ty::List),
+    ("object", Ty::Any),
+    ("any", Ty::Any),
+];
+
+/// The type a declaration names, with the name as the table spells it.
+pub fn declared_type(name: &str) -> Option<(&'static str, Ty)> {
+    DECLARED_TYPES.iter().find(|(n, _)| *n == name).copied()
+}
+
 /// The objects of a request that carry attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dim {

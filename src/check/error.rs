@@ -32,6 +32,32 @@ pub enum CheckError {
         #[help]
         help: Option<String>,
     },
+    /// `subject.repositry` in a file that declares its attributes
+    #[error("attribute `{path}` is not declared")]
+    #[diagnostic(code(writ::check::undeclared_attribute))]
+    UndeclaredAttribute {
+        /// The path as far as it is undeclared.
+        path: String,
+        /// The field that is not declared.
+        #[label("this file declares its attributes, and not this one")]
+        span: SourceSpan,
+        /// A suggestion.
+        #[help]
+        help: Option<String>,
+    },
+    /// `attribute subject.kind: string;`, `attribute context.x: text;`
+    #[error("{message}")]
+    #[diagnostic(code(writ::check::bad_declaration))]
+    BadDeclaration {
+        /// What is wrong.
+        message: String,
+        /// Where.
+        #[label("here")]
+        span: SourceSpan,
+        /// A suggestion.
+        #[help]
+        help: Option<String>,
+    },
     /// `size(x)`
     #[error("unknown function `{name}`")]
     #[diagnostic(

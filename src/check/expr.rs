@@ -133,6 +133,24 @@ impl Checker<'_> {
                 return make(I::Attr(attr), ty);
             }
         }
+        if self.is_data_root(base) {
+            if let A::Str(key) = &index.kind {
+                return self.data_key(key, index.span, span);
+            }
+            let key = self.expr(index)?;
+            if !matches!(key.ty, Ty::Str | Ty::Any) {
+                self.error(
+                    index.span,
+                    CheckError::BadOperand {
+                        message: format!("the data file's keys are strings, not a {}", key.ty.name()),
+                        span: index.span.source_span(),
+                        help: None,
+                    },
+                );
+                return None;
+            }
+            return make(I::DataKey(Box::new(key)), Ty::Any);
+        }
         let base = self.expr(base)?;
         let index = self.expr(index)?;
         if !matches!(base.ty, Ty::Any | Ty::List | Ty::StrList) {
@@ -152,6 +170,39 @@ impl Checker<'_> {
             Ty::Any
         };
         make(I::Index(Box::new(base), Box::new(index)), ty)
+    }
+
+    /// Whether `expr` is `data`, the data file as a whole: the name
+    /// `data` when no constant, bound name or data key takes it.
+    pub(super) fn is_data_root(&self, expr: &ast::Expr) -> bool {
+        matches!(&expr.kind, A::Name(name) if &**name == "data")
+            && !self.locals.iter().any(|(n, _)| n == "data")
+            && !self.consts.contains_key("data")
+            && !self.data.contains_key("data")
+    }
+
+    /// `data.key`, `data["key"]`: a key of the data file named in the
+    /// policy, which must be there.
+    fn data_key(&mut self, key: &str, key_span: Span, span: Span) -> Option<Expr> {
+        if self.data.contains_key(key) {
+            return Some(Expr {
+                kind: I::Data(key.into()),
+                ty: Ty::Any,
+                span,
+            });
+        }
+        let help = closest(key, self.data.keys().map(String::as_str))
+            .map(|c| format!("did you mean `{c}`?"))
+            .or_else(|| Some("the data file is given with `--data FILE`; its keys are read as `data.KEY` or by name".to_owned()));
+        self.error(
+            key_span,
+            CheckError::UnknownName {
+                name: key.to_owned(),
+                span: key_span.source_span(),
+                help,
+            },
+        );
+        None
     }
 
     /// `name(args...)`: a built-in function.
@@ -409,12 +460,33 @@ impl Checker<'_> {
         if self.data.contains_key(name) {
             return make(I::Data(name.into()), Ty::Any);
         }
+        if name == "data" {
+            self.error(
+                span,
+                CheckError::BadOperand {
+                    message: "`data` is the whole data file, not a value".to_owned(),
+                    span: span.source_span(),
+                    help: Some("read one of its keys: `data[subject.id]`, `data.teams`".to_owned()),
+                },
+            );
+            return None;
+        }
         let mut candidates: Vec<&str> = crate::schema::roots().collect();
         candidates.extend(Sensitivity::ALL.iter().map(|level| level.as_str()));
         candidates.extend(self.consts.keys().map(String::as_str));
         candidates.extend(self.data.keys().map(String::as_str));
         candidates.extend(self.locals.iter().map(|(n, _)| n.as_str()));
-        let help = closest(name, candidates).map(|c| format!("did you mean `{c}`?"));
+        let help = if self.expect_level {
+            let levels = Sensitivity::ALL.iter().map(|level| level.as_str());
+            Some(match closest(name, levels) {
+                Some(level) => format!("did you mean `{level}`?"),
+                None => format!(
+                    "`{name}` is not a sensitivity level; the levels are `public`, `internal`, `confidential` and `restricted`, lowest to highest"
+                ),
+            })
+        } else {
+            closest(name, candidates).map(|c| format!("did you mean `{c}`?"))
+        };
         self.error(
             span,
             CheckError::UnknownName {
@@ -428,11 +500,32 @@ impl Checker<'_> {
         None
     }
 
-    /// `dim.field...`, `data.key`, `local.field`.
+    /// `dim.field...`, `data.key`, `local.field`; a free attribute is
+    /// checked against the declarations and gets its declared type.
     pub(super) fn path(&mut self, expr: &ast::Expr) -> Option<Expr> {
+        let Some((dim, fields)) = self.free_chain(expr) else {
+            return self.path_of(expr);
+        };
+        // Only the whole chain's last field is checked here: the shorter
+        // chains are checked (and reported) as they are lowered, on the way.
+        let shorter_fails = (1..fields.len()).any(|k| !self.declared_prefix(dim, &fields, k));
+        if !shorter_fails && !self.check_declared(dim, &fields, fields.len()) {
+            return None;
+        }
+        let mut lowered = self.path_of(expr)?;
+        if let Some(ty) = self.declared_ty(dim, &fields) {
+            lowered.ty = ty;
+        }
+        Some(lowered)
+    }
+
+    fn path_of(&mut self, expr: &ast::Expr) -> Option<Expr> {
         let A::Field(base, field) = &expr.kind else {
             return self.expr(expr);
         };
+        if self.is_data_root(base) {
+            return self.data_key(&field.name, field.span, expr.span);
+        }
         if let A::Name(root) = &base.kind {
             let shadowed =
                 self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(&**root);
@@ -476,10 +569,19 @@ impl Checker<'_> {
             return Some(known);
         }
         let fields = dim.fields().map(|def| def.field);
-        if dim != Dim::Context {
+        if dim != Dim::Context && !self.is_declared(dim, name) {
             let suggestion = closest(name, fields);
             if suggestion.is_some() || dim == Dim::Requested {
                 let help = match suggestion {
+                    Some(s) if another_attribute(name, s) => {
+                        let dim = dim.name();
+                        let read = if matches!(dim, "subject" | "resource") {
+                            format!("if `{name}` is an AuthZEN property, read it as `{dim}.properties.{name}` (or `{dim}[\"{name}\"]`)")
+                        } else {
+                            format!("to read a field named `{name}`, write `{dim}[\"{name}\"]`")
+                        };
+                        format!("{read}; the attribute nearest to it is `{dim}.{s}`")
+                    }
                     Some(s) => format!("did you mean `{}.{s}`?", dim.name()),
                     None => "`requested` has `scope` and `ttl`".to_owned(),
                 };
@@ -513,13 +615,28 @@ impl Checker<'_> {
         let rest = |from: usize| fields[from..].iter().map(|f| (*f.name).into()).collect();
         if let A::Name(root) = &base.kind {
             if let Some(dim) = Dim::from_name(root) {
+                if dim != Dim::Requested && matches!(Attr::of(dim, &fields[0].name), Attr::Extra(..)) {
+                    let all: Vec<&ast::Ident> = fields.iter().collect();
+                    if !self.check_declared(dim, &all, 1) {
+                        return None;
+                    }
+                }
                 let attr = self.attr(dim, &fields[0])?;
                 return make(I::Has(attr, rest(1)));
+            }
+        }
+        if let Some((dim, mut chain)) = self.free_chain(base) {
+            let from = chain.len() + 1;
+            chain.extend(fields.iter());
+            if !self.check_declared(dim, &chain, from) {
+                return None;
             }
         }
         let lowered = self.expr(base)?;
         match lowered.kind {
             I::Attr(attr) if lowered.ty == Ty::Any => make(I::Has(attr, rest(0))),
+            // A value from the data, a bound name or a field of either.
+            _ if lowered.ty == Ty::Any => make(I::HasIn(Box::new(lowered), rest(0))),
             _ => {
                 self.error(
                     base.span,
@@ -542,6 +659,15 @@ impl Checker<'_> {
 /// A test on an argument's type and how the expected type is named.
 type ArgCheck = (fn(Ty) -> bool, &'static str);
 
+/// Whether `written`, one or two edits from the known field `known`, more
+/// likely names another attribute than misspells `known`: it extends it
+/// by a word (`owner_id`, not `idd`) or is written in camel case
+/// (`ownerID`), as the properties of AuthZEN requests often are.
+fn another_attribute(written: &str, known: &str) -> bool {
+    (written.len() >= known.len() + 2 && written.starts_with(known))
+        || written.chars().any(|c| c.is_ascii_uppercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,3 +685,4 @@ mod tests {
         }
     }
 }
+

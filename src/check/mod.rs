@@ -15,6 +15,7 @@
 mod error;
 mod expr;
 mod ids;
+mod declare;
 mod operators;
 mod rule;
 
@@ -52,6 +53,14 @@ struct Checker<'s> {
     depth: usize,
     /// The depth guard has reported the expression being lowered.
     too_deep: bool,
+    /// The expression being lowered is compared with `sensitivity`, so an
+    /// unknown name in it was meant as a level.
+    expect_level: bool,
+    /// The declared free attributes, with their paths split at the dots.
+    declared: Vec<(Vec<String>, crate::schema::DeclaredAttr)>,
+    /// The files that declare attributes: in them, every free attribute
+    /// read must be declared.
+    strict_files: Vec<crate::source::FileId>,
 }
 
 /// How deep the checker recurses into one expression. The parser's limits
@@ -85,6 +94,9 @@ pub fn check(
         kind_names: Vec::new(),
         depth: 0,
         too_deep: false,
+        expect_level: false,
+        declared: Vec::new(),
+        strict_files: Vec::new(),
     };
     for file in &files {
         checker.current_file = file.file;
@@ -105,8 +117,10 @@ pub fn check(
             );
         }
         for item in &file.items {
-            if let ast::Item::Const(decl) = item {
-                checker.constant(decl);
+            match item {
+                ast::Item::Const(decl) => checker.constant(decl),
+                ast::Item::Attribute(decl) => checker.declare(decl),
+                ast::Item::Rule(_) => {}
             }
         }
     }
@@ -158,11 +172,13 @@ pub fn check(
         .into_iter()
         .map(|(name, c)| (name, c.value))
         .collect();
+    let attributes = checker.declared.into_iter().map(|(_, d)| d).collect();
     (
         PolicySet {
             rules,
             data,
             consts,
+            attributes,
         },
         checker.diagnostics,
     )

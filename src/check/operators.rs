@@ -80,8 +80,17 @@ impl Checker<'_> {
                 span,
             });
         }
+        let is_level = |e: &ast::Expr| matches!(&e.kind, ast::ExprKind::Name(n) if &**n == "sensitivity");
+        let levels = matches!(
+            op,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::In | BinOp::NotIn
+        );
+        let outer = self.expect_level;
+        self.expect_level = levels && is_level(right);
         let l = self.expr(left);
+        self.expect_level = levels && is_level(left);
         let r = self.expr(right);
+        self.expect_level = outer;
         let (l, r) = (l?, r?);
         let ty = match op {
             BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {

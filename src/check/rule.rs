@@ -429,8 +429,8 @@ impl Checker<'_> {
                 None => sets.push((attr, values)),
             }
         }
+        let span = rule.condition.as_ref().map_or(rule.span, |c| c.span);
         if let Some((attr, _)) = sets.iter().find(|(_, values)| values.is_empty()) {
-            let span = rule.condition.as_ref().map_or(rule.span, |c| c.span);
             self.error(
                 span,
                 CheckError::NeverHolds {
@@ -439,7 +439,82 @@ impl Checker<'_> {
                     help: Some("a value cannot equal two different things; did you mean `or`, or `in [...]`?".to_owned()),
                 },
             );
+            return;
         }
+        if let Some((attr, help)) = self.empty_duration_range(conjuncts) {
+            self.error(
+                span,
+                CheckError::NeverHolds {
+                    attr,
+                    span: span.source_span(),
+                    help: Some(help),
+                },
+            );
+        }
+    }
+
+    /// The first duration (an attribute such as `requested.ttl`, or any
+    /// expression of type duration, told apart by its text) that the
+    /// conjuncts bound by constants from both sides with nothing in
+    /// between (`requested.ttl > 2h and requested.ttl < 1h`), or below
+    /// what it can be (`requested.ttl < 0s`: a duration is never below
+    /// zero, and a requested TTL is at least one second), with the help.
+    fn empty_duration_range(&self, conjuncts: &[Expr]) -> Option<(String, String)> {
+        use crate::ast::BinOp;
+        // Per duration: its text, the least and the greatest seconds it may
+        // be (inclusive), and the texts of the bounds that set them.
+        let mut ranges: Vec<(String, u64, u64, Vec<String>)> = Vec::new();
+        for conjunct in conjuncts {
+            let I::Binary(op, l, r) = &conjunct.kind else {
+                continue;
+            };
+            // `d OP constant`, or `constant OP d` turned round.
+            let (op, subject, bound) = match (fold_duration(l), fold_duration(r)) {
+                (None, Some(bound)) if l.ty == Ty::Dur => (*op, l, bound),
+                (Some(bound), None) if r.ty == Ty::Dur => match op {
+                    BinOp::Lt => (BinOp::Gt, r, bound),
+                    BinOp::Le => (BinOp::Ge, r, bound),
+                    BinOp::Gt => (BinOp::Lt, r, bound),
+                    BinOp::Ge => (BinOp::Le, r, bound),
+                    other => (*other, r, bound),
+                },
+                _ => continue,
+            };
+            let (low, high) = match op {
+                // `< 0s`: nothing at all.
+                BinOp::Lt => bound.checked_sub(1).map_or((1, 0), |high| (0, high)),
+                BinOp::Le => (0, bound),
+                BinOp::Gt => (bound.saturating_add(1), u64::MAX),
+                BinOp::Ge => (bound, u64::MAX),
+                BinOp::Eq => (bound, bound),
+                _ => continue,
+            };
+            let text = collapse_ws(self.sources.slice(subject.span));
+            let floor = u64::from(matches!(subject.kind, I::Attr(crate::ir::Attr::RequestedTtl)));
+            let written = collapse_ws(self.sources.slice(conjunct.span));
+            match ranges.iter_mut().find(|(t, ..)| *t == text) {
+                Some((_, lo, hi, bounds)) => {
+                    *lo = (*lo).max(low);
+                    *hi = (*hi).min(high);
+                    bounds.push(written);
+                }
+                None => ranges.push((text, low.max(floor), high, vec![written])),
+            }
+        }
+        ranges
+            .into_iter()
+            .find(|(_, lo, hi, _)| lo > hi)
+            .map(|(text, _, _, bounds)| {
+                let help = if bounds.len() == 1 {
+                    format!("a duration is never below zero and a requested TTL is at least one second, so `{}` never holds", bounds[0])
+                } else {
+                    format!(
+                        "no duration satisfies all of {}; did you mean `or`, or the bounds the other way round?",
+                        bounds.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                (text, help)
+            })
     }
 }
 

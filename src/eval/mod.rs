@@ -159,6 +159,26 @@ impl<'a> Evaluator<'a> {
                 })),
             },
             ExprKind::Has(attr, rest) => Ok(Val::Bool(self.has(attr, rest))),
+            ExprKind::HasIn(base, rest) => Ok(Val::Bool(match self.eval(base) {
+                Ok(value) => present(value, rest),
+                Err(_) => false,
+            })),
+            ExprKind::DataKey(key) => match self.eval(key)? {
+                Val::Str(key) => match self.data.get(&*key) {
+                    Some(value) => {
+                        from_json(value).ok_or_else(|| Box::new(EvalError::Null { span }))
+                    }
+                    None => Err(Box::new(EvalError::KeyMissing {
+                        key: key.to_string(),
+                        span,
+                    })),
+                },
+                other => Err(Box::new(EvalError::BadIndex {
+                    ty: "data",
+                    index: found(&other),
+                    span,
+                })),
+            },
             ExprKind::Until(target) => {
                 let target = self.eval(target)?;
                 Ok(Val::Dur(until(self.now(span)?, &target, span)?))
@@ -355,19 +375,10 @@ impl<'a> Evaluator<'a> {
     }
 
     fn has(&self, attr: &Attr, rest: &'a [Box<str>]) -> bool {
-        let Some(mut value) = attr_value(self.request, self.prepared, attr) else {
-            return false;
-        };
-        for field in rest {
-            match value {
-                Val::Json(Value::Object(map)) => match map.get(&**field).and_then(from_json) {
-                    Some(next) => value = next,
-                    None => return false,
-                },
-                _ => return false,
-            }
+        match attr_value(self.request, self.prepared, attr) {
+            Some(value) => present(value, rest),
+            None => false,
         }
-        !says_nothing(&value)
     }
 
     fn binary(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr, span: Span) -> Res<Val<'a>> {
@@ -539,3 +550,18 @@ fn refused(text: &str, fill: Fill) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `value` holds `rest` field by field and the last one says
+/// something (`has`).
+fn present(mut value: Val<'_>, rest: &[Box<str>]) -> bool {
+    for field in rest {
+        match value {
+            Val::Json(Value::Object(map)) => match map.get(&**field).and_then(from_json) {
+                Some(next) => value = next,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    !says_nothing(&value)
+}

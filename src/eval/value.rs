@@ -183,6 +183,13 @@ pub(super) fn equal(a: &Val, b: &Val, span: Span) -> Res<bool> {
         (Val::Dur(x), Val::Dur(y)) => x == y,
         (Val::Dur(d), Val::Num(n)) | (Val::Num(n), Val::Dur(d)) => *d as f64 == *n,
         (Val::Level(x), Val::Level(y)) => x == y,
+        // A level named by a string from the data or the request.
+        (Val::Level(x), Val::Str(name)) | (Val::Str(name), Val::Level(x)) => {
+            match Sensitivity::from_name(name) {
+                Some(y) => *x == y,
+                None => return Err(mismatch()),
+            }
+        }
         (Val::Time(x), other) | (other, Val::Time(x)) => match as_time(other) {
             Some(y) => *x == y,
             None => return Err(mismatch()),
@@ -215,6 +222,8 @@ pub(super) fn order(a: &Val, b: &Val, span: Span) -> Res<Ordering> {
         (Val::Dur(d), Val::Num(n)) => (*d as f64).partial_cmp(n),
         (Val::Num(n), Val::Dur(d)) => n.partial_cmp(&(*d as f64)),
         (Val::Level(x), Val::Level(y)) => Some(x.cmp(y)),
+        (Val::Level(x), Val::Str(name)) => Sensitivity::from_name(name).map(|y| x.cmp(&y)),
+        (Val::Str(name), Val::Level(y)) => Sensitivity::from_name(name).map(|x| x.cmp(y)),
         _ => match (as_time(a), as_time(b)) {
             (Some(x), Some(y)) => Some(x.cmp(&y)),
             _ => None,
