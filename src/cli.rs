@@ -319,6 +319,11 @@ struct ServeArgs {
     /// The longest wait between two tries of a delivery.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     webhook_max_backoff: std::time::Duration,
+    /// The AuthZEN PDP identifier `/.well-known/authzen-configuration`
+    /// names (`https://pdp.example.com`) [default: `http://` and the
+    /// request's Host].
+    #[arg(long, value_name = "URL")]
+    authzen_pdp: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -545,6 +550,7 @@ fn run(cli: Cli) -> Result<u8, String> {
                 webhook.max_backoff = args.webhook_max_backoff;
                 webhook
             });
+            config.authzen_pdp = args.authzen_pdp;
             crate::server::run(config)?;
             Ok(0)
         }

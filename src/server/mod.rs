@@ -24,6 +24,7 @@ mod ids;
 pub(crate) mod log;
 mod metrics;
 mod pin;
+mod search;
 mod state;
 pub mod webhook;
 
@@ -93,6 +94,9 @@ pub struct Config {
     /// Push the revocation feed to this webhook as Security Event Tokens
     /// (needs a ledger).
     pub webhook: Option<webhook::WebhookConfig>,
+    /// The AuthZEN PDP identifier the metadata names (`https://pdp.example.com`);
+    /// none for `http://` and the request's `Host`.
+    pub authzen_pdp: Option<String>,
 }
 
 impl Config {
@@ -124,6 +128,7 @@ impl Config {
             ledger: None,
             repeat_window: Duration::from_secs(3600),
             webhook: None,
+            authzen_pdp: None,
         }
     }
 }
@@ -151,6 +156,8 @@ pub(crate) struct App {
     pub(crate) repeat_window: Duration,
     /// The revocation webhook's pusher, when `--revocation-webhook` is given.
     pub(crate) webhook: Option<Arc<webhook::Pusher>>,
+    /// `--authzen-pdp`: the PDP identifier the AuthZEN metadata names.
+    pub(crate) authzen_pdp: Option<String>,
     source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
@@ -196,6 +203,9 @@ pub fn run(config: Config) -> Result<(), String> {
         Some(webhook) => Some(Arc::new(webhook::Pusher::new(webhook.clone())?)),
         None => None,
     };
+    if let Some(pdp) = &config.authzen_pdp {
+        search::check_pdp(pdp)?;
+    }
     if config.workers == Some(0) {
         return Err("`--workers` must be at least 1".to_owned());
     }
@@ -317,6 +327,7 @@ pub fn run(config: Config) -> Result<(), String> {
         ledger,
         repeat_window: config.repeat_window,
         webhook,
+        authzen_pdp: config.authzen_pdp.clone(),
         source,
         watch: tokio::sync::Mutex::new(Watch::default()),
     });
