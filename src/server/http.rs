@@ -755,6 +755,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     if let Some(pusher) = &app.webhook {
         pusher.metrics.render(&mut page);
     }
+    super::status::render(&app, &mut page).await;
     let mut response = Response::new(Body::from(page));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

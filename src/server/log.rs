@@ -150,6 +150,17 @@ impl DecisionLog {
         !self.mode.required || self.writable.load(Ordering::SeqCst)
     }
 
+    /// Whether a decision waits for its line (`--decision-log-required`).
+    pub(crate) fn required(&self) -> bool {
+        self.mode.required
+    }
+
+    /// Whether the last write succeeded (or, after a failure, a probe of
+    /// the file did).
+    pub(crate) fn writable(&self) -> bool {
+        self.writable.load(Ordering::SeqCst)
+    }
+
     /// Hands `lines` to the writer. In required mode, waits until they are
     /// written (and synced, with `sync`) and fails if any was not; in
     /// best-effort mode, returns once they are queued.

@@ -26,6 +26,7 @@ mod metrics;
 mod pin;
 mod search;
 mod state;
+mod status;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -158,7 +159,13 @@ pub(crate) struct App {
     pub(crate) webhook: Option<Arc<webhook::Pusher>>,
     /// `--authzen-pdp`: the PDP identifier the AuthZEN metadata names.
     pub(crate) authzen_pdp: Option<String>,
-    source: PolicySource,
+    /// The last successful and failed reloads, for `GET /v1/status`.
+    pub(crate) reload_history: state::ReloadHistory,
+    /// When the server started, for `GET /v1/status`.
+    pub(crate) started_at: String,
+    /// Where decisions are logged (`--decision-log`), for `GET /v1/status`.
+    pub(crate) log_target: Option<String>,
+    pub(crate) source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
     watch: tokio::sync::Mutex<Watch>,
@@ -328,6 +335,9 @@ pub fn run(config: Config) -> Result<(), String> {
         repeat_window: config.repeat_window,
         webhook,
         authzen_pdp: config.authzen_pdp.clone(),
+        reload_history: state::ReloadHistory::default(),
+        started_at: now_rfc3339(),
+        log_target: config.decision_log.clone(),
         source,
         watch: tokio::sync::Mutex::new(Watch::default()),
     });
@@ -740,6 +750,7 @@ fn finish(
             }
             app.current.store(Arc::new(loaded));
             app.metrics.reload(true);
+            app.reload_history.record(why, &digest, None);
             Outcome {
                 refusal: None,
                 digest,
@@ -750,6 +761,8 @@ fn finish(
         }
         Err(refusal) => {
             app.metrics.reload(false);
+            app.reload_history
+                .record(why, &previous, Some(refusal.to_string()));
             match &refusal {
                 Refusal::Compile(_) | Refusal::Read(_) => {
                     eprintln!("writ: reload ({why}) failed; still serving {previous}\n{refusal}")

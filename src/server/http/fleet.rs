@@ -1,5 +1,5 @@
 //! The routes for running writ in a fleet (docs/fleet.md): the AuthZEN
-//! metadata and Search APIs. Registered by
+//! metadata and Search APIs, and `GET /v1/status`. Registered by
 //! [`routes`], merged into the main router.
 
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route(Kind::Subject.path(), post(search_subject))
         .route(Kind::Resource.path(), post(search_resource))
         .route(Kind::Action.path(), post(search_action))
+        .route("/v1/status", get(status))
 }
 
 /// `GET /.well-known/authzen-configuration`: the PDP's identifier and the
@@ -222,6 +223,16 @@ fn decide(
         ));
     }
     decision.is_allow()
+}
+
+/// `GET /v1/status`: what is serving and how the parts around it are.
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let body = crate::server::status::report(&app).await;
+    let mut response = json_body(body.to_string());
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[cfg(test)]
