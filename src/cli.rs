@@ -238,6 +238,31 @@ struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     decision_log_required: bool,
+    /// Ship the decision log to an HTTP collector too (or only): batches of
+    /// JSON lines, POSTed as `application/x-ndjson` (docs/fleet.md).
+    #[arg(long, value_name = "URL")]
+    decision_log_url: Option<String>,
+    /// Most lines in one POST to the collector.
+    #[arg(
+        long,
+        default_value_t = 500,
+        value_name = "LINES",
+        requires = "decision_log_url"
+    )]
+    decision_log_batch: usize,
+    /// How long a line may wait for its batch to fill before it is sent
+    /// (best-effort mode; a required log sends at once).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION", requires = "decision_log_url")]
+    decision_log_interval: std::time::Duration,
+    /// Most lines held for the collector while it is down or slow; more
+    /// are dropped (and counted).
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_name = "LINES",
+        requires = "decision_log_url"
+    )]
+    decision_log_buffer: usize,
     /// With a decision log: fdatasync each group of lines before answering,
     /// so that an answered decision survives a crash of the machine.
     #[arg(long)]
@@ -522,6 +547,13 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.data = args.policy.data;
             config.addr = args.addr;
             config.decision_log = args.decision_log;
+            config.decision_log_ship = args.decision_log_url.map(|url| {
+                let mut ship = crate::server::logship::ShipConfig::new(&url);
+                ship.batch = args.decision_log_batch;
+                ship.interval = args.decision_log_interval;
+                ship.buffer = args.decision_log_buffer;
+                ship
+            });
             config.decision_log_required = args.decision_log_required;
             config.decision_log_sync = args.decision_log_sync;
             config.backlog = args.backlog;

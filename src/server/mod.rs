@@ -22,6 +22,7 @@ pub(crate) mod authzen;
 mod http;
 mod ids;
 pub(crate) mod log;
+pub mod logship;
 mod metrics;
 mod pin;
 mod search;
@@ -54,6 +55,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Where to write the decision log (`-` for stdout); none to not log.
     pub decision_log: Option<String>,
+    /// Ship the decision log to this HTTP collector too (or only).
+    pub decision_log_ship: Option<logship::ShipConfig>,
     /// A decision whose log line cannot be written is answered 503, not
     /// with the decision (the default).
     pub decision_log_required: bool,
@@ -112,6 +115,7 @@ impl Config {
             data: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 8181)),
             decision_log: None,
+            decision_log_ship: None,
             decision_log_required: true,
             decision_log_sync: false,
             backlog: 1024,
@@ -240,18 +244,30 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let loaded = source.load()?;
     let metrics = Arc::new(Metrics::default());
-    let log = match &config.decision_log {
-        Some(target) => {
+    let log = match (&config.decision_log, &config.decision_log_ship) {
+        (None, None) => None,
+        (target, shipping) => {
             let mode = LogMode {
                 required: config.decision_log_required,
                 sync: config.decision_log_sync,
             };
-            let log = DecisionLog::open(target, mode, metrics.clone())?;
-            let shown = if target == "-" {
-                "on stdout".to_owned()
-            } else {
-                format!("`{target}`")
+            let log = DecisionLog::open_sinks(
+                target.as_deref(),
+                shipping.clone(),
+                mode,
+                metrics.clone(),
+            )?;
+            let mut shown = match target.as_deref() {
+                Some("-") => "on stdout".to_owned(),
+                Some(target) => format!("`{target}`"),
+                None => String::new(),
             };
+            if let Some(shipper) = log.shipper() {
+                if !shown.is_empty() {
+                    shown.push_str(" and ");
+                }
+                shown.push_str(&format!("shipped to `{}`", shipper.url()));
+            }
             eprintln!(
                 "writ: decision log {shown}: {}{}",
                 if mode.required {
@@ -263,7 +279,6 @@ pub fn run(config: Config) -> Result<(), String> {
             );
             Some(log)
         }
-        None => None,
     };
     eprintln!(
         "writ: serving {} rule(s) from {} file(s), {}",

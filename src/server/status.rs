@@ -107,11 +107,18 @@ pub(crate) async fn report(app: &App) -> Value {
     let decision_log = match &app.log {
         None => Value::Null,
         Some(log) => {
-            json!({
+            let mut out = json!({
                 "target": app.log_target,
                 "required": log.required(),
-                "writable": log.writable(),
-            })
+                "ready": log.ready(),
+            });
+            if log.has_file() {
+                out["writable"] = Value::Bool(log.writable());
+            }
+            if let Some(shipper) = log.shipper() {
+                out["shipping"] = shipper.status();
+            }
+            out
         }
     };
     json!({
@@ -188,9 +195,19 @@ pub(crate) async fn render(app: &App, out: &mut String) {
         let _ = writeln!(out, "writ_ledger_up {}", u8::from(health.is_ok()));
     }
     if let Some(log) = &app.log {
-        out.push_str("# HELP writ_decision_log_up Whether the decision log's last write succeeded (1) or not (0).\n");
+        out.push_str("# HELP writ_decision_log_up Whether the decision log's sinks work: the file's last write succeeded, the collector took the last batch (1), or not (0).\n");
         out.push_str("# TYPE writ_decision_log_up gauge\n");
-        let _ = writeln!(out, "writ_decision_log_up {}", u8::from(log.writable()));
+        let up = log.writable() && log.shipper().map_or(true, |s| s.healthy());
+        let _ = writeln!(out, "writ_decision_log_up {}", u8::from(up));
+        if let Some(shipper) = log.shipper() {
+            out.push_str("# HELP writ_decision_log_buffered_lines Decision log lines waiting for the collector.\n");
+            out.push_str("# TYPE writ_decision_log_buffered_lines gauge\n");
+            let _ = writeln!(
+                out,
+                "writ_decision_log_buffered_lines {}",
+                shipper.buffered()
+            );
+        }
     }
 }
 
