@@ -394,6 +394,27 @@ fn the_file_and_the_collector_both_get_every_line() {
 }
 
 #[test]
+fn shutdown_with_the_collector_down_gives_up_on_the_buffer_within_its_bound() {
+    let collector = Collector::start();
+    collector.set(Mode::Down);
+    let dir = Arc::new(TempDir::new("logship-close"));
+    let mut server = best_effort(&collector, &dir, &["--decision-log-interval", "50ms"]);
+    for _ in 0..5 {
+        decide(&server);
+    }
+    wait_until("a failed attempt", Duration::from_secs(10), || {
+        server.metric(RETRIED) > 0.0
+    });
+    let started = Instant::now();
+    server.signal("TERM");
+    // Shutdown tries for 5 s, then drops what is left, and exits.
+    assert!(server.wait_exit(Duration::from_secs(20)));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(4), "gave up after {took:?}");
+    assert!(collector.ids().is_empty());
+}
+
+#[test]
 fn bad_shipping_flags_are_refused() {
     for (args, flag) in [
         (

@@ -304,6 +304,11 @@ fn run(shared: &Shared, agent: &ureq::Agent) {
                 if queue.closing && closing_since.is_none() {
                     closing_since = Some(Instant::now());
                 }
+                if closing_since.is_some_and(|since| since.elapsed() >= CLOSE_WITHIN) {
+                    // Shutdown's time is up: what is left is dropped.
+                    fail_waiting(shared, &mut queue);
+                    return;
+                }
                 if queue.groups.is_empty() {
                     if queue.closing {
                         return;
@@ -443,7 +448,8 @@ fn run(shared: &Shared, agent: &ureq::Agent) {
     }
 }
 
-/// Required mode, during a backoff: fails every waiting group.
+/// Fails (and counts as dropped) every waiting group: required mode
+/// during a backoff, and what is left when shutdown's time is up.
 fn fail_waiting(shared: &Shared, queue: &mut Queue) {
     let lines = queue.lines as u64;
     if lines == 0 {
