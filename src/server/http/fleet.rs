@@ -130,40 +130,21 @@ async fn run_search(app: Arc<App>, request: HttpRequest, kind: Kind) -> Response
     let result: Result<Response, ApiError> = async {
         let (_, body) = read_json(&app, request, MAX_JSON_DEPTH).await?;
         let object = parse_object(body)?;
-        let loaded = app.current.load_full();
-        let search = Search::parse(kind, &object, loaded.engine.digest())
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
-        let candidates = search.candidates(loaded.engine.policy());
-        let now = now_rfc3339();
-        let mut results = Vec::new();
-        let mut lines = Vec::new();
-        let mut next = None;
-        for (index, candidate) in candidates.iter().enumerate().skip(search.offset) {
-            let examined = index - search.offset;
-            if results.len() >= search.limit || examined >= search::MAX_EXAMINED {
-                next = Some(index);
-                break;
-            }
-            // The stand-in checked the request; a candidate's id cannot
-            // make it invalid, and one that did would not be allowed.
-            let Ok(parsed) = search.request_for(candidate) else {
-                continue;
-            };
-            if decide(&app, &loaded, parsed, kind, id.as_deref(), &now, &mut lines) {
-                results.push(search.result(candidate));
-            }
-        }
+        // Up to MAX_EXAMINED decisions: on the blocking pool, so that the
+        // workers keep answering meanwhile.
+        let searching = app.clone();
+        let request_id = id.clone();
+        let (body, lines) = tokio::task::spawn_blocking(move || {
+            search_page(&searching, kind, &object, request_id.as_deref())
+        })
+        .await
+        .unwrap_or_else(|error| {
+            // A thread that failed found nothing: fail closed.
+            eprintln!("writ: a search could not be finished: {error}");
+            Ok((json!({"page": {"next_token": "", "count": 0}, "results": []}), Vec::new()))
+        })?;
         record(&app, lines).await?;
-        let mut page = Map::new();
-        page.insert(
-            "next_token".to_owned(),
-            Value::String(next.map(|at| search.token(at)).unwrap_or_default()),
-        );
-        page.insert("count".to_owned(), Value::from(results.len()));
-        let mut body = Map::new();
-        body.insert("page".to_owned(), Value::Object(page));
-        body.insert("results".to_owned(), Value::Array(results));
-        Ok(json_body(Value::Object(body).to_string()))
+        Ok(json_body(body.to_string()))
     }
     .await;
     let mut response = match result {
@@ -174,6 +155,49 @@ async fn run_search(app: Arc<App>, request: HttpRequest, kind: Kind) -> Response
         response.headers_mut().insert(super::REQUEST_ID, id);
     }
     response
+}
+
+/// Checks a search and decides its page: the answer, and the log lines of
+/// the decisions made.
+fn search_page(
+    app: &App,
+    kind: Kind,
+    object: &Map<String, Value>,
+    request_id: Option<&str>,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let loaded = app.current.load_full();
+    let search = Search::parse(kind, object, loaded.engine.digest())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let candidates = search.candidates(loaded.engine.policy());
+    let now = now_rfc3339();
+    let mut results = Vec::new();
+    let mut lines = Vec::new();
+    let mut next = None;
+    for (index, candidate) in candidates.iter().enumerate().skip(search.offset) {
+        let examined = index - search.offset;
+        if results.len() >= search.limit || examined >= search::MAX_EXAMINED {
+            next = Some(index);
+            break;
+        }
+        // The stand-in checked the request; a candidate's id cannot make
+        // it invalid, and one that did would not be allowed.
+        let Ok(parsed) = search.request_for(candidate) else {
+            continue;
+        };
+        if decide(app, &loaded, parsed, kind, request_id, &now, &mut lines) {
+            results.push(search.result(candidate));
+        }
+    }
+    let mut page = Map::new();
+    page.insert(
+        "next_token".to_owned(),
+        Value::String(next.map(|at| search.token(at)).unwrap_or_default()),
+    );
+    page.insert("count".to_owned(), Value::from(results.len()));
+    let mut body = Map::new();
+    body.insert("page".to_owned(), Value::Object(page));
+    body.insert("results".to_owned(), Value::Array(results));
+    Ok((Value::Object(body), lines))
 }
 
 /// Decides one candidate as `POST /access/v1/evaluation` would (the time
