@@ -1,7 +1,6 @@
 //! Shipping the decision log to an HTTP collector (`--decision-log-url`):
-//! batches of JSON lines, `POST`ed as `application/x-ndjson`, the body
-//! Vector's `http_server`, Fluent Bit's `http` input and an OpenTelemetry
-//! collector's receivers take.
+//! batches of JSON lines, `POST`ed as `application/x-ndjson` (what Vector's
+//! `http_server` source reads with newline-delimited framing).
 //!
 //! Handlers hand their lines to a bounded buffer and a thread of its own
 //! posts them with `ureq` (the client the JWKS fetcher and the webhook
@@ -185,9 +184,9 @@ impl Shipper {
         })
     }
 
-    /// The collector's URL.
-    pub(crate) fn url(&self) -> &str {
-        &self.shared.config.url
+    /// The collector's URL, as shown (a password in it replaced).
+    pub(crate) fn url(&self) -> String {
+        shown(&self.shared.config.url)
     }
 
     /// Whether the last attempt succeeded (or none was made yet).
@@ -258,7 +257,7 @@ impl Shipper {
         };
         let (sent, retried, dropped) = self.shared.metrics.shipped();
         json!({
-            "url": self.shared.config.url,
+            "url": self.url(),
             "healthy": self.healthy(),
             "buffered": self.buffered(),
             "buffer": self.shared.config.buffer,
@@ -280,6 +279,21 @@ impl Shipper {
         }
         self.shared.wake.notify_all();
         self.thread.lock().ok().and_then(|mut t| t.take())
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`.
+fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority.len()..])
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -383,7 +397,7 @@ fn run(shared: &Shared, agent: &ureq::Agent) {
                 if !shared.healthy.swap(true, Ordering::SeqCst) {
                     eprintln!(
                         "writ: the decision log collector `{}` takes lines again",
-                        shared.config.url
+                        shown(&shared.config.url)
                     );
                 }
                 for group in taken {
@@ -400,7 +414,7 @@ fn run(shared: &Shared, agent: &ureq::Agent) {
                 if shared.healthy.swap(false, Ordering::SeqCst) {
                     eprintln!(
                         "writ: the decision log collector `{}` did not take a batch of {lines} line(s): {error}; {}",
-                        shared.config.url,
+                        shown(&shared.config.url),
                         if shared.required {
                             "its decisions are answered 503 (the log is required)"
                         } else {
@@ -491,6 +505,15 @@ fn post(agent: &ureq::Agent, url: &str, body: String) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            shown("https://writ:s3cret@logs.example.com/in?x=1"),
+            "https://writ:***@logs.example.com/in?x=1"
+        );
+        assert_eq!(shown("http://c:8686/"), "http://c:8686/");
+    }
 
     #[test]
     fn configs_are_checked() {

@@ -3,7 +3,8 @@
 //! An HTTP/1.1 server (hyper under axum's router, on tokio) that answers
 //! contract.md's requests (`POST /v1/decide`, `POST /v1/decide/batch`) and
 //! the OpenID AuthZEN 1.0 Access Evaluation API (`POST /access/v1/evaluation`,
-//! `POST /access/v1/evaluations`), reports its policy set (`GET /v1/policy`),
+//! `POST /access/v1/evaluations`, the Search APIs and the PDP metadata),
+//! reports its policy set (`GET /v1/policy`), its status (`GET /v1/status`),
 //! liveness and readiness (`GET /health`, `GET /ready`) and Prometheus
 //! metrics (`GET /metrics`).
 //!
@@ -169,6 +170,7 @@ pub(crate) struct App {
     pub(crate) started_at: String,
     /// Where decisions are logged (`--decision-log`), for `GET /v1/status`.
     pub(crate) log_target: Option<String>,
+    /// What `--policy` and `--data` named, read again on every reload.
     pub(crate) source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.

@@ -141,7 +141,10 @@ async fn run_search(app: Arc<App>, request: HttpRequest, kind: Kind) -> Response
         .unwrap_or_else(|error| {
             // A thread that failed found nothing: fail closed.
             eprintln!("writ: a search could not be finished: {error}");
-            Ok((json!({"page": {"next_token": "", "count": 0}, "results": []}), Vec::new()))
+            Ok((
+                json!({"page": {"next_token": "", "count": 0}, "results": []}),
+                Vec::new(),
+            ))
         })?;
         record(&app, lines).await?;
         Ok(json_body(body.to_string()))
