@@ -417,3 +417,30 @@ fn every_candidate_decided_is_logged_and_the_request_id_echoed() {
         .collect();
     assert_eq!(allowed, BTreeSet::from(["alice", "dan"]));
 }
+
+#[test]
+fn action_search_on_the_default_pack_finds_what_an_evaluation_allows() {
+    let dir = Arc::new(TempDir::new("search-pack"));
+    let server = Server::start(&[], &dir);
+    let mut body = authzen_deploy();
+    let evaluation = server.post("/access/v1/evaluation", &body.to_string());
+    assert_eq!(evaluation.json()["decision"], true, "{evaluation:?}");
+    body.as_object_mut().expect("object").remove("action");
+    let reply = server.post("/access/v1/search/action", &body.to_string());
+    let names = ids(&reply, "action");
+    assert!(names.contains("deploy"), "{names:?}");
+    // Each name found is allowed by the evaluation API too.
+    for name in &names {
+        let mut one = body.clone();
+        one["action"] = json!({"name": name});
+        let answer = server.post("/access/v1/evaluation", &one.to_string());
+        assert_eq!(answer.json()["decision"], true, "{name}: {answer:?}");
+    }
+    // Without the intent the pack asks for, nothing is allowed.
+    body["context"]
+        .as_object_mut()
+        .expect("context")
+        .remove("intent");
+    let reply = server.post("/access/v1/search/action", &body.to_string());
+    assert_eq!(reply.json()["results"], json!([]));
+}
