@@ -444,3 +444,64 @@ fn action_search_on_the_default_pack_finds_what_an_evaluation_allows() {
     let reply = server.post("/access/v1/search/action", &body.to_string());
     assert_eq!(reply.json()["results"], json!([]));
 }
+
+#[test]
+fn a_long_listing_is_decided_a_thousand_candidates_a_request() {
+    let dir = Arc::new(TempDir::new("search-long"));
+    let mut users = serde_json::Map::new();
+    for n in 0..2500 {
+        users.insert(format!("u{n:04}"), json!({"ok": n % 3 != 0}));
+    }
+    let data = json!({"authzen": {"subjects": {"user": "users"}}, "users": users});
+    let data_file = dir.file("data.json");
+    std::fs::write(&data_file, data.to_string()).expect("write data");
+    let policy_file = dir.file("p.writ");
+    std::fs::write(
+        &policy_file,
+        "@id(\"ok-users\") permit if subject.kind == \"user\" and action == \"view\" and users[subject.id].ok == true;\n",
+    )
+    .expect("write policy");
+    let (policy, data) = (
+        policy_file.display().to_string(),
+        data_file.display().to_string(),
+    );
+    let server = Server::start(&["--policy", &policy, "--data", &data], &dir);
+    let request = json!({"subject": {"type": "user"}, "action": {"name": "view"},
+                         "resource": {"type": "doc", "id": "d"}});
+    let mut found = Vec::new();
+    let mut counts = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut body = request.clone();
+        if !token.is_empty() {
+            body["page"] = json!({"token": token});
+        }
+        let reply = server.post("/access/v1/search/subject", &body.to_string());
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let body = reply.json();
+        let results = body["results"].as_array().expect("results");
+        counts.push(results.len());
+        found.extend(
+            results
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned()),
+        );
+        token = body["page"]["next_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        if token.is_empty() {
+            break;
+        }
+        assert!(counts.len() < 10, "paging does not end");
+    }
+    // 1000 candidates a request, every third denied (u0000, u0003, ...):
+    // 666 of the first thousand allowed, 667 of the second, 333 of the
+    // last 500.
+    assert_eq!(counts, [666, 667, 333]);
+    let want: Vec<String> = (0..2500)
+        .filter(|n| n % 3 != 0)
+        .map(|n| format!("u{n:04}"))
+        .collect();
+    assert_eq!(found, want);
+}

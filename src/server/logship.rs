@@ -197,7 +197,8 @@ impl Shipper {
     /// Hands `lines` over. Best effort: returns `None` at once (lines the
     /// buffer has no room for are dropped). Required: returns what will
     /// say whether the collector took them (false at once when the buffer
-    /// is full or the collector failed within the backoff).
+    /// is full; false without an attempt when they wait during the backoff
+    /// after a failure).
     pub(crate) fn offer(&self, lines: Vec<String>) -> Option<oneshot::Receiver<bool>> {
         let shared = &self.shared;
         let count = lines.len();

@@ -35,9 +35,9 @@ pub(crate) const LISTING_KEY: &str = "authzen";
 /// the largest limit taken.
 pub(crate) const MAX_PAGE: usize = 1000;
 
-/// Most candidates decided for one request; a search over more answers
-/// page by page.
-pub(crate) const MAX_EXAMINED: usize = 10_000;
+/// Most candidates decided for one request (as many as a batch holds);
+/// a search over more answers page by page.
+pub(crate) const MAX_EXAMINED: usize = 1000;
 
 /// Checks an `--authzen-pdp` identifier: an absolute `https://` (or, for
 /// a PDP behind no TLS, `http://`) URL with a host and no query or
