@@ -191,6 +191,11 @@ enum Command {
         /// The policy directory.
         dir: PathBuf,
     },
+    /// Build, sign and verify policy bundles (see docs/fleet.md).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Work with the grant ledger (see docs/lifecycle.md).
     Ledger {
         #[command(subcommand)]
@@ -201,6 +206,48 @@ enum Command {
     Grants {
         #[command(subcommand)]
         command: GrantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Pack the `.writ` files below DIR (as `policies/...`), the data file
+    /// and a manifest into one tar.gz archive.
+    Build {
+        /// The policy directory.
+        dir: PathBuf,
+        /// The JSON data file, packed as `data.json`.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// The revision the manifest names [default: the policy digest's
+        /// first 12 hex digits].
+        #[arg(long, value_name = "REV")]
+        revision: Option<String>,
+        /// The archive to write.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Sign a bundle's manifest with an Ed25519 private key (PKCS#8 PEM),
+    /// in place unless `-o` is given.
+    Sign {
+        /// The bundle.
+        file: PathBuf,
+        /// The private key (`openssl genpkey -algorithm ed25519`).
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        /// Write the signed bundle here instead.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check a bundle as `writ serve --bundle` does. Exits 0 when it is
+    /// good, 1 when it is refused, 2 on error.
+    Verify {
+        /// The bundle.
+        file: PathBuf,
+        /// A trusted Ed25519 public key (PEM); repeatable. With one, an
+        /// unsigned bundle is refused.
+        #[arg(long = "pub", value_name = "PEM")]
+        keys: Vec<PathBuf>,
     },
 }
 
@@ -429,6 +476,88 @@ fn compile(policy: &PolicyArgs) -> Result<Engine, String> {
     })
 }
 
+fn read_bundle(path: &Path) -> Result<Vec<u8>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if meta.len() > crate::bundle::MAX_BUNDLE_BYTES {
+        return Err(format!(
+            "`{}`: {}",
+            path.display(),
+            crate::bundle::BundleError::TooLarge
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+fn run_bundle(command: BundleCommand) -> Result<u8, String> {
+    match command {
+        BundleCommand::Build {
+            dir,
+            data,
+            revision,
+            output,
+        } => {
+            let archive = crate::bundle::build(&dir, data.as_deref(), revision.as_deref())
+                .map_err(|e| e.to_string())?;
+            crate::bundle::write_atomically(&output, &archive)?;
+            let bundle = crate::bundle::open(&archive, &[]).map_err(|e| e.to_string())?;
+            eprintln!(
+                "wrote `{}`: revision {}, {} file(s), {}",
+                output.display(),
+                bundle.manifest.revision,
+                bundle.manifest.files.len(),
+                bundle.manifest.policy_digest
+            );
+            Ok(0)
+        }
+        BundleCommand::Sign { file, key, output } => {
+            let archive = read_bundle(&file)?;
+            let signed = crate::bundle::sign(&archive, &key)
+                .map_err(|e| format!("`{}`: {e}", file.display()))?;
+            let target = output.unwrap_or(file);
+            crate::bundle::write_atomically(&target, &signed)?;
+            eprintln!(
+                "signed `{}` with key {}",
+                target.display(),
+                crate::bundle::key_fingerprint(&key).map_err(|e| e.to_string())?
+            );
+            Ok(0)
+        }
+        BundleCommand::Verify { file, keys } => {
+            let keys = keys
+                .iter()
+                .map(|path| crate::bundle::TrustedKey::read(path))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let archive = read_bundle(&file)?;
+            match crate::bundle::open(&archive, &keys) {
+                Ok(bundle) => {
+                    let manifest = &bundle.manifest;
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "status": "verified",
+                            "revision": manifest.revision,
+                            "policy_digest": manifest.policy_digest,
+                            "writ_version": manifest.writ_version,
+                            "format": manifest.format,
+                            "files": manifest.files.len(),
+                            "signed": bundle.signature.is_some(),
+                            "signed_by": bundle.signed_by,
+                            "digest": bundle.archive_digest,
+                        })
+                    );
+                    Ok(0)
+                }
+                Err(error) => {
+                    eprintln!("writ: `{}` refused: {error}", file.display());
+                    Ok(1)
+                }
+            }
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<u8, String> {
     match cli.command {
         Command::Eval {
@@ -595,6 +724,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             );
             Ok(0)
         }
+        Command::Bundle { command } => run_bundle(command),
         Command::Ledger {
             command: LedgerCommand::Migrate { ledger },
         } => {
