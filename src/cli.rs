@@ -396,6 +396,22 @@ struct ServeArgs {
     /// request's Host].
     #[arg(long, value_name = "URL")]
     authzen_pdp: Option<String>,
+    /// Serve the policy bundle at URL (`http://` or `https://`, built with
+    /// `writ bundle build`) instead of `--policy` and `--data`, polled
+    /// for new revisions (see docs/fleet.md).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["policies", "data"])]
+    bundle: Option<String>,
+    /// How often to poll the bundle's source.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", requires = "bundle")]
+    bundle_poll: std::time::Duration,
+    /// Keep the last good bundle in DIR, to start from when the source is
+    /// down.
+    #[arg(long, value_name = "DIR", requires = "bundle")]
+    bundle_cache: Option<PathBuf>,
+    /// A trusted Ed25519 public key (PEM); repeatable. With one, only
+    /// bundles signed by a trusted key are activated.
+    #[arg(long = "bundle-key", value_name = "PEM", requires = "bundle")]
+    bundle_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -712,6 +728,13 @@ fn run(cli: Cli) -> Result<u8, String> {
                 webhook
             });
             config.authzen_pdp = args.authzen_pdp;
+            config.bundle = args.bundle.map(|url| {
+                let mut bundle = crate::server::bundle_pull::BundleConfig::new(&url);
+                bundle.poll = args.bundle_poll;
+                bundle.cache = args.bundle_cache;
+                bundle.keys = args.bundle_keys;
+                bundle
+            });
             crate::server::run(config)?;
             Ok(0)
         }

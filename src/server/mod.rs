@@ -20,6 +20,7 @@
 //! flush the log and exit. See `docs/server.md`.
 
 pub(crate) mod authzen;
+pub mod bundle_pull;
 mod http;
 mod ids;
 pub(crate) mod log;
@@ -102,6 +103,9 @@ pub struct Config {
     /// The AuthZEN PDP identifier the metadata names (`https://pdp.example.com`);
     /// none for `http://` and the request's `Host`.
     pub authzen_pdp: Option<String>,
+    /// `--bundle`: the policy set is a bundle pulled from this source
+    /// instead of `policies` and `data`.
+    pub bundle: Option<bundle_pull::BundleConfig>,
 }
 
 impl Config {
@@ -135,6 +139,7 @@ impl Config {
             repeat_window: Duration::from_secs(3600),
             webhook: None,
             authzen_pdp: None,
+            bundle: None,
         }
     }
 }
@@ -164,6 +169,8 @@ pub(crate) struct App {
     pub(crate) webhook: Option<Arc<webhook::Pusher>>,
     /// `--authzen-pdp`: the PDP identifier the AuthZEN metadata names.
     pub(crate) authzen_pdp: Option<String>,
+    /// The bundle puller, with `--bundle`.
+    pub(crate) bundle: Option<Arc<bundle_pull::Puller>>,
     /// The last successful and failed reloads, for `GET /v1/status`.
     pub(crate) reload_history: state::ReloadHistory,
     /// When the server started, for `GET /v1/status`.
@@ -244,7 +251,19 @@ pub fn run(config: Config) -> Result<(), String> {
         policies: config.policies.clone(),
         data: config.data.clone(),
     };
-    let loaded = source.load()?;
+    let (loaded, bundle) = match &config.bundle {
+        Some(bundle) => {
+            if source.has_files() {
+                return Err(
+                    "`--bundle` brings the policies and the data: drop `--policy` and `--data`"
+                        .to_owned(),
+                );
+            }
+            let (puller, loaded) = bundle_pull::start(bundle)?;
+            (loaded, Some(Arc::new(puller)))
+        }
+        None => (source.load()?, None),
+    };
     let metrics = Arc::new(Metrics::default());
     let log = match (&config.decision_log, &config.decision_log_ship) {
         (None, None) => None,
@@ -352,6 +371,7 @@ pub fn run(config: Config) -> Result<(), String> {
         repeat_window: config.repeat_window,
         webhook,
         authzen_pdp: config.authzen_pdp.clone(),
+        bundle,
         reload_history: state::ReloadHistory::default(),
         started_at: now_rfc3339(),
         log_target: config.decision_log.clone(),
@@ -378,6 +398,9 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
             pusher.url()
         );
         tokio::spawn(webhook::run(app.clone(), pusher.clone()));
+    }
+    if let Some(puller) = &app.bundle {
+        tokio::spawn(bundle_pull::run(app.clone(), puller.clone()));
     }
     if !config.watch_interval.is_zero() && app.source.has_files() {
         spawn_watcher(app.clone(), config);
@@ -518,6 +541,8 @@ pub(crate) enum Trigger {
     Signal,
     /// `POST /v1/policy/reload`.
     Request,
+    /// The bundle puller found a new bundle.
+    Bundle,
 }
 
 impl Trigger {
@@ -526,6 +551,7 @@ impl Trigger {
             Trigger::Watcher => "a policy file changed",
             Trigger::Signal => "SIGHUP",
             Trigger::Request => "POST /v1/policy/reload",
+            Trigger::Bundle => "a new bundle was pulled",
         }
     }
 }
@@ -690,6 +716,9 @@ async fn look(app: &Arc<App>, settle: Duration, max_wait: Duration) {
 /// refuses an empty file, a set that does not match its manifest and one
 /// that does not compile.
 pub(crate) async fn reload(app: &Arc<App>, trigger: Trigger) -> Outcome {
+    if let Some(puller) = &app.bundle {
+        return bundle_pull::reload(app, puller, trigger).await;
+    }
     let mut watch = app.watch.lock().await;
     let mut attempts = 0;
     let snapshot = loop {

@@ -22,8 +22,19 @@ pub(crate) fn revision(digest: &str) -> String {
     hex.chars().take(12).collect()
 }
 
+/// The revision serving: the bundle's, or the digest's head.
+fn serving_revision(app: &App, digest: &str) -> String {
+    app.bundle
+        .as_ref()
+        .and_then(|puller| puller.revision())
+        .unwrap_or_else(|| revision(digest))
+}
+
 /// Where the policy set is read from.
 fn source(app: &App) -> Value {
+    if let Some(puller) = &app.bundle {
+        return json!({ "kind": "bundle", "url": puller.url() });
+    }
     let policies = &app.source.policies;
     let embedded = policies.is_empty() || policies.iter().all(|p| p == "default");
     let kind = if embedded {
@@ -126,7 +137,7 @@ pub(crate) async fn report(app: &App) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": app.started_at,
         "policy": {
-            "revision": revision(digest),
+            "revision": serving_revision(app, digest),
             "digest": digest,
             "rules": loaded.engine.policy().rules.len(),
             "files": loaded.files,
@@ -141,6 +152,7 @@ pub(crate) async fn report(app: &App) -> Value {
         },
         "ledger": ledger,
         "decision_log": decision_log,
+        "bundle": app.bundle.as_ref().map_or(Value::Null, |puller| puller.status()),
     })
 }
 
@@ -156,7 +168,7 @@ pub(crate) async fn render(app: &App, out: &mut String) {
     let _ = writeln!(
         out,
         "writ_policy_revision_info{{revision=\"{}\",source=\"{}\"}} 1",
-        revision(loaded.engine.digest()),
+        serving_revision(app, loaded.engine.digest()),
         source(app)["kind"].as_str().unwrap_or_default()
     );
     if let Ok(at) = time::OffsetDateTime::parse(
@@ -189,6 +201,9 @@ pub(crate) async fn render(app: &App, out: &mut String) {
         "writ_reload_failures_total {}",
         app.metrics.reload_failures()
     );
+    if let Some(puller) = &app.bundle {
+        puller.render(out);
+    }
     if let Some(health) = ledger_health(app).await {
         out.push_str("# HELP writ_ledger_up Whether the grant ledger answered its health check (1) or not (0).\n");
         out.push_str("# TYPE writ_ledger_up gauge\n");
