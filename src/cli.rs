@@ -239,6 +239,18 @@ enum BundleCommand {
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Publish a bundle to an OCI registry (`oci://registry/repository:tag`)
+    /// as an OCI artifact; it is checked first, against `--pub` keys if
+    /// given.
+    Push {
+        /// The bundle.
+        file: PathBuf,
+        /// `oci://registry[:port]/repository:tag`.
+        reference: String,
+        /// A trusted Ed25519 public key (PEM); repeatable.
+        #[arg(long = "pub", value_name = "PEM")]
+        keys: Vec<PathBuf>,
+    },
     /// Check a bundle as `writ serve --bundle` does. Exits 0 when it is
     /// good, 1 when it is refused, 2 on error.
     Verify {
@@ -536,6 +548,30 @@ fn run_bundle(command: BundleCommand) -> Result<u8, String> {
                 "signed `{}` with key {}",
                 target.display(),
                 crate::bundle::key_fingerprint(&key).map_err(|e| e.to_string())?
+            );
+            Ok(0)
+        }
+        BundleCommand::Push {
+            file,
+            reference,
+            keys,
+        } => {
+            let reference = crate::server::oci::Reference::parse(&reference)?;
+            let keys = keys
+                .iter()
+                .map(|path| crate::bundle::TrustedKey::read(path))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let archive = read_bundle(&file)?;
+            let bundle = crate::bundle::open(&archive, &keys)
+                .map_err(|e| format!("`{}` refused: {e}", file.display()))?;
+            let agent = crate::server::oci::agent(&reference, std::time::Duration::from_secs(60));
+            let digest =
+                crate::server::oci::push(&agent, &reference, &archive, &bundle.manifest_bytes)
+                    .map_err(|e| format!("pushing to `{reference}`: {e}"))?;
+            eprintln!(
+                "pushed revision {} to `{reference}` ({digest})",
+                bundle.manifest.revision
             );
             Ok(0)
         }

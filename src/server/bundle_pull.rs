@@ -99,6 +99,8 @@ pub(crate) struct Puller {
     cache: Option<PathBuf>,
     keys: Vec<TrustedKey>,
     agent: ureq::Agent,
+    /// The registry reference, for an `oci://` source.
+    oci: Option<super::oci::Reference>,
     state: Mutex<PullState>,
 }
 
@@ -121,19 +123,19 @@ enum Pulled {
 impl Puller {
     fn new(config: &BundleConfig) -> Result<Puller, String> {
         let url = config.url.trim();
-        if url.starts_with("oci://") {
-            return Err(format!(
-                "`--bundle {url}`: OCI registries are not supported yet; serve the archive over http:// or https://"
-            ));
-        }
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        if rest.map_or(true, str::is_empty) {
-            return Err(format!(
-                "`--bundle {url}` is not an http:// or https:// URL"
-            ));
-        }
+        let oci = if url.starts_with("oci://") {
+            Some(super::oci::Reference::parse(url).map_err(|e| format!("`--bundle`: {e}"))?)
+        } else {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.map_or(true, str::is_empty) {
+                return Err(format!(
+                    "`--bundle {url}` is not an http://, https:// or oci:// URL"
+                ));
+            }
+            None
+        };
         if config.poll < Duration::from_millis(100) {
             return Err("`--bundle-poll` must be at least 100ms".to_owned());
         }
@@ -147,20 +149,24 @@ impl Puller {
                 format!("`--bundle-cache {}`: cannot create it: {e}", dir.display())
             })?;
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(FETCH_TIMEOUT))
-            .http_status_as_error(false)
-            .max_redirects(3)
-            .https_only(url.starts_with("https://"))
-            .user_agent(concat!("writ/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent: ureq::Agent = match &oci {
+            Some(reference) => super::oci::agent(reference, FETCH_TIMEOUT),
+            None => ureq::Agent::config_builder()
+                .timeout_global(Some(FETCH_TIMEOUT))
+                .http_status_as_error(false)
+                .max_redirects(3)
+                .https_only(url.starts_with("https://"))
+                .user_agent(concat!("writ/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .into(),
+        };
         Ok(Puller {
             url: url.to_owned(),
             poll: config.poll,
             cache: config.cache.clone(),
             keys,
             agent,
+            oci,
             state: Mutex::new(PullState::default()),
         })
     }
@@ -175,6 +181,15 @@ impl Puller {
 
     /// One GET, blocking, with `If-None-Match` when an ETag is known.
     fn fetch(&self, etag: Option<&str>) -> Result<Fetched, String> {
+        if let Some(reference) = &self.oci {
+            return match super::oci::pull(&self.agent, reference, etag)? {
+                super::oci::Pulled::Unchanged => Ok(Fetched::NotModified),
+                super::oci::Pulled::Bundle { bytes, manifest } => Ok(Fetched::Body {
+                    bytes,
+                    etag: Some(manifest),
+                }),
+            };
+        }
         let mut request = self
             .agent
             .get(&self.url)

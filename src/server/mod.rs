@@ -26,6 +26,7 @@ mod ids;
 pub(crate) mod log;
 pub mod logship;
 mod metrics;
+pub(crate) mod oci;
 mod pin;
 mod search;
 mod state;
