@@ -433,3 +433,118 @@ fn an_unsigned_bundle_is_refused_when_a_key_is_trusted() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--policy"), "{stderr}");
 }
+
+/// The CNCF distribution registry (Debian's `docker-registry`) on a
+/// loopback port, with a temporary storage folder; stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = TempDir::new("oci-registry");
+        let port = free_port();
+        let config = dir.file("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                s(&dir.file("storage"))
+            ),
+        )
+        .expect("write the registry config");
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry (apt-get install docker-registry)");
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until("the registry", Duration::from_secs(20), || {
+            try_request(port, "GET", "/v2/", None, &[]).is_ok_and(|r| r.status == 200)
+        });
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_replicas_pull_from_an_oci_registry_switch_and_refuse_together() {
+    let dir = Arc::new(TempDir::new("bundle-oci"));
+    let (private, public) = key_pair(&dir, "release", 12);
+    let (wrong, _) = key_pair(&dir, "intruder", 13);
+    let registry = Registry::start();
+    let reference = format!("oci://127.0.0.1:{}/writ/policies:prod", registry.port);
+    let push = |path: &Path| writ(&["bundle", "push", &s(path), &reference]);
+
+    push(&signed_bundle(&dir, "r1", "ping", &private));
+    let a = replica(&reference, &public, &dir.file("cache-a"), &dir);
+    let b = replica(&reference, &public, &dir.file("cache-b"), &dir);
+    let (sa, sb) = (status(&a), status(&b));
+    assert_eq!(sa["policy"]["revision"], "r1");
+    assert_eq!(sa["policy"]["digest"], sb["policy"]["digest"]);
+    assert_eq!(sa["policy"]["source"]["url"], reference.as_str());
+    // The ETag is the OCI manifest's digest.
+    assert!(sa["bundle"]["etag"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("sha256:")));
+
+    push(&signed_bundle(&dir, "r2", "pong", &private));
+    wait_until("both replicas on r2", Duration::from_secs(3), || {
+        revision(&a) == "r2" && revision(&b) == "r2"
+    });
+    let second = status(&a)["policy"]["digest"].clone();
+    assert_eq!(status(&b)["policy"]["digest"], second);
+
+    // Re-signed with the wrong key: `push` checks only what it is told
+    // to (no --pub), the replicas refuse it and serve r2 on.
+    push(&signed_bundle(&dir, "r3", "pwn", &wrong));
+    for server in [&a, &b] {
+        wait_until("the refusal", Duration::from_secs(3), || {
+            status(server)["bundle"]["refusals"] == 1
+        });
+        let now = status(server);
+        assert_eq!(now["policy"]["revision"], "r2");
+        assert_eq!(now["policy"]["digest"], second);
+        assert!(now["reloads"]["last_failure"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no trusted key")));
+    }
+
+    // `push --pub` refuses to publish a bundle the key did not sign.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bundle",
+            "push",
+            &s(&dir.file("r3.tar.gz")),
+            &reference,
+            "--pub",
+            &public,
+        ])
+        .output()
+        .expect("run writ");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no trusted key"));
+
+    // The registry goes down: both serve r2 on and report the failure.
+    drop(registry);
+    for server in [&a, &b] {
+        wait_until("a failed fetch", Duration::from_secs(5), || {
+            server.metric("writ_bundle_source_up") == 0.0
+        });
+        assert_eq!(revision(server), "r2");
+    }
+}
