@@ -101,6 +101,9 @@ pub(crate) struct Puller {
     agent: ureq::Agent,
     /// The registry reference, for an `oci://` source.
     oci: Option<super::oci::Reference>,
+    /// Held by every pull, so that a poll and a `SIGHUP` do not both
+    /// activate the same bundle.
+    pulling: tokio::sync::Mutex<()>,
     state: Mutex<PullState>,
 }
 
@@ -167,6 +170,7 @@ impl Puller {
             keys,
             agent,
             oci,
+            pulling: tokio::sync::Mutex::new(()),
             state: Mutex::new(PullState::default()),
         })
     }
@@ -505,6 +509,7 @@ pub(crate) async fn reload(
 }
 
 async fn pull(app: &Arc<App>, puller: &Arc<Puller>, trigger: Trigger) -> Pulled {
+    let _one_at_a_time = puller.pulling.lock().await;
     let etag = puller.state().etag.clone();
     let fetching = puller.clone();
     let fetched = tokio::task::spawn_blocking(move || fetching.fetch(etag.as_deref()))
