@@ -548,3 +548,40 @@ fn two_replicas_pull_from_an_oci_registry_switch_and_refuse_together() {
         assert_eq!(revision(server), "r2");
     }
 }
+
+#[test]
+fn a_reload_asked_for_polls_the_source_at_once() {
+    let dir = Arc::new(TempDir::new("bundle-pull-reload"));
+    let (private, public) = key_pair(&dir, "release", 14);
+    let source = BundleServer::start_on(0);
+    source.publish(&signed_bundle(&dir, "r1", "ping", &private));
+    let server = Server::start(
+        &[
+            "--bundle",
+            &source.url(),
+            "--bundle-key",
+            &public,
+            "--bundle-poll",
+            "1h",
+        ],
+        &dir,
+    );
+    assert_eq!(revision(&server), "r1");
+    source.publish(&signed_bundle(&dir, "r2", "pong", &private));
+    let reply = server.post("/v1/policy/reload", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["status"], "activated");
+    assert_eq!(revision(&server), "r2");
+    // Nothing new: activated, nothing changed.
+    let reply = server.post("/v1/policy/reload", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["digest"], reply.json()["previous"]);
+    // The source fails: refused, r2 serving on.
+    source.mode(Mode::Fail);
+    let reply = server.post("/v1/policy/reload", "");
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.json()["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("answered 500")));
+    assert_eq!(revision(&server), "r2");
+}
