@@ -191,7 +191,7 @@ enum Command {
         /// The policy directory.
         dir: PathBuf,
     },
-    /// Build, sign and verify policy bundles (see docs/fleet.md).
+    /// Build, sign, verify and push policy bundles (see docs/fleet.md).
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
