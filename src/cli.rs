@@ -196,6 +196,11 @@ enum Command {
         /// The policy directory.
         dir: PathBuf,
     },
+    /// Build, sign, verify and push policy bundles (see docs/fleet.md).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Work with the grant ledger (see docs/lifecycle.md).
     Ledger {
         #[command(subcommand)]
@@ -217,6 +222,60 @@ enum Command {
     Grants {
         #[command(subcommand)]
         command: GrantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Pack the `.writ` files below DIR (as `policies/...`), the data file
+    /// and a manifest into one tar.gz archive.
+    Build {
+        /// The policy directory.
+        dir: PathBuf,
+        /// The JSON data file, packed as `data.json`.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// The revision the manifest names [default: the policy digest's
+        /// first 12 hex digits].
+        #[arg(long, value_name = "REV")]
+        revision: Option<String>,
+        /// The archive to write.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Sign a bundle's manifest with an Ed25519 private key (PKCS#8 PEM),
+    /// in place unless `-o` is given.
+    Sign {
+        /// The bundle.
+        file: PathBuf,
+        /// The private key (`openssl genpkey -algorithm ed25519`).
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        /// Write the signed bundle here instead.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Publish a bundle to an OCI registry (`oci://registry/repository:tag`)
+    /// as an OCI artifact; it is checked first, against `--pub` keys if
+    /// given.
+    Push {
+        /// The bundle.
+        file: PathBuf,
+        /// `oci://registry[:port]/repository:tag`.
+        reference: String,
+        /// A trusted Ed25519 public key (PEM); repeatable.
+        #[arg(long = "pub", value_name = "PEM")]
+        keys: Vec<PathBuf>,
+    },
+    /// Check a bundle as `writ serve --bundle` does. Exits 0 when it is
+    /// good, 1 when it is refused, 2 on error.
+    Verify {
+        /// The bundle.
+        file: PathBuf,
+        /// A trusted Ed25519 public key (PEM); repeatable. With one, an
+        /// unsigned bundle is refused.
+        #[arg(long = "pub", value_name = "PEM")]
+        keys: Vec<PathBuf>,
     },
 }
 
@@ -254,6 +313,31 @@ struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     decision_log_required: bool,
+    /// Ship the decision log to an HTTP collector too (or only): batches of
+    /// JSON lines, POSTed as `application/x-ndjson` (docs/fleet.md).
+    #[arg(long, value_name = "URL")]
+    decision_log_url: Option<String>,
+    /// Most lines in one POST to the collector.
+    #[arg(
+        long,
+        default_value_t = 500,
+        value_name = "LINES",
+        requires = "decision_log_url"
+    )]
+    decision_log_batch: usize,
+    /// How long a line may wait for its batch to fill before it is sent
+    /// (best-effort mode; a required log sends at once).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION", requires = "decision_log_url")]
+    decision_log_interval: std::time::Duration,
+    /// Most lines held for the collector while it is down or slow; more
+    /// are dropped (and counted).
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_name = "LINES",
+        requires = "decision_log_url"
+    )]
+    decision_log_buffer: usize,
     /// With a decision log: fdatasync each group of lines before answering,
     /// so that an answered decision survives a crash of the machine.
     #[arg(long)]
@@ -340,6 +424,27 @@ struct ServeArgs {
     /// The longest wait between two tries of a delivery.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     webhook_max_backoff: std::time::Duration,
+    /// The AuthZEN PDP identifier `/.well-known/authzen-configuration`
+    /// names (`https://pdp.example.com`) [default: `http://` and the
+    /// request's Host].
+    #[arg(long, value_name = "URL")]
+    authzen_pdp: Option<String>,
+    /// Serve the policy bundle at URL (`http://` or `https://`, built with
+    /// `writ bundle build`) instead of `--policy` and `--data`, polled
+    /// for new revisions (see docs/fleet.md).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["policies", "data"])]
+    bundle: Option<String>,
+    /// How often to poll the bundle's source.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", requires = "bundle")]
+    bundle_poll: std::time::Duration,
+    /// Keep the last good bundle in DIR, to start from when the source is
+    /// down.
+    #[arg(long, value_name = "DIR", requires = "bundle")]
+    bundle_cache: Option<PathBuf>,
+    /// A trusted Ed25519 public key (PEM); repeatable. With one, only
+    /// bundles signed by a trusted key are activated.
+    #[arg(long = "bundle-key", value_name = "PEM", requires = "bundle")]
+    bundle_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,6 +523,112 @@ fn compile(policy: &PolicyArgs) -> Result<Engine, String> {
             d.render(color_stderr())
         )
     })
+}
+
+fn read_bundle(path: &Path) -> Result<Vec<u8>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if meta.len() > crate::bundle::MAX_BUNDLE_BYTES {
+        return Err(format!(
+            "`{}`: {}",
+            path.display(),
+            crate::bundle::BundleError::TooLarge
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+fn run_bundle(command: BundleCommand) -> Result<u8, String> {
+    match command {
+        BundleCommand::Build {
+            dir,
+            data,
+            revision,
+            output,
+        } => {
+            let archive = crate::bundle::build(&dir, data.as_deref(), revision.as_deref())
+                .map_err(|e| e.to_string())?;
+            crate::bundle::write_atomically(&output, &archive)?;
+            let bundle = crate::bundle::open(&archive, &[]).map_err(|e| e.to_string())?;
+            eprintln!(
+                "wrote `{}`: revision {}, {} file(s), {}",
+                output.display(),
+                bundle.manifest.revision,
+                bundle.manifest.files.len(),
+                bundle.manifest.policy_digest
+            );
+            Ok(0)
+        }
+        BundleCommand::Sign { file, key, output } => {
+            let archive = read_bundle(&file)?;
+            let signed = crate::bundle::sign(&archive, &key)
+                .map_err(|e| format!("`{}`: {e}", file.display()))?;
+            let target = output.unwrap_or(file);
+            crate::bundle::write_atomically(&target, &signed)?;
+            eprintln!(
+                "signed `{}` with key {}",
+                target.display(),
+                crate::bundle::key_fingerprint(&key).map_err(|e| e.to_string())?
+            );
+            Ok(0)
+        }
+        BundleCommand::Push {
+            file,
+            reference,
+            keys,
+        } => {
+            let reference = crate::server::oci::Reference::parse(&reference)?;
+            let keys = keys
+                .iter()
+                .map(|path| crate::bundle::TrustedKey::read(path))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let archive = read_bundle(&file)?;
+            let bundle = crate::bundle::open(&archive, &keys)
+                .map_err(|e| format!("`{}` refused: {e}", file.display()))?;
+            let agent = crate::server::oci::agent(&reference, std::time::Duration::from_secs(60));
+            let digest =
+                crate::server::oci::push(&agent, &reference, &archive, &bundle.manifest_bytes)
+                    .map_err(|e| format!("pushing to `{reference}`: {e}"))?;
+            eprintln!(
+                "pushed revision {} to `{reference}` ({digest})",
+                bundle.manifest.revision
+            );
+            Ok(0)
+        }
+        BundleCommand::Verify { file, keys } => {
+            let keys = keys
+                .iter()
+                .map(|path| crate::bundle::TrustedKey::read(path))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let archive = read_bundle(&file)?;
+            match crate::bundle::open(&archive, &keys) {
+                Ok(bundle) => {
+                    let manifest = &bundle.manifest;
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "status": "verified",
+                            "revision": manifest.revision,
+                            "policy_digest": manifest.policy_digest,
+                            "writ_version": manifest.writ_version,
+                            "format": manifest.format,
+                            "files": manifest.files.len(),
+                            "signed": bundle.signature.is_some(),
+                            "signed_by": bundle.signed_by,
+                            "digest": bundle.archive_digest,
+                        })
+                    );
+                    Ok(0)
+                }
+                Err(error) => {
+                    eprintln!("writ: `{}` refused: {error}", file.display());
+                    Ok(1)
+                }
+            }
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<u8, String> {
@@ -551,6 +762,13 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.data = args.policy.data;
             config.addr = args.addr;
             config.decision_log = args.decision_log;
+            config.decision_log_ship = args.decision_log_url.map(|url| {
+                let mut ship = crate::server::logship::ShipConfig::new(&url);
+                ship.batch = args.decision_log_batch;
+                ship.interval = args.decision_log_interval;
+                ship.buffer = args.decision_log_buffer;
+                ship
+            });
             config.decision_log_required = args.decision_log_required;
             config.decision_log_sync = args.decision_log_sync;
             config.backlog = args.backlog;
@@ -580,6 +798,14 @@ fn run(cli: Cli) -> Result<u8, String> {
                 webhook.max_backoff = args.webhook_max_backoff;
                 webhook
             });
+            config.authzen_pdp = args.authzen_pdp;
+            config.bundle = args.bundle.map(|url| {
+                let mut bundle = crate::server::bundle_pull::BundleConfig::new(&url);
+                bundle.poll = args.bundle_poll;
+                bundle.cache = args.bundle_cache;
+                bundle.keys = args.bundle_keys;
+                bundle
+            });
             crate::server::run(config)?;
             Ok(0)
         }
@@ -592,6 +818,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             );
             Ok(0)
         }
+        Command::Bundle { command } => run_bundle(command),
         Command::Ledger {
             command: LedgerCommand::Migrate { ledger },
         } => {

@@ -183,6 +183,8 @@ mod fixture;
 #[doc(hidden)]
 pub mod fixture;
 
+#[cfg(feature = "bundle")]
+pub mod bundle;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "identity")]

@@ -21,6 +21,7 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Map, Value};
 
+mod fleet;
 mod grants;
 mod lifecycle;
 
@@ -79,6 +80,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             get(grants::show).delete(grants::revoke),
         )
         .route("/v1/events", post(grants::event))
+        .merge(fleet::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -753,6 +755,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     if let Some(pusher) = &app.webhook {
         pusher.metrics.render(&mut page);
     }
+    super::status::render(&app, &mut page).await;
     let mut response = Response::new(Body::from(page));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

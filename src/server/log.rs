@@ -83,12 +83,16 @@ pub(crate) struct NotRecorded;
 /// The sending side, shared by the handlers.
 #[derive(Debug)]
 pub(crate) struct DecisionLog {
-    tx: mpsc::Sender<Message>,
+    /// The file (or stdout) writer's queue; none when lines are only
+    /// shipped.
+    tx: Option<mpsc::Sender<Message>>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     mode: LogMode,
     /// False from a failed write until a write (or, for a file, a probe)
     /// succeeds.
     writable: Arc<AtomicBool>,
+    /// The HTTP collector's shipper (`--decision-log-url`).
+    shipper: Option<super::logship::Shipper>,
 }
 
 impl std::fmt::Debug for Message {
@@ -102,12 +106,47 @@ impl std::fmt::Debug for Message {
 
 impl DecisionLog {
     /// Opens `target` (`-` is stdout) for appending, checks that it can be
-    /// written, and starts the writer.
+    /// written, and starts the writer (the file alone: the unit tests').
+    #[cfg(test)]
     pub(crate) fn open(
         target: &str,
         mode: LogMode,
         metrics: Arc<Metrics>,
     ) -> Result<DecisionLog, String> {
+        DecisionLog::open_sinks(Some(target), None, mode, metrics)
+    }
+
+    /// Opens the file (or stdout) at `target`, if given, and starts
+    /// shipping to a collector, if asked: the lines go to both.
+    pub(crate) fn open_sinks(
+        target: Option<&str>,
+        shipping: Option<super::logship::ShipConfig>,
+        mode: LogMode,
+        metrics: Arc<Metrics>,
+    ) -> Result<DecisionLog, String> {
+        let shipper = match shipping {
+            Some(config) => Some(super::logship::Shipper::start(
+                config,
+                mode.required,
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        let Some(target) = target else {
+            if mode.sync {
+                return Err(
+                    "`--decision-log-sync` needs a decision log file; a collector cannot be synced"
+                        .to_owned(),
+                );
+            }
+            return Ok(DecisionLog {
+                tx: None,
+                writer: std::sync::Mutex::new(None),
+                mode,
+                writable: Arc::new(AtomicBool::new(true)),
+                shipper,
+            });
+        };
         let sink = Sink::open(target)?;
         if mode.sync && sink.path.is_none() {
             return Err(
@@ -137,17 +176,41 @@ impl DecisionLog {
             .spawn(move || runtime.block_on(writer.run(rx)))
             .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
         Ok(DecisionLog {
-            tx,
+            tx: Some(tx),
             writer: std::sync::Mutex::new(Some(handle)),
             mode,
             writable,
+            shipper,
         })
     }
 
     /// Whether decisions may be answered: always in best-effort mode; in
     /// required mode, while the last write succeeded.
     pub(crate) fn ready(&self) -> bool {
-        !self.mode.required || self.writable.load(Ordering::SeqCst)
+        !self.mode.required
+            || (self.writable.load(Ordering::SeqCst)
+                && self.shipper.as_ref().map_or(true, |s| s.healthy()))
+    }
+
+    /// The collector's shipper, if lines are shipped.
+    pub(crate) fn shipper(&self) -> Option<&super::logship::Shipper> {
+        self.shipper.as_ref()
+    }
+
+    /// Whether lines are written to a file (or stdout).
+    pub(crate) fn has_file(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Whether a decision waits for its line (`--decision-log-required`).
+    pub(crate) fn required(&self) -> bool {
+        self.mode.required
+    }
+
+    /// Whether the last write succeeded (or, after a failure, a probe of
+    /// the file did).
+    pub(crate) fn writable(&self) -> bool {
+        self.writable.load(Ordering::SeqCst)
     }
 
     /// Hands `lines` to the writer. In required mode, waits until they are
@@ -157,13 +220,34 @@ impl DecisionLog {
         if lines.is_empty() {
             return Ok(());
         }
+        // Shipped first (queued, not waited for), then written.
+        let (lines, shipped) = match &self.shipper {
+            None => (Some(lines), None),
+            Some(shipper) if self.tx.is_some() => {
+                let heard = shipper.offer(lines.clone());
+                (Some(lines), heard)
+            }
+            Some(shipper) => (None, shipper.offer(lines)),
+        };
+        if let Some(lines) = lines {
+            self.commit_file(lines).await?;
+        }
+        match shipped {
+            None => Ok(()),
+            Some(heard) => match heard.await {
+                Ok(true) => Ok(()),
+                _ => Err(NotRecorded),
+            },
+        }
+    }
+
+    /// [`DecisionLog::commit`] for the file (or stdout).
+    async fn commit_file(&self, lines: Vec<String>) -> Result<(), NotRecorded> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
         if !self.mode.required {
-            if self
-                .tx
-                .send(Message::Lines { lines, ack: None })
-                .await
-                .is_err()
-            {
+            if tx.send(Message::Lines { lines, ack: None }).await.is_err() {
                 eprintln!(
                     "writ: the decision log writer has stopped; a decision line was not written"
                 );
@@ -175,7 +259,7 @@ impl DecisionLog {
             lines,
             ack: Some(ack),
         };
-        if self.tx.send(message).await.is_err() {
+        if tx.send(message).await.is_err() {
             return Err(NotRecorded);
         }
         match heard.await {
@@ -186,8 +270,14 @@ impl DecisionLog {
 
     /// Writes out everything queued so far and stops the writer.
     pub(crate) async fn close(&self) {
+        if let Some(thread) = self.shipper.as_ref().and_then(|s| s.close()) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let Some(tx) = &self.tx else {
+            return;
+        };
         let (ack, heard) = oneshot::channel();
-        if self.tx.send(Message::Close(ack)).await.is_ok() {
+        if tx.send(Message::Close(ack)).await.is_ok() {
             let _ = heard.await;
             let handle = self.writer.lock().ok().and_then(|mut w| w.take());
             if let Some(handle) = handle {

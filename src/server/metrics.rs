@@ -172,6 +172,11 @@ pub(crate) struct Metrics {
     /// Re-decision passes (reload, recheck, event with context): done,
     /// stopped by the ledger.
     redecision_passes: [AtomicU64; 2],
+    /// Decision log lines shipped to the HTTP collector: sent, retried,
+    /// dropped (src/server/logship.rs).
+    shipped: [AtomicU64; 3],
+    /// Whether lines are shipped at all (the series are rendered only then).
+    shipping: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -228,6 +233,36 @@ impl Metrics {
         if lost > 0 {
             self.log_write_errors.fetch_add(lost, Ordering::Relaxed);
         }
+    }
+
+    /// Turns the shipping series on.
+    pub(crate) fn shipping_on(&self) {
+        self.shipping.store(true, Ordering::Relaxed);
+    }
+
+    /// Lines the collector took.
+    pub(crate) fn shipped_sent(&self, lines: u64) {
+        self.shipped[0].fetch_add(lines, Ordering::Relaxed);
+    }
+
+    /// Lines of a failed attempt, to be tried again.
+    pub(crate) fn shipped_retried(&self, lines: u64) {
+        self.shipped[1].fetch_add(lines, Ordering::Relaxed);
+    }
+
+    /// Lines given up on (a full buffer, a failed required batch).
+    pub(crate) fn shipped_dropped(&self, lines: u64) {
+        self.shipped[2].fetch_add(lines, Ordering::Relaxed);
+    }
+
+    /// Shipped lines: sent, retried, dropped.
+    pub(crate) fn shipped(&self) -> (u64, u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (
+            get(&self.shipped[0]),
+            get(&self.shipped[1]),
+            get(&self.shipped[2]),
+        )
     }
 
     /// Successful reloads so far.
@@ -356,13 +391,22 @@ impl Metrics {
             );
         }
 
-        out.push_str("# HELP writ_decision_log_lines_total Decision log lines written.\n");
+        out.push_str("# HELP writ_decision_log_lines_total Decision log lines written (to the file); with a collector, lines shipped to it by result.\n");
         out.push_str("# TYPE writ_decision_log_lines_total counter\n");
         let _ = writeln!(
             out,
             "writ_decision_log_lines_total {}",
             get(&self.log_lines)
         );
+        if self.shipping.load(Ordering::Relaxed) {
+            for (slot, result) in ["sent", "retried", "dropped"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "writ_decision_log_lines_total{{sink=\"http\",result=\"{result}\"}} {}",
+                    get(&self.shipped[slot])
+                );
+            }
+        }
         out.push_str("# HELP writ_decision_log_write_errors_total Decision log lines that could not be written.\n");
         out.push_str("# TYPE writ_decision_log_write_errors_total counter\n");
         let _ = writeln!(

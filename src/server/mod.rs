@@ -3,7 +3,8 @@
 //! An HTTP/1.1 server (hyper under axum's router, on tokio) that answers
 //! contract.md's requests (`POST /v1/decide`, `POST /v1/decide/batch`) and
 //! the OpenID AuthZEN 1.0 Access Evaluation API (`POST /access/v1/evaluation`,
-//! `POST /access/v1/evaluations`), reports its policy set (`GET /v1/policy`),
+//! `POST /access/v1/evaluations`, the Search APIs and the PDP metadata),
+//! reports its policy set (`GET /v1/policy`), its status (`GET /v1/status`),
 //! liveness and readiness (`GET /health`, `GET /ready`) and Prometheus
 //! metrics (`GET /metrics`).
 //!
@@ -19,12 +20,17 @@
 //! flush the log and exit. See `docs/server.md`.
 
 pub(crate) mod authzen;
+pub mod bundle_pull;
 mod http;
 mod ids;
 pub(crate) mod log;
+pub mod logship;
 mod metrics;
+pub(crate) mod oci;
 mod pin;
+mod search;
 mod state;
+mod status;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -52,6 +58,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Where to write the decision log (`-` for stdout); none to not log.
     pub decision_log: Option<String>,
+    /// Ship the decision log to this HTTP collector too (or only).
+    pub decision_log_ship: Option<logship::ShipConfig>,
     /// A decision whose log line cannot be written is answered 503, not
     /// with the decision (the default).
     pub decision_log_required: bool,
@@ -97,6 +105,12 @@ pub struct Config {
     /// Push the revocation feed to this webhook as Security Event Tokens
     /// (needs a ledger).
     pub webhook: Option<webhook::WebhookConfig>,
+    /// The AuthZEN PDP identifier the metadata names (`https://pdp.example.com`);
+    /// none for `http://` and the request's `Host`.
+    pub authzen_pdp: Option<String>,
+    /// `--bundle`: the policy set is a bundle pulled from this source
+    /// instead of `policies` and `data`.
+    pub bundle: Option<bundle_pull::BundleConfig>,
 }
 
 impl Config {
@@ -111,6 +125,7 @@ impl Config {
             data: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 8181)),
             decision_log: None,
+            decision_log_ship: None,
             decision_log_required: true,
             decision_log_sync: false,
             backlog: 1024,
@@ -129,6 +144,8 @@ impl Config {
             repeat_window: Duration::from_secs(3600),
             retention: Duration::from_secs(7 * 24 * 3600),
             webhook: None,
+            authzen_pdp: None,
+            bundle: None,
         }
     }
 }
@@ -156,7 +173,18 @@ pub(crate) struct App {
     pub(crate) repeat_window: Duration,
     /// The revocation webhook's pusher, when `--revocation-webhook` is given.
     pub(crate) webhook: Option<Arc<webhook::Pusher>>,
-    source: PolicySource,
+    /// `--authzen-pdp`: the PDP identifier the AuthZEN metadata names.
+    pub(crate) authzen_pdp: Option<String>,
+    /// The bundle puller, with `--bundle`.
+    pub(crate) bundle: Option<Arc<bundle_pull::Puller>>,
+    /// The last successful and failed reloads, for `GET /v1/status`.
+    pub(crate) reload_history: state::ReloadHistory,
+    /// When the server started, for `GET /v1/status`.
+    pub(crate) started_at: String,
+    /// Where decisions are logged (`--decision-log`), for `GET /v1/status`.
+    pub(crate) log_target: Option<String>,
+    /// What `--policy` and `--data` named, read again on every reload.
+    pub(crate) source: PolicySource,
     /// What the watcher has seen of the files; held by every reload, so
     /// there is one at a time.
     watch: tokio::sync::Mutex<Watch>,
@@ -204,6 +232,9 @@ pub fn run(config: Config) -> Result<(), String> {
         Some(webhook) => Some(Arc::new(webhook::Pusher::new(webhook.clone())?)),
         None => None,
     };
+    if let Some(pdp) = &config.authzen_pdp {
+        search::check_pdp(pdp)?;
+    }
     if config.workers == Some(0) {
         return Err("`--workers` must be at least 1".to_owned());
     }
@@ -229,20 +260,44 @@ pub fn run(config: Config) -> Result<(), String> {
         policies: config.policies.clone(),
         data: config.data.clone(),
     };
-    let loaded = source.load()?;
+    let (loaded, bundle) = match &config.bundle {
+        Some(bundle) => {
+            if source.has_files() {
+                return Err(
+                    "`--bundle` brings the policies and the data: drop `--policy` and `--data`"
+                        .to_owned(),
+                );
+            }
+            let (puller, loaded) = bundle_pull::start(bundle)?;
+            (loaded, Some(Arc::new(puller)))
+        }
+        None => (source.load()?, None),
+    };
     let metrics = Arc::new(Metrics::default());
-    let log = match &config.decision_log {
-        Some(target) => {
+    let log = match (&config.decision_log, &config.decision_log_ship) {
+        (None, None) => None,
+        (target, shipping) => {
             let mode = LogMode {
                 required: config.decision_log_required,
                 sync: config.decision_log_sync,
             };
-            let log = DecisionLog::open(target, mode, metrics.clone())?;
-            let shown = if target == "-" {
-                "on stdout".to_owned()
-            } else {
-                format!("`{target}`")
+            let log = DecisionLog::open_sinks(
+                target.as_deref(),
+                shipping.clone(),
+                mode,
+                metrics.clone(),
+            )?;
+            let mut shown = match target.as_deref() {
+                Some("-") => "on stdout".to_owned(),
+                Some(target) => format!("`{target}`"),
+                None => String::new(),
             };
+            if let Some(shipper) = log.shipper() {
+                if !shown.is_empty() {
+                    shown.push_str(" and ");
+                }
+                shown.push_str(&format!("shipped to `{}`", shipper.url()));
+            }
             eprintln!(
                 "writ: decision log {shown}: {}{}",
                 if mode.required {
@@ -254,7 +309,6 @@ pub fn run(config: Config) -> Result<(), String> {
             );
             Some(log)
         }
-        None => None,
     };
     eprintln!(
         "writ: serving {} rule(s) from {} file(s), {}",
@@ -325,6 +379,11 @@ pub fn run(config: Config) -> Result<(), String> {
         ledger,
         repeat_window: config.repeat_window,
         webhook,
+        authzen_pdp: config.authzen_pdp.clone(),
+        bundle,
+        reload_history: state::ReloadHistory::default(),
+        started_at: now_rfc3339(),
+        log_target: config.decision_log.clone(),
         source,
         watch: tokio::sync::Mutex::new(Watch::default()),
     });
@@ -348,6 +407,9 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
             pusher.url()
         );
         tokio::spawn(webhook::run(app.clone(), pusher.clone()));
+    }
+    if let Some(puller) = &app.bundle {
+        tokio::spawn(bundle_pull::run(app.clone(), puller.clone()));
     }
     if !config.watch_interval.is_zero() && app.source.has_files() {
         spawn_watcher(app.clone(), config);
@@ -489,6 +551,8 @@ pub(crate) enum Trigger {
     Signal,
     /// `POST /v1/policy/reload`.
     Request,
+    /// The bundle puller found a new bundle.
+    Bundle,
 }
 
 impl Trigger {
@@ -497,6 +561,7 @@ impl Trigger {
             Trigger::Watcher => "a policy file changed",
             Trigger::Signal => "SIGHUP",
             Trigger::Request => "POST /v1/policy/reload",
+            Trigger::Bundle => "a new bundle was pulled",
         }
     }
 }
@@ -661,6 +726,9 @@ async fn look(app: &Arc<App>, settle: Duration, max_wait: Duration) {
 /// refuses an empty file, a set that does not match its manifest and one
 /// that does not compile.
 pub(crate) async fn reload(app: &Arc<App>, trigger: Trigger) -> Outcome {
+    if let Some(puller) = &app.bundle {
+        return bundle_pull::reload(app, puller, trigger).await;
+    }
     let mut watch = app.watch.lock().await;
     let mut attempts = 0;
     let snapshot = loop {
@@ -738,6 +806,7 @@ fn finish(
             }
             app.current.store(Arc::new(loaded));
             app.metrics.reload(true);
+            app.reload_history.record(why, &digest, None);
             Outcome {
                 refusal: None,
                 digest,
@@ -748,6 +817,8 @@ fn finish(
         }
         Err(refusal) => {
             app.metrics.reload(false);
+            app.reload_history
+                .record(why, &previous, Some(refusal.to_string()));
             match &refusal {
                 Refusal::Compile(_) | Refusal::Read(_) => {
                     eprintln!("writ: reload ({why}) failed; still serving {previous}\n{refusal}")

@@ -495,6 +495,52 @@ pub(crate) fn manifest_text(dir: &Path) -> Result<String, String> {
 }
 
 /// The shared pointer requests read the set through.
+/// One reload's outcome, as `GET /v1/status` reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct ReloadEvent {
+    /// When it ended.
+    pub(crate) at: std::time::SystemTime,
+    /// What asked for it (`SIGHUP`, `POST /v1/policy/reload`, a changed file).
+    pub(crate) trigger: &'static str,
+    /// The digest activated (a success) or kept serving (a failure).
+    pub(crate) digest: String,
+    /// Why it was refused; none for a success.
+    pub(crate) error: Option<String>,
+}
+
+/// The last successful and the last failed reload.
+#[derive(Debug, Default)]
+pub(crate) struct ReloadHistory {
+    last: std::sync::Mutex<(Option<ReloadEvent>, Option<ReloadEvent>)>,
+}
+
+impl ReloadHistory {
+    /// Records a reload that ended now.
+    pub(crate) fn record(&self, trigger: &'static str, digest: &str, error: Option<String>) {
+        let event = ReloadEvent {
+            at: std::time::SystemTime::now(),
+            trigger,
+            digest: digest.to_owned(),
+            error,
+        };
+        if let Ok(mut last) = self.last.lock() {
+            if event.error.is_none() {
+                last.0 = Some(event);
+            } else {
+                last.1 = Some(event);
+            }
+        }
+    }
+
+    /// The last success and the last failure, if any.
+    pub(crate) fn last(&self) -> (Option<ReloadEvent>, Option<ReloadEvent>) {
+        self.last
+            .lock()
+            .map(|last| last.clone())
+            .unwrap_or((None, None))
+    }
+}
+
 pub(crate) type Current = arc_swap::ArcSwap<Loaded>;
 
 /// Makes the holder of the first set.
