@@ -498,7 +498,11 @@ fn action_names(expr: &Expr, out: &mut Vec<String>) {
             }
             args.iter().for_each(|arg| action_names(arg, out));
         }
-        ExprKind::Field(inner, _) | ExprKind::Not(inner) | ExprKind::Until(inner) => {
+        ExprKind::Field(inner, _)
+        | ExprKind::Not(inner)
+        | ExprKind::Until(inner)
+        | ExprKind::HasIn(inner, _)
+        | ExprKind::DataKey(inner) => {
             action_names(inner, out);
         }
         ExprKind::Matches(inner, _) => action_names(inner, out),
