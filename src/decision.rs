@@ -1,10 +1,13 @@
 //! The decision: contract.md's JSON, as serde types.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::ir::PolicySet;
 use crate::name::needs_escape;
 pub use crate::name::Name;
 
@@ -309,6 +312,239 @@ pub struct TraceEntry {
     pub closest: bool,
 }
 
+/// One rule considered for a decision, as the authorizer records it: the
+/// rule and the condition by index into the compiled policy set, and what
+/// only this request could tell (the value a condition saw, the steps, the
+/// `because` text). The rule's id, kind, location and condition text stay
+/// in the policy set until the trace is read: recording a candidate costs
+/// no reference count and no copy of the policy's strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Considered {
+    /// The rule's index in the policy set.
+    pub rule: u32,
+    /// How it fared.
+    pub outcome: Outcome,
+    /// On default deny: one of the permits that came closest.
+    pub closest: bool,
+    /// For `not_matched`: the first condition that was false.
+    pub failed: Option<Seen>,
+    /// For `error`, or a matched rule that failed closed: the message.
+    pub error: Option<String>,
+    /// What it did to the decision, in order.
+    pub effect: Vec<Step>,
+    /// The rule's `because` message, when it matched.
+    pub because: Option<String>,
+}
+
+impl Considered {
+    /// A rule with its outcome and nothing else yet.
+    pub fn new(rule: u32, outcome: Outcome) -> Considered {
+        Considered {
+            rule,
+            outcome,
+            closest: false,
+            failed: None,
+            error: None,
+            effect: Vec::new(),
+            because: None,
+        }
+    }
+
+    /// The trace entry it stands for, the names taken from `set`, the
+    /// policy set the rule was considered in.
+    fn entry(&self, set: &PolicySet) -> TraceEntry {
+        let rule = &set.rules[self.rule as usize];
+        TraceEntry {
+            rule: rule.id.clone(),
+            kind: rule.kind_name.clone(),
+            at: rule.location.clone(),
+            outcome: self.outcome,
+            failed: self.failed.as_ref().map(|seen| Failed {
+                condition: rule.conjunct_text[seen.condition as usize].clone(),
+                saw: seen.saw.clone(),
+            }),
+            error: self.error.clone(),
+            effect: self.effect.clone(),
+            because: self.because.clone(),
+            closest: self.closest,
+        }
+    }
+}
+
+/// The condition that stopped a rule, by index, and the value it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The index of the conjunct among the rule's conditions.
+    pub condition: u32,
+    /// The value of the attribute it tested (`null` when missing).
+    pub saw: Value,
+}
+
+/// The trace of a decision: the rules considered, in policy order.
+///
+/// A decision made by the engine holds its trace as [`Considered`] records
+/// and the policy set they index (one reference count per decision, not
+/// per entry). Writing the decision's JSON reads the names straight from
+/// the policy set; reading the trace as [`TraceEntry`]s (it dereferences
+/// to `Vec<TraceEntry>`, as it used to be) builds them once, on first
+/// use. Changing it (`DerefMut`) builds them and keeps only them.
+#[derive(Clone, Default)]
+pub struct Trace {
+    lazy: Option<Lazy>,
+    /// The entries, when the trace was built from them or changed.
+    owned: Vec<TraceEntry>,
+}
+
+/// A trace not read yet: the records and the policy set they index.
+#[derive(Clone)]
+struct Lazy {
+    set: Arc<PolicySet>,
+    considered: Vec<Considered>,
+    /// The entries, built on first read.
+    entries: OnceLock<Vec<TraceEntry>>,
+}
+
+impl Lazy {
+    fn entries(&self) -> Vec<TraceEntry> {
+        self.considered.iter().map(|c| c.entry(&self.set)).collect()
+    }
+}
+
+impl Trace {
+    /// A trace of `considered`, whose rule and condition indexes are into
+    /// `set`.
+    pub fn new(set: Arc<PolicySet>, considered: Vec<Considered>) -> Trace {
+        if considered.is_empty() {
+            return Trace::default();
+        }
+        Trace {
+            lazy: Some(Lazy {
+                set,
+                considered,
+                entries: OnceLock::new(),
+            }),
+            owned: Vec::new(),
+        }
+    }
+
+    /// How many rules were considered (without building the entries).
+    pub fn len(&self) -> usize {
+        match &self.lazy {
+            Some(lazy) => lazy.considered.len(),
+            None => self.owned.len(),
+        }
+    }
+
+    /// True when no rule was considered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries, built if they were not.
+    pub fn into_vec(self) -> Vec<TraceEntry> {
+        match self.lazy {
+            Some(lazy) => match lazy.entries.into_inner() {
+                Some(entries) => entries,
+                None => lazy.considered.iter().map(|c| c.entry(&lazy.set)).collect(),
+            },
+            None => self.owned,
+        }
+    }
+
+    /// Appends the trace's JSON array to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // One buffer for the text of every step.
+        let mut text = String::new();
+        match &self.lazy {
+            Some(lazy) => write_list(out, &lazy.considered, |out, c| {
+                c.write_json(&lazy.set, out, &mut text)
+            }),
+            None => write_list(out, &self.owned, |out, entry| {
+                entry.write_json(out, &mut text)
+            }),
+        }
+    }
+}
+
+impl Deref for Trace {
+    type Target = Vec<TraceEntry>;
+    fn deref(&self) -> &Vec<TraceEntry> {
+        match &self.lazy {
+            Some(lazy) => lazy.entries.get_or_init(|| lazy.entries()),
+            None => &self.owned,
+        }
+    }
+}
+
+impl DerefMut for Trace {
+    fn deref_mut(&mut self) -> &mut Vec<TraceEntry> {
+        if let Some(lazy) = self.lazy.take() {
+            self.owned = match lazy.entries.into_inner() {
+                Some(entries) => entries,
+                None => lazy.considered.iter().map(|c| c.entry(&lazy.set)).collect(),
+            };
+        }
+        &mut self.owned
+    }
+}
+
+impl From<Vec<TraceEntry>> for Trace {
+    fn from(entries: Vec<TraceEntry>) -> Trace {
+        Trace {
+            lazy: None,
+            owned: entries,
+        }
+    }
+}
+
+impl IntoIterator for Trace {
+    type Item = TraceEntry;
+    type IntoIter = std::vec::IntoIter<TraceEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
+}
+
+impl<'t> IntoIterator for &'t Trace {
+    type Item = &'t TraceEntry;
+    type IntoIter = std::slice::Iter<'t, TraceEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'t> IntoIterator for &'t mut Trace {
+    type Item = &'t mut TraceEntry;
+    type IntoIter = std::slice::IterMut<'t, TraceEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+impl PartialEq for Trace {
+    fn eq(&self, other: &Trace) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Serialize for Trace {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Trace {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Trace, D::Error> {
+        Vec::<TraceEntry>::deserialize(deserializer).map(Trace::from)
+    }
+}
+
 /// Which policy set decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
@@ -334,7 +570,7 @@ pub struct Decision {
     /// Evaluation errors.
     pub errors: Vec<ErrorOut>,
     /// The rules considered.
-    pub trace: Vec<TraceEntry>,
+    pub trace: Trace,
     /// The policy set.
     pub policy: PolicyRef,
 }
@@ -355,7 +591,7 @@ impl Decision {
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
             errors: vec![ErrorOut::in_request(message)],
-            trace: Vec::new(),
+            trace: Trace::default(),
             policy: PolicyRef {
                 digest: digest.into(),
             },
@@ -417,11 +653,7 @@ impl Decision {
             out.push(b'}');
         });
         out.extend_from_slice(b",\"trace\":");
-        // One buffer for the text of every step.
-        let mut text = String::new();
-        write_list(out, &self.trace, |out, entry| {
-            entry.write_json(out, &mut text)
-        });
+        self.trace.write_json(out);
         out.extend_from_slice(b",\"policy\":{\"digest\":");
         write_name(out, &self.policy.digest);
         out.push(b'}');
@@ -455,48 +687,106 @@ impl TraceEntry {
     /// Appends the entry's JSON, as the derived `Serialize` writes it;
     /// `text` is scratch space for the steps' text.
     fn write_json(&self, out: &mut Vec<u8>, text: &mut String) {
-        let entry = self;
-        out.extend_from_slice(b"{\"rule\":");
-        write_name(out, &entry.rule);
-        out.extend_from_slice(b",\"kind\":");
-        write_name(out, &entry.kind);
-        out.extend_from_slice(b",\"at\":");
-        write_name(out, &entry.at);
-        out.extend_from_slice(match entry.outcome {
-            Outcome::Matched => b",\"outcome\":\"matched\"",
-            Outcome::NotMatched => b",\"outcome\":\"not_matched\"",
-            Outcome::Error => b",\"outcome\":\"error\"",
-        });
-        if let Some(failed) = &entry.failed {
-            out.extend_from_slice(b",\"failed\":{\"condition\":");
-            write_name(out, &failed.condition);
-            out.extend_from_slice(b",\"saw\":");
-            write_value(out, &failed.saw);
-            out.push(b'}');
-        }
-        if let Some(error) = &entry.error {
-            out.extend_from_slice(b",\"error\":");
-            write_str(out, error);
-        }
-        if !entry.effect.is_empty() {
-            out.extend_from_slice(b",\"effect\":");
-            write_list(out, &entry.effect, |out, step| {
-                use std::fmt::Write as _;
-                text.clear();
-                // Writing to a String cannot fail.
-                let _ = write!(text, "{step}");
-                write_str(out, text);
-            });
-        }
-        if let Some(because) = &entry.because {
-            out.extend_from_slice(b",\"because\":");
-            write_str(out, because);
-        }
-        if entry.closest {
-            out.extend_from_slice(b",\"closest\":true");
-        }
+        write_entry(
+            out,
+            text,
+            EntryParts {
+                rule: &self.rule,
+                kind: &self.kind,
+                at: &self.at,
+                outcome: self.outcome,
+                failed: self.failed.as_ref().map(|f| (&f.condition, &f.saw)),
+                error: self.error.as_deref(),
+                effect: &self.effect,
+                because: self.because.as_deref(),
+                closest: self.closest,
+            },
+        );
+    }
+}
+
+impl Considered {
+    /// Appends the JSON of the entry it stands for, the names read from
+    /// `set`: the same text as [`TraceEntry`]'s.
+    fn write_json(&self, set: &PolicySet, out: &mut Vec<u8>, text: &mut String) {
+        let rule = &set.rules[self.rule as usize];
+        write_entry(
+            out,
+            text,
+            EntryParts {
+                rule: &rule.id,
+                kind: &rule.kind_name,
+                at: &rule.location,
+                outcome: self.outcome,
+                failed: self
+                    .failed
+                    .as_ref()
+                    .map(|seen| (&rule.conjunct_text[seen.condition as usize], &seen.saw)),
+                error: self.error.as_deref(),
+                effect: &self.effect,
+                because: self.because.as_deref(),
+                closest: self.closest,
+            },
+        );
+    }
+}
+
+/// A trace entry's fields, borrowed from wherever they live.
+struct EntryParts<'a> {
+    rule: &'a Name,
+    kind: &'a Name,
+    at: &'a Name,
+    outcome: Outcome,
+    failed: Option<(&'a Name, &'a Value)>,
+    error: Option<&'a str>,
+    effect: &'a [Step],
+    because: Option<&'a str>,
+    closest: bool,
+}
+
+/// Appends a trace entry's JSON, as the derived `Serialize` of
+/// [`TraceEntry`] writes it; `text` is scratch space for the steps' text.
+fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
+    out.extend_from_slice(b"{\"rule\":");
+    write_name(out, entry.rule);
+    out.extend_from_slice(b",\"kind\":");
+    write_name(out, entry.kind);
+    out.extend_from_slice(b",\"at\":");
+    write_name(out, entry.at);
+    out.extend_from_slice(match entry.outcome {
+        Outcome::Matched => b",\"outcome\":\"matched\"",
+        Outcome::NotMatched => b",\"outcome\":\"not_matched\"",
+        Outcome::Error => b",\"outcome\":\"error\"",
+    });
+    if let Some((condition, saw)) = entry.failed {
+        out.extend_from_slice(b",\"failed\":{\"condition\":");
+        write_name(out, condition);
+        out.extend_from_slice(b",\"saw\":");
+        write_value(out, saw);
         out.push(b'}');
     }
+    if let Some(error) = entry.error {
+        out.extend_from_slice(b",\"error\":");
+        write_str(out, error);
+    }
+    if !entry.effect.is_empty() {
+        out.extend_from_slice(b",\"effect\":");
+        write_list(out, entry.effect, |out, step| {
+            use std::fmt::Write as _;
+            text.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{step}");
+            write_str(out, text);
+        });
+    }
+    if let Some(because) = entry.because {
+        out.extend_from_slice(b",\"because\":");
+        write_str(out, because);
+    }
+    if entry.closest {
+        out.extend_from_slice(b",\"closest\":true");
+    }
+    out.push(b'}');
 }
 
 fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
