@@ -244,26 +244,29 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     fn new(compiled: &'a Compiled<'a>, request: &'a Request, prepared: &'a Prepared) -> Walk<'a> {
-        let mut candidates = Vec::new();
-        let mut near = Vec::new();
+        // Sized for a typical pack's candidates, so that the walk does not
+        // grow them push by push.
+        let mut candidates = Vec::with_capacity(32);
+        let mut near = Vec::with_capacity(8);
         compiled.tree.candidates(
             |attr| crate::eval::attr_value(request, prepared, attr),
             &mut candidates,
             &mut near,
         );
         let set: &PolicySet = compiled.set;
+        let count = candidates.len();
         Walk {
             compiled,
             set,
             prepared,
             request,
             evaluator: Evaluator::new(request, prepared, &set.data),
-            trace: Vec::with_capacity(candidates.len()),
+            trace: Vec::with_capacity(count),
             candidates,
             near,
             errors: Vec::new(),
-            matched: Vec::new(),
-            missed_permits: Vec::new(),
+            matched: Vec::with_capacity(count),
+            missed_permits: Vec::with_capacity(count),
         }
     }
 

@@ -609,7 +609,9 @@ impl Decision {
     /// The decision's JSON in a buffer sized for it; with `decision_id`, as
     /// [`Decision::write_json`] writes it.
     pub fn json_bytes(&self, decision_id: Option<&str>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1024 + 160 * self.trace.len());
+        // A pack's trace entry is about 250 bytes: sized so that the buffer
+        // is not grown (and copied) while the decision is written.
+        let mut out = Vec::with_capacity(1024 + 320 * self.trace.len());
         self.write_json(&mut out, decision_id);
         out
     }
