@@ -175,38 +175,92 @@ impl Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.push_text(&mut text);
+        f.write_str(&text)
+    }
+}
+
+/// The decimal digits of `n`, in `buffer`.
+fn digits(n: u64, buffer: &mut [u8; 20]) -> &str {
+    let mut at = buffer.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
+}
+
+impl Step {
+    /// Appends the step's text (its `Display`) to `out`: the one place a
+    /// step is written as text, without the formatting machinery (a trace
+    /// writes one for every matched rule).
+    pub fn push_text(&self, out: &mut String) {
+        let mut buffer = [0u8; 20];
+        let mut number = |out: &mut String, n: u64| out.push_str(digits(n, &mut buffer));
         match self {
-            Step::Denied => f.write_str("denied"),
-            Step::Granted { items } => write!(f, "granted {items}"),
-            Step::AllowedWithoutScope => f.write_str("allowed (no scope of its own)"),
-            Step::CoveredNone => f.write_str("covered none of the requested scope"),
+            Step::Denied => out.push_str("denied"),
+            Step::Granted { items } => {
+                out.push_str("granted ");
+                out.push_str(items);
+            }
+            Step::AllowedWithoutScope => out.push_str("allowed (no scope of its own)"),
+            Step::CoveredNone => out.push_str("covered none of the requested scope"),
             Step::NarrowedScope { dropped } if dropped.is_empty() => {
-                f.write_str("narrowed scope: nothing to drop")
+                out.push_str("narrowed scope: nothing to drop")
             }
             Step::NarrowedScope { dropped } => {
-                f.write_str("narrowed scope: dropped ")?;
+                out.push_str("narrowed scope: dropped ");
                 for (i, item) in dropped.iter().enumerate() {
                     if i > 0 {
-                        f.write_str(", ")?;
+                        out.push_str(", ");
                     }
-                    f.write_str(item)?;
+                    out.push_str(item);
                 }
-                Ok(())
             }
-            Step::TtlSet(ttl) => write!(f, "set ttl {ttl}"),
-            Step::TtlCapped { from, to } => write!(f, "capped ttl {from} -> {to}"),
-            Step::TtlKept { cap, ttl } => write!(f, "cap {cap} did not lower ttl {ttl}"),
-            Step::TtlUnderOneSecond => f.write_str("denied: ttl under one second"),
-            // A cap read as it is (from the data, an attribute) says no more.
-            Step::TtlComputed { cap, how } if *how == cap.to_string() => {
-                write!(f, "computed cap {cap}")
+            Step::TtlSet(ttl) => {
+                out.push_str("set ttl ");
+                number(out, *ttl);
             }
-            Step::TtlComputed { cap, how } => write!(f, "computed cap {cap} = {how}"),
-            Step::ObligationAdded { kind, detail } => match detail {
-                Some(detail) => write!(f, "added obligation {kind} {detail}"),
-                None => write!(f, "added obligation {kind}"),
-            },
-            Step::ObligationFailed => f.write_str("denied: obligation could not be computed"),
+            Step::TtlCapped { from, to } => {
+                out.push_str("capped ttl ");
+                number(out, *from);
+                out.push_str(" -> ");
+                number(out, *to);
+            }
+            Step::TtlKept { cap, ttl } => {
+                out.push_str("cap ");
+                number(out, *cap);
+                out.push_str(" did not lower ttl ");
+                number(out, *ttl);
+            }
+            Step::TtlUnderOneSecond => out.push_str("denied: ttl under one second"),
+            Step::TtlComputed { cap, how } => {
+                out.push_str("computed cap ");
+                let start = out.len();
+                number(out, *cap);
+                // A cap read as it is (from the data, an attribute) says no
+                // more.
+                if out[start..] != **how {
+                    out.push_str(" = ");
+                    out.push_str(how);
+                }
+            }
+            Step::ObligationAdded { kind, detail } => {
+                out.push_str("added obligation ");
+                out.push_str(kind);
+                if let Some(detail) = detail {
+                    out.push(' ');
+                    out.push_str(detail);
+                }
+            }
+            Step::ObligationFailed => out.push_str("denied: obligation could not be computed"),
         }
     }
 }
@@ -625,7 +679,7 @@ impl Decision {
         });
         write_list(out, &self.scope, |out, item| write_str(out, item));
         out.extend_from_slice(b",\"ttl\":");
-        out.extend_from_slice(self.ttl.to_string().as_bytes());
+        out.extend_from_slice(digits(self.ttl, &mut [0u8; 20]).as_bytes());
         out.extend_from_slice(b",\"obligations\":");
         write_list(out, &self.obligations, |out, o| {
             out.extend_from_slice(b"{\"kind\":");
@@ -681,7 +735,7 @@ impl TraceEntry {
             if i > 0 {
                 out.push_str("; ");
             }
-            out.push_str(&step.to_string());
+            step.push_text(&mut out);
         }
         out
     }
@@ -774,10 +828,8 @@ fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
     if !entry.effect.is_empty() {
         out.extend_from_slice(b",\"effect\":");
         write_list(out, entry.effect, |out, step| {
-            use std::fmt::Write as _;
             text.clear();
-            // Writing to a String cannot fail.
-            let _ = write!(text, "{step}");
+            step.push_text(text);
             write_str(out, text);
         });
     }
@@ -959,6 +1011,10 @@ mod tests {
             assert_eq!(json, serde_json::to_string(text).expect("a string"));
             let back: Step = serde_json::from_str(&json).expect("a step deserializes");
             assert_eq!(back, step);
+        }
+        for n in [0, 7, 10, 1_000_000, u64::MAX] {
+            assert_eq!(Step::TtlSet(n).to_string(), format!("set ttl {n}"));
+            assert_eq!(digits(n, &mut [0u8; 20]), n.to_string());
         }
         assert_eq!(Step::parse("added obligation teleport"), None);
         assert_eq!(Step::parse("capped ttl many -> 1"), None);
