@@ -11,6 +11,10 @@
 //!   one that one permit matches and one that the most permits match.
 //! - `compile/N`: parse + check + compile of the same sets.
 //! - `end_to_end/*`: JSON request parse + decide + decision serialise.
+//! - `versus_parse/*`: the default pack deciding `examples/ci-deploy.json`
+//!   (validation, decision, trace recorded) next to `serde_json` parsing
+//!   the same text into a `Value`, and the decision with its JSON written,
+//!   side by side in one process (issue 18's goal: decide ≤ 0.7× parse).
 //!
 //! Measurement times are short so that the whole run takes a few minutes;
 //! the Cedar comparison lives in `benches/peers`.
@@ -218,5 +222,34 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pack, decide, flags, compile, end_to_end);
+/// Issue 18's yardstick: deciding the example request on the default pack
+/// against parsing the same request text into a `serde_json::Value`.
+fn versus_parse(c: &mut Criterion) {
+    const CI_DEPLOY: &str = include_str!("../examples/ci-deploy.json");
+    let mut group = c.benchmark_group("versus_parse");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let engine = pack_engine();
+    let request = Request::from_json(CI_DEPLOY).expect("valid request");
+    assert!(engine.decide(&request).is_allow());
+    group.bench_function("json_value", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(CI_DEPLOY)))
+    });
+    group.bench_function("decide", |b| b.iter(|| engine.decide(black_box(&request))));
+    group.bench_function("decide_to_json", |b| {
+        b.iter(|| engine.decide(black_box(&request)).to_json())
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    pack,
+    decide,
+    flags,
+    compile,
+    end_to_end,
+    versus_parse
+);
 criterion_main!(benches);

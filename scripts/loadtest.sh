@@ -16,6 +16,17 @@
 # use this binary). Prints one summary line a scenario:
 # throughput, latency percentiles, and the server's CPU time per decision
 # (from /proc), which does not depend on what else shares the machine.
+#
+#   MODE=open scripts/loadtest.sh [DURATION]
+#
+# Open loop instead (scripts/openloop.rs, no wrk needed): `writ serve` with
+# default flags (not pinned), the default pack, a mix of five requests in
+# turn (two allowed, one denied by a forbid, one denied by default, one
+# refused as invalid with 400), every answer checked (decision, or error
+# body, and status). Runs one scenario per rate in RATES (default
+# "40000 80000": the fixed rate of the goal, then more than the server can
+# take, whose achieved rate is its capacity), OPEN_CONNECTIONS (64)
+# connections; prints openloop's line and the server's CPU per answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +35,7 @@ threads="${THREADS:-1}"
 connections="${CONNECTIONS:-32}"
 rounds="${ROUNDS:-1}"
 
-if ! command -v wrk >/dev/null; then
+if [ "${MODE:-closed}" != open ] && ! command -v wrk >/dev/null; then
   echo "loadtest: wrk is not installed (apt-get install -y wrk)" >&2
   exit 2
 fi
@@ -103,6 +114,68 @@ scenario() {
   printf '%-16s %10s req/s  p50 %-9s p99 %-9s server CPU %s us/decision (%s decisions) %s\n' \
     "$name" "$rps" "$p50" "$p99" "$us_per" "$decided" "$errors"
 }
+
+# The open-loop mix: bodies and what each must be answered with.
+write_mix() {
+  cp examples/ci-deploy.json "$tmp/allow.json"
+  cat >"$tmp/forbid.json" <<'JSON'
+{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/legacy","kind":"service","auth":"static-secret","attested":true,"owner":"payments","environment":"prod"},"action":"read","resource":{"id":"db://payments/orders","kind":"database","owner":"payments"},"intent":{"task":"report","id":"job-7"},"environment":{"name":"prod","broker":"vault","time":"2026-11-22T10:00:00Z"},"sensitivity":"confidential","requested":{"scope":["read:db://payments/orders"],"ttl":900},"context":{"recent_issuances":0}}
+JSON
+  cat >"$tmp/deny.json" <<'JSON'
+{"subject":{"id":"spiffe://prod.acme.io/ns/search/sa/indexer","kind":"workload","auth":"spiffe","attested":true,"owner":"search","environment":"prod"},"action":"read","resource":{"id":"db://payments/orders","kind":"database","owner":"payments"},"intent":{"task":"index","id":"job-9"},"environment":{"name":"prod","broker":"vault","time":"2026-11-22T10:00:00Z"},"sensitivity":"internal","requested":{"scope":["read:db://payments/orders"],"ttl":900},"context":{"recent_issuances":0}}
+JSON
+  cat >"$tmp/agent.json" <<'JSON'
+{"subject":{"id":"spiffe://prod.acme.io/ns/support/sa/assistant","kind":"agent","auth":"oidc","attested":true,"owner":"support","environment":"prod"},"action":"invoke","resource":{"id":"tool://support/refund-lookup","kind":"tool","owner":"support"},"intent":{"task":"answer-ticket","id":"ticket-4411","objective":"look up a refund","actions":["invoke"]},"environment":{"name":"prod","broker":"agent-gateway","time":"2026-11-22T10:00:00Z"},"sensitivity":"internal","requested":{"scope":["invoke:tool://support/refund-lookup"],"ttl":600},"context":{"recent_issuances":0}}
+JSON
+  cat >"$tmp/bad.json" <<'JSON'
+{"subject":{"id":"spiffe://prod.acme.io/ns/payments/sa/deployer","kind":"ci"},"action":"deploy","resource":{"id":"k8s://prod-eu/payments","kind":"cluster"},"requested":{"scope":["deploy:k8s://prod-eu/payments"],"ttl":0}}
+JSON
+  echo "$tmp/allow.json=allow,$tmp/forbid.json=deny,$tmp/deny.json=deny,$tmp/agent.json=allow,$tmp/bad.json=400"
+}
+
+# open_scenario RATE SECONDS: a fresh default server, 2 s of warm-up at the
+# rate, then SECONDS of it, measured.
+open_scenario() {
+  local rate="$1" seconds="$2" port mix
+  port="$(free_port)"
+  mix="$(write_mix)"
+  "$BIN" serve --addr "127.0.0.1:$port" 2>"$tmp/open.stderr" &
+  server=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  local connections="${OPEN_CONNECTIONS:-64}"
+  "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" 2 "$connections" 0 warm >/dev/null
+  local before after line status=0
+  before="$(cpu_ticks "$server")"
+  line="$("$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run)" || status=$?
+  after="$(cpu_ticks "$server")"
+  kill -TERM "$server"
+  wait "$server" || true
+  server=""
+  local answered us_per
+  answered="${line%% requests*}"
+  us_per="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$answered" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
+  printf 'open %6s/s  %s | server CPU %s us/answer\n' "$rate" "$line" "$us_per"
+  if [ "$status" -ne 0 ]; then
+    echo "loadtest: wrong answers (above)" >&2
+    exit 1
+  fi
+}
+
+if [ "${MODE:-closed}" = open ]; then
+  rustc --edition 2021 -O -o "$tmp/openloop" scripts/openloop.rs
+  seconds="${duration%s}"
+  echo "writ serve open loop: $seconds s a rate, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  for _ in $(seq 1 "$rounds"); do
+    for rate in ${RATES:-40000 80000}; do
+      open_scenario "$rate" "$seconds"
+    done
+  done
+  exit 0
+fi
 
 echo "writ serve load test: wrk -t$threads -c$connections, $duration a scenario, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for _ in $(seq 1 "$rounds"); do

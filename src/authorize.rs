@@ -3,8 +3,9 @@
 //! typed [`Authorization`]: which forbids denied, which permits granted,
 //! the scope and TTL steps, the obligations and the errors (typed, with
 //! their spans). `crate::render` turns an authorization into the
-//! `Decision`; the trace entries it carries hold typed outcomes and
-//! steps, whose text is written only when the decision is serialized.
+//! `Decision`; the trace it carries holds each considered rule by index
+//! ([`Considered`]), with typed outcomes and steps: names, condition texts
+//! and step texts are written only when the trace is read or serialized.
 //!
 //! The order of combination: a matching forbid denies; then the matched
 //! permits' grants are built; no permit means deny by default; then scope
@@ -17,7 +18,9 @@
 use std::fmt;
 
 use crate::compile::{NodeId, Tree};
-use crate::decision::{Effect, Failed, Name, Outcome, Step, TraceEntry};
+use std::sync::Arc;
+
+use crate::decision::{Considered, Effect, Name, Outcome, Seen, Step};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
 use crate::ir::{Expr, Obligation, PolicySet, Rule, RuleKind, TtlCap};
 use crate::request::{Prepared, Request};
@@ -28,8 +31,9 @@ pub const DEFAULT_TTL: u64 = 3600;
 
 /// Everything the authorizer needs from a compiled engine.
 pub struct Compiled<'e> {
-    /// The checked rules.
-    pub set: &'e PolicySet,
+    /// The checked rules (shared, so that a decision's trace can refer to
+    /// them).
+    pub set: &'e Arc<PolicySet>,
     /// Their decision tree.
     pub tree: &'e Tree,
     /// The policy digest.
@@ -55,11 +59,9 @@ pub struct Authorization {
     pub obligations: Vec<Obligated>,
     /// What failed, in the order met.
     pub errors: Vec<Fault>,
-    /// The rules considered, in policy order: each one's trace entry
-    /// (its outcome, the condition that failed, its steps as [`Step`]s).
-    pub trace: Vec<TraceEntry>,
-    /// The index of the rule of each trace entry.
-    pub rules: Vec<u32>,
+    /// The rules considered, in policy order: each one's index, outcome,
+    /// the condition that failed, its steps as [`Step`]s.
+    pub trace: Vec<Considered>,
 }
 
 /// An obligation the decision carries.
@@ -162,7 +164,6 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         obligations,
         errors: walk.errors,
         trace: walk.trace,
-        rules: walk.rules,
     }
 }
 
@@ -232,9 +233,8 @@ struct Walk<'a> {
     candidates: Vec<u32>,
     /// The switches whose value the request missed (for `mark_closest`).
     near: Vec<NodeId>,
-    /// The trace so far, and the rule index of each entry.
-    trace: Vec<TraceEntry>,
-    rules: Vec<u32>,
+    /// The trace so far, in policy order.
+    trace: Vec<Considered>,
     errors: Vec<Fault>,
     /// The slots of the rules that matched, in policy order.
     matched: Vec<usize>,
@@ -242,43 +242,31 @@ struct Walk<'a> {
     missed_permits: Vec<(u32, usize)>,
 }
 
-fn entry(rule: &Rule, outcome: Outcome) -> TraceEntry {
-    TraceEntry {
-        rule: rule.id.clone(),
-        kind: rule.kind_name.clone(),
-        at: rule.location.clone(),
-        outcome,
-        failed: None,
-        error: None,
-        effect: Vec::new(),
-        because: None,
-        closest: false,
-    }
-}
-
 impl<'a> Walk<'a> {
     fn new(compiled: &'a Compiled<'a>, request: &'a Request, prepared: &'a Prepared) -> Walk<'a> {
-        let mut candidates = Vec::new();
-        let mut near = Vec::new();
+        // Sized for a typical pack's candidates, so that the walk does not
+        // grow them push by push.
+        let mut candidates = Vec::with_capacity(32);
+        let mut near = Vec::with_capacity(8);
         compiled.tree.candidates(
             |attr| crate::eval::attr_value(request, prepared, attr),
             &mut candidates,
             &mut near,
         );
-        let set = compiled.set;
+        let set: &PolicySet = compiled.set;
+        let count = candidates.len();
         Walk {
             compiled,
             set,
             prepared,
             request,
             evaluator: Evaluator::new(request, prepared, &set.data),
-            trace: Vec::with_capacity(candidates.len()),
-            rules: Vec::with_capacity(candidates.len()),
+            trace: Vec::with_capacity(count),
             candidates,
             near,
             errors: Vec::new(),
-            matched: Vec::new(),
-            missed_permits: Vec::new(),
+            matched: Vec::with_capacity(count),
+            missed_permits: Vec::with_capacity(count),
         }
     }
 
@@ -289,7 +277,7 @@ impl<'a> Walk<'a> {
     /// The `i`th matched rule: its slot in the trace and its index.
     fn matched_rule(&self, i: usize) -> (usize, u32) {
         let slot = self.matched[i];
-        (slot, self.rules[slot])
+        (slot, self.trace[slot].rule)
     }
 
     fn fault(&mut self, rule: u32, error: AuthError) {
@@ -306,13 +294,10 @@ impl<'a> Walk<'a> {
             let rule = &self.set.rules[index as usize];
             let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
             let mut entry = match self.evaluator.rule(rule) {
-                RuleResult::True => entry(rule, Outcome::Matched),
+                RuleResult::True => Considered::new(index, Outcome::Matched),
                 RuleResult::False(at) => {
-                    let mut entry = entry(rule, Outcome::NotMatched);
-                    entry.failed = Some(Failed {
-                        condition: rule.conjunct_text[at].clone(),
-                        saw: self.evaluator.saw(&rule.conjuncts[at]),
-                    });
+                    let mut entry = Considered::new(index, Outcome::NotMatched);
+                    entry.failed = Some(seen(&mut self.evaluator, rule, at));
                     if !fails_closed {
                         self.missed_permits.push((index, at));
                     }
@@ -324,7 +309,7 @@ impl<'a> Walk<'a> {
                     } else {
                         Outcome::Error
                     };
-                    let mut entry = entry(rule, outcome);
+                    let mut entry = Considered::new(index, outcome);
                     entry.error = Some(error.to_string());
                     self.fault(index, AuthError::Eval(error));
                     entry
@@ -339,7 +324,6 @@ impl<'a> Walk<'a> {
                 self.matched.push(self.trace.len());
             }
             self.trace.push(entry);
-            self.rules.push(index);
         }
     }
 
@@ -696,9 +680,9 @@ impl<'a> Walk<'a> {
         pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         pool.truncate(3);
         for (_, index, at) in pool {
-            // `rules` stays sorted: the candidates, ascending, and the
-            // permits inserted below in order.
-            let place = match self.rules.binary_search(&index) {
+            // The trace stays sorted by rule: the candidates, ascending,
+            // and the permits inserted below in order.
+            let place = match self.trace.binary_search_by_key(&index, |c| c.rule) {
                 Ok(slot) => {
                     self.trace[slot].closest = true;
                     continue;
@@ -706,18 +690,12 @@ impl<'a> Walk<'a> {
                 Err(place) => place,
             };
             let rule = &set.rules[index as usize];
-            let mut entry = entry(rule, Outcome::NotMatched);
-            if let Some(at) = at {
-                entry.failed = Some(Failed {
-                    condition: rule.conjunct_text[at].clone(),
-                    saw: self.evaluator.saw(&rule.conjuncts[at]),
-                });
-            }
+            let mut entry = Considered::new(index, Outcome::NotMatched);
+            entry.failed = at.map(|at| seen(&mut self.evaluator, rule, at));
             entry.closest = true;
             // Keep the trace in policy order (three entries at most are
             // added, so inserting beats sorting).
             self.trace.insert(place, entry);
-            self.rules.insert(place, index);
         }
     }
 
@@ -731,7 +709,14 @@ impl<'a> Walk<'a> {
             obligations: Vec::new(),
             errors: self.errors,
             trace: self.trace,
-            rules: self.rules,
         }
+    }
+}
+
+/// The `at`th condition of `rule`, which was false, and the value it saw.
+fn seen<'a>(evaluator: &mut Evaluator<'a>, rule: &'a Rule, at: usize) -> Seen {
+    Seen {
+        condition: at as u32,
+        saw: evaluator.saw(&rule.conjuncts[at]),
     }
 }

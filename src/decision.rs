@@ -1,10 +1,13 @@
 //! The decision: contract.md's JSON, as serde types.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::ir::PolicySet;
 use crate::name::needs_escape;
 pub use crate::name::Name;
 
@@ -172,38 +175,92 @@ impl Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.push_text(&mut text);
+        f.write_str(&text)
+    }
+}
+
+/// The decimal digits of `n`, in `buffer`.
+fn digits(n: u64, buffer: &mut [u8; 20]) -> &str {
+    let mut at = buffer.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
+}
+
+impl Step {
+    /// Appends the step's text (its `Display`) to `out`: the one place a
+    /// step is written as text, without the formatting machinery (a trace
+    /// writes one for every matched rule).
+    pub fn push_text(&self, out: &mut String) {
+        let mut buffer = [0u8; 20];
+        let mut number = |out: &mut String, n: u64| out.push_str(digits(n, &mut buffer));
         match self {
-            Step::Denied => f.write_str("denied"),
-            Step::Granted { items } => write!(f, "granted {items}"),
-            Step::AllowedWithoutScope => f.write_str("allowed (no scope of its own)"),
-            Step::CoveredNone => f.write_str("covered none of the requested scope"),
+            Step::Denied => out.push_str("denied"),
+            Step::Granted { items } => {
+                out.push_str("granted ");
+                out.push_str(items);
+            }
+            Step::AllowedWithoutScope => out.push_str("allowed (no scope of its own)"),
+            Step::CoveredNone => out.push_str("covered none of the requested scope"),
             Step::NarrowedScope { dropped } if dropped.is_empty() => {
-                f.write_str("narrowed scope: nothing to drop")
+                out.push_str("narrowed scope: nothing to drop")
             }
             Step::NarrowedScope { dropped } => {
-                f.write_str("narrowed scope: dropped ")?;
+                out.push_str("narrowed scope: dropped ");
                 for (i, item) in dropped.iter().enumerate() {
                     if i > 0 {
-                        f.write_str(", ")?;
+                        out.push_str(", ");
                     }
-                    f.write_str(item)?;
+                    out.push_str(item);
                 }
-                Ok(())
             }
-            Step::TtlSet(ttl) => write!(f, "set ttl {ttl}"),
-            Step::TtlCapped { from, to } => write!(f, "capped ttl {from} -> {to}"),
-            Step::TtlKept { cap, ttl } => write!(f, "cap {cap} did not lower ttl {ttl}"),
-            Step::TtlUnderOneSecond => f.write_str("denied: ttl under one second"),
-            // A cap read as it is (from the data, an attribute) says no more.
-            Step::TtlComputed { cap, how } if *how == cap.to_string() => {
-                write!(f, "computed cap {cap}")
+            Step::TtlSet(ttl) => {
+                out.push_str("set ttl ");
+                number(out, *ttl);
             }
-            Step::TtlComputed { cap, how } => write!(f, "computed cap {cap} = {how}"),
-            Step::ObligationAdded { kind, detail } => match detail {
-                Some(detail) => write!(f, "added obligation {kind} {detail}"),
-                None => write!(f, "added obligation {kind}"),
-            },
-            Step::ObligationFailed => f.write_str("denied: obligation could not be computed"),
+            Step::TtlCapped { from, to } => {
+                out.push_str("capped ttl ");
+                number(out, *from);
+                out.push_str(" -> ");
+                number(out, *to);
+            }
+            Step::TtlKept { cap, ttl } => {
+                out.push_str("cap ");
+                number(out, *cap);
+                out.push_str(" did not lower ttl ");
+                number(out, *ttl);
+            }
+            Step::TtlUnderOneSecond => out.push_str("denied: ttl under one second"),
+            Step::TtlComputed { cap, how } => {
+                out.push_str("computed cap ");
+                let start = out.len();
+                number(out, *cap);
+                // A cap read as it is (from the data, an attribute) says no
+                // more.
+                if out[start..] != **how {
+                    out.push_str(" = ");
+                    out.push_str(how);
+                }
+            }
+            Step::ObligationAdded { kind, detail } => {
+                out.push_str("added obligation ");
+                out.push_str(kind);
+                if let Some(detail) = detail {
+                    out.push(' ');
+                    out.push_str(detail);
+                }
+            }
+            Step::ObligationFailed => out.push_str("denied: obligation could not be computed"),
         }
     }
 }
@@ -309,6 +366,239 @@ pub struct TraceEntry {
     pub closest: bool,
 }
 
+/// One rule considered for a decision, as the authorizer records it: the
+/// rule and the condition by index into the compiled policy set, and what
+/// only this request could tell (the value a condition saw, the steps, the
+/// `because` text). The rule's id, kind, location and condition text stay
+/// in the policy set until the trace is read: recording a candidate costs
+/// no reference count and no copy of the policy's strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Considered {
+    /// The rule's index in the policy set.
+    pub rule: u32,
+    /// How it fared.
+    pub outcome: Outcome,
+    /// On default deny: one of the permits that came closest.
+    pub closest: bool,
+    /// For `not_matched`: the first condition that was false.
+    pub failed: Option<Seen>,
+    /// For `error`, or a matched rule that failed closed: the message.
+    pub error: Option<String>,
+    /// What it did to the decision, in order.
+    pub effect: Vec<Step>,
+    /// The rule's `because` message, when it matched.
+    pub because: Option<String>,
+}
+
+impl Considered {
+    /// A rule with its outcome and nothing else yet.
+    pub fn new(rule: u32, outcome: Outcome) -> Considered {
+        Considered {
+            rule,
+            outcome,
+            closest: false,
+            failed: None,
+            error: None,
+            effect: Vec::new(),
+            because: None,
+        }
+    }
+
+    /// The trace entry it stands for, the names taken from `set`, the
+    /// policy set the rule was considered in.
+    fn entry(&self, set: &PolicySet) -> TraceEntry {
+        let rule = &set.rules[self.rule as usize];
+        TraceEntry {
+            rule: rule.id.clone(),
+            kind: rule.kind_name.clone(),
+            at: rule.location.clone(),
+            outcome: self.outcome,
+            failed: self.failed.as_ref().map(|seen| Failed {
+                condition: rule.conjunct_text[seen.condition as usize].clone(),
+                saw: seen.saw.clone(),
+            }),
+            error: self.error.clone(),
+            effect: self.effect.clone(),
+            because: self.because.clone(),
+            closest: self.closest,
+        }
+    }
+}
+
+/// The condition that stopped a rule, by index, and the value it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The index of the conjunct among the rule's conditions.
+    pub condition: u32,
+    /// The value of the attribute it tested (`null` when missing).
+    pub saw: Value,
+}
+
+/// The trace of a decision: the rules considered, in policy order.
+///
+/// A decision made by the engine holds its trace as [`Considered`] records
+/// and the policy set they index (one reference count per decision, not
+/// per entry). Writing the decision's JSON reads the names straight from
+/// the policy set; reading the trace as [`TraceEntry`]s (it dereferences
+/// to `Vec<TraceEntry>`, as it used to be) builds them once, on first
+/// use. Changing it (`DerefMut`) builds them and keeps only them.
+#[derive(Clone, Default)]
+pub struct Trace {
+    lazy: Option<Lazy>,
+    /// The entries, when the trace was built from them or changed.
+    owned: Vec<TraceEntry>,
+}
+
+/// A trace not read yet: the records and the policy set they index.
+#[derive(Clone)]
+struct Lazy {
+    set: Arc<PolicySet>,
+    considered: Vec<Considered>,
+    /// The entries, built on first read.
+    entries: OnceLock<Vec<TraceEntry>>,
+}
+
+impl Lazy {
+    fn entries(&self) -> Vec<TraceEntry> {
+        self.considered.iter().map(|c| c.entry(&self.set)).collect()
+    }
+}
+
+impl Trace {
+    /// A trace of `considered`, whose rule and condition indexes are into
+    /// `set`.
+    pub fn new(set: Arc<PolicySet>, considered: Vec<Considered>) -> Trace {
+        if considered.is_empty() {
+            return Trace::default();
+        }
+        Trace {
+            lazy: Some(Lazy {
+                set,
+                considered,
+                entries: OnceLock::new(),
+            }),
+            owned: Vec::new(),
+        }
+    }
+
+    /// How many rules were considered (without building the entries).
+    pub fn len(&self) -> usize {
+        match &self.lazy {
+            Some(lazy) => lazy.considered.len(),
+            None => self.owned.len(),
+        }
+    }
+
+    /// True when no rule was considered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries, built if they were not.
+    pub fn into_vec(self) -> Vec<TraceEntry> {
+        match self.lazy {
+            Some(lazy) => match lazy.entries.into_inner() {
+                Some(entries) => entries,
+                None => lazy.considered.iter().map(|c| c.entry(&lazy.set)).collect(),
+            },
+            None => self.owned,
+        }
+    }
+
+    /// Appends the trace's JSON array to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // One buffer for the text of every step.
+        let mut text = String::new();
+        match &self.lazy {
+            Some(lazy) => write_list(out, &lazy.considered, |out, c| {
+                c.write_json(&lazy.set, out, &mut text)
+            }),
+            None => write_list(out, &self.owned, |out, entry| {
+                entry.write_json(out, &mut text)
+            }),
+        }
+    }
+}
+
+impl Deref for Trace {
+    type Target = Vec<TraceEntry>;
+    fn deref(&self) -> &Vec<TraceEntry> {
+        match &self.lazy {
+            Some(lazy) => lazy.entries.get_or_init(|| lazy.entries()),
+            None => &self.owned,
+        }
+    }
+}
+
+impl DerefMut for Trace {
+    fn deref_mut(&mut self) -> &mut Vec<TraceEntry> {
+        if let Some(lazy) = self.lazy.take() {
+            self.owned = match lazy.entries.into_inner() {
+                Some(entries) => entries,
+                None => lazy.considered.iter().map(|c| c.entry(&lazy.set)).collect(),
+            };
+        }
+        &mut self.owned
+    }
+}
+
+impl From<Vec<TraceEntry>> for Trace {
+    fn from(entries: Vec<TraceEntry>) -> Trace {
+        Trace {
+            lazy: None,
+            owned: entries,
+        }
+    }
+}
+
+impl IntoIterator for Trace {
+    type Item = TraceEntry;
+    type IntoIter = std::vec::IntoIter<TraceEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
+}
+
+impl<'t> IntoIterator for &'t Trace {
+    type Item = &'t TraceEntry;
+    type IntoIter = std::slice::Iter<'t, TraceEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'t> IntoIterator for &'t mut Trace {
+    type Item = &'t mut TraceEntry;
+    type IntoIter = std::slice::IterMut<'t, TraceEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+impl PartialEq for Trace {
+    fn eq(&self, other: &Trace) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Serialize for Trace {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Trace {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Trace, D::Error> {
+        Vec::<TraceEntry>::deserialize(deserializer).map(Trace::from)
+    }
+}
+
 /// Which policy set decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
@@ -334,7 +624,7 @@ pub struct Decision {
     /// Evaluation errors.
     pub errors: Vec<ErrorOut>,
     /// The rules considered.
-    pub trace: Vec<TraceEntry>,
+    pub trace: Trace,
     /// The policy set.
     pub policy: PolicyRef,
 }
@@ -355,7 +645,7 @@ impl Decision {
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
             errors: vec![ErrorOut::in_request(message)],
-            trace: Vec::new(),
+            trace: Trace::default(),
             policy: PolicyRef {
                 digest: digest.into(),
             },
@@ -373,7 +663,9 @@ impl Decision {
     /// The decision's JSON in a buffer sized for it; with `decision_id`, as
     /// [`Decision::write_json`] writes it.
     pub fn json_bytes(&self, decision_id: Option<&str>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1024 + 160 * self.trace.len());
+        // A pack's trace entry is about 250 bytes: sized so that the buffer
+        // is not grown (and copied) while the decision is written.
+        let mut out = Vec::with_capacity(1024 + 320 * self.trace.len());
         self.write_json(&mut out, decision_id);
         out
     }
@@ -387,7 +679,7 @@ impl Decision {
         });
         write_list(out, &self.scope, |out, item| write_str(out, item));
         out.extend_from_slice(b",\"ttl\":");
-        out.extend_from_slice(self.ttl.to_string().as_bytes());
+        out.extend_from_slice(digits(self.ttl, &mut [0u8; 20]).as_bytes());
         out.extend_from_slice(b",\"obligations\":");
         write_list(out, &self.obligations, |out, o| {
             out.extend_from_slice(b"{\"kind\":");
@@ -417,11 +709,7 @@ impl Decision {
             out.push(b'}');
         });
         out.extend_from_slice(b",\"trace\":");
-        // One buffer for the text of every step.
-        let mut text = String::new();
-        write_list(out, &self.trace, |out, entry| {
-            entry.write_json(out, &mut text)
-        });
+        self.trace.write_json(out);
         out.extend_from_slice(b",\"policy\":{\"digest\":");
         write_name(out, &self.policy.digest);
         out.push(b'}');
@@ -447,7 +735,7 @@ impl TraceEntry {
             if i > 0 {
                 out.push_str("; ");
             }
-            out.push_str(&step.to_string());
+            step.push_text(&mut out);
         }
         out
     }
@@ -455,48 +743,104 @@ impl TraceEntry {
     /// Appends the entry's JSON, as the derived `Serialize` writes it;
     /// `text` is scratch space for the steps' text.
     fn write_json(&self, out: &mut Vec<u8>, text: &mut String) {
-        let entry = self;
-        out.extend_from_slice(b"{\"rule\":");
-        write_name(out, &entry.rule);
-        out.extend_from_slice(b",\"kind\":");
-        write_name(out, &entry.kind);
-        out.extend_from_slice(b",\"at\":");
-        write_name(out, &entry.at);
-        out.extend_from_slice(match entry.outcome {
-            Outcome::Matched => b",\"outcome\":\"matched\"",
-            Outcome::NotMatched => b",\"outcome\":\"not_matched\"",
-            Outcome::Error => b",\"outcome\":\"error\"",
-        });
-        if let Some(failed) = &entry.failed {
-            out.extend_from_slice(b",\"failed\":{\"condition\":");
-            write_name(out, &failed.condition);
-            out.extend_from_slice(b",\"saw\":");
-            write_value(out, &failed.saw);
-            out.push(b'}');
-        }
-        if let Some(error) = &entry.error {
-            out.extend_from_slice(b",\"error\":");
-            write_str(out, error);
-        }
-        if !entry.effect.is_empty() {
-            out.extend_from_slice(b",\"effect\":");
-            write_list(out, &entry.effect, |out, step| {
-                use std::fmt::Write as _;
-                text.clear();
-                // Writing to a String cannot fail.
-                let _ = write!(text, "{step}");
-                write_str(out, text);
-            });
-        }
-        if let Some(because) = &entry.because {
-            out.extend_from_slice(b",\"because\":");
-            write_str(out, because);
-        }
-        if entry.closest {
-            out.extend_from_slice(b",\"closest\":true");
-        }
+        write_entry(
+            out,
+            text,
+            EntryParts {
+                rule: &self.rule,
+                kind: &self.kind,
+                at: &self.at,
+                outcome: self.outcome,
+                failed: self.failed.as_ref().map(|f| (&f.condition, &f.saw)),
+                error: self.error.as_deref(),
+                effect: &self.effect,
+                because: self.because.as_deref(),
+                closest: self.closest,
+            },
+        );
+    }
+}
+
+impl Considered {
+    /// Appends the JSON of the entry it stands for, the names read from
+    /// `set`: the same text as [`TraceEntry`]'s.
+    fn write_json(&self, set: &PolicySet, out: &mut Vec<u8>, text: &mut String) {
+        let rule = &set.rules[self.rule as usize];
+        write_entry(
+            out,
+            text,
+            EntryParts {
+                rule: &rule.id,
+                kind: &rule.kind_name,
+                at: &rule.location,
+                outcome: self.outcome,
+                failed: self
+                    .failed
+                    .as_ref()
+                    .map(|seen| (&rule.conjunct_text[seen.condition as usize], &seen.saw)),
+                error: self.error.as_deref(),
+                effect: &self.effect,
+                because: self.because.as_deref(),
+                closest: self.closest,
+            },
+        );
+    }
+}
+
+/// A trace entry's fields, borrowed from wherever they live.
+struct EntryParts<'a> {
+    rule: &'a Name,
+    kind: &'a Name,
+    at: &'a Name,
+    outcome: Outcome,
+    failed: Option<(&'a Name, &'a Value)>,
+    error: Option<&'a str>,
+    effect: &'a [Step],
+    because: Option<&'a str>,
+    closest: bool,
+}
+
+/// Appends a trace entry's JSON, as the derived `Serialize` of
+/// [`TraceEntry`] writes it; `text` is scratch space for the steps' text.
+fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
+    out.extend_from_slice(b"{\"rule\":");
+    write_name(out, entry.rule);
+    out.extend_from_slice(b",\"kind\":");
+    write_name(out, entry.kind);
+    out.extend_from_slice(b",\"at\":");
+    write_name(out, entry.at);
+    out.extend_from_slice(match entry.outcome {
+        Outcome::Matched => b",\"outcome\":\"matched\"",
+        Outcome::NotMatched => b",\"outcome\":\"not_matched\"",
+        Outcome::Error => b",\"outcome\":\"error\"",
+    });
+    if let Some((condition, saw)) = entry.failed {
+        out.extend_from_slice(b",\"failed\":{\"condition\":");
+        write_name(out, condition);
+        out.extend_from_slice(b",\"saw\":");
+        write_value(out, saw);
         out.push(b'}');
     }
+    if let Some(error) = entry.error {
+        out.extend_from_slice(b",\"error\":");
+        write_str(out, error);
+    }
+    if !entry.effect.is_empty() {
+        out.extend_from_slice(b",\"effect\":");
+        write_list(out, entry.effect, |out, step| {
+            text.clear();
+            step.push_text(text);
+            write_str(out, text);
+        });
+    }
+    if let Some(because) = entry.because {
+        out.extend_from_slice(b",\"because\":");
+        write_str(out, because);
+    }
+    if entry.closest {
+        out.extend_from_slice(b",\"closest\":true");
+    }
+    out.push(b'}');
 }
 
 fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
@@ -667,6 +1011,10 @@ mod tests {
             assert_eq!(json, serde_json::to_string(text).expect("a string"));
             let back: Step = serde_json::from_str(&json).expect("a step deserializes");
             assert_eq!(back, step);
+        }
+        for n in [0, 7, 10, 1_000_000, u64::MAX] {
+            assert_eq!(Step::TtlSet(n).to_string(), format!("set ttl {n}"));
+            assert_eq!(digits(n, &mut [0u8; 20]), n.to_string());
         }
         assert_eq!(Step::parse("added obligation teleport"), None);
         assert_eq!(Step::parse("capped ttl many -> 1"), None);

@@ -1,5 +1,7 @@
 //! The library entry point: compile policy sources once, decide many times.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -46,7 +48,8 @@ pub const DEFAULT_PACK: &[(&str, &str)] = &[
 #[derive(Debug)]
 pub struct Engine {
     sources: Sources,
-    set: PolicySet,
+    /// Shared with the traces of the decisions made.
+    set: Arc<PolicySet>,
     tree: Tree,
     digest: crate::decision::Name,
 }
@@ -122,7 +125,7 @@ impl Engine {
         let digest = digest(&sources, data).into();
         Ok(Engine {
             sources,
-            set,
+            set: Arc::new(set),
             tree,
             digest,
         })
@@ -342,6 +345,31 @@ mod tests {
         assert_eq!(path_parts("/x/y.writ"), ["/", "x", "y.writ"]);
         assert_eq!(path_parts("../up.writ"), ["..", "up.writ"]);
         assert_eq!(path_parts("/../a.writ"), ["/", "a.writ"]);
+    }
+
+    /// A decision's trace is recorded by index and written from the policy
+    /// set; read as entries, changed, or serialized by serde, it is the
+    /// same text.
+    #[test]
+    fn a_trace_written_from_indexes_reads_as_its_entries() {
+        let engine = Engine::default_pack(None).expect("the pack compiles");
+        let text = include_str!("../examples/ci-deploy.json");
+        let decision = engine.decide_json(text).expect("a valid request");
+        assert!(decision.trace.len() > 10, "{}", decision.to_json());
+        let written = decision.to_json();
+        assert_eq!(
+            serde_json::to_string(&decision).expect("serializes"),
+            written
+        );
+        // Read as entries (built once), then owned once changed.
+        assert_eq!(decision.trace.len(), decision.trace.iter().count());
+        let mut owned = decision.clone();
+        owned.trace.retain(|_| true);
+        assert_eq!(owned.to_json(), written);
+        assert_eq!(owned, decision);
+        owned.trace.truncate(1);
+        assert_ne!(owned.to_json(), written);
+        assert_eq!(owned.trace.len(), 1);
     }
 
     #[test]

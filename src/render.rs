@@ -1,12 +1,16 @@
 //! Renders a typed [`Authorization`] into the [`Decision`] of the contract:
 //! rule indices become ids and errors their messages. The trace moves
-//! across as it is: its entries' outcomes and steps stay typed, and the
-//! steps' text is written in one place, `Step`'s `Display` in
-//! `crate::decision`, when the decision is serialized.
+//! across as it is, with the policy set it indexes (one reference count
+//! per decision): its rule ids, locations and condition texts are read
+//! from the policy set, and the steps' text written in one place, `Step`'s
+//! `Display` in `crate::decision`, only when the decision is serialized or
+//! its trace read.
+
+use std::sync::Arc;
 
 use crate::authorize::{authorize, Authorization, Compiled, Fault, Obligated};
 use crate::compile::{Node, NodeId, Tree};
-use crate::decision::{Decision, ErrorOut, Name, ObligationOut, PolicyRef};
+use crate::decision::{Decision, ErrorOut, Name, ObligationOut, PolicyRef, Trace};
 use crate::ir::PolicySet;
 use crate::request::{Prepared, Request};
 
@@ -29,7 +33,7 @@ pub fn decide_prepared(compiled: &Compiled, request: &Request, prepared: &Prepar
 
 /// Evaluates every rule in order without the tree; the reference the tree
 /// is tested against.
-pub fn decide_naive(set: &PolicySet, digest: &Name, request: &Request) -> Decision {
+pub fn decide_naive(set: &Arc<PolicySet>, digest: &Name, request: &Request) -> Decision {
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
     let tree = Tree {
         nodes: vec![Node::Leaf { rules: all }],
@@ -46,7 +50,7 @@ pub fn decide_naive(set: &PolicySet, digest: &Name, request: &Request) -> Decisi
 }
 
 /// The decision an authorization stands for.
-pub fn decision(outcome: Authorization, set: &PolicySet, digest: &Name) -> Decision {
+pub fn decision(outcome: Authorization, set: &Arc<PolicySet>, digest: &Name) -> Decision {
     let id = |rule: u32| set.rules[rule as usize].id.as_str().to_owned();
     Decision {
         decision: outcome.effect,
@@ -60,7 +64,7 @@ pub fn decision(outcome: Authorization, set: &PolicySet, digest: &Name) -> Decis
         reasons: outcome.reasons.into_iter().map(id).collect(),
         dropped_scope: outcome.dropped,
         errors: outcome.errors.iter().map(|f| error(f, set)).collect(),
-        trace: outcome.trace,
+        trace: Trace::new(Arc::clone(set), outcome.trace),
         policy: PolicyRef {
             digest: digest.clone(),
         },

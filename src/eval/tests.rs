@@ -106,21 +106,29 @@ fn too_deep_fails_closed() {
     let deep = || nested_not(engine.policy().rules[0].conjuncts[0].clone(), 4 * MAX_DEPTH);
     set.rules[0].conjuncts[0] = deep();
     let (request, _) = request(request_json);
+    let mut set = std::sync::Arc::new(set);
     let decision = crate::render::decide_naive(&set, &"sha256:test".into(), &request);
     assert_eq!(decision.decision, Effect::Deny);
     assert_eq!(decision.errors.len(), 1);
     assert_eq!(decision.errors[0].rule, "deep-permit");
     assert_eq!(decision.errors[0].message, message);
-    forget_deep(set.rules.remove(0).conjuncts.remove(0));
+    // The decision's trace shares the set; the deep expression is freed by
+    // hand once it is the only owner.
+    drop(decision);
+    let owned = std::sync::Arc::get_mut(&mut set).expect("the decision is dropped");
+    forget_deep(owned.rules.remove(0).conjuncts.remove(0));
 
     // A forbid too deep to evaluate applies: deny, naming it.
     let mut set = engine.policy().clone();
     set.rules[1].conjuncts[0] = deep();
+    let mut set = std::sync::Arc::new(set);
     let decision = crate::render::decide_naive(&set, &"sha256:test".into(), &request);
     assert_eq!(decision.decision, Effect::Deny);
     assert_eq!(decision.reasons, ["deep-forbid"]);
     assert_eq!(decision.errors[0].message, message);
-    forget_deep(set.rules.remove(1).conjuncts.remove(0));
+    drop(decision);
+    let owned = std::sync::Arc::get_mut(&mut set).expect("the decision is dropped");
+    forget_deep(owned.rules.remove(1).conjuncts.remove(0));
 }
 
 #[test]

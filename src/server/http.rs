@@ -55,8 +55,12 @@ pub(crate) const MAX_HEADERS: usize = 100;
 /// are the ones clients meet.
 pub(crate) const HYPER_MAX_HEAD: usize = 256 * 1024;
 
-/// The header count hyper parses before it gives up with an empty `431`.
-pub(crate) const HYPER_MAX_HEADERS: usize = 1000;
+/// The header count hyper parses before it gives up with an empty `431`:
+/// twice [`MAX_HEADERS`], so that a client with too many headers gets JSON.
+/// Not more: hyper sets up room for this many headers on every request
+/// (at 1,000 that was about a tenth of the server's instructions per
+/// decision, docs/performance.md).
+pub(crate) const HYPER_MAX_HEADERS: usize = 2 * MAX_HEADERS;
 
 const REQUEST_ID: &str = "x-request-id";
 const DECISION_ID: &str = "x-writ-decision-id";
