@@ -1167,7 +1167,7 @@ fn oversized_request_heads_get_json_errors() {
 
     // Beyond what hyper parses at all, hyper answers itself, with no body:
     // a target over 65,534 bytes (414), a head its 256 KiB read buffer
-    // cannot hold, or over 1000 headers (431), a request line that is not
+    // cannot hold, or over 200 headers (431), a request line that is not
     // HTTP (400). These are the cases docs/server.md lists as bodiless.
     let huge = format!("/v1/decide?{}", "q".repeat(70_000));
     let reply = request(server.port, "GET", &huge, None, &[]);
