@@ -1277,3 +1277,98 @@ fn switched(attr: &Attr, fields: &[Box<str>]) -> String {
 fn escape_dot(text: &str) -> String {
     text.replace('"', "\\\"")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Engine;
+
+    fn tree_text(source: &str) -> String {
+        match Engine::compile([("t.writ", source)], None) {
+            Ok(engine) => engine.tree().render(engine.policy()),
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    #[test]
+    fn cuts_order_and_place_values() {
+        let below = Cut {
+            at: 70.0,
+            after: false,
+        };
+        let after = Cut {
+            at: 70.0,
+            after: true,
+        };
+        assert_eq!(below.order(&after), Ordering::Less);
+        assert!(below.is_above(70.0) && !after.is_above(70.0));
+        assert!(after.is_above(70.5) && !below.is_above(69.9));
+        // `> 70` reaches above either cut at 70 but not below `> 70`'s own.
+        let gt = Bounds {
+            lo: Some(after),
+            hi: None,
+        };
+        assert!(gt.reaches_above(&below) && gt.reaches_above(&after));
+        assert!(!gt.reaches_below(&after) && !gt.reaches_below(&below));
+        // `== 70` is not empty; `> 70 and < 70` is.
+        let eq = Bounds {
+            lo: Some(below),
+            hi: Some(after),
+        };
+        assert!(!eq.is_empty());
+        assert!(gt.intersect(Bounds { lo: None, hi: Some(below) }).is_empty());
+        assert!(gt.covers(&Bounds {
+            lo: Some(after),
+            hi: None
+        }));
+        assert!(!gt.covers(&Bounds::default()));
+    }
+
+    #[test]
+    fn ranges_split_at_the_median_threshold() {
+        let text = tree_text(
+            "@id(\"a\") forbid if context.risk_score > 70;\n\
+             @id(\"b\") forbid if 40 <= context.risk_score;\n\
+             @id(\"c\") forbid if context.risk_score < 10;\n\
+             @id(\"d\") forbid if requested.ttl > 1h;\n",
+        );
+        assert!(text.contains("switch context.risk_score\n  < 40\n"), "{text}");
+        assert!(text.contains("  >= 40\n"), "{text}");
+        assert!(text.contains("any value\n    forbid d\n"), "{text}");
+    }
+
+    #[test]
+    fn complements_hang_under_every_value_but_theirs_and_other() {
+        let text = tree_text(
+            "@id(\"a\") forbid if subject.kind == \"ci\";\n\
+             @id(\"b\") forbid if subject.kind != \"agent\";\n\
+             @id(\"c\") forbid if subject.kind not in [\"ci\", \"human\"];\n",
+        );
+        let expected = "switch subject.kind\n  == \"ci\"\n    forbid a\n    forbid b\n  == \"agent\"\n    forbid c\n  == \"human\"\n    forbid b\n  other value\n    forbid b\n    forbid c\n  any value\n    (no rules)\n";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn presence_below_an_attribute_names_the_path() {
+        let text = tree_text(
+            "@id(\"a\") forbid if context has exception.id;\n\
+             @id(\"b\") forbid if not context has exception.id;\n\
+             @id(\"c\") forbid if resource.properties has pii;\n",
+        );
+        assert!(text.contains("switch context.exception.id\n  present\n    forbid a\n  absent\n    forbid b\n"), "{text}");
+    }
+
+    #[test]
+    fn present_reads_as_has_does() {
+        let object = serde_json::json!({"id": "", "inner": {"n": 0, "no": null}, "yes": true});
+        let value = Some(Val::Json(&object));
+        let path = |fields: &[&str]| -> Vec<Box<str>> { fields.iter().map(|f| (*f).into()).collect() };
+        assert!(!present(value.as_ref(), &path(&["id"])));
+        assert!(present(value.as_ref(), &path(&["inner", "n"])));
+        assert!(!present(value.as_ref(), &path(&["inner", "no"])));
+        assert!(!present(value.as_ref(), &path(&["inner", "n", "deeper"])));
+        assert!(present(value.as_ref(), &path(&["yes"])));
+        assert!(!present(None, &path(&["yes"])));
+        assert!(present(value.as_ref(), &[]));
+    }
+}
