@@ -9,7 +9,15 @@
 //!   and one boolean, a forbid every ten rules, resource kinds that do not
 //!   grow with the set) of N rules, for a request that matches nothing,
 //!   one that one permit matches and one that the most permits match.
-//! - `compile/N`: parse + check + compile of the same sets.
+//! - `shapes/SHAPE/{non_matching,matching_one,matching_many}/N`: sets of
+//!   each shape of `writ::testgen::generate_shape` (`numeric`: ranges on
+//!   numbers and durations; `presence`: `has` below an attribute;
+//!   `forbids`: every forbid a single test on any attribute; `absent`:
+//!   permits testing an attribute the request lacks, and complements;
+//!   `mixed`: all of these at random) of 10 and 10,000 rules.
+//! - `compile/N`: parse + check + compile of the same sets;
+//!   `compile/mixed/10000`, the mixed shape; `compile_large/100000`, the
+//!   issuance shape at the rule limit.
 //! - `end_to_end/*`: JSON request parse + decide + decision serialise.
 //! - `versus_parse/*`: the default pack deciding `examples/ci-deploy.json`
 //!   (validation, decision, trace recorded) next to `serde_json` parsing
@@ -23,7 +31,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use writ::testgen::{generate, generate_flags, GenConfig};
+use writ::testgen::{generate, generate_flags, generate_shape, GenConfig, GenSet, Shape};
 use writ::{Effect, Engine, Request};
 
 /// The allocator the `writ` binary ships with (`src/main.rs`).
@@ -176,6 +184,71 @@ fn flags(c: &mut Criterion) {
     group.finish();
 }
 
+/// The requests of a generated set that decide as the generator's model
+/// says (checked here): one that matches nothing, one that one permit
+/// matches, and, when there is one, one that several permits match.
+fn shape_requests(set: &GenSet, engine: &Engine) -> Vec<(&'static str, Request)> {
+    let none = set
+        .non_matching_request()
+        .to_request()
+        .expect("valid request");
+    let denied = engine.decide(&none);
+    assert!(
+        !denied.is_allow() && denied.reasons.is_empty(),
+        "{}",
+        denied.to_json()
+    );
+    let (one, id) = set
+        .matching_request()
+        .expect("a request one permit matches");
+    let one = one.to_request().expect("valid request");
+    let allowed = engine.decide(&one);
+    assert!(
+        allowed.is_allow() && allowed.reasons == [id],
+        "{}",
+        allowed.to_json()
+    );
+    let mut requests = vec![("non_matching", none), ("matching_one", one)];
+    if let Some((many, count)) = set.many_matching_request() {
+        let many = many.to_request().expect("valid request");
+        let allowed = engine.decide(&many);
+        assert!(
+            allowed.is_allow() && allowed.reasons.len() == count,
+            "{}",
+            allowed.to_json()
+        );
+        requests.push(("matching_many", many));
+    }
+    requests
+}
+
+/// Every shape of `generate_shape` at 10 and 10,000 rules.
+fn shapes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("shapes");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for shape in Shape::ALL {
+        for size in [10, 10_000] {
+            let set = generate_shape(GenConfig::issuance(size), shape);
+            let engine = generated_engine(&set.writ_source());
+            for (name, request) in shape_requests(&set, &engine) {
+                let decision = engine.decide(&request);
+                let id = format!("{}/{name}", shape.name());
+                eprintln!(
+                    "shapes/{id}/{size}: {} trace entries, {} reasons",
+                    decision.trace.len(),
+                    decision.reasons.len()
+                );
+                group.bench_with_input(BenchmarkId::new(id, size), &request, |b, r| {
+                    b.iter(|| engine.decide(black_box(r)))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 fn compile(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group
@@ -190,6 +263,42 @@ fn compile(c: &mut Criterion) {
             b.iter(|| generated_engine(black_box(text)))
         });
     }
+    let text = generate_shape(GenConfig::issuance(10_000), Shape::Mixed).writ_source();
+    group.bench_with_input(BenchmarkId::new("mixed", 10_000), &text, |b, text| {
+        b.iter(|| generated_engine(black_box(text)))
+    });
+    group.finish();
+}
+
+/// The issuance shape at the rule limit, 100,000 rules.
+fn compile_large(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compile_large");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    // In files of 10,000 rules: a policy file holds at most 4 MiB.
+    let set = generate(GenConfig::issuance(100_000));
+    let files: Vec<(String, String)> = set
+        .rules
+        .chunks(10_000)
+        .enumerate()
+        .map(|(i, rules)| {
+            let chunk = GenSet {
+                rules: rules.to_vec(),
+                ..set.clone()
+            };
+            (format!("gen{i}.writ"), chunk.writ_source())
+        })
+        .collect();
+    group.bench_with_input(BenchmarkId::from_parameter(100_000), &files, |b, files| {
+        b.iter(|| {
+            let engine = Engine::compile(black_box(files).iter().cloned(), None)
+                .expect("the generated set compiles");
+            assert_eq!(engine.policy().rules.len(), 100_000);
+            engine
+        })
+    });
     group.finish();
 }
 
@@ -248,7 +357,9 @@ criterion_group!(
     pack,
     decide,
     flags,
+    shapes,
     compile,
+    compile_large,
     end_to_end,
     versus_parse
 );

@@ -31,19 +31,42 @@
 //! has owner`) are heads of a third kind ([`On::Has`]), with the children
 //! `present` and `absent` read exactly as `has` reads them (`false`, `""`
 //! and empty lists count as absent). `has` never errs, so every request
-//! follows exactly one child.
+//! follows exactly one child. The same goes for presence below an
+//! attribute (`context has exception.id`, `resource.properties has
+//! owner`): the switch names the fields it walks down.
+//!
+//! `!=` and `not in` on strings are heads too, as complements: such a rule
+//! hangs under every value of the switch but the ones it excludes (each
+//! excluded value gets a child of its own), and under the switch's `other`
+//! child, which a string that no child names follows. Missing values and
+//! values of another type visit every child, `other` included, as for
+//! `==`. A switch where complements would hang under too many children
+//! leaves them in `rest` instead.
+//!
+//! Ranges on numbers and durations (`context.risk_score > 70`,
+//! `requested.ttl <= 1h`, `context.n == 3`) are heads of a fourth kind: a
+//! [`Node::Range`] cuts the values of one attribute in two at one of the
+//! thresholds the rules under it use (the median), and a rule hangs under
+//! each side its range overlaps. Below a cut the attribute may be cut
+//! again, narrower; a rule whose range covers the whole of a side is no
+//! longer tested there and sits in that side's `rest`. So each rule hangs
+//! under a logarithmic number of nodes, and a request follows one path of
+//! cuts, one comparison each. A value that is not a number or a duration
+//! (or a `NaN`, or a duration too large for a double to hold exactly)
+//! visits both sides: its comparison errs, and a forbid must still apply.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use indexmap::IndexMap;
 use serde::Serialize;
-
-use std::borrow::Cow;
+use serde_json::Value;
 
 use crate::allowed::head_test_into;
 use crate::ast::BinOp;
 use crate::eval::{says_nothing, Val};
-use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet};
+use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Ty};
 
 /// Index of a node in [`Tree::nodes`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -61,12 +84,30 @@ pub enum Node {
     Switch {
         /// The attribute tested.
         attr: Attr,
+        /// For a presence switch below the attribute (`context has
+        /// exception.id`), the fields walked down; empty otherwise.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<Box<str>>,
         /// The type of value switched on.
         #[serde(skip_serializing_if = "On::is_str")]
         on: On,
         /// Child per value.
         children: Children,
         /// Rules that do not test this attribute.
+        rest: NodeId,
+    },
+    /// Branch on a number or a duration: below or above a cut.
+    Range {
+        /// The attribute tested.
+        attr: Attr,
+        /// Where the values are cut in two.
+        cut: Cut,
+        /// Rules whose range reaches below the cut.
+        below: NodeId,
+        /// Rules whose range reaches above the cut.
+        above: NodeId,
+        /// Rules that do not test this attribute, or whose range covers
+        /// every value that reaches this node.
         rest: NodeId,
     },
 }
@@ -83,6 +124,8 @@ pub enum On {
     /// Presence (`attr has`, `not attr has`, as `has` reads it): the
     /// children are `present` and `absent`. Every request has a key.
     Has,
+    /// Numbers and durations, in ranges ([`Node::Range`]).
+    Num,
 }
 
 impl On {
@@ -92,11 +135,10 @@ impl On {
 
     /// The key of a request's value for a switch of this type; `None` when
     /// the value is missing or of another type (the walk then visits every
-    /// child).
-    fn key<'v>(self, value: &'v Option<Val<'_>>) -> Option<&'v str> {
+    /// child). `fields` are those of a presence switch below the attribute.
+    fn key<'v>(self, value: &'v Option<Val<'_>>, fields: &[Box<str>]) -> Option<&'v str> {
         if self == On::Has {
-            let present = value.as_ref().is_some_and(|v| !says_nothing(v));
-            return Some(presence_key(present));
+            return Some(presence_key(present(value.as_ref(), fields)));
         }
         match (self, value.as_ref()?) {
             (On::Str, Val::Str(Cow::Borrowed(text))) => Some(text),
@@ -104,6 +146,36 @@ impl On {
             (On::Bool, Val::Bool(b)) => Some(bool_key(*b)),
             _ => None,
         }
+    }
+}
+
+/// Whether `has` holds of a value and the fields below it, read exactly
+/// as the evaluator reads it: each field must be a key of an object, with
+/// a value that is not `null`, and the last value must say something
+/// (not `false`, `""`, an empty list or an empty object).
+fn present(value: Option<&Val<'_>>, fields: &[Box<str>]) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    let Some((last, path)) = fields.split_last() else {
+        return !says_nothing(value);
+    };
+    let Val::Json(Value::Object(first)) = value else {
+        return false;
+    };
+    let mut map = first;
+    for field in path {
+        match map.get(&**field) {
+            Some(Value::Object(inner)) => map = inner,
+            _ => return false,
+        }
+    }
+    match map.get(&**last) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::String(text)) => !text.is_empty(),
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(Value::Object(inner)) => !inner.is_empty(),
+        Some(Value::Bool(true) | Value::Number(_)) => true,
     }
 }
 
@@ -123,6 +195,121 @@ fn bool_key(b: bool) -> &'static str {
     }
 }
 
+/// The largest duration, in seconds, that a double holds exactly: a
+/// duration compares with a duration as an integer, with a number as a
+/// double, so the tree indexes only durations where both agree.
+const EXACT: u64 = 1 << 53;
+
+/// A number or duration as the range switches compare it; `None` for
+/// anything that does not order against a number without an error (and
+/// for `NaN` and durations too large to hold exactly: the walk then visits
+/// both sides).
+fn number(value: &Val<'_>) -> Option<f64> {
+    match value {
+        Val::Num(n) if !n.is_nan() => Some(*n),
+        Val::Dur(d) if *d <= EXACT => Some(*d as f64),
+        _ => None,
+    }
+}
+
+/// A constant threshold, as [`number`] reads values.
+fn threshold(lit: &Lit) -> Option<f64> {
+    match lit {
+        Lit::Num(n) if !n.is_nan() => Some(*n),
+        Lit::Dur(d) if *d <= EXACT => Some(*d as f64),
+        _ => None,
+    }
+}
+
+/// A cut between numbers: just below `at` (`at` itself is above the cut:
+/// the sides are `< at` and `>= at`) or, when `after`, just above it
+/// (`<= at` and `> at`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cut {
+    /// The threshold.
+    pub at: f64,
+    /// True when `at` itself is below the cut.
+    pub after: bool,
+}
+
+impl Cut {
+    /// Cuts in order along the numbers; thresholds are never `NaN`.
+    fn order(&self, other: &Cut) -> Ordering {
+        self.at
+            .partial_cmp(&other.at)
+            .unwrap_or(Ordering::Equal)
+            .then(self.after.cmp(&other.after))
+    }
+
+    /// True when `value` lies above the cut.
+    pub fn is_above(&self, value: f64) -> bool {
+        value > self.at || (value == self.at && !self.after)
+    }
+
+    /// The labels of the two sides, `< 70` and `>= 70` (durations in
+    /// seconds, `3600s`).
+    pub fn labels(&self, attr: &Attr) -> (String, String) {
+        let unit = if attr.ty() == Ty::Dur { "s" } else { "" };
+        let at = self.at;
+        if self.after {
+            (format!("<= {at}{unit}"), format!("> {at}{unit}"))
+        } else {
+            (format!("< {at}{unit}"), format!(">= {at}{unit}"))
+        }
+    }
+}
+
+/// The values a range head lets through, between two cuts (`None`: no
+/// bound on that side).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Bounds {
+    lo: Option<Cut>,
+    hi: Option<Cut>,
+}
+
+impl Bounds {
+    fn is_empty(&self) -> bool {
+        matches!((self.lo, self.hi), (Some(lo), Some(hi)) if lo.order(&hi) != Ordering::Less)
+    }
+
+    fn intersect(self, other: Bounds) -> Bounds {
+        let lo = match (self.lo, other.lo) {
+            (Some(a), Some(b)) => Some(if a.order(&b) == Ordering::Less { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        let hi = match (self.hi, other.hi) {
+            (Some(a), Some(b)) => Some(if a.order(&b) == Ordering::Greater { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        Bounds { lo, hi }
+    }
+
+    /// True when every value within `outer` is within these bounds.
+    fn covers(&self, outer: &Bounds) -> bool {
+        let lo = match (self.lo, outer.lo) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a.order(&b) != Ordering::Greater,
+        };
+        let hi = match (self.hi, outer.hi) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a.order(&b) != Ordering::Less,
+        };
+        lo && hi
+    }
+
+    /// True when some value within the bounds lies below `cut`.
+    fn reaches_below(&self, cut: &Cut) -> bool {
+        self.lo.map_or(true, |lo| lo.order(cut) == Ordering::Less)
+    }
+
+    /// True when some value within the bounds lies above `cut`.
+    fn reaches_above(&self, cut: &Cut) -> bool {
+        self.hi.map_or(true, |hi| hi.order(cut) == Ordering::Greater)
+    }
+}
+
 /// A switch's children, value to node, in the order the values first
 /// appear in the policy, with an index sorted by value: a lookup is a
 /// binary search over the policy's own strings, with no hashing, so no
@@ -132,15 +319,22 @@ pub struct Children {
     entries: Vec<(Box<str>, NodeId)>,
     /// Positions in `entries`, ordered by value.
     sorted: Vec<u32>,
+    /// Under a string switch with complements (`!=`, `not in`), the child
+    /// that a string no entry names follows.
+    other: Option<NodeId>,
 }
 
 type Entry<'a> = (&'a Box<str>, &'a NodeId);
 
 impl Children {
-    fn new(entries: Vec<(Box<str>, NodeId)>) -> Children {
+    fn new(entries: Vec<(Box<str>, NodeId)>, other: Option<NodeId>) -> Children {
         let mut sorted: Vec<u32> = (0..entries.len() as u32).collect();
         sorted.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0));
-        Children { entries, sorted }
+        Children {
+            entries,
+            sorted,
+            other,
+        }
     }
 
     /// The child for a value.
@@ -152,12 +346,21 @@ impl Children {
         Some(&self.entries[self.sorted[at] as usize].1)
     }
 
-    /// The children, in policy order.
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &NodeId> + ExactSizeIterator {
-        self.entries.iter().map(|(_, child)| child)
+    /// The child a string that no entry names follows, when the switch
+    /// has complements under it.
+    pub fn other(&self) -> Option<NodeId> {
+        self.other
     }
 
-    /// Value and child, in policy order.
+    /// Every child, in policy order, then the `other` child.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &NodeId> {
+        self.entries
+            .iter()
+            .map(|(_, child)| child)
+            .chain(self.other.as_ref())
+    }
+
+    /// Value and child, in policy order (without the `other` child).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Entry<'_>> + ExactSizeIterator {
         self.entries.iter().map(|(value, child)| (value, child))
     }
@@ -185,9 +388,20 @@ impl<'a> IntoIterator for &'a Children {
     }
 }
 
+/// The label of the `other` child in the tree's JSON, text and DOT.
+const OTHER: &str = "other value";
+
 impl Serialize for Children {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter())
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.len() + usize::from(self.other.is_some())))?;
+        for (value, child) in self {
+            map.serialize_entry(value, child)?;
+        }
+        if let Some(other) = &self.other {
+            map.serialize_entry(OTHER, other)?;
+        }
+        map.end()
     }
 }
 
@@ -239,25 +453,55 @@ impl Serialize for Attr {
 /// Rules at or below this many stay in one leaf.
 const LEAF_SIZE: usize = 2;
 
-/// What a head tests: an attribute, as a string or as a bool.
-type Key<'s> = (&'s Attr, On);
+/// What a head tests: an attribute (and, for presence below it, the
+/// fields walked down), as a string, a bool, a presence or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'s> {
+    attr: &'s Attr,
+    on: On,
+    fields: &'s [Box<str>],
+}
 
-/// One head test of a rule: the attribute and its values, as a range of
-/// [`Heads::values`].
-type Head<'s> = (Key<'s>, u32, u32);
+impl<'s> Key<'s> {
+    fn new(attr: &'s Attr, on: On) -> Key<'s> {
+        Key {
+            attr,
+            on,
+            fields: &[],
+        }
+    }
+}
+
+/// What one head test lets through.
+#[derive(Debug, Clone, Copy)]
+enum Test {
+    /// The values `from..to` of [`Heads::values`].
+    In(u32, u32),
+    /// Any string but the values `from..to` of [`Heads::values`].
+    Except(u32, u32),
+    /// The numbers within the bounds.
+    Range(Bounds),
+}
+
+/// One head test of a rule: what it tests and what it lets through.
+type Head<'s> = (Key<'s>, Test);
 
 /// A presence head test, `attr has` or `not attr has` on a whole
-/// attribute (not a field below it): the attribute, with `present` or
-/// `absent` pushed to `out`; `None` for any other conjunct.
-fn has_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
+/// attribute or fields below it: the key, with `present` or `absent`
+/// pushed to `out`; `None` for any other conjunct.
+fn has_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<Key<'e>> {
     let (inner, present) = match &expr.kind {
         ExprKind::Not(inner) => (&**inner, false),
         _ => (expr, true),
     };
     match &inner.kind {
-        ExprKind::Has(attr, rest) if rest.is_empty() => {
+        ExprKind::Has(attr, fields) => {
             out.push(presence_key(present));
-            Some(attr)
+            Some(Key {
+                attr,
+                on: On::Has,
+                fields,
+            })
         }
         _ => None,
     }
@@ -284,6 +528,120 @@ fn bool_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
     Some(attr)
 }
 
+/// The attribute and constant of `attr OP constant` or `constant OP attr`,
+/// with the operator as if the attribute were on the left.
+fn compared(expr: &Expr) -> Option<(&Attr, &Lit, BinOp)> {
+    let ExprKind::Binary(op, left, right) = &expr.kind else {
+        return None;
+    };
+    match (&left.kind, &right.kind) {
+        (ExprKind::Attr(attr), ExprKind::Lit(lit)) => Some((attr, lit, *op)),
+        (ExprKind::Lit(lit), ExprKind::Attr(attr)) => {
+            let mirrored = match op {
+                BinOp::Lt => BinOp::Gt,
+                BinOp::Le => BinOp::Ge,
+                BinOp::Gt => BinOp::Lt,
+                BinOp::Ge => BinOp::Le,
+                BinOp::Eq => BinOp::Eq,
+                BinOp::Ne => BinOp::Ne,
+                _ => return None,
+            };
+            Some((attr, lit, mirrored))
+        }
+        _ => None,
+    }
+}
+
+/// True for an attribute whose string tests the tree indexes: strings and
+/// untyped values, but not the time (compared as an instant) and not the
+/// sensitivity (indexed by level).
+fn string_attr(attr: &Attr) -> bool {
+    matches!(attr.ty(), Ty::Str | Ty::Any) && *attr != Attr::EnvironmentTime
+}
+
+/// A complement head test, `attr != "x"` or `attr not in ["x", "y"]` on a
+/// string: the attribute, with the excluded values pushed to `out`; `None`
+/// (and `out` as it was) for any other conjunct.
+fn except_head<'e>(expr: &'e Expr, out: &mut Vec<&'e str>) -> Option<&'e Attr> {
+    let (attr, lit, op) = compared(expr)?;
+    if !string_attr(attr) {
+        return None;
+    }
+    match (op, lit) {
+        (BinOp::Ne, Lit::Str(value)) => out.push(value),
+        (BinOp::NotIn, Lit::List(items)) => {
+            let start = out.len();
+            for item in items {
+                match item {
+                    Lit::Str(value) => out.push(value),
+                    _ => {
+                        out.truncate(start);
+                        return None;
+                    }
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(attr)
+}
+
+/// A range head test on a number or a duration (`attr > 70`, `1h >=
+/// requested.ttl`, `attr == 3`): the attribute and the values it lets
+/// through; `None` for any other conjunct.
+fn range_head(expr: &Expr) -> Option<(&Attr, Bounds)> {
+    let (attr, lit, op) = compared(expr)?;
+    if !matches!(attr.ty(), Ty::Num | Ty::Dur | Ty::Any) {
+        return None;
+    }
+    let at = threshold(lit)?;
+    let cut = |after| Some(Cut { at, after });
+    let bounds = match op {
+        BinOp::Gt => Bounds {
+            lo: cut(true),
+            hi: None,
+        },
+        BinOp::Ge => Bounds {
+            lo: cut(false),
+            hi: None,
+        },
+        BinOp::Lt => Bounds {
+            lo: None,
+            hi: cut(false),
+        },
+        BinOp::Le => Bounds {
+            lo: None,
+            hi: cut(true),
+        },
+        BinOp::Eq => Bounds {
+            lo: cut(false),
+            hi: cut(true),
+        },
+        _ => return None,
+    };
+    Some((attr, bounds))
+}
+
+/// The head test a conjunct is, if any, with its values pushed to `out`.
+fn head_of<'e>(conjunct: &'e Expr, out: &mut Vec<&'e str>) -> Option<Head<'e>> {
+    let start = out.len() as u32;
+    let end = |out: &Vec<&str>| out.len() as u32;
+    if let Some(attr) = head_test_into(conjunct, out) {
+        return Some((Key::new(attr, On::Str), Test::In(start, end(out))));
+    }
+    if let Some(attr) = except_head(conjunct, out) {
+        return Some((Key::new(attr, On::Str), Test::Except(start, end(out))));
+    }
+    if let Some(attr) = bool_head(conjunct, out) {
+        return Some((Key::new(attr, On::Bool), Test::In(start, end(out))));
+    }
+    if let Some(key) = has_head(conjunct, out) {
+        return Some((key, Test::In(start, end(out))));
+    }
+    let (attr, bounds) = range_head(conjunct)?;
+    Some((Key::new(attr, On::Num), Test::Range(bounds)))
+}
+
 /// Each rule's head: per attribute, the values its conjuncts allow
 /// (intersected when several conjuncts test the same attribute). Stored
 /// flat, in three lists for the whole set rather than lists per rule.
@@ -296,6 +654,64 @@ struct Heads<'s> {
     values: Vec<&'s str>,
 }
 
+/// The values `from..to` kept, in order, when `keep` holds of them,
+/// compacted in place; the new end.
+fn retain<'s>(values: &mut [&'s str], from: u32, to: u32, keep: impl Fn(&'s str) -> bool) -> u32 {
+    let mut kept = from as usize;
+    for at in from as usize..to as usize {
+        let value = values[at];
+        if keep(value) {
+            values[kept] = value;
+            kept += 1;
+        }
+    }
+    kept as u32
+}
+
+/// Two head tests of one rule on the same key, as one: what both let
+/// through. `new` was pushed last (its values from `start`).
+fn merge<'s>(earlier: Test, new: Test, values: &mut Vec<&'s str>, start: usize) -> Test {
+    let slice = |values: &[&'s str], from: u32, to: u32| -> Vec<&'s str> {
+        values[from as usize..to as usize].to_vec()
+    };
+    match (earlier, new) {
+        (Test::In(from, to), Test::In(s, e)) => {
+            let new = slice(values, s, e);
+            let kept = retain(values, from, to, |v| new.contains(&v));
+            values.truncate(start);
+            Test::In(from, kept)
+        }
+        (Test::In(from, to), Test::Except(s, e)) => {
+            let excluded = slice(values, s, e);
+            let kept = retain(values, from, to, |v| !excluded.contains(&v));
+            values.truncate(start);
+            Test::In(from, kept)
+        }
+        (Test::Except(from, to), Test::In(s, e)) => {
+            let excluded = slice(values, from, to);
+            let kept = retain(values, s, e, |v| !excluded.contains(&v));
+            values.truncate(kept as usize);
+            Test::In(s, kept)
+        }
+        (Test::Except(from, to), Test::Except(s, e)) => {
+            if to == s {
+                Test::Except(from, e)
+            } else {
+                values.extend_from_within(from as usize..to as usize);
+                Test::Except(s, values.len() as u32)
+            }
+        }
+        (Test::Range(a), Test::Range(b)) => {
+            values.truncate(start);
+            Test::Range(a.intersect(b))
+        }
+        (earlier, _) => {
+            values.truncate(start);
+            earlier
+        }
+    }
+}
+
 fn heads(set: &PolicySet) -> Heads<'_> {
     let mut heads = Heads {
         rules: Vec::with_capacity(set.rules.len()),
@@ -306,34 +722,12 @@ fn heads(set: &PolicySet) -> Heads<'_> {
         let first = heads.entries.len();
         for conjunct in &rule.conjuncts {
             let start = heads.values.len();
-            let key = match head_test_into(conjunct, &mut heads.values) {
-                Some(attr) => (attr, On::Str),
-                None => match bool_head(conjunct, &mut heads.values) {
-                    Some(attr) => (attr, On::Bool),
-                    None => match has_head(conjunct, &mut heads.values) {
-                        Some(attr) => (attr, On::Has),
-                        None => continue,
-                    },
-                },
+            let Some((key, test)) = head_of(conjunct, &mut heads.values) else {
+                continue;
             };
-            match heads.entries[first..].iter_mut().find(|(k, ..)| *k == key) {
-                Some((_, from, to)) => {
-                    // Keep, in order, the earlier values this test allows.
-                    let (earlier, new) = heads.values.split_at_mut(start);
-                    let mut kept = *from as usize;
-                    for at in *from as usize..*to as usize {
-                        let value = earlier[at];
-                        if new.contains(&value) {
-                            earlier[kept] = value;
-                            kept += 1;
-                        }
-                    }
-                    *to = kept as u32;
-                    heads.values.truncate(start);
-                }
-                None => heads
-                    .entries
-                    .push((key, start as u32, heads.values.len() as u32)),
+            match heads.entries[first..].iter_mut().find(|(k, _)| *k == key) {
+                Some((_, earlier)) => *earlier = merge(*earlier, test, &mut heads.values, start),
+                None => heads.entries.push((key, test)),
             }
         }
         heads.rules.push((first as u32, heads.entries.len() as u32));
@@ -347,7 +741,42 @@ impl<'s> Heads<'s> {
         let (from, to) = self.rules[rule as usize];
         &self.entries[from as usize..to as usize]
     }
+
+    fn values(&self, from: u32, to: u32) -> &[&'s str] {
+        &self.values[from as usize..to as usize]
+    }
 }
+
+/// Where the builder is: the keys already switched on above (strings,
+/// bools, presences), and the bounds that the range switches above leave
+/// to each numeric attribute.
+#[derive(Default)]
+struct Scope<'s> {
+    used: Vec<Key<'s>>,
+    bounds: Vec<(Key<'s>, Bounds)>,
+}
+
+impl<'s> Scope<'s> {
+    fn bounds(&self, key: Key<'s>) -> Bounds {
+        self.bounds
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map_or(Bounds::default(), |(_, bounds)| *bounds)
+    }
+
+    /// True when `test` on `key` can still tell requests apart here.
+    fn active(&self, key: Key<'s>, test: &Test) -> bool {
+        match test {
+            Test::In(from, to) | Test::Except(from, to) => from < to && !self.used.contains(&key),
+            Test::Range(bounds) => !bounds.is_empty() && !bounds.covers(&self.bounds(key)),
+        }
+    }
+}
+
+/// Complements hang under every child of their switch: past this many
+/// placements per rule of the node (plus a constant), they stay in `rest`.
+const EXCEPT_BUDGET: usize = 4;
 
 struct Builder<'s> {
     heads: Heads<'s>,
@@ -360,7 +789,16 @@ impl<'s> Builder<'s> {
         NodeId((self.nodes.len() - 1) as u32)
     }
 
-    fn build(&mut self, rules: Vec<u32>, used: &mut Vec<Key<'s>>) -> NodeId {
+    /// The head test of `rule` on `key`, if it is active here.
+    fn test(&self, rule: u32, key: Key<'s>, scope: &Scope<'s>) -> Option<Test> {
+        self.heads
+            .of(rule)
+            .iter()
+            .find(|(k, test)| *k == key && scope.active(key, test))
+            .map(|(_, test)| *test)
+    }
+
+    fn build(&mut self, rules: Vec<u32>, scope: &mut Scope<'s>) -> NodeId {
         if rules.len() <= LEAF_SIZE {
             return self.push(Node::Leaf { rules });
         }
@@ -368,52 +806,179 @@ impl<'s> Builder<'s> {
         // attributes: a list in first-seen order does what a map would.
         let mut counts: Vec<(Key<'s>, usize)> = Vec::new();
         for &rule in &rules {
-            for &(key, from, to) in self.heads.of(rule) {
-                if from < to && !used.contains(&key) {
-                    match counts.iter_mut().find(|(k, _)| *k == key) {
+            for (key, test) in self.heads.of(rule) {
+                if scope.active(*key, test) {
+                    match counts.iter_mut().find(|(k, _)| k == key) {
                         Some((_, count)) => *count += 1,
-                        None => counts.push((key, 1)),
+                        None => counts.push((*key, 1)),
                     }
                 }
             }
         }
+        // Ties go to strings, bools and presences before ranges (a range
+        // switch halves the rules at best), then to the first key.
         let best = counts
             .iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .max_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then_with(|| (b.0.on == On::Num).cmp(&(a.0.on == On::Num)))
+                    .then_with(|| b.0.cmp(&a.0))
+            })
             .map(|(key, _)| *key);
-        let Some(key) = best else {
+        match best {
+            None => self.push(Node::Leaf { rules }),
+            Some(key) if key.on == On::Num => self.range(rules, key, scope),
+            Some(key) => self.switch(rules, key, scope),
+        }
+    }
+
+    /// A switch on strings, bools or presence.
+    fn switch(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
+        let tests: Vec<Option<Test>> = rules
+            .iter()
+            .map(|&rule| self.test(rule, key, scope))
+            .collect();
+        // The values, in the order they first appear; then the values that
+        // only complements name, each a child of its own.
+        let mut children: IndexMap<&'s str, Vec<u32>> = IndexMap::new();
+        let mut excepts = 0usize;
+        for test in tests.iter().flatten() {
+            match *test {
+                Test::In(from, to) => {
+                    for &value in self.heads.values(from, to) {
+                        children.entry(value).or_default();
+                    }
+                }
+                Test::Except(..) => excepts += 1,
+                Test::Range(_) => {}
+            }
+        }
+        let named = children.len();
+        for test in tests.iter().flatten() {
+            if let Test::Except(from, to) = *test {
+                for &value in self.heads.values(from, to) {
+                    children.entry(value).or_default();
+                }
+            }
+        }
+        let index_excepts =
+            excepts * (children.len() + 1) <= EXCEPT_BUDGET * rules.len() + 64;
+        if !index_excepts {
+            children.truncate(named);
+        }
+        let mut other = Vec::new();
+        let mut rest = Vec::new();
+        for (&rule, test) in rules.iter().zip(&tests) {
+            match *test {
+                Some(Test::In(from, to)) => {
+                    for value in self.heads.values(from, to) {
+                        if let Some(child) = children.get_mut(value) {
+                            child.push(rule);
+                        }
+                    }
+                }
+                Some(Test::Except(from, to)) if index_excepts => {
+                    let excluded = self.heads.values(from, to);
+                    for (value, child) in children.iter_mut() {
+                        if !excluded.contains(value) {
+                            child.push(rule);
+                        }
+                    }
+                    other.push(rule);
+                }
+                _ => rest.push(rule),
+            }
+        }
+        drop(tests);
+        scope.used.push(key);
+        if children.is_empty() && other.is_empty() {
+            // Only complements, too many to index: switch on something else.
+            let id = self.build(rest, scope);
+            scope.used.pop();
+            return id;
+        }
+        drop(rules);
+        let mut built = Vec::with_capacity(children.len());
+        for (value, rules) in children {
+            let child = self.build(rules, scope);
+            built.push((Box::<str>::from(value), child));
+        }
+        let other = (!other.is_empty()).then(|| self.build(other, scope));
+        let rest = self.build(rest, scope);
+        scope.used.pop();
+        self.push(Node::Switch {
+            attr: key.attr.clone(),
+            fields: key.fields.to_vec(),
+            on: key.on,
+            children: Children::new(built, other),
+            rest,
+        })
+    }
+
+    /// A range switch: the median of the thresholds the rules here use
+    /// within the current bounds cuts the values in two.
+    fn range(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
+        let bounds = scope.bounds(key);
+        let tests: Vec<Option<Bounds>> = rules
+            .iter()
+            .map(|&rule| match self.test(rule, key, scope) {
+                Some(Test::Range(range)) => Some(range),
+                _ => None,
+            })
+            .collect();
+        let mut cuts: Vec<Cut> = tests
+            .iter()
+            .flatten()
+            .flat_map(|range| [range.lo, range.hi])
+            .flatten()
+            .filter(|cut| bounds.reaches_below(cut) && bounds.reaches_above(cut))
+            .collect();
+        cuts.sort_unstable_by(Cut::order);
+        cuts.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+        let Some(&cut) = cuts.get(cuts.len() / 2) else {
+            // Every active range has a threshold strictly inside the
+            // bounds, so this is not reached; a leaf is always correct.
             return self.push(Node::Leaf { rules });
         };
-        let mut children: IndexMap<&'s str, Vec<u32>> = IndexMap::new();
-        let mut rest = Vec::new();
-        for &rule in &rules {
-            match self
-                .heads
-                .of(rule)
-                .iter()
-                .find(|&&(k, from, to)| k == key && from < to)
-            {
-                Some(&(_, from, to)) => {
-                    for &value in &self.heads.values[from as usize..to as usize] {
-                        children.entry(value).or_default().push(rule);
+        let (mut below, mut above, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (&rule, test) in rules.iter().zip(&tests) {
+            match test {
+                Some(range) => {
+                    if range.reaches_below(&cut) {
+                        below.push(rule);
+                    }
+                    if range.reaches_above(&cut) {
+                        above.push(rule);
                     }
                 }
                 None => rest.push(rule),
             }
         }
-        drop(rules);
-        used.push(key);
-        let mut built = Vec::with_capacity(children.len());
-        for (value, rules) in children {
-            let child = self.build(rules, used);
-            built.push((Box::<str>::from(value), child));
-        }
-        let rest = self.build(rest, used);
-        used.pop();
-        self.push(Node::Switch {
-            attr: key.0.clone(),
-            on: key.1,
-            children: Children::new(built),
+        drop((rules, tests));
+        scope.bounds.push((
+            key,
+            Bounds {
+                lo: bounds.lo,
+                hi: Some(cut),
+            },
+        ));
+        let below = self.build(below, scope);
+        scope.bounds.pop();
+        scope.bounds.push((
+            key,
+            Bounds {
+                lo: Some(cut),
+                hi: bounds.hi,
+            },
+        ));
+        let above = self.build(above, scope);
+        scope.bounds.pop();
+        let rest = self.build(rest, scope);
+        self.push(Node::Range {
+            attr: key.attr.clone(),
+            cut,
+            below,
+            above,
             rest,
         })
     }
@@ -426,7 +991,7 @@ pub fn compile(set: &PolicySet) -> Tree {
         nodes: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
-    let root = builder.build(all, &mut Vec::new());
+    let root = builder.build(all, &mut Scope::default());
     Tree {
         nodes: builder.nodes,
         root,
@@ -457,20 +1022,46 @@ impl Tree {
                 Node::Leaf { rules } => out.extend_from_slice(rules),
                 Node::Switch {
                     attr,
+                    fields,
                     on,
                     children,
                     rest,
                 } => {
                     stack.push(*rest);
                     let found = value(attr);
-                    match on.key(&found) {
+                    match on.key(&found, fields) {
                         Some(key) => match children.get(key) {
                             Some(child) => stack.push(*child),
-                            None => near_misses.push(id),
+                            // A string no child names follows `other`
+                            // when there is one: that is not a miss (and
+                            // the rules of the children may be candidates
+                            // through it).
+                            None => match children.other {
+                                Some(other) => stack.push(other),
+                                None => near_misses.push(id),
+                            },
                         },
                         None => {
                             exact = false;
                             children.values().for_each(|&child| stack.push(child));
+                        }
+                    }
+                }
+                Node::Range {
+                    attr,
+                    cut,
+                    below,
+                    above,
+                    rest,
+                } => {
+                    stack.push(*rest);
+                    match value(attr).as_ref().and_then(number) {
+                        Some(n) if cut.is_above(n) => stack.push(*above),
+                        Some(_) => stack.push(*below),
+                        None => {
+                            exact = false;
+                            stack.push(*below);
+                            stack.push(*above);
                         }
                     }
                 }
@@ -510,6 +1101,13 @@ impl Tree {
                         stack.push(*rest);
                         stack.extend(children.values().rev().copied());
                     }
+                    Node::Range {
+                        below, above, rest, ..
+                    } => {
+                        stack.push(*rest);
+                        stack.push(*above);
+                        stack.push(*below);
+                    }
                 }
             }
         }
@@ -537,17 +1135,38 @@ impl Tree {
             }
             Node::Switch {
                 attr,
+                fields,
                 on,
                 children,
                 rest,
             } => {
-                let _ = writeln!(out, "{pad}switch {}", attr.path());
+                let _ = writeln!(out, "{pad}switch {}", switched(attr, fields));
                 for (value, child) in children {
                     let _ = match on {
                         On::Str => writeln!(out, "{pad}  == \"{value}\""),
                         On::Bool => writeln!(out, "{pad}  == {value}"),
-                        On::Has => writeln!(out, "{pad}  {value}"),
+                        On::Has | On::Num => writeln!(out, "{pad}  {value}"),
                     };
+                    self.render_node(set, *child, depth + 2, out);
+                }
+                if let Some(other) = children.other {
+                    let _ = writeln!(out, "{pad}  {OTHER}");
+                    self.render_node(set, other, depth + 2, out);
+                }
+                let _ = writeln!(out, "{pad}  any value");
+                self.render_node(set, *rest, depth + 2, out);
+            }
+            Node::Range {
+                attr,
+                cut,
+                below,
+                above,
+                rest,
+            } => {
+                let _ = writeln!(out, "{pad}switch {}", attr.path());
+                let (low, high) = cut.labels(attr);
+                for (label, child) in [(low, below), (high, above)] {
+                    let _ = writeln!(out, "{pad}  {label}");
                     self.render_node(set, *child, depth + 2, out);
                 }
                 let _ = writeln!(out, "{pad}  any value");
@@ -561,6 +1180,28 @@ impl Tree {
         let mut out = String::from(
             "digraph writ {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n",
         );
+        let edge = |out: &mut String, from: usize, to: NodeId, label: &str| {
+            let _ = writeln!(
+                out,
+                "  n{from} -> n{} [label=\"{}\"];",
+                to.0,
+                escape_dot(label)
+            );
+        };
+        let diamond = |out: &mut String, index: usize, label: &str| {
+            let _ = writeln!(
+                out,
+                "  n{index} [shape=diamond, label=\"{}\"];",
+                escape_dot(label)
+            );
+        };
+        let any = |out: &mut String, index: usize, rest: NodeId| {
+            let _ = writeln!(
+                out,
+                "  n{index} -> n{} [label=\"any value\", style=dashed];",
+                rest.0
+            );
+        };
         for (index, node) in self.nodes.iter().enumerate() {
             match node {
                 Node::Leaf { rules } => {
@@ -584,32 +1225,36 @@ impl Tree {
                 }
                 Node::Switch {
                     attr,
+                    fields,
                     on,
                     children,
                     rest,
                 } => {
-                    let _ = writeln!(
-                        out,
-                        "  n{index} [shape=diamond, label=\"{}\"];",
-                        attr.path()
-                    );
+                    diamond(&mut out, index, &switched(attr, fields));
                     for (value, child) in children {
                         let label = match on {
                             On::Str => format!("\"{value}\""),
-                            On::Bool | On::Has => value.to_string(),
+                            On::Bool | On::Has | On::Num => value.to_string(),
                         };
-                        let _ = writeln!(
-                            out,
-                            "  n{index} -> n{} [label=\"{}\"];",
-                            child.0,
-                            escape_dot(&label)
-                        );
+                        edge(&mut out, index, *child, &label);
                     }
-                    let _ = writeln!(
-                        out,
-                        "  n{index} -> n{} [label=\"any value\", style=dashed];",
-                        rest.0
-                    );
+                    if let Some(other) = children.other {
+                        edge(&mut out, index, other, OTHER);
+                    }
+                    any(&mut out, index, *rest);
+                }
+                Node::Range {
+                    attr,
+                    cut,
+                    below,
+                    above,
+                    rest,
+                } => {
+                    diamond(&mut out, index, &attr.path());
+                    let (low, high) = cut.labels(attr);
+                    edge(&mut out, index, *below, &low);
+                    edge(&mut out, index, *above, &high);
+                    any(&mut out, index, *rest);
                 }
             }
         }
@@ -618,6 +1263,112 @@ impl Tree {
     }
 }
 
+/// What a switch names: the attribute, and the fields below it that a
+/// presence switch walks down.
+fn switched(attr: &Attr, fields: &[Box<str>]) -> String {
+    let mut path = attr.path();
+    for field in fields {
+        path.push('.');
+        path.push_str(field);
+    }
+    path
+}
+
 fn escape_dot(text: &str) -> String {
     text.replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Engine;
+
+    fn tree_text(source: &str) -> String {
+        match Engine::compile([("t.writ", source)], None) {
+            Ok(engine) => engine.tree().render(engine.policy()),
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    #[test]
+    fn cuts_order_and_place_values() {
+        let below = Cut {
+            at: 70.0,
+            after: false,
+        };
+        let after = Cut {
+            at: 70.0,
+            after: true,
+        };
+        assert_eq!(below.order(&after), Ordering::Less);
+        assert!(below.is_above(70.0) && !after.is_above(70.0));
+        assert!(after.is_above(70.5) && !below.is_above(69.9));
+        // `> 70` reaches above either cut at 70 but not below `> 70`'s own.
+        let gt = Bounds {
+            lo: Some(after),
+            hi: None,
+        };
+        assert!(gt.reaches_above(&below) && gt.reaches_above(&after));
+        assert!(!gt.reaches_below(&after) && !gt.reaches_below(&below));
+        // `== 70` is not empty; `> 70 and < 70` is.
+        let eq = Bounds {
+            lo: Some(below),
+            hi: Some(after),
+        };
+        assert!(!eq.is_empty());
+        assert!(gt.intersect(Bounds { lo: None, hi: Some(below) }).is_empty());
+        assert!(gt.covers(&Bounds {
+            lo: Some(after),
+            hi: None
+        }));
+        assert!(!gt.covers(&Bounds::default()));
+    }
+
+    #[test]
+    fn ranges_split_at_the_median_threshold() {
+        let text = tree_text(
+            "@id(\"a\") forbid if context.risk_score > 70;\n\
+             @id(\"b\") forbid if 40 <= context.risk_score;\n\
+             @id(\"c\") forbid if context.risk_score < 10;\n\
+             @id(\"d\") forbid if requested.ttl > 1h;\n",
+        );
+        assert!(text.contains("switch context.risk_score\n  < 40\n"), "{text}");
+        assert!(text.contains("  >= 40\n"), "{text}");
+        assert!(text.contains("any value\n    forbid d\n"), "{text}");
+    }
+
+    #[test]
+    fn complements_hang_under_every_value_but_theirs_and_other() {
+        let text = tree_text(
+            "@id(\"a\") forbid if subject.kind == \"ci\";\n\
+             @id(\"b\") forbid if subject.kind != \"agent\";\n\
+             @id(\"c\") forbid if subject.kind not in [\"ci\", \"human\"];\n",
+        );
+        let expected = "switch subject.kind\n  == \"ci\"\n    forbid a\n    forbid b\n  == \"agent\"\n    forbid c\n  == \"human\"\n    forbid b\n  other value\n    forbid b\n    forbid c\n  any value\n    (no rules)\n";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn presence_below_an_attribute_names_the_path() {
+        let text = tree_text(
+            "@id(\"a\") forbid if context has exception.id;\n\
+             @id(\"b\") forbid if not context has exception.id;\n\
+             @id(\"c\") forbid if resource.properties has pii;\n",
+        );
+        assert!(text.contains("switch context.exception.id\n  present\n    forbid a\n  absent\n    forbid b\n"), "{text}");
+    }
+
+    #[test]
+    fn present_reads_as_has_does() {
+        let object = serde_json::json!({"id": "", "inner": {"n": 0, "no": null}, "yes": true});
+        let value = Some(Val::Json(&object));
+        let path = |fields: &[&str]| -> Vec<Box<str>> { fields.iter().map(|f| (*f).into()).collect() };
+        assert!(!present(value.as_ref(), &path(&["id"])));
+        assert!(present(value.as_ref(), &path(&["inner", "n"])));
+        assert!(!present(value.as_ref(), &path(&["inner", "no"])));
+        assert!(!present(value.as_ref(), &path(&["inner", "n", "deeper"])));
+        assert!(present(value.as_ref(), &path(&["yes"])));
+        assert!(!present(None, &path(&["yes"])));
+        assert!(present(value.as_ref(), &[]));
+    }
 }

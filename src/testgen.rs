@@ -268,6 +268,80 @@ pub enum Cond {
     /// `context has break_glass` (`true`), `not subject has shared`
     /// (`false`); `has` counts `false` as absent
     Has(FlagField, bool),
+    /// `environment.name != "prod"`
+    Ne(Field, String),
+    /// `environment.name not in ["prod", "staging"]`
+    NotIn(Field, Vec<String>),
+    /// `context.risk_score > 70` (an untyped number)
+    Risk(Cmp, i64),
+    /// `requested.ttl <= 1h` (a duration; the constant in seconds)
+    Ttl(Cmp, u64),
+    /// `resource.properties has pii` (`true`), `not resource.properties has
+    /// pii` (`false`): presence below an attribute
+    Prop(String, bool),
+    /// `context.ticket == "T-7"`: an attribute the generated requests
+    /// usually lack, so the test errs
+    Ticket(String),
+}
+
+/// A comparison of numbers or durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+}
+
+impl Cmp {
+    /// Every comparison.
+    pub const ALL: [Cmp; 5] = [Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge, Cmp::Eq];
+
+    fn text(self) -> &'static str {
+        match self {
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+            Cmp::Eq => "==",
+        }
+    }
+
+    fn holds(self, value: i64, constant: i64) -> bool {
+        match self {
+            Cmp::Lt => value < constant,
+            Cmp::Le => value <= constant,
+            Cmp::Gt => value > constant,
+            Cmp::Ge => value >= constant,
+            Cmp::Eq => value == constant,
+        }
+    }
+
+    /// A value that satisfies the comparison with `constant`.
+    fn satisfying(self, constant: i64, step: i64) -> i64 {
+        match self {
+            Cmp::Lt => constant - step,
+            Cmp::Gt => constant + step,
+            Cmp::Le | Cmp::Ge | Cmp::Eq => constant,
+        }
+    }
+}
+
+/// A duration in writ's syntax: `1h`, `90m`, `45s`.
+fn duration_text(seconds: u64) -> String {
+    if seconds % 3600 == 0 {
+        format!("{}h", seconds / 3600)
+    } else if seconds % 60 == 0 {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
 }
 
 impl Cond {
@@ -297,6 +371,15 @@ impl Cond {
             }
             Cond::Has(field, true) => field.has().to_owned(),
             Cond::Has(field, false) => format!("not {}", field.has()),
+            Cond::Ne(field, value) => format!("{} != \"{value}\"", field.writ()),
+            Cond::NotIn(field, values) => format!("{} not in {}", field.writ(), list(values)),
+            Cond::Risk(cmp, n) => format!("context.risk_score {} {n}", cmp.text()),
+            Cond::Ttl(cmp, seconds) => {
+                format!("requested.ttl {} {}", cmp.text(), duration_text(*seconds))
+            }
+            Cond::Prop(key, true) => format!("resource.properties has {key}"),
+            Cond::Prop(key, false) => format!("not resource.properties has {key}"),
+            Cond::Ticket(ticket) => format!("context.ticket == \"{ticket}\""),
         }
     }
 
@@ -337,6 +420,16 @@ impl Cond {
                     format!("!({test})")
                 }
             }
+            Cond::Ne(field, value) => format!("{} != \"{value}\"", field.cedar()),
+            Cond::NotIn(field, values) => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                format!("!([{}].contains({}))", quoted.join(", "), field.cedar())
+            }
+            Cond::Risk(cmp, n) => format!("context.risk_score {} {n}", cmp.text()),
+            Cond::Ttl(cmp, seconds) => format!("context.ttl {} {seconds}", cmp.text()),
+            Cond::Prop(key, true) => format!("resource.properties has {key}"),
+            Cond::Prop(key, false) => format!("!(resource.properties has {key})"),
+            Cond::Ticket(ticket) => format!("context.ticket == \"{ticket}\""),
         })
     }
 
@@ -371,6 +464,25 @@ impl Cond {
                     None => false,
                 } == *present,
             ),
+            Cond::Ne(field, value) => field.get(request).map(|v| v != value),
+            Cond::NotIn(field, values) => field.get(request).map(|v| values.iter().all(|x| x != v)),
+            // A string where a number is compared errs.
+            Cond::Risk(cmp, n) => match &request.risk {
+                Some(RiskValue::Num(value)) => Some(cmp.holds(*value, *n)),
+                _ => None,
+            },
+            Cond::Ttl(cmp, seconds) => request
+                .requested_ttl
+                .map(|ttl| cmp.holds(ttl as i64, *seconds as i64)),
+            // `""` counts as absent.
+            Cond::Prop(key, present) => Some(
+                request
+                    .properties
+                    .as_ref()
+                    .is_some_and(|props| props.iter().any(|(k, v)| k == key && !v.is_empty()))
+                    == *present,
+            ),
+            Cond::Ticket(ticket) => request.ticket.as_ref().map(|t| t == ticket),
         }
     }
 
@@ -387,6 +499,31 @@ impl Cond {
             Cond::OwnerMatch => request.resource_owner = request.subject_owner.clone(),
             Cond::Flag(field, equal, value) => field.set(request, *value == *equal),
             Cond::Has(field, present) => field.set(request, *present),
+            Cond::Ne(field, value) => {
+                if field.get(request) == Some(value.as_str()) {
+                    field.set(request, Some(format!("not-{value}")));
+                }
+            }
+            Cond::NotIn(field, values) => {
+                if field
+                    .get(request)
+                    .is_some_and(|v| values.iter().any(|x| x == v))
+                {
+                    field.set(request, Some("elsewhere".to_owned()));
+                }
+            }
+            Cond::Risk(cmp, n) => request.risk = Some(RiskValue::Num(cmp.satisfying(*n, 1))),
+            Cond::Ttl(cmp, seconds) => {
+                request.requested_ttl = Some(cmp.satisfying(*seconds as i64, 60).max(0) as u64)
+            }
+            Cond::Prop(key, present) => {
+                let props = request.properties.get_or_insert_with(Vec::new);
+                props.retain(|(k, _)| k != key);
+                if *present {
+                    props.push((key.clone(), "yes".to_owned()));
+                }
+            }
+            Cond::Ticket(ticket) => request.ticket = Some(ticket.clone()),
         }
     }
 }
@@ -454,9 +591,22 @@ pub struct GenSet {
     pub rules: Vec<GenRule>,
     /// The resource kinds in use.
     pub resource_kinds: Vec<String>,
-    /// Made by [`generate_flags`]: requests carry `subject.shared` and
-    /// `context.break_glass`.
+    /// Made by [`generate_flags`] or [`generate_shape`]: requests carry
+    /// `subject.shared` and `context.break_glass`.
     pub flags: bool,
+    /// Made by [`generate_shape`]: requests carry `context.risk_score` and
+    /// `resource.properties`.
+    pub shape: Option<Shape>,
+}
+
+/// A value of `context.risk_score`: usually a number, sometimes a string,
+/// to exercise range switches on a value of the wrong type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RiskValue {
+    /// `40`
+    Num(i64),
+    /// `"high"`
+    Str(String),
 }
 
 /// A value of `context.break_glass`: usually a bool, sometimes a string,
@@ -510,6 +660,12 @@ pub struct GenRequest {
     pub requested_scope: Option<Vec<String>>,
     /// `requested.ttl`
     pub requested_ttl: Option<u64>,
+    /// `context.risk_score`
+    pub risk: Option<RiskValue>,
+    /// `resource.properties`, key and value (an object when `Some`)
+    pub properties: Option<Vec<(String, String)>>,
+    /// `context.ticket`
+    pub ticket: Option<String>,
 }
 
 /// Generates a policy set.
@@ -571,6 +727,7 @@ pub fn generate(config: GenConfig) -> GenSet {
         rules,
         resource_kinds,
         flags: false,
+        shape: None,
     }
 }
 
@@ -640,6 +797,234 @@ pub fn generate_flags(config: GenConfig) -> GenSet {
         rules,
         resource_kinds,
         flags: true,
+        shape: None,
+    }
+}
+
+/// Properties the shapes' rules test with `has` (`resource.properties has
+/// pii`); requests carry a random few.
+pub const PROPERTIES: &[&str] = &["pii", "owner", "tier", "region", "backup", "public"];
+
+/// Properties only forbids test; the shapes' requests never carry them
+/// unless perturbed.
+const FORBIDDEN_PROPERTIES: &[&str] = &["quarantined", "legal_hold", "compromised"];
+
+/// How many distinct tickets the rules of the shapes name.
+const TICKETS: usize = 50;
+
+/// Shapes of [`generate_shape`], none of which flatters the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Permits end in a range on `context.risk_score` or `requested.ttl`;
+    /// forbids are `environment.name == ...` and a range above the
+    /// permits'.
+    Numeric,
+    /// Permits end in one or two presence tests below an attribute
+    /// (`resource.properties has pii`, `not resource.properties has
+    /// owner`); forbids are `environment.name == ...` and a presence.
+    Presence,
+    /// Permits as in the flags shape; every forbid is a single test, on
+    /// any attribute: a string, a complement, a bool, a range, a presence.
+    Forbids,
+    /// Permits that also test an attribute the requests lack
+    /// (`context.ticket == "T-7"`, half of them) or exclude an environment
+    /// (`!=`, `not in`); forbids as in [`Shape::Forbids`].
+    Absent,
+    /// A random mix of every test above, in permits and forbids.
+    Mixed,
+}
+
+impl Shape {
+    /// Every shape, in the order the benches report them.
+    pub const ALL: [Shape; 5] = [
+        Shape::Numeric,
+        Shape::Presence,
+        Shape::Forbids,
+        Shape::Absent,
+        Shape::Mixed,
+    ];
+
+    /// The shape's name in bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Numeric => "numeric",
+            Shape::Presence => "presence",
+            Shape::Forbids => "forbids",
+            Shape::Absent => "absent",
+            Shape::Mixed => "mixed",
+        }
+    }
+}
+
+/// Generates a set of one of the [`Shape`]s: permits of four string tests
+/// (action, subject kind, resource kind, environment) and the shape's
+/// tests, a forbid every ten rules, over resource kinds that do not grow
+/// with the set. `extras` adds writ-only rules and obligations, as for
+/// [`generate`].
+pub fn generate_shape(config: GenConfig, shape: Shape) -> GenSet {
+    let mut rng = Rng::new(config.seed ^ (shape as u64 + 1).wrapping_mul(0x9E37_79B9));
+    let resource_kinds = owned(NAMED_RESOURCE_KINDS);
+    let mut rules: Vec<GenRule> = Vec::with_capacity(config.rules);
+    for index in 0..config.rules {
+        if index % 10 == 9 {
+            rules.push(GenRule {
+                id: format!("gen.f{index}"),
+                kind: GenKind::Forbid,
+                conds: shape_forbid(&mut rng, shape),
+            });
+            continue;
+        }
+        if config.extras && index % 25 == 12 {
+            rules.push(extra_rule(&mut rng, index));
+            continue;
+        }
+        let mut conds = vec![
+            string_test(&mut rng, Field::Action, &owned(ACTIONS), 15),
+            string_test(&mut rng, Field::SubjectKind, &owned(SUBJECT_KINDS), 10),
+            string_test(&mut rng, Field::ResourceKind, &resource_kinds, 10),
+            string_test(&mut rng, Field::Environment, &owned(ENVIRONMENTS), 10),
+        ];
+        let complement = match shape {
+            Shape::Absent => 40,
+            Shape::Mixed => 20,
+            _ => 0,
+        };
+        if rng.chance(complement) {
+            // Any environment but one or two.
+            let first = rng.below(ENVIRONMENTS.len());
+            conds[3] = if rng.chance(50) {
+                Cond::Ne(Field::Environment, ENVIRONMENTS[first].to_owned())
+            } else {
+                Cond::NotIn(
+                    Field::Environment,
+                    vec![
+                        ENVIRONMENTS[first].to_owned(),
+                        ENVIRONMENTS[(first + 1) % ENVIRONMENTS.len()].to_owned(),
+                    ],
+                )
+            };
+        }
+        let flag = |rng: &mut Rng| {
+            let field = *rng.pick(&[FlagField::Attested, FlagField::Shared]);
+            Cond::Flag(field, rng.chance(50), rng.chance(50))
+        };
+        match shape {
+            Shape::Numeric => conds.push(range_test(&mut rng)),
+            Shape::Presence => {
+                let first = prop_test(&mut rng);
+                if rng.chance(30) {
+                    // On another property: the same one either way round
+                    // never holds, which the checker refuses.
+                    let second = prop_test(&mut rng);
+                    if matches!((&first, &second), (Cond::Prop(a, _), Cond::Prop(b, _)) if a != b) {
+                        conds.push(second);
+                    }
+                }
+                conds.insert(4, first);
+            }
+            Shape::Forbids => conds.push(flag(&mut rng)),
+            Shape::Absent => {
+                conds.push(flag(&mut rng));
+                if rng.chance(50) {
+                    conds.push(Cond::Ticket(format!("T-{}", rng.below(TICKETS))));
+                }
+            }
+            Shape::Mixed => {
+                // One or two tests of different kinds (two of a kind may
+                // contradict each other, which the checker refuses).
+                let first = rng.below(4);
+                let mut kinds = vec![first];
+                if rng.chance(50) {
+                    kinds.push((first + 1 + rng.below(3)) % 4);
+                }
+                for kind in kinds {
+                    conds.push(match kind {
+                        0 => flag(&mut rng),
+                        1 => range_test(&mut rng),
+                        2 => prop_test(&mut rng),
+                        _ => Cond::Ticket(format!("T-{}", rng.below(TICKETS))),
+                    });
+                }
+            }
+        }
+        rules.push(permit(&mut rng, index, conds, config.extras));
+    }
+    GenSet {
+        config,
+        rules,
+        resource_kinds,
+        flags: true,
+        shape: Some(shape),
+    }
+}
+
+/// A range for a permit: `context.risk_score` below (or at most) a bound
+/// of 30 to 100, above (or at least) one of 0 to 30, or equal to one
+/// value; or a `requested.ttl` cap.
+fn range_test(rng: &mut Rng) -> Cond {
+    if rng.chance(30) {
+        let cap = [900u64, 1800, 3600, 7200, 14400][rng.below(5)];
+        return Cond::Ttl(*rng.pick(&[Cmp::Lt, Cmp::Le]), cap);
+    }
+    match rng.below(10) {
+        0..=5 => Cond::Risk(*rng.pick(&[Cmp::Lt, Cmp::Le]), 30 + rng.below(71) as i64),
+        6..=8 => Cond::Risk(*rng.pick(&[Cmp::Gt, Cmp::Ge]), rng.below(31) as i64),
+        _ => Cond::Risk(Cmp::Eq, rng.below(101) as i64),
+    }
+}
+
+/// A presence test for a permit, either way round.
+fn prop_test(rng: &mut Rng) -> Cond {
+    Cond::Prop(rng.pick(PROPERTIES).to_string(), rng.chance(60))
+}
+
+/// A forbid of a shape. The forbids test values the shapes' requests do
+/// not hold (unless perturbed), so that a request can match a permit.
+fn shape_forbid(rng: &mut Rng, shape: Shape) -> Vec<Cond> {
+    let env = Cond::Eq(Field::Environment, rng.pick(ENVIRONMENTS).to_string());
+    match shape {
+        Shape::Numeric => {
+            if rng.chance(70) {
+                vec![
+                    env,
+                    Cond::Risk(*rng.pick(&[Cmp::Gt, Cmp::Ge]), 80 + rng.below(21) as i64),
+                ]
+            } else {
+                vec![
+                    env,
+                    Cond::Ttl(Cmp::Gt, [28_800u64, 43_200, 86_400][rng.below(3)]),
+                ]
+            }
+        }
+        Shape::Presence => vec![
+            env,
+            Cond::Prop(rng.pick(FORBIDDEN_PROPERTIES).to_string(), true),
+        ],
+        Shape::Forbids | Shape::Absent | Shape::Mixed => {
+            let single = match rng.below(if shape == Shape::Mixed { 8 } else { 6 }) {
+                0 => Cond::Eq(
+                    Field::Action,
+                    (*rng.pick(&["purge", "escalate", "impersonate"])).to_owned(),
+                ),
+                1 => Cond::In(
+                    Field::ResourceKind,
+                    vec!["hsm".to_owned(), "root-ca".to_owned()],
+                ),
+                2 => Cond::Flag(FlagField::Shared, true, true),
+                3 => Cond::Risk(*rng.pick(&[Cmp::Gt, Cmp::Ge]), 80 + rng.below(21) as i64),
+                4 => Cond::Prop(rng.pick(FORBIDDEN_PROPERTIES).to_string(), true),
+                5 => Cond::Ttl(Cmp::Gt, [28_800u64, 43_200, 86_400][rng.below(3)]),
+                6 => Cond::Flag(FlagField::BreakGlass, true, true),
+                // Any subject kind but those of the inventory (and the
+                // non-matching request's): a complement forbid.
+                _ => {
+                    let mut known = owned(SUBJECT_KINDS);
+                    known.push("robot".to_owned());
+                    Cond::NotIn(Field::SubjectKind, known)
+                }
+            };
+            vec![single]
+        }
     }
 }
 
@@ -876,6 +1261,9 @@ impl GenSet {
             break_glass: self.flags.then_some(FlagValue::Bool(false)),
             requested_scope: None,
             requested_ttl: Some(3600),
+            risk: self.shape.map(|_| RiskValue::Num(20)),
+            properties: self.shape.map(|_| Vec::new()),
+            ticket: None,
         };
         for cond in &rule.conds {
             cond.satisfy(&mut request);
@@ -956,6 +1344,9 @@ impl GenSet {
             break_glass: self.flags.then_some(FlagValue::Bool(false)),
             requested_scope: Some(vec!["audit:vault://payments/keys".to_owned()]),
             requested_ttl: Some(3600),
+            risk: self.shape.map(|_| RiskValue::Num(20)),
+            properties: self.shape.map(|_| Vec::new()),
+            ticket: None,
         }
     }
 
@@ -1002,6 +1393,15 @@ impl GenSet {
                 break_glass: self.flags.then(|| FlagValue::Bool(rng.chance(20))),
                 requested_scope: scope,
                 requested_ttl: [None, Some(60), Some(900), Some(3600), Some(7200)][rng.below(5)],
+                risk: self.shape.map(|_| RiskValue::Num(rng.below(101) as i64)),
+                properties: self.shape.map(|_| {
+                    PROPERTIES
+                        .iter()
+                        .filter(|_| rng.chance(25))
+                        .map(|k| ((*k).to_owned(), "yes".to_owned()))
+                        .collect()
+                }),
+                ticket: None,
             }
         };
         perturb(rng, &mut request);
@@ -1053,6 +1453,34 @@ fn perturb(rng: &mut Rng, request: &mut GenRequest) {
             _ => {}
         }
     }
+    // The shapes' numbers, properties and ticket: missing, moved, of
+    // another type, or (for the ticket) present.
+    if let Some(RiskValue::Num(risk)) = request.risk {
+        match rng.below(100) {
+            0..=7 => request.risk = None,
+            8..=15 => request.risk = Some(RiskValue::Str("high".to_owned())),
+            16..=35 => request.risk = Some(RiskValue::Num(risk + rng.below(21) as i64 - 10)),
+            _ => {}
+        }
+    }
+    if let Some(props) = request.properties.as_mut() {
+        match rng.below(100) {
+            0..=7 => request.properties = None,
+            8..=31 => {
+                // Set (or, a third of the time, set to `""`, which `has`
+                // reads as absent) one property.
+                let key = *rng.pick(PROPERTIES);
+                props.retain(|(k, _)| k != key);
+                let value = if rng.chance(33) { "" } else { "yes" };
+                props.push((key.to_owned(), value.to_owned()));
+            }
+            32..=39 => props.clear(),
+            _ => {}
+        }
+    }
+    if rng.chance(10) {
+        request.ticket = Some(format!("T-{}", rng.below(TICKETS)));
+    }
     if let Some(FlagValue::Bool(flag)) = request.break_glass {
         match rng.below(100) {
             0..=7 => request.break_glass = None,
@@ -1082,6 +1510,7 @@ impl GenRequest {
         insert(&mut resource, "id", string(&self.resource_id));
         insert(&mut resource, "kind", string(&self.resource_kind));
         insert(&mut resource, "owner", string(&self.resource_owner));
+        insert(&mut resource, "properties", self.properties_json());
         let mut environment = Map::new();
         insert(&mut environment, "name", string(&self.environment));
         let mut context = Map::new();
@@ -1095,6 +1524,12 @@ impl GenRequest {
             "break_glass",
             self.break_glass.as_ref().map(FlagValue::to_json),
         );
+        insert(
+            &mut context,
+            "risk_score",
+            self.risk.as_ref().map(RiskValue::to_json),
+        );
+        insert(&mut context, "ticket", string(&self.ticket));
         let mut requested = Map::new();
         insert(
             &mut requested,
@@ -1116,6 +1551,16 @@ impl GenRequest {
         root.insert("requested".to_owned(), Value::Object(requested));
         root.insert("context".to_owned(), Value::Object(context));
         Value::Object(root)
+    }
+
+    fn properties_json(&self) -> Option<Value> {
+        let props = self.properties.as_ref()?;
+        Some(Value::Object(
+            props
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ))
     }
 
     /// The request as writ's JSON text.
@@ -1157,6 +1602,7 @@ impl GenRequest {
         insert(&mut resource, "kind", string(&self.resource_kind));
         insert(&mut resource, "owner", string(&self.resource_owner));
         insert(&mut resource, "id", string(&self.resource_id));
+        insert(&mut resource, "properties", self.properties_json());
         json!([
             {"uid": {"type": "Workload", "id": "w"}, "attrs": principal, "parents": []},
             {"uid": {"type": "Resource", "id": "r"}, "attrs": resource, "parents": []},
@@ -1187,6 +1633,17 @@ impl GenRequest {
             "break_glass",
             self.break_glass.as_ref().map(FlagValue::to_json),
         );
+        insert(
+            &mut context,
+            "risk_score",
+            self.risk.as_ref().map(RiskValue::to_json),
+        );
+        insert(
+            &mut context,
+            "ticket",
+            self.ticket.as_ref().map(|t| Value::String(t.clone())),
+        );
+        insert(&mut context, "ttl", self.requested_ttl.map(|t| json!(t)));
         Value::Object(context).to_string()
     }
 }
@@ -1196,6 +1653,15 @@ impl FlagValue {
         match self {
             FlagValue::Bool(b) => Value::Bool(*b),
             FlagValue::Str(s) => Value::String(s.clone()),
+        }
+    }
+}
+
+impl RiskValue {
+    fn to_json(&self) -> Value {
+        match self {
+            RiskValue::Num(n) => json!(n),
+            RiskValue::Str(s) => Value::String(s.clone()),
         }
     }
 }
@@ -1413,6 +1879,44 @@ mod tests {
             assert!(request.to_request().is_ok(), "{}", request.to_writ_json());
         }
         assert!(missing > 0 && mistyped > 0, "{missing} {mistyped}");
+    }
+
+    #[test]
+    fn shapes_compile_and_their_requests_decide_as_modelled() {
+        for shape in Shape::ALL {
+            for rules in [10, 1000] {
+                let set = generate_shape(GenConfig::issuance(rules), shape);
+                let engine = engine(&set);
+                assert_eq!(engine.policy().rules.len(), rules);
+                let none = set.non_matching_request();
+                assert_eq!(set.count_applying(&none), (0, 0), "{shape:?}");
+                let decision = engine.decide(&none.to_request().expect("valid request"));
+                assert_eq!(decision.decision, Effect::Deny, "{}", decision.to_json());
+                assert!(decision.reasons.is_empty(), "{}", decision.to_json());
+                let (one, id) = set.matching_request().expect("a matching request");
+                let decision = engine.decide(&one.to_request().expect("valid request"));
+                assert_eq!(decision.reasons, [id], "{shape:?}: {}", decision.to_json());
+                if rules >= 1000 {
+                    let (many, count) = set.many_matching_request().expect("a request many match");
+                    let decision = engine.decide(&many.to_request().expect("valid request"));
+                    assert_eq!(decision.decision, Effect::Allow, "{}", decision.to_json());
+                    assert_eq!(decision.reasons.len(), count, "{}", decision.to_json());
+                }
+            }
+        }
+        let mixed = generate_shape(GenConfig::issuance(1000), Shape::Mixed).writ_source();
+        for test in [
+            "context.risk_score <",
+            "requested.ttl <",
+            "resource.properties has ",
+            "not resource.properties has ",
+            "context.ticket == ",
+            "environment.name != ",
+            " not in [",
+            "subject.shared == true",
+        ] {
+            assert!(mixed.contains(test), "no `{test}` in the mixed shape");
+        }
     }
 
     #[test]

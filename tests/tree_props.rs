@@ -14,12 +14,19 @@
 //! `!= false` on `subject.attested`, `subject.shared` and the untyped
 //! `context.break_glass`), with requests in which a boolean is missing,
 //! flipped, or (for `context.break_glass`) a string.
+//!
+//! And on sets of every shape of `writ::testgen::generate_shape`: ranges on
+//! `context.risk_score` and `requested.ttl`, presence below an attribute
+//! (`resource.properties has pii`), complements (`!=`, `not in`), forbids
+//! of a single test on any attribute and tests of an attribute the
+//! requests lack, with requests in which the number is missing, moved or
+//! a string, properties are missing, set, set to `""` or cleared.
 
 use proptest::prelude::*;
 use writ::decision::Outcome;
 use writ::testgen::{
-    generate, generate_flags, Cond, Field, FlagField, FlagValue, GenConfig, GenKind, GenRequest,
-    GenSet, Rng,
+    generate, generate_flags, generate_shape, Cond, Field, FlagField, FlagValue, GenConfig,
+    GenKind, GenRequest, GenSet, RiskValue, Rng, Shape,
 };
 use writ::Engine;
 
@@ -340,5 +347,143 @@ fn tree_equals_naive_at_a_thousand_rules_with_missing_attributes() {
     assert!(
         denied_by_erring_forbids > 0,
         "no variant reached an erring forbid"
+    );
+}
+
+fn shape_strategy() -> impl Strategy<Value = Shape> {
+    prop::sample::select(Shape::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_equals_naive_on_small_sets_of_every_shape(
+        shape in shape_strategy(),
+        seed in any::<u64>(),
+        rules in 1usize..=60,
+        extras in any::<bool>(),
+        request_seed in any::<u64>(),
+    ) {
+        same_on(generate_shape(GenConfig { rules, seed, extras }, shape), request_seed, 24)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tree_equals_naive_on_larger_sets_of_every_shape(
+        shape in shape_strategy(),
+        seed in any::<u64>(),
+        rules in 200usize..=1000,
+        extras in any::<bool>(),
+        request_seed in any::<u64>(),
+    ) {
+        same_on(generate_shape(GenConfig { rules, seed, extras }, shape), request_seed, 16)?;
+    }
+}
+
+/// Every shape at 10,000 rules, with the fixed requests and a few random
+/// ones (more with `WRIT_TREE_PROPS_REQUESTS`).
+#[test]
+fn tree_equals_naive_on_ten_thousand_rules_of_every_shape() {
+    let random = std::env::var("WRIT_TREE_PROPS_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6);
+    for shape in Shape::ALL {
+        let set = generate_shape(
+            GenConfig {
+                rules: 10_000,
+                seed: 3,
+                extras: true,
+            },
+            shape,
+        );
+        if let Err(e) = same_on(set, 17, random) {
+            panic!("{shape:?}: {e}");
+        }
+    }
+}
+
+/// Range switches: for each permit of the numeric shape with a range, the
+/// request built for it and the same request with the number at, just
+/// below and just above the bound, missing, or a string; the tree must
+/// keep every rule the naive walk matches or errs on.
+#[test]
+fn tree_equals_naive_at_the_bounds_of_ranges() {
+    let set = generate_shape(
+        GenConfig {
+            rules: 2000,
+            seed: 5,
+            extras: true,
+        },
+        Shape::Numeric,
+    );
+    let engine = match Engine::compile([("gen.writ", set.writ_source())], None) {
+        Ok(engine) => engine,
+        Err(d) => panic!("{}", d.render(false)),
+    };
+    let (mut checked, mut allowed, mut denied) = (0, 0, 0);
+    for (index, rule) in set.rules.iter().enumerate().step_by(7) {
+        let built = set.request_for(rule, index);
+        let mut variants = vec![built.clone()];
+        for cond in &rule.conds {
+            match cond {
+                Cond::Risk(_, n) => {
+                    for risk in [
+                        Some(RiskValue::Num(*n - 1)),
+                        Some(RiskValue::Num(*n)),
+                        Some(RiskValue::Num(*n + 1)),
+                        None,
+                        Some(RiskValue::Str("high".to_owned())),
+                    ] {
+                        variants.push(GenRequest {
+                            risk,
+                            ..built.clone()
+                        });
+                    }
+                }
+                Cond::Ttl(_, seconds) => {
+                    for ttl in [*seconds - 1, *seconds, *seconds + 1] {
+                        variants.push(GenRequest {
+                            requested_ttl: Some(ttl),
+                            ..built.clone()
+                        });
+                    }
+                    variants.push(GenRequest {
+                        requested_ttl: None,
+                        ..built.clone()
+                    });
+                }
+                _ => {}
+            }
+        }
+        for generated in variants {
+            let json = generated.to_writ_json();
+            let request = generated.to_request().expect("valid request");
+            let tree = engine.decide(&request);
+            let naive = engine.decide_naive(&request);
+            assert_eq!(tree.decision, naive.decision, "{json}");
+            assert_eq!(tree.reasons, naive.reasons, "{json}");
+            assert_eq!(tree.errors, naive.errors, "{json}");
+            assert_eq!(tree.scope, naive.scope, "{json}");
+            assert_eq!(tree.ttl, naive.ttl, "{json}");
+            // The generator's model agrees on how many rules apply.
+            let (permits, forbids) = set.count_applying(&generated);
+            if forbids > 0 {
+                assert_eq!(tree.decision, writ::Effect::Deny, "{json}");
+                assert_eq!(tree.reasons.len(), forbids, "{json}");
+                denied += 1;
+            } else if permits > 0 {
+                allowed += usize::from(tree.is_allow());
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 1000 && allowed >= 100 && denied >= 50,
+        "{checked} checked, {allowed} allowed, {denied} denied"
     );
 }

@@ -504,6 +504,32 @@ impl<'a, 'b> Gen<'a, 'b> {
     }
 
     fn policy(&mut self) -> Result<String> {
+        let mut out = self.preamble()?;
+        let rules = self.u.int_in_range(1usize..=12)?;
+        for index in 0..rules {
+            out.push_str(&self.rule(index)?);
+        }
+        Ok(out)
+    }
+
+    /// A policy of `rules` rules, as a preamble (the constants) and the
+    /// rules' texts, and the `--data` object; without the mistakes the
+    /// checker must refuse, though a rule may still contradict itself (see
+    /// [`compile_kept`]).
+    pub fn large_policy(&mut self, rules: usize) -> Result<(String, Vec<String>, Option<Value>)> {
+        self.noise = false;
+        self.has_data = self.chance(60)?;
+        let preamble = self.preamble()?;
+        let mut texts = Vec::with_capacity(rules);
+        for index in 0..rules {
+            texts.push(self.rule(index)?);
+        }
+        let data = self.data()?;
+        Ok((preamble, texts, data))
+    }
+
+    /// The constants a policy starts with.
+    fn preamble(&mut self) -> Result<String> {
         let mut out = String::new();
         for i in 0..self.u.int_in_range(0usize..=2)? {
             let name = format!("list{i}");
@@ -518,10 +544,6 @@ impl<'a, 'b> Gen<'a, 'b> {
         if self.chance(20)? {
             out.push_str(&format!("const cap = {};\n", self.pick(DURATIONS)?));
             out.push_str("limit ttl cap if subject.kind == \"agent\";\n");
-        }
-        let rules = self.u.int_in_range(1usize..=12)?;
-        for index in 0..rules {
-            out.push_str(&self.rule(index)?);
         }
         Ok(out)
     }
@@ -716,6 +738,47 @@ impl<'a, 'b> Gen<'a, 'b> {
     }
 }
 
+/// Compiles a preamble and rules as one policy, leaving out the rules the
+/// checker refuses (a rule that contradicts itself, say) and trying again,
+/// up to three times: the policy text kept and its engine, or `None` when
+/// something other than a rule is refused.
+pub fn compile_kept(
+    preamble: &str,
+    mut rules: Vec<String>,
+    data: Option<&Value>,
+) -> Option<(String, writ::Engine)> {
+    for _ in 0..3 {
+        let text: String = std::iter::once(preamble)
+            .chain(rules.iter().map(String::as_str))
+            .collect();
+        let diagnostics = match writ::Engine::compile([("gen.writ", text.as_str())], data) {
+            Ok(engine) => return Some((text, engine)),
+            Err(diagnostics) => diagnostics,
+        };
+        // The first label of each report: where in the text it points.
+        let reports: Value = serde_json::from_str(&diagnostics.to_json()).ok()?;
+        let mut refused = Vec::new();
+        for report in reports.as_array()? {
+            let offset = report["labels"][0]["span"]["offset"].as_u64()? as usize;
+            let mut end = preamble.len();
+            if offset < end {
+                return None;
+            }
+            let index = rules.iter().position(|rule| {
+                end += rule.len();
+                offset < end
+            })?;
+            refused.push(index);
+        }
+        let mut index = 0;
+        rules.retain(|_| {
+            index += 1;
+            !refused.contains(&(index - 1))
+        });
+    }
+    None
+}
+
 /// Quotes text as a writ string literal.
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -869,5 +932,49 @@ mod tests {
             "{compiled}/{total} compiled: {codes:?}"
         );
         assert!(allowed * 20 >= compiled, "{allowed}/{compiled} allowed");
+    }
+
+    /// The oracle on sets of 1,000 and 10,000 grammar-shaped rules, where
+    /// the tree's switches hold many values, complements and ranges: two
+    /// sets of each size with 16 requests each, more with
+    /// `WRIT_FUZZ_LARGE_CASES=N` (sets per size).
+    #[test]
+    fn the_oracle_holds_on_sets_up_to_ten_thousand_rules() {
+        let cases: u64 = std::env::var("WRIT_FUZZ_LARGE_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut decided = 0;
+        for size in [1_000usize, 10_000] {
+            for case in 0..cases {
+                let bytes: Vec<u8> = (0..size * 160 + 8192)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        (seed >> 24) as u8
+                    })
+                    .collect();
+                let mut u = Unstructured::new(&bytes);
+                let mut generator = Gen::new(&mut u);
+                let (preamble, rules, data) = generator.large_policy(size).expect("enough bytes");
+                let requests: Vec<Request> = (0..16)
+                    .map(|_| generator.request().expect("enough bytes"))
+                    .collect();
+                let Some((policy, engine)) = compile_kept(&preamble, rules, data.as_ref()) else {
+                    panic!("{size} rules, case {case}: the preamble was refused:\n{preamble}");
+                };
+                let kept = engine.policy().rules.len();
+                assert!(kept * 2 >= size, "{size} rules, case {case}: {kept} kept");
+                for request in &requests {
+                    let tree = engine.decide(request);
+                    let naive = engine.decide_naive(request);
+                    check_decisions(&policy, request, &tree, &naive);
+                    decided += 1;
+                }
+            }
+        }
+        assert_eq!(decided as u64, 2 * cases * 16);
     }
 }

@@ -15,14 +15,24 @@
 //! ```text
 //! cd benches/peers && cargo run --release            # 7 runs per number
 //! cd benches/peers && cargo run --release -- --quick # 3 runs per number
+//! cd benches/peers && cargo run --release -- --shapes [--quick]
 //! ```
+//!
+//! `--shapes` measures the shapes that do not flatter writ's tree instead
+//! (`writ::testgen::generate_flags` and every `writ::testgen::Shape`), at
+//! 10 and 10,000 rules, for a request that matches nothing, one that one
+//! permit matches and one that several permits match. Cedar must agree on
+//! allow or deny; it may report errors where writ does (a permit testing
+//! an attribute the request lacks errs in both).
 
 use std::hint::black_box;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet};
-use writ::testgen::{generate, GenConfig, GenRequest, GenSet};
+use writ::testgen::{
+    generate, generate_flags, generate_shape, GenConfig, GenRequest, GenSet, Shape,
+};
 use writ::Engine;
 
 /// Both engines run on the allocator the `writ` binary ships with.
@@ -75,6 +85,9 @@ fn main() -> Result<(), Failure> {
     let quick = std::env::args().any(|a| a == "--quick");
     let runs = if quick { 3 } else { RUNS };
     println!("writ vs cedar-policy 4: median of {runs} runs of ~{RUN_MS} ms each\n");
+    if std::env::args().any(|a| a == "--shapes") {
+        return shapes(runs);
+    }
     let mut decide_rows = Vec::new();
     let mut compile_rows = Vec::new();
     for &size in &SIZES {
@@ -248,6 +261,111 @@ fn measure(
         cedar: median(&c),
         trace: decision.trace.len(),
     })
+}
+
+/// The shapes that do not flatter the tree, side by side with Cedar.
+fn shapes(runs: usize) -> Result<(), Failure> {
+    let flags: fn(usize) -> GenSet = |n| generate_flags(GenConfig::issuance(n));
+    let mut shapes: Vec<(&str, fn(usize) -> GenSet)> = vec![("flags", flags)];
+    for shape in Shape::ALL {
+        let build: fn(usize) -> GenSet = match shape {
+            Shape::Numeric => |n| generate_shape(GenConfig::issuance(n), Shape::Numeric),
+            Shape::Presence => |n| generate_shape(GenConfig::issuance(n), Shape::Presence),
+            Shape::Forbids => |n| generate_shape(GenConfig::issuance(n), Shape::Forbids),
+            Shape::Absent => |n| generate_shape(GenConfig::issuance(n), Shape::Absent),
+            Shape::Mixed => |n| generate_shape(GenConfig::issuance(n), Shape::Mixed),
+        };
+        shapes.push((shape.name(), build));
+    }
+    println!("| shape | rules | request | writ | Cedar | Cedar / writ | writ vs 10 rules |");
+    println!("|---|---:|---|---:|---:|---:|---:|");
+    for (name, build) in shapes {
+        let mut at_ten: Vec<(&str, f64)> = Vec::new();
+        for size in [10, 10_000] {
+            let set = build(size);
+            let engine = Engine::compile([("gen.writ", set.writ_source())], None)
+                .map_err(|d| d.render(false))?;
+            let policies =
+                PolicySet::from_str(&set.cedar_source()).map_err(|e| format!("cedar: {e}"))?;
+            let mut requests = vec![("non_matching", set.non_matching_request())];
+            if let Some((one, _)) = set.matching_request() {
+                requests.push(("matching_one", one));
+            }
+            if let Some((many, _)) = set.many_matching_request() {
+                requests.push(("matching_many", many));
+            }
+            for (label, request) in requests {
+                let (writ, cedar) = measure_pair(&engine, &policies, &request, runs)
+                    .map_err(|e| format!("{name}/{label}/{size}: {e}"))?;
+                if size == 10 {
+                    at_ten.push((label, writ.cpu));
+                }
+                let growth = at_ten
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .map_or(String::from("–"), |(_, base)| {
+                        format!("{:.2}x", writ.cpu / base)
+                    });
+                println!(
+                    "| {name} | {size} | {label} | {} | {} | {:.0}x | {growth} |",
+                    show(writ.cpu),
+                    show(cedar.cpu),
+                    cedar.cpu / writ.cpu
+                );
+            }
+        }
+    }
+    println!("\n(on-CPU time, thread CPU clock)");
+    Ok(())
+}
+
+/// Median times of one decision in writ and in Cedar, after checking that
+/// both allow or both deny, and that writ's tree agrees with its naive walk.
+fn measure_pair(
+    engine: &Engine,
+    policies: &PolicySet,
+    request: &GenRequest,
+    runs: usize,
+) -> Result<(Time, Time), Failure> {
+    let writ_request = request.to_request()?;
+    let decision = engine.decide(&writ_request);
+    let naive = engine.decide_naive(&writ_request);
+    if naive.decision != decision.decision || naive.reasons != decision.reasons {
+        return Err("writ's tree and naive evaluation disagree".into());
+    }
+    let authorizer = Authorizer::new();
+    let entities = Entities::from_json_str(&request.cedar_entities_json(), None)?;
+    let cedar_request = cedar_policy::Request::new(
+        EntityUid::from_str(request.cedar_principal())?,
+        EntityUid::from_str(&request.cedar_action())?,
+        EntityUid::from_str(request.cedar_resource())?,
+        Context::from_json_str(&request.cedar_context_json(), None)?,
+        None,
+    )?;
+    let response = authorizer.is_authorized(&cedar_request, policies, &entities);
+    let cedar_allows = response.decision() == cedar_policy::Decision::Allow;
+    if cedar_allows != decision.is_allow() {
+        return Err(format!(
+            "writ decided {:?}, cedar {:?}",
+            decision.decision,
+            response.decision()
+        )
+        .into());
+    }
+    let mut writ = || {
+        black_box(engine.decide(black_box(&writ_request)));
+    };
+    let mut cedar = || {
+        black_box(authorizer.is_authorized(black_box(&cedar_request), policies, &entities));
+    };
+    let writ_iters = calibrate(&mut writ);
+    let cedar_iters = calibrate(&mut cedar);
+    let (mut w, mut c) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        w.push(per_op(&mut writ, writ_iters));
+        c.push(per_op(&mut cedar, cedar_iters));
+    }
+    Ok((median(&w), median(&c)))
 }
 
 /// How many iterations make a run of about `RUN_MS`.
