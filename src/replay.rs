@@ -645,11 +645,13 @@ fn find_redacted(value: &Value, path: &mut String, out: &mut Vec<String>) {
     }
 }
 
-fn rule_list(rules: &[String]) -> String {
-    if rules.is_empty() {
-        "-".to_owned()
-    } else {
-        rules.join(", ")
+/// The rules of one side of a group; a deny side without reasons is the
+/// default deny.
+fn rule_list(rules: &[String], deny_side: bool) -> String {
+    match (rules.is_empty(), deny_side) {
+        (false, _) => rules.join(", "),
+        (true, true) => "none (default deny)".to_owned(),
+        (true, false) => "-".to_owned(),
     }
 }
 
@@ -689,8 +691,8 @@ pub fn render_text(report: &Report) -> String {
                 "  {}: {} request(s); rules before: {}; after: {}",
                 group.kind.label(),
                 group.changes.len(),
-                rule_list(group.before),
-                rule_list(group.after)
+                rule_list(group.before, group.kind == Kind::DenyToAllow),
+                rule_list(group.after, group.kind == Kind::AllowToDeny)
             );
             for change in group.changes.iter().take(EXAMPLES) {
                 let _ = writeln!(
@@ -813,8 +815,8 @@ pub fn render_markdown(report: &Report) -> String {
                 group.kind.label(),
                 if group.kind.widens() { "**yes**" } else { "no" },
                 group.changes.len(),
-                md_cell(&rule_list(group.before)),
-                md_cell(&rule_list(group.after)),
+                md_cell(&rule_list(group.before, group.kind == Kind::DenyToAllow)),
+                md_cell(&rule_list(group.after, group.kind == Kind::AllowToDeny)),
                 example
             );
         }
