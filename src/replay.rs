@@ -196,7 +196,7 @@ impl Report {
 
     /// The changes grouped by kind and responsible rules, in kind order.
     fn groups(&self) -> Vec<Group<'_>> {
-        let mut map: BTreeMap<(Kind, &[String], &[String]), Vec<&Change>> = BTreeMap::new();
+        let mut map: BTreeMap<GroupKey<'_>, Vec<&Change>> = BTreeMap::new();
         for change in &self.changes {
             map.entry((
                 change.kind,
@@ -216,6 +216,9 @@ impl Report {
             .collect()
     }
 }
+
+/// A group's kind and the rules named before and after.
+type GroupKey<'a> = (Kind, &'a [String], &'a [String]);
 
 struct Group<'a> {
     kind: Kind,
