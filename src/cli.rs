@@ -223,6 +223,51 @@ enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Re-decide every request of a decision log under another policy set
+    /// and report what decides differently (see docs/review.md). Exits 1
+    /// when `--fail-on` is met, 0 otherwise, 2 on bad input.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The decision log (`writ serve --decision-log`), or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    log: String,
+    /// The new policy set: file or directory (repeatable; `default` is the
+    /// embedded pack).
+    #[arg(long = "policy", short = 'p', value_name = "PATH", required = true)]
+    policies: Vec<String>,
+    /// Compare with decisions under this old set instead of the logged
+    /// decisions (repeatable).
+    #[arg(long = "policy-old", value_name = "PATH")]
+    old: Vec<String>,
+    /// JSON data file both sets are compiled with.
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReplayFormat,
+    /// When to exit 1.
+    #[arg(long, value_enum, default_value = "widen")]
+    fail_on: ReplayFailOn,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ReplayFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ReplayFailOn {
+    /// When any decision allows more than before.
+    Widen,
+    /// When any decision changes.
+    Change,
+    /// Never.
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -848,6 +893,7 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Grants { command } => run_grants(command),
         Command::Lsp => Ok(crate::lsp::run()),
         Command::Playground { addr } => crate::playground::run(addr).map(|()| 0),
+        Command::Replay(args) => run_replay(&args),
         Command::Fmt { check, paths } => run_fmt(&paths, check),
         Command::Lint {
             paths,
@@ -928,6 +974,53 @@ fn authzen_request(text: &str) -> Result<Request, String> {
     to_request(Parts::of(&object))
         .map(|(request, _)| request)
         .map_err(|e| e.to_string())
+}
+
+/// `writ replay`: reads the whole log (it is re-decided line by line in
+/// memory), prints the report, and returns the exit code.
+fn run_replay(args: &ReplayArgs) -> Result<u8, String> {
+    use crate::replay::{render_json, render_markdown, render_text, FailOn, Replayer};
+    let new = compile(&PolicyArgs {
+        policies: args.policies.clone(),
+        data: args.data.clone(),
+    })?;
+    let old = if args.old.is_empty() {
+        None
+    } else {
+        Some(compile(&PolicyArgs {
+            policies: args.old.clone(),
+            data: args.data.clone(),
+        })?)
+    };
+    let log = if args.log == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|e| format!("cannot read the decision log from stdin: {e}"))?;
+        bytes
+    } else {
+        std::fs::read(&args.log).map_err(|e| format!("cannot read `{}`: {e}", args.log))?
+    };
+    let report = Replayer::new(&new, old.as_ref()).replay(&log);
+    match args.format {
+        ReplayFormat::Text => print!("{}", render_text(&report)),
+        ReplayFormat::Json => println!("{}", render_json(&report)),
+        ReplayFormat::Markdown => print!("{}", render_markdown(&report)),
+    }
+    let fail_on = match args.fail_on {
+        ReplayFailOn::Widen => FailOn::Widen,
+        ReplayFailOn::Change => FailOn::Change,
+        ReplayFailOn::None => FailOn::None,
+    };
+    let code = report.exit_code(fail_on);
+    if code == 2 {
+        eprintln!(
+            "error: `{}` holds no decision line that could be read ({} line(s), {} malformed)",
+            args.log,
+            report.lines,
+            report.malformed.len()
+        );
+    }
+    Ok(code)
 }
 
 /// `--threshold 90` or `--threshold 87.5%`: a percentage from 0 to 100.

@@ -162,6 +162,7 @@ internal!(
     lint,
     load,
     parser,
+    replay,
     request,
     schema,
     scope,

@@ -1,0 +1,1087 @@
+//! `writ replay`: re-decides the requests of a decision log (the JSON lines
+//! `writ serve --decision-log` writes) under another policy set and reports
+//! every decision that comes out differently.
+//!
+//! A line holds the request as decided (with the time the server filled
+//! in, so a decision is reproducible: policies, data, request and time
+//! decide it) and the decision. Each request is decided again under the new
+//! set and compared with the logged decision, or with a decision under an
+//! old set. What changed is sorted into [`Kind`]s, each with the rules
+//! responsible, and counted. A line whose request was redacted cannot be
+//! replayed faithfully and is counted as such, never guessed at.
+//!
+//! Only the decision's public fields are read (effect, scope, TTL,
+//! obligations, reasons and the rule ids and steps of its trace).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::decision::{Decision, Effect, ObligationOut, Outcome, Step};
+use crate::engine::Engine;
+use crate::request::Request;
+use crate::scope::ScopeItem;
+
+/// What a redacted value reads in the log (`writ serve --redact`).
+const REDACTED: &str = "[redacted]";
+
+/// The endpoints whose lines carry a decision that can be replayed.
+const DECISION_ENDPOINTS: &[&str] = &[
+    "/v1/decide",
+    "/v1/decide/batch",
+    "/access/v1/evaluation",
+    "/access/v1/evaluations",
+    "/v1/grants",
+];
+
+/// The log line format this reader knows (lines carry no version field
+/// yet; a line with another `version` is refused).
+const KNOWN_VERSION: u64 = 1;
+
+/// How many example lines a text or Markdown report lists per group.
+const EXAMPLES: usize = 5;
+
+/// When `writ replay` exits 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOn {
+    /// When any decision widens (allows more).
+    Widen,
+    /// When any decision changes at all.
+    Change,
+    /// Never.
+    None,
+}
+
+/// One kind of change between the decision before and the one after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A deny became an allow.
+    DenyToAllow,
+    /// The scope grants something it did not before.
+    ScopeWider,
+    /// The TTL is longer.
+    TtlLonger,
+    /// An obligation the broker had to honour is gone.
+    ObligationsDropped,
+    /// An allow became a deny.
+    AllowToDeny,
+    /// The scope lost something it granted before.
+    ScopeNarrower,
+    /// The TTL is shorter.
+    TtlShorter,
+    /// The broker has a new obligation to honour.
+    ObligationsAdded,
+}
+
+impl Kind {
+    /// True for the kinds that allow more than before.
+    pub fn widens(self) -> bool {
+        matches!(
+            self,
+            Kind::DenyToAllow | Kind::ScopeWider | Kind::TtlLonger | Kind::ObligationsDropped
+        )
+    }
+
+    /// The name used in every report format.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::DenyToAllow => "deny -> allow",
+            Kind::ScopeWider => "scope wider",
+            Kind::TtlLonger => "ttl longer",
+            Kind::ObligationsDropped => "obligations dropped",
+            Kind::AllowToDeny => "allow -> deny",
+            Kind::ScopeNarrower => "scope narrower",
+            Kind::TtlShorter => "ttl shorter",
+            Kind::ObligationsAdded => "obligations added",
+        }
+    }
+
+    /// A stable identifier for the JSON report.
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::DenyToAllow => "deny_to_allow",
+            Kind::ScopeWider => "scope_wider",
+            Kind::TtlLonger => "ttl_longer",
+            Kind::ObligationsDropped => "obligations_dropped",
+            Kind::AllowToDeny => "allow_to_deny",
+            Kind::ScopeNarrower => "scope_narrower",
+            Kind::TtlShorter => "ttl_shorter",
+            Kind::ObligationsAdded => "obligations_added",
+        }
+    }
+}
+
+/// One change of one replayed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The line of the log (from 1).
+    pub line: usize,
+    /// The line's `decision_id`.
+    pub decision_id: String,
+    /// What changed.
+    pub kind: Kind,
+    /// What exactly: `ttl 900 -> 3600`, `+write:x`, `-approval`.
+    pub detail: String,
+    /// The rules responsible in the decision before.
+    pub rules_before: Vec<String>,
+    /// The rules responsible in the decision after.
+    pub rules_after: Vec<String>,
+}
+
+/// A line that was not replayed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreplayed {
+    /// The line of the log (from 1).
+    pub line: usize,
+    /// Why: the redacted paths, the endpoint, or what is malformed.
+    pub why: String,
+}
+
+/// The result of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Non-blank lines read.
+    pub lines: usize,
+    /// Requests decided again.
+    pub replayed: usize,
+    /// Replayed requests that changed in at least one way.
+    pub changed: usize,
+    /// Every change, in log order.
+    pub changes: Vec<Change>,
+    /// Lines whose request has redacted fields.
+    pub redacted: Vec<Unreplayed>,
+    /// Lines of endpoints that do not decide (skipped).
+    pub skipped: Vec<Unreplayed>,
+    /// Lines that are not a decision line.
+    pub malformed: Vec<Unreplayed>,
+    /// What the new decisions were compared with: `log` or `old policy set`.
+    pub baseline: String,
+    /// The new set's digest.
+    pub new_digest: String,
+    /// The old set's digest, with an old set.
+    pub old_digest: Option<String>,
+}
+
+impl Report {
+    /// True when some change widens.
+    pub fn widens(&self) -> bool {
+        self.changes.iter().any(|c| c.kind.widens())
+    }
+
+    /// The exit code: 2 when no line could be read as a decision line, 1
+    /// when `fail_on` is met, 0 otherwise.
+    pub fn exit_code(&self, fail_on: FailOn) -> u8 {
+        let read = self.replayed + self.redacted.len() + self.skipped.len();
+        if read == 0 {
+            return 2;
+        }
+        let fail = match fail_on {
+            FailOn::Widen => self.widens(),
+            FailOn::Change => !self.changes.is_empty(),
+            FailOn::None => false,
+        };
+        u8::from(fail)
+    }
+
+    /// Requests per kind of change.
+    pub fn counts(&self) -> BTreeMap<Kind, usize> {
+        let mut counts = BTreeMap::new();
+        for change in &self.changes {
+            *counts.entry(change.kind).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The changes grouped by kind and responsible rules, in kind order.
+    fn groups(&self) -> Vec<Group<'_>> {
+        let mut map: BTreeMap<GroupKey<'_>, Vec<&Change>> = BTreeMap::new();
+        for change in &self.changes {
+            map.entry((
+                change.kind,
+                change.rules_before.as_slice(),
+                change.rules_after.as_slice(),
+            ))
+            .or_default()
+            .push(change);
+        }
+        map.into_iter()
+            .map(|((kind, before, after), changes)| Group {
+                kind,
+                before,
+                after,
+                changes,
+            })
+            .collect()
+    }
+}
+
+/// A group's kind and the rules named before and after.
+type GroupKey<'a> = (Kind, &'a [String], &'a [String]);
+
+struct Group<'a> {
+    kind: Kind,
+    before: &'a [String],
+    after: &'a [String],
+    changes: Vec<&'a Change>,
+}
+
+/// A decision line as far as replay reads it, with the request read as
+/// `R`: a [`Request`] on the fast path, a [`Value`] when the line must be
+/// looked at more closely.
+// One struct, not a flattened `Head`: `#[serde(flatten)]` buffers the
+// whole line before reading it, which halves the speed.
+#[derive(Deserialize)]
+struct RawLine<R> {
+    #[serde(default)]
+    version: Option<Value>,
+    #[serde(default)]
+    decision_id: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    decision: Option<Effect>,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    ttl: u64,
+    #[serde(default)]
+    obligations: Vec<ObligationOut>,
+    #[serde(default)]
+    reasons: Vec<String>,
+    #[serde(default = "none")]
+    request: Option<R>,
+}
+
+fn none<R>() -> Option<R> {
+    None
+}
+
+impl<R> RawLine<R> {
+    /// The line without its request, and the request.
+    fn split(self) -> (Head, Option<R>) {
+        let head = Head {
+            version: self.version,
+            decision_id: self.decision_id,
+            time: self.time,
+            endpoint: self.endpoint,
+            error: self.error,
+            decision: self.decision,
+            scope: self.scope,
+            ttl: self.ttl,
+            obligations: self.obligations,
+            reasons: self.reasons,
+        };
+        (head, self.request)
+    }
+}
+
+/// Everything of a line but the request.
+struct Head {
+    version: Option<Value>,
+    decision_id: Option<String>,
+    time: Option<String>,
+    endpoint: Option<String>,
+    error: Option<String>,
+    decision: Option<Effect>,
+    scope: Vec<String>,
+    ttl: u64,
+    obligations: Vec<ObligationOut>,
+    reasons: Vec<String>,
+}
+
+/// Why a line is not replayed.
+enum Refusal {
+    Malformed(String),
+    Skipped(String),
+}
+
+impl Head {
+    /// The decision the line recorded, if the line is one to replay.
+    fn check(&self, has_request: bool) -> Result<Effect, Refusal> {
+        if let Some(version) = &self.version {
+            if version.as_u64() != Some(KNOWN_VERSION) {
+                return Err(Refusal::Malformed(format!(
+                    "unknown log line version {version}"
+                )));
+            }
+        }
+        if let Some(error) = &self.error {
+            return Err(Refusal::Malformed(format!(
+                "the server could not write this decision: {error}"
+            )));
+        }
+        let Some(endpoint) = self.endpoint.as_deref() else {
+            return Err(Refusal::Malformed(
+                "not a decision line: no `endpoint`".to_owned(),
+            ));
+        };
+        if !DECISION_ENDPOINTS.contains(&endpoint) {
+            return Err(Refusal::Skipped(format!(
+                "endpoint `{endpoint}` does not decide a request"
+            )));
+        }
+        match self.decision {
+            Some(effect) if has_request => Ok(effect),
+            _ => Err(Refusal::Malformed(
+                "not a decision line: no `decision` or no `request`".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The parts of a decision the comparison looks at.
+struct Side<'a> {
+    effect: Effect,
+    scope: &'a [String],
+    ttl: u64,
+    obligations: &'a [ObligationOut],
+    reasons: &'a [String],
+    /// The rules whose trace steps set scope or TTL (empty for a logged
+    /// decision, which has no trace).
+    scope_rules: Vec<String>,
+    ttl_rules: Vec<String>,
+}
+
+impl<'a> Side<'a> {
+    fn of(decision: &'a Decision) -> Side<'a> {
+        let mut scope_rules = Vec::new();
+        let mut ttl_rules = Vec::new();
+        for entry in &decision.trace {
+            if entry.outcome != Outcome::Matched {
+                continue;
+            }
+            for step in &entry.effect {
+                let list = match step {
+                    Step::Granted { .. }
+                    | Step::AllowedWithoutScope
+                    | Step::CoveredNone
+                    | Step::NarrowedScope { .. } => &mut scope_rules,
+                    Step::TtlSet(_)
+                    | Step::TtlCapped { .. }
+                    | Step::TtlKept { .. }
+                    | Step::TtlUnderOneSecond
+                    | Step::TtlComputed { .. } => &mut ttl_rules,
+                    Step::Denied | Step::ObligationAdded { .. } | Step::ObligationFailed => {
+                        continue
+                    }
+                };
+                push_unique(list, entry.rule.as_str());
+            }
+        }
+        Side {
+            effect: decision.decision,
+            scope: &decision.scope,
+            ttl: decision.ttl,
+            obligations: &decision.obligations,
+            reasons: &decision.reasons,
+            scope_rules,
+            ttl_rules,
+        }
+    }
+
+    /// The rules to name for a change of `kind`: the aspect's rules from
+    /// the trace, else the reasons.
+    fn rules(&self, kind: Kind) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let extra: &[String] = match kind {
+            Kind::ScopeWider | Kind::ScopeNarrower => &self.scope_rules,
+            Kind::TtlLonger | Kind::TtlShorter => &self.ttl_rules,
+            _ => &[],
+        };
+        for rule in self.reasons.iter().chain(extra.iter()) {
+            push_unique(&mut out, rule);
+        }
+        out
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|r| r == item) {
+        list.push(item.to_owned());
+    }
+}
+
+/// Re-decides logs under a new policy set (and optionally an old one).
+pub struct Replayer<'a> {
+    new: &'a Engine,
+    old: Option<&'a Engine>,
+}
+
+impl<'a> Replayer<'a> {
+    /// Compares `new`'s decisions with the log's, or with `old`'s.
+    pub fn new(new: &'a Engine, old: Option<&'a Engine>) -> Replayer<'a> {
+        Replayer { new, old }
+    }
+
+    /// Replays a whole log held in memory.
+    pub fn replay(&self, log: &[u8]) -> Report {
+        let mut report = Report {
+            baseline: if self.old.is_some() {
+                "old policy set".to_owned()
+            } else {
+                "log".to_owned()
+            },
+            new_digest: self.new.digest().to_owned(),
+            old_digest: self.old.map(|e| e.digest().to_owned()),
+            ..Report::default()
+        };
+        let mut rest = log;
+        let mut number = 0;
+        while !rest.is_empty() {
+            number += 1;
+            let (line, ended) = match rest.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    let line = &rest[..end];
+                    rest = &rest[end + 1..];
+                    (line, true)
+                }
+                None => {
+                    let line = rest;
+                    rest = &[];
+                    (line, false)
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            report.lines += 1;
+            self.replay_line(number, line, ended, &mut report);
+        }
+        report
+    }
+
+    fn replay_line(&self, number: usize, line: &[u8], ended: bool, report: &mut Report) {
+        let refuse = |report: &mut Report, refusal: Refusal| match refusal {
+            Refusal::Malformed(why) => report.malformed.push(Unreplayed { line: number, why }),
+            Refusal::Skipped(why) => report.skipped.push(Unreplayed { line: number, why }),
+        };
+        // The fast path: a line without the redaction marker, read straight
+        // into a request. The server logs only requests it validated, as
+        // objects; anything else falls through to the slow path, which
+        // says what is wrong.
+        if !contains(line, REDACTED.as_bytes()) {
+            if let Ok(raw) = serde_json::from_slice::<RawLine<Request>>(line) {
+                let (head, request) = raw.split();
+                let effect = match head.check(request.is_some()) {
+                    Ok(effect) => effect,
+                    Err(refusal) => return refuse(report, refusal),
+                };
+                if let Some(request) = request {
+                    return self.redecide(number, head, effect, request, report);
+                }
+            }
+        }
+        let (head, request) = match serde_json::from_slice::<RawLine<Value>>(line) {
+            Ok(raw) => raw.split(),
+            Err(e) => {
+                let why = if ended {
+                    format!("not a decision line: {e}")
+                } else {
+                    format!("truncated (the last line has no newline and is not complete JSON: {e})")
+                };
+                return refuse(report, Refusal::Malformed(why));
+            }
+        };
+        let effect = match head.check(request.is_some()) {
+            Ok(effect) => effect,
+            Err(refusal) => return refuse(report, refusal),
+        };
+        let Some(request) = request else {
+            return;
+        };
+        let mut redacted = Vec::new();
+        find_redacted(&request, &mut String::new(), &mut redacted);
+        if !redacted.is_empty() {
+            report.redacted.push(Unreplayed {
+                line: number,
+                why: format!("not replayable (redacted: {})", redacted.join(", ")),
+            });
+            return;
+        }
+        match Request::from_value(request) {
+            Ok((request, _)) => self.redecide(number, head, effect, request, report),
+            Err(e) => refuse(
+                report,
+                Refusal::Malformed(format!("the logged request is not valid: {e}")),
+            ),
+        }
+    }
+
+    /// Decides `request` again and records how it changed.
+    fn redecide(
+        &self,
+        number: usize,
+        raw: Head,
+        logged_effect: Effect,
+        mut request: Request,
+        report: &mut Report,
+    ) {
+        if request.environment.time.is_none() {
+            // Decide at the time the line recorded.
+            request.environment.time = raw.time.clone();
+        }
+        let prepared = match request.validate() {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                report.malformed.push(Unreplayed {
+                    line: number,
+                    why: format!("the logged request is not valid: {e}"),
+                });
+                return;
+            }
+        };
+        report.replayed += 1;
+        let after = self.new.decide_prepared(&request, &prepared);
+        let before_decision;
+        let before = match self.old {
+            Some(old) => {
+                before_decision = old.decide_prepared(&request, &prepared);
+                Side::of(&before_decision)
+            }
+            None => Side {
+                effect: logged_effect,
+                scope: &raw.scope,
+                ttl: raw.ttl,
+                obligations: &raw.obligations,
+                reasons: &raw.reasons,
+                scope_rules: Vec::new(),
+                ttl_rules: Vec::new(),
+            },
+        };
+        let after = Side::of(&after);
+        let id = raw.decision_id.unwrap_or_default();
+        let start = report.changes.len();
+        compare(&before, &after, &mut |kind, detail, rules| {
+            let (rules_before, rules_after) = rules;
+            report.changes.push(Change {
+                line: number,
+                decision_id: id.clone(),
+                kind,
+                detail,
+                rules_before,
+                rules_after,
+            });
+        });
+        if report.changes.len() > start {
+            report.changed += 1;
+        }
+    }
+}
+
+type Rules = (Vec<String>, Vec<String>);
+
+/// Calls `emit` once per kind of change from `before` to `after`.
+fn compare(before: &Side<'_>, after: &Side<'_>, emit: &mut dyn FnMut(Kind, String, Rules)) {
+    let rules = |kind: Kind| (before.rules(kind), after.rules(kind));
+    match (before.effect, after.effect) {
+        (Effect::Deny, Effect::Deny) => return,
+        (Effect::Deny, Effect::Allow) => {
+            let kind = Kind::DenyToAllow;
+            let detail = format!("now allows [{}] for {}s", after.scope.join(", "), after.ttl);
+            emit(kind, detail, rules(kind));
+            return;
+        }
+        (Effect::Allow, Effect::Deny) => {
+            let kind = Kind::AllowToDeny;
+            let detail = format!("no longer allows [{}]", before.scope.join(", "));
+            emit(kind, detail, rules(kind));
+            return;
+        }
+        (Effect::Allow, Effect::Allow) => {}
+    }
+    if before.scope != after.scope {
+        let old = parse_items(before.scope);
+        let new = parse_items(after.scope);
+        let gained: Vec<&str> = after
+            .scope
+            .iter()
+            .zip(&new)
+            .filter(|(_, item)| !covered(item, &old))
+            .map(|(text, _)| text.as_str())
+            .collect();
+        let lost: Vec<&str> = before
+            .scope
+            .iter()
+            .zip(&old)
+            .filter(|(_, item)| !covered(item, &new))
+            .map(|(text, _)| text.as_str())
+            .collect();
+        if !gained.is_empty() {
+            let kind = Kind::ScopeWider;
+            emit(kind, format!("+{}", gained.join(", +")), rules(kind));
+        }
+        if !lost.is_empty() {
+            let kind = Kind::ScopeNarrower;
+            emit(kind, format!("-{}", lost.join(", -")), rules(kind));
+        }
+    }
+    if after.ttl > before.ttl {
+        let kind = Kind::TtlLonger;
+        emit(
+            kind,
+            format!("ttl {} -> {}", before.ttl, after.ttl),
+            rules(kind),
+        );
+    } else if after.ttl < before.ttl {
+        let kind = Kind::TtlShorter;
+        emit(
+            kind,
+            format!("ttl {} -> {}", before.ttl, after.ttl),
+            rules(kind),
+        );
+    }
+    let dropped = missing(before.obligations, after.obligations);
+    if !dropped.is_empty() {
+        emit(
+            Kind::ObligationsDropped,
+            obligation_detail('-', &dropped),
+            (obligation_rules(&dropped), Vec::new()),
+        );
+    }
+    let added = missing(after.obligations, before.obligations);
+    if !added.is_empty() {
+        emit(
+            Kind::ObligationsAdded,
+            obligation_detail('+', &added),
+            (Vec::new(), obligation_rules(&added)),
+        );
+    }
+}
+
+/// Parsed scope items; `None` for text that is not a valid item (compared
+/// by text only).
+fn parse_items(items: &[String]) -> Vec<Option<ScopeItem>> {
+    items.iter().map(|t| ScopeItem::parse(t).ok()).collect()
+}
+
+/// Whether some item of `by` covers `item` (or, unparsed, equals it).
+fn covered(item: &Option<ScopeItem>, by: &[Option<ScopeItem>]) -> bool {
+    match item {
+        Some(item) => by.iter().flatten().any(|b| b.covers(item)),
+        None => false,
+    }
+}
+
+/// The obligations of `from` that `to` does not carry (by kind, event and
+/// value; the rule that asked does not matter to the broker).
+fn missing<'b>(from: &'b [ObligationOut], to: &[ObligationOut]) -> Vec<&'b ObligationOut> {
+    from.iter()
+        .filter(|o| {
+            !to.iter()
+                .any(|t| t.kind == o.kind && t.event == o.event && t.value == o.value)
+        })
+        .collect()
+}
+
+fn obligation_text(o: &ObligationOut) -> String {
+    match (&o.event, &o.value) {
+        (Some(event), _) => format!("{} {event}", o.kind),
+        (None, Some(value)) => format!("{} {value}", o.kind),
+        (None, None) => o.kind.clone(),
+    }
+}
+
+fn obligation_detail(sign: char, list: &[&ObligationOut]) -> String {
+    list.iter()
+        .map(|o| format!("{sign}{}", obligation_text(o)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn obligation_rules(list: &[&ObligationOut]) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in list {
+        push_unique(&mut out, &o.rule);
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    let mut rest = hay;
+    while let Some(at) = rest.iter().position(|b| *b == first) {
+        if rest[at..].starts_with(needle) {
+            return true;
+        }
+        rest = &rest[at + 1..];
+    }
+    false
+}
+
+/// The dotted paths of the strings (and keys) of `value` that hold the
+/// redaction marker.
+fn find_redacted(value: &Value, path: &mut String, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => {
+            if text.contains(REDACTED) {
+                out.push(if path.is_empty() {
+                    ".".to_owned()
+                } else {
+                    path.clone()
+                });
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                let _ = write!(path, "[{i}]");
+                find_redacted(item, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                if key.contains(REDACTED) {
+                    out.push(path.clone());
+                }
+                find_redacted(item, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The rules of one side of a group; a deny side without reasons is the
+/// default deny.
+fn rule_list(rules: &[String], deny_side: bool) -> String {
+    match (rules.is_empty(), deny_side) {
+        (false, _) => rules.join(", "),
+        (true, true) => "none (default deny)".to_owned(),
+        (true, false) => "-".to_owned(),
+    }
+}
+
+fn verdict(report: &Report) -> &'static str {
+    if report.widens() {
+        "WIDENS"
+    } else if report.changes.is_empty() {
+        "no change"
+    } else {
+        "narrows only"
+    }
+}
+
+/// The report for people.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "replayed {} of {} line(s) against the {}: {} request(s) changed, {}",
+        report.replayed,
+        report.lines,
+        report.baseline,
+        report.changed,
+        verdict(report)
+    );
+    let counts = report.counts();
+    if !counts.is_empty() {
+        let _ = writeln!(out, "\nchanges per kind:");
+        for (kind, count) in &counts {
+            let tag = if kind.widens() { "widens" } else { "narrows" };
+            let _ = writeln!(out, "  {:<20} {count:>7}  ({tag})", kind.label());
+        }
+        let _ = writeln!(out, "\nby rule:");
+        for group in report.groups() {
+            let _ = writeln!(
+                out,
+                "  {}: {} request(s); rules before: {}; after: {}",
+                group.kind.label(),
+                group.changes.len(),
+                rule_list(group.before, group.kind == Kind::DenyToAllow),
+                rule_list(group.after, group.kind == Kind::AllowToDeny)
+            );
+            for change in group.changes.iter().take(EXAMPLES) {
+                let _ = writeln!(
+                    out,
+                    "    line {} ({}): {}",
+                    change.line, change.decision_id, change.detail
+                );
+            }
+            if group.changes.len() > EXAMPLES {
+                let _ = writeln!(
+                    out,
+                    "    ... and {} more",
+                    group.changes.len() - EXAMPLES
+                );
+            }
+        }
+    }
+    for (title, list) in [
+        ("not replayable", &report.redacted),
+        ("skipped", &report.skipped),
+        ("malformed", &report.malformed),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{title}: {} line(s)", list.len());
+        for item in list.iter().take(EXAMPLES * 2) {
+            let _ = writeln!(out, "  line {}: {}", item.line, item.why);
+        }
+        if list.len() > EXAMPLES * 2 {
+            let _ = writeln!(out, "  ... and {} more", list.len() - EXAMPLES * 2);
+        }
+    }
+    out
+}
+
+/// The report for tools: every change and every line not replayed.
+pub fn render_json(report: &Report) -> String {
+    let counts: serde_json::Map<String, Value> = report
+        .counts()
+        .into_iter()
+        .map(|(kind, count)| (kind.code().to_owned(), Value::from(count)))
+        .collect();
+    let unreplayed = |list: &[Unreplayed]| -> Value {
+        list.iter()
+            .map(|u| json!({"line": u.line, "why": u.why}))
+            .collect()
+    };
+    let changes: Vec<Value> = report
+        .changes
+        .iter()
+        .map(|c| {
+            json!({
+                "line": c.line,
+                "decision_id": c.decision_id,
+                "kind": c.kind.code(),
+                "widens": c.kind.widens(),
+                "detail": c.detail,
+                "rules_before": c.rules_before,
+                "rules_after": c.rules_after,
+            })
+        })
+        .collect();
+    let value = json!({
+        "baseline": report.baseline,
+        "new_policy_digest": report.new_digest,
+        "old_policy_digest": report.old_digest,
+        "lines": report.lines,
+        "replayed": report.replayed,
+        "changed": report.changed,
+        "widens": report.widens(),
+        "counts": counts,
+        "changes": changes,
+        "not_replayable": unreplayed(&report.redacted),
+        "skipped": unreplayed(&report.skipped),
+        "malformed": unreplayed(&report.malformed),
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn md_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The report as a pull-request comment.
+pub fn render_markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let icon = if report.widens() {
+        "⚠️"
+    } else if report.changes.is_empty() {
+        "✅"
+    } else {
+        "ℹ️"
+    };
+    let _ = writeln!(
+        out,
+        "### {icon} writ replay: {}\n\nReplayed {} of {} logged decision(s) against the {}; {} request(s) decide differently.\n",
+        verdict(report),
+        report.replayed,
+        report.lines,
+        report.baseline,
+        report.changed
+    );
+    let groups = report.groups();
+    if !groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "| change | widens | requests | rules before | rules after | example |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---|---|---|");
+        for group in &groups {
+            let example = group
+                .changes
+                .first()
+                .map(|c| format!("line {}: `{}`", c.line, md_cell(&c.detail)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                group.kind.label(),
+                if group.kind.widens() { "**yes**" } else { "no" },
+                group.changes.len(),
+                md_cell(&rule_list(group.before, group.kind == Kind::DenyToAllow)),
+                md_cell(&rule_list(group.after, group.kind == Kind::AllowToDeny)),
+                example
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let not_replayed = [
+        ("not replayable (redacted)", report.redacted.len()),
+        ("skipped (not a decision endpoint)", report.skipped.len()),
+        ("malformed", report.malformed.len()),
+    ];
+    if not_replayed.iter().any(|(_, n)| *n > 0) {
+        let _ = writeln!(out, "Lines not replayed:\n");
+        for (title, count) in not_replayed {
+            if count > 0 {
+                let _ = writeln!(out, "- {title}: {count}");
+            }
+        }
+        let first = report
+            .redacted
+            .iter()
+            .chain(&report.skipped)
+            .chain(&report.malformed)
+            .min_by_key(|u| u.line);
+        if let Some(first) = first {
+            let _ = writeln!(out, "- first: line {}: {}", first.line, md_cell(&first.why));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(ttl: &str) -> Engine {
+        let text = format!(
+            "@id(\"p\") permit if action == \"read\" grant [\"read:{{resource.id}}\"] for 1h;\n\
+             @id(\"cap\") limit ttl {ttl};"
+        );
+        Engine::compile([("t.writ", text)], None).expect("compiles")
+    }
+
+    fn log_line(request: &str, decision: &Decision) -> String {
+        json!({
+            "decision_id": "d",
+            "time": "2026-11-22T10:00:00Z",
+            "endpoint": "/v1/decide",
+            "decision": decision.decision,
+            "scope": decision.scope,
+            "ttl": decision.ttl,
+            "obligations": decision.obligations,
+            "reasons": decision.reasons,
+            "request": serde_json::from_str::<Value>(request).expect("json"),
+        })
+        .to_string()
+    }
+
+    const READ: &str = r#"{"action":"read","resource":{"id":"db://x"},"environment":{"time":"2026-11-22T10:00:00Z"}}"#;
+
+    #[test]
+    fn a_longer_ttl_widens_and_names_the_cap() {
+        let old = engine("15m");
+        let new = engine("30m");
+        let line = log_line(READ, &old.decide(&Request::from_json(READ).expect("valid")));
+        let report = Replayer::new(&new, None).replay(format!("{line}\n").as_bytes());
+        assert_eq!(report.replayed, 1);
+        assert_eq!(report.changes.len(), 1);
+        assert_eq!(report.changes[0].kind, Kind::TtlLonger);
+        assert_eq!(report.changes[0].detail, "ttl 900 -> 1800");
+        assert!(report.changes[0].rules_after.contains(&"cap".to_owned()));
+        assert_eq!(report.exit_code(FailOn::Widen), 1);
+        assert_eq!(report.exit_code(FailOn::None), 0);
+        let same = Replayer::new(&old, None).replay(line.as_bytes());
+        assert!(same.changes.is_empty());
+        assert_eq!(same.exit_code(FailOn::Change), 0);
+    }
+
+    #[test]
+    fn scope_containment_tells_wider_from_narrower() {
+        let a = vec!["read:db://x/**".to_owned()];
+        let b = vec!["read:db://x/y".to_owned()];
+        let side = |scope: &'static [String]| Side {
+            effect: Effect::Allow,
+            scope,
+            ttl: 1,
+            obligations: &[],
+            reasons: &[],
+            scope_rules: Vec::new(),
+            ttl_rules: Vec::new(),
+        };
+        let a: &'static [String] = Box::leak(a.into_boxed_slice());
+        let b: &'static [String] = Box::leak(b.into_boxed_slice());
+        let mut kinds = Vec::new();
+        compare(&side(a), &side(b), &mut |k, _, _| kinds.push(k));
+        assert_eq!(kinds, [Kind::ScopeNarrower]);
+        kinds.clear();
+        compare(&side(b), &side(a), &mut |k, _, _| kinds.push(k));
+        assert_eq!(kinds, [Kind::ScopeWider]);
+    }
+
+    #[test]
+    fn redacted_and_broken_lines_are_counted_not_replayed() {
+        let new = engine("15m");
+        let redacted = r#"{"endpoint":"/v1/decide","decision":"deny","request":{"subject":{"id":"[redacted]"},"action":"read"}}"#;
+        let log = format!("{redacted}\nnot json\n{{\"endpoint\":\"/v1/search\",\"decision\":\"deny\",\"request\":{{}}}}\n{{\"endp");
+        let report = Replayer::new(&new, None).replay(log.as_bytes());
+        assert_eq!(report.replayed, 0);
+        assert_eq!(
+            report.redacted[0].why,
+            "not replayable (redacted: subject.id)"
+        );
+        assert_eq!(report.malformed.len(), 2);
+        assert_eq!(report.malformed[0].line, 2);
+        assert_eq!(report.malformed[1].line, 4);
+        assert!(report.malformed[1].why.starts_with("truncated"));
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.exit_code(FailOn::Widen), 0);
+        let broken = Replayer::new(&new, None).replay(b"nope\n");
+        assert_eq!(broken.exit_code(FailOn::None), 2);
+    }
+
+    #[test]
+    fn dropped_obligations_and_new_allows_widen_against_an_old_set() {
+        let old = Engine::compile(
+            [(
+                "t.writ",
+                "@id(\"p\") permit if action == \"read\" grant [\"read:{resource.id}\"] for 1h;\n\
+                 @id(\"appr\") require approval if action == \"read\";",
+            )],
+            None,
+        )
+        .expect("compiles");
+        let new = Engine::compile(
+            [(
+                "t.writ",
+                "@id(\"p\") permit if action in [\"read\", \"write\"] grant [\"{action}:{resource.id}\"] for 1h;",
+            )],
+            None,
+        )
+        .expect("compiles");
+        let write = READ.replace("\"read\"", "\"write\"");
+        let log = format!(
+            "{}\n{}\n",
+            log_line(READ, &old.decide(&Request::from_json(READ).expect("valid"))),
+            log_line(&write, &old.decide(&Request::from_json(&write).expect("valid")))
+        );
+        let report = Replayer::new(&new, Some(&old)).replay(log.as_bytes());
+        let kinds: Vec<Kind> = report.changes.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [Kind::ObligationsDropped, Kind::DenyToAllow]);
+        assert_eq!(report.changes[0].rules_before, ["appr"]);
+        assert_eq!(report.changes[0].detail, "-approval");
+        assert_eq!(report.changed, 2);
+        assert!(report.widens());
+        let json: Value = serde_json::from_str(&render_json(&report)).expect("JSON");
+        assert_eq!(json["baseline"], "old policy set");
+        assert_eq!(json["counts"]["deny_to_allow"], 1);
+    }
+}
