@@ -365,21 +365,46 @@ fn finish(
 fn decide_one(
     app: &App,
     loaded: &Loaded,
-    (mut request, mut prepared): (Request, Prepared),
+    parsed: (Request, Prepared),
     endpoint: Endpoint,
     request_id: Option<&str>,
     lines: &mut Vec<String>,
 ) -> (Decision, String) {
-    let time_filled = request.environment.time.is_none();
     // The clock is read only when something needs it.
-    let now = if time_filled || app.log.is_some() {
+    let now = if parsed.0.environment.time.is_none() || app.log.is_some() {
         now_rfc3339()
     } else {
         String::new()
     };
+    decide_at(
+        app,
+        loaded,
+        parsed,
+        endpoint.path(),
+        request_id,
+        &now,
+        lines,
+    )
+}
+
+/// What every decision endpoint does around the engine: fills in the time
+/// from `now` when the request has none, verifies `subject.token` and the
+/// approval (`--trust`) on the server's clock, decides, counts the
+/// decision and, with a decision log, adds its line (under `endpoint`) to
+/// `lines`. Returns the decision and its id.
+pub(super) fn decide_at(
+    app: &App,
+    loaded: &Loaded,
+    (mut request, mut prepared): (Request, Prepared),
+    endpoint: &'static str,
+    request_id: Option<&str>,
+    now: &str,
+    lines: &mut Vec<String>,
+) -> (Decision, String) {
+    let time_filled = request.environment.time.is_none();
     if time_filled {
-        prepared.time = crate::request::parse_time(&now);
-        request.environment.time = Some(now.clone());
+        prepared.time = crate::request::parse_time(now);
+        request.environment.time = Some(now.to_owned());
         app.metrics.time_filled();
     }
     // The token is checked on the server's clock, never the request's time.
@@ -399,8 +424,8 @@ fn decide_one(
     if app.log.is_some() {
         let entry = Entry {
             decision_id: &decision_id,
-            time: &now,
-            endpoint: endpoint.path(),
+            time: now,
+            endpoint,
             request_id,
             time_filled,
         };

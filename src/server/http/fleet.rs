@@ -11,11 +11,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::{json_body, parse_object, read_json, record, request_id, ApiError, ErrorCode};
-use crate::request::{Prepared, Request, MAX_JSON_DEPTH};
-use crate::server::log::{self as decision_log, Entry};
+use super::{
+    decide_at, json_body, parse_object, read_json, record, request_id, ApiError, ErrorCode,
+};
+use crate::request::MAX_JSON_DEPTH;
 use crate::server::search::{self, Kind, Search};
-use crate::server::state::Loaded;
 use crate::server::{now_rfc3339, App};
 
 /// The well-known path of the AuthZEN metadata (RFC 8615).
@@ -187,7 +187,16 @@ fn search_page(
         let Ok(parsed) = search.request_for(candidate) else {
             continue;
         };
-        if decide(app, &loaded, parsed, kind, request_id, &now, &mut lines) {
+        let (decision, _) = decide_at(
+            app,
+            &loaded,
+            parsed,
+            kind.path(),
+            request_id,
+            &now,
+            &mut lines,
+        );
+        if decision.is_allow() {
             results.push(search.result(candidate));
         }
     }
@@ -201,55 +210,6 @@ fn search_page(
     body.insert("page".to_owned(), Value::Object(page));
     body.insert("results".to_owned(), Value::Array(results));
     Ok((Value::Object(body), lines))
-}
-
-/// Decides one candidate as `POST /access/v1/evaluation` would (the time
-/// filled in from `now` when the request has none, `subject.token`
-/// verified), counts it and adds its log line.
-fn decide(
-    app: &App,
-    loaded: &Loaded,
-    (mut request, mut prepared): (Request, Prepared),
-    kind: Kind,
-    request_id: Option<&str>,
-    now: &str,
-    lines: &mut Vec<String>,
-) -> bool {
-    let time_filled = request.environment.time.is_none();
-    if time_filled {
-        prepared.time = crate::request::parse_time(now);
-        request.environment.time = Some(now.to_owned());
-        app.metrics.time_filled();
-    }
-    let attestation = app
-        .trust
-        .as_ref()
-        .map(|trust| trust.apply(&mut request, crate::identity::Trust::now()));
-    if let Some(attestation) = &attestation {
-        attestation.prepare(&mut prepared);
-    }
-    let mut decision = loaded.engine.decide_prepared(&request, &prepared);
-    if let Some(attestation) = attestation {
-        attestation.annotate(&mut decision);
-    }
-    app.metrics.decision(decision.is_allow());
-    if app.log.is_some() {
-        let decision_id = crate::server::ids::next();
-        let entry = Entry {
-            decision_id: &decision_id,
-            time: now,
-            endpoint: kind.path(),
-            request_id,
-            time_filled,
-        };
-        lines.push(decision_log::line(
-            &entry,
-            &request,
-            &decision,
-            &app.redaction,
-        ));
-    }
-    decision.is_allow()
 }
 
 /// `GET /v1/status`: what is serving and how the parts around it are.
