@@ -16,11 +16,13 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use super::metrics::label;
 use super::state::{Dropped, Loaded, Refusal};
+use super::status::{rfc3339, unix_seconds};
 use super::{App, Trigger};
 use crate::bundle::{Bundle, TrustedKey};
 
@@ -295,9 +297,9 @@ impl Puller {
             let _ = writeln!(
                 out,
                 "writ_bundle_info{{revision=\"{}\",digest=\"{}\",url=\"{}\"}} 1",
-                escape(&active.revision),
-                escape(&active.digest),
-                escape(&self.url)
+                label(&active.revision),
+                label(&active.digest),
+                label(&self.url)
             );
         }
         out.push_str(
@@ -339,25 +341,6 @@ impl Puller {
             u8::from(state.consecutive_failures == 0)
         );
     }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    time::OffsetDateTime::from(at)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
-}
-
-fn unix_seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn event(event: Option<&Event>) -> Value {

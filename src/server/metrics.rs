@@ -474,7 +474,7 @@ pub(crate) fn identity(out: &mut String, counts: &crate::identity::Counts) {
 }
 
 /// A label value, escaped as the text format wants.
-fn label(text: &str) -> String {
+pub(crate) fn label(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

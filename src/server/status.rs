@@ -51,13 +51,15 @@ fn source(app: &App) -> Value {
     })
 }
 
-fn rfc3339(at: SystemTime) -> String {
+/// `at` as RFC 3339 (UTC), for the status reports.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
-fn unix_seconds(at: SystemTime) -> f64 {
+/// `at` in Unix seconds, for the metrics.
+pub(crate) fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
