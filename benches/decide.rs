@@ -141,38 +141,7 @@ fn flags(c: &mut Criterion) {
     for size in [10, 1_000, 10_000] {
         let set = generate_flags(GenConfig::issuance(size));
         let engine = generated_engine(&set.writ_source());
-        let none = set
-            .non_matching_request()
-            .to_request()
-            .expect("valid request");
-        let (one, id) = set
-            .matching_request()
-            .expect("a request one permit matches");
-        let one = one.to_request().expect("valid request");
-        let denied = engine.decide(&none);
-        assert!(
-            !denied.is_allow() && denied.reasons.is_empty(),
-            "{}",
-            denied.to_json()
-        );
-        let allowed = engine.decide(&one);
-        assert!(
-            allowed.is_allow() && allowed.reasons == [id],
-            "{}",
-            allowed.to_json()
-        );
-        let mut requests = vec![("non_matching", none), ("matching_one", one)];
-        if let Some((many, count)) = set.many_matching_request() {
-            let many = many.to_request().expect("valid request");
-            let allowed = engine.decide(&many);
-            assert!(
-                allowed.is_allow() && allowed.reasons.len() == count,
-                "{}",
-                allowed.to_json()
-            );
-            eprintln!("flags/matching_many/{size}: {count} permits match");
-            requests.push(("matching_many", many));
-        }
+        let requests = shape_requests(&set, &engine);
         for (name, request) in &requests {
             let candidates = engine.decide(request).trace.len();
             eprintln!("flags/{name}/{size}: {candidates} trace entries");

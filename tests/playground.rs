@@ -96,11 +96,11 @@ fn chromium() -> Option<PathBuf> {
     None
 }
 
-/// The page's DOM after its scripts ran: Chromium headless with a
-/// virtual-time budget, so the debounce and the fetch finish first.
-fn dump_dom(chromium: &PathBuf, url: &str) -> String {
-    let profile = TempDir::new("chromium-profile");
-    let output = Command::new(chromium)
+/// Chromium headless, quiet (no network of its own, no first-run work), on
+/// a profile folder of the test's.
+fn headless(chromium: &PathBuf, profile: &TempDir) -> Command {
+    let mut command = Command::new(chromium);
+    command
         .args([
             "--headless",
             "--no-sandbox",
@@ -110,10 +110,17 @@ fn dump_dom(chromium: &PathBuf, url: &str) -> String {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    command
+}
+
+/// The page's DOM after its scripts ran: Chromium headless with a
+/// virtual-time budget, so the debounce and the fetch finish first.
+fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+    let profile = TempDir::new("chromium-profile");
+    let output = headless(chromium, &profile)
+        .args(["--virtual-time-budget=10000", "--dump-dom"])
         .arg(url)
         .stdin(Stdio::null())
         .output()
@@ -308,20 +315,8 @@ struct Browser {
 impl Browser {
     fn open(chromium: &PathBuf, url: &str) -> Browser {
         let profile = TempDir::new("chromium-cdp");
-        let mut child = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-                "--window-size=1280,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
+        let mut child = headless(chromium, &profile)
+            .args(["--remote-debugging-port=0", "--window-size=1280,1000"])
             .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
