@@ -631,10 +631,14 @@ fn run_bundle(command: BundleCommand) -> Result<u8, String> {
             let archive = read_bundle(&file)?;
             let bundle = crate::bundle::open(&archive, &keys)
                 .map_err(|e| format!("`{}` refused: {e}", file.display()))?;
-            let agent = crate::server::oci::agent(&reference, std::time::Duration::from_secs(60));
-            let digest =
-                crate::server::oci::push(&agent, &reference, &archive, &bundle.manifest_bytes)
-                    .map_err(|e| format!("pushing to `{reference}`: {e}"))?;
+            let registry = crate::server::oci::Registry::new(
+                &reference,
+                &crate::server::oci::ProcessEnv,
+                std::time::Duration::from_secs(60),
+            )?;
+            let digest = registry
+                .push(&archive, &bundle.manifest_bytes)
+                .map_err(|e| format!("pushing to `{reference}`: {e}"))?;
             eprintln!(
                 "pushed revision {} to `{reference}` ({digest})",
                 bundle.manifest.revision

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::server::*;
 use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, EncodePublicKey};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// How the bundle server answers.
 #[derive(Clone, Copy, PartialEq)]
@@ -449,19 +450,44 @@ struct Registry {
     _dir: TempDir,
 }
 
+/// The user and password of [`Registry::start_with_login`]; the bcrypt
+/// hash is of this password (cost 5, made once with Python's `crypt`).
+const REGISTRY_USER: &str = "ci";
+const REGISTRY_PASSWORD: &str = "writ-test-pass";
+const REGISTRY_PASSWORD_BCRYPT: &str =
+    "$2a$05$cI9Es1IS59jNqTQCu8xUyu1nQerwtFZlnDw6zHCMgBlUK2xjbSMc.";
+
 impl Registry {
     fn start() -> Registry {
+        Registry::start_configured(false)
+    }
+
+    /// A registry that requires a login (its `htpasswd` basic auth).
+    fn start_with_login() -> Registry {
+        Registry::start_configured(true)
+    }
+
+    fn start_configured(login: bool) -> Registry {
         let dir = TempDir::new("oci-registry");
         let port = free_port();
         let config = dir.file("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                s(&dir.file("storage"))
-            ),
-        )
-        .expect("write the registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            s(&dir.file("storage"))
+        );
+        if login {
+            let htpasswd = dir.file("htpasswd");
+            std::fs::write(
+                &htpasswd,
+                format!("{REGISTRY_USER}:{REGISTRY_PASSWORD_BCRYPT}\n"),
+            )
+            .expect("write htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: writ-test\n    path: {}\n",
+                s(&htpasswd)
+            ));
+        }
+        std::fs::write(&config, text).expect("write the registry config");
         let child = std::process::Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -475,7 +501,8 @@ impl Registry {
             _dir: dir,
         };
         wait_until("the registry", Duration::from_secs(20), || {
-            try_request(port, "GET", "/v2/", None, &[]).is_ok_and(|r| r.status == 200)
+            try_request(port, "GET", "/v2/", None, &[])
+                .is_ok_and(|r| r.status == 200 || (login && r.status == 401))
         });
         registry
     }
@@ -591,4 +618,75 @@ fn a_reload_asked_for_polls_the_source_at_once() {
         .as_str()
         .is_some_and(|r| r.contains("answered 500")));
     assert_eq!(revision(&server), "r2");
+}
+
+#[test]
+fn a_registry_that_requires_a_login_is_reached_with_credentials() {
+    let dir = Arc::new(TempDir::new("bundle-oci-login"));
+    let (private, public) = key_pair(&dir, "release", 14);
+    let registry = Registry::start_with_login();
+    let reference = format!("oci://127.0.0.1:{}/writ/policies:prod", registry.port);
+    let bundle = signed_bundle(&dir, "r1", "ping", &private);
+    // No credentials anywhere (an empty Docker config folder).
+    let empty = dir.file("no-docker-config");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let push = |env: &[(&str, &str)]| {
+        std::process::Command::new(BIN)
+            .args(["bundle", "push", &s(&bundle), &reference])
+            .env_remove("WRIT_REGISTRY_USERNAME")
+            .env_remove("WRIT_REGISTRY_PASSWORD")
+            .env_remove("WRIT_REGISTRY_TOKEN")
+            .env("DOCKER_CONFIG", &empty)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run writ")
+    };
+
+    let anonymous = push(&[]);
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert_ne!(anonymous.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("not authorized") && stderr.contains("anonymous"),
+        "{stderr}"
+    );
+    let wrong = push(&[
+        ("WRIT_REGISTRY_USERNAME", REGISTRY_USER),
+        ("WRIT_REGISTRY_PASSWORD", "not-the-password"),
+    ]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_ne!(wrong.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("user `ci`"), "{stderr}");
+    let pushed = push(&[
+        ("WRIT_REGISTRY_USERNAME", REGISTRY_USER),
+        ("WRIT_REGISTRY_PASSWORD", REGISTRY_PASSWORD),
+    ]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    // A replica reads its login from a Docker config.json.
+    let docker = dir.file("docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"));
+    std::fs::write(
+        docker.join("config.json"),
+        json!({"auths": {format!("127.0.0.1:{}", registry.port): {"auth": encoded}}}).to_string(),
+    )
+    .expect("write config.json");
+    let server = Server::start_with_env(
+        &[
+            "--bundle",
+            &reference,
+            "--bundle-key",
+            &public,
+            "--bundle-poll",
+            "200ms",
+        ],
+        &[("DOCKER_CONFIG", &s(&docker))],
+        &dir,
+    );
+    assert_eq!(revision(&server), "r1");
 }

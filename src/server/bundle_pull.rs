@@ -101,8 +101,9 @@ pub(crate) struct Puller {
     cache: Option<PathBuf>,
     keys: Vec<TrustedKey>,
     agent: ureq::Agent,
-    /// The registry reference, for an `oci://` source.
-    oci: Option<super::oci::Reference>,
+    /// The registry client, for an `oci://` source.
+    #[cfg(feature = "oci")]
+    oci: Option<super::oci::Registry>,
     /// Held by every pull, so that a poll and a `SIGHUP` do not both
     /// activate the same bundle.
     pulling: tokio::sync::Mutex<()>,
@@ -154,23 +155,34 @@ impl Puller {
                 format!("`--bundle-cache {}`: cannot create it: {e}", dir.display())
             })?;
         }
-        let agent: ureq::Agent = match &oci {
-            Some(reference) => super::oci::agent(reference, FETCH_TIMEOUT),
-            None => ureq::Agent::config_builder()
-                .timeout_global(Some(FETCH_TIMEOUT))
-                .http_status_as_error(false)
-                .max_redirects(3)
-                .https_only(url.starts_with("https://"))
-                .user_agent(concat!("writ/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .into(),
-        };
+        #[cfg(feature = "oci")]
+        let oci = oci
+            .map(|reference| {
+                super::oci::Registry::new(&reference, &super::oci::ProcessEnv, FETCH_TIMEOUT)
+                    .map_err(|e| format!("`--bundle {url}`: {e}"))
+            })
+            .transpose()?;
+        #[cfg(not(feature = "oci"))]
+        if oci.is_some() {
+            return Err(format!(
+                "`--bundle {url}`: this writ was built without the `oci` feature"
+            ));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(FETCH_TIMEOUT))
+            .http_status_as_error(false)
+            .max_redirects(3)
+            .https_only(url.starts_with("https://"))
+            .user_agent(concat!("writ/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
         Ok(Puller {
             url: url.to_owned(),
             poll: config.poll,
             cache: config.cache.clone(),
             keys,
             agent,
+            #[cfg(feature = "oci")]
             oci,
             pulling: tokio::sync::Mutex::new(()),
             state: Mutex::new(PullState::default()),
@@ -187,8 +199,9 @@ impl Puller {
 
     /// One GET, blocking, with `If-None-Match` when an ETag is known.
     fn fetch(&self, etag: Option<&str>) -> Result<Fetched, String> {
-        if let Some(reference) = &self.oci {
-            return match super::oci::pull(&self.agent, reference, etag)? {
+        #[cfg(feature = "oci")]
+        if let Some(registry) = &self.oci {
+            return match registry.pull(etag)? {
                 super::oci::Pulled::Unchanged => Ok(Fetched::NotModified),
                 super::oci::Pulled::Bundle { bytes, manifest } => Ok(Fetched::Body {
                     bytes,
