@@ -505,3 +505,68 @@ fn a_long_listing_is_decided_a_thousand_candidates_a_request() {
         .collect();
     assert_eq!(found, want);
 }
+
+#[test]
+fn searches_are_timed_in_the_request_duration_histogram_by_route() {
+    let server = start(&[], "search-metrics");
+    let count = |route: &str| {
+        server.metric(&format!(
+            "writ_request_duration_seconds_count{{endpoint=\"{route}\"}}"
+        ))
+    };
+    for route in [
+        "/access/v1/search/subject",
+        "/access/v1/search/resource",
+        "/access/v1/search/action",
+    ] {
+        assert_eq!(count(route), 0.0, "{route} before any search");
+    }
+    let subject = json!({"subject": {"type": "user"}, "action": {"name": "view"},
+                         "resource": {"type": "record", "id": "101"}});
+    let resource = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view"},
+                          "resource": {"type": "record"}});
+    let action = json!({"subject": {"type": "user", "id": "alice"},
+                        "resource": {"type": "record", "id": "101"}});
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .post("/access/v1/search/subject", &subject.to_string())
+                .status,
+            200
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .post("/access/v1/search/resource", &resource.to_string())
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        server
+            .post("/access/v1/search/action", &action.to_string())
+            .status,
+        200
+    );
+    // A refused search (no `action`) is counted as an error, not timed.
+    let refused = server.post(
+        "/access/v1/search/subject",
+        r#"{"subject": {"type": "user"}}"#,
+    );
+    assert_eq!(refused.status, 400);
+
+    assert_eq!(count("/access/v1/search/subject"), 2.0);
+    assert_eq!(count("/access/v1/search/resource"), 3.0);
+    assert_eq!(count("/access/v1/search/action"), 1.0);
+    // Every search fell in some bucket, and took some time.
+    let text = server.get("/metrics").body;
+    assert!(text.contains(
+        "writ_request_duration_seconds_bucket{endpoint=\"/access/v1/search/resource\",le=\"+Inf\"} 3"
+    ));
+    let sum =
+        server.metric("writ_request_duration_seconds_sum{endpoint=\"/access/v1/search/resource\"}");
+    assert!(sum > 0.0, "{sum}");
+    // The decision endpoints' series are untouched.
+    assert_eq!(count("/access/v1/evaluation"), 0.0);
+}

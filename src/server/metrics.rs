@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::search::Kind;
 use super::state::Loaded;
 
 /// The endpoints that decide, each with its own latency series.
@@ -22,14 +23,19 @@ pub(crate) enum Endpoint {
     Batch,
     Evaluation,
     Evaluations,
+    /// An AuthZEN search (src/server/search.rs).
+    Search(Kind),
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 4] = [
+    const ALL: [Endpoint; 7] = [
         Endpoint::Decide,
         Endpoint::Batch,
         Endpoint::Evaluation,
         Endpoint::Evaluations,
+        Endpoint::Search(Kind::Subject),
+        Endpoint::Search(Kind::Resource),
+        Endpoint::Search(Kind::Action),
     ];
 
     /// The route, as logged and labelled.
@@ -39,11 +45,20 @@ impl Endpoint {
             Endpoint::Batch => "/v1/decide/batch",
             Endpoint::Evaluation => "/access/v1/evaluation",
             Endpoint::Evaluations => "/access/v1/evaluations",
+            Endpoint::Search(kind) => kind.path(),
         }
     }
 
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Endpoint::Decide => 0,
+            Endpoint::Batch => 1,
+            Endpoint::Evaluation => 2,
+            Endpoint::Evaluations => 3,
+            Endpoint::Search(Kind::Subject) => 4,
+            Endpoint::Search(Kind::Resource) => 5,
+            Endpoint::Search(Kind::Action) => 6,
+        }
     }
 }
 
@@ -160,7 +175,7 @@ impl Histogram {
 pub(crate) struct Metrics {
     allow: AtomicU64,
     deny: AtomicU64,
-    latency: [Histogram; 4],
+    latency: [Histogram; Endpoint::ALL.len()],
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],

@@ -15,6 +15,7 @@ use super::{
     decide_at, json_body, parse_object, read_json, record, request_id, ApiError, ErrorCode,
 };
 use crate::request::MAX_JSON_DEPTH;
+use crate::server::metrics::Endpoint;
 use crate::server::search::{self, Kind, Search};
 use crate::server::{now_rfc3339, App};
 
@@ -126,6 +127,7 @@ async fn search_action(State(app): State<Arc<App>>, request: HttpRequest) -> Res
 /// full or [`search::MAX_EXAMINED`] were decided. Every decision is logged,
 /// as an evaluation's is.
 async fn run_search(app: Arc<App>, request: HttpRequest, kind: Kind) -> Response {
+    let started = std::time::Instant::now();
     let id = request_id(request.headers());
     let result: Result<Response, ApiError> = async {
         let (_, body) = read_json(&app, request, MAX_JSON_DEPTH).await?;
@@ -150,14 +152,7 @@ async fn run_search(app: Arc<App>, request: HttpRequest, kind: Kind) -> Response
         Ok(json_body(body.to_string()))
     }
     .await;
-    let mut response = match result {
-        Ok(response) => response,
-        Err(error) => error.into_response(&app),
-    };
-    if let Some(id) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response.headers_mut().insert(super::REQUEST_ID, id);
-    }
-    response
+    super::finish(&app, Endpoint::Search(kind), started, id.as_deref(), result)
 }
 
 /// Checks a search and decides its page: the answer, and the log lines of
