@@ -451,3 +451,138 @@ fn bad_shipping_flags_are_refused() {
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
 }
+
+/// The fault: a collector down for a whole minute. A best-effort
+/// replica answers every decision at once, buffers lines up to its bound
+/// and counts the rest as dropped; a replica whose log is required fails
+/// its decisions closed (at once, not after a wait); once the collector is
+/// back, the buffered lines arrive, once each and in order, and the
+/// counters add up to the lines written. About 60 s of wall time; it holds
+/// no lock shared with the other tests, so they run beside it.
+#[test]
+fn a_collector_down_for_a_minute_buffers_to_the_bound_drops_the_rest_and_delivers_after() {
+    const OUTAGE: Duration = Duration::from_secs(60);
+    const BUFFER: usize = 100;
+    let collector = Collector::start();
+    let required_collector = Collector::start();
+    let dir = Arc::new(TempDir::new("logship-minute"));
+    let buffer = BUFFER.to_string();
+    let server = best_effort(
+        &collector,
+        &dir,
+        &[
+            "--decision-log-batch",
+            "10",
+            "--decision-log-interval",
+            "100ms",
+            "--decision-log-buffer",
+            &buffer,
+        ],
+    );
+    let required_url = required_collector.url();
+    let required = Server::start(&["--decision-log-url", &required_url], &dir);
+
+    let mut written: Vec<String> = (0..5).map(|_| decide(&server)).collect();
+    wait_until("5 lines at the collector", Duration::from_secs(10), || {
+        collector.ids().len() == 5
+    });
+    assert_eq!(server.metric(SENT), 5.0);
+    let answered_before = decide(&required);
+    assert_eq!(required_collector.ids(), [answered_before]);
+
+    collector.set(Mode::Down);
+    required_collector.set(Mode::Down);
+    let down_at = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut required_refused = 0;
+    let mut checked_full = false;
+    while down_at.elapsed() < OUTAGE {
+        let started = Instant::now();
+        written.push(decide(&server));
+        slowest = slowest.max(started.elapsed());
+        let during = written.len() - 5;
+        if during % 20 == 0 {
+            // The required replica refuses, at once, what it cannot log.
+            let started = Instant::now();
+            let reply = required.post("/v1/decide", &ci_deploy().to_string());
+            let took = started.elapsed();
+            reply.assert_error(503, "decision_log_unavailable");
+            assert!(
+                took < Duration::from_secs(6),
+                "a required decision took {took:?}"
+            );
+            required_refused += 1;
+        }
+        if during == BUFFER + 40 {
+            // Well past the bound: the buffer is full, the rest dropped.
+            let status = shipping(&server);
+            assert_eq!(status["healthy"], false, "{status}");
+            assert_eq!(status["buffered"], BUFFER, "{status}");
+            assert!(status["last_error"].as_str().is_some(), "{status}");
+            assert_eq!(
+                server.wait_metric(DROPPED, 40.0, Duration::from_secs(5)),
+                40.0
+            );
+            assert_eq!(server.metric("writ_decision_log_up"), 0.0);
+            assert_eq!(server.get("/ready").status, 200, "best effort stays ready");
+            assert_eq!(required.get("/ready").status, 503);
+            checked_full = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = written.len() - 5;
+    assert!(checked_full, "only {during} decisions in the outage");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert!(required_refused >= 3, "{required_refused}");
+    // Nothing reached either collector while it was down.
+    assert_eq!(collector.ids().len(), 5);
+    assert_eq!(required_collector.ids().len(), 1);
+    let dropped = (during - BUFFER) as f64;
+    assert_eq!(
+        server.wait_metric(DROPPED, dropped, Duration::from_secs(5)),
+        dropped
+    );
+    let retried = server.metric(RETRIED);
+    assert!(retried >= 10.0, "{retried}: a minute of failed attempts");
+
+    collector.set(Mode::Up);
+    required_collector.set(Mode::Up);
+    wait_until(
+        "the buffered lines delivered",
+        Duration::from_secs(30),
+        || collector.ids().len() >= 5 + BUFFER,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        collector.ids(),
+        written[..5 + BUFFER],
+        "the first {BUFFER} lines of the outage, in order, once each"
+    );
+    let (sent, dropped_now) = (server.metric(SENT), server.metric(DROPPED));
+    assert_eq!(sent, (5 + BUFFER) as f64);
+    assert_eq!(dropped_now, dropped);
+    assert_eq!(
+        sent + dropped_now,
+        written.len() as f64,
+        "every line written is sent or dropped"
+    );
+    // Retries count attempts, not lines: unchanged once the collector took them.
+    assert!(server.metric(RETRIED) >= retried);
+    let status = shipping(&server);
+    assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(status["buffered"], 0, "{status}");
+
+    wait_until(
+        "required decisions answered again",
+        Duration::from_secs(30),
+        || required.post("/v1/decide", &ci_deploy().to_string()).status == 200,
+    );
+    assert_eq!(required.get("/ready").status, 200);
+    let id = decide(&required);
+    assert!(required_collector.ids().contains(&id));
+    assert_eq!(
+        required.metric(SENT) as usize,
+        required_collector.ids().len(),
+        "only answered decisions reached the collector"
+    );
+}
