@@ -690,3 +690,37 @@ fn a_registry_that_requires_a_login_is_reached_with_credentials() {
     );
     assert_eq!(revision(&server), "r1");
 }
+
+#[test]
+fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
+    let dir = Arc::new(TempDir::new("bundle-oci-500"));
+    let (private, public) = key_pair(&dir, "release", 15);
+    let cache = dir.file("cache");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    std::fs::copy(
+        signed_bundle(&dir, "r1", "ping", &private),
+        cache.join("bundle.tar.gz"),
+    )
+    .expect("seed the cache");
+    // Every request to this "registry" answers 500.
+    let registry = BundleServer::start_on(0);
+    registry.mode(Mode::Fail);
+    let reference = format!("oci://127.0.0.1:{}/writ/policies:prod", registry.port);
+    let server = replica(&reference, &public, &cache, &dir);
+    let now = status(&server);
+    assert_eq!(now["policy"]["revision"], "r1");
+    assert_eq!(now["bundle"]["active"]["from"], "cache");
+    let error = now["bundle"]["last_fetch_error"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("the manifest request") && error.contains("answered 500"),
+        "{error}"
+    );
+    wait_until("more failed fetches", Duration::from_secs(5), || {
+        server.metric("writ_bundle_fetch_failures_total") >= 2.0
+    });
+    assert_eq!(server.metric("writ_bundle_source_up"), 0.0);
+    assert_eq!(revision(&server), "r1");
+}
