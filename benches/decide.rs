@@ -22,7 +22,10 @@
 //! - `versus_parse/*`: the default pack deciding `examples/ci-deploy.json`
 //!   (validation, decision, trace recorded) next to `serde_json` parsing
 //!   the same text into a `Value`, and the decision with its JSON written,
-//!   side by side in one process (issue 18's goal: decide ≤ 0.7× parse).
+//!   side by side in one process (issue 18's goal: decide ≤ 0.7× parse);
+//!   `read` is the request read from the text and validated
+//!   (`Request::parse_json`), `read_decide` read and decided
+//!   (`Engine::decide_json`, what `writ eval` and `/v1/decide` do).
 //!
 //! Measurement times are short so that the whole run takes a few minutes;
 //! the Cedar comparison lives in `benches/peers`.
@@ -317,6 +320,14 @@ fn versus_parse(c: &mut Criterion) {
     group.bench_function("decide", |b| b.iter(|| engine.decide(black_box(&request))));
     group.bench_function("decide_to_json", |b| {
         b.iter(|| engine.decide(black_box(&request)).to_json())
+    });
+    // What `writ eval` and `POST /v1/decide` do with the text: read it
+    // (duplicate keys and depth refused), validate and decide.
+    group.bench_function("read_decide", |b| {
+        b.iter(|| engine.decide_json(black_box(CI_DEPLOY)))
+    });
+    group.bench_function("read", |b| {
+        b.iter(|| Request::parse_json(black_box(CI_DEPLOY)))
     });
     group.finish();
 }

@@ -261,6 +261,18 @@ fn none<R>() -> Option<R> {
     None
 }
 
+/// A logged request read by the request reader's fast path
+/// (`request::typed`: one pass into the typed request, duplicate keys and
+/// depth refused); a request it does not take fails the fast path, and
+/// the slow path says why.
+struct Read(Request);
+
+impl<'de> Deserialize<'de> for Read {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Read, D::Error> {
+        crate::request::typed::deserialize(deserializer, crate::request::MAX_JSON_DEPTH).map(Read)
+    }
+}
+
 impl<R> RawLine<R> {
     /// The line without its request, and the request.
     fn split(self) -> (Head, Option<R>) {
@@ -341,57 +353,67 @@ struct Side<'a> {
     ttl: u64,
     obligations: &'a [ObligationOut],
     reasons: &'a [String],
-    /// The rules whose trace steps set scope or TTL (empty for a logged
-    /// decision, which has no trace).
-    scope_rules: Vec<String>,
-    ttl_rules: Vec<String>,
+    /// The decision, whose trace names the rules that set scope or TTL
+    /// (`None` for a logged decision, which has no trace). The trace is
+    /// read only for a change that names them: reading it builds its
+    /// entries, which most replayed decisions never need.
+    traced: Option<&'a Decision>,
 }
 
 impl<'a> Side<'a> {
     fn of(decision: &'a Decision) -> Side<'a> {
-        let mut scope_rules = Vec::new();
-        let mut ttl_rules = Vec::new();
-        for entry in &decision.trace {
-            if entry.outcome != Outcome::Matched {
-                continue;
-            }
-            for step in &entry.effect {
-                let list = match step {
-                    Step::Granted { .. }
-                    | Step::AllowedWithoutScope
-                    | Step::CoveredNone
-                    | Step::NarrowedScope { .. } => &mut scope_rules,
-                    Step::TtlSet(_)
-                    | Step::TtlCapped { .. }
-                    | Step::TtlKept { .. }
-                    | Step::TtlUnderOneSecond
-                    | Step::TtlComputed { .. } => &mut ttl_rules,
-                    Step::Denied | Step::ObligationAdded { .. } | Step::ObligationFailed => {
-                        continue
-                    }
-                };
-                push_unique(list, entry.rule.as_str());
-            }
-        }
         Side {
             effect: decision.decision,
             scope: &decision.scope,
             ttl: decision.ttl,
             obligations: &decision.obligations,
             reasons: &decision.reasons,
-            scope_rules,
-            ttl_rules,
+            traced: Some(decision),
         }
+    }
+
+    /// The rules whose matched trace steps set the scope (`scope`) or the
+    /// TTL (`!scope`).
+    fn traced_rules(&self, scope: bool) -> Vec<String> {
+        let mut rules = Vec::new();
+        let Some(decision) = self.traced else {
+            return rules;
+        };
+        for entry in &decision.trace {
+            if entry.outcome != Outcome::Matched {
+                continue;
+            }
+            for step in &entry.effect {
+                let sets_scope = match step {
+                    Step::Granted { .. }
+                    | Step::AllowedWithoutScope
+                    | Step::CoveredNone
+                    | Step::NarrowedScope { .. } => true,
+                    Step::TtlSet(_)
+                    | Step::TtlCapped { .. }
+                    | Step::TtlKept { .. }
+                    | Step::TtlUnderOneSecond
+                    | Step::TtlComputed { .. } => false,
+                    Step::Denied | Step::ObligationAdded { .. } | Step::ObligationFailed => {
+                        continue
+                    }
+                };
+                if sets_scope == scope {
+                    push_unique(&mut rules, entry.rule.as_str());
+                }
+            }
+        }
+        rules
     }
 
     /// The rules to name for a change of `kind`: the aspect's rules from
     /// the trace, else the reasons.
     fn rules(&self, kind: Kind) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let extra: &[String] = match kind {
-            Kind::ScopeWider | Kind::ScopeNarrower => &self.scope_rules,
-            Kind::TtlLonger | Kind::TtlShorter => &self.ttl_rules,
-            _ => &[],
+        let extra = match kind {
+            Kind::ScopeWider | Kind::ScopeNarrower => self.traced_rules(true),
+            Kind::TtlLonger | Kind::TtlShorter => self.traced_rules(false),
+            _ => Vec::new(),
         };
         for rule in self.reasons.iter().chain(extra.iter()) {
             push_unique(&mut out, rule);
@@ -465,8 +487,9 @@ impl<'a> Replayer<'a> {
         // objects; anything else falls through to the slow path, which
         // says what is wrong.
         if !contains(line, REDACTED.as_bytes()) {
-            if let Ok(raw) = serde_json::from_slice::<RawLine<Request>>(line) {
+            if let Ok(raw) = serde_json::from_slice::<RawLine<Read>>(line) {
                 let (head, request) = raw.split();
+                let request = request.map(|read| read.0);
                 let effect = match head.check(request.is_some()) {
                     Ok(effect) => effect,
                     Err(refusal) => return refuse(report, refusal),
@@ -549,8 +572,7 @@ impl<'a> Replayer<'a> {
                 ttl: raw.ttl,
                 obligations: &raw.obligations,
                 reasons: &raw.reasons,
-                scope_rules: Vec::new(),
-                ttl_rules: Vec::new(),
+                traced: None,
             },
         };
         let after = Side::of(&after);
@@ -1014,8 +1036,7 @@ mod tests {
             ttl: 1,
             obligations: &[],
             reasons: &[],
-            scope_rules: Vec::new(),
-            ttl_rules: Vec::new(),
+            traced: None,
         };
         let a: &'static [String] = Box::leak(a.into_boxed_slice());
         let b: &'static [String] = Box::leak(b.into_boxed_slice());

@@ -12,6 +12,7 @@ pub(crate) use crate::instant::parse_time;
 use crate::scope::ScopeItem;
 
 pub mod json;
+pub(crate) mod typed;
 
 pub use json::{JsonError, Limits, MAX_REQUEST_BYTES};
 
@@ -77,10 +78,17 @@ impl Request {
             max_bytes: usize::MAX,
             max_depth: MAX_JSON_DEPTH,
         };
-        // The fast path: check the text without building anything, then
-        // let serde read it straight into writ's types. Only a request that
-        // is refused is read again as a value, for an error that names the
-        // field; `request_parses_agree` tests that the two paths agree.
+        // The fast path: one pass from the text straight into writ's types,
+        // with the reader's checks (duplicate keys, depth) made on the way
+        // (`request::typed`). A request it does not take is read the
+        // careful way: the checking pass, serde's typed parse, and for a
+        // request that is refused, the value path, for an error that names
+        // the field. `request_parses_agree` tests that the paths agree.
+        let body = json::prepare(text, limits)?;
+        if let Some(request) = typed::read(body, MAX_JSON_DEPTH) {
+            let prepared = request.validate()?;
+            return Ok((request, prepared));
+        }
         let body = json::check_str(text, limits)?;
         if body.trim_start().starts_with('{') {
             if let Ok(request) = serde_json::from_str::<Request>(body) {

@@ -146,7 +146,7 @@ pub fn check_str(text: &str, limits: Limits) -> Result<&str, JsonError> {
 }
 
 /// The size limit, the byte order mark, emptiness.
-fn prepare(text: &str, limits: Limits) -> Result<&str, JsonError> {
+pub(super) fn prepare(text: &str, limits: Limits) -> Result<&str, JsonError> {
     if text.len() > limits.max_bytes {
         return Err(JsonError::TooLarge {
             limit: limits.max_bytes,
@@ -178,7 +178,7 @@ fn parse_with<'de, S: DeserializeSeed<'de>>(
 
 /// Where a value is, kept on the stack while reading and rendered only for
 /// an error.
-enum Path<'a> {
+pub(super) enum Path<'a> {
     Root,
     Key(&'a Path<'a>, &'a str),
     Index(&'a Path<'a>, usize),
@@ -216,13 +216,13 @@ impl fmt::Display for Path<'_> {
 
 /// The seed for one value at `level` (the root is level 1).
 #[derive(Clone, Copy)]
-struct Node<'a> {
-    level: usize,
-    path: &'a Path<'a>,
-    max_depth: usize,
+pub(super) struct Node<'a> {
+    pub(super) level: usize,
+    pub(super) path: &'a Path<'a>,
+    pub(super) max_depth: usize,
     /// The reader's own error, kept aside: serde_json would add a position
     /// to a custom message, and the caller wants the kind.
-    fault: &'a RefCell<Option<JsonError>>,
+    pub(super) fault: &'a RefCell<Option<JsonError>>,
 }
 
 impl Node<'_> {
@@ -335,36 +335,49 @@ impl<'de> Visitor<'de> for Node<'_> {
 #[derive(Clone, Copy)]
 struct Scan<'a>(Node<'a>);
 
-/// Keys seen in one object: a short list, or a set once the object is
-/// large (so that a hostile object with many keys stays linear).
-enum Seen<'de> {
-    Few(Vec<Cow<'de, str>>),
-    Many(HashSet<Cow<'de, str>>),
+/// Keys seen in one object: the first few on the stack (most objects of a
+/// request have fewer, and then nothing is allocated), then a set (so that
+/// a hostile object with many keys stays linear).
+pub(super) struct Seen<'de> {
+    few: [Cow<'de, str>; Seen::FEW],
+    len: usize,
+    many: Option<HashSet<Cow<'de, str>>>,
 }
 
 impl<'de> Seen<'de> {
     const FEW: usize = 16;
 
-    /// Adds `key`; false if it was there already.
-    fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        match self {
-            Seen::Few(keys) => {
-                if keys.contains(&key) {
-                    return false;
-                }
-                keys.push(key);
-                if keys.len() > Seen::FEW {
-                    *self = Seen::Many(std::mem::take(keys).into_iter().collect());
-                }
-                true
-            }
-            Seen::Many(keys) => keys.insert(key),
+    /// No key seen yet.
+    pub(super) fn new() -> Seen<'de> {
+        Seen {
+            few: Default::default(),
+            len: 0,
+            many: None,
         }
+    }
+
+    /// Adds `key`; false if it was there already.
+    pub(super) fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key);
+        }
+        if self.few[..self.len].contains(&key) {
+            return false;
+        }
+        if self.len < Seen::FEW {
+            self.few[self.len] = key;
+            self.len += 1;
+            return true;
+        }
+        let mut many: HashSet<Cow<'de, str>> = self.few.iter_mut().map(std::mem::take).collect();
+        many.insert(key);
+        self.many = Some(many);
+        true
     }
 }
 
 /// A key, borrowed when the text allows.
-struct Key;
+pub(super) struct Key;
 
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Cow<'de, str>;
@@ -458,7 +471,7 @@ impl<'de> Visitor<'de> for Scan<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
         let node = self.0;
         node.enter()?;
-        let mut seen = Seen::Few(Vec::new());
+        let mut seen = Seen::new();
         while let Some(key) = entries.next_key_seed(Key)? {
             let path = Path::Key(node.path, &key);
             if !seen.insert(key.clone()) {

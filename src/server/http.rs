@@ -468,16 +468,20 @@ async fn decide(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
             })
         })?;
         let parsed = Request::parse_json(text).map_err(request_error)?;
-        let loaded = app.current.load_full();
         let mut lines = Vec::with_capacity(1);
-        let (decision, decision_id) = decide_one(
-            &app,
-            &loaded,
-            parsed,
-            Endpoint::Decide,
-            id.as_deref(),
-            &mut lines,
-        );
+        let (decision, decision_id) = {
+            // A guard, not a clone of the `Arc` (no shared count touched),
+            // dropped before the log is awaited.
+            let loaded = app.current.load();
+            decide_one(
+                &app,
+                &loaded,
+                parsed,
+                Endpoint::Decide,
+                id.as_deref(),
+                &mut lines,
+            )
+        };
         record(&app, lines).await?;
         // The contract's decision, with the id of its log line last.
         let mut response = json_body(decision.json_bytes(Some(&decision_id)));
