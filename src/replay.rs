@@ -334,8 +334,9 @@ impl Head {
     }
 }
 
-/// The parts of a decision the comparison looks at.
-struct Side<'a> {
+/// The parts of a decision the comparison looks at (shared with `writ
+/// diff`, which compares two decisions the same way).
+pub(crate) struct Side<'a> {
     effect: Effect,
     scope: &'a [String],
     ttl: u64,
@@ -348,7 +349,8 @@ struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
-    fn of(decision: &'a Decision) -> Side<'a> {
+    /// The compared parts of a decision.
+    pub(crate) fn of(decision: &'a Decision) -> Side<'a> {
         let mut scope_rules = Vec::new();
         let mut ttl_rules = Vec::new();
         for entry in &decision.trace {
@@ -573,10 +575,11 @@ impl<'a> Replayer<'a> {
     }
 }
 
-type Rules = (Vec<String>, Vec<String>);
+/// The rules responsible before and after.
+pub(crate) type Rules = (Vec<String>, Vec<String>);
 
 /// Calls `emit` once per kind of change from `before` to `after`.
-fn compare(before: &Side<'_>, after: &Side<'_>, emit: &mut dyn FnMut(Kind, String, Rules)) {
+pub(crate) fn compare(before: &Side<'_>, after: &Side<'_>, emit: &mut dyn FnMut(Kind, String, Rules)) {
     let rules = |kind: Kind| (before.rules(kind), after.rules(kind));
     match (before.effect, after.effect) {
         (Effect::Deny, Effect::Deny) => return,
