@@ -316,7 +316,7 @@ impl Differ<'_> {
                 }
             }
         }
-        for choice in self.order(assigned, slot) {
+        for (_, choice) in self.order(assigned, slot) {
             assigned[slot] = Some(choice);
             self.node(assigned);
             if let (true, Some(region)) = (root, &self.region) {
@@ -367,7 +367,13 @@ impl Differ<'_> {
                 self.judge(&value, false);
                 break;
             };
-            let order = self.order(assigned, slot);
+            // Only values that keep some side from a sure deny.
+            let order: Vec<usize> = self
+                .order(assigned, slot)
+                .into_iter()
+                .filter(|(score, _)| *score < 1000)
+                .map(|(_, c)| c)
+                .collect();
             if order.is_empty() {
                 break;
             }
@@ -386,7 +392,7 @@ impl Differ<'_> {
     /// The values of `slot` to try, consistent ones only, those that keep
     /// both sides furthest from a sure deny first (so a difference shows
     /// early).
-    fn order(&self, assigned: &mut [Option<usize>], slot: usize) -> Vec<usize> {
+    fn order(&self, assigned: &mut [Option<usize>], slot: usize) -> Vec<(usize, usize)> {
         let mut scored = Vec::new();
         for choice in 0..self.space.slots[slot].values.len() {
             if !self.space.consistent(assigned, slot, choice) {
@@ -398,7 +404,9 @@ impl Differ<'_> {
                 None => usize::MAX,
                 Some(probe) => {
                     let mut ignored = Vec::new();
-                    let mut score = 4 * absent;
+                    // An absent value makes the tests on it err, which fails
+                    // permits and denies through forbids: tried last.
+                    let mut score = 50 * absent;
                     for side in [&self.old, &self.new] {
                         let statuses = side.statuses(&probe, assigned, &mut ignored);
                         if side.surely_denies(&statuses) {
@@ -407,7 +415,7 @@ impl Differ<'_> {
                         for (rule, status) in side.set.rules.iter().zip(&statuses) {
                             match (&rule.kind, status) {
                                 (RuleKind::Forbid, Truth::Unknown) => score += 1,
-                                (RuleKind::Permit { .. }, Truth::False) => score += 8,
+                                (RuleKind::Permit { .. }, Truth::False | Truth::Error) => score += 8,
                                 _ => {}
                             }
                         }
@@ -419,7 +427,7 @@ impl Differ<'_> {
         }
         assigned[slot] = None;
         scored.sort();
-        scored.into_iter().map(|(_, c)| c).collect()
+        scored
     }
 
     /// A class: decided by both engines, and sampled around when a rule
