@@ -286,7 +286,7 @@ impl Differ<'_> {
             }
         }
         let Some(slot) = pick(self.space, &weights) else {
-            self.leaf(value, &so, &sn);
+            self.leaf(self.space.filled(assigned), &so, &sn);
             return;
         };
         // A region: every rule that differs is decided here, so every
@@ -364,7 +364,7 @@ impl Differ<'_> {
             }
             let Some(slot) = pick(self.space, &weights) else {
                 self.coverage.dives += 1;
-                self.judge(&value, false);
+                self.judge(&self.space.filled(assigned), false);
                 break;
             };
             // Only values that keep some side from a sure deny.

@@ -86,16 +86,14 @@ impl Coverage {
     /// One sentence on what was covered.
     pub fn sentence(&self) -> String {
         if self.complete() {
-            let cut = if self.cut > 0 {
-                format!(
-                    "; {} region(s) with a difference were explored only up to a witness that widens, so counts there are lower bounds",
-                    self.cut
-                )
-            } else {
-                String::new()
-            };
+            if self.cut > 0 {
+                return format!(
+                    "complete as to where the sets differ: every request was covered, but {} region(s) with a difference were explored only up to a witness that widens, so their counts are lower bounds ({} classes decided, {} quick descents, {} branches closed)",
+                    self.cut, self.classes, self.dives, self.closed
+                );
+            }
             return format!(
-                "complete: every request was covered ({} classes decided, {} branches closed where the answer is known for every request below){cut}",
+                "complete: every request was covered ({} classes decided, {} branches closed where the answer is known for every request below)",
                 self.classes, self.closed
             );
         }

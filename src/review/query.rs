@@ -290,7 +290,7 @@ impl Asker<'_> {
             weights.extend(slots.drain(..).map(|s| (s, weight)));
         }
         match pick(self.space, &weights) {
-            None => self.leaf(value, &statuses),
+            None => self.leaf(self.space.filled(assigned), &statuses),
             Some(slot) => {
                 for choice in 0..self.space.slots[slot].values.len() {
                     if self.space.consistent(assigned, slot, choice) {

@@ -474,6 +474,24 @@ impl Space {
         Value::Object(root)
     }
 
+    /// The request of a class: the assignment, with each slot no undecided
+    /// rule reads at its first present value where that is consistent
+    /// (templates read them: a grant of `read:{resource.id}` needs an id).
+    pub fn filled(&self, assigned: &[Option<usize>]) -> Value {
+        let mut full = assigned.to_vec();
+        for slot in 0..self.slots.len() {
+            if full[slot].is_some() {
+                continue;
+            }
+            if let Some(first) = self.slots[slot].values.iter().position(Option::is_some) {
+                if self.consistent(&full, slot, first) {
+                    full[slot] = Some(first);
+                }
+            }
+        }
+        self.request(&full)
+    }
+
     /// Whether the value `choice` of `slot` is consistent with the related
     /// slots already assigned (a child present needs its parent present).
     pub fn consistent(&self, assigned: &[Option<usize>], slot: usize, choice: usize) -> bool {
