@@ -263,3 +263,100 @@ proptest! {
         }
     }
 }
+
+// ---- the default pack and three changes to it ----
+
+/// A copy of the pack with `edit` applied to the file `name`.
+fn pack_copy(dir: &Path, label: &str, name: &str, edit: impl Fn(&str) -> String) -> String {
+    let copy = dir.join(label);
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    for entry in std::fs::read_dir(Path::new(ROOT).join("policies/default")).expect("pack") {
+        let path = entry.expect("entry").path();
+        let file = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = if file == name { edit(&text) } else { text };
+        std::fs::write(copy.join(&file), text).expect("write");
+    }
+    copy.display().to_string()
+}
+
+/// Runs `writ diff` from the pack to `new`, and checks that a change of
+/// `kind` is reported with a witness that `writ eval` decides as reported.
+fn pack_change_found(new: &str, kind: &str, dir: &Path) {
+    let pack = Path::new(ROOT)
+        .join("policies/default")
+        .display()
+        .to_string();
+    let (code, out, err) = writ(&[
+        "diff",
+        &pack,
+        new,
+        "--format",
+        "json",
+        "--max-nodes",
+        "20000",
+    ]);
+    assert_eq!(code, 1, "each of these changes widens: {out} {err}");
+    let report: Value = serde_json::from_str(&out).expect("JSON");
+    let change = report["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} change in {report}"));
+    let before = eval(&pack, &change["witness"], dir);
+    let after = eval(new, &change["witness"], dir);
+    for (key, side) in [("before", &before), ("after", &after)] {
+        assert_eq!(change[key]["decision"], side["decision"], "{change}");
+        assert_eq!(change[key]["ttl"], side["ttl"], "{change}");
+        assert_eq!(change[key]["scope"], side["scope"], "{change}");
+    }
+    assert_ne!(
+        (&before["decision"], &before["ttl"], &before["scope"]),
+        (&after["decision"], &after["ttl"], &after["scope"]),
+        "{change}"
+    );
+}
+
+#[test]
+fn the_pack_without_identity_attested_allows_unattested_workloads() {
+    let dir = scratch("diff", "attested");
+    let new = pack_copy(&dir, "new", "identity.writ", |text| {
+        let start = text.find("@id(\"identity.attested\")").expect("the rule");
+        let end = text
+            .find("@id(\"identity.shared\")")
+            .expect("the next rule");
+        format!("{}{}", &text[..start], &text[end..])
+    });
+    pack_change_found(&new, "deny_to_allow", &dir);
+}
+
+#[test]
+fn the_pack_with_a_longer_restricted_ttl_issues_longer_credentials() {
+    let dir = scratch("diff", "ttl");
+    let new = pack_copy(&dir, "new", "ttl.writ", |text| {
+        text.replace(
+            "const ttl_restricted = 15m;",
+            "const ttl_restricted = 3600s;",
+        )
+    });
+    pack_change_found(&new, "ttl_longer", &dir);
+}
+
+#[test]
+fn the_pack_with_a_baseline_permit_widened_to_everything_grants_more() {
+    // `**` alone is not a scope item (it needs `verb:resource`): the
+    // widest grant a permit can write for reads is `read:**`.
+    let dir = scratch("diff", "wide");
+    let new = pack_copy(&dir, "new", "baseline.writ", |text| {
+        text.replace(
+            "grant [\"read:{resource.id}\"] for ttl_owner_read",
+            "grant [\"read:**\"] for ttl_owner_read",
+        )
+    });
+    pack_change_found(&new, "scope_wider", &dir);
+}
