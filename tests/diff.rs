@@ -360,3 +360,20 @@ fn the_pack_with_a_baseline_permit_widened_to_everything_grants_more() {
     });
     pack_change_found(&new, "scope_wider", &dir);
 }
+
+#[test]
+fn the_text_report_of_the_longer_restricted_ttl() {
+    let dir = scratch("diff", "ttl-text");
+    let new = pack_copy(&dir, "new", "ttl.writ", |text| {
+        text.replace(
+            "const ttl_restricted = 15m;",
+            "const ttl_restricted = 3600s;",
+        )
+    });
+    let pack = Path::new(ROOT)
+        .join("policies/default")
+        .display()
+        .to_string();
+    let (_, out, _) = writ(&["diff", &pack, &new, "--max-nodes", "20000"]);
+    insta::assert_snapshot!("diff_pack_ttl_text", out);
+}

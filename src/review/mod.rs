@@ -88,7 +88,7 @@ impl Coverage {
         if self.complete() {
             if self.cut > 0 {
                 return format!(
-                    "complete as to where the sets differ: every request was covered, but {} region(s) with a difference were explored only up to a witness that widens, so their counts are lower bounds ({} classes decided, {} quick descents, {} branches closed)",
+                    "complete as to where the sets differ: every branch was closed or reached a region that differs, but {} such region(s) were explored only up to a witness that widens, so they may hold other changes and their counts are lower bounds ({} classes decided, {} quick descents, {} branches closed)",
                     self.cut, self.classes, self.dives, self.closed
                 );
             }
