@@ -28,6 +28,7 @@ use crate::explain::{explain, Style};
 use crate::fixture;
 
 mod grants;
+mod review;
 use crate::{Engine, Request};
 use grants::{run_grants, GrantsCommand};
 
@@ -227,6 +228,14 @@ enum Command {
     /// and report what decides differently (see docs/review.md). Exits 1
     /// when `--fail-on` is met, 0 otherwise, 2 on bad input.
     Replay(ReplayArgs),
+    /// Compare two policy sets over all requests: each class of requests
+    /// they decide differently, with a witness (see docs/review.md). Exits
+    /// 1 when `--fail-on` is met, 0 otherwise, 2 on bad input.
+    Diff(review::DiffArgs),
+    /// Ask a policy set a question over all requests; answers with a
+    /// witness request and its trace, or none (see docs/review.md). Exits
+    /// 0 with a witness, 1 with none, 2 on bad input.
+    Query(review::QueryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -898,6 +907,8 @@ fn run(cli: Cli) -> Result<u8, String> {
         Command::Lsp => Ok(crate::lsp::run()),
         Command::Playground { addr } => crate::playground::run(addr).map(|()| 0),
         Command::Replay(args) => run_replay(&args),
+        Command::Diff(args) => review::run_diff(&args),
+        Command::Query(args) => review::run_query(&args),
         Command::Fmt { check, paths } => run_fmt(&paths, check),
         Command::Lint {
             paths,

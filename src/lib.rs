@@ -163,6 +163,7 @@ internal!(
     load,
     parser,
     replay,
+    review,
     request,
     schema,
     scope,

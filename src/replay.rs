@@ -346,8 +346,9 @@ impl Head {
     }
 }
 
-/// The parts of a decision the comparison looks at.
-struct Side<'a> {
+/// The parts of a decision the comparison looks at (shared with `writ
+/// diff`, which compares two decisions the same way).
+pub(crate) struct Side<'a> {
     effect: Effect,
     scope: &'a [String],
     ttl: u64,
@@ -361,7 +362,8 @@ struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
-    fn of(decision: &'a Decision) -> Side<'a> {
+    /// The compared parts of a decision.
+    pub(crate) fn of(decision: &'a Decision) -> Side<'a> {
         Side {
             effect: decision.decision,
             scope: &decision.scope,
@@ -595,10 +597,11 @@ impl<'a> Replayer<'a> {
     }
 }
 
-type Rules = (Vec<String>, Vec<String>);
+/// The rules responsible before and after.
+pub(crate) type Rules = (Vec<String>, Vec<String>);
 
 /// Calls `emit` once per kind of change from `before` to `after`.
-fn compare(before: &Side<'_>, after: &Side<'_>, emit: &mut dyn FnMut(Kind, String, Rules)) {
+pub(crate) fn compare(before: &Side<'_>, after: &Side<'_>, emit: &mut dyn FnMut(Kind, String, Rules)) {
     let rules = |kind: Kind| (before.rules(kind), after.rules(kind));
     match (before.effect, after.effect) {
         (Effect::Deny, Effect::Deny) => return,
