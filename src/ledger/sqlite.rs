@@ -343,6 +343,7 @@ fn insert(tx: &Connection, g: &Grant) -> Result<(), rusqlite::Error> {
         g.revoked_by,
         g.reason,
         i64::from(g.narrowed),
+        super::ApprovalAttestation::column(g.approval.as_ref()),
     ])?;
     Ok(())
 }
@@ -354,6 +355,7 @@ fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
     let ttl: i64 = row.get(7)?;
     let narrowed: i64 = row.get(15)?;
     let redecision: Option<String> = row.get(16)?;
+    let approval: Option<String> = row.get(18)?;
     Ok(Grant {
         grant_id: row.get(0)?,
         decision_id: row.get(1)?,
@@ -373,6 +375,7 @@ fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
         narrowed: narrowed != 0,
         redecision: redecision.map(|text| json_column("redecision", &text)),
         redecided_at: row.get(17)?,
+        approval: super::ApprovalAttestation::from_column(approval.as_deref()),
     })
 }
 
