@@ -171,6 +171,9 @@ pub struct ApprovalCheck {
     pub value: Value,
     /// Why the token was not believed.
     pub failure: Option<Failure>,
+    /// A verified token's `exp`, Unix seconds (a grant's attestation of
+    /// the approval stops counting then, at the latest).
+    pub token_exp: Option<i64>,
 }
 
 fn verify_entry(
@@ -535,6 +538,7 @@ impl Trust {
                             verified_by: Some(issuer.issuer.clone()),
                             value: value.clone(),
                             failure: None,
+                            token_exp: Some(verified.exp),
                         },
                         Payload::Subject { .. } => unverified_approval(Failure::UnknownIssuer(
                             "not an approval issuer".to_owned(),
@@ -666,6 +670,7 @@ fn unverified_approval(failure: Failure) -> ApprovalCheck {
         verified_by: None,
         value: Value::Object(value),
         failure: Some(failure),
+        token_exp: None,
     }
 }
 

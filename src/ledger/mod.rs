@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 /// The versioned migrations, in order: (version, name, SQL). The SQL is
 /// common to SQLite and PostgreSQL.
-pub(crate) const MIGRATIONS: [(i64, &str, &str); 5] = [
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 6] = [
     (1, "grants", include_str!("migrations/0001_grants.sql")),
     (
         2,
@@ -53,10 +53,15 @@ pub(crate) const MIGRATIONS: [(i64, &str, &str); 5] = [
         "retention",
         include_str!("migrations/0005_retention.sql"),
     ),
+    (
+        6,
+        "approval_attestation",
+        include_str!("migrations/0006_approval_attestation.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +159,83 @@ pub struct Grant {
     pub redecision: Option<Value>,
     /// When that re-decision was made.
     pub redecided_at: Option<i64>,
+    /// writ's own verification of the approval the grant was issued with,
+    /// kept apart from `request` (which a re-decision reads with any
+    /// `verified` forced to false): `None` when there was no approval that
+    /// writ verified.
+    pub approval: Option<ApprovalAttestation>,
+}
+
+/// What writ verified about an approval token when it issued a grant
+/// (docs/lifecycle.md, "Approvals on re-decision"). Only writ writes it,
+/// from its own verification ([`crate::identity`]); a re-decision hands
+/// [`ApprovalAttestation::approval`] to the evaluator as a verified
+/// approval until [`ApprovalAttestation::expires_at`], and never reads a
+/// `verified` from the stored request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalAttestation {
+    /// What `context.approval` read: `{verified: true, approver, action,
+    /// resource, expires, scope?, verified_by}`.
+    pub approval: Value,
+    /// The approval issuer whose key verified the token (`iss`).
+    pub issuer: String,
+    /// Which approval: `sha256:` and the hex SHA-256 of the token's text.
+    pub token: String,
+    /// When the approval stops counting, Unix milliseconds: the earlier of
+    /// its expiry claim and the token's `exp`.
+    pub expires_at: i64,
+    /// When writ verified it, Unix milliseconds.
+    pub verified_at: i64,
+}
+
+impl ApprovalAttestation {
+    /// Whether it still counts at `now` (Unix milliseconds).
+    pub fn counts_at(&self, now: i64) -> bool {
+        now < self.expires_at && self.approval.get("verified") == Some(&Value::Bool(true))
+    }
+
+    /// As stored in the `approval_attestation` column and shown by the API.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "approval": self.approval,
+            "issuer": self.issuer,
+            "token": self.token,
+            "expires_at": rfc3339(self.expires_at),
+            "verified_at": rfc3339(self.verified_at),
+        })
+    }
+
+    /// Reads the stored column; `None` when it does not read as one
+    /// (then no approval counts: fail closed).
+    pub fn from_json(value: &Value) -> Option<ApprovalAttestation> {
+        let time = |name: &str| -> Option<i64> {
+            let text = value.get(name)?.as_str()?;
+            let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+            i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+        };
+        let approval = value.get("approval")?;
+        if !approval.is_object() {
+            return None;
+        }
+        Some(ApprovalAttestation {
+            approval: approval.clone(),
+            issuer: value.get("issuer")?.as_str()?.to_owned(),
+            token: value.get("token")?.as_str()?.to_owned(),
+            expires_at: time("expires_at")?,
+            verified_at: time("verified_at")?,
+        })
+    }
+
+    /// The column's text.
+    pub(crate) fn column(attestation: Option<&ApprovalAttestation>) -> Option<String> {
+        attestation.map(|a| a.to_json().to_string())
+    }
+
+    /// From the column's text.
+    pub(crate) fn from_column(text: Option<&str>) -> Option<ApprovalAttestation> {
+        let value: Value = serde_json::from_str(text?).ok()?;
+        ApprovalAttestation::from_json(&value)
+    }
 }
 
 impl Grant {
@@ -191,6 +273,7 @@ impl Grant {
                 "at": self.redecided_at.map(rfc3339),
                 "decision": decision,
             })),
+            "approval_attestation": self.approval.as_ref().map(ApprovalAttestation::to_json),
             "request": self.request,
         })
     }
@@ -1043,15 +1126,15 @@ pub(crate) enum Param {
 }
 
 /// The columns a grant is read from, in [`Grant`]'s order.
-pub(crate) const COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed";
+pub(crate) const COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed, approval_attestation";
 
-/// The columns a grant is read from: [`COLUMNS`] and its last
-/// re-decision (which an issue never writes).
-pub(crate) const READ_COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed, redecision, redecided_at";
+/// The columns a grant is read from: [`COLUMNS`] but the attestation, its
+/// last re-decision (which an issue never writes), then the attestation.
+pub(crate) const READ_COLUMNS: &str = "grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, revoked_at, revoked_by, revoke_reason, narrowed, redecision, redecided_at, approval_attestation";
 
 /// The insert of a grant, `?N`/`$N` numbered like [`COLUMNS`].
 pub(crate) fn insert_sql(placeholder: char) -> String {
-    let values: Vec<String> = (1..=16).map(|i| format!("{placeholder}{i}")).collect();
+    let values: Vec<String> = (1..=17).map(|i| format!("{placeholder}{i}")).collect();
     format!(
         "INSERT INTO writ_grants ({COLUMNS}) VALUES ({})",
         values.join(", ")

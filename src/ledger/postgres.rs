@@ -494,7 +494,7 @@ const COUNT_GRANTS: &str = "SELECT (SELECT COUNT(*) FROM writ_grants AS g WHERE 
 /// The answers stored for the group's idempotency keys.
 const FIND_KEYS: &str = "SELECT idempotency_key, status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ANY($1::TEXT[])";
 /// Records the group's grants (not revoked, not narrowed: the defaults).
-const INSERT_GRANTS: &str = "INSERT INTO writ_grants (grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref) SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[])";
+const INSERT_GRANTS: &str = "INSERT INTO writ_grants (grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, approval_attestation) SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::TEXT[])";
 /// Stores the group's answers under their keys.
 const STORE_KEYS: &str = "INSERT INTO writ_idempotency (idempotency_key, status, body, created_at, request_digest) SELECT * FROM unnest($1::TEXT[], $2::INTEGER[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])";
 
@@ -690,6 +690,7 @@ struct GrantColumns<'a> {
     expires_at: Vec<i64>,
     obligations: Vec<String>,
     credential_ref: Vec<Option<&'a str>>,
+    approval: Vec<Option<String>>,
 }
 
 impl<'a> GrantColumns<'a> {
@@ -707,6 +708,8 @@ impl<'a> GrantColumns<'a> {
         self.expires_at.push(g.expires_at);
         self.obligations.push(g.obligations.to_string());
         self.credential_ref.push(g.credential_ref.as_deref());
+        self.approval
+            .push(super::ApprovalAttestation::column(g.approval.as_ref()));
     }
 }
 
@@ -845,6 +848,7 @@ async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure
                         &grants.expires_at,
                         &grants.obligations,
                         &grants.credential_ref,
+                        &grants.approval,
                     ],
                 )
                 .await
@@ -932,6 +936,7 @@ fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
     let ttl: i64 = row.try_get(7).map_err(get_err)?;
     let narrowed: i32 = row.try_get(15).map_err(get_err)?;
     let redecision: Option<String> = row.try_get(16).map_err(get_err)?;
+    let approval: Option<String> = row.try_get(18).map_err(get_err)?;
     Ok(Grant {
         grant_id: row.try_get(0).map_err(get_err)?,
         decision_id: row.try_get(1).map_err(get_err)?,
@@ -951,6 +956,7 @@ fn read(row: &tokio_postgres::Row) -> Result<Grant, LedgerError> {
         narrowed: narrowed != 0,
         redecision: redecision.map(|text| json_column("redecision", &text)),
         redecided_at: row.try_get(17).map_err(get_err)?,
+        approval: super::ApprovalAttestation::from_column(approval.as_deref()),
     })
 }
 

@@ -7,8 +7,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{rfc3339, Action, Change, Grant};
-use crate::decision::Decision;
+use super::{rfc3339, Action, ApprovalAttestation, Change, Grant};
+use crate::decision::{Decision, Outcome, TraceEntry};
 use crate::engine::Engine;
 use crate::request::Request;
 
@@ -104,13 +104,27 @@ pub fn redecide(
             ));
         }
     };
-    let decision = engine.decide_prepared(&request, &prepared);
+    let mut decision = engine.decide_prepared(&request, &prepared);
+    if let Some(entry) = approval_entry(grant, context, now) {
+        decision.trace.splice(0..0, [entry]);
+    }
     if !decision.is_allow() {
         let reason = deny_reason(&decision);
         return Some(change(
             Action::Revoke,
             reason.clone(),
             format!("re-decided: deny ({reason})"),
+            decision_json(&decision),
+        ));
+    }
+    if let Some(rule) = new_approval(grant, &decision) {
+        let reason = format!(
+            "the re-decision requires an approval (rule {rule}) that the grant was not issued under"
+        );
+        return Some(change(
+            Action::Revoke,
+            reason.clone(),
+            format!("re-decided: {reason}"),
             decision_json(&decision),
         ));
     }
@@ -187,8 +201,114 @@ fn typed_request(
     request.requested.scope = Some(grant.scope.clone());
     request.requested.ttl = Some(u64::try_from(left_ms.saturating_add(999) / 1000).unwrap_or(0));
     request.environment.time = Some(rfc3339(now));
-    let prepared = request.validate().map_err(|e| e.to_string())?;
+    let mut prepared = request.validate().map_err(|e| e.to_string())?;
+    // Validation read any `verified` in the stored (or the event's)
+    // `context.approval` as false; only writ's own attestation, kept apart
+    // from the request, makes the approval read verified, and only while
+    // it has not expired.
+    if let Recorded::Counts(attestation) = recorded_approval(grant, context, now) {
+        prepared.approval = Some(attestation.approval.clone());
+    }
     Ok((request, prepared))
+}
+
+/// What becomes of the approval writ verified when it issued the grant.
+enum Recorded<'a> {
+    /// None was verified (or the stored attestation does not read).
+    None,
+    /// It counts: it is handed to the evaluator as verified.
+    Counts(&'a ApprovalAttestation),
+    /// Its expiry has passed: it no longer counts.
+    Expired(&'a ApprovalAttestation),
+    /// The event's `context` carries an `approval` of its own, which
+    /// replaces the recorded one (and, like any approval a caller writes,
+    /// reads `verified: false`).
+    Replaced(&'a ApprovalAttestation),
+}
+
+fn recorded_approval<'a>(
+    grant: &'a Grant,
+    context: Option<&Map<String, Value>>,
+    now: i64,
+) -> Recorded<'a> {
+    let Some(attestation) = &grant.approval else {
+        return Recorded::None;
+    };
+    if context.is_some_and(|c| c.contains_key("approval")) {
+        Recorded::Replaced(attestation)
+    } else if attestation.counts_at(now) {
+        Recorded::Counts(attestation)
+    } else {
+        Recorded::Expired(attestation)
+    }
+}
+
+/// The trace entry saying what became of the recorded approval, first in
+/// the re-decision's trace (as a verification is at issue).
+fn approval_entry(
+    grant: &Grant,
+    context: Option<&Map<String, Value>>,
+    now: i64,
+) -> Option<TraceEntry> {
+    let (outcome, note) = match recorded_approval(grant, context, now) {
+        Recorded::None => return None,
+        Recorded::Counts(a) => (
+            Outcome::Matched,
+            format!(
+                "context.approval as writ verified it at issue ({}, by `{}`, token {}): context.approval.verified = true until {}",
+                rfc3339(a.verified_at),
+                a.issuer,
+                a.token,
+                rfc3339(a.expires_at)
+            ),
+        ),
+        Recorded::Expired(a) => (
+            Outcome::NotMatched,
+            format!(
+                "the approval writ verified at issue (by `{}`, token {}) expired at {}: it no longer counts (context.approval.verified = false)",
+                a.issuer,
+                a.token,
+                rfc3339(a.expires_at)
+            ),
+        ),
+        Recorded::Replaced(a) => (
+            Outcome::NotMatched,
+            format!(
+                "the event's context.approval replaces the approval writ verified at issue (by `{}`, token {}); what a caller writes there reads context.approval.verified = false",
+                a.issuer, a.token
+            ),
+        ),
+    };
+    Some(TraceEntry {
+        rule: "context.approval".into(),
+        kind: "verify".into(),
+        at: "ledger".into(),
+        outcome,
+        failed: None,
+        error: None,
+        effect: Vec::new(),
+        because: Some(note),
+        closest: false,
+    })
+}
+
+/// The rule of an `approval` obligation the re-decision asks for when the
+/// grant was issued without one: the credential exists, and no one
+/// approved it as the policy now requires, so it is revoked (the broker
+/// could not discharge the obligation before minting).
+fn new_approval(grant: &Grant, decision: &Decision) -> Option<String> {
+    let had = grant
+        .obligations
+        .as_array()
+        .is_some_and(|all| all.iter().any(|o| o["kind"] == "approval"));
+    if had {
+        return None;
+    }
+    decision
+        .obligations
+        .iter()
+        .find(|o| o.kind == "approval")
+        .map(|o| o.rule.clone())
 }
 
 /// The decision as stored with the grant: its JSON, trace included.
@@ -258,6 +378,7 @@ forbid if context has risk_score and context.risk_score > 70 because "risky";
             narrowed: false,
             redecision: None,
             redecided_at: None,
+            approval: None,
         }
     }
 
@@ -360,5 +481,146 @@ forbid if context has risk_score and context.risk_score > 70 because "risky";
             "{}",
             change.reason
         );
+    }
+
+    /// Deploys only with an approval the evaluator reads as verified, for
+    /// this action and resource, unexpired, from someone else.
+    const APPROVED: &str = r#"
+@id("deploy.permit")
+permit if action == "deploy" grant ["deploy:{resource.id}"] for 30m;
+@id("deploy.approved")
+forbid if action == "deploy" and not (context has approval.verified
+  and context.approval.verified == true
+  and context.approval.expires > environment.time
+  and context.approval.action == action
+  and context.approval.resource == resource.id
+  and context.approval.approver != subject.id) because "no approval";
+"#;
+
+    /// The approval as writ's verification writes it, for `k8s://a`.
+    fn verified_approval(expires: &str) -> Value {
+        json!({"verified": true, "approver": "alice@acme.io", "action": "deploy",
+               "resource": "k8s://a", "expires": expires, "verified_by": "https://approvals.test"})
+    }
+
+    /// A grant whose stored request holds a verified approval's claims;
+    /// with `attested`, writ's attestation of it, valid until `until`.
+    fn approved_grant(attested: bool, until: i64) -> Grant {
+        let mut g = grant(NOW, &["deploy:k8s://a"]);
+        let approval = verified_approval(&rfc3339(NOW + 3_600_000));
+        g.request["context"]["approval"] = approval.clone();
+        if attested {
+            g.approval = Some(ApprovalAttestation {
+                approval,
+                issuer: "https://approvals.test".to_owned(),
+                token: "sha256:00".to_owned(),
+                expires_at: until,
+                verified_at: NOW,
+            });
+        }
+        g
+    }
+
+    fn approved_engine(extra: &str) -> Engine {
+        Engine::compile([("p.writ", format!("{APPROVED}{extra}"))], None).expect("compiles")
+    }
+
+    #[test]
+    fn an_attested_approval_still_counts_on_re_decision() {
+        let g = approved_grant(true, NOW + 600_000);
+        assert!(redecide(&approved_engine(""), &g, None, REDECISION, NOW + 1000).is_none());
+    }
+
+    #[test]
+    fn a_stored_request_claiming_verified_gains_nothing() {
+        // The same stored request, but no attestation (a grant recorded
+        // before version 6, or a row edited by hand): validation reads the
+        // stored `verified: true` as false, so the approval does not count.
+        let g = approved_grant(false, 0);
+        let change =
+            redecide(&approved_engine(""), &g, None, REDECISION, NOW + 1000).expect("a change");
+        assert_eq!(change.action, Action::Revoke);
+        assert!(
+            change.reason.contains("deploy.approved"),
+            "{}",
+            change.reason
+        );
+        // An event that writes its own approval replaces the attested one,
+        // and reads unverified too.
+        let g = approved_grant(true, NOW + 600_000);
+        let context = json!({"approval": verified_approval(&rfc3339(NOW + 3_600_000))});
+        let change = redecide(
+            &approved_engine(""),
+            &g,
+            context.as_object(),
+            "event:state_change",
+            NOW + 1000,
+        )
+        .expect("a change");
+        assert_eq!(change.action, Action::Revoke);
+        let trace = &change.decision.expect("the decision")["trace"][0];
+        assert_eq!(trace["rule"], "context.approval", "{trace}");
+        assert!(
+            trace["because"]
+                .as_str()
+                .is_some_and(|t| t.contains("replaces")),
+            "{trace}"
+        );
+    }
+
+    #[test]
+    fn an_expired_approval_no_longer_counts() {
+        // The attestation ends before the claims in the request say: the
+        // attestation's end is what counts.
+        let g = approved_grant(true, NOW + 600_000);
+        let change =
+            redecide(&approved_engine(""), &g, None, REDECISION, NOW + 600_000).expect("a change");
+        assert_eq!(change.action, Action::Revoke);
+        let decision = change.decision.expect("the decision");
+        assert!(
+            decision["trace"][0]["because"]
+                .as_str()
+                .is_some_and(|t| t.contains("expired")),
+            "{decision}"
+        );
+        // A policy that only shortens unapproved grants narrows instead.
+        let narrowing = Engine::compile(
+            [(
+                "p.writ",
+                "@id(\"deploy.permit\")\npermit if action == \"deploy\" grant [\"deploy:{resource.id}\"] for 30m;\n@id(\"ttl.unapproved\")\nlimit ttl 1m if not (context has approval.verified and context.approval.verified == true);",
+            )],
+            None,
+        )
+        .expect("compiles");
+        assert!(redecide(&narrowing, &g, None, REDECISION, NOW + 1000).is_none());
+        let change = redecide(&narrowing, &g, None, REDECISION, NOW + 600_000).expect("a change");
+        assert_eq!(
+            change.action,
+            Action::Narrow {
+                scope: g.scope.clone(),
+                expires_at: NOW + 600_000 + 60_000
+            }
+        );
+    }
+
+    #[test]
+    fn an_approval_the_grant_was_not_issued_under_revokes() {
+        let requiring = "@id(\"deploy.ask\")\nrequire approval if action == \"deploy\" and not (context has approval.verified and context.approval.verified == true);";
+        let policy = format!(
+            "@id(\"deploy.permit\")\npermit if action == \"deploy\" grant [\"deploy:{{resource.id}}\"] for 30m;\n{requiring}"
+        );
+        let engine = Engine::compile([("p.writ", policy)], None).expect("compiles");
+        // Attested and current: no obligation, nothing changes.
+        let g = approved_grant(true, NOW + 600_000);
+        assert!(redecide(&engine, &g, None, REDECISION, NOW + 1000).is_none());
+        // Expired: the allow now asks for an approval the credential was
+        // minted without.
+        let change = redecide(&engine, &g, None, REDECISION, NOW + 700_000).expect("a change");
+        assert_eq!(change.action, Action::Revoke);
+        assert!(change.reason.contains("deploy.ask"), "{}", change.reason);
+        // A grant issued under that obligation keeps it: nothing new.
+        let mut asked = approved_grant(false, 0);
+        asked.obligations = json!([{"kind": "approval", "rule": "deploy.ask"}]);
+        assert!(redecide(&engine, &asked, None, REDECISION, NOW + 1000).is_none());
     }
 }

@@ -5,7 +5,11 @@
 //! WAL with `synchronous = FULL`, so a committed grant survives a crash of
 //! the process and of the machine. Issuances are committed in groups (one
 //! WAL sync for all those that queued during the previous commit), each
-//! answered only after its group committed.
+//! answered only after its group committed. The WAL is copied into the
+//! database file by a thread of its own (a `PASSIVE` checkpoint every
+//! 500 ms on a second connection), not by the commit that happens to cross
+//! SQLite's threshold: a checkpoint writes and syncs megabytes, and on the
+//! commit path it held every issuance queued behind it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +33,45 @@ pub(crate) struct Sqlite {
     file: Option<(u64, u64)>,
     /// Issuances waiting for the next group commit ([`Sqlite::issue`]).
     queue: Arc<Mutex<Queue>>,
+    /// Dropped with the store, which ends the checkpoint thread.
+    _checkpoints: std::sync::mpsc::Sender<()>,
+}
+
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The WAL size, in pages, at which a commit checkpoints by itself after
+/// all: only reached when the background checkpoints fail or fall behind.
+const BACKSTOP_PAGES: i64 = 16_384;
+
+/// The checkpoint thread: every [`CHECKPOINT_EVERY`], a `PASSIVE`
+/// checkpoint on a connection of its own, which copies the committed WAL
+/// frames into the database file and syncs it without taking the write
+/// lock, so the group commits go on meanwhile. A commit is durable when its
+/// WAL frames are synced, before any checkpoint; a failed checkpoint only
+/// leaves the WAL longer. Ends when the store is dropped.
+fn checkpoints(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, path: &str) {
+    let mut failing = false;
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            row.get::<_, i64>(0)
+        }) {
+            Ok(_) => failing = false,
+            Err(error) => {
+                if !failing {
+                    eprintln!(
+                        "writ: a checkpoint of the SQLite ledger `{path}` failed (retried every {} ms): {error}",
+                        CHECKPOINT_EVERY.as_millis()
+                    );
+                }
+                failing = true;
+            }
+        }
+    }
 }
 
 /// The device and inode `path` names now.
@@ -51,25 +94,44 @@ fn failed(path: &str, error: impl std::fmt::Display) -> LedgerError {
 impl Sqlite {
     pub(crate) async fn open(path: &str) -> Result<Sqlite, LedgerError> {
         let owned = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, LedgerError> {
-            let conn = Connection::open(&owned).map_err(|e| {
-                LedgerError::Invalid(format!("cannot open the SQLite ledger `{owned}`: {e}"))
-            })?;
-            conn.busy_timeout(Duration::from_secs(5))
-                .map_err(|e| failed(&owned, e))?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| failed(&owned, e))?;
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| failed(&owned, e))?;
-            Ok(conn)
-        })
+        let conn = tokio::task::spawn_blocking(
+            move || -> Result<(Connection, Connection), LedgerError> {
+                let conn = Connection::open(&owned).map_err(|e| {
+                    LedgerError::Invalid(format!("cannot open the SQLite ledger `{owned}`: {e}"))
+                })?;
+                conn.busy_timeout(Duration::from_secs(5))
+                    .map_err(|e| failed(&owned, e))?;
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| failed(&owned, e))?;
+                conn.pragma_update(None, "synchronous", "FULL")
+                    .map_err(|e| failed(&owned, e))?;
+                conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
+                    .map_err(|e| failed(&owned, e))?;
+                let checkpointer = Connection::open(&owned).map_err(|e| failed(&owned, e))?;
+                checkpointer
+                    .busy_timeout(Duration::from_secs(5))
+                    .map_err(|e| failed(&owned, e))?;
+                checkpointer
+                    .pragma_update(None, "synchronous", "FULL")
+                    .map_err(|e| failed(&owned, e))?;
+                Ok((conn, checkpointer))
+            },
+        )
         .await
         .map_err(|e| failed(path, e))??;
+        let (conn, checkpointer) = conn;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("writ-checkpoint".to_owned())
+            .spawn(move || checkpoints(&checkpointer, &stopped, &owned))
+            .map_err(|e| failed(path, format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             file: identity(path),
             queue: Arc::new(Mutex::new(Queue::default())),
+            _checkpoints: stop,
         })
     }
 
@@ -343,6 +405,7 @@ fn insert(tx: &Connection, g: &Grant) -> Result<(), rusqlite::Error> {
         g.revoked_by,
         g.reason,
         i64::from(g.narrowed),
+        super::ApprovalAttestation::column(g.approval.as_ref()),
     ])?;
     Ok(())
 }
@@ -354,6 +417,7 @@ fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
     let ttl: i64 = row.get(7)?;
     let narrowed: i64 = row.get(15)?;
     let redecision: Option<String> = row.get(16)?;
+    let approval: Option<String> = row.get(18)?;
     Ok(Grant {
         grant_id: row.get(0)?,
         decision_id: row.get(1)?,
@@ -373,6 +437,7 @@ fn read(row: &rusqlite::Row<'_>) -> Result<Grant, rusqlite::Error> {
         narrowed: narrowed != 0,
         redecision: redecision.map(|text| json_column("redecision", &text)),
         redecided_at: row.get(17)?,
+        approval: super::ApprovalAttestation::from_column(approval.as_deref()),
     })
 }
 

@@ -77,6 +77,7 @@ fn grant(id: &str, subject: &str, task: Option<&str>, now: i64, ttl: u64) -> Gra
         narrowed: false,
         redecision: None,
         redecided_at: None,
+        approval: None,
     }
 }
 
@@ -1277,5 +1278,239 @@ async fn a_sweep_deletes_what_is_older_than_the_retention_and_keeps_the_rest() {
     }
     if let (Some(url), Some(schema)) = (&base, &schema) {
         drop_isolated(url, schema).await;
+    }
+}
+
+/// Records `g` through [`Ledger::issue`] (the path `/v1/grants` takes).
+async fn record(ledger: &Ledger, g: Grant) {
+    let id = g.grant_id.clone();
+    let subject = g.subject_id.clone();
+    let now = g.issued_at;
+    let issued = ledger
+        .issue(
+            Issue {
+                subject_id: &subject,
+                window: HOUR,
+                now,
+                idempotency_key: None,
+                request_digest: "",
+                grant_id: &id,
+            },
+            move |_| Verdict {
+                grant: Some(g.clone()),
+                status: 201,
+                body: "{}".to_owned(),
+            },
+        )
+        .await
+        .expect("issue");
+    assert_eq!(issued.status, 201);
+}
+
+/// Deploys need an approval the evaluator reads as verified.
+const APPROVAL_POLICY: &str = r#"
+@id("deploy.permit")
+permit if action == "deploy" grant ["deploy:{resource.id}"] for 30m;
+@id("deploy.approved")
+forbid if action == "deploy" and not (context has approval.verified
+  and context.approval.verified == true
+  and context.approval.expires > environment.time
+  and context.approval.action == action
+  and context.approval.resource == resource.id
+  and context.approval.approver != subject.id) because "no approval";
+"#;
+
+/// A deploy grant whose stored request holds a verified approval's claims
+/// (as `/v1/grants` stores it), with writ's attestation when `until` is
+/// given.
+fn approved(subject: &str, now: i64, until: Option<i64>) -> Grant {
+    let claims = json!({"verified": true, "approver": "alice@acme.io", "action": "deploy",
+        "resource": "k8s://a", "expires": rfc3339(now + 3_600_000),
+        "verified_by": "https://approvals.test"});
+    let mut g = grant(&new_grant_id(), subject, None, now, 1800);
+    g.scope = vec!["deploy:k8s://a".to_owned()];
+    g.request = json!({"subject": {"id": subject}, "action": "deploy",
+        "resource": {"id": "k8s://a"}, "context": {"approval": claims}});
+    g.approval = until.map(|until| ApprovalAttestation {
+        approval: claims,
+        issuer: "https://approvals.test".to_owned(),
+        token: "sha256:abc".to_owned(),
+        expires_at: until,
+        verified_at: now,
+    });
+    g
+}
+
+/// writ's attestation of an approval is stored apart from the request and
+/// read back as it was; a re-decision of the grant read back keeps it
+/// while the approval is current and revokes it once expired; a grant
+/// whose stored request claims `verified: true` without an attestation
+/// gains nothing from it.
+#[tokio::test]
+async fn an_approval_writ_verified_survives_re_decision_until_it_expires() {
+    let engine = crate::engine::Engine::compile([("p.writ", APPROVAL_POLICY)], None)
+        .expect("the policy compiles");
+    for ledger in stores("approval-attestation").await {
+        let kind = ledger.kind();
+        let who = subject();
+        let now = ledger.now();
+        let attested = approved(&who, now, Some(now + 600_000));
+        let claimed = approved(&who, now, None);
+        record(&ledger, attested.clone()).await;
+        record(&ledger, claimed.clone()).await;
+        let back = ledger
+            .get(&attested.grant_id)
+            .await
+            .expect("get")
+            .expect("there");
+        assert_eq!(back.approval, attested.approval, "{kind}");
+        assert_eq!(
+            back.to_json(now)["approval_attestation"]["issuer"],
+            "https://approvals.test",
+            "{kind}"
+        );
+        let forged = ledger
+            .get(&claimed.grant_id)
+            .await
+            .expect("get")
+            .expect("there");
+        assert_eq!(forged.approval, None, "{kind}");
+        assert_eq!(
+            forged.request["context"]["approval"]["verified"], true,
+            "{kind}: the stored request says verified"
+        );
+
+        let later = now + 1000;
+        assert!(
+            redecide::redecide(&engine, &back, None, redecide::REDECISION, later).is_none(),
+            "{kind}: the attested approval still counts"
+        );
+        let change = redecide::redecide(&engine, &forged, None, redecide::REDECISION, later)
+            .expect("a change");
+        assert_eq!(change.action, Action::Revoke, "{kind}");
+        assert!(
+            change.reason.contains("deploy.approved"),
+            "{kind}: {}",
+            change.reason
+        );
+        let applied = ledger.apply(vec![change], later).await.expect("apply");
+        assert_eq!(applied.len(), 1, "{kind}");
+
+        // Ten minutes on, the approval has expired: it no longer counts.
+        let expired = now + 600_000;
+        let page = ledger
+            .live_page(
+                &Selector {
+                    subject: Some(who.clone()),
+                    ..Selector::default()
+                },
+                None,
+                later,
+            )
+            .await
+            .expect("live");
+        assert_eq!(page.len(), 1, "{kind}: only the attested grant is live");
+        let change = redecide::redecide(&engine, &page[0], None, redecide::REDECISION, expired)
+            .expect("a change");
+        assert_eq!(change.action, Action::Revoke, "{kind}");
+        let trace = &change.decision.as_ref().expect("decision")["trace"][0];
+        assert!(
+            trace["because"]
+                .as_str()
+                .is_some_and(|t| t.contains("expired")),
+            "{kind}: {trace}"
+        );
+    }
+}
+
+/// A ledger at version 5 (made by the previous writ, with a grant in it)
+/// is migrated to version 6 when opened, on both stores: its grants read
+/// with no attestation, and new grants keep theirs.
+#[tokio::test]
+async fn a_version_5_ledger_is_migrated_to_keep_attestations() {
+    let who = subject();
+    let now = now_ms();
+    let old = grant(&new_grant_id(), &who, None, now, 300);
+    let v5_insert = format!(
+        "INSERT INTO writ_grants (grant_id, decision_id, policy_digest, subject_id, request, scope, ttl, issued_at, expires_at, obligations) VALUES ('{}', 'd', 'sha256:x', '{who}', '{{}}', '[]', 300, {now}, {}, '[]')",
+        old.grant_id,
+        old.expires_at
+    );
+    let mut targets = Vec::new();
+    // SQLite: the file as version 5 left it.
+    let path = sqlite_path("schema-v5");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create v5");
+        conn.execute_batch(
+            "CREATE TABLE writ_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .expect("migrations table");
+        for (version, name, sql) in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("a version up to 5");
+            conn.execute(
+                "INSERT INTO writ_migrations (version, name, applied_at) VALUES (?1, ?2, 0)",
+                rusqlite::params![version, name],
+            )
+            .expect("record it");
+        }
+        conn.execute_batch(&v5_insert).expect("a version 5 grant");
+    }
+    targets.push((path, None));
+    // PostgreSQL: a schema of its own, brought to version 5.
+    if let Some(url) = postgres_url("schema-v5") {
+        let (isolated, schema) = isolated_postgres(&url, "v5").await;
+        let (client, connection) = tokio_postgres::connect(&isolated, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL answers");
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "CREATE TABLE writ_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await
+            .expect("migrations table");
+        for (version, name, sql) in &MIGRATIONS[..5] {
+            client.batch_execute(sql).await.expect("a version up to 5");
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [version, name];
+            client
+                .execute(
+                    "INSERT INTO writ_migrations (version, name, applied_at) VALUES ($1, $2, 0)",
+                    &params,
+                )
+                .await
+                .expect("record it");
+        }
+        client
+            .batch_execute(&v5_insert)
+            .await
+            .expect("a version 5 grant");
+        targets.push((isolated, Some((url, schema))));
+    }
+    for (target, schema) in targets {
+        let ledger = Ledger::open(&target).await.expect("opens and migrates");
+        let kind = ledger.kind();
+        assert_eq!(
+            ledger.migrate().await.expect("migrate"),
+            Vec::<i64>::new(),
+            "{kind}"
+        );
+        let read = ledger
+            .get(&old.grant_id)
+            .await
+            .expect("get")
+            .expect("the version 5 grant");
+        assert_eq!(read.approval, None, "{kind}");
+        let new = approved(&subject(), ledger.now(), Some(now + 60_000));
+        record(&ledger, new.clone()).await;
+        let back = ledger
+            .get(&new.grant_id)
+            .await
+            .expect("get")
+            .expect("there");
+        assert_eq!(back.approval, new.approval, "{kind}");
+        drop(ledger);
+        if let Some((url, schema)) = schema {
+            drop_isolated(&url, &schema).await;
+        }
     }
 }

@@ -89,6 +89,14 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     // clock) before anything reads the subject, so a grant is counted and
     // recorded under the verified identity, and a broker's bare
     // `attested: true` counts for nothing when a trust file is configured.
+    // Which approval token was sent (its digest: the token is not kept),
+    // for the grant's attestation should writ verify it.
+    let approval_token = app
+        .trust
+        .as_ref()
+        .and_then(|_| request.context.get("approval"))
+        .and_then(Value::as_str)
+        .map(|token| crate::hex::prefixed("sha256:", &sha2::Sha256::digest(token.as_bytes())));
     let attestation = app
         .trust
         .as_ref()
@@ -120,6 +128,9 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
     let loaded = app.current.load_full();
     let now = ledger.now();
     let grant_id = ledger::new_grant_id();
+    let approval = attestation
+        .as_ref()
+        .and_then(|a| approval_attestation(a.approval.as_ref()?, approval_token?, now));
     let (window, window_from) = repeat_window(&loaded.engine, app.repeat_window);
     let from_broker = request.context.get("recent_issuances").cloned();
     let counted = subject.clone();
@@ -193,6 +204,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 narrowed: false,
                 redecision: None,
                 redecided_at: None,
+                approval: approval.clone(),
             };
             let mut body = Vec::with_capacity(answer.len() + grant_json.len() + 26);
             body.extend_from_slice(b"{\"grant_id\":");
@@ -274,6 +286,39 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The attestation a grant keeps of an approval token writ verified at
+/// `now` (Unix milliseconds): `None` unless `check` verified. It stops
+/// counting at the earlier of the approval's expiry claim and the token's
+/// `exp`; with neither readable, it never counts (fail closed).
+fn approval_attestation(
+    check: &crate::identity::ApprovalCheck,
+    token: String,
+    now: i64,
+) -> Option<ledger::ApprovalAttestation> {
+    let issuer = check.verified_by.clone()?;
+    let claimed = check
+        .value
+        .get("expires")
+        .and_then(Value::as_str)
+        .and_then(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .and_then(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
+    let token_exp = check.token_exp.map(|exp| exp.saturating_mul(1000));
+    let expires_at = match (claimed, token_exp) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => i64::MIN,
+    };
+    Some(ledger::ApprovalAttestation {
+        approval: check.value.clone(),
+        issuer,
+        token,
+        expires_at,
+        verified_at: now,
+    })
 }
 
 /// The policy constant that sets the window of the issuance count.

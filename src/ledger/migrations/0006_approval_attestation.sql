@@ -1,0 +1,12 @@
+-- writ ledger, version 6: writ's own verification of the approval a grant
+-- was issued with, kept apart from the broker's request. The stored
+-- request holds `context.approval` as the decision read it, but request
+-- validation forces any `verified` there to false (a broker must never be
+-- able to write its own `verified: true`), and the token itself is not
+-- kept, so a re-decision could neither trust nor re-verify it. This column
+-- holds, as JSON, what writ verified at issue time (the approval's claims,
+-- its issuer, a digest of the token, when it stops counting, when it was
+-- verified); a re-decision hands it to the evaluator as a verified approval
+-- until it expires. NULL for a grant issued without a verified approval,
+-- and for every grant recorded before this version.
+ALTER TABLE writ_grants ADD COLUMN approval_attestation TEXT;
