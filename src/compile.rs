@@ -95,6 +95,11 @@ pub enum Node {
         children: Children,
         /// Rules that do not test this attribute.
         rest: NodeId,
+        /// The switch's attribute, type and fields as one small number,
+        /// the same for every node that switches on them: the walk reads
+        /// each one from the request once ([`Tree::candidates`]).
+        #[serde(skip)]
+        slot: u32,
     },
     /// Branch on a number or a duration: below or above a cut.
     Range {
@@ -109,6 +114,9 @@ pub enum Node {
         /// Rules that do not test this attribute, or whose range covers
         /// every value that reaches this node.
         rest: NodeId,
+        /// The attribute as a slot, as for [`Node::Switch`].
+        #[serde(skip)]
+        slot: u32,
     },
 }
 
@@ -132,22 +140,52 @@ impl On {
     fn is_str(&self) -> bool {
         *self == On::Str
     }
+}
 
-    /// The key of a request's value for a switch of this type; `None` when
-    /// the value is missing or of another type (the walk then visits every
-    /// child). `fields` are those of a presence switch below the attribute.
-    fn key<'v>(self, value: &'v Option<Val<'_>>, fields: &[Box<str>]) -> Option<&'v str> {
-        if self == On::Has {
-            return Some(presence_key(present(value.as_ref(), fields)));
-        }
-        match (self, value.as_ref()?) {
-            (On::Str, Val::Str(Cow::Borrowed(text))) => Some(text),
-            (On::Str, Val::Level(level)) => Some(level.as_str()),
-            (On::Bool, Val::Bool(b)) => Some(bool_key(*b)),
-            _ => None,
-        }
+/// The key of a request's value for a switch of type `on`; `None` when
+/// the value is missing or of another type (the walk then visits every
+/// child). `fields` are those of a presence switch below the attribute.
+fn key_of<'r>(on: On, value: Option<Val<'r>>, fields: &[Box<str>]) -> Option<&'r str> {
+    if on == On::Has {
+        return Some(presence_key(present(value.as_ref(), fields)));
+    }
+    match (on, value?) {
+        (On::Str, Val::Str(Cow::Borrowed(text))) => Some(text),
+        (On::Str, Val::Level(level)) => Some(level.as_str()),
+        (On::Bool, Val::Bool(b)) => Some(bool_key(b)),
+        _ => None,
     }
 }
+
+/// A 64-bit FNV-1a hash of a switch value: the children of a switch are
+/// found by it (and one comparison of the string), so that a walk hashes
+/// each request value once instead of comparing it at every switch.
+fn hash_key(key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// What a walk has read of one slot of the request (see [`Node::Switch`]'s
+/// `slot`).
+#[derive(Clone, Copy)]
+enum Read<'r> {
+    /// Not read yet.
+    Unread,
+    /// A switch key, with its hash.
+    Key(&'r str, u64),
+    /// A number for a range.
+    Num(f64),
+    /// Missing, or of another type than the switch compares: every edge.
+    Every,
+}
+
+/// How many slots a walk remembers; a tree with more distinct switched
+/// attributes reads the rest at every node (correct, only slower).
+const SLOTS: usize = 32;
 
 /// Whether `has` holds of a value and the fields below it, read exactly
 /// as the evaluator reads it: each field must be a key of an object, with
@@ -317,8 +355,9 @@ impl Bounds {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Children {
     entries: Vec<(Box<str>, NodeId)>,
-    /// Positions in `entries`, ordered by value.
-    sorted: Vec<u32>,
+    /// Positions in `entries` with the hash of their value, ordered by
+    /// hash (then position).
+    sorted: Vec<(u64, u32)>,
     /// Under a string switch with complements (`!=`, `not in`), the child
     /// that a string no entry names follows.
     other: Option<NodeId>,
@@ -328,8 +367,12 @@ type Entry<'a> = (&'a Box<str>, &'a NodeId);
 
 impl Children {
     fn new(entries: Vec<(Box<str>, NodeId)>, other: Option<NodeId>) -> Children {
-        let mut sorted: Vec<u32> = (0..entries.len() as u32).collect();
-        sorted.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0));
+        let mut sorted: Vec<(u64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (value, _))| (hash_key(value), i as u32))
+            .collect();
+        sorted.sort_unstable();
         Children {
             entries,
             sorted,
@@ -339,11 +382,18 @@ impl Children {
 
     /// The child for a value.
     pub fn get(&self, key: &str) -> Option<&NodeId> {
-        let at = self
-            .sorted
-            .binary_search_by(|&i| (*self.entries[i as usize].0).cmp(key))
-            .ok()?;
-        Some(&self.entries[self.sorted[at] as usize].1)
+        self.get_hashed(key, hash_key(key))
+    }
+
+    /// The child for a value whose [`hash_key`] is `hash`.
+    fn get_hashed(&self, key: &str, hash: u64) -> Option<&NodeId> {
+        let from = self.sorted.partition_point(|&(h, _)| h < hash);
+        self.sorted[from..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .map(|&(_, i)| &self.entries[i as usize])
+            .find(|(value, _)| **value == *key)
+            .map(|(_, child)| child)
     }
 
     /// The child a string that no entry names follows, when the switch
@@ -781,12 +831,26 @@ const EXCEPT_BUDGET: usize = 4;
 struct Builder<'s> {
     heads: Heads<'s>,
     nodes: Vec<Node>,
+    /// The keys switched on so far, in the order met: a key's position is
+    /// its slot.
+    slots: Vec<Key<'s>>,
 }
 
 impl<'s> Builder<'s> {
     fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
         NodeId((self.nodes.len() - 1) as u32)
+    }
+
+    /// The slot of a key, a new one the first time the key is met.
+    fn slot(&mut self, key: Key<'s>) -> u32 {
+        match self.slots.iter().position(|k| *k == key) {
+            Some(at) => at as u32,
+            None => {
+                self.slots.push(key);
+                (self.slots.len() - 1) as u32
+            }
+        }
     }
 
     /// The head test of `rule` on `key`, if it is active here.
@@ -906,12 +970,14 @@ impl<'s> Builder<'s> {
         let other = (!other.is_empty()).then(|| self.build(other, scope));
         let rest = self.build(rest, scope);
         scope.used.pop();
+        let slot = self.slot(key);
         self.push(Node::Switch {
             attr: key.attr.clone(),
             fields: key.fields.to_vec(),
             on: key.on,
             children: Children::new(built, other),
             rest,
+            slot,
         })
     }
 
@@ -974,12 +1040,14 @@ impl<'s> Builder<'s> {
         let above = self.build(above, scope);
         scope.bounds.pop();
         let rest = self.build(rest, scope);
+        let slot = self.slot(key);
         self.push(Node::Range {
             attr: key.attr.clone(),
             cut,
             below,
             above,
             rest,
+            slot,
         })
     }
 }
@@ -989,6 +1057,7 @@ pub fn compile(set: &PolicySet) -> Tree {
     let mut builder = Builder {
         heads: heads(set),
         nodes: Vec::new(),
+        slots: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
     let root = builder.build(all, &mut Scope::default());
@@ -1017,6 +1086,10 @@ impl Tree {
         let mut stack = Stack::default();
         stack.push(self.root);
         let mut exact = true;
+        // Each slot's value, read from the request the first time a node
+        // switches on it (a walk meets the same few attributes at many
+        // nodes).
+        let mut reads = [Read::Unread; SLOTS];
         while let Some(id) = stack.pop() {
             match self.node(id) {
                 Node::Leaf { rules } => out.extend_from_slice(rules),
@@ -1026,11 +1099,25 @@ impl Tree {
                     on,
                     children,
                     rest,
+                    slot,
                 } => {
                     stack.push(*rest);
-                    let found = value(attr);
-                    match on.key(&found, fields) {
-                        Some(key) => match children.get(key) {
+                    let read = |value: &dyn Fn(&Attr) -> Option<Val<'r>>| {
+                        match key_of(*on, value(attr), fields) {
+                            Some(key) => Read::Key(key, hash_key(key)),
+                            None => Read::Every,
+                        }
+                    };
+                    let read = match reads.get_mut(*slot as usize) {
+                        Some(cached @ Read::Unread) => {
+                            *cached = read(&value);
+                            *cached
+                        }
+                        Some(cached) => *cached,
+                        None => read(&value),
+                    };
+                    match read {
+                        Read::Key(key, hash) => match children.get_hashed(key, hash) {
                             Some(child) => stack.push(*child),
                             // A string no child names follows `other`
                             // when there is one: that is not a miss (and
@@ -1041,7 +1128,7 @@ impl Tree {
                                 None => near_misses.push(id),
                             },
                         },
-                        None => {
+                        Read::Every | Read::Num(_) | Read::Unread => {
                             exact = false;
                             children.values().for_each(|&child| stack.push(child));
                         }
@@ -1053,12 +1140,27 @@ impl Tree {
                     below,
                     above,
                     rest,
+                    slot,
                 } => {
                     stack.push(*rest);
-                    match value(attr).as_ref().and_then(number) {
-                        Some(n) if cut.is_above(n) => stack.push(*above),
-                        Some(_) => stack.push(*below),
-                        None => {
+                    let read = |value: &dyn Fn(&Attr) -> Option<Val<'r>>| {
+                        match value(attr).as_ref().and_then(number) {
+                            Some(n) => Read::Num(n),
+                            None => Read::Every,
+                        }
+                    };
+                    let read = match reads.get_mut(*slot as usize) {
+                        Some(cached @ Read::Unread) => {
+                            *cached = read(&value);
+                            *cached
+                        }
+                        Some(cached) => *cached,
+                        None => read(&value),
+                    };
+                    match read {
+                        Read::Num(n) if cut.is_above(n) => stack.push(*above),
+                        Read::Num(_) => stack.push(*below),
+                        Read::Every | Read::Key(..) | Read::Unread => {
                             exact = false;
                             stack.push(*below);
                             stack.push(*above);
@@ -1139,6 +1241,7 @@ impl Tree {
                 on,
                 children,
                 rest,
+                ..
             } => {
                 let _ = writeln!(out, "{pad}switch {}", switched(attr, fields));
                 for (value, child) in children {
@@ -1162,6 +1265,7 @@ impl Tree {
                 below,
                 above,
                 rest,
+                ..
             } => {
                 let _ = writeln!(out, "{pad}switch {}", attr.path());
                 let (low, high) = cut.labels(attr);
@@ -1229,6 +1333,7 @@ impl Tree {
                     on,
                     children,
                     rest,
+                    ..
                 } => {
                     diamond(&mut out, index, &switched(attr, fields));
                     for (value, child) in children {
@@ -1249,6 +1354,7 @@ impl Tree {
                     below,
                     above,
                     rest,
+                    ..
                 } => {
                     diamond(&mut out, index, &attr.path());
                     let (low, high) = cut.labels(attr);

@@ -487,3 +487,66 @@ fn tree_equals_naive_at_the_bounds_of_ranges() {
         "{checked} checked, {allowed} allowed, {denied} denied"
     );
 }
+
+/// A walk remembers the value of each switched attribute it has read (the
+/// first 32 distinct ones) and finds children by a hash of the value: on a
+/// set that switches on 48 attributes, with requests in which each one is
+/// missing, a number, a value no rule names or one a rule names, the tree
+/// still decides as the naive walk.
+#[test]
+fn tree_equals_naive_beyond_the_attributes_a_walk_remembers() {
+    let attributes = 48;
+    let mut source = String::new();
+    for i in 0..attributes {
+        for v in 0..3 {
+            source.push_str(&format!(
+                "@id(\"p{i}.{v}\")\npermit if action == \"read\" and context.k{i} == \"v{v}\" and context.k{} != \"v{v}\";\n",
+                (i + 1) % attributes
+            ));
+        }
+        source.push_str(&format!(
+            "@id(\"f{i}\")\nforbid if context has k{i} and context.k{i} == \"bad\";\n"
+        ));
+    }
+    let engine = match Engine::compile([("many.writ", source)], None) {
+        Ok(engine) => engine,
+        Err(d) => panic!("{}", d.render(false)),
+    };
+    let mut rng = Rng::new(48);
+    let (mut allowed, mut forbidden) = (0, 0);
+    for _ in 0..400 {
+        let mut context = serde_json::Map::new();
+        for i in 0..attributes {
+            let value = match rng.below(200) {
+                0..=9 => continue,
+                10 => serde_json::json!(7),
+                11 | 12 => serde_json::json!("bad"),
+                13..=29 => serde_json::json!("other"),
+                v => serde_json::json!(format!("v{}", v % 3)),
+            };
+            context.insert(format!("k{i}"), value);
+        }
+        let json = serde_json::json!({
+            "subject": {"id": "spiffe://acme.io/ci", "kind": "ci", "auth": "oidc", "attested": true},
+            "action": "read",
+            "resource": {"id": "db://payments/orders", "kind": "database"},
+            "environment": {"name": "prod", "time": "2026-11-22T10:00:00Z"},
+            "sensitivity": "internal",
+            "requested": {"ttl": 900},
+            "context": context,
+        })
+        .to_string();
+        let request = writ::Request::from_json(&json).expect("a valid request");
+        let tree = engine.decide(&request);
+        let naive = engine.decide_naive(&request);
+        assert_eq!(tree.decision, naive.decision, "{json}");
+        assert_eq!(tree.reasons, naive.reasons, "{json}");
+        assert_eq!(tree.errors, naive.errors, "{json}");
+        allowed += usize::from(tree.is_allow());
+        forbidden += usize::from(!tree.is_allow() && !tree.reasons.is_empty());
+    }
+    assert!(
+        allowed >= 5 && forbidden >= 5,
+        "{allowed} allowed, {forbidden} forbidden"
+    );
+}

@@ -39,8 +39,10 @@ pub enum EvalError {
     },
     /// A request attribute is absent.
     Missing {
-        /// The attribute's path, `subject.owner`.
-        path: String,
+        /// The message, written once when the error is made (a decision
+        /// may list one for each rule that reads the attribute): "`subject.owner`
+        /// is missing". Build it with [`EvalError::missing`].
+        message: Box<str>,
         /// The expression that read it.
         span: Span,
     },
@@ -296,11 +298,34 @@ impl EvalError {
     }
 }
 
+impl EvalError {
+    /// The error for a missing attribute, its path the dimension and the
+    /// name (`("context", Some("ticket"))`) or a whole path (`("action",
+    /// None)`): the message is written in one allocation of its exact
+    /// size, and writing it again (the trace, the errors) is one copy.
+    pub fn missing(path: &str, name: Option<&str>, span: Span) -> Box<EvalError> {
+        const END: &str = "` is missing";
+        let size = 1 + path.len() + name.map_or(0, |n| n.len() + 1) + END.len();
+        let mut message = String::with_capacity(size);
+        message.push('`');
+        message.push_str(path);
+        if let Some(name) = name {
+            message.push('.');
+            message.push_str(name);
+        }
+        message.push_str(END);
+        Box::new(EvalError::Missing {
+            message: message.into_boxed_str(),
+            span,
+        })
+    }
+}
+
 impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EvalError::Null { .. } => f.write_str("value is null"),
-            EvalError::Missing { path, .. } => write!(f, "`{path}` is missing"),
+            EvalError::Missing { message, .. } => f.write_str(message),
             EvalError::Unbound { .. } => f.write_str("unbound name"),
             EvalError::DataMissing { key, .. } => write!(f, "data `{key}` is missing"),
             EvalError::FieldMissing { field, .. } => write!(f, "field `{field}` is missing"),

@@ -112,11 +112,11 @@ impl<'a> Evaluator<'a> {
         match &expr.kind {
             ExprKind::Lit(lit) => from_lit(lit).ok_or_else(|| Box::new(EvalError::Null { span })),
             ExprKind::Attr(attr) => {
-                attr_value(self.request, self.prepared, attr).ok_or_else(|| {
-                    Box::new(EvalError::Missing {
-                        path: attr.path(),
-                        span,
-                    })
+                attr_value(self.request, self.prepared, attr).ok_or_else(|| match attr {
+                    Attr::Extra(dim, name) => EvalError::missing(dim.name(), Some(name), span),
+                    known => {
+                        EvalError::missing(known.def().map_or("", |def| def.path), None, span)
+                    }
                 })
             }
             ExprKind::Local(depth) => self
@@ -274,12 +274,9 @@ impl<'a> Evaluator<'a> {
     /// The decision time, `environment.time`: never the clock, so the
     /// same request decides the same at any hour.
     fn now(&self, span: Span) -> Res<i128> {
-        self.prepared.time.ok_or_else(|| {
-            Box::new(EvalError::Missing {
-                path: "environment.time".to_owned(),
-                span,
-            })
-        })
+        self.prepared
+            .time
+            .ok_or_else(|| EvalError::missing("environment.time", None, span))
     }
 
     /// A computed TTL cap (`limit ttl EXPR`): the cap in seconds and how
