@@ -183,6 +183,21 @@ enum Read<'r> {
     Every,
 }
 
+/// The value of `slot` for this walk: read by `read` the first time and
+/// remembered, or read at every node for a slot beyond the ones a walk
+/// remembers.
+#[inline]
+fn remembered<'r>(reads: &mut [Read<'r>], slot: u32, read: impl FnOnce() -> Read<'r>) -> Read<'r> {
+    match reads.get_mut(slot as usize) {
+        Some(cached @ Read::Unread) => {
+            *cached = read();
+            *cached
+        }
+        Some(cached) => *cached,
+        None => read(),
+    }
+}
+
 /// How many slots a walk remembers; a tree with more distinct switched
 /// attributes reads the rest at every node (correct, only slower).
 const SLOTS: usize = 32;
@@ -1102,20 +1117,12 @@ impl Tree {
                     slot,
                 } => {
                     stack.push(*rest);
-                    let read = |value: &dyn Fn(&Attr) -> Option<Val<'r>>| {
+                    let read = remembered(&mut reads, *slot, || {
                         match key_of(*on, value(attr), fields) {
                             Some(key) => Read::Key(key, hash_key(key)),
                             None => Read::Every,
                         }
-                    };
-                    let read = match reads.get_mut(*slot as usize) {
-                        Some(cached @ Read::Unread) => {
-                            *cached = read(&value);
-                            *cached
-                        }
-                        Some(cached) => *cached,
-                        None => read(&value),
-                    };
+                    });
                     match read {
                         Read::Key(key, hash) => match children.get_hashed(key, hash) {
                             Some(child) => stack.push(*child),
@@ -1143,20 +1150,12 @@ impl Tree {
                     slot,
                 } => {
                     stack.push(*rest);
-                    let read = |value: &dyn Fn(&Attr) -> Option<Val<'r>>| {
+                    let read = remembered(&mut reads, *slot, || {
                         match value(attr).as_ref().and_then(number) {
                             Some(n) => Read::Num(n),
                             None => Read::Every,
                         }
-                    };
-                    let read = match reads.get_mut(*slot as usize) {
-                        Some(cached @ Read::Unread) => {
-                            *cached = read(&value);
-                            *cached
-                        }
-                        Some(cached) => *cached,
-                        None => read(&value),
-                    };
+                    });
                     match read {
                         Read::Num(n) if cut.is_above(n) => stack.push(*above),
                         Read::Num(_) => stack.push(*below),

@@ -7,9 +7,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use common::{run, scratch, Run};
+use common::{review_fixture as fixture, scratch, writ_texts as writ};
 use proptest::prelude::*;
 use serde_json::Value;
 use writ::review::diff::diff;
@@ -17,23 +16,6 @@ use writ::review::Budget;
 use writ::{Engine, Request};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn writ(args: &[&str]) -> (i32, String, String) {
-    let out = run(Run::new(args, Duration::from_secs(120)));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn fixture(name: &str) -> String {
-    Path::new(ROOT)
-        .join("tests/diff")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 /// `writ eval` of `request` under `policy`: the decision JSON.
 fn eval(policy: &str, request: &Value, dir: &Path) -> Value {

@@ -23,20 +23,9 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/identity");
 const APPROVALS: &str = "https://approvals.test";
 const RESOURCE: &str = "k8s://prod/app";
 
-/// Deploys only with an approval that reads verified, unexpired, for this
-/// action and resource, from someone else than the requester.
-const POLICY: &str = r#"
-@id("deploy.permit")
-permit if action == "deploy" grant ["deploy:{resource.id}"] for 30m;
-
-@id("deploy.approved")
-forbid if action == "deploy" and not (context has approval.verified
-  and context.approval.verified == true
-  and context.approval.expires > environment.time
-  and context.approval.action == action
-  and context.approval.resource == resource.id
-  and context.approval.approver != subject.id) because "no approval";
-"#;
+/// Deploys only with an approval that reads verified (the policy is shared
+/// with the ledger's unit tests).
+const POLICY: &str = include_str!("approvals/deploy.writ");
 
 fn now() -> i64 {
     std::time::SystemTime::now()

@@ -4,30 +4,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
-use common::{run, scratch, Run};
+use common::{review_fixture as fixture, scratch, writ_texts as writ};
 use serde_json::Value;
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn writ(args: &[&str]) -> (i32, String, String) {
-    let out = run(Run::new(args, Duration::from_secs(120)));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn fixture(name: &str) -> String {
-    Path::new(ROOT)
-        .join("tests/diff")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 #[test]
 fn a_witness_is_a_request_eval_decides_as_asked() {

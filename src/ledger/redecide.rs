@@ -485,17 +485,9 @@ forbid if context has risk_score and context.risk_score > 70 because "risky";
 
     /// Deploys only with an approval the evaluator reads as verified, for
     /// this action and resource, unexpired, from someone else.
-    const APPROVED: &str = r#"
-@id("deploy.permit")
-permit if action == "deploy" grant ["deploy:{resource.id}"] for 30m;
-@id("deploy.approved")
-forbid if action == "deploy" and not (context has approval.verified
-  and context.approval.verified == true
-  and context.approval.expires > environment.time
-  and context.approval.action == action
-  and context.approval.resource == resource.id
-  and context.approval.approver != subject.id) because "no approval";
-"#;
+    /// Deploys only with an approval the evaluator reads as verified, for
+    /// this action and resource, unexpired, from someone else.
+    const APPROVED: &str = include_str!("../../tests/approvals/deploy.writ");
 
     /// The approval as writ's verification writes it, for `k8s://a`.
     fn verified_approval(expires: &str) -> Value {

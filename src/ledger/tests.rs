@@ -1308,17 +1308,7 @@ async fn record(ledger: &Ledger, g: Grant) {
 }
 
 /// Deploys need an approval the evaluator reads as verified.
-const APPROVAL_POLICY: &str = r#"
-@id("deploy.permit")
-permit if action == "deploy" grant ["deploy:{resource.id}"] for 30m;
-@id("deploy.approved")
-forbid if action == "deploy" and not (context has approval.verified
-  and context.approval.verified == true
-  and context.approval.expires > environment.time
-  and context.approval.action == action
-  and context.approval.resource == resource.id
-  and context.approval.approver != subject.id) because "no approval";
-"#;
+const APPROVAL_POLICY: &str = include_str!("../../tests/approvals/deploy.writ");
 
 /// A deploy grant whose stored request holds a verified approval's claims
 /// (as `/v1/grants` stores it), with writ's attestation when `until` is

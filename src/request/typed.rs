@@ -154,8 +154,16 @@ trait Object: Default {
         reader: Reader<'_>,
     ) -> Result<bool, A::Error>;
 
-    /// Keeps another attribute; `requested` has none.
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()>;
+    /// Where the object keeps attributes it does not name; `requested`
+    /// has none (`deny_unknown_fields`).
+    fn extra(&mut self) -> Option<&mut IndexMap<String, Value>>;
+
+    /// Keeps another attribute, or gives up where there is no place for it.
+    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
+        let extra = self.extra().ok_or(())?;
+        extra.insert(key, value);
+        Ok(())
+    }
 }
 
 /// Reads named fields whose types read themselves.
@@ -164,6 +172,30 @@ macro_rules! named_fields {
         match $key {
             $( stringify!($field) => $self.$field = Some($map.next_value()?), )*
             _ => return Ok(false),
+        }
+    };
+}
+
+/// An object whose named fields all read themselves and which keeps the
+/// rest in `extra`.
+macro_rules! plain_object {
+    ($ty:ident, $dim:expr, { $($field:ident),* }) => {
+        impl Object for $ty {
+            const DIM: Dim = $dim;
+
+            fn named<'de, A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+                _: Reader<'_>,
+            ) -> Result<bool, A::Error> {
+                named_fields!(self, key, map, { $($field),* });
+                Ok(true)
+            }
+
+            fn extra(&mut self) -> Option<&mut IndexMap<String, Value>> {
+                Some(&mut self.extra)
+            }
         }
     };
 }
@@ -190,68 +222,16 @@ impl Object for Subject {
         Ok(true)
     }
 
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
-        self.extra.insert(key, value);
-        Ok(())
+    fn extra(&mut self) -> Option<&mut IndexMap<String, Value>> {
+        Some(&mut self.extra)
     }
 }
 
-impl Object for Resource {
-    const DIM: Dim = Dim::Resource;
+plain_object!(Resource, Dim::Resource, { id, kind, owner });
 
-    fn named<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-        _: Reader<'_>,
-    ) -> Result<bool, A::Error> {
-        named_fields!(self, key, map, { id, kind, owner });
-        Ok(true)
-    }
+plain_object!(Intent, Dim::Intent, { task, id, objective, objective_changed, actions });
 
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
-        self.extra.insert(key, value);
-        Ok(())
-    }
-}
-
-impl Object for Intent {
-    const DIM: Dim = Dim::Intent;
-
-    fn named<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-        _: Reader<'_>,
-    ) -> Result<bool, A::Error> {
-        named_fields!(self, key, map, { task, id, objective, objective_changed, actions });
-        Ok(true)
-    }
-
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
-        self.extra.insert(key, value);
-        Ok(())
-    }
-}
-
-impl Object for Environment {
-    const DIM: Dim = Dim::Environment;
-
-    fn named<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-        _: Reader<'_>,
-    ) -> Result<bool, A::Error> {
-        named_fields!(self, key, map, { name, broker, time });
-        Ok(true)
-    }
-
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
-        self.extra.insert(key, value);
-        Ok(())
-    }
-}
+plain_object!(Environment, Dim::Environment, { name, broker, time });
 
 impl Object for Requested {
     const DIM: Dim = Dim::Requested;
@@ -266,9 +246,8 @@ impl Object for Requested {
         Ok(true)
     }
 
-    fn other(&mut self, _: String, _: Value) -> Result<(), ()> {
-        // `requested` carries nothing else (`deny_unknown_fields`).
-        Err(())
+    fn extra(&mut self) -> Option<&mut IndexMap<String, Value>> {
+        None
     }
 }
 

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::same::same_rule;
-use super::space::{self, Probe, Rng, Space, Truth};
-use super::{outside_slots, pick, start, wanted, Budget, Coverage, Side};
+use super::space::{Probe, Rng, Space, Truth};
+use super::{pick, sample_around, sampled_slots, start, wanted, Budget, Coverage, Side};
 use crate::decision::Decision;
 use crate::engine::Engine;
 use crate::ir::RuleKind;
@@ -436,31 +436,24 @@ impl Differ<'_> {
         self.coverage.classes += 1;
         self.judge(&value, false);
         let mut slots = Vec::new();
-        for (side, statuses) in [(&self.old, so), (&self.new, sn)] {
-            for (i, status) in statuses.iter().enumerate() {
-                if *status != Truth::False && !side.outside[i].is_empty() {
-                    outside_slots(&side.conds[i], &mut slots);
-                    side.note_outside(&[i], &mut self.coverage);
-                }
-            }
-        }
+        sampled_slots(&self.old, so, &mut slots, &mut self.coverage);
+        sampled_slots(&self.new, sn, &mut slots, &mut self.coverage);
         slots.sort_unstable();
         slots.dedup();
         if slots.is_empty() {
             return;
         }
         for _ in 0..self.budget.samples_per_class {
-            if self.coverage.sampled >= self.budget.samples {
-                self.coverage.stopped = true;
+            let Some(sample) = sample_around(
+                self.space,
+                &value,
+                &slots,
+                &mut self.rng,
+                &self.budget,
+                &mut self.coverage,
+            ) else {
                 return;
-            }
-            let mut sample = value.clone();
-            for &slot in &slots {
-                let path = &self.space.slots[slot].path;
-                let random = space::random_value(&self.space.slots[slot], &mut self.rng);
-                space::set_value(&mut sample, path, random);
-            }
-            self.coverage.sampled += 1;
+            };
             self.judge(&sample, true);
         }
     }

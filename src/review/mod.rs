@@ -197,6 +197,49 @@ impl<'a> Side<'a> {
     }
 }
 
+/// Adds to `slots` what the sampling around a class varies: the slots read
+/// outside the enumerable part by every rule of `side` that may still
+/// match there, and records those rules in `coverage`.
+pub(crate) fn sampled_slots(
+    side: &Side<'_>,
+    statuses: &[Truth],
+    slots: &mut Vec<usize>,
+    coverage: &mut Coverage,
+) {
+    for (i, status) in statuses.iter().enumerate() {
+        if *status != Truth::False && side.outside.get(i).is_some_and(|o| !o.is_empty()) {
+            if let Some(cond) = side.conds.get(i) {
+                outside_slots(cond, slots);
+            }
+            side.note_outside(&[i], coverage);
+        }
+    }
+}
+
+/// The next request sampled around the class `value` (its `slots` given
+/// random values), or `None` once the whole budget of samples is spent,
+/// which marks the coverage as stopped.
+pub(crate) fn sample_around(
+    space: &Space,
+    value: &serde_json::Value,
+    slots: &[usize],
+    rng: &mut space::Rng,
+    budget: &Budget,
+    coverage: &mut Coverage,
+) -> Option<serde_json::Value> {
+    if coverage.sampled >= budget.samples {
+        coverage.stopped = true;
+        return None;
+    }
+    let mut sample = value.clone();
+    for &slot in slots {
+        let random = space::random_value(&space.slots[slot], rng);
+        space::set_value(&mut sample, &space.slots[slot].path, random);
+    }
+    coverage.sampled += 1;
+    Some(sample)
+}
+
 /// The unassigned slots the undecided leaves of `cond` need.
 pub(crate) fn wanted(cond: &Cond<'_>, assigned: &[Option<usize>], out: &mut Vec<usize>) {
     match cond {

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use super::space::{self, Cond, Probe, Rng, Space, Truth, QUERY_KEY};
-use super::{outside_slots, pick, start, wanted, Budget, Coverage, Side};
+use super::{outside_slots, pick, sample_around, sampled_slots, start, wanted, Budget, Coverage, Side};
 use crate::decision::{Decision, Effect};
 use crate::engine::Engine;
 use crate::eval::{Evaluator, RuleResult};
@@ -312,12 +312,7 @@ impl Asker<'_> {
             return;
         }
         let mut slots = Vec::new();
-        for (i, status) in statuses.iter().enumerate() {
-            if *status != Truth::False && !self.side.outside[i].is_empty() {
-                outside_slots(&self.side.conds[i], &mut slots);
-                self.side.note_outside(&[i], &mut self.coverage);
-            }
-        }
+        sampled_slots(&self.side, statuses, &mut slots, &mut self.coverage);
         outside_slots(&self.cond, &mut slots);
         slots.sort_unstable();
         slots.dedup();
@@ -325,16 +320,16 @@ impl Asker<'_> {
             return;
         }
         for _ in 0..self.budget.samples_per_class {
-            if self.coverage.sampled >= self.budget.samples {
-                self.coverage.stopped = true;
+            let Some(sample) = sample_around(
+                self.space,
+                &value,
+                &slots,
+                &mut self.rng,
+                &self.budget,
+                &mut self.coverage,
+            ) else {
                 return;
-            }
-            let mut sample = value.clone();
-            for &slot in &slots {
-                let random = space::random_value(&self.space.slots[slot], &mut self.rng);
-                space::set_value(&mut sample, &self.space.slots[slot].path, random);
-            }
-            self.coverage.sampled += 1;
+            };
             if self.judge(&sample, true) {
                 return;
             }

@@ -153,3 +153,23 @@ pub fn assert_refused(output: &Output, code: i32, needle: &str) {
     assert_eq!(output.status.code(), Some(code), "{text}");
     assert!(text.contains(needle), "expected `{needle}` in:\n{text}");
 }
+
+/// Runs `writ ARGS` with two minutes at most: its exit code (-1 when it
+/// had none), stdout and stderr, as text.
+pub fn writ_texts(args: &[&str]) -> (i32, String, String) {
+    let out = run(Run::new(args, Duration::from_secs(120)));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    )
+}
+
+/// The path of the review fixture `name` under `tests/diff/`.
+pub fn review_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/diff")
+        .join(name)
+        .display()
+        .to_string()
+}
