@@ -491,6 +491,11 @@ struct ServeArgs {
     /// How often to poll the bundle's source.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", requires = "bundle")]
     bundle_poll: std::time::Duration,
+    /// How long one fetch from the bundle's source may take; a replica
+    /// whose source hangs at start waits this long, then starts from
+    /// `--bundle-cache`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", requires = "bundle")]
+    bundle_timeout: std::time::Duration,
     /// Keep the last good bundle in DIR, to start from when the source is
     /// down.
     #[arg(long, value_name = "DIR", requires = "bundle")]
@@ -860,6 +865,7 @@ fn run(cli: Cli) -> Result<u8, String> {
             config.bundle = args.bundle.map(|url| {
                 let mut bundle = crate::server::bundle_pull::BundleConfig::new(&url);
                 bundle.poll = args.bundle_poll;
+                bundle.timeout = args.bundle_timeout;
                 bundle.cache = args.bundle_cache;
                 bundle.keys = args.bundle_keys;
                 bundle

@@ -724,3 +724,64 @@ fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
     assert_eq!(server.metric("writ_bundle_source_up"), 0.0);
     assert_eq!(revision(&server), "r1");
 }
+
+#[test]
+fn a_registry_that_hangs_is_given_up_on_at_the_timeout() {
+    let dir = Arc::new(TempDir::new("bundle-oci-hang"));
+    let (private, public) = key_pair(&dir, "release", 16);
+    let cache = dir.file("cache");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    std::fs::copy(
+        signed_bundle(&dir, "r1", "ping", &private),
+        cache.join("bundle.tar.gz"),
+    )
+    .expect("seed the cache");
+    // A "registry" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let reference = format!("oci://127.0.0.1:{port}/writ/policies:prod");
+    let started = std::time::Instant::now();
+    let server = Server::start(
+        &[
+            "--bundle",
+            &reference,
+            "--bundle-key",
+            &public,
+            "--bundle-poll",
+            "200ms",
+            "--bundle-timeout",
+            "1s",
+            "--bundle-cache",
+            &s(&cache),
+        ],
+        &dir,
+    );
+    // It waited for the registry no longer than the timeout (with room
+    // for a loaded machine), then started from its cache.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let now = status(&server);
+    assert_eq!(now["policy"]["revision"], "r1");
+    assert_eq!(now["bundle"]["active"]["from"], "cache");
+    let error = now["bundle"]["last_fetch_error"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("did not answer within 1 s"), "{error}");
+    // Decisions are answered while the polls keep timing out.
+    wait_until("more failed fetches", Duration::from_secs(10), || {
+        server.metric("writ_bundle_fetch_failures_total") >= 2.0
+    });
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(server.metric("writ_bundle_source_up"), 0.0);
+    assert_eq!(revision(&server), "r1");
+}

@@ -26,8 +26,6 @@ use super::status::{rfc3339, unix_seconds};
 use super::{App, Trigger};
 use crate::bundle::{Bundle, TrustedKey};
 
-/// How long one fetch of the bundle may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between two fetches after failures (or the poll
 /// interval, if that is longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -41,6 +39,10 @@ pub struct BundleConfig {
     pub url: String,
     /// How often to poll.
     pub poll: Duration,
+    /// How long one fetch (or one registry operation) may take; also how
+    /// long a replica whose source hangs waits before it starts from its
+    /// cache.
+    pub timeout: Duration,
     /// Where the last good bundle is kept.
     pub cache: Option<PathBuf>,
     /// Trusted Ed25519 public keys (PEM files); with any, an unsigned
@@ -49,11 +51,13 @@ pub struct BundleConfig {
 }
 
 impl BundleConfig {
-    /// `url`, polled every 30 s, no cache, no key.
+    /// `url`, polled every 30 s, fetches limited to 30 s, no cache, no
+    /// key.
     pub fn new(url: &str) -> BundleConfig {
         BundleConfig {
             url: url.to_owned(),
             poll: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
             cache: None,
             keys: Vec::new(),
         }
@@ -145,6 +149,9 @@ impl Puller {
         if config.poll < Duration::from_millis(100) {
             return Err("`--bundle-poll` must be at least 100ms".to_owned());
         }
+        if config.timeout < Duration::from_millis(100) {
+            return Err("`--bundle-timeout` must be at least 100ms".to_owned());
+        }
         let keys = config
             .keys
             .iter()
@@ -158,7 +165,7 @@ impl Puller {
         #[cfg(feature = "oci")]
         let oci = oci
             .map(|reference| {
-                super::oci::Registry::new(&reference, &super::oci::ProcessEnv, FETCH_TIMEOUT)
+                super::oci::Registry::new(&reference, &super::oci::ProcessEnv, config.timeout)
                     .map_err(|e| format!("`--bundle {url}`: {e}"))
             })
             .transpose()?;
@@ -169,7 +176,7 @@ impl Puller {
             ));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(FETCH_TIMEOUT))
+            .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
             .max_redirects(3)
             .https_only(url.starts_with("https://"))
