@@ -76,3 +76,21 @@ fn a_query_that_does_not_check_is_an_error() {
     assert_eq!(code, 2);
     assert!(err.contains("`obligation` names a kind"), "{err}");
 }
+
+#[test]
+fn the_markdown_answer_quotes_the_question_and_the_text_answer() {
+    let policy = fixture("small-new");
+    let question = r#"allowed and subject.kind == "agent""#;
+    let (code, out, err) = writ(&[
+        "query", "--policy", &policy, question, "--format", "markdown",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "### `writ query`\n\n`allowed and subject.kind == \"agent\"`\n\n```text\nfound: "
+        ),
+        "{out}"
+    );
+    assert!(out.contains("\ncoverage: complete"), "{out}");
+    assert!(out.ends_with("```\n"), "{out}");
+}

@@ -119,7 +119,8 @@ pub(super) struct QueryArgs {
     /// "glob"`, `ttl` and `obligation KIND` about the decision.
     #[arg(value_name = "QUERY")]
     query: String,
-    /// Answer format (`markdown` is read as text).
+    /// Answer format (`markdown`: the question and the text answer, for a
+    /// pull-request comment).
     #[arg(long, value_enum, default_value = "text")]
     format: ReviewFormat,
     #[command(flatten)]
@@ -134,27 +135,36 @@ pub(super) fn run_query(args: &QueryArgs) -> Result<u8, String> {
     let report = query(&engine, &question, args.budget.budget());
     if args.format == ReviewFormat::Json {
         println!("{}", render_json(&report));
-    } else {
-        match &report.found {
-            Some(found) => {
-                println!(
-                    "found{}: {}",
-                    if found.sampled { " (sampled)" } else { "" },
-                    found.request
-                );
-                println!(
-                    "{}",
-                    crate::explain::explain(
-                        &found.decision,
-                        &engine,
-                        crate::explain::Style::new(false)
-                    )
-                );
-            }
-            None if report.coverage.complete() => println!("none"),
-            None => println!("none found where it looked"),
+        return Ok(u8::from(report.found.is_none()));
+    }
+    let mut text = String::new();
+    match &report.found {
+        Some(found) => {
+            text.push_str(&format!(
+                "found{}: {}\n",
+                if found.sampled { " (sampled)" } else { "" },
+                found.request
+            ));
+            text.push_str(&crate::explain::explain(
+                &found.decision,
+                &engine,
+                crate::explain::Style::new(false),
+            ));
+            text.push('\n');
         }
-        println!("coverage: {}", report.coverage.sentence());
+        None if report.coverage.complete() => text.push_str("none\n"),
+        None => text.push_str("none found where it looked\n"),
+    }
+    text.push_str(&format!("coverage: {}\n", report.coverage.sentence()));
+    if args.format == ReviewFormat::Markdown {
+        // For a pull-request comment: the question, then the answer as
+        // the text format prints it.
+        print!(
+            "### `writ query`\n\n`{}`\n\n```text\n{text}```\n",
+            args.query.replace('`', "'")
+        );
+    } else {
+        print!("{text}");
     }
     Ok(u8::from(report.found.is_none()))
 }
