@@ -691,10 +691,11 @@ fn a_registry_that_requires_a_login_is_reached_with_credentials() {
     assert_eq!(revision(&server), "r1");
 }
 
-#[test]
-fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
-    let dir = Arc::new(TempDir::new("bundle-oci-500"));
-    let (private, public) = key_pair(&dir, "release", 15);
+/// A scratch folder, a release key pair (seeded with `seed`) and a cache
+/// holding a signed bundle of revision `r1`: (folder, public key, cache).
+fn seeded_cache(name: &str, seed: u8) -> (Arc<TempDir>, String, std::path::PathBuf) {
+    let dir = Arc::new(TempDir::new(name));
+    let (private, public) = key_pair(&dir, "release", seed);
     let cache = dir.file("cache");
     std::fs::create_dir_all(&cache).expect("mkdir");
     std::fs::copy(
@@ -702,6 +703,20 @@ fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
         cache.join("bundle.tar.gz"),
     )
     .expect("seed the cache");
+    (dir, public, cache)
+}
+
+/// The last fetch error in a `/v1/status` answer ("" when none).
+fn fetch_error(status: &Value) -> String {
+    status["bundle"]["last_fetch_error"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
+    let (dir, public, cache) = seeded_cache("bundle-oci-500", 15);
     // Every request to this "registry" answers 500.
     let registry = BundleServer::start_on(0);
     registry.mode(Mode::Fail);
@@ -710,10 +725,7 @@ fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
     let now = status(&server);
     assert_eq!(now["policy"]["revision"], "r1");
     assert_eq!(now["bundle"]["active"]["from"], "cache");
-    let error = now["bundle"]["last_fetch_error"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let error = fetch_error(&now);
     assert!(
         error.contains("the manifest request") && error.contains("answered 500"),
         "{error}"
@@ -727,15 +739,7 @@ fn a_registry_answering_500_leaves_the_cached_bundle_serving() {
 
 #[test]
 fn a_registry_that_hangs_is_given_up_on_at_the_timeout() {
-    let dir = Arc::new(TempDir::new("bundle-oci-hang"));
-    let (private, public) = key_pair(&dir, "release", 16);
-    let cache = dir.file("cache");
-    std::fs::create_dir_all(&cache).expect("mkdir");
-    std::fs::copy(
-        signed_bundle(&dir, "r1", "ping", &private),
-        cache.join("bundle.tar.gz"),
-    )
-    .expect("seed the cache");
+    let (dir, public, cache) = seeded_cache("bundle-oci-hang", 16);
     // A "registry" that accepts connections and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -772,10 +776,7 @@ fn a_registry_that_hangs_is_given_up_on_at_the_timeout() {
     let now = status(&server);
     assert_eq!(now["policy"]["revision"], "r1");
     assert_eq!(now["bundle"]["active"]["from"], "cache");
-    let error = now["bundle"]["last_fetch_error"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let error = fetch_error(&now);
     assert!(error.contains("did not answer within 1 s"), "{error}");
     // Decisions are answered while the polls keep timing out.
     wait_until("more failed fetches", Duration::from_secs(10), || {
