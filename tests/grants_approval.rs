@@ -57,18 +57,7 @@ fn issue(server: &Server, who: &str, token: &str) -> String {
         "requested": {"scope": [format!("deploy:{RESOURCE}")], "ttl": 600},
         "context": {"approval": token}
     });
-    let reply = server.post("/v1/grants", &body.to_string());
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["grant_id"]
-        .as_str()
-        .expect("grant_id")
-        .to_owned()
-}
-
-fn grant(server: &Server, id: &str) -> Value {
-    let reply = server.get(&format!("/v1/grants/{id}"));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()
+    issue_grant(server, &body)
 }
 
 fn recheck(server: &Server) -> Value {

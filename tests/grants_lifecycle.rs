@@ -59,18 +59,7 @@ fn deploy(subject: &str, task: &str) -> Value {
 }
 
 fn issue(server: &Server, subject: &str, task: &str) -> String {
-    let reply = server.post("/v1/grants", &deploy(subject, task).to_string());
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["grant_id"]
-        .as_str()
-        .expect("grant_id")
-        .to_owned()
-}
-
-fn grant(server: &Server, id: &str) -> Value {
-    let reply = server.get(&format!("/v1/grants/{id}"));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()
+    issue_grant(server, &deploy(subject, task))
 }
 
 /// A server on a policy directory holding [`POLICY`], with `ledger`.

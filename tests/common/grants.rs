@@ -88,3 +88,21 @@ pub fn writ(args: &[&str]) -> (i32, Value, String) {
     let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
     (output.status.code().unwrap_or(-1), json, stderr)
 }
+
+/// Issues `body` through `POST /v1/grants`, which must answer 201: the
+/// grant's id.
+pub fn issue_grant(server: &Server, body: &Value) -> String {
+    let reply = server.post("/v1/grants", &body.to_string());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["grant_id"]
+        .as_str()
+        .expect("grant_id")
+        .to_owned()
+}
+
+/// `GET /v1/grants/{id}`, which must answer 200.
+pub fn grant(server: &Server, id: &str) -> Value {
+    let reply = server.get(&format!("/v1/grants/{id}"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
