@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::{json, Value};
+use serde_json::json;
 use writ::replay::Replayer;
 use writ::{Engine, Request};
 
@@ -26,33 +26,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const LINES: usize = 20_000;
 
-const FIXTURES: &[&str] = &[
-    "baseline",
-    "exception",
-    "identity",
-    "intent",
-    "lifecycle",
-    "scope",
-    "ttl",
-];
-
-/// The pack's example requests as JSON values.
-fn requests() -> Vec<Value> {
-    let mut out = Vec::new();
-    for name in FIXTURES {
-        let path = format!("{}/tests/pack/{name}.json", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).expect("fixture");
-        let value: Value = serde_json::from_str(&text).expect("fixture JSON");
-        for case in value["cases"].as_array().expect("cases") {
-            out.push(case["request"].clone());
-        }
-    }
-    out
-}
-
 /// A log of `LINES` lines as the server writes them.
 fn log(engine: &Engine) -> Vec<u8> {
-    let requests = requests();
+    let requests = writ::testgen::pack_requests().expect("the pack's cases");
     let mut out = Vec::new();
     for i in 0..LINES {
         let value = &requests[i % requests.len()];

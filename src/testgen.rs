@@ -1675,6 +1675,39 @@ impl TierValue {
     }
 }
 
+/// The default pack's example case files that decide with the pack alone
+/// (no data, no other policies), in a fixed order.
+const PACK_CASES: [(&str, &str); 7] = [
+    ("baseline", include_str!("../tests/pack/baseline.json")),
+    ("exception", include_str!("../tests/pack/exception.json")),
+    ("identity", include_str!("../tests/pack/identity.json")),
+    ("intent", include_str!("../tests/pack/intent.json")),
+    ("lifecycle", include_str!("../tests/pack/lifecycle.json")),
+    ("scope", include_str!("../tests/pack/scope.json")),
+    ("ttl", include_str!("../tests/pack/ttl.json")),
+];
+
+/// The requests of the default pack's example cases, in file and case
+/// order (what the replay tests and bench log): an error names a file
+/// that does not read as a case file of the pack alone.
+pub fn pack_requests() -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for (name, text) in PACK_CASES {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("tests/pack/{name}.json: {e}"))?;
+        if value.as_object().map_or(true, |o| o.len() != 1) {
+            return Err(format!(
+                "tests/pack/{name}.json holds more than `cases`: it does not decide with the pack alone"
+            ));
+        }
+        let cases = value["cases"]
+            .as_array()
+            .ok_or_else(|| format!("tests/pack/{name}.json has no `cases` list"))?;
+        out.extend(cases.iter().map(|case| case["request"].clone()));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

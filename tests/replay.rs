@@ -12,34 +12,13 @@ use common::server::*;
 use common::{run, Run};
 use serde_json::Value;
 
-/// The pack's own fixture files (the default pack alone: no data, no
-/// other policies), in a fixed order so that the reports are stable.
-const PACK_FIXTURES: &[&str] = &[
-    "baseline",
-    "exception",
-    "identity",
-    "intent",
-    "lifecycle",
-    "scope",
-    "ttl",
-];
-
-/// The requests of the pack's example cases.
+/// The requests of the pack's example cases, as JSON text.
 fn pack_requests() -> Vec<String> {
-    let mut out = Vec::new();
-    for name in PACK_FIXTURES {
-        let file = Path::new(ROOT).join(format!("tests/pack/{name}.json"));
-        let text = std::fs::read_to_string(&file).expect("fixture");
-        let value: Value = serde_json::from_str(&text).expect("fixture JSON");
-        assert!(
-            value.as_object().is_some_and(|o| o.len() == 1),
-            "{name}.json decides with the pack alone"
-        );
-        for case in value["cases"].as_array().expect("cases") {
-            out.push(case["request"].to_string());
-        }
-    }
-    out
+    writ::testgen::pack_requests()
+        .expect("the pack's cases")
+        .iter()
+        .map(Value::to_string)
+        .collect()
 }
 
 /// Runs a server over the default pack with `extra` options, posts every
