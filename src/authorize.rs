@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use crate::compile::{NodeId, Tree};
+use crate::compile::{NodeId, Tree, NEAR_LIMIT};
 use std::sync::Arc;
 
 use crate::decision::{Considered, Effect, Name, Outcome, Seen, Step};
@@ -656,17 +656,22 @@ impl<'a> Walk<'a> {
     /// most conditions held before the first that failed), adding permits
     /// found in the sibling branches of the switches the request missed.
     /// Costs a handful of rule evaluations, whatever the size of the
-    /// policy.
+    /// policy: the rules below the missed switches were listed when the
+    /// tree was built ([`Tree::rules_below`]).
     fn mark_closest(&mut self) {
         let set = self.set;
         // (conditions held, rule index, failed conjunct), best first.
-        let mut pool: Vec<(usize, u32, Option<usize>)> = self
-            .missed_permits
-            .iter()
-            .map(|&(r, at)| (at, r, Some(at)))
-            .collect();
+        // Room for the permits near the missed switches too, so that the
+        // pool is allocated once.
+        let mut pool: Vec<(usize, u32, Option<usize>)> =
+            Vec::with_capacity(self.missed_permits.len() + 2 * NEAR_LIMIT);
+        pool.extend(
+            self.missed_permits
+                .iter()
+                .map(|&(r, at)| (at, r, Some(at))),
+        );
         if pool.len() < 3 {
-            for rule in self.compiled.tree.rules_below(&self.near, 6) {
+            for rule in self.compiled.tree.rules_below(&self.near) {
                 let is_permit = matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
                 if !is_permit || pool.iter().any(|p| p.1 == rule) {
                     continue;
@@ -679,6 +684,8 @@ impl<'a> Walk<'a> {
         }
         pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         pool.truncate(3);
+        // The entries inserted below grow the trace once.
+        self.trace.reserve(pool.len());
         for (_, index, at) in pool {
             // The trace stays sorted by rule: the candidates, ascending,
             // and the permits inserted below in order.

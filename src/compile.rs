@@ -100,6 +100,12 @@ pub enum Node {
         /// each one from the request once ([`Tree::candidates`]).
         #[serde(skip)]
         slot: u32,
+        /// The rules below the children, in the order
+        /// [`Tree::rules_below`] meets them, worked out when the tree is
+        /// built (empty for a switch with an `other` child, which a
+        /// request never misses).
+        #[serde(skip)]
+        below: Below,
     },
     /// Branch on a number or a duration: below or above a cut.
     Range {
@@ -497,6 +503,73 @@ impl Stack {
         }
         self.len = self.len.checked_sub(1)?;
         self.inline.get(self.len).copied()
+    }
+}
+
+/// How many nodes [`Tree::rules_below`] visits at most, over all the
+/// switches it is given: what a default deny spends looking for the
+/// permits that came closest, whatever the size of the policy.
+const NEAR_BUDGET: u32 = 64;
+
+/// How many rules [`Tree::rules_below`] finds at most (it may find a
+/// few more, the rest of the leaf that reached the limit).
+pub const NEAR_LIMIT: usize = 6;
+
+/// The rules below one switch's children as a depth-first search meets
+/// them (children in order, then `other`; below each node its children,
+/// then `any value`), each the first time, with the number of nodes the
+/// search had visited when it reached the rule's leaf. The search stops
+/// past [`NEAR_BUDGET`] nodes, or once it has met `2 * NEAR_LIMIT - 1`
+/// rules (the most a request can need: those an earlier switch found
+/// are met again, and found once).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Below {
+    /// `(nodes visited, rule)`, in the order met; the rules of one leaf
+    /// share the count.
+    found: Box<[(u32, u32)]>,
+    /// The nodes the whole search visits, or `NEAR_BUDGET + 1` when it
+    /// stopped early.
+    visits: u32,
+}
+
+impl Below {
+    /// The search below the `children` of a switch, in `nodes`.
+    fn search(nodes: &[Node], children: &Children) -> Below {
+        let mut found: Vec<(u32, u32)> = Vec::new();
+        let mut stack: Vec<NodeId> = children.values().rev().copied().collect();
+        let mut visits = 0u32;
+        let most = 2 * NEAR_LIMIT - 1;
+        while let Some(id) = stack.pop() {
+            if visits == NEAR_BUDGET || found.len() >= most {
+                visits = NEAR_BUDGET + 1;
+                break;
+            }
+            visits += 1;
+            match &nodes[id.0 as usize] {
+                Node::Leaf { rules } => {
+                    for &rule in rules {
+                        if !found.iter().any(|&(_, r)| r == rule) {
+                            found.push((visits, rule));
+                        }
+                    }
+                }
+                Node::Switch { children, rest, .. } => {
+                    stack.push(*rest);
+                    stack.extend(children.values().rev().copied());
+                }
+                Node::Range {
+                    below, above, rest, ..
+                } => {
+                    stack.push(*rest);
+                    stack.push(*above);
+                    stack.push(*below);
+                }
+            }
+        }
+        Below {
+            found: found.into_boxed_slice(),
+            visits,
+        }
     }
 }
 
@@ -986,13 +1059,20 @@ impl<'s> Builder<'s> {
         let rest = self.build(rest, scope);
         scope.used.pop();
         let slot = self.slot(key);
+        let children = Children::new(built, other);
+        // A switch with an `other` child is never missed.
+        let below = match children.other {
+            Some(_) => Below::default(),
+            None => Below::search(&self.nodes, &children),
+        };
         self.push(Node::Switch {
             attr: key.attr.clone(),
             fields: key.fields.to_vec(),
             on: key.on,
-            children: Children::new(built, other),
+            children,
             rest,
             slot,
+            below,
         })
     }
 
@@ -1115,6 +1195,7 @@ impl Tree {
                     children,
                     rest,
                     slot,
+                    ..
                 } => {
                     stack.push(*rest);
                     let read = remembered(&mut reads, *slot, || {
@@ -1174,42 +1255,39 @@ impl Tree {
         }
     }
 
-    /// Up to `limit` rules found below the children of the given switches:
-    /// the rules that would have been candidates had one tested value
-    /// been different.
-    pub fn rules_below(&self, switches: &[NodeId], limit: usize) -> Vec<u32> {
-        let mut found = Vec::new();
-        let mut budget = 64usize;
+    /// About [`NEAR_LIMIT`] rules found below the children of the given
+    /// switches (the first [`NEAR_BUDGET`] nodes of a depth-first search
+    /// below each in turn, each rule once, stopping once the limit is
+    /// reached): the rules that would have been candidates had one tested
+    /// value been different. Read from what [`Below`] kept of each switch
+    /// when the tree was built, so it visits no node.
+    pub fn rules_below(&self, switches: &[NodeId]) -> Vec<u32> {
+        let mut found: Vec<u32> = Vec::with_capacity(2 * NEAR_LIMIT);
+        // The nodes the searches of the switches before spent.
+        let mut spent = 0u32;
         for &switch in switches {
-            let Node::Switch { children, .. } = self.node(switch) else {
+            let Node::Switch { below, .. } = self.node(switch) else {
                 continue;
             };
-            let mut stack: Vec<NodeId> = children.values().rev().copied().collect();
-            while let Some(id) = stack.pop() {
-                if budget == 0 || found.len() >= limit {
-                    return found;
+            // The leaf being taken, by its visit count (counts start at 1).
+            let mut leaf = 0u32;
+            for &(visits, rule) in below.found.iter() {
+                if visits != leaf {
+                    // Before a node past the budget, or before any node
+                    // once enough are found, the search stops: a leaf's
+                    // rules are all taken, or none.
+                    if spent + visits > NEAR_BUDGET || found.len() >= NEAR_LIMIT {
+                        return found;
+                    }
+                    leaf = visits;
                 }
-                budget -= 1;
-                match self.node(id) {
-                    Node::Leaf { rules } => {
-                        for rule in rules {
-                            if !found.contains(rule) {
-                                found.push(*rule);
-                            }
-                        }
-                    }
-                    Node::Switch { children, rest, .. } => {
-                        stack.push(*rest);
-                        stack.extend(children.values().rev().copied());
-                    }
-                    Node::Range {
-                        below, above, rest, ..
-                    } => {
-                        stack.push(*rest);
-                        stack.push(*above);
-                        stack.push(*below);
-                    }
+                if !found.contains(&rule) {
+                    found.push(rule);
                 }
+            }
+            spent += below.visits;
+            if spent > NEAR_BUDGET || found.len() >= NEAR_LIMIT {
+                return found;
             }
         }
         found

@@ -550,3 +550,91 @@ fn tree_equals_naive_beyond_the_attributes_a_walk_remembers() {
         "{allowed} allowed, {forbidden} forbidden"
     );
 }
+
+/// The search a default deny runs below the switches a request missed, as
+/// it walked the tree before the tree kept what it finds (commit
+/// `3b15ae9`): the first 64 nodes below the switches' children, depth
+/// first, each rule once, stopping before the node after reaching `limit`
+/// rules. [`writ::compile::Tree::rules_below`] must find the same rules in
+/// the same order, so that a default deny names the same closest permits.
+fn rules_below_by_walking(
+    tree: &writ::compile::Tree,
+    switches: &[writ::compile::NodeId],
+    limit: usize,
+) -> Vec<u32> {
+    use writ::compile::Node;
+    let mut found = Vec::new();
+    let mut budget = 64usize;
+    for &switch in switches {
+        let Node::Switch { children, .. } = tree.node(switch) else {
+            continue;
+        };
+        let mut stack: Vec<_> = children.values().rev().copied().collect();
+        while let Some(id) = stack.pop() {
+            if budget == 0 || found.len() >= limit {
+                return found;
+            }
+            budget -= 1;
+            match tree.node(id) {
+                Node::Leaf { rules } => {
+                    for rule in rules {
+                        if !found.contains(rule) {
+                            found.push(*rule);
+                        }
+                    }
+                }
+                Node::Switch { children, rest, .. } => {
+                    stack.push(*rest);
+                    stack.extend(children.values().rev().copied());
+                }
+                Node::Range {
+                    below, above, rest, ..
+                } => {
+                    stack.push(*rest);
+                    stack.push(*above);
+                    stack.push(*below);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The rules below missed switches, read from what the tree kept when it
+/// was built, are those the walk finds, on every shape and the default
+/// pack, for runs of one to six switches without an `other` child (the
+/// only ones a request misses; the same switch twice included).
+#[test]
+fn rules_below_missed_switches_are_those_the_walk_finds() {
+    let mut engines = vec![Engine::default_pack(None).expect("the pack compiles")];
+    for shape in Shape::ALL {
+        let set = generate_shape(GenConfig::issuance(2_000), shape);
+        engines.push(
+            Engine::compile([("gen.writ", set.writ_source())], None).expect("the set compiles"),
+        );
+    }
+    let set = generate_flags(GenConfig::issuance(2_000));
+    engines.push(Engine::compile([("gen.writ", set.writ_source())], None).expect("compiles"));
+    let mut rng = Rng::new(18);
+    for engine in &engines {
+        let tree = engine.tree();
+        let switches: Vec<writ::compile::NodeId> = (0..tree.nodes.len() as u32)
+            .map(writ::compile::NodeId)
+            // A walk misses only a switch without an `other` child.
+            .filter(|&id| {
+                matches!(tree.node(id), writ::compile::Node::Switch { children, .. }
+                    if children.other().is_none())
+            })
+            .collect();
+        assert!(switches.len() > 1, "a tree with switches");
+        let mut compared = 0;
+        for _ in 0..4_000 {
+            let count = 1 + rng.below(6);
+            let near: Vec<_> = (0..count).map(|_| *rng.pick(&switches)).collect();
+            let walked = rules_below_by_walking(tree, &near, writ::compile::NEAR_LIMIT);
+            compared += usize::from(!walked.is_empty());
+            assert_eq!(tree.rules_below(&near), walked, "switches {near:?}");
+        }
+        assert!(compared > 100, "most runs find rules");
+    }
+}
