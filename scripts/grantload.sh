@@ -30,9 +30,11 @@
 # One line a run: requests/s, grants recorded/s (allows: each one a
 # committed row), denies/s, latency, and CPU per request of the writ server
 # and, on PostgreSQL, of the database's processes (from /proc, so it does
-# not depend on what else shares the two cores), and how busy the machine
-# was (all processes: the server, the database and the load generator share
-# the two cores).
+# not depend on what else shares the two cores) and the WAL it wrote per
+# request (the whole cluster's) and the grants per commit (the mean size of
+# a group), how busy the machine was (all processes:
+# the server, the database and the load generator share the two cores) and
+# its load average just before the measured part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,6 +85,26 @@ if [[ " ${stores[*]} " == *" postgres "* ]]; then
     "$pgbin/psql" -q "${base%/*}/postgres" -c "CREATE DATABASE writ_load" >/dev/null
   psql_load() { "$pgbin/psql" -q "$pg_url" "$@"; }
 fi
+# Bytes of WAL PostgreSQL has written so far (0 without PostgreSQL).
+wal_bytes() {
+  if [ -n "$pg_url" ]; then
+    psql_load -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+  else
+    echo 0
+  fi
+}
+
+# Transactions committed in the load's database so far (0 without
+# PostgreSQL): each group commit is one, so grants / commits is the mean
+# group size. PostgreSQL publishes a backend's counts about once a second
+# and when it exits, so read after the server has stopped.
+commits() {
+  if [ -n "$pg_url" ]; then
+    psql_load -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = 'writ_load'"
+  else
+    echo 0
+  fi
+}
 
 # utime + stime of one process, in clock ticks.
 cpu_ticks() {
@@ -167,7 +189,11 @@ run() {
     "$tmp/openloop" "$port" /v1/grants "$tmp/body.json" "$rate" 1 "$open_connections" \
       "$subjects" "w$stamp" >/dev/null
   fi
-  local before pg_before m_before out_before
+  local before pg_before m_before out_before wal_before load_before
+  load_before="$(cut -d' ' -f1 /proc/loadavg)"
+  wal_before="$(wal_bytes)"
+  local commits_before
+  commits_before="$(commits)"
   before="$(cpu_ticks "$server")"
   pg_before="$(pg_ticks)"
   m_before="$(machine)"
@@ -189,9 +215,13 @@ run() {
   pg_after="$(pg_ticks)"
   m_after="$(machine)"
   out_after="$(outcomes "$port")"
+  local wal_after
+  wal_after="$(wal_bytes)"
   kill -TERM "$server"
   wait "$server" || true
   server=""
+  local commits_after
+  commits_after="$(commits)"
   # Anything the server said beyond starting and stopping.
   grep -v -e '^writ: serving' -e '^writ: grant ledger' -e '^writ: listening' \
     -e '^writ: shutting down' -e '^writ: stopped' "$tmp/server.stderr" | head -5 |
@@ -211,11 +241,12 @@ run() {
   local figures
   figures="$(awk -v store="$store" -v a=$((a1 - a0)) -v d=$((d1 - d0)) -v t=$((after - before)) \
     -v p=$((pg_after - pg_before)) -v hz="$hz" -v s="$elapsed" \
-    -v busy=$((mb1 - mb0)) -v all=$((mt1 - mt0)) 'BEGIN {
+    -v busy=$((mb1 - mb0)) -v all=$((mt1 - mt0)) -v wal=$((wal_after - wal_before)) \
+    -v load="$load_before" -v commits=$((commits_after - commits_before)) 'BEGIN {
       n = a + d; if (n == 0) n = 1;
       printf "grants %.0f/s denies %.0f/s | writ CPU %.0f us/req", a / s, d / s, t / hz * 1e6 / n;
-      if (store == "postgres") printf ", postgres CPU %.0f us/req", p / hz * 1e6 / n;
-      printf " | machine %.0f%% busy", 100 * busy / (all ? all : 1)
+      if (store == "postgres") printf ", postgres CPU %.0f us/req, WAL %.0f B/req, %.1f grants/commit", p / hz * 1e6 / n, wal / n, a / (commits ? commits : 1);
+      printf " | machine %.0f%% busy, load %s before", 100 * busy / (all ? all : 1), load
     }')"
   if [ "$mode" = closed ]; then
     local rps p50 p99 errors

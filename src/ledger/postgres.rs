@@ -701,8 +701,9 @@ impl<'a> GrantColumns<'a> {
         self.subject_id.push(&g.subject_id);
         self.task_id.push(g.task_id.as_deref());
         self.request.push(g.request.to_string());
+        // The same text as `Value::from(scope).to_string()`, without the copy.
         self.scope
-            .push(serde_json::Value::from(g.scope.clone()).to_string());
+            .push(serde_json::to_string(&g.scope).unwrap_or_else(|_| "[]".to_owned()));
         self.ttl.push(i64::try_from(g.ttl).unwrap_or(i64::MAX));
         self.issued_at.push(g.issued_at);
         self.expires_at.push(g.expires_at);

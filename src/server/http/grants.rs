@@ -132,18 +132,35 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         .as_ref()
         .and_then(|a| approval_attestation(a.approval.as_ref()?, approval_token?, now));
     let (window, window_from) = repeat_window(&loaded.engine, app.repeat_window);
-    let from_broker = request.context.get("recent_issuances").cloned();
+    let from_broker = request.context.get(RECENT_ISSUANCES).cloned();
+    let request = Mutex::new(request);
+    // The answer's `issuance_count` but for its value, and the grant id as
+    // JSON, written here rather than for each decision of the group.
+    let count_rest = json!({
+        "source": "ledger",
+        "window_seconds": window.as_secs(),
+        "window_from": window_from,
+        "ignored_from_request": from_broker,
+    })
+    .to_string();
+    let grant_json = Value::from(grant_id.clone()).to_string();
     let counted = subject.clone();
     let decide = {
         let grant_id = grant_id.clone();
         let log_line = log_line.clone();
         let app = app.clone();
         move |count: u64| -> Verdict {
-            let mut request = request.clone();
+            // Normally called once; a group that is retried calls it again.
+            // The request is changed in place (its count), not copied.
+            let mut request = match request.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
             request
                 .context
-                .insert("recent_issuances".to_owned(), Value::from(count));
-            let mut decision = loaded.engine.decide_prepared(&request, &prepared);
+                .insert(RECENT_ISSUANCES.to_owned(), Value::from(count));
+            let request = &*request;
+            let mut decision = loaded.engine.decide_prepared(request, &prepared);
             if let Some(attestation) = &attestation {
                 attestation.annotate(&mut decision);
             }
@@ -156,7 +173,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                     request_id: request_id.as_deref(),
                     time_filled,
                 };
-                let line = decision_log::line(&entry, &request, &decision, &app.redaction);
+                let line = decision_log::line(&entry, request, &decision, &app.redaction);
                 if let Ok(mut slot) = log_line.lock() {
                     *slot = Some(line);
                 }
@@ -164,14 +181,11 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             // The decision as `/v1/decide` writes it, with the count
             // appended as its last member (written once, not parsed back).
             let mut answer = decision.json_bytes(Some(&decision_id));
-            let count_json = json!({
-                "value": count,
-                "source": "ledger",
-                "window_seconds": window.as_secs(),
-                "window_from": window_from,
-                "ignored_from_request": from_broker,
-            });
-            append_member(&mut answer, "issuance_count", &count_json.to_string());
+            append_member(
+                &mut answer,
+                "issuance_count",
+                &count_object(count, &count_rest),
+            );
             if !decision.is_allow() {
                 return Verdict {
                     grant: None,
@@ -179,7 +193,6 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                     body: utf8(answer),
                 };
             }
-            let grant_json = Value::from(grant_id.clone()).to_string();
             append_member(&mut answer, "grant_id", &grant_json);
             let obligations = serde_json::to_value(&decision.obligations).unwrap_or(Value::Null);
             let ttl_ms = i64::try_from(decision.ttl)
@@ -191,7 +204,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 policy_digest: decision.policy.digest.to_string(),
                 subject_id: subject.clone(),
                 task_id: task.clone(),
-                request: recorded(&request),
+                request: recorded(request),
                 scope: decision.scope.clone(),
                 ttl: decision.ttl,
                 issued_at: now,
@@ -359,6 +372,24 @@ fn append_member(object: &mut Vec<u8>, name: &str, value: &str) {
     object.extend_from_slice(b"\":");
     object.extend_from_slice(value.as_bytes());
     object.push(b'}');
+}
+
+/// `{"value":COUNT,...}`: the count first, then the members of `rest` (a
+/// JSON object's text), as `json!` writes the object with `value` first.
+fn count_object(count: u64, rest: &str) -> String {
+    let members = rest
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_default();
+    let mut text = String::with_capacity(rest.len() + 32);
+    text.push_str("{\"value\":");
+    text.push_str(&count.to_string());
+    if !members.is_empty() {
+        text.push(',');
+        text.push_str(members);
+    }
+    text.push('}');
+    text
 }
 
 /// JSON text written by writ as a string, without a copy (it is always
@@ -662,6 +693,9 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The context attribute the ledger's count is decided under.
+const RECENT_ISSUANCES: &str = "recent_issuances";
+
 /// The request as the ledger keeps it: as decided, with the verified
 /// claims the trust file set, but no bearer token at rest. `subject.token`,
 /// and any other string that is a compact JWS (an approval token in
@@ -776,6 +810,28 @@ mod tests {
         assert_eq!(token_digest(&token_digest(jwt)), token_digest(jwt));
         // What is kept still validates as a request.
         assert!(Request::from_value(kept).is_ok());
+    }
+
+    #[test]
+    fn the_count_is_written_as_the_whole_object_would_be() {
+        for from_broker in [None, Some(json!(99)), Some(json!("a \"quoted\" one"))] {
+            let rest = json!({
+                "source": "ledger",
+                "window_seconds": 3600,
+                "window_from": "--repeat-window",
+                "ignored_from_request": from_broker,
+            })
+            .to_string();
+            let whole = json!({
+                "value": 7,
+                "source": "ledger",
+                "window_seconds": 3600,
+                "window_from": "--repeat-window",
+                "ignored_from_request": from_broker,
+            });
+            assert_eq!(count_object(7, &rest), whole.to_string());
+        }
+        assert_eq!(count_object(0, "{}"), r#"{"value":0}"#);
     }
 
     #[test]
