@@ -11,11 +11,17 @@
 //! - `replay/against_log`: new set = the pack, compared with the logged
 //!   decisions (one decision per line).
 //! - `replay/against_old`: `--policy-old` as well (two decisions per line).
+//!
+//! On a busy machine wall-clock throughput says little; with
+//! `REPLAY_CPU=PASSES` set, the bench skips criterion, replays the log
+//! `PASSES` times per case and prints the thread's CPU time per line (from
+//! `/proc/thread-self/schedstat`, Linux only), which other processes on the
+//! same cores do not inflate.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use serde_json::json;
 use writ::replay::Replayer;
 use writ::{Engine, Request};
@@ -76,5 +82,63 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
+/// The thread's time on a CPU so far, in nanoseconds.
+fn cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("/proc/thread-self/schedstat (Linux)");
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number of nanoseconds")
+}
+
+/// Replays the log `passes` times per case, printing CPU time per line
+/// and the lines per CPU second it makes.
+fn cpu_time(passes: usize) {
+    let engine = Engine::default_pack(None).expect("the default pack compiles");
+    let log = log(&engine);
+    type Case<'a> = (&'a str, Box<dyn Fn() -> usize + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "against_log",
+            Box::new(|| {
+                Replayer::new(&engine, None)
+                    .replay(black_box(&log))
+                    .replayed
+            }),
+        ),
+        (
+            "against_old",
+            Box::new(|| {
+                Replayer::new(&engine, Some(&engine))
+                    .replay(black_box(&log))
+                    .replayed
+            }),
+        ),
+    ];
+    for round in 1..=3 {
+        for (name, case) in &cases {
+            assert_eq!(case(), LINES, "every line replays");
+            let start = cpu_ns();
+            for _ in 0..passes {
+                black_box(case());
+            }
+            let ns = (cpu_ns() - start) as f64 / (passes * LINES) as f64;
+            println!(
+                "round {round} {name:<20} {ns:8.1} ns CPU/line  {:8.1}k lines per CPU second",
+                1e6 / ns
+            );
+        }
+    }
+}
+
 criterion_group!(benches, replay);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(passes) = std::env::var("REPLAY_CPU") {
+        cpu_time(passes.parse().expect("REPLAY_CPU is a number of passes"));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

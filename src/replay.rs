@@ -13,6 +13,7 @@
 //! Only the decision's public fields are read (effect, scope, TTL,
 //! obligations, reasons and the rule ids and steps of its trace).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -229,36 +230,117 @@ struct Group<'a> {
 
 /// A decision line as far as replay reads it, with the request read as
 /// `R`: a [`Request`] on the fast path, a [`Value`] when the line must be
-/// looked at more closely.
+/// looked at more closely. The logged strings are borrowed from the line
+/// (copied only when they hold an escape), so a line whose decision did
+/// not change allocates nothing but its request.
 // One struct, not a flattened `Head`: `#[serde(flatten)]` buffers the
 // whole line before reading it, which halves the speed.
 #[derive(Deserialize)]
-struct RawLine<R> {
+struct RawLine<'a, R> {
     #[serde(default)]
     version: Option<Value>,
-    #[serde(default)]
-    decision_id: Option<String>,
-    #[serde(default)]
-    time: Option<String>,
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
+    #[serde(default, borrow)]
+    decision_id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    time: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    endpoint: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    error: Option<Text<'a>>,
     decision: Option<Effect>,
-    #[serde(default)]
-    scope: Vec<String>,
+    #[serde(default, borrow)]
+    scope: Vec<Text<'a>>,
     #[serde(default)]
     ttl: u64,
-    #[serde(default)]
-    obligations: Vec<ObligationOut>,
-    #[serde(default)]
-    reasons: Vec<String>,
+    #[serde(default, borrow)]
+    obligations: Vec<Obligation<'a>>,
+    #[serde(default, borrow)]
+    reasons: Vec<Text<'a>>,
     #[serde(default = "none")]
     request: Option<R>,
 }
 
 fn none<R>() -> Option<R> {
     None
+}
+
+/// A string of a log line: borrowed from the line, or owned when the JSON
+/// text holds an escape. It reads exactly what a `String` reads.
+struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    // The same words as `String`'s reader, so an error reads the same.
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(value.to_owned())))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(value)))
+    }
+}
+
+/// A logged obligation, read like an [`ObligationOut`] (the same fields,
+/// defaults and error messages, which name the struct: hence the module,
+/// so that it can have the same name) with its strings borrowed.
+mod logged {
+    use super::Text;
+
+    #[derive(serde::Deserialize)]
+    pub(super) struct ObligationOut<'a> {
+        #[serde(borrow)]
+        pub(super) kind: Text<'a>,
+        #[serde(default, borrow)]
+        pub(super) event: Option<Text<'a>>,
+        #[serde(default, borrow)]
+        pub(super) value: Option<Text<'a>>,
+        #[serde(borrow)]
+        pub(super) rule: Text<'a>,
+    }
+}
+
+use logged::ObligationOut as Obligation;
+
+impl Obligation<'_> {
+    /// The same obligation to the broker as `out` (kind, event and value;
+    /// the rule that asked does not matter), as [`missing`] compares them.
+    fn same(&self, out: &ObligationOut) -> bool {
+        self.kind.as_str() == out.kind
+            && self.event.as_ref().map(Text::as_str) == out.event.as_deref()
+            && self.value.as_ref().map(Text::as_str) == out.value.as_deref()
+    }
+
+    fn to_out(&self) -> ObligationOut {
+        ObligationOut {
+            kind: self.kind.as_str().to_owned(),
+            event: self.event.as_ref().map(|t| t.as_str().to_owned()),
+            value: self.value.as_ref().map(|t| t.as_str().to_owned()),
+            rule: self.rule.as_str().to_owned(),
+        }
+    }
 }
 
 /// A logged request read by the request reader's fast path
@@ -273,37 +355,36 @@ impl<'de> Deserialize<'de> for Read {
     }
 }
 
-impl<R> RawLine<R> {
-    /// The line without its request, and the request.
-    fn split(self) -> (Head, Option<R>) {
-        let head = Head {
-            version: self.version,
-            decision_id: self.decision_id,
-            time: self.time,
-            endpoint: self.endpoint,
-            error: self.error,
+impl<'a, R> RawLine<'a, R> {
+    /// The line without its request.
+    fn head(&self) -> Head<'_, 'a> {
+        Head {
+            version: self.version.as_ref(),
+            decision_id: self.decision_id.as_ref(),
+            time: self.time.as_ref(),
+            endpoint: self.endpoint.as_ref(),
+            error: self.error.as_ref(),
             decision: self.decision,
-            scope: self.scope,
+            scope: &self.scope,
             ttl: self.ttl,
-            obligations: self.obligations,
-            reasons: self.reasons,
-        };
-        (head, self.request)
+            obligations: &self.obligations,
+            reasons: &self.reasons,
+        }
     }
 }
 
-/// Everything of a line but the request.
-struct Head {
-    version: Option<Value>,
-    decision_id: Option<String>,
-    time: Option<String>,
-    endpoint: Option<String>,
-    error: Option<String>,
+/// Everything of a line but the request, borrowed from the read line.
+struct Head<'r, 'a> {
+    version: Option<&'r Value>,
+    decision_id: Option<&'r Text<'a>>,
+    time: Option<&'r Text<'a>>,
+    endpoint: Option<&'r Text<'a>>,
+    error: Option<&'r Text<'a>>,
     decision: Option<Effect>,
-    scope: Vec<String>,
+    scope: &'r [Text<'a>],
     ttl: u64,
-    obligations: Vec<ObligationOut>,
-    reasons: Vec<String>,
+    obligations: &'r [Obligation<'a>],
+    reasons: &'r [Text<'a>],
 }
 
 /// Why a line is not replayed.
@@ -312,22 +393,23 @@ enum Refusal {
     Skipped(String),
 }
 
-impl Head {
+impl Head<'_, '_> {
     /// The decision the line recorded, if the line is one to replay.
     fn check(&self, has_request: bool) -> Result<Effect, Refusal> {
-        if let Some(version) = &self.version {
+        if let Some(version) = self.version {
             if version.as_u64() != Some(KNOWN_VERSION) {
                 return Err(Refusal::Malformed(format!(
                     "unknown log line version {version}"
                 )));
             }
         }
-        if let Some(error) = &self.error {
+        if let Some(error) = self.error {
             return Err(Refusal::Malformed(format!(
-                "the server could not write this decision: {error}"
+                "the server could not write this decision: {}",
+                error.as_str()
             )));
         }
-        let Some(endpoint) = self.endpoint.as_deref() else {
+        let Some(endpoint) = self.endpoint.map(Text::as_str) else {
             return Err(Refusal::Malformed(
                 "not a decision line: no `endpoint`".to_owned(),
             ));
@@ -342,6 +424,36 @@ impl Head {
             _ => Err(Refusal::Malformed(
                 "not a decision line: no `decision` or no `request`".to_owned(),
             )),
+        }
+    }
+
+    /// True when [`compare`] would find no change from the logged decision
+    /// (whose effect is `effect`) to `after`: both deny, or both allow the
+    /// same scope items in the same order for the same TTL with the same
+    /// obligations. Checked on the borrowed line, so an unchanged decision
+    /// (most of a replay) copies nothing out of it; anything else goes to
+    /// [`compare`], which has the last word.
+    fn unchanged(&self, effect: Effect, after: &Decision) -> bool {
+        match (effect, after.decision) {
+            (Effect::Deny, Effect::Deny) => true,
+            (Effect::Allow, Effect::Allow) => {
+                after.ttl == self.ttl
+                    && after.scope.len() == self.scope.len()
+                    && after
+                        .scope
+                        .iter()
+                        .zip(self.scope)
+                        .all(|(a, b)| a.as_str() == b.as_str())
+                    && self
+                        .obligations
+                        .iter()
+                        .all(|o| after.obligations.iter().any(|t| o.same(t)))
+                    && after
+                        .obligations
+                        .iter()
+                        .all(|t| self.obligations.iter().any(|o| o.same(t)))
+            }
+            (Effect::Allow, Effect::Deny) | (Effect::Deny, Effect::Allow) => false,
         }
     }
 }
@@ -494,20 +606,20 @@ impl<'a> Replayer<'a> {
             .ok()
             .filter(|_| memchr::memmem::find(line, REDACTED.as_bytes()).is_none());
         if let Some(text) = text {
-            if let Ok(raw) = serde_json::from_str::<RawLine<Read>>(text) {
-                let (head, request) = raw.split();
-                let request = request.map(|read| read.0);
+            if let Ok(mut raw) = serde_json::from_str::<RawLine<'_, Read>>(text) {
+                let request = raw.request.take();
+                let head = raw.head();
                 let effect = match head.check(request.is_some()) {
                     Ok(effect) => effect,
                     Err(refusal) => return refuse(report, refusal),
                 };
-                if let Some(request) = request {
-                    return self.redecide(number, head, effect, request, report);
+                if let Some(Read(request)) = request {
+                    return self.redecide(number, &head, effect, request, report);
                 }
             }
         }
-        let (head, request) = match serde_json::from_slice::<RawLine<Value>>(line) {
-            Ok(raw) => raw.split(),
+        let mut raw = match serde_json::from_slice::<RawLine<'_, Value>>(line) {
+            Ok(raw) => raw,
             Err(e) => {
                 let why = if ended {
                     format!("not a decision line: {e}")
@@ -517,6 +629,8 @@ impl<'a> Replayer<'a> {
                 return refuse(report, Refusal::Malformed(why));
             }
         };
+        let request = raw.request.take();
+        let head = raw.head();
         let effect = match head.check(request.is_some()) {
             Ok(effect) => effect,
             Err(refusal) => return refuse(report, refusal),
@@ -534,7 +648,7 @@ impl<'a> Replayer<'a> {
             return;
         }
         match Request::from_value(request) {
-            Ok((request, _)) => self.redecide(number, head, effect, request, report),
+            Ok((request, _)) => self.redecide(number, &head, effect, request, report),
             Err(e) => refuse(
                 report,
                 Refusal::Malformed(format!("the logged request is not valid: {e}")),
@@ -546,14 +660,14 @@ impl<'a> Replayer<'a> {
     fn redecide(
         &self,
         number: usize,
-        raw: Head,
+        raw: &Head<'_, '_>,
         logged_effect: Effect,
         mut request: Request,
         report: &mut Report,
     ) {
         if request.environment.time.is_none() {
             // Decide at the time the line recorded.
-            request.environment.time = raw.time.clone();
+            request.environment.time = raw.time.map(|t| t.as_str().to_owned());
         }
         let prepared = match request.validate() {
             Ok(prepared) => prepared,
@@ -568,28 +682,41 @@ impl<'a> Replayer<'a> {
         report.replayed += 1;
         let after = self.new.decide_prepared(&request, &prepared);
         let before_decision;
+        // The logged decision's parts, copied out of the line only when
+        // the decision may have changed.
+        let (scope, obligations, reasons): (Vec<String>, Vec<ObligationOut>, Vec<String>);
         let before = match self.old {
             Some(old) => {
                 before_decision = old.decide_prepared(&request, &prepared);
                 Side::of(&before_decision)
             }
-            None => Side {
-                effect: logged_effect,
-                scope: &raw.scope,
-                ttl: raw.ttl,
-                obligations: &raw.obligations,
-                reasons: &raw.reasons,
-                traced: None,
-            },
+            None => {
+                if raw.unchanged(logged_effect, &after) {
+                    return;
+                }
+                scope = raw.scope.iter().map(|t| t.as_str().to_owned()).collect();
+                obligations = raw.obligations.iter().map(Obligation::to_out).collect();
+                reasons = raw.reasons.iter().map(|t| t.as_str().to_owned()).collect();
+                Side {
+                    effect: logged_effect,
+                    scope: &scope,
+                    ttl: raw.ttl,
+                    obligations: &obligations,
+                    reasons: &reasons,
+                    traced: None,
+                }
+            }
         };
         let after = Side::of(&after);
-        let id = raw.decision_id.unwrap_or_default();
         let start = report.changes.len();
         compare(&before, &after, &mut |kind, detail, rules| {
             let (rules_before, rules_after) = rules;
             report.changes.push(Change {
                 line: number,
-                decision_id: id.clone(),
+                decision_id: raw
+                    .decision_id
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
                 kind,
                 detail,
                 rules_before,
@@ -1098,5 +1225,67 @@ mod tests {
         let json: Value = serde_json::from_str(&render_json(&report)).expect("JSON");
         assert_eq!(json["baseline"], "old policy set");
         assert_eq!(json["counts"]["deny_to_allow"], 1);
+    }
+
+    /// Two obligations, for the tests that reorder them.
+    fn obliging() -> Engine {
+        Engine::compile(
+            [(
+                "t.writ",
+                "@id(\"p\") permit if action == \"read\" grant [\"read:{resource.id}\", \"list:{resource.id}\"] for 1h;\n\
+                 @id(\"appr\") require approval if action == \"read\";\n\
+                 @id(\"rev\") require revoke on task_end;",
+            )],
+            None,
+        )
+        .expect("compiles")
+    }
+
+    #[test]
+    fn a_reordered_or_escaped_logged_decision_is_no_change() {
+        let engine = obliging();
+        let decision = engine.decide(&Request::from_json(READ).expect("valid"));
+        assert_eq!(decision.scope.len(), 2);
+        assert_eq!(decision.obligations.len(), 2);
+        let mut value: Value = serde_json::from_str(&log_line(READ, &decision)).expect("JSON");
+        let scope: Vec<Value> = decision.scope.iter().rev().cloned().map(Value::from).collect();
+        value["scope"] = Value::from(scope);
+        let obligations = value["obligations"].as_array().expect("a list").clone();
+        value["obligations"] = Value::from(obligations.into_iter().rev().collect::<Vec<_>>());
+        // The same items with an escape in their text read the same.
+        let escaped = value.to_string().replace("read:db", "\\u0072ead:db");
+        assert!(escaped.contains("\\u0072ead:db"));
+        let report = Replayer::new(&engine, None).replay(format!("{escaped}\n").as_bytes());
+        assert_eq!(report.replayed, 1);
+        assert!(report.changes.is_empty(), "{:?}", report.changes);
+        // One obligation fewer in the log: the new decision adds it back.
+        value["obligations"] = Value::from(vec![value["obligations"][0].clone()]);
+        value["decision_id"] = Value::from("d\"1");
+        let report = Replayer::new(&engine, None).replay(value.to_string().as_bytes());
+        assert_eq!(report.changes.len(), 1);
+        assert_eq!(report.changes[0].kind, Kind::ObligationsAdded);
+        assert_eq!(report.changes[0].decision_id, "d\"1");
+    }
+
+    #[test]
+    fn a_logged_field_of_the_wrong_type_is_malformed_with_what_was_expected() {
+        let engine = obliging();
+        let cases = [
+            (r#""scope":[1]"#, "invalid type: integer `1`, expected a string"),
+            (r#""obligations":["x"]"#, "expected struct ObligationOut"),
+            (r#""obligations":[{"kind":"log"}]"#, "missing field `rule`"),
+            (r#""decision_id":7"#, "invalid type: integer `7`, expected a string"),
+        ];
+        for (field, expected) in cases {
+            let line = format!(
+                r#"{{"endpoint":"/v1/decide","decision":"deny",{field},"request":{READ}}}"#
+            );
+            let report = Replayer::new(&engine, None).replay(format!("{line}\n").as_bytes());
+            assert_eq!(report.replayed, 0, "{field}");
+            assert_eq!(report.malformed.len(), 1, "{field}");
+            let why = &report.malformed[0].why;
+            assert!(why.starts_with("not a decision line: "), "{why}");
+            assert!(why.contains(expected), "{field}: {why}");
+        }
     }
 }
