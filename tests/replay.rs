@@ -266,3 +266,93 @@ fn a_truncated_last_line_is_reported_with_its_number() {
     assert_eq!(code, 2);
     assert!(stderr.contains("no decision line"), "{stderr}");
 }
+
+/// What `writ eval` decides for `request` under `policy`: the parts replay
+/// compares (decision, scope, TTL, obligations).
+fn eval_outcome(policy: &str, request: &Value) -> Value {
+    let args = ["eval", "--policy", policy, "--request", "-"];
+    let mut run_args = Run::new(&args, Duration::from_secs(60));
+    run_args.stdin = Some(request.to_string().into_bytes());
+    let output = run(run_args);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let decision: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "eval answered JSON: {e}\n{text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let mut obligations: Vec<String> = decision["obligations"]
+        .as_array()
+        .map(|all| all.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    obligations.sort();
+    let mut scope: Vec<String> = decision["scope"]
+        .as_array()
+        .map(|all| all.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    scope.sort();
+    serde_json::json!({
+        "decision": decision["decision"],
+        "scope": scope,
+        "ttl": decision["ttl"],
+        "obligations": obligations,
+    })
+}
+
+/// Every request of the log decided again by `writ eval` under the old and
+/// the new pack: the lines where the two differ are exactly the lines
+/// replay reports as changed, and the old pack's answer is the logged one.
+#[test]
+fn the_changed_lines_are_those_writ_eval_decides_differently() {
+    let dir = fixture().scratch.file("eval-check");
+    std::fs::create_dir_all(&dir).expect("pack dir");
+    for entry in std::fs::read_dir(Path::new(ROOT).join("policies/default")).expect("pack") {
+        let path = entry.expect("entry").path();
+        let mut text = std::fs::read_to_string(&path).expect("pack file");
+        let name = path.file_name().expect("name").to_owned();
+        if name == "ttl.writ" {
+            text = text.replace("const ttl_restricted = 15m;", "const ttl_restricted = 1h;");
+        }
+        if name == "baseline.writ" {
+            // The owner-read permit gives 1 h; at 30 m every read it
+            // grants gets shorter, and the pack's other caps still apply.
+            text = text.replace("const ttl_owner_read = 1h;", "const ttl_owner_read = 30m;");
+        }
+        std::fs::write(dir.join(&name), text).expect("copy");
+    }
+    let new = dir.display().to_string();
+    let log = log_arg();
+    let (_, report) = json_report(&["--log", &log, "--policy", &new, "--fail-on", "none"]);
+    assert_eq!(report["replayed"], fixture().lines, "{report}");
+    let mut replayed: Vec<u64> = report["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["line"].as_u64())
+        .collect();
+    replayed.dedup();
+    assert_eq!(report["changed"].as_u64(), Some(replayed.len() as u64));
+
+    let text = std::fs::read_to_string(&fixture().log).expect("log");
+    let mut by_eval = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let logged: Value = serde_json::from_str(line).expect("log line");
+        let request = &logged["request"];
+        let before = eval_outcome("default", request);
+        let after = eval_outcome(&new, request);
+        assert_eq!(
+            before["decision"],
+            logged["decision"],
+            "line {}: eval of the old pack gives the logged decision",
+            index + 1
+        );
+        if before != after {
+            by_eval.push(index as u64 + 1);
+        }
+    }
+    assert!(
+        by_eval.len() >= 5,
+        "the edit changes some of the pack's examples: {by_eval:?}"
+    );
+    assert_eq!(replayed, by_eval, "{report}");
+}
