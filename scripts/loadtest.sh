@@ -31,6 +31,9 @@
 # over HTTP/1.1 and then over HTTP/2 (cleartext, prior knowledge) on
 # H2_CONNECTIONS (4) connections, many requests in flight on each.
 # OPENLOOP: a prebuilt generator instead of compiling scripts/openloop.rs.
+# COUNTS: perf events to count on the server during the measured run,
+# printed per answer, e.g.
+#   COUNTS=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_writev,context-switches
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -159,10 +162,18 @@ open_scenario() {
   before="$(cpu_ticks "$server")"
   # The generator's own CPU (user + system, as its parent sees it): it
   # shares the cores with the server.
-  local TIMEFORMAT='%U %S'
+  local TIMEFORMAT='%U %S' perf=""
+  if [ -n "${COUNTS:-}" ]; then
+    perf stat -x, -o "$tmp/perf.csv" -e "$COUNTS" -p "$server" &
+    perf=$!
+  fi
   { time "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
       "$protocol" >"$tmp/open.line" 2>"$tmp/open.err"; } 2>"$tmp/open.time" || status=$?
   after="$(cpu_ticks "$server")"
+  if [ -n "$perf" ]; then
+    kill -INT "$perf"
+    wait "$perf" || true
+  fi
   line="$(cat "$tmp/open.line")"
   cat "$tmp/open.err" >&2
   kill -TERM "$server"
@@ -175,6 +186,11 @@ open_scenario() {
   gen_per="$(awk -v n="$answered" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n; else print "?" }' "$tmp/open.time")"
   printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer, generator CPU %s us/request, load %s\n' \
     "$protocol" "$rate" "$connections" "$line" "$us_per" "$gen_per" "$load"
+  if [ -n "$perf" ]; then
+    awk -F, -v n="$answered" '$1 ~ /^[0-9]+$/ && n > 0 {
+        name = $3; sub(/^syscalls:sys_enter_/, "", name); printf " %s %.2f", name, $1 / n
+      } END { print "" }' "$tmp/perf.csv" | sed 's/^/  per answer:/'
+  fi
   if [ "$status" -ne 0 ]; then
     echo "loadtest: wrong answers (above)" >&2
     exit 1
