@@ -15,7 +15,15 @@
 //! one for every request (SUBJECTS 0) or one of SUBJECTS in turn.
 //!
 //!     rustc --edition 2021 -O -o /tmp/openloop scripts/openloop.rs
-//!     /tmp/openloop PORT PATH TEMPLATE RATE SECONDS CONNECTIONS SUBJECTS RUN
+//!     /tmp/openloop PORT PATH TEMPLATE RATE SECONDS CONNECTIONS SUBJECTS RUN [PROTOCOL]
+//!
+//! PROTOCOL is `http1` (the default) or `h2`: HTTP/2 over cleartext TCP
+//! with prior knowledge, CONNECTIONS connections with many requests in
+//! flight on each (up to the server's stream limit), everything due on a
+//! connection written with one system call; the status of an HTTP/2
+//! answer is read when the server sends it as an entry of HPACK's static
+//! table (hyper does, for 200 and 400) or as a literal, and counted as
+//! status 1 otherwise.
 //!
 //! TEMPLATE may instead be a mix, `FILE=EXPECT[,FILE=EXPECT...]`: request
 //! *i* sends the body of the (*i* mod n)th file (its `@SUBJECT@`, if any,
