@@ -26,7 +26,14 @@
 # body, and status). Runs one scenario per rate in RATES (default
 # "40000 80000": the fixed rate of the goal, then more than the server can
 # take, whose achieved rate is its capacity), OPEN_CONNECTIONS (64)
-# connections; prints openloop's line and the server's CPU per answer.
+# connections; prints openloop's line, the server's CPU per answer and the
+# generator's (it shares the cores). PROTOCOLS="http1 h2" runs each rate
+# over HTTP/1.1 and then over HTTP/2 (cleartext, prior knowledge) on
+# H2_CONNECTIONS (4) connections, many requests in flight on each.
+# OPENLOOP: a prebuilt generator instead of compiling scripts/openloop.rs.
+# COUNTS: perf events to count on the server during the measured run,
+# printed per answer, e.g.
+#   COUNTS=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_writev,context-switches
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -133,10 +140,10 @@ JSON
   echo "$tmp/allow.json=allow,$tmp/forbid.json=deny,$tmp/deny.json=deny,$tmp/agent.json=allow,$tmp/bad.json=400"
 }
 
-# open_scenario RATE SECONDS: a fresh default server, 2 s of warm-up at the
-# rate, then SECONDS of it, measured.
+# open_scenario RATE SECONDS PROTOCOL: a fresh default server, 2 s of
+# warm-up at the rate, then SECONDS of it, measured.
 open_scenario() {
-  local rate="$1" seconds="$2" port mix
+  local rate="$1" seconds="$2" protocol="$3" port mix
   port="$(free_port)"
   mix="$(write_mix)"
   "$BIN" serve --addr "127.0.0.1:$port" 2>"$tmp/open.stderr" &
@@ -146,19 +153,44 @@ open_scenario() {
     sleep 0.1
   done
   local connections="${OPEN_CONNECTIONS:-64}"
-  "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" 2 "$connections" 0 warm >/dev/null
-  local before after line status=0
+  if [ "$protocol" = h2 ]; then
+    connections="${H2_CONNECTIONS:-4}"
+  fi
+  "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" 2 "$connections" 0 warm "$protocol" >/dev/null
+  local before after line status=0 load
+  load="$(cut -d' ' -f1 /proc/loadavg)"
   before="$(cpu_ticks "$server")"
-  line="$("$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run)" || status=$?
+  # The generator's own CPU (user + system, as its parent sees it): it
+  # shares the cores with the server.
+  local TIMEFORMAT='%U %S' perf=""
+  if [ -n "${COUNTS:-}" ]; then
+    perf stat -x, -o "$tmp/perf.csv" -e "$COUNTS" -p "$server" &
+    perf=$!
+  fi
+  { time "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
+      "$protocol" >"$tmp/open.line" 2>"$tmp/open.err"; } 2>"$tmp/open.time" || status=$?
   after="$(cpu_ticks "$server")"
+  if [ -n "$perf" ]; then
+    kill -INT "$perf"
+    wait "$perf" || true
+  fi
+  line="$(cat "$tmp/open.line")"
+  cat "$tmp/open.err" >&2
   kill -TERM "$server"
   wait "$server" || true
   server=""
-  local answered us_per
+  local answered us_per gen_per
   answered="${line%% requests*}"
   us_per="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$answered" \
     'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
-  printf 'open %6s/s  %s | server CPU %s us/answer\n' "$rate" "$line" "$us_per"
+  gen_per="$(awk -v n="$answered" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n; else print "?" }' "$tmp/open.time")"
+  printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer, generator CPU %s us/request, load %s\n' \
+    "$protocol" "$rate" "$connections" "$line" "$us_per" "$gen_per" "$load"
+  if [ -n "$perf" ]; then
+    awk -F, -v n="$answered" '$1 ~ /^[0-9]+$/ && n > 0 {
+        name = $3; sub(/^syscalls:sys_enter_/, "", name); printf " %s %.2f", name, $1 / n
+      } END { print "" }' "$tmp/perf.csv" | sed 's/^/  per answer:/'
+  fi
   if [ "$status" -ne 0 ]; then
     echo "loadtest: wrong answers (above)" >&2
     exit 1
@@ -166,12 +198,18 @@ open_scenario() {
 }
 
 if [ "${MODE:-closed}" = open ]; then
-  rustc --edition 2021 -O -o "$tmp/openloop" scripts/openloop.rs
+  if [ -n "${OPENLOOP:-}" ]; then
+    cp "$OPENLOOP" "$tmp/openloop"
+  else
+    rustc --edition 2021 -O -o "$tmp/openloop" scripts/openloop.rs
+  fi
   seconds="${duration%s}"
   echo "writ serve open loop: $seconds s a rate, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
   for _ in $(seq 1 "$rounds"); do
     for rate in ${RATES:-40000 80000}; do
-      open_scenario "$rate" "$seconds"
+      for protocol in ${PROTOCOLS:-http1}; do
+        open_scenario "$rate" "$seconds" "$protocol"
+      done
     done
   done
   exit 0
