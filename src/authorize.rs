@@ -209,6 +209,47 @@ impl Grant {
     }
 }
 
+/// Which grants cover one scope item, by their index among the grants: a
+/// bit each for the first 64 (a decision rarely has more than a few
+/// grants), a list for the rest.
+struct Covering {
+    bits: u64,
+    rest: Vec<usize>,
+}
+
+impl Covering {
+    /// The grants of `granted` that cover `item`.
+    fn of(granted: &[Grant], item: &ScopeItem) -> Covering {
+        let mut covering = Covering {
+            bits: 0,
+            rest: Vec::new(),
+        };
+        for (i, g) in granted.iter().enumerate() {
+            if g.covers(item) {
+                if i < 64 {
+                    covering.bits |= 1 << i;
+                } else {
+                    covering.rest.push(i);
+                }
+            }
+        }
+        covering
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bits == 0 && self.rest.is_empty()
+    }
+
+    /// Grant `i` covers the item.
+    fn has(&self, i: usize) -> bool {
+        if i < 64 {
+            self.bits & (1 << i) != 0
+        } else {
+            self.rest.contains(&i)
+        }
+    }
+}
+
 /// The scope worked out from the grants, the request and the limits.
 struct Scope {
     /// Granted items.
@@ -397,10 +438,13 @@ impl<'a> Walk<'a> {
             deny: false,
         };
         let mut limit_drops: Vec<Vec<String>> = vec![Vec::new(); limits.len()];
-        // The parsed form of each item in `out.scope`.
-        let mut kept: Vec<&ScopeItem> = Vec::new();
+        // For each item in `out.scope`: which grants cover it, so that a
+        // grant and an item are matched once, not again for the
+        // contributing flags and the permits' steps.
+        let mut kept: Vec<Covering> = Vec::with_capacity(wanted.len());
         for item in wanted {
-            if !granted.iter().any(|g| g.covers(item)) {
+            let covering = Covering::of(granted, item);
+            if covering.is_empty() {
                 out.dropped.push(item.as_str().to_owned());
                 continue;
             }
@@ -415,11 +459,11 @@ impl<'a> Walk<'a> {
                 out.dropped.push(item.as_str().to_owned());
                 continue;
             }
-            for (flag, g) in out.contributing.iter_mut().zip(granted) {
-                *flag |= g.covers(item);
+            for (i, flag) in out.contributing.iter_mut().enumerate() {
+                *flag |= covering.has(i);
             }
             out.scope.push(item.as_str().to_owned());
-            kept.push(item);
+            kept.push(covering);
         }
         for ((slot, _), dropped) in limits.iter().zip(limit_drops) {
             self.trace[*slot]
@@ -450,7 +494,7 @@ impl<'a> Walk<'a> {
         &mut self,
         granted: &[Grant],
         scope: &Scope,
-        kept: &[&ScopeItem],
+        kept: &[Covering],
         requested: bool,
     ) {
         for (i, g) in granted.iter().enumerate() {
@@ -458,8 +502,8 @@ impl<'a> Walk<'a> {
                 Step::AllowedWithoutScope
             } else if scope.contributing[i] || !requested {
                 let mut items = String::new();
-                for (text, item) in scope.scope.iter().zip(kept) {
-                    if g.covers(item) {
+                for (text, covering) in scope.scope.iter().zip(kept) {
+                    if covering.has(i) {
                         if !items.is_empty() {
                             items.push_str(", ");
                         }
@@ -486,7 +530,9 @@ impl<'a> Walk<'a> {
     /// timestamp, data of another type) caps at 0, with its error: a
     /// limit fails closed like a forbid.
     fn ttl(&mut self, granted: &[Grant], contributing: &[bool]) -> Result<u64, Vec<u32>> {
-        let mut caps: Vec<Cap> = Vec::new();
+        // Sized once: a push that grows a vector costs more than the
+        // allocation.
+        let mut caps: Vec<Cap> = Vec::with_capacity(granted.len() + self.matched.len());
         for (g, contributes) in granted.iter().zip(contributing) {
             if let RuleKind::Permit {
                 ttl: Some(seconds), ..
@@ -610,7 +656,7 @@ impl<'a> Walk<'a> {
             }
         }
         sources.sort_by_key(|&(_, rule, _)| rule);
-        let mut out: Vec<Obligated> = Vec::new();
+        let mut out: Vec<Obligated> = Vec::with_capacity(sources.len());
         for (slot, rule, obligation) in sources {
             let (kind, event, value) = match obligation {
                 Obligation::Approval => ("approval", None, None),

@@ -41,6 +41,17 @@ use value::{
 /// workers) with room to spare.
 pub const MAX_DEPTH: usize = 1024;
 
+/// An expression whose value is a bool or an error, taken apart for
+/// [`Evaluator::truth`].
+enum Logical<'a> {
+    /// `and` or `or`, with its operands.
+    Connective(BinOp, &'a Expr, &'a Expr),
+    /// `not`, with its operand.
+    Not(&'a Expr),
+    /// `has`: the attribute and the fields below it.
+    Has(&'a Attr, &'a [Box<str>]),
+}
+
 /// How a rule's condition fared.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleResult {
@@ -140,15 +151,7 @@ impl<'a> Evaluator<'a> {
                 }
                 call(*builtin, &values, span)
             }
-            ExprKind::Not(inner) => match self.eval(inner)? {
-                Val::Bool(b) => Ok(Val::Bool(!b)),
-                other => Err(Box::new(EvalError::Operand {
-                    op: "not",
-                    needs: "a bool",
-                    found: found(&other),
-                    span,
-                })),
-            },
+            ExprKind::Not(inner) => self.not(inner, span).map(Val::Bool),
             ExprKind::Matches(inner, glob) => match self.eval(inner)? {
                 Val::Str(s) => Ok(Val::Bool(glob.is_match(&s))),
                 other => Err(Box::new(EvalError::Operand {
@@ -327,6 +330,33 @@ impl<'a> Evaluator<'a> {
         if let Some(answer) = self.quick_truth(expr) {
             return Ok(answer);
         }
+        // `and`, `or`, `not` and `has` are a bool or an error: decided here
+        // without a value in between, behind the same depth guard as
+        // `eval`, so the answer and the error are the ones `eval` gives.
+        let logical = match &expr.kind {
+            ExprKind::Binary(op @ (BinOp::And | BinOp::Or), left, right) => {
+                Some(Logical::Connective(*op, left, right))
+            }
+            ExprKind::Not(inner) => Some(Logical::Not(inner)),
+            ExprKind::Has(attr, rest) => Some(Logical::Has(attr, rest)),
+            _ => None,
+        };
+        if let Some(logical) = logical {
+            if self.depth >= MAX_DEPTH {
+                return Err(Box::new(EvalError::TooDeep {
+                    limit: MAX_DEPTH,
+                    span: expr.span,
+                }));
+            }
+            self.depth += 1;
+            let result = match logical {
+                Logical::Connective(op, left, right) => self.connective(op, left, right),
+                Logical::Not(inner) => self.not(inner, expr.span),
+                Logical::Has(attr, rest) => Ok(self.has(attr, rest)),
+            };
+            self.depth -= 1;
+            return result;
+        }
         match self.eval(expr)? {
             Val::Bool(b) => Ok(b),
             other => Err(Box::new(EvalError::NotBool {
@@ -378,20 +408,46 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// `not inner`: an error unless `inner` is a bool.
+    fn not(&mut self, inner: &'a Expr, span: Span) -> Res<bool> {
+        // Those that are a bool or an error need no value in between.
+        if let ExprKind::Binary(BinOp::And | BinOp::Or, ..) | ExprKind::Not(_) | ExprKind::Has(..) =
+            &inner.kind
+        {
+            return self.truth(inner).map(|b| !b);
+        }
+        match self.eval(inner)? {
+            Val::Bool(b) => Ok(!b),
+            other => Err(Box::new(EvalError::Operand {
+                op: "not",
+                needs: "a bool",
+                found: found(&other),
+                span,
+            })),
+        }
+    }
+
+    /// `left and right` or `left or right` (`op`), in three-valued logic:
+    /// the dominant answer (false for `and`, true for `or`) on either side
+    /// wins over an error on the other.
+    fn connective(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr) -> Res<bool> {
+        let dominant = op == BinOp::Or;
+        let l = self.truth(left);
+        if matches!(l, Ok(b) if b == dominant) {
+            return Ok(dominant);
+        }
+        let r = self.truth(right);
+        if matches!(r, Ok(b) if b == dominant) {
+            return Ok(dominant);
+        }
+        l?;
+        r?;
+        Ok(!dominant)
+    }
+
     fn binary(&mut self, op: BinOp, left: &'a Expr, right: &'a Expr, span: Span) -> Res<Val<'a>> {
         if let BinOp::And | BinOp::Or = op {
-            let dominant = op == BinOp::Or;
-            let l = self.truth(left);
-            if matches!(l, Ok(b) if b == dominant) {
-                return Ok(Val::Bool(dominant));
-            }
-            let r = self.truth(right);
-            if matches!(r, Ok(b) if b == dominant) {
-                return Ok(Val::Bool(dominant));
-            }
-            l?;
-            r?;
-            return Ok(Val::Bool(!dominant));
+            return self.connective(op, left, right).map(Val::Bool);
         }
         let l = self.eval(left)?;
         let r = self.eval(right)?;
@@ -432,8 +488,17 @@ impl<'a> Evaluator<'a> {
 
     /// The value a failed conjunct saw: its attribute side (`null` when it
     /// cannot be evaluated).
+    ///
+    /// `conjunct` must be one that [`Evaluator::rule`] found false (what the
+    /// trace asks about): then some answers are known without evaluating
+    /// anything again. A conjunct that is not a comparison was the bool
+    /// `false`; the operand of a false `not` was `true`; both sides of a
+    /// false `or` were `false` (an error on either side would have made it
+    /// an error, a `true` would have made it true). Evaluation has no side
+    /// effects, so these are the values evaluating again would give.
     pub fn saw(&mut self, conjunct: &'a Expr) -> Value {
         let target = match &conjunct.kind {
+            ExprKind::Binary(BinOp::Or, _, _) => return Value::Bool(false),
             ExprKind::Binary(_, left, right) => {
                 if matches!(left.kind, ExprKind::Lit(_)) {
                     right
@@ -441,9 +506,9 @@ impl<'a> Evaluator<'a> {
                     left
                 }
             }
-            ExprKind::Not(inner) => inner,
+            ExprKind::Not(_) => return Value::Bool(true),
             ExprKind::Matches(inner, _) => inner,
-            _ => conjunct,
+            _ => return Value::Bool(false),
         };
         match self.eval(target) {
             Ok(v) => to_json(&v),

@@ -373,3 +373,48 @@ fn min_and_until_work_in_conditions_too() {
     assert_eq!(decide_with(policy, None, &ask("2026-12-01T10:09:59Z", 5)).decision, Effect::Deny);
     assert_eq!(decide_with(policy, None, &ask("2026-12-01T10:10:00Z", 2)).decision, Effect::Deny);
 }
+
+/// `saw` answers some false conditions without evaluating them again
+/// (`or`, `not`, conditions that are not comparisons): each answer must be
+/// what evaluating the condition's tested side gives.
+#[test]
+fn what_a_false_condition_saw_is_what_evaluating_it_again_gives() {
+    let engine = engine(
+        r#"permit if subject.kind == "ci" and action == "x";
+        permit if subject has shared;
+        permit if not subject has owner;
+        permit if (subject.kind == "agent" and action == "read") or subject.attested == false;
+        permit if context.flag;
+        permit if not (subject.kind == "ci");
+        permit if any(item in requested.scope: contains(item, "*"));"#,
+    );
+    let (request, prepared) = request(
+        r#"{"subject":{"id":"s","kind":"ci","attested":true,"owner":"t"},"action":"read",
+        "resource":{"id":"r","kind":"db"},"requested":{"scope":["read:db://a"]},
+        "context":{"flag":false}}"#,
+    );
+    let set = engine.policy();
+    let mut evaluator = Evaluator::new(&request, &prepared, &set.data);
+    let mut checked = 0;
+    for rule in &set.rules {
+        let at = match evaluator.rule(rule) {
+            RuleResult::False(at) => at,
+            other => panic!("{:?} is not false for the request: {other:?}", rule.conjunct_text),
+        };
+        let conjunct = &rule.conjuncts[at];
+        // The side `saw` reports when it evaluates: the left of a
+        // comparison, the operand of `not`, else the condition.
+        let side = match &conjunct.kind {
+            ExprKind::Binary(_, left, _) => left,
+            ExprKind::Not(inner) => inner,
+            _ => conjunct,
+        };
+        let again = match evaluator.eval(side) {
+            Ok(value) => to_json(&value),
+            Err(_) => Value::Null,
+        };
+        assert_eq!(evaluator.saw(conjunct), again, "rule {}", rule.id.as_str());
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
+}
