@@ -997,8 +997,8 @@ fn authzen_request(text: &str) -> Result<Request, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `writ replay`: reads the whole log (it is re-decided line by line in
-/// memory), prints the report, and returns the exit code.
+/// `writ replay`: reads the log a chunk at a time and re-decides it line
+/// by line, prints the report, and returns the exit code.
 fn run_replay(args: &ReplayArgs) -> Result<u8, String> {
     use crate::replay::{render_json, render_markdown, render_text, FailOn, Replayer};
     let new = compile(&PolicyArgs {
@@ -1013,15 +1013,18 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, String> {
             data: args.data.clone(),
         })?)
     };
-    let log = if args.log == "-" {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-            .map_err(|e| format!("cannot read the decision log from stdin: {e}"))?;
-        bytes
+    let replayer = Replayer::new(&new, old.as_ref());
+    let report = if args.log == "-" {
+        replayer
+            .replay_from(std::io::stdin().lock())
+            .map_err(|e| format!("cannot read the decision log from stdin: {e}"))?
     } else {
-        std::fs::read(&args.log).map_err(|e| format!("cannot read `{}`: {e}", args.log))?
+        let file = std::fs::File::open(&args.log)
+            .map_err(|e| format!("cannot read `{}`: {e}", args.log))?;
+        replayer
+            .replay_from(file)
+            .map_err(|e| format!("cannot read `{}`: {e}", args.log))?
     };
-    let report = Replayer::new(&new, old.as_ref()).replay(&log);
     match args.format {
         ReplayFormat::Text => print!("{}", render_text(&report)),
         ReplayFormat::Json => println!("{}", render_json(&report)),

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::decision::{Decision, Effect, ObligationOut, Outcome, Step};
 use crate::engine::Engine;
@@ -542,6 +542,9 @@ fn push_unique(list: &mut Vec<String>, item: &str) {
     }
 }
 
+/// How much of a log [`Replayer::replay_from`] reads at a time.
+const READ_CHUNK: usize = 1 << 20;
+
 /// Re-decides logs under a new policy set (and optionally an old one).
 pub struct Replayer<'a> {
     new: &'a Engine,
@@ -556,7 +559,55 @@ impl<'a> Replayer<'a> {
 
     /// Replays a whole log held in memory.
     pub fn replay(&self, log: &[u8]) -> Report {
-        let mut report = Report {
+        let mut report = self.empty_report();
+        let mut number = 0;
+        self.replay_lines(log, &mut number, &mut report);
+        report
+    }
+
+    /// Replays a log read from `input` a chunk at a time, so that a large
+    /// log is never held whole: only the chunk being replayed and the
+    /// start of a line it cut are in memory. The report is the same as
+    /// [`Replayer::replay`] of the same bytes.
+    pub fn replay_from(&self, mut input: impl std::io::Read) -> std::io::Result<Report> {
+        let mut report = self.empty_report();
+        let mut number = 0;
+        // `buffer[..filled]` is read and not yet replayed: the start of a
+        // line the last read cut.
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let mut filled = 0;
+        loop {
+            if filled == buffer.len() {
+                // A line longer than the buffer: make room for the rest.
+                buffer.resize(2 * buffer.len(), 0);
+            }
+            let read = loop {
+                match input.read(&mut buffer[filled..]) {
+                    Ok(read) => break read,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if read == 0 {
+                // The end: what is left is a last line with no line end.
+                self.replay_lines(&buffer[..filled], &mut number, &mut report);
+                return Ok(report);
+            }
+            let searched = filled;
+            filled += read;
+            // Only whole lines now; a cut line waits for the next read.
+            if let Some(last) = memchr::memrchr(b'\n', &buffer[searched..filled]) {
+                let end = searched + last + 1;
+                self.replay_lines(&buffer[..end], &mut number, &mut report);
+                buffer.copy_within(end..filled, 0);
+                filled -= end;
+            }
+        }
+    }
+
+    /// A report with nothing replayed yet.
+    fn empty_report(&self) -> Report {
+        Report {
             baseline: if self.old.is_some() {
                 "old policy set".to_owned()
             } else {
@@ -565,11 +616,15 @@ impl<'a> Replayer<'a> {
             new_digest: self.new.digest().to_owned(),
             old_digest: self.old.map(|e| e.digest().to_owned()),
             ..Report::default()
-        };
+        }
+    }
+
+    /// Replays the lines of `log`, numbering them on from `number`; a last
+    /// line without its line end is replayed as cut off.
+    fn replay_lines(&self, log: &[u8], number: &mut usize, report: &mut Report) {
         let mut rest = log;
-        let mut number = 0;
         while !rest.is_empty() {
-            number += 1;
+            *number += 1;
             let (line, ended) = match memchr::memchr(b'\n', rest) {
                 Some(end) => {
                     let line = &rest[..end];
@@ -586,9 +641,8 @@ impl<'a> Replayer<'a> {
                 continue;
             }
             report.lines += 1;
-            self.replay_line(number, line, ended, &mut report);
+            self.replay_line(*number, line, ended, report);
         }
-        report
     }
 
     fn replay_line(&self, number: usize, line: &[u8], ended: bool, report: &mut Report) {
@@ -984,46 +1038,77 @@ pub fn render_text(report: &Report) -> String {
 
 /// The report for tools: every change and every line not replayed.
 pub fn render_json(report: &Report) -> String {
-    let counts: serde_json::Map<String, Value> = report
-        .counts()
-        .into_iter()
-        .map(|(kind, count)| (kind.code().to_owned(), Value::from(count)))
-        .collect();
-    let unreplayed = |list: &[Unreplayed]| -> Value {
+    // Written from borrowed parts, not through a `Value` tree: a report of
+    // many changes would otherwise be built twice over in memory.
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        baseline: &'a str,
+        new_policy_digest: &'a str,
+        old_policy_digest: Option<&'a str>,
+        lines: usize,
+        replayed: usize,
+        changed: usize,
+        widens: bool,
+        counts: indexmap::IndexMap<&'static str, usize>,
+        changes: Vec<ChangeOut<'a>>,
+        not_replayable: Vec<UnreplayedOut<'a>>,
+        skipped: Vec<UnreplayedOut<'a>>,
+        malformed: Vec<UnreplayedOut<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct ChangeOut<'a> {
+        line: usize,
+        decision_id: &'a str,
+        kind: &'static str,
+        widens: bool,
+        detail: &'a str,
+        rules_before: &'a [String],
+        rules_after: &'a [String],
+    }
+    #[derive(serde::Serialize)]
+    struct UnreplayedOut<'a> {
+        line: usize,
+        why: &'a str,
+    }
+    fn unreplayed(list: &[Unreplayed]) -> Vec<UnreplayedOut<'_>> {
         list.iter()
-            .map(|u| json!({"line": u.line, "why": u.why}))
-            .collect()
-    };
-    let changes: Vec<Value> = report
-        .changes
-        .iter()
-        .map(|c| {
-            json!({
-                "line": c.line,
-                "decision_id": c.decision_id,
-                "kind": c.kind.code(),
-                "widens": c.kind.widens(),
-                "detail": c.detail,
-                "rules_before": c.rules_before,
-                "rules_after": c.rules_after,
+            .map(|u| UnreplayedOut {
+                line: u.line,
+                why: &u.why,
             })
-        })
-        .collect();
-    let value = json!({
-        "baseline": report.baseline,
-        "new_policy_digest": report.new_digest,
-        "old_policy_digest": report.old_digest,
-        "lines": report.lines,
-        "replayed": report.replayed,
-        "changed": report.changed,
-        "widens": report.widens(),
-        "counts": counts,
-        "changes": changes,
-        "not_replayable": unreplayed(&report.redacted),
-        "skipped": unreplayed(&report.skipped),
-        "malformed": unreplayed(&report.malformed),
-    });
-    serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".to_owned())
+            .collect()
+    }
+    let out = Out {
+        baseline: &report.baseline,
+        new_policy_digest: &report.new_digest,
+        old_policy_digest: report.old_digest.as_deref(),
+        lines: report.lines,
+        replayed: report.replayed,
+        changed: report.changed,
+        widens: report.widens(),
+        counts: report
+            .counts()
+            .into_iter()
+            .map(|(kind, count)| (kind.code(), count))
+            .collect(),
+        changes: report
+            .changes
+            .iter()
+            .map(|c| ChangeOut {
+                line: c.line,
+                decision_id: &c.decision_id,
+                kind: c.kind.code(),
+                widens: c.kind.widens(),
+                detail: &c.detail,
+                rules_before: &c.rules_before,
+                rules_after: &c.rules_after,
+            })
+            .collect(),
+        not_replayable: unreplayed(&report.redacted),
+        skipped: unreplayed(&report.skipped),
+        malformed: unreplayed(&report.malformed),
+    };
+    serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn md_cell(text: &str) -> String {
@@ -1103,6 +1188,7 @@ pub fn render_markdown(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn engine(ttl: &str) -> Engine {
         let text = format!(
@@ -1188,6 +1274,59 @@ mod tests {
         assert_eq!(report.exit_code(FailOn::Widen), 0);
         let broken = Replayer::new(&new, None).replay(b"nope\n");
         assert_eq!(broken.exit_code(FailOn::None), 2);
+    }
+
+    /// Hands out its bytes a few at a time, as a pipe may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_log_read_in_pieces_replays_as_the_whole() {
+        let old = engine("15m");
+        let new = engine("30m");
+        let line = log_line(READ, &old.decide(&Request::from_json(READ).expect("valid")));
+        let redacted = r#"{"endpoint":"/v1/decide","decision":"deny","request":{"subject":{"id":"[redacted]"},"action":"read"}}"#;
+        let log = format!("{line}\n\n{redacted}\nnot json\n{line}\n{line}\n{{\"endp");
+        let whole = Replayer::new(&new, None).replay(log.as_bytes());
+        assert_eq!(whole.replayed, 3);
+        assert_eq!(whole.changed, 3);
+        assert_eq!(whole.malformed.len(), 2);
+        for piece in [1, 7, 64, log.len()] {
+            let read = Replayer::new(&new, None)
+                .replay_from(Trickle(log.as_bytes(), piece))
+                .expect("read");
+            assert_eq!(read.lines, whole.lines, "pieces of {piece}");
+            assert_eq!(read.replayed, whole.replayed, "pieces of {piece}");
+            assert_eq!(read.changed, whole.changed, "pieces of {piece}");
+            assert_eq!(read.changes, whole.changes, "pieces of {piece}");
+            assert_eq!(read.redacted, whole.redacted, "pieces of {piece}");
+            assert_eq!(read.malformed, whole.malformed, "pieces of {piece}");
+        }
+    }
+
+    /// A line longer than what is read at a time is still one line.
+    #[test]
+    fn a_line_longer_than_a_read_is_one_line() {
+        let new = engine("15m");
+        let long = format!(
+            r#"{{"endpoint":"/v1/decide","decision":"deny","pad":"{}","request":{READ}}}"#,
+            "x".repeat(READ_CHUNK + 10)
+        );
+        let log = format!("{long}\n{long}\n");
+        let report = Replayer::new(&new, None)
+            .replay_from(Trickle(log.as_bytes(), 1 << 16))
+            .expect("read");
+        assert_eq!(report.lines, 2);
+        assert_eq!(report.replayed, 2);
+        assert!(report.malformed.is_empty(), "{:?}", report.malformed);
     }
 
     #[test]
