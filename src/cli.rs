@@ -1000,7 +1000,7 @@ fn authzen_request(text: &str) -> Result<Request, String> {
 /// `writ replay`: reads the log a chunk at a time and re-decides it line
 /// by line, prints the report, and returns the exit code.
 fn run_replay(args: &ReplayArgs) -> Result<u8, String> {
-    use crate::replay::{render_json, render_markdown, render_text, FailOn, Replayer};
+    use crate::replay::{render_markdown, render_text, write_json, FailOn, Replayer};
     let new = compile(&PolicyArgs {
         policies: args.policies.clone(),
         data: args.data.clone(),
@@ -1027,7 +1027,13 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, String> {
     };
     match args.format {
         ReplayFormat::Text => print!("{}", render_text(&report)),
-        ReplayFormat::Json => println!("{}", render_json(&report)),
+        ReplayFormat::Json => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            write_json(&report, &mut out)
+                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+                .and_then(|()| std::io::Write::flush(&mut out))
+                .map_err(|e| format!("cannot write the report: {e}"))?;
+        }
         ReplayFormat::Markdown => print!("{}", render_markdown(&report)),
     }
     let fail_on = match args.fail_on {

@@ -1038,6 +1038,16 @@ pub fn render_text(report: &Report) -> String {
 
 /// The report for tools: every change and every line not replayed.
 pub fn render_json(report: &Report) -> String {
+    let mut bytes = Vec::new();
+    match write_json(report, &mut bytes) {
+        Ok(()) => String::from_utf8(bytes).unwrap_or_else(|_| "{}".to_owned()),
+        Err(_) => "{}".to_owned(),
+    }
+}
+
+/// The report as [`render_json`] renders it, written to `out` as it is
+/// produced (a report of many changes is never held whole as text).
+pub fn write_json(report: &Report, out: impl std::io::Write) -> std::io::Result<()> {
     // Written from borrowed parts, not through a `Value` tree: a report of
     // many changes would otherwise be built twice over in memory.
     #[derive(serde::Serialize)]
@@ -1078,7 +1088,7 @@ pub fn render_json(report: &Report) -> String {
             })
             .collect()
     }
-    let out = Out {
+    let value = Out {
         baseline: &report.baseline,
         new_policy_digest: &report.new_digest,
         old_policy_digest: report.old_digest.as_deref(),
@@ -1108,7 +1118,7 @@ pub fn render_json(report: &Report) -> String {
         skipped: unreplayed(&report.skipped),
         malformed: unreplayed(&report.malformed),
     };
-    serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".to_owned())
+    serde_json::to_writer_pretty(out, &value).map_err(std::io::Error::from)
 }
 
 fn md_cell(text: &str) -> String {
