@@ -442,7 +442,73 @@ impl Poller {
             }
             fail(format!("epoll_wait: {error}"));
         }
-        n as usize
+        // The timer's wake-up is consumed here; the connections' events
+        // are moved to the front.
+        let mut kept = 0;
+        for i in 0..n as usize {
+            if events[i].data == TIMER {
+                self.clear_timer();
+            } else {
+                events[kept] = events[i];
+                kept += 1;
+            }
+        }
+        kept
+    }
+
+    /// Watches `stream` (made non-blocking) for input, as connection `index`.
+    fn watch(&self, stream: &TcpStream, index: usize) {
+        if let Err(error) = stream.set_nonblocking(true) {
+            fail(format!("cannot make a socket non-blocking: {error}"));
+        }
+        self.control(
+            sys::EPOLL_CTL_ADD,
+            stream.as_raw_fd(),
+            sys::EPOLLIN,
+            index as u64,
+        );
+    }
+}
+
+/// A connection to the server, opened before the clock starts.
+fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|error| fail(format!("cannot connect to 127.0.0.1:{port}: {error}")));
+    let _ = stream.set_nodelay(true);
+    stream
+}
+
+/// When each request is due, and when a run that stopped being answered
+/// is given up.
+struct Schedule {
+    start: Instant,
+    give_up: Instant,
+    interval: f64,
+    armed_for: u64,
+}
+
+impl Schedule {
+    fn new(seconds: f64, interval: f64) -> Schedule {
+        let start = Instant::now() + Duration::from_millis(20);
+        Schedule {
+            start,
+            // A server that stops answering does not hold the run forever.
+            give_up: start + Duration::from_secs_f64(seconds) + Duration::from_secs(30),
+            interval,
+            armed_for: u64::MAX,
+        }
+    }
+
+    fn due(&self, index: u64) -> Instant {
+        self.start + Duration::from_secs_f64(self.interval * index as f64)
+    }
+
+    /// Wakes the thread when request `next` is due (once per request).
+    fn arm(&mut self, poller: &Poller, next: u64) {
+        if self.armed_for != next {
+            poller.arm(self.due(next).saturating_duration_since(Instant::now()));
+            self.armed_for = next;
+        }
     }
 }
 
@@ -461,19 +527,8 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
     // Every connection opens before the clock starts.
     let mut conns: Vec<Option<Connection>> = (0..connections)
         .map(|index| {
-            let stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|error| {
-                fail(format!("cannot connect to 127.0.0.1:{port}: {error}"))
-            });
-            let _ = stream.set_nodelay(true);
-            if let Err(error) = stream.set_nonblocking(true) {
-                fail(format!("cannot make a socket non-blocking: {error}"));
-            }
-            poller.control(
-                sys::EPOLL_CTL_ADD,
-                stream.as_raw_fd(),
-                sys::EPOLLIN,
-                index as u64,
-            );
+            let stream = connect(port);
+            poller.watch(&stream, index);
             Some(Connection {
                 stream,
                 out: Vec::with_capacity(4096),
@@ -491,12 +546,8 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
     let mut samples: Vec<Sample> = Vec::with_capacity(total as usize);
     let mut reported = 0usize;
     let mut events = vec![sys::EpollEvent { events: 0, data: 0 }; 256];
-    let start = Instant::now() + Duration::from_millis(20);
-    // A server that stops answering does not hold the run forever.
-    let give_up = start + Duration::from_secs_f64(seconds) + Duration::from_secs(30);
-    let due_at = |index: u64| start + Duration::from_secs_f64(interval * index as f64);
+    let mut schedule = Schedule::new(seconds, interval);
     let mut next = 0u64;
-    let mut armed_for = u64::MAX;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "
     );
@@ -525,7 +576,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
         let now = Instant::now();
         // Send everything that is due, while a connection is free.
         while next < total && !free.is_empty() {
-            let due = due_at(next);
+            let due = schedule.due(next);
             if due > now {
                 break;
             }
@@ -580,7 +631,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
         if (next >= total && busy == 0) || live == 0 {
             break;
         }
-        if now > give_up {
+        if now > schedule.give_up {
             eprintln!("openloop: {busy} answers still missing 30 s after the end; giving up");
             for c in 0..conns.len() {
                 drop_connection!(c, now);
@@ -589,18 +640,12 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             break;
         }
         // Wake for the next due request when a connection is free for it.
-        if next < total && !free.is_empty() && armed_for != next {
-            poller.arm(due_at(next).saturating_duration_since(Instant::now()));
-            armed_for = next;
+        if next < total && !free.is_empty() {
+            schedule.arm(&poller, next);
         }
         let ready = poller.wait(&mut events, 1000);
         for event in &events[..ready] {
-            let (flags, data) = (event.events, event.data);
-            if data == TIMER {
-                poller.clear_timer();
-                continue;
-            }
-            let c = data as usize;
+            let (flags, c) = (event.events, event.data as usize);
             let Some(conn) = conns[c].as_mut() else {
                 continue;
             };
@@ -680,7 +725,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             }
         }
     }
-    (samples, start)
+    (samples, schedule.start)
 }
 
 /// HTTP/2 over cleartext TCP with prior knowledge (RFC 9113 section 3.3):
@@ -1039,10 +1084,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
     let poller = Poller::new();
     let mut conns: Vec<Option<H2Connection>> = (0..connections)
         .map(|index| {
-            let stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|error| {
-                fail(format!("cannot connect to 127.0.0.1:{port}: {error}"))
-            });
-            let _ = stream.set_nodelay(true);
+            let stream = connect(port);
             let mut conn = H2Connection {
                 stream,
                 out: Vec::with_capacity(1 << 16),
@@ -1098,27 +1140,16 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 ));
             }
             conn.out.clear();
-            if let Err(error) = conn.stream.set_nonblocking(true) {
-                fail(format!("cannot make a socket non-blocking: {error}"));
-            }
-            poller.control(
-                sys::EPOLL_CTL_ADD,
-                conn.stream.as_raw_fd(),
-                sys::EPOLLIN,
-                index as u64,
-            );
+            poller.watch(&conn.stream, index);
             Some(conn)
         })
         .collect();
     let mut samples: Vec<Sample> = Vec::with_capacity(total as usize);
     let mut reported = 0usize;
     let mut events = vec![sys::EpollEvent { events: 0, data: 0 }; 256];
-    let start = Instant::now() + Duration::from_millis(20);
-    let give_up = start + Duration::from_secs_f64(seconds) + Duration::from_secs(30);
-    let due_at = |index: u64| start + Duration::from_secs_f64(interval * index as f64);
+    let mut schedule = Schedule::new(seconds, interval);
     let mut next = 0u64;
     let mut turn = 0usize;
-    let mut armed_for = u64::MAX;
     let mut busy = 0usize;
     let mut answers: Vec<(Stream, bool)> = Vec::new();
     let mut head = Vec::new();
@@ -1145,7 +1176,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
         // Queue everything that is due on connections that can take it.
         let mut blocked = false;
         while next < total {
-            let due = due_at(next);
+            let due = schedule.due(next);
             if due > now {
                 break;
             }
@@ -1225,7 +1256,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
         if (next >= total && busy == 0) || live == 0 {
             break;
         }
-        if now > give_up {
+        if now > schedule.give_up {
             eprintln!("openloop: {busy} answers still missing 30 s after the end; giving up");
             for conn in conns.iter_mut().filter_map(Option::take) {
                 for (_, stream) in conn.streams {
@@ -1234,18 +1265,12 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             }
             break;
         }
-        if next < total && !blocked && armed_for != next {
-            poller.arm(due_at(next).saturating_duration_since(Instant::now()));
-            armed_for = next;
+        if next < total && !blocked {
+            schedule.arm(&poller, next);
         }
         let ready = poller.wait(&mut events, 1000);
         for event in &events[..ready] {
-            let (flags, data) = (event.events, event.data);
-            if data == TIMER {
-                poller.clear_timer();
-                continue;
-            }
-            let c = data as usize;
+            let (flags, c) = (event.events, event.data as usize);
             let Some(conn) = conns[c].as_mut() else {
                 continue;
             };
@@ -1286,7 +1311,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             }
         }
     }
-    (samples, start)
+    (samples, schedule.start)
 }
 
 fn main() {
