@@ -321,11 +321,15 @@ impl<'a> Walk<'a> {
         (slot, self.trace[slot].rule)
     }
 
-    fn fault(&mut self, rule: u32, error: AuthError) {
+    /// Records an error of `rule`; its index among the decision's errors,
+    /// which the rule's trace entry keeps instead of the message.
+    fn fault(&mut self, rule: u32, error: AuthError) -> u32 {
+        let at = self.errors.len() as u32;
         self.errors.push(Fault {
             rule: Some(rule),
             error,
         });
+        at
     }
 
     /// Evaluates the tree's candidates, in policy order.
@@ -351,8 +355,7 @@ impl<'a> Walk<'a> {
                         Outcome::Error
                     };
                     let mut entry = Considered::new(index, outcome);
-                    entry.error = Some(error.to_string());
-                    self.fault(index, AuthError::Eval(error));
+                    entry.error = Some(self.fault(index, AuthError::Eval(error)));
                     entry
                 }
             };
@@ -381,8 +384,7 @@ impl<'a> Walk<'a> {
                 Ok(items) => granted.push(Grant { slot, rule, items }),
                 Err(error) => {
                     self.trace[slot].outcome = Outcome::Error;
-                    self.trace[slot].error = Some(error.to_string());
-                    self.fault(rule, AuthError::Eval(error));
+                    self.trace[slot].error = Some(self.fault(rule, AuthError::Eval(error)));
                 }
             }
         }
@@ -401,8 +403,7 @@ impl<'a> Walk<'a> {
             let patterns = match self.evaluator.scope_items(templates) {
                 Ok(patterns) => patterns,
                 Err(error) => {
-                    self.trace[slot].error = Some(error.to_string());
-                    self.fault(rule, AuthError::Eval(error));
+                    self.trace[slot].error = Some(self.fault(rule, AuthError::Eval(error)));
                     Vec::new()
                 }
             };
@@ -623,11 +624,11 @@ impl<'a> Walk<'a> {
                 }
             }
             Err(error) => {
+                let at = self.fault(rule, AuthError::Eval(error));
                 let entry = &mut self.trace[slot];
                 if entry.error.is_none() {
-                    entry.error = Some(error.to_string());
+                    entry.error = Some(at);
                 }
-                self.fault(rule, AuthError::Eval(error));
                 Cap {
                     slot,
                     rule,
@@ -668,11 +669,11 @@ impl<'a> Walk<'a> {
                         Err(error) => {
                             // An obligation that cannot be stated cannot be
                             // honoured.
+                            let at = self.fault(rule, AuthError::Eval(error));
                             let entry = &mut self.trace[slot];
                             entry.outcome = Outcome::Error;
-                            entry.error = Some(error.to_string());
+                            entry.error = Some(at);
                             entry.effect.push(Step::ObligationFailed);
-                            self.fault(rule, AuthError::Eval(error));
                             return Err(rule);
                         }
                     }

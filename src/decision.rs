@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::authorize::Fault;
 use crate::ir::PolicySet;
 use crate::name::needs_escape;
 pub use crate::name::Name;
@@ -382,8 +383,10 @@ pub struct Considered {
     pub closest: bool,
     /// For `not_matched`: the first condition that was false.
     pub failed: Option<Seen>,
-    /// For `error`, or a matched rule that failed closed: the message.
-    pub error: Option<String>,
+    /// For `error`, or a matched rule that failed closed: the error, as
+    /// its index among the decision's errors ([`Faults`]); its message is
+    /// written when the trace is read.
+    pub error: Option<u32>,
     /// What it did to the decision, in order.
     pub effect: Vec<Step>,
     /// The rule's `because` message, when it matched.
@@ -405,8 +408,9 @@ impl Considered {
     }
 
     /// The trace entry it stands for, the names taken from `set`, the
-    /// policy set the rule was considered in.
-    fn entry(&self, set: &PolicySet) -> TraceEntry {
+    /// policy set the rule was considered in, and the error's message from
+    /// `faults`.
+    fn entry(&self, set: &PolicySet, faults: Option<&Faults>) -> TraceEntry {
         let rule = &set.rules[self.rule as usize];
         TraceEntry {
             rule: rule.id.clone(),
@@ -417,7 +421,7 @@ impl Considered {
                 condition: rule.conjunct_text[seen.condition as usize].clone(),
                 saw: seen.saw.clone(),
             }),
-            error: self.error.clone(),
+            error: self.error.map(|at| fault_message(faults, at)),
             effect: self.effect.clone(),
             because: self.because.clone(),
             closest: self.closest,
@@ -449,25 +453,45 @@ pub struct Trace {
     owned: Vec<TraceEntry>,
 }
 
-/// A trace not read yet: the records and the policy set they index.
+/// A trace not read yet: the records, the policy set they index and the
+/// decision's errors, which their `error`s index.
 #[derive(Clone)]
 struct Lazy {
     set: Arc<PolicySet>,
     considered: Vec<Considered>,
+    faults: Option<Arc<Faults>>,
     /// The entries, built on first read.
     entries: OnceLock<Vec<TraceEntry>>,
 }
 
 impl Lazy {
     fn entries(&self) -> Vec<TraceEntry> {
-        self.considered.iter().map(|c| c.entry(&self.set)).collect()
+        let faults = self.faults.as_deref();
+        self.considered
+            .iter()
+            .map(|c| c.entry(&self.set, faults))
+            .collect()
+    }
+}
+
+/// The message of the `at`th error of `faults`; empty if there is no such
+/// error (a record built by hand that indexes nothing).
+fn fault_message(faults: Option<&Faults>, at: u32) -> String {
+    match faults.and_then(|f| f.list.get(at as usize)) {
+        Some(fault) => fault.error.to_string(),
+        None => String::new(),
     }
 }
 
 impl Trace {
     /// A trace of `considered`, whose rule and condition indexes are into
-    /// `set`.
-    pub fn new(set: Arc<PolicySet>, considered: Vec<Considered>) -> Trace {
+    /// `set` and whose errors are indexes into `faults` (the decision's
+    /// errors, shared with [`Decision::errors`]).
+    pub fn new(
+        set: Arc<PolicySet>,
+        considered: Vec<Considered>,
+        faults: Option<Arc<Faults>>,
+    ) -> Trace {
         if considered.is_empty() {
             return Trace::default();
         }
@@ -475,6 +499,7 @@ impl Trace {
             lazy: Some(Lazy {
                 set,
                 considered,
+                faults,
                 entries: OnceLock::new(),
             }),
             owned: Vec::new(),
@@ -497,9 +522,9 @@ impl Trace {
     /// The entries, built if they were not.
     pub fn into_vec(self) -> Vec<TraceEntry> {
         match self.lazy {
-            Some(lazy) => match lazy.entries.into_inner() {
+            Some(mut lazy) => match lazy.entries.take() {
                 Some(entries) => entries,
-                None => lazy.considered.iter().map(|c| c.entry(&lazy.set)).collect(),
+                None => lazy.entries(),
             },
             None => self.owned,
         }
@@ -511,7 +536,7 @@ impl Trace {
         let mut text = String::new();
         match &self.lazy {
             Some(lazy) => write_list(out, &lazy.considered, |out, c| {
-                c.write_json(&lazy.set, out, &mut text)
+                c.write_json(&lazy.set, lazy.faults.as_deref(), out, &mut text)
             }),
             None => write_list(out, &self.owned, |out, entry| {
                 entry.write_json(out, &mut text)
@@ -532,10 +557,10 @@ impl Deref for Trace {
 
 impl DerefMut for Trace {
     fn deref_mut(&mut self) -> &mut Vec<TraceEntry> {
-        if let Some(lazy) = self.lazy.take() {
-            self.owned = match lazy.entries.into_inner() {
+        if let Some(mut lazy) = self.lazy.take() {
+            self.owned = match lazy.entries.take() {
                 Some(entries) => entries,
-                None => lazy.considered.iter().map(|c| c.entry(&lazy.set)).collect(),
+                None => lazy.entries(),
             };
         }
         &mut self.owned
@@ -599,6 +624,220 @@ impl<'de> Deserialize<'de> for Trace {
     }
 }
 
+/// The errors of a decision as the authorizer records them: each one's rule
+/// by index and what went wrong, typed ([`Fault`]), with the policy set the
+/// indexes are into. Shared by the decision's [`Errors`] and its trace's
+/// entries (which name their error by its index here): an error's message
+/// and its rule's id are written only when the decision's JSON is written
+/// or its errors or trace read.
+#[derive(Debug)]
+pub struct Faults {
+    set: Arc<PolicySet>,
+    list: Vec<Fault>,
+}
+
+impl Faults {
+    /// The errors `list`, their rule indexes into `set`.
+    pub fn new(set: Arc<PolicySet>, list: Vec<Fault>) -> Faults {
+        Faults { set, list }
+    }
+
+    /// `fault` as the contract writes it.
+    fn out(&self, fault: &Fault) -> ErrorOut {
+        let message = fault.error.to_string();
+        match fault.rule {
+            Some(rule) => ErrorOut::in_rule(self.rule_id(rule).as_str().to_owned(), message),
+            None => ErrorOut::in_request(message),
+        }
+    }
+
+    fn rule_id(&self, rule: u32) -> &Name {
+        &self.set.rules[rule as usize].id
+    }
+}
+
+/// A decision's evaluation errors.
+///
+/// A decision made by the engine holds them as they were recorded
+/// ([`Faults`]: rule indexes and typed errors); reading them as
+/// [`ErrorOut`]s (it dereferences to `Vec<ErrorOut>`) builds those once, on
+/// first use, and writing the decision's JSON writes the messages straight
+/// from the typed errors. Changing it (`DerefMut`) builds them and keeps
+/// only them.
+#[derive(Clone, Default)]
+pub struct Errors {
+    lazy: Option<LazyErrors>,
+    /// The errors, when built from them or changed.
+    owned: Vec<ErrorOut>,
+}
+
+/// Errors not read yet.
+#[derive(Clone)]
+struct LazyErrors {
+    faults: Arc<Faults>,
+    /// The errors, built on first read.
+    built: OnceLock<Vec<ErrorOut>>,
+}
+
+impl LazyErrors {
+    fn build(&self) -> Vec<ErrorOut> {
+        self.faults
+            .list
+            .iter()
+            .map(|f| self.faults.out(f))
+            .collect()
+    }
+}
+
+impl Errors {
+    /// The errors recorded in `faults` (none when it is `None`).
+    pub fn recorded(faults: Option<Arc<Faults>>) -> Errors {
+        Errors {
+            lazy: faults
+                .filter(|f| !f.list.is_empty())
+                .map(|faults| LazyErrors {
+                    faults,
+                    built: OnceLock::new(),
+                }),
+            owned: Vec::new(),
+        }
+    }
+
+    /// How many errors (without building them).
+    pub fn len(&self) -> usize {
+        match &self.lazy {
+            Some(lazy) => lazy.faults.list.len(),
+            None => self.owned.len(),
+        }
+    }
+
+    /// True when there is no error.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The errors, built if they were not.
+    pub fn into_vec(self) -> Vec<ErrorOut> {
+        match self.lazy {
+            Some(mut lazy) => match lazy.built.take() {
+                Some(built) => built,
+                None => lazy.build(),
+            },
+            None => self.owned,
+        }
+    }
+
+    /// Appends the errors' JSON array to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Some(lazy) = &self.lazy else {
+            write_list(out, &self.owned, |out, e| {
+                write_error(out, e.rule.as_str(), &e.message)
+            });
+            return;
+        };
+        let faults = &lazy.faults;
+        let mut text = String::new();
+        write_list(out, &faults.list, |out, fault| {
+            out.extend_from_slice(b"{\"rule\":");
+            match fault.rule {
+                Some(rule) => write_name(out, faults.rule_id(rule)),
+                None => out.extend_from_slice(b"\"request\""),
+            }
+            out.extend_from_slice(b",\"message\":");
+            write_display(out, &mut text, &fault.error);
+            out.push(b'}');
+        });
+    }
+}
+
+/// One error's JSON object.
+fn write_error(out: &mut Vec<u8>, rule: &str, message: &str) {
+    out.extend_from_slice(b"{\"rule\":");
+    write_str(out, rule);
+    out.extend_from_slice(b",\"message\":");
+    write_str(out, message);
+    out.push(b'}');
+}
+
+impl Deref for Errors {
+    type Target = Vec<ErrorOut>;
+    fn deref(&self) -> &Vec<ErrorOut> {
+        match &self.lazy {
+            Some(lazy) => lazy.built.get_or_init(|| lazy.build()),
+            None => &self.owned,
+        }
+    }
+}
+
+impl DerefMut for Errors {
+    fn deref_mut(&mut self) -> &mut Vec<ErrorOut> {
+        if let Some(mut lazy) = self.lazy.take() {
+            self.owned = match lazy.built.take() {
+                Some(built) => built,
+                None => lazy.build(),
+            };
+        }
+        &mut self.owned
+    }
+}
+
+impl From<Vec<ErrorOut>> for Errors {
+    fn from(errors: Vec<ErrorOut>) -> Errors {
+        Errors {
+            lazy: None,
+            owned: errors,
+        }
+    }
+}
+
+impl IntoIterator for Errors {
+    type Item = ErrorOut;
+    type IntoIter = std::vec::IntoIter<ErrorOut>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
+}
+
+impl<'e> IntoIterator for &'e Errors {
+    type Item = &'e ErrorOut;
+    type IntoIter = std::slice::Iter<'e, ErrorOut>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'e> IntoIterator for &'e mut Errors {
+    type Item = &'e mut ErrorOut;
+    type IntoIter = std::slice::IterMut<'e, ErrorOut>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+impl PartialEq for Errors {
+    fn eq(&self, other: &Errors) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Serialize for Errors {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Errors {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Errors, D::Error> {
+        Vec::<ErrorOut>::deserialize(deserializer).map(Errors::from)
+    }
+}
+
 /// Which policy set decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
@@ -621,8 +860,8 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Requested items no matched permit covered (or a limit removed).
     pub dropped_scope: Vec<String>,
-    /// Evaluation errors.
-    pub errors: Vec<ErrorOut>,
+    /// Evaluation errors (read as a `Vec<ErrorOut>`; see [`Errors`]).
+    pub errors: Errors,
     /// The rules considered.
     pub trace: Trace,
     /// The policy set.
@@ -644,7 +883,7 @@ impl Decision {
             obligations: Vec::new(),
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
-            errors: vec![ErrorOut::in_request(message)],
+            errors: Errors::from(vec![ErrorOut::in_request(message)]),
             trace: Trace::default(),
             policy: PolicyRef {
                 digest: digest.into(),
@@ -701,13 +940,7 @@ impl Decision {
         out.extend_from_slice(b",\"dropped_scope\":");
         write_list(out, &self.dropped_scope, |out, item| write_str(out, item));
         out.extend_from_slice(b",\"errors\":");
-        write_list(out, &self.errors, |out, e| {
-            out.extend_from_slice(b"{\"rule\":");
-            write_str(out, &e.rule);
-            out.extend_from_slice(b",\"message\":");
-            write_str(out, &e.message);
-            out.push(b'}');
-        });
+        self.errors.write_json(out);
         out.extend_from_slice(b",\"trace\":");
         self.trace.write_json(out);
         out.extend_from_slice(b",\"policy\":{\"digest\":");
@@ -752,7 +985,7 @@ impl TraceEntry {
                 at: &self.at,
                 outcome: self.outcome,
                 failed: self.failed.as_ref().map(|f| (&f.condition, &f.saw)),
-                error: self.error.as_deref(),
+                error: self.error.as_ref().map(|e| e as &dyn fmt::Display),
                 effect: &self.effect,
                 because: self.because.as_deref(),
                 closest: self.closest,
@@ -764,8 +997,18 @@ impl TraceEntry {
 impl Considered {
     /// Appends the JSON of the entry it stands for, the names read from
     /// `set`: the same text as [`TraceEntry`]'s.
-    fn write_json(&self, set: &PolicySet, out: &mut Vec<u8>, text: &mut String) {
+    fn write_json(
+        &self,
+        set: &PolicySet,
+        faults: Option<&Faults>,
+        out: &mut Vec<u8>,
+        text: &mut String,
+    ) {
         let rule = &set.rules[self.rule as usize];
+        let error = self.error.map(|at| match faults.and_then(|f| f.list.get(at as usize)) {
+            Some(fault) => &fault.error as &dyn fmt::Display,
+            None => &"" as &dyn fmt::Display,
+        });
         write_entry(
             out,
             text,
@@ -778,7 +1021,7 @@ impl Considered {
                     .failed
                     .as_ref()
                     .map(|seen| (&rule.conjunct_text[seen.condition as usize], &seen.saw)),
-                error: self.error.as_deref(),
+                error,
                 effect: &self.effect,
                 because: self.because.as_deref(),
                 closest: self.closest,
@@ -794,7 +1037,9 @@ struct EntryParts<'a> {
     at: &'a Name,
     outcome: Outcome,
     failed: Option<(&'a Name, &'a Value)>,
-    error: Option<&'a str>,
+    /// The message, written when the entry is (an owned entry's `String`,
+    /// or the error a recorded entry indexes).
+    error: Option<&'a dyn fmt::Display>,
     effect: &'a [Step],
     because: Option<&'a str>,
     closest: bool,
@@ -823,7 +1068,7 @@ fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
     }
     if let Some(error) = entry.error {
         out.extend_from_slice(b",\"error\":");
-        write_str(out, error);
+        write_display(out, text, error);
     }
     if !entry.effect.is_empty() {
         out.extend_from_slice(b",\"effect\":");
@@ -841,6 +1086,15 @@ fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
         out.extend_from_slice(b",\"closest\":true");
     }
     out.push(b'}');
+}
+
+/// A JSON string of `value`'s text, formatted into `text` (scratch space).
+fn write_display(out: &mut Vec<u8>, text: &mut String, value: &dyn fmt::Display) {
+    use std::fmt::Write as _;
+    text.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(text, "{value}");
+    write_str(out, text);
 }
 
 fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {

@@ -372,6 +372,67 @@ mod tests {
         assert_eq!(owned.trace.len(), 1);
     }
 
+    /// A decision's errors are recorded typed and written when read: the
+    /// JSON written from them is serde's text of the errors read, each
+    /// erring trace entry carries its error's message, and errors changed
+    /// (so owned) write the same text.
+    #[test]
+    fn errors_recorded_by_index_read_as_their_messages() {
+        let policy = r#"
+@id("needs-ticket")
+permit if context.ticket == "T-7" grant ["read:db"];
+@id("freeze")
+forbid if context.freeze == true;
+@id("open")
+permit grant ["read:db"];
+"#;
+        let engine = Engine::compile([("p.writ", policy)], None).expect("compiles");
+        let text = include_str!("../examples/ci-deploy.json");
+        let decision = engine.decide_json(text).expect("a valid request");
+        let written = decision.to_json();
+        assert_eq!(decision.errors.len(), 2, "{written}");
+        assert_eq!(
+            serde_json::to_string(&decision).expect("serializes"),
+            written
+        );
+        let read: Vec<(&str, &str)> = decision
+            .errors
+            .iter()
+            .map(|e| (e.rule.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("needs-ticket", "`context.ticket` is missing"),
+                ("freeze", "`context.freeze` is missing"),
+            ]
+        );
+        assert!(decision.errors.iter().all(|e| !e.is_request()));
+        let traced: Vec<(&str, Option<&str>)> = decision
+            .trace
+            .iter()
+            .map(|t| (t.rule.as_str(), t.error.as_deref()))
+            .collect();
+        assert_eq!(
+            traced,
+            [
+                ("needs-ticket", Some("`context.ticket` is missing")),
+                ("freeze", Some("`context.freeze` is missing")),
+                ("open", None),
+            ]
+        );
+        let mut owned = decision.clone();
+        owned.errors.retain(|_| true);
+        assert_eq!(owned.to_json(), written);
+        assert_eq!(owned, decision);
+        owned.errors.truncate(1);
+        assert_ne!(owned.to_json(), written);
+        // A decision read back from its JSON is the same decision.
+        let back: Decision = serde_json::from_str(&written).expect("reads back");
+        assert_eq!(back, decision);
+        assert_eq!(back.to_json(), written);
+    }
+
     #[test]
     fn engine_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}

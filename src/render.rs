@@ -1,16 +1,17 @@
 //! Renders a typed [`Authorization`] into the [`Decision`] of the contract:
-//! rule indices become ids and errors their messages. The trace moves
-//! across as it is, with the policy set it indexes (one reference count
-//! per decision): its rule ids, locations and condition texts are read
-//! from the policy set, and the steps' text written in one place, `Step`'s
+//! rule indices become ids. The trace and the errors move across as they
+//! are, with the policy set they index (one reference count per decision,
+//! one more and a shared list when there are errors): rule ids, locations,
+//! condition texts and error messages are read from the policy set and the
+//! typed errors, and the steps' text written in one place, `Step`'s
 //! `Display` in `crate::decision`, only when the decision is serialized or
-//! its trace read.
+//! its trace or errors read.
 
 use std::sync::Arc;
 
-use crate::authorize::{authorize, Authorization, Compiled, Fault, Obligated};
+use crate::authorize::{authorize, Authorization, Compiled, Obligated};
 use crate::compile::{Node, NodeId, Tree};
-use crate::decision::{Decision, ErrorOut, Name, ObligationOut, PolicyRef, Trace};
+use crate::decision::{Decision, Errors, Faults, Name, ObligationOut, PolicyRef, Trace};
 use crate::ir::PolicySet;
 use crate::request::{Prepared, Request};
 
@@ -52,6 +53,10 @@ pub fn decide_naive(set: &Arc<PolicySet>, digest: &Name, request: &Request) -> D
 /// The decision an authorization stands for.
 pub fn decision(outcome: Authorization, set: &Arc<PolicySet>, digest: &Name) -> Decision {
     let id = |rule: u32| set.rules[rule as usize].id.as_str().to_owned();
+    // The errors stay typed, shared by the errors and the trace entries
+    // that index them, until the decision is written or read.
+    let faults = (!outcome.errors.is_empty())
+        .then(|| Arc::new(Faults::new(Arc::clone(set), outcome.errors)));
     Decision {
         decision: outcome.effect,
         scope: outcome.scope,
@@ -63,8 +68,8 @@ pub fn decision(outcome: Authorization, set: &Arc<PolicySet>, digest: &Name) -> 
             .collect(),
         reasons: outcome.reasons.into_iter().map(id).collect(),
         dropped_scope: outcome.dropped,
-        errors: outcome.errors.iter().map(|f| error(f, set)).collect(),
-        trace: Trace::new(Arc::clone(set), outcome.trace),
+        errors: Errors::recorded(faults.clone()),
+        trace: Trace::new(Arc::clone(set), outcome.trace, faults),
         policy: PolicyRef {
             digest: digest.clone(),
         },
@@ -77,13 +82,5 @@ fn obligation(o: Obligated, set: &PolicySet) -> ObligationOut {
         event: o.event,
         value: o.value,
         rule: set.rules[o.rule as usize].id.as_str().to_owned(),
-    }
-}
-
-fn error(fault: &Fault, set: &PolicySet) -> ErrorOut {
-    let message = fault.error.to_string();
-    match fault.rule {
-        Some(rule) => ErrorOut::in_rule(set.rules[rule as usize].id.as_str().to_owned(), message),
-        None => ErrorOut::in_request(message),
     }
 }
