@@ -24,7 +24,7 @@ use indexmap::IndexMap;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::json::{JsonError, Key, Node, Path, Seen};
+use super::json::{JsonError, Key, Node, Path};
 use crate::schema::{Dim, Environment, Intent, Objects, Request, Requested, Resource, Subject};
 use crate::sensitivity::Sensitivity;
 
@@ -93,18 +93,47 @@ fn give_up<E: de::Error>(why: &str) -> E {
     E::custom(why)
 }
 
-/// Reads the next key, refusing one seen before in the same object.
-fn next_key<'de, A: MapAccess<'de>>(
-    map: &mut A,
-    seen: &mut Seen<'de>,
-) -> Result<Option<Cow<'de, str>>, A::Error> {
-    let Some(key) = map.next_key_seed(Key)? else {
-        return Ok(None);
-    };
-    if !seen.insert(key.clone()) {
+/// Reads the next key, borrowed from the text where it has no escapes.
+///
+/// No list of the keys seen is kept: a named field that is read is
+/// `Some` (a `null` there is refused), so a second one is found by its
+/// field, and another attribute's second occurrence by the map it goes
+/// into ([`keep`]).
+fn next_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    map.next_key_seed(Key)
+}
+
+/// Fills a named field that must not have been read yet.
+fn fill<T, E: de::Error>(field: &mut Option<T>, value: T) -> Result<(), E> {
+    if field.is_some() {
         return Err(give_up("duplicate key"));
     }
-    Ok(Some(key))
+    *field = Some(value);
+    Ok(())
+}
+
+/// Keeps another attribute, refusing a key the map has already.
+fn keep<E: de::Error>(
+    map: &mut IndexMap<String, Value>,
+    key: Cow<'_, str>,
+    value: Value,
+) -> Result<(), E> {
+    match map.entry(key.into_owned()) {
+        indexmap::map::Entry::Occupied(_) => Err(give_up("duplicate key")),
+        indexmap::map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+    }
+}
+
+/// Marks one of the request's own keys as read, refusing it a second time.
+fn once<E: de::Error>(read: &mut u8, key: u8) -> Result<(), E> {
+    if *read & key != 0 {
+        return Err(give_up("duplicate key"));
+    }
+    *read |= key;
+    Ok(())
 }
 
 struct RootVisitor<'a>(Reader<'a>);
@@ -120,19 +149,38 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
         let reader = self.0;
         reader.enter(1)?;
         let mut request = Request::default();
-        let mut seen = Seen::new();
-        while let Some(key) = next_key(&mut map, &mut seen)? {
+        // The objects read so far, a bit each (the scalars are `Some`).
+        let mut read = 0u8;
+        while let Some(key) = next_key(&mut map)? {
             match &*key {
-                "subject" => request.subject = map.next_value_seed(Open::new(reader))?,
-                "action" => request.action = Some(map.next_value()?),
-                "resource" => request.resource = map.next_value_seed(Open::new(reader))?,
-                "intent" => request.intent = map.next_value_seed(Open::new(reader))?,
-                "environment" => {
-                    request.environment = map.next_value_seed(Open::new(reader))?
+                "subject" => {
+                    once(&mut read, 1)?;
+                    request.subject = map.next_value_seed(Open::new(reader))?;
                 }
-                "sensitivity" => request.sensitivity = Some(map.next_value::<Sensitivity>()?),
-                "requested" => request.requested = map.next_value_seed(Open::new(reader))?,
-                "context" => request.context = map.next_value_seed(Context(reader))?,
+                "action" => fill(&mut request.action, map.next_value()?)?,
+                "resource" => {
+                    once(&mut read, 2)?;
+                    request.resource = map.next_value_seed(Open::new(reader))?;
+                }
+                "intent" => {
+                    once(&mut read, 4)?;
+                    request.intent = map.next_value_seed(Open::new(reader))?;
+                }
+                "environment" => {
+                    once(&mut read, 8)?;
+                    request.environment = map.next_value_seed(Open::new(reader))?;
+                }
+                "sensitivity" => {
+                    fill(&mut request.sensitivity, map.next_value::<Sensitivity>()?)?
+                }
+                "requested" => {
+                    once(&mut read, 16)?;
+                    request.requested = map.next_value_seed(Open::new(reader))?;
+                }
+                "context" => {
+                    once(&mut read, 32)?;
+                    request.context = map.next_value_seed(Context(reader))?;
+                }
                 _ => return Err(give_up("not a field of a request")),
             }
         }
@@ -158,11 +206,11 @@ trait Object: Default {
     /// has none (`deny_unknown_fields`).
     fn extra(&mut self) -> Option<&mut IndexMap<String, Value>>;
 
-    /// Keeps another attribute, or gives up where there is no place for it.
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
-        let extra = self.extra().ok_or(())?;
-        extra.insert(key, value);
-        Ok(())
+    /// Keeps another attribute, or gives up where there is no place for it
+    /// or the key is there already.
+    fn other<E: de::Error>(&mut self, key: Cow<'_, str>, value: Value) -> Result<(), E> {
+        let extra = self.extra().ok_or_else(|| give_up("not a field"))?;
+        keep(extra, key, value)
     }
 }
 
@@ -170,7 +218,7 @@ trait Object: Default {
 macro_rules! named_fields {
     ($self:ident, $key:ident, $map:ident, { $($field:ident),* }) => {
         match $key {
-            $( stringify!($field) => $self.$field = Some($map.next_value()?), )*
+            $( stringify!($field) => fill(&mut $self.$field, $map.next_value()?)?, )*
             _ => return Ok(false),
         }
     };
@@ -213,7 +261,7 @@ impl Object for Subject {
             // A list of objects: read as a checked value, then typed.
             let value = map.next_value_seed(reader.value(3))?;
             let act = <Objects as serde::Deserialize>::deserialize(value).map_err(|_| give_up("act"))?;
-            self.act = Some(act);
+            fill(&mut self.act, act)?;
             return Ok(true);
         }
         named_fields!(self, key, map, {
@@ -285,8 +333,7 @@ impl<'de, T: Object> Visitor<'de> for Open<'_, T> {
         let reader = self.reader;
         reader.enter(2)?;
         let mut object = T::default();
-        let mut seen = Seen::new();
-        while let Some(key) = next_key(&mut map, &mut seen)? {
+        while let Some(key) = next_key(&mut map)? {
             if object.named(&key, &mut map, reader)? {
                 continue;
             }
@@ -295,9 +342,7 @@ impl<'de, T: Object> Visitor<'de> for Open<'_, T> {
                 return Err(give_up("a named field read the careful way"));
             }
             let value = map.next_value_seed(reader.value(3))?;
-            object
-                .other(key.into_owned(), value)
-                .map_err(|()| give_up("not a field"))?;
+            object.other(key, value)?;
         }
         Ok(object)
     }
@@ -325,10 +370,9 @@ impl<'de> Visitor<'de> for Context<'_> {
         let reader = self.0;
         reader.enter(2)?;
         let mut out = IndexMap::new();
-        let mut seen = Seen::new();
-        while let Some(key) = next_key(&mut map, &mut seen)? {
+        while let Some(key) = next_key(&mut map)? {
             let value = map.next_value_seed(reader.value(3))?;
-            out.insert(key.into_owned(), value);
+            keep(&mut out, key, value)?;
         }
         Ok(out)
     }
