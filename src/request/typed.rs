@@ -8,8 +8,9 @@
 //! reads as `None`, and the caller reads the text again the careful way
 //! (`json::check_str`, serde, then the value path), which names what is
 //! wrong. So a request this reader takes is exactly one that way takes,
-//! read into the same `Request`; `tests::the_fast_reader_agrees` and
-//! `Request`'s `request_parses_agree` check it.
+//! read into the same `Request`; `tests::the_fast_reader_agrees`,
+//! `Request`'s `request_parses_agree` and, on random documents,
+//! `tests::one_pass_reads_as_the_two_passes_did` check it.
 //!
 //! Named fields are matched here by name; a key that is not matched goes
 //! to the object's other attributes, unless the table ([`Dim::fields`])
