@@ -338,7 +338,7 @@ struct Scan<'a>(Node<'a>);
 /// Keys seen in one object: the first few on the stack (most objects of a
 /// request have fewer, and then nothing is allocated), then a set (so that
 /// a hostile object with many keys stays linear).
-pub(super) struct Seen<'de> {
+struct Seen<'de> {
     few: [Cow<'de, str>; Seen::FEW],
     len: usize,
     many: Option<HashSet<Cow<'de, str>>>,
@@ -348,7 +348,7 @@ impl<'de> Seen<'de> {
     const FEW: usize = 16;
 
     /// No key seen yet.
-    pub(super) fn new() -> Seen<'de> {
+    fn new() -> Seen<'de> {
         Seen {
             few: Default::default(),
             len: 0,
@@ -357,7 +357,7 @@ impl<'de> Seen<'de> {
     }
 
     /// Adds `key`; false if it was there already.
-    pub(super) fn insert(&mut self, key: Cow<'de, str>) -> bool {
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
         if let Some(many) = &mut self.many {
             return many.insert(key);
         }

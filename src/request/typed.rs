@@ -8,8 +8,9 @@
 //! reads as `None`, and the caller reads the text again the careful way
 //! (`json::check_str`, serde, then the value path), which names what is
 //! wrong. So a request this reader takes is exactly one that way takes,
-//! read into the same `Request`; `tests::the_fast_reader_agrees` and
-//! `Request`'s `request_parses_agree` check it.
+//! read into the same `Request`; `tests::the_fast_reader_agrees`,
+//! `Request`'s `request_parses_agree` and, on random documents,
+//! `tests::one_pass_reads_as_the_two_passes_did` check it.
 //!
 //! Named fields are matched here by name; a key that is not matched goes
 //! to the object's other attributes, unless the table ([`Dim::fields`])
@@ -24,7 +25,7 @@ use indexmap::IndexMap;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::json::{JsonError, Key, Node, Path, Seen};
+use super::json::{JsonError, Key, Node, Path};
 use crate::schema::{Dim, Environment, Intent, Objects, Request, Requested, Resource, Subject};
 use crate::sensitivity::Sensitivity;
 
@@ -93,18 +94,47 @@ fn give_up<E: de::Error>(why: &str) -> E {
     E::custom(why)
 }
 
-/// Reads the next key, refusing one seen before in the same object.
-fn next_key<'de, A: MapAccess<'de>>(
-    map: &mut A,
-    seen: &mut Seen<'de>,
-) -> Result<Option<Cow<'de, str>>, A::Error> {
-    let Some(key) = map.next_key_seed(Key)? else {
-        return Ok(None);
-    };
-    if !seen.insert(key.clone()) {
+/// Reads the next key, borrowed from the text where it has no escapes.
+///
+/// No list of the keys seen is kept: a named field that is read is
+/// `Some` (a `null` there is refused), so a second one is found by its
+/// field, and another attribute's second occurrence by the map it goes
+/// into ([`keep`]).
+fn next_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    map.next_key_seed(Key)
+}
+
+/// Fills a named field that must not have been read yet.
+fn fill<T, E: de::Error>(field: &mut Option<T>, value: T) -> Result<(), E> {
+    if field.is_some() {
         return Err(give_up("duplicate key"));
     }
-    Ok(Some(key))
+    *field = Some(value);
+    Ok(())
+}
+
+/// Keeps another attribute, refusing a key the map has already.
+fn keep<E: de::Error>(
+    map: &mut IndexMap<String, Value>,
+    key: Cow<'_, str>,
+    value: Value,
+) -> Result<(), E> {
+    match map.entry(key.into_owned()) {
+        indexmap::map::Entry::Occupied(_) => Err(give_up("duplicate key")),
+        indexmap::map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+    }
+}
+
+/// Marks one of the request's own keys as read, refusing it a second time.
+fn once<E: de::Error>(read: &mut u8, key: u8) -> Result<(), E> {
+    if *read & key != 0 {
+        return Err(give_up("duplicate key"));
+    }
+    *read |= key;
+    Ok(())
 }
 
 struct RootVisitor<'a>(Reader<'a>);
@@ -120,19 +150,38 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
         let reader = self.0;
         reader.enter(1)?;
         let mut request = Request::default();
-        let mut seen = Seen::new();
-        while let Some(key) = next_key(&mut map, &mut seen)? {
+        // The objects read so far, a bit each (the scalars are `Some`).
+        let mut read = 0u8;
+        while let Some(key) = next_key(&mut map)? {
             match &*key {
-                "subject" => request.subject = map.next_value_seed(Open::new(reader))?,
-                "action" => request.action = Some(map.next_value()?),
-                "resource" => request.resource = map.next_value_seed(Open::new(reader))?,
-                "intent" => request.intent = map.next_value_seed(Open::new(reader))?,
-                "environment" => {
-                    request.environment = map.next_value_seed(Open::new(reader))?
+                "subject" => {
+                    once(&mut read, 1)?;
+                    request.subject = map.next_value_seed(Open::new(reader))?;
                 }
-                "sensitivity" => request.sensitivity = Some(map.next_value::<Sensitivity>()?),
-                "requested" => request.requested = map.next_value_seed(Open::new(reader))?,
-                "context" => request.context = map.next_value_seed(Context(reader))?,
+                "action" => fill(&mut request.action, map.next_value()?)?,
+                "resource" => {
+                    once(&mut read, 2)?;
+                    request.resource = map.next_value_seed(Open::new(reader))?;
+                }
+                "intent" => {
+                    once(&mut read, 4)?;
+                    request.intent = map.next_value_seed(Open::new(reader))?;
+                }
+                "environment" => {
+                    once(&mut read, 8)?;
+                    request.environment = map.next_value_seed(Open::new(reader))?;
+                }
+                "sensitivity" => {
+                    fill(&mut request.sensitivity, map.next_value::<Sensitivity>()?)?
+                }
+                "requested" => {
+                    once(&mut read, 16)?;
+                    request.requested = map.next_value_seed(Open::new(reader))?;
+                }
+                "context" => {
+                    once(&mut read, 32)?;
+                    request.context = map.next_value_seed(Context(reader))?;
+                }
                 _ => return Err(give_up("not a field of a request")),
             }
         }
@@ -158,11 +207,11 @@ trait Object: Default {
     /// has none (`deny_unknown_fields`).
     fn extra(&mut self) -> Option<&mut IndexMap<String, Value>>;
 
-    /// Keeps another attribute, or gives up where there is no place for it.
-    fn other(&mut self, key: String, value: Value) -> Result<(), ()> {
-        let extra = self.extra().ok_or(())?;
-        extra.insert(key, value);
-        Ok(())
+    /// Keeps another attribute, or gives up where there is no place for it
+    /// or the key is there already.
+    fn other<E: de::Error>(&mut self, key: Cow<'_, str>, value: Value) -> Result<(), E> {
+        let extra = self.extra().ok_or_else(|| give_up("not a field"))?;
+        keep(extra, key, value)
     }
 }
 
@@ -170,7 +219,7 @@ trait Object: Default {
 macro_rules! named_fields {
     ($self:ident, $key:ident, $map:ident, { $($field:ident),* }) => {
         match $key {
-            $( stringify!($field) => $self.$field = Some($map.next_value()?), )*
+            $( stringify!($field) => fill(&mut $self.$field, $map.next_value()?)?, )*
             _ => return Ok(false),
         }
     };
@@ -213,7 +262,7 @@ impl Object for Subject {
             // A list of objects: read as a checked value, then typed.
             let value = map.next_value_seed(reader.value(3))?;
             let act = <Objects as serde::Deserialize>::deserialize(value).map_err(|_| give_up("act"))?;
-            self.act = Some(act);
+            fill(&mut self.act, act)?;
             return Ok(true);
         }
         named_fields!(self, key, map, {
@@ -285,8 +334,7 @@ impl<'de, T: Object> Visitor<'de> for Open<'_, T> {
         let reader = self.reader;
         reader.enter(2)?;
         let mut object = T::default();
-        let mut seen = Seen::new();
-        while let Some(key) = next_key(&mut map, &mut seen)? {
+        while let Some(key) = next_key(&mut map)? {
             if object.named(&key, &mut map, reader)? {
                 continue;
             }
@@ -295,9 +343,7 @@ impl<'de, T: Object> Visitor<'de> for Open<'_, T> {
                 return Err(give_up("a named field read the careful way"));
             }
             let value = map.next_value_seed(reader.value(3))?;
-            object
-                .other(key.into_owned(), value)
-                .map_err(|()| give_up("not a field"))?;
+            object.other(key, value)?;
         }
         Ok(object)
     }
@@ -325,10 +371,9 @@ impl<'de> Visitor<'de> for Context<'_> {
         let reader = self.0;
         reader.enter(2)?;
         let mut out = IndexMap::new();
-        let mut seen = Seen::new();
-        while let Some(key) = next_key(&mut map, &mut seen)? {
+        while let Some(key) = next_key(&mut map)? {
             let value = map.next_value_seed(reader.value(3))?;
-            out.insert(key.into_owned(), value);
+            keep(&mut out, key, value)?;
         }
         Ok(out)
     }
@@ -336,11 +381,15 @@ impl<'de> Visitor<'de> for Context<'_> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::{select, subsequence, Index};
+    use proptest::strategy::ValueTree;
     use serde_json::json;
 
     use super::*;
-    use crate::request::json::{check_str, Limits};
-    use crate::request::MAX_JSON_DEPTH;
+    use crate::request::json::{check_str, JsonError, Limits};
+    use crate::request::{Prepared, RequestError, MAX_JSON_DEPTH};
     use crate::schema::{Ty, ATTRIBUTES};
 
     /// What the careful way reads: the checking pass, then serde's typed
@@ -417,6 +466,284 @@ mod tests {
         }
         assert!(read(&deep, MAX_JSON_DEPTH).is_some());
         assert!(read(include_str!("../../examples/ci-deploy.json"), MAX_JSON_DEPTH).is_some());
+    }
+
+    /// A JSON document as text, built so that it can say what serde_json's
+    /// `Value` cannot: the same key twice in one object, nesting past the
+    /// limit, a leading byte order mark, something after the document.
+    #[derive(Debug, Clone)]
+    enum Doc {
+        /// A scalar or any text written as it is.
+        Raw(&'static str),
+        Array(Vec<Doc>),
+        /// Keys in order, repeats kept.
+        Object(Vec<(&'static str, Doc)>),
+        /// `depth` arrays around a document.
+        Nest(usize, Box<Doc>),
+    }
+
+    impl Doc {
+        fn write(&self, out: &mut String) {
+            match self {
+                Doc::Raw(text) => out.push_str(text),
+                Doc::Array(items) => {
+                    out.push('[');
+                    for (index, item) in items.iter().enumerate() {
+                        if index > 0 {
+                            out.push(',');
+                        }
+                        item.write(out);
+                    }
+                    out.push(']');
+                }
+                Doc::Object(entries) => {
+                    out.push('{');
+                    for (index, (key, value)) in entries.iter().enumerate() {
+                        if index > 0 {
+                            out.push(',');
+                        }
+                        out.push('"');
+                        out.push_str(key);
+                        out.push_str("\":");
+                        value.write(out);
+                    }
+                    out.push('}');
+                }
+                Doc::Nest(depth, inner) => {
+                    out.push_str(&"[".repeat(*depth));
+                    inner.write(out);
+                    out.push_str(&"]".repeat(*depth));
+                }
+            }
+        }
+    }
+
+    /// Scalars of every type a field may want, and of the wrong ones.
+    const SCALARS: &[&str] = &[
+        "null", "true", "false", "0", "-0", "-1", "60", "3600", "1.5", "1e3",
+        "18446744073709551615", "18446744073709551616", "\"\"", "\"a\"", "\"prod\"",
+        "\"internal\"", "\"Public\"", "\"restricted\"", "\"2026-11-22T10:00:00Z\"",
+        "\"yesterday\"", "\"read:db://x\"", "\"read:a//b\"", "\"\\u00e9\\n\"",
+    ];
+
+    /// Keys of the request's objects: their named fields, an escaped `id`,
+    /// attributes no object names.
+    const KEYS: &[&str] = &[
+        "id", "kind", "auth", "attested", "shared", "owner", "environment", "token",
+        "state", "act", "task", "objective", "objective_changed", "actions", "name",
+        "broker", "time", "scope", "ttl", "x", "y", "\\u0069d", "",
+    ];
+
+    /// The request's own keys, and one it does not have.
+    const TOP: &[&str] = &[
+        "subject", "action", "resource", "intent", "environment", "sensitivity",
+        "requested", "context", "unknown",
+    ];
+
+    /// Any JSON: a scalar, an array, an object whose keys may repeat, now
+    /// and then a nest of 55 to 65 arrays (past the limit of 64 from where
+    /// an attribute's value starts at level 3, or not).
+    fn any_doc() -> BoxedStrategy<Doc> {
+        let leaf = prop_oneof![
+            20 => select(SCALARS).prop_map(Doc::Raw),
+            1 => (55usize..66, select(SCALARS)).prop_map(|(depth, leaf)| {
+                Doc::Nest(depth, Box::new(Doc::Raw(leaf)))
+            }),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Doc::Array),
+                vec((select(KEYS), inner), 0..5).prop_map(Doc::Object),
+            ]
+        })
+        .boxed()
+    }
+
+    fn strings(pool: &'static [&'static str]) -> BoxedStrategy<Doc> {
+        select(pool).prop_map(Doc::Raw).boxed()
+    }
+
+    /// A value of the type `key` wants, mostly.
+    fn value_for(key: &'static str) -> BoxedStrategy<Doc> {
+        let good = match key {
+            "attested" | "shared" | "objective_changed" => strings(&["true", "false"]),
+            "ttl" => strings(&["60", "3600", "0", "1.5", "-1", "18446744073709551616"]),
+            "time" => strings(&["\"2026-11-22T10:00:00Z\"", "\"yesterday\"", "\"2026-11-22\""]),
+            "scope" | "actions" => vec(
+                strings(&["\"read:db://x\"", "\"deploy:k8s://a/b\"", "\"read:a//b\""]),
+                0..3,
+            )
+            .prop_map(Doc::Array)
+            .boxed(),
+            "act" => vec(
+                vec(
+                    (select(&["id", "kind", "x"][..]), strings(&["\"a\"", "\"agent\""])),
+                    0..3,
+                )
+                .prop_map(Doc::Object),
+                0..3,
+            )
+            .prop_map(Doc::Array)
+            .boxed(),
+            "sensitivity" => strings(&["\"internal\"", "\"restricted\"", "\"Public\""]),
+            "x" | "y" | "" | "context" => any_doc(),
+            _ => strings(&["\"a\"", "\"prod\"", "\"spiffe://x/y\"", "\"\\u00e9\""]),
+        };
+        prop_oneof![8 => good, 1 => any_doc()].boxed()
+    }
+
+    /// An object of distinct keys from `keys` in any order, each with a
+    /// value from `value`, and now and then one of them again.
+    fn object_of(
+        keys: &'static [&'static str],
+        value: fn(&'static str) -> BoxedStrategy<Doc>,
+    ) -> BoxedStrategy<Doc> {
+        subsequence(keys, 0..keys.len().min(6))
+            .prop_shuffle()
+            .prop_flat_map(move |keys| {
+                let entries: Vec<_> = keys
+                    .iter()
+                    .map(|&key| value(key).prop_map(move |doc| (key, doc)))
+                    .collect();
+                let again = prop::option::weighted(0.1, (any::<Index>(), any::<Index>()));
+                (entries, again)
+            })
+            .prop_flat_map(move |(entries, again)| {
+                let repeat = match again {
+                    Some((which, at)) if !entries.is_empty() => {
+                        let key = entries[which.index(entries.len())].0;
+                        Some((key, at.index(entries.len() + 1)))
+                    }
+                    _ => None,
+                };
+                let value = match repeat {
+                    Some((key, _)) => value(key).prop_map(Some).boxed(),
+                    None => Just(None).boxed(),
+                };
+                (Just(entries), Just(repeat), value)
+            })
+            .prop_map(|(mut entries, repeat, doc)| {
+                if let (Some((key, at)), Some(doc)) = (repeat, doc) {
+                    entries.insert(at, (key, doc));
+                }
+                Doc::Object(entries)
+            })
+            .boxed()
+    }
+
+    /// A value for one of the request's own keys.
+    fn top_value(key: &'static str) -> BoxedStrategy<Doc> {
+        match key {
+            "action" => prop_oneof![8 => strings(&["\"deploy\"", "\"read\""]), 1 => any_doc()]
+                .boxed(),
+            "sensitivity" => value_for(key),
+            "context" => prop_oneof![
+                8 => vec((select(KEYS), any_doc()), 0..4).prop_map(Doc::Object),
+                1 => any_doc(),
+            ]
+            .boxed(),
+            _ => prop_oneof![8 => object_of(KEYS, value_for), 1 => any_doc()].boxed(),
+        }
+    }
+
+    /// A request's text: mostly well typed, with repeated keys at every
+    /// level, too deep, wrong types, a byte order mark or blanks before,
+    /// something after.
+    fn any_request() -> impl Strategy<Value = String> {
+        let prefix = select(&["", "", "", "", " \n", "\u{feff}"][..]);
+        let suffix = select(&["", "", "", "", "", " ", " x", "}", "{}"][..]);
+        (prefix, object_of(TOP, top_value), suffix).prop_map(|(prefix, doc, suffix)| {
+            let mut text = prefix.to_owned();
+            doc.write(&mut text);
+            text.push_str(suffix);
+            text
+        })
+    }
+
+    /// What a request's reading comes to, for counting the kinds of
+    /// documents [`any_request`] makes.
+    fn outcome(result: &Result<(Request, Prepared), RequestError>) -> &'static str {
+        match result {
+            Ok(_) => "accepted",
+            Err(RequestError::Json(JsonError::DuplicateKey { .. })) => "duplicate key",
+            Err(RequestError::Json(JsonError::TooDeep { .. })) => "too deep",
+            Err(RequestError::Json(_)) => "not JSON",
+            Err(
+                RequestError::Invalid { .. }
+                | RequestError::BadTime { .. }
+                | RequestError::BadScope { .. },
+            ) => "not a request",
+        }
+    }
+
+    /// The random documents of the property below reach every outcome,
+    /// each in at least one case in a hundred.
+    #[test]
+    fn random_requests_reach_every_outcome() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut counts = std::collections::BTreeMap::new();
+        let cases = 2000;
+        for _ in 0..cases {
+            let Ok(tree) = any_request().new_tree(&mut runner) else {
+                panic!("the strategy makes a value");
+            };
+            *counts.entry(outcome(&parse_json_before(&tree.current()))).or_insert(0) += 1;
+        }
+        for kind in [
+            "accepted",
+            "duplicate key",
+            "too deep",
+            "not JSON",
+            "not a request",
+        ] {
+            let count = counts.get(kind).copied().unwrap_or(0);
+            assert!(count * 100 >= cases, "{kind}: {count} of {cases} ({counts:?})");
+        }
+    }
+
+    /// `Request::parse_json` as it was before this reader: the checking
+    /// pass, serde's typed parse, the value path for a refused request.
+    fn parse_json_before(text: &str) -> Result<(Request, Prepared), RequestError> {
+        let limits = Limits {
+            max_bytes: usize::MAX,
+            max_depth: MAX_JSON_DEPTH,
+        };
+        let body = check_str(text, limits)?;
+        if body.trim_start().starts_with('{') {
+            if let Ok(request) = serde_json::from_str::<Request>(body) {
+                let prepared = request.validate()?;
+                return Ok((request, prepared));
+            }
+        }
+        Request::from_value(crate::request::json::read_str(text, limits)?)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// On random documents (valid requests, wrong types, repeated keys
+        /// at any depth, too deep, a mark before, something after), the
+        /// one-pass reader takes exactly what the checking pass and serde
+        /// took, into the same request with its keys in the same order, and
+        /// `Request::parse_json` gives the same answer and the same error.
+        #[test]
+        fn one_pass_reads_as_the_two_passes_did(text in any_request()) {
+            let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            let fast = read(body, MAX_JSON_DEPTH);
+            let slow = careful(body);
+            prop_assert_eq!(&fast, &slow);
+            if let (Some(fast), Some(slow)) = (&fast, &slow) {
+                let fast = serde_json::to_string(fast).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let slow = serde_json::to_string(slow).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(fast, slow);
+            }
+            let now = Request::parse_json(&text);
+            let before = parse_json_before(&text);
+            prop_assert_eq!(&now, &before);
+            if let Err(error) = &now {
+                prop_assert_eq!(error.to_string(), before.map(|_| ()).unwrap_err().to_string());
+            }
+        }
     }
 
     /// Every attribute of the table, with a value of its type, is read by
