@@ -32,10 +32,12 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -244,6 +246,36 @@ impl AsyncWrite for Socket {
     }
 }
 
+/// The waker [`Connection`] polls its connection and streams with. A
+/// stream that queues its answer wakes the connection; while the task is
+/// polling anyway, that wake-up only asks for one more round, instead of
+/// scheduling the task again once the poll is over (which also woke a
+/// parked worker: a `futex` and a context switch an answer).
+#[derive(Debug, Default)]
+struct Nudge {
+    /// The task's own waker, for wake-ups outside its poll.
+    task: AtomicWaker,
+    /// The task is inside its poll.
+    polling: AtomicBool,
+    /// Something woke the task while it was polling.
+    again: AtomicBool,
+}
+
+impl Wake for Nudge {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Marked first, then looked: either the poll sees the mark before
+        // it ends, or this sees that it has ended and wakes the task.
+        self.again.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
+    }
+}
+
 /// One connection's task: hyper's connection future `C` (over a
 /// [`Socket`], built with [`StreamExecutor`]), the HTTP/2 streams it
 /// handed over, and the held writes.
@@ -254,16 +286,22 @@ pub(crate) struct Connection<C> {
     /// Streams handed over and not yet in `streams`.
     handed: Vec<Stream>,
     socket: Socket,
+    nudge: Arc<Nudge>,
+    /// `nudge` as a waker.
+    waker: Waker,
 }
 
 impl<C> Connection<C> {
     /// Drives `conn`, which reads and writes through `socket`.
     pub(crate) fn new(conn: C, socket: Socket) -> Connection<C> {
+        let nudge = Arc::new(Nudge::default());
         Connection {
             conn: Some(Box::pin(conn)),
             streams: FuturesUnordered::new(),
             handed: Vec::new(),
             socket,
+            waker: Waker::from(nudge.clone()),
+            nudge,
         }
     }
 
@@ -285,12 +323,17 @@ impl<C: Future> Future for Connection<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.nudge.task.register(cx.waker());
+        this.nudge.polling.store(true, Ordering::SeqCst);
+        let waker = this.waker.clone();
+        let mut inner = Context::from_waker(&waker);
         let mut rounds = 0;
         loop {
+            this.nudge.again.store(false, Ordering::SeqCst);
             // The connection reads requests (handing over their streams)
             // and frames the answers the streams queued last round.
             if let Some(conn) = this.conn.as_mut() {
-                if handing(&mut this.handed, || conn.as_mut().poll(cx)).is_ready() {
+                if handing(&mut this.handed, || conn.as_mut().poll(&mut inner)).is_ready() {
                     this.conn = None;
                 }
             }
@@ -298,13 +341,13 @@ impl<C: Future> Future for Connection<C> {
             // Each stream that is ready decides and queues its answer.
             let streams = &mut this.streams;
             while let Poll::Ready(Some(())) =
-                handing(&mut this.handed, || streams.poll_next_unpin(cx))
+                handing(&mut this.handed, || streams.poll_next_unpin(&mut inner))
             {
                 work = true;
             }
             work |= this.adopt();
             rounds += 1;
-            if !work || this.conn.is_none() {
+            if this.conn.is_none() || !(work || this.nudge.again.load(Ordering::SeqCst)) {
                 break;
             }
             if rounds == ROUNDS {
@@ -314,9 +357,13 @@ impl<C: Future> Future for Connection<C> {
             }
         }
         // One write for everything framed this round.
-        if let Poll::Ready(Err(_)) = this.socket.wire().poll_drain(cx) {
+        if let Poll::Ready(Err(_)) = this.socket.wire().poll_drain(&mut inner) {
             // The peer is gone: dropping the connection ends its streams.
             this.conn = None;
+        }
+        this.nudge.polling.store(false, Ordering::SeqCst);
+        if this.nudge.again.swap(false, Ordering::SeqCst) {
+            cx.waker().wake_by_ref();
         }
         if this.conn.is_none() && this.streams.is_empty() {
             Poll::Ready(())
