@@ -22,6 +22,7 @@
 
 pub(crate) mod authzen;
 pub mod bundle_pull;
+mod h2;
 mod http;
 mod ids;
 pub(crate) mod log;
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use log::{DecisionLog, LogMode, Redaction};
@@ -455,13 +456,12 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(router.clone());
+                let socket = h2::Socket::new(stream);
                 let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(socket.clone()), service)
                     .into_owned();
                 let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                });
+                tokio::spawn(h2::Connection::new(watched, socket));
             }
         }
     }
@@ -490,9 +490,13 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
 /// 9113 section 3.3), told apart by the first bytes. A broker that
 /// multiplexes many decisions over one HTTP/2 connection has them read and
 /// answered with fewer system calls than one request a connection at a
-/// time.
-fn connection_builder(config: &Config) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+/// time. An HTTP/2 connection's streams run inside its own task and
+/// their answers leave with one write for all that are ready
+/// ([`h2`]).
+fn connection_builder(
+    config: &Config,
+) -> hyper_util::server::conn::auto::Builder<h2::StreamExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(h2::StreamExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
