@@ -719,7 +719,16 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        // Failing cases are kept beside this file
+        // (`src/request/typed.proptest-regressions`), as the integration
+        // tests keep theirs beside them.
+        #![proptest_config(ProptestConfig {
+            cases: 2000,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        })]
 
         /// On random documents (valid requests, wrong types, repeated keys
         /// at any depth, too deep, a mark before, something after), the
