@@ -1404,3 +1404,80 @@ fn borrowed(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)>
         .map(|v| v.as_ref() as &(dyn ToSql + Sync))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(subject: &str, key: Option<&str>) -> Job {
+        Job {
+            subject: subject.to_owned(),
+            key: key.map(str::to_owned),
+            digest: String::new(),
+            since: 0,
+            now: 0,
+            decide: Box::new(|_| Verdict {
+                grant: None,
+                status: 200,
+                body: String::new(),
+            }),
+            reply: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    fn subjects(group: &[Job]) -> Vec<&str> {
+        group.iter().map(|job| job.subject.as_str()).collect()
+    }
+
+    fn held(group: &[Job]) -> impl Iterator<Item = (&str, Option<&str>)> {
+        group
+            .iter()
+            .map(|job| (job.subject.as_str(), job.key.as_deref()))
+    }
+
+    #[test]
+    fn a_task_takes_what_its_own_groups_hold_and_not_what_anothers_do() {
+        let mut queue = Queue::default();
+        queue.jobs = vec![
+            job("b", Some("k")),
+            job("a", None),
+            job("a", None),
+            job("c", Some("k")),
+        ];
+        // One issuance per subject and per key in a group, sorted.
+        let first = take_group(&mut queue, 1);
+        assert_eq!(subjects(&first), ["a", "b"]);
+        assert_eq!(subjects(&queue.jobs), ["a", "c"]);
+        // Another task takes neither: its statements could run before the
+        // first group's commit.
+        assert!(take_group(&mut queue, 2).is_empty());
+        // The same task takes both for its next group, which goes out
+        // behind the first one's commit on its connection.
+        let second = take_group(&mut queue, 1);
+        assert_eq!(subjects(&second), ["a", "c"]);
+        // The first group done, the second still holds "a" and "k".
+        queue.release(held(&first));
+        queue.jobs = vec![job("a", None), job("d", Some("k")), job("b", None)];
+        assert_eq!(subjects(&take_group(&mut queue, 2)), ["b"]);
+        queue.release(held(&second));
+        let third = take_group(&mut queue, 2);
+        assert_eq!(subjects(&third), ["a", "d"]);
+        assert!(queue.jobs.is_empty());
+        queue.release(held(&third));
+        queue.release([("b", None)]);
+        assert!(queue.busy_subjects.is_empty() && queue.busy_keys.is_empty());
+    }
+
+    #[test]
+    fn at_most_flushers_tasks_drain_the_queue_each_numbered() {
+        let mut queue = Queue::default();
+        let started: Vec<Option<usize>> = (0..=FLUSHERS).map(|_| queue.start_flusher()).collect();
+        assert_eq!(
+            started[..FLUSHERS],
+            (1..=FLUSHERS).map(Some).collect::<Vec<_>>()
+        );
+        assert_eq!(started[FLUSHERS], None);
+        queue.flushers -= 1;
+        assert_eq!(queue.start_flusher(), Some(FLUSHERS + 1));
+    }
+}
