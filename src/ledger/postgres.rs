@@ -1437,13 +1437,15 @@ mod tests {
 
     #[test]
     fn a_task_takes_what_its_own_groups_hold_and_not_what_anothers_do() {
-        let mut queue = Queue::default();
-        queue.jobs = vec![
-            job("b", Some("k")),
-            job("a", None),
-            job("a", None),
-            job("c", Some("k")),
-        ];
+        let mut queue = Queue {
+            jobs: vec![
+                job("b", Some("k")),
+                job("a", None),
+                job("a", None),
+                job("c", Some("k")),
+            ],
+            ..Queue::default()
+        };
         // One issuance per subject and per key in a group, sorted.
         let first = take_group(&mut queue, 1);
         assert_eq!(subjects(&first), ["a", "b"]);
