@@ -193,11 +193,13 @@ impl Postgres {
 
     /// Counts and records in a group commit. The issuance is queued; up to
     /// [`FLUSHERS`] tasks at a time each take the queued issuances (at most
-    /// one per subject and per idempotency key, none of a group in flight:
-    /// the others wait for the next group) and run them in one transaction
-    /// of two round trips, a few statements each whatever the group's size
-    /// (the group's rows go as arrays, `unnest`ed), pipelined and prepared
-    /// once per connection. The first round trip begins, creates and locks
+    /// one per subject and per idempotency key, none held by the other
+    /// task's groups in flight: the others wait for a later group) and run
+    /// them in one transaction of two rounds, a few statements each
+    /// whatever the group's size (the group's rows go as arrays,
+    /// `unnest`ed), pipelined and prepared once per connection; a group's
+    /// second round goes out with the next group's first, one round trip
+    /// a group ([`flush`]). The first round begins, creates and locks
     /// the group's subjects' counter rows in sorted order (one upsert),
     /// counts each subject's grants in its window (one statement, after
     /// the locks, so under READ COMMITTED it sees every grant committed by
@@ -543,9 +545,12 @@ const MAX_GROUP: usize = 256;
 /// one task's group waits for its commit to be flushed to disk, the other's
 /// is decided.
 ///
-/// Measured (docs/performance.md): one group at a time serializes the
-/// round trips and the disk flush; three spend more PostgreSQL CPU per
-/// grant on smaller groups for no more throughput than two.
+/// Measured (docs/performance.md): before the pipeline of [`flush`], one
+/// group at a time serialized the round trips and the disk flush, and
+/// three spent more PostgreSQL CPU per grant on smaller groups for no more
+/// throughput than two. With the pipeline, one task made larger groups
+/// and spent less CPU a grant, but fell behind on a busy machine (a group
+/// waits for each wake-up of one chain).
 const FLUSHERS: usize = 2;
 
 /// One queued issuance.
