@@ -76,21 +76,14 @@ where
             Err(Failure::Fail(error)) => return Err(error),
             Err(Failure::Retry(message)) => {
                 last = message;
-                backoff(round).await;
+                let jitter = u64::try_from(now_ms() % 7).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(2 * (round as u64 + 1) + jitter)).await;
             }
         }
     }
     Err(unavailable(format!(
         "{what} failed {ATTEMPTS} times on conflicts; the last: {last}"
     )))
-}
-
-/// The wait before another try, after `round` failed ones and one: a few
-/// milliseconds more each time, with a jitter so that two replicas that
-/// collided do not collide again.
-async fn backoff(round: usize) {
-    let jitter = u64::try_from(now_ms() % 7).unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(2 * (round as u64 + 1) + jitter)).await;
 }
 
 impl Postgres {
@@ -193,13 +186,11 @@ impl Postgres {
 
     /// Counts and records in a group commit. The issuance is queued; up to
     /// [`FLUSHERS`] tasks at a time each take the queued issuances (at most
-    /// one per subject and per idempotency key, none held by the other
-    /// task's groups in flight: the others wait for a later group) and run
-    /// them in one transaction of two rounds, a few statements each
-    /// whatever the group's size (the group's rows go as arrays,
-    /// `unnest`ed), pipelined and prepared once per connection; a group's
-    /// second round goes out with the next group's first, one round trip
-    /// a group ([`flush`]). The first round begins, creates and locks
+    /// one per subject and per idempotency key, none of a group in flight:
+    /// the others wait for the next group) and run them in one transaction
+    /// of two round trips, a few statements each whatever the group's size
+    /// (the group's rows go as arrays, `unnest`ed), pipelined and prepared
+    /// once per connection. The first round trip begins, creates and locks
     /// the group's subjects' counter rows in sorted order (one upsert),
     /// counts each subject's grants in its window (one statement, after
     /// the locks, so under READ COMMITTED it sees every grant committed by
@@ -231,12 +222,8 @@ impl Postgres {
             queue.jobs.push(job);
             queue.start_flusher()
         };
-        if let Some(flusher) = start {
-            drop(tokio::spawn(flush(
-                self.pool.clone(),
-                self.queue.clone(),
-                flusher,
-            )));
+        if start {
+            drop(tokio::spawn(flush(self.pool.clone(), self.queue.clone())));
         }
         answer
             .await
@@ -517,11 +504,6 @@ const STORE_KEYS: &str = "INSERT INTO writ_idempotency (idempotency_key, status,
 struct Discard(Option<deadpool_postgres::Object>);
 
 impl Discard {
-    /// The client, unless the connection was given back or closed.
-    fn client(&self) -> Option<&tokio_postgres::Client> {
-        self.0.as_ref().map(|object| &***object)
-    }
-
     /// The transaction is over (committed or rolled back): the connection
     /// goes back to the pool.
     fn keep(&mut self) {
@@ -540,17 +522,13 @@ impl Drop for Discard {
 /// The most issuances one group commit takes.
 const MAX_GROUP: usize = 256;
 
-/// The most tasks committing groups at once in one process, each on a
-/// connection of its own that it keeps while the queue is not empty. While
-/// one task's group waits for its commit to be flushed to disk, the other's
-/// is decided.
+/// The most group commits in flight at once in one process, each on a
+/// connection of its own. While one group waits for its commit to be
+/// flushed to disk, the next one is counted and decided.
 ///
-/// Measured (docs/performance.md): before the pipeline of [`flush`], one
-/// group at a time serialized the round trips and the disk flush, and
-/// three spent more PostgreSQL CPU per grant on smaller groups for no more
-/// throughput than two. With the pipeline, one task made larger groups
-/// and spent less CPU a grant, but fell behind on a busy machine (a group
-/// waits for each wake-up of one chain).
+/// Measured (docs/performance.md): one group at a time serializes the
+/// round trips and the disk flush; three spend more PostgreSQL CPU per
+/// grant on smaller groups for no more throughput than two.
 const FLUSHERS: usize = 2;
 
 /// One queued issuance.
@@ -564,387 +542,103 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Issued, LedgerError>>,
 }
 
-/// A subject or a key in flight: the task whose groups hold it, in how
-/// many of them.
-struct Holder {
-    flusher: usize,
-    groups: usize,
-}
-
 /// The issuances waiting for a group commit.
 #[derive(Default)]
 pub(crate) struct Queue {
     jobs: Vec<Job>,
     /// Tasks draining the queue (at most [`FLUSHERS`]).
     flushers: usize,
-    /// The number the last task started was given.
-    started: usize,
     /// The subjects of the groups in flight: an issuance for one of them
-    /// waits for that group to end (it must count that group's grant),
-    /// unless it goes on the same connection, behind that group's commit.
-    busy_subjects: std::collections::HashMap<String, Holder>,
-    /// The idempotency keys of the groups in flight, likewise.
-    busy_keys: std::collections::HashMap<String, Holder>,
+    /// waits for that group to end (it must count that group's grant).
+    busy_subjects: std::collections::HashSet<String>,
+    /// The idempotency keys of the groups in flight.
+    busy_keys: std::collections::HashSet<String>,
 }
 
 impl Queue {
-    /// Another task to drain the queue and its number, if fewer than
-    /// [`FLUSHERS`] do (it then counts as one).
-    pub(crate) fn start_flusher(&mut self) -> Option<usize> {
-        if self.flushers < FLUSHERS {
+    /// Whether another task should start draining (it then counts as one).
+    pub(crate) fn start_flusher(&mut self) -> bool {
+        let start = self.flushers < FLUSHERS;
+        if start {
             self.flushers += 1;
-            self.started = self.started.wrapping_add(1);
-            Some(self.started)
-        } else {
-            None
         }
+        start
     }
 
-    /// A group's subjects and keys are free again (of that group: the
-    /// same task may hold them in its next one).
-    fn release<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) {
-        for (subject, key) in held {
-            let_go(&mut self.busy_subjects, subject);
+    /// The group's subjects and keys are free again.
+    fn release(&mut self, busy: &[(String, Option<String>)]) {
+        for (subject, key) in busy {
+            self.busy_subjects.remove(subject);
             if let Some(key) = key {
-                let_go(&mut self.busy_keys, key);
+                self.busy_keys.remove(key);
             }
         }
     }
-}
-
-/// One group fewer holds `name`.
-fn let_go(held: &mut std::collections::HashMap<String, Holder>, name: &str) {
-    if let Some(holder) = held.get_mut(name) {
-        holder.groups = holder.groups.saturating_sub(1);
-        if holder.groups == 0 {
-            held.remove(name);
-        }
-    }
-}
-
-/// One group more of `flusher` holds `name`.
-fn hold(held: &mut std::collections::HashMap<String, Holder>, name: &str, flusher: usize) {
-    match held.get_mut(name) {
-        Some(holder) => holder.groups += 1,
-        None => {
-            held.insert(name.to_owned(), Holder { flusher, groups: 1 });
-        }
-    }
-}
-
-/// Whether `flusher` may take `name`: no group holds it, or only its own.
-fn free_for(held: &std::collections::HashMap<String, Holder>, name: &str, flusher: usize) -> bool {
-    held.get(name)
-        .map_or(true, |holder| holder.flusher == flusher)
-}
-
-/// What a task has taken and not yet answered, released should it panic.
-fn entries(group: &[Job]) -> Vec<(String, Option<String>)> {
-    group
-        .iter()
-        .map(|job| (job.subject.clone(), job.key.clone()))
-        .collect()
-}
-
-/// The group's subjects and keys released, then its callers answered.
-fn answer(queue: &Mutex<Queue>, group: Vec<Job>, result: Result<Vec<Issued>, LedgerError>) {
-    if let Ok(mut queue) = queue.lock() {
-        queue.release(
-            group
-                .iter()
-                .map(|job| (job.subject.as_str(), job.key.as_deref())),
-        );
-    }
-    match result {
-        Ok(answers) => {
-            for (job, answer) in group.into_iter().zip(answers) {
-                // A caller that went away is not an error: its grant is
-                // recorded, as with any answer the broker never read.
-                let _ = job.reply.send(Ok(answer));
-            }
-        }
-        Err(error) => {
-            for job in group {
-                let _ = job.reply.send(Err(error.clone()));
-            }
-        }
-    }
-}
-
-/// A task's connection and its prepared statements.
-struct Link {
-    client: Discard,
-    statements: Statements,
-}
-
-/// The connection's client and statements, unless it was closed.
-fn parts(link: &Option<Link>) -> Option<(&tokio_postgres::Client, &Statements)> {
-    let open = link.as_ref()?;
-    Some((open.client.client()?, &open.statements))
-}
-
-impl Link {
-    /// A connection from the pool, its statements prepared (once per
-    /// connection: the pool caches them).
-    async fn open(pool: &Pool) -> Result<Link, Failure> {
-        let client = pool.get().await.map_err(pool_error)?;
-        let statements = Statements::prepare(&client).await?;
-        Ok(Link {
-            client: Discard(Some(client)),
-            statements,
-        })
-    }
-}
-
-/// A group whose first round trip is done: its transaction is open on the
-/// task's connection, its subjects' rows locked, its grants counted.
-struct Counted {
-    group: Vec<Job>,
-    first: First,
-}
-
-/// What a task holds: a group taken from the queue, or one counted.
-enum Held {
-    Nothing,
-    Taken(Vec<Job>),
-    Counted(Counted),
 }
 
 /// Commits the queued issuances, a group at a time, until none it can take
 /// is left (the others wait for a group in flight, whose task takes them).
-///
-/// One round trip a group: a group's second round (its grants, its keys'
-/// answers, `COMMIT`) goes out with the first round of the next group
-/// taken from the queue (`BEGIN`, the locks, the counts, the keys looked
-/// up), pipelined on the task's connection. PostgreSQL runs a
-/// connection's statements in order, so the next group's locks and counts
-/// come after the commit and see its grants: a subject (or key) of one
-/// group may be in the next one of the same task. Should a group not
-/// commit, the next one's transaction is rolled back and started again
-/// once that group is settled (retried on its own in two round trips as
-/// before, or answered with the error): a group counts only what was
-/// recorded.
-async fn flush(pool: Pool, queue: Arc<Mutex<Queue>>, flusher: usize) {
+async fn flush(pool: Pool, queue: Arc<Mutex<Queue>>) {
     let mut unwinding = Unwinding {
         queue: queue.clone(),
-        current: Vec::new(),
-        next: Vec::new(),
+        busy: Vec::new(),
     };
-    let mut link: Option<Link> = None;
-    let mut held = Held::Nothing;
     loop {
-        let current = match std::mem::replace(&mut held, Held::Nothing) {
-            Held::Counted(counted) => counted,
-            Held::Taken(group) => match begin(&pool, &queue, &mut link, group).await {
-                Some(counted) => counted,
-                None => {
-                    unwinding.current.clear();
-                    continue;
+        let group = match queue.lock() {
+            Ok(mut queue) => {
+                let group = take_group(&mut queue);
+                if group.is_empty() {
+                    queue.flushers = queue.flushers.saturating_sub(1);
+                    unwinding.busy.clear();
+                    return;
                 }
-            },
-            Held::Nothing => {
-                let group = match queue.lock() {
-                    Ok(mut queue) => {
-                        let group = take_group(&mut queue, flusher);
-                        if group.is_empty() {
-                            queue.flushers = queue.flushers.saturating_sub(1);
-                            unwinding.current.clear();
-                            drop(queue);
-                            if let Some(mut link) = link.take() {
-                                link.client.keep();
-                            }
-                            return;
-                        }
-                        group
-                    }
-                    // Only a panic under the lock poisons it, and nothing
-                    // that can panic runs under it; should it happen, the
-                    // queued callers see their answer dropped.
-                    Err(_) => return,
-                };
-                unwinding.current = entries(&group);
-                match begin(&pool, &queue, &mut link, group).await {
-                    Some(counted) => counted,
-                    None => {
-                        unwinding.current.clear();
-                        continue;
-                    }
+                group
+            }
+            // Only a panic under the lock poisons it, and nothing that can
+            // panic runs under it; should it happen, the queued callers see
+            // their answer dropped.
+            Err(_) => return,
+        };
+        unwinding.busy = group
+            .iter()
+            .map(|job| (job.subject.clone(), job.key.clone()))
+            .collect();
+        let result = retry("recording the grants", || commit_group(&pool, &group)).await;
+        if let Ok(mut queue) = queue.lock() {
+            queue.release(&unwinding.busy);
+        }
+        unwinding.busy.clear();
+        match result {
+            Ok(answers) => {
+                for (job, answer) in group.into_iter().zip(answers) {
+                    // A caller that went away is not an error: its grant is
+                    // recorded, as with any answer the broker never read.
+                    let _ = job.reply.send(Ok(answer));
                 }
             }
-        };
-
-        // Each decision, in turn, while the group's rows are locked.
-        let decided = decide_group(&current.group, &current.first);
-        let Counted { group, first } = current;
-        drop(first);
-        let (stored, verdicts) = match decided {
-            Ok(decided) => decided,
-            Err(failure) => {
-                roll_back(&mut link).await;
-                settle(&pool, &queue, group, failure).await;
-                unwinding.current.clear();
-                continue;
-            }
-        };
-        let taken = match queue.lock() {
-            Ok(mut queue) => take_group(&mut queue, flusher),
-            Err(_) => Vec::new(),
-        };
-        unwinding.next = entries(&taken);
-        let Some((client, statements)) = parts(&link) else {
-            answer(&queue, group, Err(unavailable("no connection")));
-            unwinding.current = std::mem::take(&mut unwinding.next);
-            held = if taken.is_empty() {
-                Held::Nothing
-            } else {
-                Held::Taken(taken)
-            };
-            continue;
-        };
-
-        // One round trip: this group's second round, the next one's first.
-        let (committed, counted) = {
-            let second = SecondColumns::of(&group, &verdicts);
-            let first = FirstColumns::of(&taken);
-            let mut futures = second_round(client, statements, &second);
-            let split = futures.len();
-            if !taken.is_empty() {
-                futures.extend(first_round(client, statements, &first));
-            }
-            let mut outputs = join_all(futures).await;
-            let firsts = outputs.split_off(split.min(outputs.len()));
-            // A COMMIT of a transaction that failed answers ROLLBACK, not
-            // an error: the statements' own errors are what tell.
-            let committed = outputs
-                .into_iter()
-                .try_for_each(|result| result.map(drop).map_err(|e| classify(&e)));
-            let counted = if taken.is_empty() {
-                None
-            } else {
-                Some(read_first(taken.len(), firsts))
-            };
-            (committed, counted)
-        };
-
-        match committed {
-            Ok(()) => {
-                answer(&queue, group, Ok(finish(stored, verdicts)));
-                unwinding.current = std::mem::take(&mut unwinding.next);
-                held = match counted {
-                    None => Held::Nothing,
-                    Some(Ok(first)) => Held::Counted(Counted {
-                        group: taken,
-                        first,
-                    }),
-                    Some(Err(failure)) => {
-                        roll_back(&mut link).await;
-                        settle(&pool, &queue, taken, failure).await;
-                        unwinding.current.clear();
-                        Held::Nothing
-                    }
-                };
-            }
-            Err(failure) => {
-                // Nothing of the group was recorded. The next group, if its
-                // transaction opened, counted without this one's grants,
-                // which is right, but this one is settled first: the next
-                // is rolled back (its locks released, for the retry to
-                // take) and starts again after.
-                roll_back(&mut link).await;
-                settle(&pool, &queue, group, failure).await;
-                unwinding.current = std::mem::take(&mut unwinding.next);
-                held = if taken.is_empty() {
-                    Held::Nothing
-                } else {
-                    Held::Taken(taken)
-                };
+            Err(error) => {
+                for job in group {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
             }
         }
     }
 }
 
-/// A taken group's first round trip alone, on the task's connection
-/// (opened if it has none): the group counted, or settled (retried or
-/// answered) and `None`.
-async fn begin(
-    pool: &Pool,
-    queue: &Mutex<Queue>,
-    link: &mut Option<Link>,
-    group: Vec<Job>,
-) -> Option<Counted> {
-    if link.is_none() {
-        match Link::open(pool).await {
-            Ok(opened) => *link = Some(opened),
-            Err(failure) => {
-                settle(pool, queue, group, failure).await;
-                return None;
-            }
-        }
-    }
-    let result = match parts(link) {
-        Some((client, statements)) => {
-            let first = FirstColumns::of(&group);
-            read_first(
-                group.len(),
-                join_all(first_round(client, statements, &first)).await,
-            )
-        }
-        None => Err(Failure::Fail(unavailable("no connection"))),
-    };
-    match result {
-        Ok(first) => Some(Counted { group, first }),
-        Err(failure) => {
-            roll_back(link).await;
-            settle(pool, queue, group, failure).await;
-            None
-        }
-    }
-}
-
-/// Ends whatever transaction the task's connection is in; a connection
-/// that does not answer is closed instead (the server then rolls back).
-async fn roll_back(link: &mut Option<Link>) {
-    let rolled_back = match parts(link) {
-        Some((client, _)) => client.batch_execute("ROLLBACK").await.is_ok(),
-        None => true,
-    };
-    if !rolled_back {
-        // Dropped without `keep`: closed.
-        drop(link.take());
-    }
-}
-
-/// A group that did not commit: tried again on its own (a conflict), in
-/// two round trips on a connection of its own, or answered with the error.
-async fn settle(pool: &Pool, queue: &Mutex<Queue>, group: Vec<Job>, failure: Failure) {
-    let result = match failure {
-        Failure::Retry(_) => {
-            backoff(0).await;
-            retry("recording the grants", || commit_group(pool, &group)).await
-        }
-        Failure::Fail(error) => Err(error),
-    };
-    answer(queue, group, result);
-}
-
-/// Should a flushing task panic (a `decide` that panics), its groups'
-/// callers see their answers dropped, their subjects and keys are
-/// released, and it no longer counts as a flusher, so the next issuance
-/// starts a new task rather than queueing behind one that is gone.
+/// Should a flushing task panic (a `decide` that panics), its group's
+/// callers see their answers dropped, its subjects and keys are released,
+/// and it no longer counts as a flusher, so the next issuance starts a new
+/// task rather than queueing behind one that is gone.
 struct Unwinding {
     queue: Arc<Mutex<Queue>>,
-    /// The group being decided or committed.
-    current: Vec<(String, Option<String>)>,
-    /// The group whose first round goes with the current one's second.
-    next: Vec<(String, Option<String>)>,
+    busy: Vec<(String, Option<String>)>,
 }
 
 impl Drop for Unwinding {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Ok(mut queue) = self.queue.lock() {
-                let held = self.current.iter().chain(&self.next);
-                queue.release(held.map(|(subject, key)| (subject.as_str(), key.as_deref())));
+                queue.release(&self.busy);
                 queue.flushers = queue.flushers.saturating_sub(1);
             }
         }
@@ -952,28 +646,24 @@ impl Drop for Unwinding {
 }
 
 /// Takes from the queue, in arrival order, at most [`MAX_GROUP`]
-/// issuances with no subject and no idempotency key twice nor held by
-/// another task's group in flight (a second one for the same subject must
-/// count the first one's grant, so it waits for that group's commit: the
-/// next group of the same task comes after it on the same connection),
-/// marks their subjects and keys busy, and sorts them by subject (the order
-/// the rows are locked in).
-fn take_group(queue: &mut Queue, flusher: usize) -> Vec<Job> {
+/// issuances with no subject and no idempotency key twice nor in a group
+/// in flight (a second one for the same subject must count the first one's
+/// grant, so it waits for the next group), marks their subjects and keys
+/// busy, and sorts them by subject (the order the rows are locked in).
+fn take_group(queue: &mut Queue) -> Vec<Job> {
     let mut group = Vec::new();
     let mut rest = Vec::new();
-    let mut subjects = std::collections::HashSet::new();
-    let mut keys = std::collections::HashSet::new();
     for job in queue.jobs.drain(..) {
         let fresh = group.len() < MAX_GROUP
-            && !subjects.contains(job.subject.as_str())
-            && free_for(&queue.busy_subjects, &job.subject, flusher)
-            && job.key.as_deref().map_or(true, |key| {
-                !keys.contains(key) && free_for(&queue.busy_keys, key, flusher)
-            });
+            && !queue.busy_subjects.contains(&job.subject)
+            && !job
+                .key
+                .as_ref()
+                .is_some_and(|key| queue.busy_keys.contains(key));
         if fresh {
-            subjects.insert(job.subject.clone());
+            queue.busy_subjects.insert(job.subject.clone());
             if let Some(key) = &job.key {
-                keys.insert(key.clone());
+                queue.busy_keys.insert(key.clone());
             }
             group.push(job);
         } else {
@@ -981,12 +671,6 @@ fn take_group(queue: &mut Queue, flusher: usize) -> Vec<Job> {
         }
     }
     queue.jobs = rest;
-    for job in &group {
-        hold(&mut queue.busy_subjects, &job.subject, flusher);
-        if let Some(key) = &job.key {
-            hold(&mut queue.busy_keys, key, flusher);
-        }
-    }
     group.sort_by(|a, b| a.subject.cmp(&b.subject));
     group
 }
@@ -1040,102 +724,51 @@ struct KeyColumns<'a> {
     digest: Vec<&'a str>,
 }
 
-/// The group commit's statements, prepared once per connection.
-struct Statements {
-    lock_subjects: tokio_postgres::Statement,
-    count_grants: tokio_postgres::Statement,
-    find_keys: tokio_postgres::Statement,
-    insert_grants: tokio_postgres::Statement,
-    store_keys: tokio_postgres::Statement,
-}
+/// One attempt at a group: one transaction of two round trips, a few
+/// statements each whatever the group's size (its rows passed as arrays);
+/// the answers in the group's order.
+async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure> {
+    let client = pool.get().await.map_err(pool_error)?;
+    // Until the transaction is over, a failure closes the connection
+    // instead of returning it to the pool mid-transaction: the server then
+    // rolls the transaction back.
+    let mut guard = Discard(Some(client));
+    let Some(client) = guard.0.as_ref() else {
+        return Err(Failure::Fail(unavailable("no connection")));
+    };
+    let prepare = |sql: &'static str| async move {
+        client.prepare_cached(sql).await.map_err(|e| classify(&e))
+    };
+    let (lock_subjects, count_grants, find_keys, insert_grants, store_keys) = tokio::try_join!(
+        prepare(LOCK_SUBJECTS),
+        prepare(COUNT_GRANTS),
+        prepare(FIND_KEYS),
+        prepare(INSERT_GRANTS),
+        prepare(STORE_KEYS),
+    )?;
 
-impl Statements {
-    async fn prepare(client: &deadpool_postgres::Object) -> Result<Statements, Failure> {
-        let prepare = |sql: &'static str| async move {
-            client.prepare_cached(sql).await.map_err(|e| classify(&e))
-        };
-        let (lock_subjects, count_grants, find_keys, insert_grants, store_keys) = tokio::try_join!(
-            prepare(LOCK_SUBJECTS),
-            prepare(COUNT_GRANTS),
-            prepare(FIND_KEYS),
-            prepare(INSERT_GRANTS),
-            prepare(STORE_KEYS),
-        )?;
-        Ok(Statements {
-            lock_subjects,
-            count_grants,
-            find_keys,
-            insert_grants,
-            store_keys,
-        })
-    }
-}
-
-/// The arrays of a group's first round trip.
-struct FirstColumns<'a> {
-    subjects: Vec<&'a str>,
-    since: Vec<i64>,
-    keys: Vec<&'a str>,
-}
-
-impl<'a> FirstColumns<'a> {
-    fn of(group: &'a [Job]) -> FirstColumns<'a> {
-        FirstColumns {
-            subjects: group.iter().map(|job| job.subject.as_str()).collect(),
-            since: group.iter().map(|job| job.since).collect(),
-            keys: group.iter().filter_map(|job| job.key.as_deref()).collect(),
-        }
-    }
-}
-
-/// What a group's first round trip read: each subject's count, in the
-/// group's order, and the answers stored under its keys.
-struct First {
-    counts: Vec<tokio_postgres::Row>,
-    stored: std::collections::HashMap<String, tokio_postgres::Row>,
-}
-
-/// A group's first round: begin; create and lock the subjects' rows;
-/// count; look the keys up (when it has any).
-fn first_round<'a>(
-    client: &'a tokio_postgres::Client,
-    statements: &'a Statements,
-    columns: &'a FirstColumns<'a>,
-) -> Vec<Pending<'a, Vec<tokio_postgres::Row>>> {
-    let mut first: Vec<Pending<'a, Vec<tokio_postgres::Row>>> = vec![
-        Box::pin(async move { client.batch_execute("BEGIN").await.map(|()| Vec::new()) }),
-        Box::pin(async move {
+    // Round trip 1: begin; create and lock the subjects' rows; count; look
+    // the keys up.
+    let subjects: Vec<&str> = group.iter().map(|job| job.subject.as_str()).collect();
+    let since: Vec<i64> = group.iter().map(|job| job.since).collect();
+    let keys: Vec<&str> = group.iter().filter_map(|job| job.key.as_deref()).collect();
+    let mut first: Vec<Pending<'_, Vec<tokio_postgres::Row>>> = vec![
+        Box::pin(async { client.batch_execute("BEGIN").await.map(|()| Vec::new()) }),
+        Box::pin(async {
             client
-                .execute(&statements.lock_subjects, &[&columns.subjects])
+                .execute(&lock_subjects, &[&subjects])
                 .await
                 .map(|_| Vec::new())
         }),
-        Box::pin(async move {
-            client
-                .query(
-                    &statements.count_grants,
-                    &[&columns.subjects, &columns.since],
-                )
-                .await
-        }),
+        Box::pin(async { client.query(&count_grants, &[&subjects, &since]).await }),
     ];
-    if !columns.keys.is_empty() {
-        first.push(Box::pin(async move {
-            client.query(&statements.find_keys, &[&columns.keys]).await
-        }));
+    if !keys.is_empty() {
+        first.push(Box::pin(async { client.query(&find_keys, &[&keys]).await }));
     }
-    first
-}
-
-/// The outputs of [`first_round`] for a group of `size`.
-fn read_first(
-    size: usize,
-    outputs: Vec<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>,
-) -> Result<First, Failure> {
-    let mut results = Vec::with_capacity(outputs.len());
+    let mut results = Vec::with_capacity(first.len());
     // The first failure is the cause; the later statements of the pipeline
     // only report that the transaction is aborted.
-    for result in outputs {
+    for result in join_all(first).await {
         results.push(result.map_err(|e| classify(&e))?);
     }
     let mut results = results.into_iter().skip(2);
@@ -1145,28 +778,21 @@ fn read_first(
         let key: String = row.try_get(0).map_err(|e| classify(&e))?;
         stored.insert(key, row);
     }
-    if counts.len() != size {
+    if counts.len() != group.len() {
         return Err(Failure::Fail(unavailable(format!(
-            "counted {} subjects of {size}",
-            counts.len()
+            "counted {} subjects of {}",
+            counts.len(),
+            group.len()
         ))));
     }
-    Ok(First { counts, stored })
-}
 
-/// Each issuance of the group answered from its key's stored answer or
-/// decided on its count, in turn: the stored answers, the verdicts.
-#[allow(clippy::type_complexity)]
-fn decide_group(
-    group: &[Job],
-    first: &First,
-) -> Result<(Vec<Option<Issued>>, Vec<Option<Verdict>>), Failure> {
+    // Each decision, in turn.
     let mut answers = Vec::with_capacity(group.len());
     let mut verdicts = Vec::with_capacity(group.len());
-    for (job, count) in group.iter().zip(&first.counts) {
-        if let Some(row) = job.key.as_ref().and_then(|key| first.stored.get(key)) {
-            let digest: Option<String> = row.try_get(3).map_err(|e| classify(&e))?;
-            let issued = if digest.is_some_and(|digest| digest != job.digest) {
+    for (job, count) in group.iter().zip(&counts) {
+        if let Some(row) = job.key.as_ref().and_then(|key| stored.get(key)) {
+            let first: Option<String> = row.try_get(3).map_err(|e| classify(&e))?;
+            let issued = if first.is_some_and(|first| first != job.digest) {
                 Issued::key_reused()
             } else {
                 let status: i32 = row.try_get(1).map_err(|e| classify(&e))?;
@@ -1185,53 +811,31 @@ fn decide_group(
             verdicts.push(Some((job.decide)(u64::try_from(count).unwrap_or(0))));
         }
     }
-    Ok((answers, verdicts))
-}
 
-/// The arrays of a group's second round trip.
-#[derive(Default)]
-struct SecondColumns<'a> {
-    grants: GrantColumns<'a>,
-    stores: KeyColumns<'a>,
-}
-
-impl<'a> SecondColumns<'a> {
-    fn of(group: &'a [Job], verdicts: &'a [Option<Verdict>]) -> SecondColumns<'a> {
-        let mut columns = SecondColumns::default();
-        for (job, verdict) in group.iter().zip(verdicts) {
-            let Some(verdict) = verdict else {
-                continue;
-            };
-            if let Some(grant) = &verdict.grant {
-                columns.grants.push(grant);
-            }
-            if let Some(key) = &job.key {
-                columns.stores.key.push(key);
-                columns.stores.status.push(i32::from(verdict.status));
-                columns.stores.body.push(&verdict.body);
-                columns.stores.created_at.push(job.now);
-                columns.stores.digest.push(&job.digest);
-            }
+    // Round trip 2: the grants, the answers under their keys, commit.
+    let mut grants = GrantColumns::default();
+    let mut stores = KeyColumns::default();
+    for (job, verdict) in group.iter().zip(&verdicts) {
+        let Some(verdict) = verdict else {
+            continue;
+        };
+        if let Some(grant) = &verdict.grant {
+            grants.push(grant);
         }
-        columns
+        if let Some(key) = &job.key {
+            stores.key.push(key);
+            stores.status.push(i32::from(verdict.status));
+            stores.body.push(&verdict.body);
+            stores.created_at.push(job.now);
+            stores.digest.push(&job.digest);
+        }
     }
-}
-
-/// A group's second round: the grants, the answers under their keys,
-/// commit.
-fn second_round<'a>(
-    client: &'a tokio_postgres::Client,
-    statements: &'a Statements,
-    columns: &'a SecondColumns<'a>,
-) -> Vec<Pending<'a, Vec<tokio_postgres::Row>>> {
-    let grants = &columns.grants;
-    let stores = &columns.stores;
-    let mut second: Vec<Pending<'a, Vec<tokio_postgres::Row>>> = Vec::with_capacity(3);
+    let mut second: Vec<Pending<'_, u64>> = Vec::with_capacity(3);
     if !grants.grant_id.is_empty() {
-        second.push(Box::pin(async move {
+        second.push(Box::pin(async {
             client
                 .execute(
-                    &statements.insert_grants,
+                    &insert_grants,
                     &[
                         &grants.grant_id,
                         &grants.decision_id,
@@ -1249,14 +853,13 @@ fn second_round<'a>(
                     ],
                 )
                 .await
-                .map(|_| Vec::new())
         }));
     }
     if !stores.key.is_empty() {
-        second.push(Box::pin(async move {
+        second.push(Box::pin(async {
             client
                 .execute(
-                    &statements.store_keys,
+                    &store_keys,
                     &[
                         &stores.key,
                         &stores.status,
@@ -1266,18 +869,18 @@ fn second_round<'a>(
                     ],
                 )
                 .await
-                .map(|_| Vec::new())
         }));
     }
-    second.push(Box::pin(async move {
-        client.batch_execute("COMMIT").await.map(|()| Vec::new())
+    second.push(Box::pin(async {
+        client.batch_execute("COMMIT").await.map(|()| 0)
     }));
-    second
-}
-
-/// The answers in the group's order, once its transaction committed.
-fn finish(stored: Vec<Option<Issued>>, verdicts: Vec<Option<Verdict>>) -> Vec<Issued> {
-    stored
+    // A COMMIT of a transaction that failed answers ROLLBACK, not an error:
+    // the statements' own errors are what tell.
+    for result in join_all(second).await {
+        result.map_err(|e| classify(&e))?;
+    }
+    guard.keep();
+    Ok(answers
         .into_iter()
         .zip(verdicts)
         .map(|(stored, verdict)| match (stored, verdict) {
@@ -1290,39 +893,7 @@ fn finish(stored: Vec<Option<Issued>>, verdicts: Vec<Option<Verdict>>) -> Vec<Is
             },
             (None, None) => Issued::key_reused(),
         })
-        .collect()
-}
-
-/// One attempt at a group on a connection of its own: one transaction of
-/// two round trips, a few statements each whatever the group's size (its
-/// rows passed as arrays); the answers in the group's order. What a group
-/// that hit a conflict in the pipeline of [`flush`] is retried with.
-async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure> {
-    let link = Link::open(pool).await?;
-    // Until the transaction is over, a failure closes the connection
-    // instead of returning it to the pool mid-transaction: the server then
-    // rolls the transaction back.
-    let opened = Some(link);
-    let Some((client, statements)) = parts(&opened) else {
-        return Err(Failure::Fail(unavailable("no connection")));
-    };
-    let first = FirstColumns::of(group);
-    let first = read_first(
-        group.len(),
-        join_all(first_round(client, statements, &first)).await,
-    )?;
-    let (stored, verdicts) = decide_group(group, &first)?;
-    drop(first);
-    {
-        let second = SecondColumns::of(group, &verdicts);
-        for result in join_all(second_round(client, statements, &second)).await {
-            result.map_err(|e| classify(&e))?;
-        }
-    }
-    if let Some(mut link) = opened {
-        link.client.keep();
-    }
-    Ok(finish(stored, verdicts))
+        .collect())
 }
 
 /// A statement's (or a few pipelined statements') future.
@@ -1408,83 +979,4 @@ fn borrowed(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)>
         .iter()
         .map(|v| v.as_ref() as &(dyn ToSql + Sync))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(subject: &str, key: Option<&str>) -> Job {
-        Job {
-            subject: subject.to_owned(),
-            key: key.map(str::to_owned),
-            digest: String::new(),
-            since: 0,
-            now: 0,
-            decide: Box::new(|_| Verdict {
-                grant: None,
-                status: 200,
-                body: String::new(),
-            }),
-            reply: tokio::sync::oneshot::channel().0,
-        }
-    }
-
-    fn subjects(group: &[Job]) -> Vec<&str> {
-        group.iter().map(|job| job.subject.as_str()).collect()
-    }
-
-    fn held(group: &[Job]) -> impl Iterator<Item = (&str, Option<&str>)> {
-        group
-            .iter()
-            .map(|job| (job.subject.as_str(), job.key.as_deref()))
-    }
-
-    #[test]
-    fn a_task_takes_what_its_own_groups_hold_and_not_what_anothers_do() {
-        let mut queue = Queue {
-            jobs: vec![
-                job("b", Some("k")),
-                job("a", None),
-                job("a", None),
-                job("c", Some("k")),
-            ],
-            ..Queue::default()
-        };
-        // One issuance per subject and per key in a group, sorted.
-        let first = take_group(&mut queue, 1);
-        assert_eq!(subjects(&first), ["a", "b"]);
-        assert_eq!(subjects(&queue.jobs), ["a", "c"]);
-        // Another task takes neither: its statements could run before the
-        // first group's commit.
-        assert!(take_group(&mut queue, 2).is_empty());
-        // The same task takes both for its next group, which goes out
-        // behind the first one's commit on its connection.
-        let second = take_group(&mut queue, 1);
-        assert_eq!(subjects(&second), ["a", "c"]);
-        // The first group done, the second still holds "a" and "k".
-        queue.release(held(&first));
-        queue.jobs = vec![job("a", None), job("d", Some("k")), job("b", None)];
-        assert_eq!(subjects(&take_group(&mut queue, 2)), ["b"]);
-        queue.release(held(&second));
-        let third = take_group(&mut queue, 2);
-        assert_eq!(subjects(&third), ["a", "d"]);
-        assert!(queue.jobs.is_empty());
-        queue.release(held(&third));
-        queue.release([("b", None)]);
-        assert!(queue.busy_subjects.is_empty() && queue.busy_keys.is_empty());
-    }
-
-    #[test]
-    fn at_most_flushers_tasks_drain_the_queue_each_numbered() {
-        let mut queue = Queue::default();
-        let started: Vec<Option<usize>> = (0..=FLUSHERS).map(|_| queue.start_flusher()).collect();
-        assert_eq!(
-            started[..FLUSHERS],
-            (1..=FLUSHERS).map(Some).collect::<Vec<_>>()
-        );
-        assert_eq!(started[FLUSHERS], None);
-        queue.flushers -= 1;
-        assert_eq!(queue.start_flusher(), Some(FLUSHERS + 1));
-    }
 }
