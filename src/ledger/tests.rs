@@ -440,12 +440,13 @@ async fn issue_as(ledger: &Ledger, who: &str, id: &str, limit: u64) -> Result<Is
         .await
 }
 
-/// On PostgreSQL a group's commit goes out with the next group's `BEGIN`,
-/// locks and counts on the same connection. A group that cannot commit
-/// (its grant id is recorded already) records nothing and is answered
-/// with an error; the groups behind it, rolled back and started again,
-/// count only what was recorded: one subject's 40 concurrent issuances
-/// still get counts 0 to 10 once each.
+/// On PostgreSQL a group that cannot commit (a grant id recorded already:
+/// a unique violation, retried as a conflict until the tries run out)
+/// records nothing and is answered with an error; the groups committed
+/// around it count only what was recorded: one subject's 40 concurrent
+/// issuances still get counts 0 to 10 once each. (It guards a pipelined
+/// group commit too, where the next group's counts go out before this
+/// one's commit is known.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_that_cannot_commit_leaves_the_next_ones_counting_right() {
     let Some(url) = postgres_url("pipeline-failure") else {
