@@ -34,7 +34,9 @@
 # request (the whole cluster's) and the grants per commit (the mean size of
 # a group), how busy the machine was (all processes:
 # the server, the database and the load generator share the two cores) and
-# its load average just before the measured part.
+# its load average just before the measured part; and, on PostgreSQL, per
+# commit (a group), the CPU and the wake-ups (voluntary context switches)
+# of writ and of the PostgreSQL processes (all of the cluster's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -123,6 +125,18 @@ pg_ticks() {
   echo "$total"
 }
 
+# Voluntary context switches (each a thread that blocked and is woken
+# later) of one process's threads, and of the PostgreSQL processes alive.
+switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n + 0}'
+}
+pg_switches() {
+  local pid
+  for pid in $(pgrep -x postgres || true); do
+    cat "/proc/$pid/status" 2>/dev/null || true
+  done | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n + 0}'
+}
+
 # Busy and total jiffies of the whole machine.
 machine() {
   awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
@@ -196,6 +210,9 @@ run() {
   commits_before="$(commits)"
   before="$(cpu_ticks "$server")"
   pg_before="$(pg_ticks)"
+  local sw_before pgsw_before
+  sw_before="$(switches "$server")"
+  pgsw_before="$(pg_switches)"
   m_before="$(machine)"
   out_before="$(outcomes "$port")"
   local started ended
@@ -213,6 +230,9 @@ run() {
   local after pg_after m_after out_after
   after="$(cpu_ticks "$server")"
   pg_after="$(pg_ticks)"
+  local sw_after pgsw_after
+  sw_after="$(switches "$server")"
+  pgsw_after="$(pg_switches)"
   m_after="$(machine)"
   out_after="$(outcomes "$port")"
   local wal_after
@@ -242,10 +262,15 @@ run() {
   figures="$(awk -v store="$store" -v a=$((a1 - a0)) -v d=$((d1 - d0)) -v t=$((after - before)) \
     -v p=$((pg_after - pg_before)) -v hz="$hz" -v s="$elapsed" \
     -v busy=$((mb1 - mb0)) -v all=$((mt1 - mt0)) -v wal=$((wal_after - wal_before)) \
-    -v load="$load_before" -v commits=$((commits_after - commits_before)) 'BEGIN {
+    -v load="$load_before" -v commits=$((commits_after - commits_before)) \
+    -v sw=$((sw_after - sw_before)) -v pgsw=$((pgsw_after - pgsw_before)) 'BEGIN {
       n = a + d; if (n == 0) n = 1;
       printf "grants %.0f/s denies %.0f/s | writ CPU %.0f us/req", a / s, d / s, t / hz * 1e6 / n;
-      if (store == "postgres") printf ", postgres CPU %.0f us/req, WAL %.0f B/req, %.1f grants/commit", p / hz * 1e6 / n, wal / n, a / (commits ? commits : 1);
+      if (store == "postgres") {
+        c = commits ? commits : 1;
+        printf ", postgres CPU %.0f us/req, WAL %.0f B/req, %.1f grants/commit", p / hz * 1e6 / n, wal / n, a / c;
+        printf " | a commit: writ %.0f us %.1f wake-ups, postgres %.0f us %.1f wake-ups", t / hz * 1e6 / c, sw / c, p / hz * 1e6 / c, pgsw / c
+      }
       printf " | machine %.0f%% busy, load %s before", 100 * busy / (all ? all : 1), load
     }')"
   if [ "$mode" = closed ]; then

@@ -416,6 +416,108 @@ async fn concurrent_issuances_for_one_subject_are_counted_one_at_a_time() {
     }
 }
 
+/// Issues `id` for `who` while the count is at most `limit` (a deny records
+/// nothing); the body is the count. The ledger's error is returned.
+async fn issue_as(ledger: &Ledger, who: &str, id: &str, limit: u64) -> Result<Issued, LedgerError> {
+    let (owned_id, owned_who) = (id.to_owned(), who.to_owned());
+    let now = now_ms();
+    ledger
+        .issue(
+            Issue {
+                subject_id: who,
+                window: HOUR,
+                now,
+                idempotency_key: None,
+                request_digest: "",
+                grant_id: id,
+            },
+            move |count| Verdict {
+                grant: (count <= limit).then(|| grant(&owned_id, &owned_who, None, now, 300)),
+                status: if count <= limit { 201 } else { 200 },
+                body: json!({"count": count}).to_string(),
+            },
+        )
+        .await
+}
+
+/// On PostgreSQL a group that cannot commit (a grant id recorded already:
+/// a unique violation, retried as a conflict until the tries run out)
+/// records nothing and is answered with an error; the groups committed
+/// around it count only what was recorded: one subject's 40 concurrent
+/// issuances still get counts 0 to 10 once each. (It guards a pipelined
+/// group commit too, where the next group's counts go out before this
+/// one's commit is known.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_that_cannot_commit_leaves_the_next_ones_counting_right() {
+    let Some(url) = postgres_url("pipeline-failure") else {
+        return;
+    };
+    let ledger = Arc::new(Ledger::open(&url).await.expect("PostgreSQL URL opens"));
+    let taken = new_grant_id();
+    let owner = subject();
+    let first = issue_as(&ledger, &owner, &taken, 10).await.expect("first");
+    assert_eq!(first.status, 201);
+    let (clash, busy) = (subject(), subject());
+    let mut tasks = Vec::new();
+    let mut clashing = None;
+    for i in 0..40 {
+        if i == 3 {
+            let (ledger, clash, taken) = (ledger.clone(), clash.clone(), taken.clone());
+            clashing = Some(tokio::spawn(async move {
+                issue_as(&ledger, &clash, &taken, 10).await
+            }));
+        }
+        let (ledger, busy) = (ledger.clone(), busy.clone());
+        tasks.push(tokio::spawn(async move {
+            issue_as(&ledger, &busy, &new_grant_id(), 10).await
+        }));
+    }
+    let clashed = clashing.expect("spawned").await.expect("task");
+    assert!(
+        matches!(&clashed, Err(LedgerError::Unavailable(m)) if m.contains("conflicts")),
+        "{clashed:?}"
+    );
+    let (mut counts, mut failed) = (Vec::new(), 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(issued) if issued.status == 201 => counts.push(count_of(&issued)),
+            Ok(_) => {}
+            // Only an issuance in the clashing group shares its fate.
+            Err(_) => failed += 1,
+        }
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (0..=10).collect::<Vec<u64>>());
+    assert!(
+        failed <= 1,
+        "{failed} issuances failed with the clashing one"
+    );
+    let filter = |who: &str| Filter {
+        subject: Some(who.to_owned()),
+        limit: 1000,
+        ..Filter::default()
+    };
+    assert_eq!(
+        ledger
+            .list(&filter(&busy), now_ms())
+            .await
+            .expect("list")
+            .len(),
+        11
+    );
+    assert!(ledger
+        .list(&filter(&clash), now_ms())
+        .await
+        .expect("list")
+        .is_empty());
+    let kept = ledger
+        .get(&taken)
+        .await
+        .expect("get")
+        .expect("the first grant");
+    assert_eq!(kept.subject_id, owner);
+}
+
 #[tokio::test]
 async fn a_database_that_does_not_answer_is_unavailable() {
     // Nothing listens on port 1.
