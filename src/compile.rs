@@ -370,15 +370,21 @@ impl Bounds {
 }
 
 /// A switch's children, value to node, in the order the values first
-/// appear in the policy, with an index sorted by value: a lookup is a
-/// binary search over the policy's own strings, with no hashing, so no
-/// choice of values can make it slow.
+/// appear in the policy, with a table of their [`hash_key`]s: a lookup
+/// hashes the request's value once (the walk does it once a slot) and
+/// probes a few slots of the table, comparing the string only when the
+/// hash matches. The table is built from the policy's values alone and
+/// kept at most half full, so its runs of taken slots stay short whatever
+/// a request sends.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Children {
     entries: Vec<(Box<str>, NodeId)>,
-    /// Positions in `entries` with the hash of their value, ordered by
-    /// hash (then position).
-    sorted: Vec<(u64, u32)>,
+    /// Open addressing with linear probing, a power of two long (empty
+    /// when there are no entries): each taken slot holds the low half of
+    /// an entry's hash and its position in `entries`; a free slot holds
+    /// [`FREE`]. Entries are inserted in policy order, so a lookup meets
+    /// the first of equal values first.
+    table: Vec<(u32, u32)>,
     /// Under a string switch with complements (`!=`, `not in`), the child
     /// that a string no entry names follows.
     other: Option<NodeId>,
@@ -386,17 +392,38 @@ pub struct Children {
 
 type Entry<'a> = (&'a Box<str>, &'a NodeId);
 
+/// A free slot of [`Children`]'s table.
+const FREE: u32 = u32::MAX;
+
+/// The first slot of the table probed for a hash (`mask` is its length
+/// less one): the high bits folded onto the low ones.
+fn first_slot(hash: u64, mask: usize) -> usize {
+    ((hash ^ (hash >> 32)) as usize) & mask
+}
+
 impl Children {
     fn new(entries: Vec<(Box<str>, NodeId)>, other: Option<NodeId>) -> Children {
-        let mut sorted: Vec<(u64, u32)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (value, _))| (hash_key(value), i as u32))
-            .collect();
-        sorted.sort_unstable();
+        let mut table = Vec::new();
+        if !entries.is_empty() {
+            // At most half full: at least one free slot ends every probe.
+            let size = (2 * entries.len()).next_power_of_two();
+            table = vec![(0, FREE); size];
+            let mask = size - 1;
+            for (position, (value, _)) in entries.iter().enumerate() {
+                let hash = hash_key(value);
+                let mut at = first_slot(hash, mask);
+                while let Some(slot) = table.get_mut(at) {
+                    if slot.1 == FREE {
+                        *slot = (hash as u32, position as u32);
+                        break;
+                    }
+                    at = (at + 1) & mask;
+                }
+            }
+        }
         Children {
             entries,
-            sorted,
+            table,
             other,
         }
     }
@@ -407,14 +434,24 @@ impl Children {
     }
 
     /// The child for a value whose [`hash_key`] is `hash`.
+    #[inline]
     fn get_hashed(&self, key: &str, hash: u64) -> Option<&NodeId> {
-        let from = self.sorted.partition_point(|&(h, _)| h < hash);
-        self.sorted[from..]
-            .iter()
-            .take_while(|&&(h, _)| h == hash)
-            .map(|&(_, i)| &self.entries[i as usize])
-            .find(|(value, _)| **value == *key)
-            .map(|(_, child)| child)
+        let mask = self.table.len().checked_sub(1)?;
+        let mut at = first_slot(hash, mask);
+        loop {
+            let &(low, position) = self.table.get(at)?;
+            if position == FREE {
+                return None;
+            }
+            if low == hash as u32 {
+                if let Some((value, child)) = self.entries.get(position as usize) {
+                    if **value == *key {
+                        return Some(child);
+                    }
+                }
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     /// The child a string that no entry names follows, when the switch

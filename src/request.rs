@@ -171,6 +171,15 @@ impl Request {
         // Named attributes that hold JSON (a list of objects, a typed key
         // of `context`): no nulls inside, and a typed key of the right type.
         for def in crate::schema::ATTRIBUTES {
+            // A string, a bool, a duration, a level, a timestamp or a list
+            // of strings is never read as JSON (its Rust type is a
+            // `String`, `bool`, `u64`, `Sensitivity` or `Vec<String>`):
+            // skipped without reading it (the unit test
+            // `only_lists_and_open_types_read_as_json` holds the table to
+            // this).
+            if !may_hold_json(def.ty) {
+                continue;
+            }
             let Some(crate::schema::Field::Json(value)) = def.attr.field(self) else {
                 continue;
             };
@@ -226,6 +235,17 @@ impl Request {
             approval: unverified_approval(self.context.get("approval")),
         })
     }
+}
+
+/// Whether a named attribute of this type may be read as JSON
+/// ([`crate::schema::Field::Json`]): a list of objects or mixed values, a
+/// number, or a type known only when the request arrives.
+fn may_hold_json(ty: crate::schema::Ty) -> bool {
+    use crate::schema::Ty;
+    !matches!(
+        ty,
+        Ty::Str | Ty::Bool | Ty::Dur | Ty::Level | Ty::Time | Ty::StrList
+    )
 }
 
 /// `context.approval` as the evaluator reads it when it is an object
@@ -353,6 +373,51 @@ pub fn json_depth(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Validation skips the named attributes whose type never reads as
+    /// JSON; with every named attribute sent, each is read, and none of
+    /// the skipped types reads as JSON.
+    #[test]
+    fn only_lists_and_open_types_read_as_json() {
+        use crate::schema::{Field, Ty, ATTRIBUTES};
+        let mut request = serde_json::Map::new();
+        for def in ATTRIBUTES {
+            let value = match def.ty {
+                Ty::Str | Ty::Any => Value::from("text"),
+                Ty::Num | Ty::Dur => Value::from(60),
+                Ty::Bool => Value::from(true),
+                Ty::Level => Value::from("internal"),
+                Ty::Time => Value::from("2026-11-22T10:00:00Z"),
+                Ty::StrList => serde_json::json!(["read:db://a"]),
+                Ty::List => serde_json::json!([{"sub": "a"}]),
+            };
+            match def.dim {
+                Some(dim) => {
+                    let object = request
+                        .entry(dim.name())
+                        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                    if let Value::Object(object) = object {
+                        object.insert(def.field.to_owned(), value);
+                    }
+                }
+                None => {
+                    request.insert(def.field.to_owned(), value);
+                }
+            }
+        }
+        let text = Value::Object(request).to_string();
+        let (request, _) = Request::parse_json(&text).unwrap();
+        let mut json = 0;
+        for def in ATTRIBUTES {
+            let field = def.attr.field(&request);
+            assert!(field.is_some(), "{} is not read from {text}", def.path);
+            if let Some(Field::Json(_)) = field {
+                assert!(may_hold_json(def.ty), "{} reads as JSON", def.path);
+                json += 1;
+            }
+        }
+        assert!(json > 0, "no named attribute reads as JSON");
+    }
 
     #[test]
     fn a_brokers_approval_never_reads_verified() {

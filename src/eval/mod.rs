@@ -28,7 +28,7 @@ use crate::scope::ScopeItem;
 use crate::source::Span;
 use value::{
     add, call, contains, duration, equal, format_time, found, from_json, from_lit, instant_text,
-    list_items, multiply, order, type_name, until, Res,
+    list_iter, multiply, order, type_name, until, Res,
 };
 
 /// How deep the evaluator follows nested expressions before it stops with
@@ -144,13 +144,26 @@ impl<'a> Evaluator<'a> {
             },
             ExprKind::Field(base, name) => self.field(base, name, span),
             ExprKind::Index(base, index) => self.index(base, index, span),
-            ExprKind::Call(builtin, args) => {
-                let mut values = Vec::with_capacity(args.len());
-                for arg in args {
-                    values.push(self.eval(arg)?);
+            // The arguments left to right, the first error first; one or
+            // two (every builtin but `min`) without a vector.
+            ExprKind::Call(builtin, args) => match &args[..] {
+                [only] => {
+                    let only = self.eval(only)?;
+                    call(*builtin, std::slice::from_ref(&only), span)
                 }
-                call(*builtin, &values, span)
-            }
+                [first, second] => {
+                    let first = self.eval(first)?;
+                    let second = self.eval(second)?;
+                    call(*builtin, &[first, second], span)
+                }
+                _ => {
+                    let mut values = Vec::with_capacity(args.len());
+                    for arg in args {
+                        values.push(self.eval(arg)?);
+                    }
+                    call(*builtin, &values, span)
+                }
+            },
             ExprKind::Not(inner) => self.not(inner, span).map(Val::Bool),
             ExprKind::Matches(inner, glob) => match self.eval(inner)? {
                 Val::Str(s) => Ok(Val::Bool(glob.is_match(&s))),
@@ -220,14 +233,13 @@ impl<'a> Evaluator<'a> {
                 })),
             },
             (_, Val::Num(n)) if n.fract() == 0.0 && *n >= 0.0 => {
-                let items = list_items(&base).ok_or_else(|| {
+                let mut items = list_iter(&base).ok_or_else(|| {
                     Box::new(EvalError::NotIndexable {
                         ty: type_name(&base),
                         span,
                     })
                 })?;
                 items
-                    .into_iter()
                     .nth(*n as usize)
                     .ok_or_else(|| Box::new(EvalError::OutOfRange { index: *n, span }))
             }
@@ -247,7 +259,7 @@ impl<'a> Evaluator<'a> {
         span: Span,
     ) -> Res<Val<'a>> {
         let list = self.eval(list)?;
-        let items = list_items(&list).ok_or_else(|| {
+        let items = list_iter(&list).ok_or_else(|| {
             Box::new(EvalError::OperandType {
                 op: if all { "all" } else { "any" },
                 needs: "a list",
@@ -366,37 +378,58 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The commonest test, an attribute against a string constant, with no
-    /// intermediate values; `None` sends anything else down the general
-    /// path.
+    /// The commonest tests, an attribute against a constant or another
+    /// attribute, with no intermediate values and none of `eval`'s
+    /// bookkeeping; `None` sends anything else down the general path, and
+    /// so does a missing attribute or a comparison that errs (evaluation
+    /// has no side effects, so the general path gives the error the
+    /// condition has).
     fn quick_truth(&self, expr: &'a Expr) -> Option<bool> {
         let ExprKind::Binary(op, left, right) = &expr.kind else {
             return None;
         };
-        let (ExprKind::Attr(attr), ExprKind::Lit(constant)) = (&left.kind, &right.kind) else {
-            return None;
-        };
-        let value = attr_value(self.request, self.prepared, attr);
-        match (op, value, constant) {
-            (BinOp::Eq | BinOp::Ne, Some(Val::Str(value)), Lit::Str(constant)) => {
-                Some((*value == **constant) == (*op == BinOp::Eq))
-            }
-            (BinOp::Eq | BinOp::Ne, Some(Val::Bool(value)), Lit::Bool(constant)) => {
-                Some((value == *constant) == (*op == BinOp::Eq))
-            }
-            (BinOp::In | BinOp::NotIn, Some(Val::Str(value)), Lit::List(items)) => {
-                let mut other_type = false;
-                let found = items.iter().any(|item| match item {
-                    Lit::Str(s) => **s == *value,
-                    _ => {
-                        other_type = true;
-                        false
+        let comparison = matches!(
+            op,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+        );
+        match (&left.kind, &right.kind) {
+            (ExprKind::Attr(attr), ExprKind::Lit(constant)) => {
+                let value = attr_value(self.request, self.prepared, attr)?;
+                match (op, &value, constant) {
+                    (BinOp::Eq | BinOp::Ne, Val::Str(value), Lit::Str(constant)) => {
+                        Some((**value == **constant) == (*op == BinOp::Eq))
                     }
-                });
-                // An element of another type makes a miss an error: the
-                // general path says which.
-                (found || !other_type).then_some(found == (*op == BinOp::In))
+                    (BinOp::Eq | BinOp::Ne, Val::Bool(value), Lit::Bool(constant)) => {
+                        Some((*value == *constant) == (*op == BinOp::Eq))
+                    }
+                    (BinOp::In | BinOp::NotIn, Val::Str(value), Lit::List(items)) => {
+                        let mut other_type = false;
+                        let found = items.iter().any(|item| match item {
+                            Lit::Str(s) => **s == **value,
+                            _ => {
+                                other_type = true;
+                                false
+                            }
+                        });
+                        // An element of another type makes a miss an
+                        // error: the general path says which.
+                        (found || !other_type).then_some(found == (*op == BinOp::In))
+                    }
+                    _ => compared(*op, &value, &from_lit(constant)?, expr.span),
+                }
             }
+            (ExprKind::Attr(left), ExprKind::Attr(right)) if comparison => compared(
+                *op,
+                &attr_value(self.request, self.prepared, left)?,
+                &attr_value(self.request, self.prepared, right)?,
+                expr.span,
+            ),
+            (ExprKind::Lit(constant), ExprKind::Attr(attr)) if comparison => compared(
+                *op,
+                &from_lit(constant)?,
+                &attr_value(self.request, self.prepared, attr)?,
+                expr.span,
+            ),
             _ => None,
         }
     }
@@ -575,6 +608,20 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// `left op right` for an equality or an order, as [`Evaluator::binary`]
+/// works it out; `None` for another operator or when the comparison errs.
+fn compared(op: BinOp, left: &Val<'_>, right: &Val<'_>, span: Span) -> Option<bool> {
+    match op {
+        BinOp::Eq => equal(left, right, span).ok(),
+        BinOp::Ne => equal(left, right, span).ok().map(|b| !b),
+        BinOp::Lt => order(left, right, span).ok().map(|o| o == Ordering::Less),
+        BinOp::Le => order(left, right, span).ok().map(|o| o != Ordering::Greater),
+        BinOp::Gt => order(left, right, span).ok().map(|o| o == Ordering::Greater),
+        BinOp::Ge => order(left, right, span).ok().map(|o| o != Ordering::Less),
+        _ => None,
     }
 }
 

@@ -418,3 +418,65 @@ fn what_a_false_condition_saw_is_what_evaluating_it_again_gives() {
     }
     assert_eq!(checked, 7);
 }
+
+#[test]
+fn the_quick_comparisons_answer_as_the_general_path() {
+    let engine = engine(
+        r#"permit if subject.owner == resource.owner;
+        permit if subject.owner != resource.kind;
+        permit if sensitivity >= confidential;
+        permit if sensitivity < restricted;
+        permit if context.n > 2;
+        permit if context.n <= 2;
+        permit if 3 == context.n;
+        permit if 2 < context.n;
+        permit if context.n == context.m;
+        permit if context.n >= context.s;
+        permit if context.n == "3";
+        permit if context.s > 1;
+        permit if context.level == sensitivity;
+        permit if context.level > sensitivity;
+        permit if context.missing == 1;
+        permit if context.n < context.missing;
+        permit if 1 != context.missing;
+        permit if requested.ttl >= 1h;
+        permit if requested.ttl == 1h;
+        permit if context.d > 30m;
+        permit if subject.attested == true;
+        permit if subject.attested != context.flag;
+        permit if context.list == ["a", "b"];
+        permit if context.list != context.list;
+        permit if context.obj == context.obj;
+        permit if context.obj < context.obj;
+        permit if environment.time < context.later;
+        permit if environment.time == context.s;"#,
+    );
+    let (request, prepared) = request(
+        r#"{"subject":{"id":"s","kind":"ci","attested":true,"owner":"t"},"action":"read",
+        "resource":{"id":"r","kind":"db","owner":"t"},"sensitivity":"internal",
+        "environment":{"time":"2026-11-22T10:00:00Z"},"requested":{"ttl":3600},
+        "context":{"n":3,"m":3.0,"s":"x","level":"confidential","d":"1h","flag":false,
+        "list":["a","b"],"obj":{"k":1},"later":"2026-11-23T00:00:00Z"}}"#,
+    );
+    let set = engine.policy();
+    let mut evaluator = Evaluator::new(&request, &prepared, &set.data);
+    let (mut held, mut failed, mut erred) = (0, 0, 0);
+    for rule in &set.rules {
+        let condition = &rule.conjuncts[0];
+        // `eval` of a comparison always takes the general path.
+        let general = match evaluator.eval(condition) {
+            Ok(Val::Bool(b)) => Ok(b),
+            Ok(other) => panic!("{:?} is not a bool: {other:?}", rule.conjunct_text),
+            Err(error) => Err(error),
+        };
+        let quick = evaluator.truth(condition);
+        assert_eq!(quick, general, "{:?}", rule.conjunct_text);
+        match general {
+            Ok(true) => held += 1,
+            Ok(false) => failed += 1,
+            Err(_) => erred += 1,
+        }
+    }
+    // Every kind of answer is among them.
+    assert!(held > 0 && failed > 0 && erred > 0, "{held} {failed} {erred}");
+}

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use indexmap::IndexMap;
 use serde_json::{json, Value};
 
 use super::error::{EvalError, Found};
@@ -92,7 +93,7 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr)
                 Dim::Requested => return None,
                 Dim::Context => &request.context,
             };
-            map.get(&**name).and_then(from_json)
+            extra(map, name).and_then(from_json)
         }
         known => Some(match known.field(request)? {
             Field::Str(text) => Val::Str(Cow::Borrowed(text)),
@@ -102,6 +103,26 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr)
             Field::Strs(items) => Val::Strs(items),
             Field::Json(value) => from_json(value)?,
         }),
+    }
+}
+
+/// How many entries of a request's map [`extra`] reads by comparing names
+/// instead of hashing the one asked for.
+const SCANNED: usize = 8;
+
+/// The value of `name` in one of a request's maps of free attributes: the
+/// same as `map.get(name)` (names in a map are unique), but a small map,
+/// which a request's maps nearly always are, is read by comparing the
+/// names (length first) instead of hashing `name` with the map's SipHash,
+/// which costs more than the few comparisons.
+#[inline]
+fn extra<'a>(map: &'a IndexMap<String, Value>, name: &str) -> Option<&'a Value> {
+    if map.len() <= SCANNED {
+        map.iter()
+            .find(|(key, _)| key.as_str() == name)
+            .map(|(_, value)| value)
+    } else {
+        map.get(name)
     }
 }
 
@@ -254,6 +275,60 @@ pub(super) fn list_items<'a>(val: &Val<'a>) -> Option<Vec<Val<'a>>> {
     }
 }
 
+/// How many items [`list_items`] would give, without collecting them:
+/// `None` exactly when it gives `None` (not a list, or a list holding a
+/// `null`).
+pub(super) fn list_len(val: &Val<'_>) -> Option<usize> {
+    match val {
+        Val::Lits(items) => items
+            .iter()
+            .all(|item| from_lit(item).is_some())
+            .then_some(items.len()),
+        Val::Strs(items) => Some(items.len()),
+        Val::Json(Value::Array(items)) => items
+            .iter()
+            .all(|item| !item.is_null())
+            .then_some(items.len()),
+        _ => None,
+    }
+}
+
+/// The items of a list one by one, the ones [`list_items`] would collect
+/// (and `None` exactly when it gives `None`), without a vector.
+pub(super) fn list_iter<'a>(val: &Val<'a>) -> Option<ListIter<'a>> {
+    list_len(val)?;
+    Some(match *val {
+        Val::Lits(items) => ListIter::Lits(items.iter()),
+        Val::Strs(items) => ListIter::Strs(items.iter()),
+        Val::Json(Value::Array(items)) => ListIter::Json(items.iter()),
+        _ => return None,
+    })
+}
+
+/// The items of a list, see [`list_iter`].
+pub(super) enum ListIter<'a> {
+    /// Constants.
+    Lits(std::slice::Iter<'a, Lit>),
+    /// Strings of the request.
+    Strs(std::slice::Iter<'a, String>),
+    /// A JSON array.
+    Json(std::slice::Iter<'a, Value>),
+}
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = Val<'a>;
+
+    fn next(&mut self) -> Option<Val<'a>> {
+        // `list_iter` checked that no item is a `null`, so `from_lit` and
+        // `from_json` give a value for each.
+        match self {
+            ListIter::Lits(items) => items.next().and_then(from_lit),
+            ListIter::Strs(items) => items.next().map(|s| Val::Str(Cow::Borrowed(s.as_str()))),
+            ListIter::Json(items) => items.next().and_then(from_json),
+        }
+    }
+}
+
 /// Membership, typed like `==`: true when an element equals the needle;
 /// otherwise an error when some element could not be compared with it (a
 /// value of another type, or a null), and false only when every element
@@ -327,8 +402,8 @@ pub(super) fn call<'a>(builtin: Builtin, args: &[Val<'a>], span: Span) -> Res<Va
     match builtin {
         Builtin::Len => match arg(0)? {
             Val::Str(s) => Ok(Val::Num(s.chars().count() as f64)),
-            other => list_items(other)
-                .map(|items| Val::Num(items.len() as f64))
+            other => list_len(other)
+                .map(|len| Val::Num(len as f64))
                 .ok_or_else(|| {
                     Box::new(EvalError::OperandType {
                         op: "len",
