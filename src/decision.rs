@@ -438,6 +438,112 @@ pub struct Seen {
     pub saw: Value,
 }
 
+/// What [`Trace`] and [`Errors`] share: each is a list kept as the
+/// records it is built from (`lazy`, whose `built` keeps the list once
+/// built and whose `build` makes it) until it is read, or as the list
+/// itself (`owned`) when it was made from one or changed. Both read as
+/// the `Vec` they used to be: dereferencing builds the list once, on first
+/// read; changing it (`DerefMut`) builds it and keeps only it; equality,
+/// `Debug` and serde are the list's.
+macro_rules! deferred_list {
+    ($list:ident, $item:ty) => {
+        impl $list {
+            /// The list, built if it was not.
+            pub fn into_vec(self) -> Vec<$item> {
+                match self.lazy {
+                    Some(mut lazy) => match lazy.built.take() {
+                        Some(built) => built,
+                        None => lazy.build(),
+                    },
+                    None => self.owned,
+                }
+            }
+        }
+
+        impl Deref for $list {
+            type Target = Vec<$item>;
+            fn deref(&self) -> &Vec<$item> {
+                match &self.lazy {
+                    Some(lazy) => lazy.built.get_or_init(|| lazy.build()),
+                    None => &self.owned,
+                }
+            }
+        }
+
+        impl DerefMut for $list {
+            fn deref_mut(&mut self) -> &mut Vec<$item> {
+                if let Some(mut lazy) = self.lazy.take() {
+                    self.owned = match lazy.built.take() {
+                        Some(built) => built,
+                        None => lazy.build(),
+                    };
+                }
+                &mut self.owned
+            }
+        }
+
+        impl From<Vec<$item>> for $list {
+            fn from(items: Vec<$item>) -> $list {
+                $list {
+                    lazy: None,
+                    owned: items,
+                }
+            }
+        }
+
+        impl IntoIterator for $list {
+            type Item = $item;
+            type IntoIter = std::vec::IntoIter<$item>;
+            fn into_iter(self) -> Self::IntoIter {
+                self.into_vec().into_iter()
+            }
+        }
+
+        impl<'l> IntoIterator for &'l $list {
+            type Item = &'l $item;
+            type IntoIter = std::slice::Iter<'l, $item>;
+            fn into_iter(self) -> Self::IntoIter {
+                self.iter()
+            }
+        }
+
+        impl<'l> IntoIterator for &'l mut $list {
+            type Item = &'l mut $item;
+            type IntoIter = std::slice::IterMut<'l, $item>;
+            fn into_iter(self) -> Self::IntoIter {
+                self.iter_mut()
+            }
+        }
+
+        impl PartialEq for $list {
+            fn eq(&self, other: &$list) -> bool {
+                **self == **other
+            }
+        }
+
+        impl fmt::Debug for $list {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&**self, f)
+            }
+        }
+
+        impl Serialize for $list {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                (**self).serialize(serializer)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $list {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<$list, D::Error> {
+                Vec::<$item>::deserialize(deserializer).map($list::from)
+            }
+        }
+    };
+}
+
+deferred_list!(Trace, TraceEntry);
+deferred_list!(Errors, ErrorOut);
+
 /// The trace of a decision: the rules considered, in policy order.
 ///
 /// A decision made by the engine holds its trace as [`Considered`] records
@@ -461,11 +567,11 @@ struct Lazy {
     considered: Vec<Considered>,
     faults: Option<Arc<Faults>>,
     /// The entries, built on first read.
-    entries: OnceLock<Vec<TraceEntry>>,
+    built: OnceLock<Vec<TraceEntry>>,
 }
 
 impl Lazy {
-    fn entries(&self) -> Vec<TraceEntry> {
+    fn build(&self) -> Vec<TraceEntry> {
         let faults = self.faults.as_deref();
         self.considered
             .iter()
@@ -500,7 +606,7 @@ impl Trace {
                 set,
                 considered,
                 faults,
-                entries: OnceLock::new(),
+                built: OnceLock::new(),
             }),
             owned: Vec::new(),
         }
@@ -519,17 +625,6 @@ impl Trace {
         self.len() == 0
     }
 
-    /// The entries, built if they were not.
-    pub fn into_vec(self) -> Vec<TraceEntry> {
-        match self.lazy {
-            Some(mut lazy) => match lazy.entries.take() {
-                Some(entries) => entries,
-                None => lazy.entries(),
-            },
-            None => self.owned,
-        }
-    }
-
     /// Appends the trace's JSON array to `out`.
     fn write_json(&self, out: &mut Vec<u8>) {
         // One buffer for the text of every step.
@@ -545,84 +640,6 @@ impl Trace {
     }
 }
 
-impl Deref for Trace {
-    type Target = Vec<TraceEntry>;
-    fn deref(&self) -> &Vec<TraceEntry> {
-        match &self.lazy {
-            Some(lazy) => lazy.entries.get_or_init(|| lazy.entries()),
-            None => &self.owned,
-        }
-    }
-}
-
-impl DerefMut for Trace {
-    fn deref_mut(&mut self) -> &mut Vec<TraceEntry> {
-        if let Some(mut lazy) = self.lazy.take() {
-            self.owned = match lazy.entries.take() {
-                Some(entries) => entries,
-                None => lazy.entries(),
-            };
-        }
-        &mut self.owned
-    }
-}
-
-impl From<Vec<TraceEntry>> for Trace {
-    fn from(entries: Vec<TraceEntry>) -> Trace {
-        Trace {
-            lazy: None,
-            owned: entries,
-        }
-    }
-}
-
-impl IntoIterator for Trace {
-    type Item = TraceEntry;
-    type IntoIter = std::vec::IntoIter<TraceEntry>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.into_vec().into_iter()
-    }
-}
-
-impl<'t> IntoIterator for &'t Trace {
-    type Item = &'t TraceEntry;
-    type IntoIter = std::slice::Iter<'t, TraceEntry>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl<'t> IntoIterator for &'t mut Trace {
-    type Item = &'t mut TraceEntry;
-    type IntoIter = std::slice::IterMut<'t, TraceEntry>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter_mut()
-    }
-}
-
-impl PartialEq for Trace {
-    fn eq(&self, other: &Trace) -> bool {
-        **self == **other
-    }
-}
-
-impl fmt::Debug for Trace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl Serialize for Trace {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (**self).serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Trace {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Trace, D::Error> {
-        Vec::<TraceEntry>::deserialize(deserializer).map(Trace::from)
-    }
-}
 
 /// The errors of a decision as the authorizer records them: each one's rule
 /// by index and what went wrong, typed ([`Fault`]), with the policy set the
@@ -716,17 +733,6 @@ impl Errors {
         self.len() == 0
     }
 
-    /// The errors, built if they were not.
-    pub fn into_vec(self) -> Vec<ErrorOut> {
-        match self.lazy {
-            Some(mut lazy) => match lazy.built.take() {
-                Some(built) => built,
-                None => lazy.build(),
-            },
-            None => self.owned,
-        }
-    }
-
     /// Appends the errors' JSON array to `out`.
     fn write_json(&self, out: &mut Vec<u8>) {
         let Some(lazy) = &self.lazy else {
@@ -759,84 +765,6 @@ fn write_error(out: &mut Vec<u8>, rule: &str, message: &str) {
     out.push(b'}');
 }
 
-impl Deref for Errors {
-    type Target = Vec<ErrorOut>;
-    fn deref(&self) -> &Vec<ErrorOut> {
-        match &self.lazy {
-            Some(lazy) => lazy.built.get_or_init(|| lazy.build()),
-            None => &self.owned,
-        }
-    }
-}
-
-impl DerefMut for Errors {
-    fn deref_mut(&mut self) -> &mut Vec<ErrorOut> {
-        if let Some(mut lazy) = self.lazy.take() {
-            self.owned = match lazy.built.take() {
-                Some(built) => built,
-                None => lazy.build(),
-            };
-        }
-        &mut self.owned
-    }
-}
-
-impl From<Vec<ErrorOut>> for Errors {
-    fn from(errors: Vec<ErrorOut>) -> Errors {
-        Errors {
-            lazy: None,
-            owned: errors,
-        }
-    }
-}
-
-impl IntoIterator for Errors {
-    type Item = ErrorOut;
-    type IntoIter = std::vec::IntoIter<ErrorOut>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.into_vec().into_iter()
-    }
-}
-
-impl<'e> IntoIterator for &'e Errors {
-    type Item = &'e ErrorOut;
-    type IntoIter = std::slice::Iter<'e, ErrorOut>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl<'e> IntoIterator for &'e mut Errors {
-    type Item = &'e mut ErrorOut;
-    type IntoIter = std::slice::IterMut<'e, ErrorOut>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter_mut()
-    }
-}
-
-impl PartialEq for Errors {
-    fn eq(&self, other: &Errors) -> bool {
-        **self == **other
-    }
-}
-
-impl fmt::Debug for Errors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl Serialize for Errors {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (**self).serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Errors {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Errors, D::Error> {
-        Vec::<ErrorOut>::deserialize(deserializer).map(Errors::from)
-    }
-}
 
 /// Which policy set decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
