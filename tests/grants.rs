@@ -665,6 +665,39 @@ fn idempotency_key_reuse(ledger: &str, name: &str) {
         "the same body replays the first answer"
     );
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // The key is bound to the body as parsed: spacing, a byte order mark and
+    // escapes written another way replay too (the digest an earlier writ
+    // stored is the same, `the_key_digest_is_the_one_earlier_versions_stored`).
+    let pretty = serde_json::to_string_pretty(&body).expect("json");
+    let escaped = body.to_string().replace("\"deploy\"", "\"dep\\u006coy\"");
+    assert_ne!(escaped, body.to_string());
+    for text in [pretty.clone(), format!("\u{feff}  {pretty}\n"), escaped] {
+        let reply = request(
+            server.port,
+            "POST",
+            "/v1/grants",
+            Some(text.as_bytes()),
+            &[("Idempotency-Key", key.as_str())],
+        );
+        assert_eq!(reply.status, 201, "{text}: {}", reply.body);
+        assert_eq!(reply.body, first.body, "{text}");
+        assert_eq!(reply.header("idempotent-replayed"), Some("true"));
+    }
+    for bad in [
+        json!(""),
+        json!("x".repeat(1025)),
+        json!(null),
+        json!(["a"]),
+    ] {
+        let mut bad_ref = body.clone();
+        bad_ref["credential_ref"] = bad;
+        let message =
+            post_grant(&server, &bad_ref, Some(&key)).assert_error(400, "invalid_request");
+        assert_eq!(
+            message,
+            "invalid request at `credential_ref`: expected a string of 1 to 1024 bytes"
+        );
+    }
     let listed = list(&server, &format!("subject={}", encode(&who)));
     assert_eq!(
         listed["grants"].as_array().map(Vec::len),

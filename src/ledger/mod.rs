@@ -308,6 +308,28 @@ pub struct Verdict {
     pub status: u16,
     /// The answer's body.
     pub body: String,
+    /// The grant's stored request as JSON text, when the caller wrote it
+    /// already: stored in place of `grant.request`'s text (which is then
+    /// not read). `None`: `grant.request` is written.
+    pub request_text: Option<String>,
+    /// The same for `grant.obligations`.
+    pub obligations_text: Option<String>,
+}
+
+impl Verdict {
+    /// The stored request's and obligations' texts: the caller's, else
+    /// `grant`'s values written.
+    pub(crate) fn texts(&self, grant: &Grant) -> (String, String) {
+        let request = match &self.request_text {
+            Some(text) => text.clone(),
+            None => grant.request.to_string(),
+        };
+        let obligations = match &self.obligations_text {
+            Some(text) => text.clone(),
+            None => grant.obligations.to_string(),
+        };
+        (request, obligations)
+    }
 }
 
 /// What [`Ledger::issue`] did.

@@ -694,20 +694,21 @@ struct GrantColumns<'a> {
 }
 
 impl<'a> GrantColumns<'a> {
-    fn push(&mut self, g: &'a Grant) {
+    fn push(&mut self, g: &'a Grant, verdict: &Verdict) {
+        let (request, obligations) = verdict.texts(g);
         self.grant_id.push(&g.grant_id);
         self.decision_id.push(&g.decision_id);
         self.policy_digest.push(&g.policy_digest);
         self.subject_id.push(&g.subject_id);
         self.task_id.push(g.task_id.as_deref());
-        self.request.push(g.request.to_string());
+        self.request.push(request);
         // The same text as `Value::from(scope).to_string()`, without the copy.
         self.scope
             .push(serde_json::to_string(&g.scope).unwrap_or_else(|_| "[]".to_owned()));
         self.ttl.push(i64::try_from(g.ttl).unwrap_or(i64::MAX));
         self.issued_at.push(g.issued_at);
         self.expires_at.push(g.expires_at);
-        self.obligations.push(g.obligations.to_string());
+        self.obligations.push(obligations);
         self.credential_ref.push(g.credential_ref.as_deref());
         self.approval
             .push(super::ApprovalAttestation::column(g.approval.as_ref()));
@@ -820,7 +821,7 @@ async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure
             continue;
         };
         if let Some(grant) = &verdict.grant {
-            grants.push(grant);
+            grants.push(grant, verdict);
         }
         if let Some(key) = &job.key {
             stores.key.push(key);

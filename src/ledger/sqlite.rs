@@ -387,19 +387,20 @@ impl Sqlite {
     }
 }
 
-fn insert(tx: &Connection, g: &Grant) -> Result<(), rusqlite::Error> {
+fn insert(tx: &Connection, g: &Grant, verdict: &Verdict) -> Result<(), rusqlite::Error> {
+    let (request, obligations) = verdict.texts(g);
     tx.prepare_cached(&insert_sql('?'))?.execute(params![
         g.grant_id,
         g.decision_id,
         g.policy_digest,
         g.subject_id,
         g.task_id,
-        g.request.to_string(),
+        request,
         serde_json::Value::from(g.scope.clone()).to_string(),
         i64::try_from(g.ttl).unwrap_or(i64::MAX),
         g.issued_at,
         g.expires_at,
-        g.obligations.to_string(),
+        obligations,
         g.credential_ref,
         g.revoked_at,
         g.revoked_by,
@@ -611,7 +612,7 @@ fn issue_one(
         .query_row(params![subject, since], |row| row.get(0))?;
     let verdict = decide(u64::try_from(count).unwrap_or(0));
     if let Some(grant) = &verdict.grant {
-        insert(tx, grant)?;
+        insert(tx, grant, &verdict)?;
     }
     if let Some(key) = key {
         tx.prepare_cached(

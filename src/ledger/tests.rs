@@ -112,6 +112,8 @@ async fn issue_limited(
                         grant: None,
                         status: 200,
                         body: json!({"decision": "deny", "count": count}).to_string(),
+                        request_text: None,
+                        obligations_text: None,
                     }
                 } else {
                     Verdict {
@@ -124,6 +126,8 @@ async fn issue_limited(
                         )),
                         status: 201,
                         body: json!({"grant_id": owned_id, "count": count}).to_string(),
+                        request_text: None,
+                        obligations_text: None,
                     }
                 }
             },
@@ -224,6 +228,8 @@ async fn retry_with_key(
                     grant: None,
                     status: 200,
                     body: "{}".to_owned(),
+                    request_text: None,
+                    obligations_text: None,
                 }
             },
         )
@@ -435,6 +441,8 @@ async fn issue_as(ledger: &Ledger, who: &str, id: &str, limit: u64) -> Result<Is
                 grant: (count <= limit).then(|| grant(&owned_id, &owned_who, None, now, 300)),
                 status: if count <= limit { 201 } else { 200 },
                 body: json!({"count": count}).to_string(),
+                request_text: None,
+                obligations_text: None,
             },
         )
         .await
@@ -1402,6 +1410,8 @@ async fn record(ledger: &Ledger, g: Grant) {
                 grant: Some(g.clone()),
                 status: 201,
                 body: "{}".to_owned(),
+                request_text: None,
+                obligations_text: None,
             },
         )
         .await

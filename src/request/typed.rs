@@ -48,15 +48,47 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     max_depth: usize,
 ) -> Result<Request, D::Error> {
     let fault = RefCell::new(None);
-    deserializer.deserialize_map(RootVisitor(Reader {
+    deserializer.deserialize_map(RootVisitor {
+        reader: Reader {
+            fault: &fault,
+            max_depth,
+        },
+        aside: None,
+    })
+}
+
+/// Reads a `POST /v1/grants` body (its byte order mark already skipped):
+/// a request with, beside its own keys, an optional `credential_ref`
+/// string, which is set aside (it is not the request's). `None` as for
+/// [`read`], and also when `credential_ref` is there but not a string or
+/// twice: the caller reads the body the careful way, which names what is
+/// wrong.
+pub(crate) fn read_grant(text: &str, max_depth: usize) -> Option<(Request, Option<String>)> {
+    let fault = RefCell::new(None);
+    let aside = RefCell::new(None);
+    let reader = Reader {
         fault: &fault,
         max_depth,
-    }))
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let request = deserializer
+        .deserialize_map(RootVisitor {
+            reader,
+            aside: Some(&aside),
+        })
+        .ok()?;
+    deserializer.end().ok()?;
+    Some((request, aside.into_inner()))
 }
 
 fn read_with(text: &str, reader: Reader<'_>) -> Option<Request> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let request = deserializer.deserialize_map(RootVisitor(reader)).ok()?;
+    let request = deserializer
+        .deserialize_map(RootVisitor {
+            reader,
+            aside: None,
+        })
+        .ok()?;
     deserializer.end().ok()?;
     Some(request)
 }
@@ -137,7 +169,12 @@ fn once<E: de::Error>(read: &mut u8, key: u8) -> Result<(), E> {
     Ok(())
 }
 
-struct RootVisitor<'a>(Reader<'a>);
+/// The request object's reader; with `aside`, it also takes a
+/// `credential_ref` string there (a `POST /v1/grants` body).
+struct RootVisitor<'a> {
+    reader: Reader<'a>,
+    aside: Option<&'a RefCell<Option<String>>>,
+}
 
 impl<'de> Visitor<'de> for RootVisitor<'_> {
     type Value = Request;
@@ -147,7 +184,7 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
-        let reader = self.0;
+        let reader = self.reader;
         reader.enter(1)?;
         let mut request = Request::default();
         // The objects read so far, a bit each (the scalars are `Some`).
@@ -181,6 +218,12 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
                 "context" => {
                     once(&mut read, 32)?;
                     request.context = map.next_value_seed(Context(reader))?;
+                }
+                "credential_ref" if self.aside.is_some() => {
+                    let value: String = map.next_value()?;
+                    if let Some(slot) = self.aside {
+                        fill(&mut *slot.borrow_mut(), value)?;
+                    }
                 }
                 _ => return Err(give_up("not a field of a request")),
             }

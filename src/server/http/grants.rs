@@ -9,11 +9,12 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use super::{json_body, read_json, request_error, ApiError, ErrorCode};
+use super::{json_body, json_error, read_body, read_json, request_error, ApiError, ErrorCode};
 use crate::ledger::{
     self, Filter, Grant, GrantState, Issue, Ledger, LedgerError, Selector, Verdict,
 };
-use crate::request::{Request, MAX_JSON_DEPTH};
+use crate::request::json::{self, Limits};
+use crate::request::{typed, Request, MAX_JSON_DEPTH};
 use crate::server::log::{self as decision_log, Entry};
 use crate::server::{now_rfc3339, App};
 
@@ -56,35 +57,68 @@ pub(super) async fn issue(State(app): State<Arc<App>>, request: HttpRequest) -> 
 
 async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, ApiError> {
     let ledger = ledger_of(&app)?;
-    let (headers, value) = read_json(&app, request, MAX_JSON_DEPTH).await?;
-    let key = idempotency_key(&headers)?;
-    // What the key is bound to: the body as parsed (so spacing does not
-    // matter, but every field and value does, `credential_ref` included).
-    // Only a key is bound to anything: without one, nothing is hashed.
-    let request_digest = if key.is_some() {
-        crate::hex::prefixed(
-            "sha256:",
-            &sha2::Sha256::digest(value.to_string().as_bytes()),
-        )
-    } else {
-        String::new()
-    };
-    let Value::Object(mut body) = value else {
-        return Err(ApiError::invalid(
-            "the request body must be a JSON object: a request (contract.md) and an optional `credential_ref`",
-        ));
-    };
-    let credential_ref = match body.shift_remove("credential_ref") {
-        None => None,
-        Some(Value::String(text)) if !text.is_empty() && text.len() <= 1024 => Some(text),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid request at `credential_ref`: expected a string of 1 to 1024 bytes",
-            ))
+    let (headers, bytes) = read_body(&app, request).await?;
+    // The fast way: one pass from the text into the request, with
+    // `credential_ref` set aside (`request::typed`). A body it does not
+    // take is read the careful way below, which names what is wrong; the
+    // two read a body they both take into the same request.
+    let text = std::str::from_utf8(&bytes).ok();
+    let fast = text
+        .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
+        .and_then(|text| Some((text, typed::read_grant(text, MAX_JSON_DEPTH)?)));
+    let (credential_ref, request_digest, mut request, mut prepared) = match fast {
+        Some((text, (request, credential_ref))) => {
+            let key = idempotency_key(&headers)?;
+            let request_digest = match &key {
+                Some(_) => body_digest(text).ok_or_else(|| {
+                    ApiError::invalid("the request body is not one JSON document")
+                })?,
+                None => String::new(),
+            };
+            let credential_ref = match credential_ref {
+                None => None,
+                Some(text) if !text.is_empty() && text.len() <= 1024 => Some(text),
+                Some(_) => return Err(bad_credential_ref()),
+            };
+            let prepared = request.validate().map_err(request_error)?;
+            (credential_ref, (key, request_digest), request, prepared)
+        }
+        None => {
+            let limits = Limits {
+                max_bytes: app.max_body,
+                max_depth: MAX_JSON_DEPTH,
+            };
+            let value = json::read(&bytes, limits).map_err(json_error)?;
+            let key = idempotency_key(&headers)?;
+            // What the key is bound to: the body as parsed (so spacing does
+            // not matter, but every field and value does, `credential_ref`
+            // included). Only a key is bound to anything: without one,
+            // nothing is hashed. [`body_digest`] gives the same from the
+            // text.
+            let request_digest = if key.is_some() {
+                crate::hex::prefixed(
+                    "sha256:",
+                    &sha2::Sha256::digest(value.to_string().as_bytes()),
+                )
+            } else {
+                String::new()
+            };
+            let Value::Object(mut body) = value else {
+                return Err(ApiError::invalid(
+                    "the request body must be a JSON object: a request (contract.md) and an optional `credential_ref`",
+                ));
+            };
+            let credential_ref = match body.shift_remove("credential_ref") {
+                None => None,
+                Some(Value::String(text)) if !text.is_empty() && text.len() <= 1024 => Some(text),
+                Some(_) => return Err(bad_credential_ref()),
+            };
+            let (request, prepared) =
+                Request::from_value(Value::Object(body)).map_err(request_error)?;
+            (credential_ref, (key, request_digest), request, prepared)
         }
     };
-    let (mut request, mut prepared) =
-        Request::from_value(Value::Object(body)).map_err(request_error)?;
+    let (key, request_digest) = request_digest;
     // As on every decision endpoint: the token is verified (on the server's
     // clock) before anything reads the subject, so a grant is counted and
     // recorded under the verified identity, and a broker's bare
@@ -191,10 +225,24 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                     grant: None,
                     status: 200,
                     body: utf8(answer),
+                    request_text: None,
+                    obligations_text: None,
                 };
             }
             append_member(&mut answer, "grant_id", &grant_json);
-            let obligations = serde_json::to_value(&decision.obligations).unwrap_or(Value::Null);
+            // The stored request and obligations written as text straight
+            // from the request and the decision where nothing needs redacting
+            // (the same text as their JSON values'); the values otherwise.
+            let request_text = recorded_text(request);
+            let stored = match &request_text {
+                Some(_) => Value::Null,
+                None => recorded(request),
+            };
+            let obligations_text = serde_json::to_string(&decision.obligations).ok();
+            let obligations = match &obligations_text {
+                Some(_) => Value::Null,
+                None => serde_json::to_value(&decision.obligations).unwrap_or(Value::Null),
+            };
             let ttl_ms = i64::try_from(decision.ttl)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1000);
@@ -204,7 +252,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 policy_digest: decision.policy.digest.to_string(),
                 subject_id: subject.clone(),
                 task_id: task.clone(),
-                request: recorded(request),
+                request: stored,
                 scope: decision.scope.clone(),
                 ttl: decision.ttl,
                 issued_at: now,
@@ -229,6 +277,8 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 grant: Some(grant),
                 status: 201,
                 body: utf8(body),
+                request_text,
+                obligations_text,
             }
         }
     };
@@ -299,6 +349,119 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+fn bad_credential_ref() -> ApiError {
+    ApiError::invalid("invalid request at `credential_ref`: expected a string of 1 to 1024 bytes")
+}
+
+/// What an `Idempotency-Key` is bound to, from the body's text (its byte
+/// order mark skipped): `sha256:` and the hex SHA-256 of the body as
+/// `serde_json` writes its parsed value (no spacing, members in the order
+/// written, strings and numbers as `serde_json` writes them), which is what
+/// the key was always bound to, so a key stored by an earlier writ still
+/// replays. Written as it is read, without building the value. `None` if
+/// the text is not one JSON document.
+fn body_digest(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(Compact(&mut out), &mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(crate::hex::prefixed("sha256:", &sha2::Sha256::digest(&out)))
+}
+
+/// Writes the JSON value it reads, as `Value::to_string` writes it.
+struct Compact<'a>(&'a mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Compact<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Compact<'_> {
+    /// Writes `value` as `serde_json` serializes it.
+    fn write<T: serde::Serialize + ?Sized, E: serde::de::Error>(self, value: &T) -> Result<(), E> {
+        serde_json::to_writer(self.0, value).map_err(E::custom)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Compact<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<(), E> {
+        self.write(&value)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<(), E> {
+        self.write(&value)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<(), E> {
+        self.write(&value)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<(), E> {
+        if !value.is_finite() {
+            return Err(E::custom("a number that is not finite"));
+        }
+        self.write(&value)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<(), E> {
+        self.write(value)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if items.next_element_seed(Compact(&mut *out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'{');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if entries.next_key_seed(Compact(&mut *out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            out.push(b':');
+            entries.next_value_seed(Compact(&mut *out))?;
+            first = false;
+        }
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 /// The attestation a grant keeps of an approval token writ verified at
@@ -717,6 +880,46 @@ fn recorded(request: &Request) -> Value {
     value
 }
 
+/// [`recorded`]'s text, written straight from `request` when there is
+/// nothing to redact in it (no `subject.token`, no string that is a compact
+/// JWS): the same text as `recorded(request).to_string()`, without building
+/// the value. `None` when there is something to redact: then [`recorded`].
+fn recorded_text(request: &Request) -> Option<String> {
+    if request.subject.token.is_some() {
+        return None;
+    }
+    let text = serde_json::to_string(request).ok()?;
+    (!holds_compact_jws(&text)).then_some(text)
+}
+
+/// Whether a string of `text` (JSON as `serde_json` writes it) may be a
+/// compact JWS: a string that is one is written as `"`, its text (base64url
+/// and dots need no escape) and `"`; every such run is checked.
+fn holds_compact_jws(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let in_run = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < bytes.len() && in_run(bytes[end]) {
+            end += 1;
+        }
+        if end < bytes.len()
+            && bytes[end] == b'"'
+            && text.get(start..end).is_some_and(is_compact_jws)
+        {
+            return true;
+        }
+        i = end.max(start);
+    }
+    false
+}
+
 /// What a redacted token is stored as: `redacted:sha256:` and the hex
 /// SHA-256 of its text (the same token always reads the same, so grants
 /// issued on one token can still be told apart from another's).
@@ -810,6 +1013,101 @@ mod tests {
         assert_eq!(token_digest(&token_digest(jwt)), token_digest(jwt));
         // What is kept still validates as a request.
         assert!(Request::from_value(kept).is_ok());
+    }
+
+    /// The digest an `Idempotency-Key` is bound to, as every earlier writ
+    /// computed it: the parsed value's text.
+    fn value_digest(text: &str) -> String {
+        let limits = Limits {
+            max_bytes: usize::MAX,
+            max_depth: MAX_JSON_DEPTH,
+        };
+        let value = json::read(text.as_bytes(), limits).expect("a JSON document");
+        crate::hex::prefixed(
+            "sha256:",
+            &sha2::Sha256::digest(value.to_string().as_bytes()),
+        )
+    }
+
+    #[test]
+    fn the_key_digest_is_the_one_earlier_versions_stored() {
+        let bodies = [
+            r#"{"subject":{"id":"s"},"action":"deploy"}"#,
+            "{ \"subject\" : { \"id\" : \"s\" } ,\n\t\"action\":\"deploy\" }  ",
+            r#"{"action":"deploy","subject":{"id":"s"},"credential_ref":"cr-1"}"#,
+            // Escapes written differently, non-ASCII, control characters.
+            r#"{"subject":{"id":"\u0073\/x"},"context":{"n":"caf\u00e9 \u2603 \ud83d\ude00","c":"\u0001\b\f\n\r\t\"\\"}}"#,
+            "{\"subject\":{\"id\":\"café ☃ 😀\"}}",
+            // Numbers in every form the reader takes.
+            r#"{"context":{"a":0,"b":-0,"c":1.0,"d":1e2,"e":1E-7,"f":-12.50,"g":18446744073709551615,"h":18446744073709551616,"i":-9223372036854775808,"j":0.1,"k":123456789012345678901234567890,"l":5e-324,"m":1.7976931348623157e308}}"#,
+            r#"{"context":{"list":[1,[true,false,null],{},[],{"x":[{"y":"z"}]}],"o":{"b":1,"a":2}}}"#,
+        ];
+        for body in bodies {
+            assert_eq!(body_digest(body), Some(value_digest(body)), "{body}");
+        }
+        // Spacing and key order: the same as before, spacing ignored, order
+        // kept.
+        assert_eq!(body_digest(bodies[0]), body_digest(bodies[1]));
+        assert_ne!(
+            body_digest(r#"{"a":1,"b":2}"#),
+            body_digest(r#"{"b":2,"a":1}"#)
+        );
+        assert_eq!(
+            value_digest(r#"{"a":1,"b":2}"#),
+            body_digest(r#"{ "a" : 1 , "b" : 2 }"#).expect("a digest")
+        );
+        // A key stored by an earlier writ for this body (its digest, taken
+        // from that version's code) still matches.
+        assert_eq!(
+            body_digest(r#"{"subject": {"id": "s"}, "action": "deploy"}"#).expect("a digest"),
+            crate::hex::prefixed(
+                "sha256:",
+                &sha2::Sha256::digest(br#"{"subject":{"id":"s"},"action":"deploy"}"#)
+            )
+        );
+        assert_eq!(body_digest("{} x"), None);
+        assert_eq!(body_digest(""), None);
+        let example = include_str!("../../../examples/ci-deploy.json");
+        assert_eq!(body_digest(example), Some(value_digest(example)));
+    }
+
+    #[test]
+    fn the_stored_request_is_written_as_its_value_would_be() {
+        let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let plain = [
+            include_str!("../../../examples/ci-deploy.json").to_owned(),
+            json!({
+                "subject": {"id": "s", "zeta": 1, "alpha": {"b": [1.5, "a.b.c", "x", 1e300, -7], "a": true}},
+                "action": "deploy",
+                "resource": {"id": "r", "extra": "caf\u{e9} \"q\" \\ \n"},
+                "intent": {"task": "t", "actions": ["a", "b"]},
+                "environment": {"time": "2026-11-22T10:00:00Z"},
+                "requested": {"scope": ["s:1", "s:2"], "ttl": 60},
+                "context": {"recent_issuances": 3, "risk_score": 20, "note": "not.a.jws"}
+            })
+            .to_string(),
+        ];
+        for text in &plain {
+            let (request, _) = Request::parse_json(text).expect("a request");
+            let written = recorded_text(&request).expect("nothing to redact");
+            assert_eq!(written, recorded(&request).to_string(), "{text}");
+        }
+        for redacted in [
+            json!({"subject": {"id": "s", "token": "opaque"}, "action": "a"}),
+            json!({"subject": {"id": "s"}, "action": "a", "context": {"approval": jwt}}),
+            json!({"subject": {"id": "s", "x": [{"y": jwt}]}, "action": "a"}),
+        ] {
+            let (request, _) = Request::from_value(redacted.clone()).expect("a request");
+            assert_eq!(recorded_text(&request), None, "{redacted}");
+        }
+        assert!(holds_compact_jws(&json!({ "a": jwt }).to_string()));
+        assert!(!holds_compact_jws(
+            &json!({ "a": "x.y", "b": "" }).to_string()
+        ));
+        // A JWS inside a longer string is not one (as `redact_tokens` has it).
+        assert!(!holds_compact_jws(
+            &json!({ "a": format!("Bearer {jwt}") }).to_string()
+        ));
     }
 
     #[test]
