@@ -143,7 +143,7 @@ fn refuse_head(app: &App, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
 /// A connection's service: `POST /v1/decide` goes straight to [`decide`],
 /// every other request through the router.
 ///
-/// The router costs a decision about 7,000 instructions of about 77,000
+/// The router cost a decision about 7,000 instructions of about 76,000
 /// (callgrind, docs/performance.md "The server at 40,000/s"): matching the
 /// path, boxing the middleware's and the handler's futures, cloning the
 /// route's service. The direct path does what the router does for that
