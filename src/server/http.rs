@@ -229,8 +229,7 @@ impl ApiError {
 
     fn into_response(self, app: &App) -> Response {
         app.metrics.error(self.code);
-        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
-        let mut response = json_body(body.to_string());
+        let mut response = json_body(error_body(self.code, &self.message));
         *response.status_mut() = self.status;
         if matches!(
             self.code,
@@ -256,6 +255,21 @@ impl ApiError {
         }
         response
     }
+}
+
+/// `{"error":{"code":"...","message":"..."}}`, written straight out: the
+/// bytes `serde_json` writes for that object (the message escaped as
+/// serde_json escapes any string), without building a `Value` first
+/// (about 5,000 instructions of an error answer).
+fn error_body(code: ErrorCode, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + message.len());
+    out.extend_from_slice(b"{\"error\":{\"code\":\"");
+    out.extend_from_slice(code.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    // Writing a string into a `Vec` does not fail.
+    let _ = serde_json::to_writer(&mut out, message);
+    out.extend_from_slice(b"}}");
+    out
 }
 
 fn json_body(text: impl Into<Body>) -> Response {
@@ -913,6 +927,25 @@ async fn method_not_allowed(State(app): State<Arc<App>>, request: HttpRequest) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_bodies_are_the_bytes_of_the_json_object() {
+        for message in [
+            "plain",
+            "quotes \" and \\ backslashes",
+            "controls \n\t\u{1} and unicode é ✓",
+            "",
+        ] {
+            for code in ErrorCode::ALL {
+                let written = error_body(code, message);
+                let built = json!({"error": {"code": code.as_str(), "message": message}});
+                assert_eq!(
+                    String::from_utf8(written).expect("UTF-8"),
+                    built.to_string()
+                );
+            }
+        }
+    }
 
     #[test]
     fn json_media_types() {
