@@ -260,7 +260,7 @@ impl ApiError {
 /// `{"error":{"code":"...","message":"..."}}`, written straight out: the
 /// bytes `serde_json` writes for that object (the message escaped as
 /// serde_json escapes any string), without building a `Value` first
-/// (about 5,000 instructions of an error answer).
+/// (about 3,900 instructions of an error answer, callgrind).
 fn error_body(code: ErrorCode, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + message.len());
     out.extend_from_slice(b"{\"error\":{\"code\":\"");
