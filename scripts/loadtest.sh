@@ -34,6 +34,12 @@
 # COUNTS: perf events to count on the server during the measured run,
 # printed per answer, e.g.
 #   COUNTS=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_writev,context-switches
+# PAIR: another writ binary to run side by side with BIN, at the same time
+# and the same rate, one generator each (so each server is offered RATE,
+# the machine twice that): on a machine shared with other work, the two
+# meet the same noise, and their CPU per answer can be compared where
+# runs one after the other cannot. Prints a line for each, `bin` and
+# `pair`, with the server's context switches per answer (perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,11 +59,15 @@ fi
 
 tmp="$(mktemp -d)"
 server=""
+pair_pid=""
 cleanup() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
-    kill -TERM "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
+  local pid
+  for pid in $server $pair_pid; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -197,6 +207,78 @@ open_scenario() {
   fi
 }
 
+# start_server BIN: a default `writ serve` on a free port, in the
+# background of this shell; sets started_pid and started_port.
+start_server() {
+  started_port="$(free_port)"
+  "$1" serve --addr "127.0.0.1:$started_port" 2>>"$tmp/open.stderr" &
+  started_pid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$started_port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+
+# pair_scenario RATE SECONDS PROTOCOL: BIN and PAIR side by side, each a
+# fresh default server with its own generator at RATE, warmed up and
+# measured at the same time.
+pair_scenario() {
+  local rate="$1" seconds="$2" protocol="$3" mix connections="${OPEN_CONNECTIONS:-64}"
+  if [ "$protocol" = h2 ]; then
+    connections="${H2_CONNECTIONS:-4}"
+  fi
+  mix="$(write_mix)"
+  local a a_pid a_port b_pid b_port
+  start_server "$BIN"
+  a_pid="$started_pid" a_port="$started_port" server="$started_pid"
+  start_server "$PAIR"
+  b_pid="$started_pid" b_port="$started_port" pair_pid="$started_pid"
+  "$tmp/openloop" "$a_port" /v1/decide "$mix" "$rate" 2 "$connections" 0 warm "$protocol" >/dev/null &
+  a=$!
+  "$tmp/openloop" "$b_port" /v1/decide "$mix" "$rate" 2 "$connections" 0 warm "$protocol" >/dev/null
+  wait "$a"
+  local load a_before b_before a_after b_after status=0
+  load="$(cut -d' ' -f1 /proc/loadavg)"
+  a_before="$(cpu_ticks "$a_pid")"
+  b_before="$(cpu_ticks "$b_pid")"
+  perf stat -x, -o "$tmp/a.perf" -e context-switches -p "$a_pid" &
+  local a_perf=$!
+  perf stat -x, -o "$tmp/b.perf" -e context-switches -p "$b_pid" &
+  local b_perf=$!
+  "$tmp/openloop" "$a_port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
+    "$protocol" >"$tmp/a.line" 2>"$tmp/a.err" &
+  a=$!
+  "$tmp/openloop" "$b_port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
+    "$protocol" >"$tmp/b.line" 2>"$tmp/b.err" || status=$?
+  wait "$a" || status=$?
+  a_after="$(cpu_ticks "$a_pid")"
+  b_after="$(cpu_ticks "$b_pid")"
+  kill -INT "$a_perf" "$b_perf"
+  wait "$a_perf" "$b_perf" || true
+  cat "$tmp/a.err" "$tmp/b.err" >&2
+  kill -TERM "$a_pid" "$b_pid"
+  wait "$a_pid" "$b_pid" || true
+  server=""
+  pair_pid=""
+  local which line answered ticks switches
+  for which in a b; do
+    line="$(cat "$tmp/$which.line")"
+    answered="${line%% requests*}"
+    if [ "$which" = a ]; then ticks=$(( a_after - a_before )); else ticks=$(( b_after - b_before )); fi
+    switches="$(awk -F, '$3 == "context-switches" {print $1}' "$tmp/$which.perf")"
+    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer, %s context switches/answer, load %s\n' \
+      "$( [ "$which" = a ] && echo bin || echo pair )" "$protocol" "$rate" "$connections" "$line" \
+      "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$answered" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')" \
+      "$(awk -v c="${switches:-0}" -v n="$answered" 'BEGIN { if (n > 0) printf "%.2f", c / n; else print "?" }')" \
+      "$load"
+  done
+  if [ "$status" -ne 0 ]; then
+    echo "loadtest: wrong answers (above)" >&2
+    exit 1
+  fi
+}
+
 if [ "${MODE:-closed}" = open ]; then
   if [ -n "${OPENLOOP:-}" ]; then
     cp "$OPENLOOP" "$tmp/openloop"
@@ -208,7 +290,11 @@ if [ "${MODE:-closed}" = open ]; then
   for _ in $(seq 1 "$rounds"); do
     for rate in ${RATES:-40000 80000}; do
       for protocol in ${PROTOCOLS:-http1}; do
-        open_scenario "$rate" "$seconds" "$protocol"
+        if [ -n "${PAIR:-}" ]; then
+          pair_scenario "$rate" "$seconds" "$protocol"
+        else
+          open_scenario "$rate" "$seconds" "$protocol"
+        fi
       done
     done
   done

@@ -33,6 +33,94 @@ fn todo_server(dir: &Arc<TempDir>) -> Server {
 
 // ------------------------------------------------------------------ tests
 
+/// `POST /v1/decide` is answered without the router (src/server/http.rs,
+/// `Service`); its answers keep the router's headers, in the router's
+/// order (hyper adds `connection: close` after them when the request asked
+/// for it and the answer did not say so), and anything else near it is
+/// still the router's.
+#[test]
+fn the_direct_decide_path_answers_as_the_router_did() {
+    let dir = Arc::new(TempDir::new("direct"));
+    let server = Server::start(&[], &dir);
+    let body = ci_deploy().to_string();
+
+    let post = |headers: &str| {
+        let raw = format!(
+            "POST /v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(server.port, raw.as_bytes()).expect("an answer")
+    };
+    for (headers, names) in [
+        (
+            "Content-Type: application/json\r\n",
+            &[
+                "content-type",
+                "x-writ-decision-id",
+                "content-length",
+                "connection",
+                "date",
+            ][..],
+        ),
+        (
+            "Content-Type: application/json\r\nX-Request-ID: req-7\r\n",
+            &[
+                "content-type",
+                "x-writ-decision-id",
+                "x-request-id",
+                "content-length",
+                "connection",
+                "date",
+            ][..],
+        ),
+        (
+            "Content-Type: text/plain\r\n",
+            &["content-type", "connection", "content-length", "date"][..],
+        ),
+    ] {
+        let reply = post(headers);
+        let got: Vec<&str> = reply.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(got, names, "{reply:?}");
+        assert_eq!(
+            reply.header("content-length"),
+            Some(reply.body.len().to_string().as_str()),
+            "{reply:?}"
+        );
+    }
+
+    // The query is not part of the path: still a decision.
+    let reply = request(
+        server.port,
+        "POST",
+        "/v1/decide?trace=1",
+        Some(body.as_bytes()),
+        &[],
+    );
+    assert_eq!(reply.json()["decision"], "allow", "{reply:?}");
+    // Over 100 headers: the head limit comes first, with JSON.
+    let names: Vec<String> = (0..150).map(|i| format!("X-H{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    request(
+        server.port,
+        "POST",
+        "/v1/decide",
+        Some(body.as_bytes()),
+        &many,
+    )
+    .assert_error(431, "headers_too_large");
+    // Other methods and spellings are the router's.
+    server
+        .post("/v1/decide/", &body)
+        .assert_error(404, "not_found");
+    request(server.port, "PUT", "/v1/decide", Some(body.as_bytes()), &[])
+        .assert_error(405, "method_not_allowed");
+    // The two JSON posts of the loop and the one with a query.
+    assert_eq!(
+        server.metric("writ_decisions_total{outcome=\"allow\"}"),
+        3.0
+    );
+}
+
 #[test]
 fn decide_batch_policy_health_ready_and_metrics() {
     let dir = Arc::new(TempDir::new("endpoints"));

@@ -100,7 +100,8 @@ pub(crate) enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 14] = [
+    /// Every code, in the order of the metric series.
+    pub(crate) const ALL: [ErrorCode; 14] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::BodyTooLarge,

@@ -43,7 +43,6 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use log::{DecisionLog, LogMode, Redaction};
 use metrics::Metrics;
 use serde_json::Value;
@@ -455,7 +454,7 @@ async fn serve(app: Arc<App>, config: &Config) -> Result<(), String> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
+                let service = http::Service::new(app.clone(), router.clone());
                 let socket = h2::Socket::new(stream);
                 let connection = builder
                     .serve_connection(TokioIo::new(socket.clone()), service)
