@@ -5,6 +5,7 @@
 //! message changes the decision JSON.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -39,10 +40,12 @@ pub enum EvalError {
     },
     /// A request attribute is absent.
     Missing {
-        /// The message, written once when the error is made (a decision
-        /// may list one for each rule that reads the attribute): "`subject.owner`
-        /// is missing". Build it with [`EvalError::missing`].
-        message: Box<str>,
+        /// The message, written once when the error is made and shared by
+        /// the errors of every rule that reads the same attribute in one
+        /// decision (a decision may list one for each): "`subject.owner`
+        /// is missing". Build it with [`EvalError::missing`] or
+        /// [`EvalError::missing_text`].
+        message: Arc<str>,
         /// The expression that read it.
         span: Span,
     },
@@ -302,22 +305,43 @@ impl EvalError {
     /// The error for a missing attribute, its path the dimension and the
     /// name (`("context", Some("ticket"))`) or a whole path (`("action",
     /// None)`): the message is written in one allocation of its exact
-    /// size, and writing it again (the trace, the errors) is one copy.
+    /// size ([`EvalError::missing_text`]).
     pub fn missing(path: &str, name: Option<&str>, span: Span) -> Box<EvalError> {
-        const END: &str = "` is missing";
-        let size = 1 + path.len() + name.map_or(0, |n| n.len() + 1) + END.len();
-        let mut message = String::with_capacity(size);
-        message.push('`');
-        message.push_str(path);
-        if let Some(name) = name {
-            message.push('.');
-            message.push_str(name);
-        }
-        message.push_str(END);
         Box::new(EvalError::Missing {
-            message: message.into_boxed_str(),
+            message: EvalError::missing_text(path, name),
             span,
         })
+    }
+
+    /// The message of [`EvalError::missing`], to share among the errors of
+    /// the rules that read the same missing attribute: "`context.ticket`
+    /// is missing".
+    pub fn missing_text(path: &str, name: Option<&str>) -> Arc<str> {
+        const END: &str = "` is missing";
+        let parts = [
+            "`",
+            path,
+            if name.is_some() { "." } else { "" },
+            name.unwrap_or(""),
+            END,
+        ];
+        let size: usize = parts.iter().map(|part| part.len()).sum();
+        // Written on the stack and copied into the `Arc` (one allocation)
+        // when it fits, as nearly every attribute's path does.
+        let mut buffer = [0u8; 96];
+        if size > buffer.len() {
+            return Arc::from(parts.concat());
+        }
+        let mut at = 0;
+        for part in parts {
+            buffer[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        match std::str::from_utf8(&buffer[..size]) {
+            Ok(text) => Arc::from(text),
+            // Whole strings were copied, so the bytes are UTF-8.
+            Err(_) => Arc::from(parts.concat()),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod value;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -24,6 +25,7 @@ pub use value::{attr_value, to_json, Val};
 use crate::ast::BinOp;
 use crate::ir::{Attr, Expr, ExprKind, Lit, Rule, Template, TemplatePart};
 use crate::request::{Prepared, Request};
+use crate::schema::Field;
 use crate::scope::ScopeItem;
 use crate::source::Span;
 use value::{
@@ -86,6 +88,11 @@ pub struct Evaluator<'a> {
     locals: Vec<Val<'a>>,
     /// How many `eval` calls are open.
     depth: usize,
+    /// The message of the last missing attribute met, with its path and
+    /// name: the rules that read the same missing attribute (a request
+    /// rarely lacks more than one that rules read) share one message
+    /// instead of each writing its own.
+    missing: Option<(&'static str, Option<&'a str>, Arc<str>)>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -101,6 +108,7 @@ impl<'a> Evaluator<'a> {
             data,
             locals: Vec::new(),
             depth: 0,
+            missing: None,
         }
     }
 
@@ -122,14 +130,10 @@ impl<'a> Evaluator<'a> {
         let span = expr.span;
         match &expr.kind {
             ExprKind::Lit(lit) => from_lit(lit).ok_or_else(|| Box::new(EvalError::Null { span })),
-            ExprKind::Attr(attr) => {
-                attr_value(self.request, self.prepared, attr).ok_or_else(|| match attr {
-                    Attr::Extra(dim, name) => EvalError::missing(dim.name(), Some(name), span),
-                    known => {
-                        EvalError::missing(known.def().map_or("", |def| def.path), None, span)
-                    }
-                })
-            }
+            ExprKind::Attr(attr) => match attr_value(self.request, self.prepared, attr) {
+                Some(value) => Ok(value),
+                None => Err(self.missing(attr, span)),
+            },
             ExprKind::Local(depth) => self
                 .locals
                 .get(*depth)
@@ -202,6 +206,25 @@ impl<'a> Evaluator<'a> {
             ExprKind::Quantifier { all, list, body } => self.quantifier(*all, list, body, span),
             ExprKind::Binary(op, left, right) => self.binary(*op, left, right, span),
         }
+    }
+
+    /// The error of reading `attr`, which the request lacks: its message
+    /// shared with the errors of the other rules of this decision that
+    /// read it (the text is the same, so only the allocation is saved).
+    fn missing(&mut self, attr: &'a Attr, span: Span) -> Box<EvalError> {
+        let (path, name) = match attr {
+            Attr::Extra(dim, name) => (dim.name(), Some(&**name)),
+            known => (known.def().map_or("", |def| def.path), None),
+        };
+        let message = match &self.missing {
+            Some((p, n, message)) if *p == path && *n == name => Arc::clone(message),
+            _ => {
+                let message = EvalError::missing_text(path, name);
+                self.missing = Some((path, name, Arc::clone(&message)));
+                message
+            }
+        };
+        Box::new(EvalError::Missing { message, span })
     }
 
     fn field(&mut self, base: &'a Expr, name: &'a str, span: Span) -> Res<Val<'a>> {
@@ -340,7 +363,7 @@ impl<'a> Evaluator<'a> {
     /// An expression that must be a bool.
     pub fn truth(&mut self, expr: &'a Expr) -> Res<bool> {
         if let Some(answer) = self.quick_truth(expr) {
-            return Ok(answer);
+            return answer;
         }
         // `and`, `or`, `not` and `has` are a bool or an error: decided here
         // without a value in between, behind the same depth guard as
@@ -381,10 +404,13 @@ impl<'a> Evaluator<'a> {
     /// The commonest tests, an attribute against a constant or another
     /// attribute, with no intermediate values and none of `eval`'s
     /// bookkeeping; `None` sends anything else down the general path, and
-    /// so does a missing attribute or a comparison that errs (evaluation
-    /// has no side effects, so the general path gives the error the
-    /// condition has).
-    fn quick_truth(&self, expr: &'a Expr) -> Option<bool> {
+    /// so does a comparison that errs (evaluation has no side effects, so
+    /// the general path gives the error the condition has). A comparison
+    /// or `in` of a missing attribute with a constant is answered with the
+    /// attribute's error here: the general path evaluates the left side
+    /// first, so that is its error too (unless the depth guard stops it
+    /// first, which is left to the general path).
+    fn quick_truth(&mut self, expr: &'a Expr) -> Option<Res<bool>> {
         let ExprKind::Binary(op, left, right) = &expr.kind else {
             return None;
         };
@@ -394,28 +420,25 @@ impl<'a> Evaluator<'a> {
         );
         match (&left.kind, &right.kind) {
             (ExprKind::Attr(attr), ExprKind::Lit(constant)) => {
-                let value = attr_value(self.request, self.prepared, attr)?;
+                if let Some(answer) = named_test(self.request, attr, *op, constant) {
+                    return Some(Ok(answer));
+                }
+                let Some(value) = attr_value(self.request, self.prepared, attr) else {
+                    let errs_first = (comparison || matches!(op, BinOp::In | BinOp::NotIn))
+                        && self.depth + 1 < MAX_DEPTH;
+                    return errs_first.then(|| Err(self.missing(attr, left.span)));
+                };
                 match (op, &value, constant) {
                     (BinOp::Eq | BinOp::Ne, Val::Str(value), Lit::Str(constant)) => {
-                        Some((**value == **constant) == (*op == BinOp::Eq))
+                        Some(Ok((**value == **constant) == (*op == BinOp::Eq)))
                     }
                     (BinOp::Eq | BinOp::Ne, Val::Bool(value), Lit::Bool(constant)) => {
-                        Some((*value == *constant) == (*op == BinOp::Eq))
+                        Some(Ok((*value == *constant) == (*op == BinOp::Eq)))
                     }
                     (BinOp::In | BinOp::NotIn, Val::Str(value), Lit::List(items)) => {
-                        let mut other_type = false;
-                        let found = items.iter().any(|item| match item {
-                            Lit::Str(s) => **s == **value,
-                            _ => {
-                                other_type = true;
-                                false
-                            }
-                        });
-                        // An element of another type makes a miss an
-                        // error: the general path says which.
-                        (found || !other_type).then_some(found == (*op == BinOp::In))
+                        listed(value, *op, items).map(Ok)
                     }
-                    _ => compared(*op, &value, &from_lit(constant)?, expr.span),
+                    _ => compared(*op, &value, &from_lit(constant)?, expr.span).map(Ok),
                 }
             }
             (ExprKind::Attr(left), ExprKind::Attr(right)) if comparison => compared(
@@ -423,13 +446,15 @@ impl<'a> Evaluator<'a> {
                 &attr_value(self.request, self.prepared, left)?,
                 &attr_value(self.request, self.prepared, right)?,
                 expr.span,
-            ),
+            )
+            .map(Ok),
             (ExprKind::Lit(constant), ExprKind::Attr(attr)) if comparison => compared(
                 *op,
                 &from_lit(constant)?,
                 &attr_value(self.request, self.prepared, attr)?,
                 expr.span,
-            ),
+            )
+            .map(Ok),
             _ => None,
         }
     }
@@ -543,6 +568,14 @@ impl<'a> Evaluator<'a> {
             ExprKind::Matches(inner, _) => inner,
             _ => return Value::Bool(false),
         };
+        // An attribute, the commonest, is read directly: what `eval` gives
+        // without its bookkeeping (a missing one is `null` either way).
+        if let (ExprKind::Attr(attr), true) = (&target.kind, self.depth < MAX_DEPTH) {
+            return match attr_value(self.request, self.prepared, attr) {
+                Some(v) => to_json(&v),
+                None => Value::Null,
+            };
+        }
         match self.eval(target) {
             Ok(v) => to_json(&v),
             Err(_) => Value::Null,
@@ -621,6 +654,46 @@ fn compared(op: BinOp, left: &Val<'_>, right: &Val<'_>, span: Span) -> Option<bo
         BinOp::Le => order(left, right, span).ok().map(|o| o != Ordering::Greater),
         BinOp::Gt => order(left, right, span).ok().map(|o| o == Ordering::Greater),
         BinOp::Ge => order(left, right, span).ok().map(|o| o != Ordering::Less),
+        _ => None,
+    }
+}
+
+/// `value in items` (`op` `in`) or `value not in items` (`not in`) for a
+/// list of string constants; `None` when an element of another type
+/// would make a miss an error (the general path says which).
+fn listed(value: &str, op: BinOp, items: &[Lit]) -> Option<bool> {
+    let mut other_type = false;
+    let found = items.iter().any(|item| match item {
+        Lit::Str(s) => **s == *value,
+        _ => {
+            other_type = true;
+            false
+        }
+    });
+    (found || !other_type).then_some(found == (op == BinOp::In))
+}
+
+/// A string or bool attribute of the request's table (not a free one, nor
+/// the time, which validation parses) tested against a constant with
+/// `==`, `!=`, `in` or `not in`, read straight from the request without a
+/// [`Val`] in between: the answer [`Evaluator::quick_truth`] would give
+/// through [`attr_value`], which reads these the same way. `None` for
+/// anything else, a missing value included.
+#[inline]
+fn named_test(request: &Request, attr: &Attr, op: BinOp, constant: &Lit) -> Option<bool> {
+    if matches!(attr, Attr::Extra(..) | Attr::EnvironmentTime) {
+        return None;
+    }
+    match (op, attr.field(request)?, constant) {
+        (BinOp::Eq | BinOp::Ne, Field::Str(value), Lit::Str(constant)) => {
+            Some((value == &**constant) == (op == BinOp::Eq))
+        }
+        (BinOp::Eq | BinOp::Ne, Field::Bool(value), Lit::Bool(constant)) => {
+            Some((value == *constant) == (op == BinOp::Eq))
+        }
+        (BinOp::In | BinOp::NotIn, Field::Str(value), Lit::List(items)) => {
+            listed(value, op, items)
+        }
         _ => None,
     }
 }

@@ -480,3 +480,69 @@ fn the_quick_comparisons_answer_as_the_general_path() {
     // Every kind of answer is among them.
     assert!(held > 0 && failed > 0 && erred > 0, "{held} {failed} {erred}");
 }
+
+#[test]
+fn a_duration_reads_as_its_seconds_and_an_s() {
+    for seconds in [0, 7, 10, 3600, 86_400, u64::MAX] {
+        assert_eq!(
+            to_json(&Val::Dur(seconds)),
+            Value::String(format!("{seconds}s"))
+        );
+    }
+}
+
+#[test]
+fn the_rules_that_read_one_missing_attribute_share_its_message() {
+    let engine = engine(
+        r#"permit if context.ticket == "T-1";
+        permit if context.ticket in ["T-2", "T-3"];
+        permit if action == "read" and context.ticket != "T-4";
+        permit if subject.owner == "t";
+        permit if context.other == "x";
+        permit if context.ticket == "T-5";"#,
+    );
+    let (request, prepared) = request(
+        r#"{"subject":{"id":"s","kind":"ci"},"action":"read",
+        "resource":{"id":"r","kind":"db"}}"#,
+    );
+    let set = engine.policy();
+    let mut evaluator = Evaluator::new(&request, &prepared, &set.data);
+    let mut errors = Vec::new();
+    for rule in &set.rules {
+        match evaluator.rule(rule) {
+            RuleResult::Error(error) => errors.push(error),
+            other => panic!("{:?} does not err: {other:?}", rule.conjunct_text),
+        }
+    }
+    let messages: Vec<(String, Span)> = errors.iter().map(|e| (e.to_string(), e.span())).collect();
+    let ticket = "`context.ticket` is missing";
+    assert_eq!(messages[0].0, ticket);
+    assert_eq!(messages[1].0, ticket);
+    assert_eq!(messages[2].0, ticket);
+    assert_eq!(messages[3].0, "`subject.owner` is missing");
+    assert_eq!(messages[4].0, "`context.other` is missing");
+    assert_eq!(messages[5].0, ticket);
+    // Each error has the span of the attribute its own rule reads.
+    for pair in messages.windows(2) {
+        assert_ne!(pair[0].1, pair[1].1);
+    }
+    // The same message, written once for the rules in a row that read it.
+    let shared = |a: &EvalError, b: &EvalError| match (a, b) {
+        (EvalError::Missing { message: a, .. }, EvalError::Missing { message: b, .. }) => {
+            Arc::ptr_eq(a, b)
+        }
+        _ => false,
+    };
+    assert!(shared(&errors[0], &errors[1]));
+    assert!(shared(&errors[1], &errors[2]));
+    assert!(!shared(&errors[2], &errors[3]));
+    // And each is the error the general path gives.
+    for (rule, error) in set.rules.iter().zip(&errors) {
+        let conjunct = rule.conjuncts.last().expect("a condition");
+        let general = match evaluator.eval(conjunct) {
+            Err(general) => general,
+            Ok(value) => panic!("{:?} evaluates: {value:?}", rule.conjunct_text),
+        };
+        assert_eq!(&general, error, "{:?}", rule.conjunct_text);
+    }
+}

@@ -156,7 +156,7 @@ pub fn to_json(val: &Val) -> Value {
         Val::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => json!(*n as i64),
         Val::Num(n) => json!(n),
         Val::Bool(b) => Value::Bool(*b),
-        Val::Dur(d) => json!(format!("{d}s")),
+        Val::Dur(d) => Value::String(seconds_text(*d)),
         Val::Level(l) => Value::String(l.as_str().to_owned()),
         Val::Time(t) => Value::String(format_time(*t)),
         Val::Lits(items) => Value::Array(
@@ -168,6 +168,29 @@ pub fn to_json(val: &Val) -> Value {
         Val::Strs(items) => Value::Array(items.iter().map(|s| Value::String(s.clone())).collect()),
         Val::Json(v) => (*v).clone(),
     }
+}
+
+/// A duration as the trace shows it, `3600s`: the digits of `seconds`
+/// and an `s`, written without the formatting machinery.
+fn seconds_text(seconds: u64) -> String {
+    // u64::MAX has 20 digits.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = seconds;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut text = String::with_capacity(digits.len() - at + 1);
+    for &digit in &digits[at..] {
+        text.push(char::from(digit));
+    }
+    text.push('s');
+    text
 }
 
 pub(super) fn format_time(nanos: i128) -> String {
