@@ -315,8 +315,6 @@ struct Walk<'a> {
     errors: Vec<Fault>,
     /// The slots of the rules that matched, in policy order.
     matched: Vec<usize>,
-    /// Permits that did not match, with the conjunct that failed.
-    missed_permits: Vec<(u32, usize)>,
     /// The steps taken, each with its rule's index, in the order taken
     /// (sorted by rule at the end: [`Walk::finish_effects`]).
     effects: Vec<(u32, Did)>,
@@ -350,7 +348,6 @@ impl<'a> Walk<'a> {
             near,
             errors: Vec::new(),
             matched: Vec::with_capacity(count),
-            missed_permits: Vec::with_capacity(count),
             effects: Vec::new(),
             because: Vec::new(),
             obligations: Vec::new(),
@@ -414,9 +411,6 @@ impl<'a> Walk<'a> {
                 RuleResult::False(at) => {
                     let mut entry = Considered::new(index, Outcome::NotMatched);
                     entry.failed = Some(seen(&mut self.evaluator, rule, at));
-                    if !fails_closed {
-                        self.missed_permits.push((index, at));
-                    }
                     entry
                 }
                 RuleResult::Error(error) => {
@@ -720,64 +714,92 @@ impl<'a> Walk<'a> {
     /// deduplicated, in policy order, into `self.obligations`. `Err` with
     /// the rule whose obligation could not be computed.
     fn obligations(&mut self, granted: &[Grant]) -> Result<(), u32> {
-        let set = self.set;
-        // (slot, rule, which of the rule's obligations, the obligation)
-        let mut sources: Vec<(usize, u32, u32, &'a Obligation)> =
-            Vec::with_capacity(self.matched.len() + granted.len());
+        let is_require = |kind: &RuleKind| matches!(kind, RuleKind::Require(_));
+        // Sized once: the permits' obligations and the requires'.
+        let mut count = 0;
         for g in granted {
             if let RuleKind::Permit { obligations, .. } = self.kind(g.rule) {
-                sources.extend(
-                    (0..)
-                        .zip(obligations.iter())
-                        .map(|(at, o)| (g.slot, g.rule, at, o)),
-                );
+                count += obligations.len();
             }
         }
         for i in 0..self.matched.len() {
-            let (slot, rule) = self.matched_rule(i);
-            if let RuleKind::Require(obligation) = self.kind(rule) {
-                sources.push((slot, rule, 0, obligation));
-            }
+            count += usize::from(is_require(self.kind(self.matched_rule(i).1)));
         }
-        sources.sort_by_key(|&(_, rule, _, _)| rule);
-        self.obligations.reserve_exact(sources.len());
-        for (slot, rule, source, obligation) in sources {
-            let (kind, event, value) = match obligation {
-                Obligation::Approval => ("approval", None, None),
-                Obligation::Log => ("log", None, None),
-                Obligation::RevokeOn(event) => ("revoke_on", Some(&**event), None),
-                Obligation::Audience(template) => {
-                    match self.evaluator.obligation_value("audience", template) {
-                        Ok(value) => ("audience", None, Some(value)),
-                        Err(error) => {
-                            // An obligation that cannot be stated cannot be
-                            // honoured.
-                            let at = self.fault(rule, AuthError::Eval(error));
-                            let entry = &mut self.trace[slot];
-                            entry.outcome = Outcome::Error;
-                            entry.error = Some(at);
-                            self.step(rule, Step::ObligationFailed);
-                            return Err(rule);
+        self.obligations.reserve_exact(count);
+        // The grants and the matched rules are both in policy order: merge
+        // them by rule instead of collecting and sorting.
+        let (mut g, mut m) = (0, 0);
+        loop {
+            while m < self.matched.len() && !is_require(self.kind(self.matched_rule(m).1)) {
+                m += 1;
+            }
+            let require = (m < self.matched.len()).then(|| self.matched_rule(m));
+            match (granted.get(g), require) {
+                (Some(grant), next) if !matches!(next, Some((_, rule)) if rule <= grant.rule) => {
+                    g += 1;
+                    if let RuleKind::Permit { obligations, .. } = self.kind(grant.rule) {
+                        for (source, obligation) in (0..).zip(obligations.iter()) {
+                            self.oblige(grant.slot, grant.rule, source, obligation)?;
                         }
                     }
                 }
-            };
-            if self
-                .obligations
-                .iter()
-                .any(|o| o.kind == kind && o.event(set) == event && o.value == value)
-            {
-                continue;
+                (_, Some((slot, rule))) => {
+                    m += 1;
+                    if let RuleKind::Require(obligation) = self.kind(rule) {
+                        self.oblige(slot, rule, 0, obligation)?;
+                    }
+                }
+                (_, None) => return Ok(()),
             }
-            let at = self.obligations.len() as u32;
-            self.effects.push((rule, Did::Obligation(at)));
-            self.obligations.push(Obligated {
-                kind,
-                value,
-                rule,
-                source,
-            });
         }
+    }
+
+    /// Adds the `source`th obligation of rule `rule` (in trace slot
+    /// `slot`) unless the same one was added; `Err` with the rule when it
+    /// cannot be computed.
+    fn oblige(
+        &mut self,
+        slot: usize,
+        rule: u32,
+        source: u32,
+        obligation: &'a Obligation,
+    ) -> Result<(), u32> {
+        let set = self.set;
+        let (kind, event, value) = match obligation {
+            Obligation::Approval => ("approval", None, None),
+            Obligation::Log => ("log", None, None),
+            Obligation::RevokeOn(event) => ("revoke_on", Some(&**event), None),
+            Obligation::Audience(template) => {
+                match self.evaluator.obligation_value("audience", template) {
+                    Ok(value) => ("audience", None, Some(value)),
+                    Err(error) => {
+                        // An obligation that cannot be stated cannot be
+                        // honoured.
+                        let at = self.fault(rule, AuthError::Eval(error));
+                        let entry = &mut self.trace[slot];
+                        entry.outcome = Outcome::Error;
+                        entry.error = Some(at);
+                        self.step(rule, Step::ObligationFailed);
+                        return Err(rule);
+                    }
+                }
+            }
+        };
+        if self
+            .obligations
+            .iter()
+            .any(|o| o.kind == kind && o.event(set) == event && o.value == value)
+        {
+            return Ok(());
+        }
+        let at = self.obligations.len() as u32;
+        self.effects.push((rule, Did::Obligation(at)));
+        self.obligations.push(Obligated {
+            kind,
+            value,
+            rule,
+            source,
+        });
         Ok(())
     }
 
@@ -789,15 +811,25 @@ impl<'a> Walk<'a> {
     /// tree was built ([`Tree::rules_below`]).
     fn mark_closest(&mut self) {
         let set = self.set;
+        // The permits that did not match, with the conjunct that failed:
+        // the trace's, which no later step changes.
+        let missed = |c: &Considered| match (&set.rules[c.rule as usize].kind, &c.failed) {
+            (RuleKind::Permit { .. }, Some(seen)) if c.outcome == Outcome::NotMatched => {
+                Some((seen.condition as usize, c.rule))
+            }
+            _ => None,
+        };
+        let count = self.trace.iter().filter(|c| missed(c).is_some()).count();
         // (conditions held, rule index, failed conjunct), best first.
         // Room for the permits near the missed switches too, so that the
         // pool is allocated once.
         let mut pool: Vec<(usize, u32, Option<usize>)> =
-            Vec::with_capacity(self.missed_permits.len() + 2 * NEAR_LIMIT);
+            Vec::with_capacity(count + 2 * NEAR_LIMIT);
         pool.extend(
-            self.missed_permits
+            self.trace
                 .iter()
-                .map(|&(r, at)| (at, r, Some(at))),
+                .filter_map(missed)
+                .map(|(at, r)| (at, r, Some(at))),
         );
         if pool.len() < 3 {
             for rule in self.compiled.tree.rules_below(&self.near) {

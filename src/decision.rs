@@ -555,12 +555,19 @@ pub enum Saw {
 
 impl From<Value> for Saw {
     fn from(value: Value) -> Saw {
-        match value {
+        let small = match &value {
             Value::Null => Saw::Null,
-            Value::Bool(b) => Saw::Bool(b),
-            Value::String(text) => Saw::String(text),
-            other => Saw::Other(Box::new(other)),
-        }
+            Value::Bool(b) => Saw::Bool(*b),
+            _ => {
+                return match value {
+                    Value::String(text) => Saw::String(text),
+                    other => Saw::Other(Box::new(other)),
+                }
+            }
+        };
+        // A `null` or a bool owns nothing: skip the call that drops it.
+        std::mem::forget(value);
+        small
     }
 }
 
