@@ -20,7 +20,7 @@ use std::fmt;
 use crate::compile::{NodeId, Tree, NEAR_LIMIT};
 use std::sync::Arc;
 
-use crate::decision::{Considered, Effect, Name, Outcome, Seen, Step};
+use crate::decision::{Considered, Did, Effect, Name, Outcome, Seen, Step};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
 use crate::ir::{Expr, Obligation, PolicySet, Rule, RuleKind, TtlCap};
 use crate::request::{Prepared, Request};
@@ -55,26 +55,63 @@ pub struct Authorization {
     pub dropped: Vec<String>,
     /// Granted lifetime in seconds; 0 on deny.
     pub ttl: u64,
-    /// What the broker must do; empty on deny.
+    /// The obligations added, in policy order: what the broker must do
+    /// on allow (a deny carries none; its trace's steps may still name
+    /// those added before an obligation failed).
     pub obligations: Vec<Obligated>,
     /// What failed, in the order met.
     pub errors: Vec<Fault>,
-    /// The rules considered, in policy order: each one's index, outcome,
-    /// the condition that failed, its steps as [`Step`]s.
+    /// The rules considered, in policy order: each one's index, outcome
+    /// and the condition that failed.
     pub trace: Vec<Considered>,
+    /// The steps the considered rules took, each with its rule's index,
+    /// in rule order (one rule's steps in the order taken).
+    pub effects: Vec<(u32, Did)>,
+    /// The `because` texts of the matched rules that have one, by rule
+    /// index, in rule order.
+    pub because: Vec<(u32, String)>,
 }
 
-/// An obligation the decision carries.
+/// An obligation the decision carries. A `revoke_on`'s event stays in the
+/// policy set (read with [`Obligated::event`]); only an audience, filled
+/// for the request, is a string of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Obligated {
     /// `approval`, `revoke_on`, `audience`, `log`.
     pub kind: &'static str,
-    /// For `revoke_on`: the event.
-    pub event: Option<String>,
     /// For `audience`: the value.
     pub value: Option<String>,
     /// The rule that asked for it.
     pub rule: u32,
+    /// Which of the rule's obligations it is (0 for a `require`).
+    pub source: u32,
+}
+
+impl Obligated {
+    /// For `revoke_on`: the event, read from `set`, the policy set the
+    /// rule index is into.
+    pub fn event<'s>(&self, set: &'s PolicySet) -> Option<&'s str> {
+        match obligation_of(set, self.rule, self.source) {
+            Some(Obligation::RevokeOn(event)) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The event or the value, when the kind has one (what the trace's
+    /// `added obligation` step names).
+    pub fn detail<'s>(&'s self, set: &'s PolicySet) -> Option<&'s str> {
+        self.event(set).or(self.value.as_deref())
+    }
+}
+
+/// The `source`th obligation of rule `rule` of `set` (a `require`'s one
+/// obligation for 0).
+fn obligation_of(set: &PolicySet, rule: u32, source: u32) -> Option<&Obligation> {
+    match &set.rules.get(rule as usize)?.kind {
+        RuleKind::Permit { obligations, .. } => obligations.get(source as usize),
+        RuleKind::Require(obligation) if source == 0 => Some(obligation),
+        _ => None,
+    }
 }
 
 /// An error in a decision, and where it came from.
@@ -119,9 +156,9 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
     // A matching forbid (or one that failed closed) denies.
     let mut reasons = Vec::new();
     for i in 0..walk.matched.len() {
-        let (slot, rule) = walk.matched_rule(i);
+        let (_, rule) = walk.matched_rule(i);
         if let RuleKind::Forbid = walk.kind(rule) {
-            walk.trace[slot].effect.push(Step::Denied);
+            walk.step(rule, Step::Denied);
             reasons.push(rule);
         }
     }
@@ -150,27 +187,27 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         Ok(ttl) => ttl,
         Err(reasons) => return walk.deny(reasons, Vec::new()),
     };
-    let obligations = match walk.obligations(&granted) {
-        Ok(obligations) => obligations,
-        Err(rule) => return walk.deny(vec![rule], Vec::new()),
-    };
+    if let Err(rule) = walk.obligations(&granted) {
+        return walk.deny(vec![rule], Vec::new());
+    }
     let reasons = granted.iter().map(|g| g.rule).collect();
+    walk.finish_effects();
     Authorization {
         effect: Effect::Allow,
         reasons,
         scope: scope.scope,
         dropped: scope.dropped,
         ttl,
-        obligations,
+        obligations: walk.obligations,
         errors: walk.errors,
         trace: walk.trace,
+        effects: walk.effects,
+        because: walk.because,
     }
 }
 
 /// A TTL cap met: a permit's `for` or a limit's cap.
 struct Cap {
-    /// The rule's slot in the trace.
-    slot: usize,
     /// The rule's index.
     rule: u32,
     /// The cap, in seconds.
@@ -182,9 +219,8 @@ struct Cap {
 }
 
 impl Cap {
-    fn new(slot: usize, rule: u32, seconds: u64) -> Cap {
+    fn new(rule: u32, seconds: u64) -> Cap {
         Cap {
-            slot,
             rule,
             seconds,
             computed: false,
@@ -279,8 +315,13 @@ struct Walk<'a> {
     errors: Vec<Fault>,
     /// The slots of the rules that matched, in policy order.
     matched: Vec<usize>,
-    /// Permits that did not match, with the conjunct that failed.
-    missed_permits: Vec<(u32, usize)>,
+    /// The steps taken, each with its rule's index, in the order taken
+    /// (sorted by rule at the end: [`Walk::finish_effects`]).
+    effects: Vec<(u32, Did)>,
+    /// The `because` texts, by rule index, in rule order.
+    because: Vec<(u32, String)>,
+    /// The obligations added so far.
+    obligations: Vec<Obligated>,
 }
 
 impl<'a> Walk<'a> {
@@ -307,8 +348,35 @@ impl<'a> Walk<'a> {
             near,
             errors: Vec::new(),
             matched: Vec::with_capacity(count),
-            missed_permits: Vec::with_capacity(count),
+            effects: Vec::new(),
+            because: Vec::new(),
+            obligations: Vec::new(),
         }
+    }
+
+    /// Records a step of rule `rule`, after its earlier ones.
+    fn step(&mut self, rule: u32, step: Step) {
+        self.effects.push((rule, Did::Step(step)));
+    }
+
+    /// Records a step of rule `rule` before its earlier ones.
+    fn first_step(&mut self, rule: u32, step: Step) {
+        // The effects are in the order taken, so the rule's first step is
+        // the first with its index; inserting there keeps the order the
+        // final (stable) sort by rule gives.
+        let at = self
+            .effects
+            .iter()
+            .position(|(r, _)| *r == rule)
+            .unwrap_or(self.effects.len());
+        self.effects.insert(at, (rule, Did::Step(step)));
+    }
+
+    /// Puts the steps in rule order, each rule's in the order taken.
+    fn finish_effects(&mut self) {
+        // A stable sort; a decision has a handful of steps, mostly in
+        // order already.
+        self.effects.sort_by_key(|(rule, _)| *rule);
     }
 
     fn kind(&self, rule: u32) -> &'a RuleKind {
@@ -338,14 +406,11 @@ impl<'a> Walk<'a> {
             let index = self.candidates[i];
             let rule = &self.set.rules[index as usize];
             let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
-            let mut entry = match self.evaluator.rule(rule) {
+            let entry = match self.evaluator.rule(rule) {
                 RuleResult::True => Considered::new(index, Outcome::Matched),
                 RuleResult::False(at) => {
                     let mut entry = Considered::new(index, Outcome::NotMatched);
                     entry.failed = Some(seen(&mut self.evaluator, rule, at));
-                    if !fails_closed {
-                        self.missed_permits.push((index, at));
-                    }
                     entry
                 }
                 RuleResult::Error(error) => {
@@ -363,18 +428,25 @@ impl<'a> Walk<'a> {
                 // A rule that applies only by failing closed did not hold,
                 // so its `because` would not be true.
                 if let (Some(because), None) = (&rule.because, &entry.error) {
-                    entry.because = self.evaluator.template(because, Fill::Text).ok();
+                    if let Ok(text) = self.evaluator.template(because, Fill::Text) {
+                        self.because.push((index, text));
+                    }
                 }
                 self.matched.push(self.trace.len());
             }
             self.trace.push(entry);
         }
+        // Every step belongs to a matched rule: a forbid's denial, a
+        // permit's grant, scope and TTL, a limit's, an obligation; about
+        // two each, so that the steps are not grown push by push.
+        let steps = 2 * self.matched.len();
+        self.effects.reserve_exact(steps);
     }
 
     /// Builds the matched permits' grants; a grant that cannot be built
     /// makes its permit not match.
     fn grants(&mut self) -> Vec<Grant> {
-        let mut granted = Vec::new();
+        let mut granted = Vec::with_capacity(self.matched.len());
         for i in 0..self.matched.len() {
             let (slot, rule) = self.matched_rule(i);
             let RuleKind::Permit { grant, .. } = self.kind(rule) else {
@@ -467,15 +539,14 @@ impl<'a> Walk<'a> {
             kept.push(covering);
         }
         for ((slot, _), dropped) in limits.iter().zip(limit_drops) {
-            self.trace[*slot]
-                .effect
-                .push(Step::NarrowedScope { dropped });
+            let rule = self.trace[*slot].rule;
+            self.step(rule, Step::NarrowedScope { dropped });
         }
         let any_grant = granted.iter().any(|g| !g.items.is_empty());
         if (requested || any_grant) && out.scope.is_empty() {
             for g in granted {
                 if !g.items.is_empty() || requested {
-                    self.trace[g.slot].effect.push(Step::CoveredNone);
+                    self.step(g.rule, Step::CoveredNone);
                 }
             }
             // A permit without a grant still allows when nothing was
@@ -518,7 +589,7 @@ impl<'a> Walk<'a> {
             } else {
                 continue;
             };
-            self.trace[g.slot].effect.insert(0, step);
+            self.first_step(g.rule, step);
         }
     }
 
@@ -540,7 +611,7 @@ impl<'a> Walk<'a> {
             } = *self.kind(g.rule)
             {
                 if *contributes {
-                    caps.push(Cap::new(g.slot, g.rule, seconds));
+                    caps.push(Cap::new(g.rule, seconds));
                 }
             }
         }
@@ -548,7 +619,7 @@ impl<'a> Walk<'a> {
             let (slot, rule) = self.matched_rule(i);
             match self.kind(rule) {
                 RuleKind::LimitTtl(TtlCap::Const(seconds)) => {
-                    caps.push(Cap::new(slot, rule, *seconds));
+                    caps.push(Cap::new(rule, *seconds));
                 }
                 RuleKind::LimitTtl(TtlCap::Computed(expr)) => {
                     caps.push(self.computed_cap(slot, rule, expr));
@@ -580,7 +651,7 @@ impl<'a> Walk<'a> {
             if !matches!(step, Step::TtlKept { .. }) {
                 ttl = Some(cap.seconds);
             }
-            self.trace[cap.slot].effect.push(step);
+            self.step(cap.rule, step);
         }
         let ttl = ttl.unwrap_or(DEFAULT_TTL);
         if ttl > 0 {
@@ -595,7 +666,7 @@ impl<'a> Walk<'a> {
             if cap.seconds > 0 {
                 continue;
             }
-            self.trace[cap.slot].effect.push(Step::TtlUnderOneSecond);
+            self.step(cap.rule, Step::TtlUnderOneSecond);
             // A cap that failed has its own error already.
             if !cap.failed {
                 self.fault(cap.rule, AuthError::TtlZero);
@@ -617,10 +688,10 @@ impl<'a> Walk<'a> {
     fn computed_cap(&mut self, slot: usize, rule: u32, expr: &'a Expr) -> Cap {
         match self.evaluator.ttl_cap(expr) {
             Ok((seconds, how)) => {
-                self.trace[slot].effect.push(Step::TtlComputed { cap: seconds, how });
+                self.step(rule, Step::TtlComputed { cap: seconds, how });
                 Cap {
                     computed: true,
-                    ..Cap::new(slot, rule, seconds)
+                    ..Cap::new(rule, seconds)
                 }
             }
             Err(error) => {
@@ -630,7 +701,6 @@ impl<'a> Walk<'a> {
                     entry.error = Some(at);
                 }
                 Cap {
-                    slot,
                     rule,
                     seconds: 0,
                     computed: true,
@@ -641,62 +711,96 @@ impl<'a> Walk<'a> {
     }
 
     /// The obligations of the granting permits and applicable requires,
-    /// deduplicated, in policy order. `Err` with the rule whose obligation
-    /// could not be computed.
-    fn obligations(&mut self, granted: &[Grant]) -> Result<Vec<Obligated>, u32> {
-        let mut sources: Vec<(usize, u32, &'a Obligation)> = Vec::new();
+    /// deduplicated, in policy order, into `self.obligations`. `Err` with
+    /// the rule whose obligation could not be computed.
+    fn obligations(&mut self, granted: &[Grant]) -> Result<(), u32> {
+        let is_require = |kind: &RuleKind| matches!(kind, RuleKind::Require(_));
+        // Sized once: the permits' obligations and the requires'.
+        let mut count = 0;
         for g in granted {
             if let RuleKind::Permit { obligations, .. } = self.kind(g.rule) {
-                sources.extend(obligations.iter().map(|o| (g.slot, g.rule, o)));
+                count += obligations.len();
             }
         }
         for i in 0..self.matched.len() {
-            let (slot, rule) = self.matched_rule(i);
-            if let RuleKind::Require(obligation) = self.kind(rule) {
-                sources.push((slot, rule, obligation));
-            }
+            count += usize::from(is_require(self.kind(self.matched_rule(i).1)));
         }
-        sources.sort_by_key(|&(_, rule, _)| rule);
-        let mut out: Vec<Obligated> = Vec::with_capacity(sources.len());
-        for (slot, rule, obligation) in sources {
-            let (kind, event, value) = match obligation {
-                Obligation::Approval => ("approval", None, None),
-                Obligation::Log => ("log", None, None),
-                Obligation::RevokeOn(event) => ("revoke_on", Some(String::from(&**event)), None),
-                Obligation::Audience(template) => {
-                    match self.evaluator.obligation_value("audience", template) {
-                        Ok(value) => ("audience", None, Some(value)),
-                        Err(error) => {
-                            // An obligation that cannot be stated cannot be
-                            // honoured.
-                            let at = self.fault(rule, AuthError::Eval(error));
-                            let entry = &mut self.trace[slot];
-                            entry.outcome = Outcome::Error;
-                            entry.error = Some(at);
-                            entry.effect.push(Step::ObligationFailed);
-                            return Err(rule);
+        self.obligations.reserve_exact(count);
+        // The grants and the matched rules are both in policy order: merge
+        // them by rule instead of collecting and sorting.
+        let (mut g, mut m) = (0, 0);
+        loop {
+            while m < self.matched.len() && !is_require(self.kind(self.matched_rule(m).1)) {
+                m += 1;
+            }
+            let require = (m < self.matched.len()).then(|| self.matched_rule(m));
+            match (granted.get(g), require) {
+                (Some(grant), next) if !matches!(next, Some((_, rule)) if rule <= grant.rule) => {
+                    g += 1;
+                    if let RuleKind::Permit { obligations, .. } = self.kind(grant.rule) {
+                        for (source, obligation) in (0..).zip(obligations.iter()) {
+                            self.oblige(grant.slot, grant.rule, source, obligation)?;
                         }
                     }
                 }
-            };
-            if out
-                .iter()
-                .any(|o| o.kind == kind && o.event == event && o.value == value)
-            {
-                continue;
+                (_, Some((slot, rule))) => {
+                    m += 1;
+                    if let RuleKind::Require(obligation) = self.kind(rule) {
+                        self.oblige(slot, rule, 0, obligation)?;
+                    }
+                }
+                (_, None) => return Ok(()),
             }
-            let detail = event.clone().or_else(|| value.clone());
-            self.trace[slot]
-                .effect
-                .push(Step::ObligationAdded { kind, detail });
-            out.push(Obligated {
-                kind,
-                event,
-                value,
-                rule,
-            });
         }
-        Ok(out)
+    }
+
+    /// Adds the `source`th obligation of rule `rule` (in trace slot
+    /// `slot`) unless the same one was added; `Err` with the rule when it
+    /// cannot be computed.
+    fn oblige(
+        &mut self,
+        slot: usize,
+        rule: u32,
+        source: u32,
+        obligation: &'a Obligation,
+    ) -> Result<(), u32> {
+        let set = self.set;
+        let (kind, event, value) = match obligation {
+            Obligation::Approval => ("approval", None, None),
+            Obligation::Log => ("log", None, None),
+            Obligation::RevokeOn(event) => ("revoke_on", Some(&**event), None),
+            Obligation::Audience(template) => {
+                match self.evaluator.obligation_value("audience", template) {
+                    Ok(value) => ("audience", None, Some(value)),
+                    Err(error) => {
+                        // An obligation that cannot be stated cannot be
+                        // honoured.
+                        let at = self.fault(rule, AuthError::Eval(error));
+                        let entry = &mut self.trace[slot];
+                        entry.outcome = Outcome::Error;
+                        entry.error = Some(at);
+                        self.step(rule, Step::ObligationFailed);
+                        return Err(rule);
+                    }
+                }
+            }
+        };
+        if self
+            .obligations
+            .iter()
+            .any(|o| o.kind == kind && o.event(set) == event && o.value == value)
+        {
+            return Ok(());
+        }
+        let at = self.obligations.len() as u32;
+        self.effects.push((rule, Did::Obligation(at)));
+        self.obligations.push(Obligated {
+            kind,
+            value,
+            rule,
+            source,
+        });
+        Ok(())
     }
 
     /// On default deny: flags up to three permits that came closest (the
@@ -707,15 +811,25 @@ impl<'a> Walk<'a> {
     /// tree was built ([`Tree::rules_below`]).
     fn mark_closest(&mut self) {
         let set = self.set;
+        // The permits that did not match, with the conjunct that failed:
+        // the trace's, which no later step changes.
+        let missed = |c: &Considered| match (&set.rules[c.rule as usize].kind, &c.failed) {
+            (RuleKind::Permit { .. }, Some(seen)) if c.outcome == Outcome::NotMatched => {
+                Some((seen.condition as usize, c.rule))
+            }
+            _ => None,
+        };
+        let count = self.trace.iter().filter(|c| missed(c).is_some()).count();
         // (conditions held, rule index, failed conjunct), best first.
         // Room for the permits near the missed switches too, so that the
         // pool is allocated once.
         let mut pool: Vec<(usize, u32, Option<usize>)> =
-            Vec::with_capacity(self.missed_permits.len() + 2 * NEAR_LIMIT);
+            Vec::with_capacity(count + 2 * NEAR_LIMIT);
         pool.extend(
-            self.missed_permits
+            self.trace
                 .iter()
-                .map(|&(r, at)| (at, r, Some(at))),
+                .filter_map(missed)
+                .map(|(at, r)| (at, r, Some(at))),
         );
         if pool.len() < 3 {
             for rule in self.compiled.tree.rules_below(&self.near) {
@@ -753,16 +867,19 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn deny(self, reasons: Vec<u32>, dropped: Vec<String>) -> Authorization {
+    fn deny(mut self, reasons: Vec<u32>, dropped: Vec<String>) -> Authorization {
+        self.finish_effects();
         Authorization {
             effect: Effect::Deny,
             reasons,
             scope: Vec::new(),
             dropped,
             ttl: 0,
-            obligations: Vec::new(),
+            obligations: self.obligations,
             errors: self.errors,
             trace: self.trace,
+            effects: self.effects,
+            because: self.because,
         }
     }
 }
@@ -771,6 +888,6 @@ impl<'a> Walk<'a> {
 fn seen<'a>(evaluator: &mut Evaluator<'a>, rule: &'a Rule, at: usize) -> Seen {
     Seen {
         condition: at as u32,
-        saw: evaluator.saw(&rule.conjuncts[at]),
+        saw: evaluator.saw(&rule.conjuncts[at]).into(),
     }
 }

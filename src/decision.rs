@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::authorize::Fault;
+use crate::authorize::{Fault, Obligated};
 use crate::ir::PolicySet;
 use crate::name::needs_escape;
 pub use crate::name::Name;
@@ -369,10 +369,12 @@ pub struct TraceEntry {
 
 /// One rule considered for a decision, as the authorizer records it: the
 /// rule and the condition by index into the compiled policy set, and what
-/// only this request could tell (the value a condition saw, the steps, the
-/// `because` text). The rule's id, kind, location and condition text stay
-/// in the policy set until the trace is read: recording a candidate costs
-/// no reference count and no copy of the policy's strings.
+/// only this request could tell (the value a condition saw; the steps and
+/// the `because` text are kept beside the records, in [`Record`]). The
+/// rule's id, kind, location and condition text stay in the policy set
+/// until the trace is read: recording a candidate costs no reference count
+/// and no copy of the policy's strings, and a record is small (56 bytes),
+/// so a pack's trace fits one small allocation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Considered {
     /// The rule's index in the policy set.
@@ -387,10 +389,6 @@ pub struct Considered {
     /// its index among the decision's errors ([`Faults`]); its message is
     /// written when the trace is read.
     pub error: Option<u32>,
-    /// What it did to the decision, in order.
-    pub effect: Vec<Step>,
-    /// The rule's `because` message, when it matched.
-    pub because: Option<String>,
 }
 
 impl Considered {
@@ -402,16 +400,14 @@ impl Considered {
             closest: false,
             failed: None,
             error: None,
-            effect: Vec::new(),
-            because: None,
         }
     }
 
-    /// The trace entry it stands for, the names taken from `set`, the
-    /// policy set the rule was considered in, and the error's message from
-    /// `faults`.
-    fn entry(&self, set: &PolicySet, faults: Option<&Faults>) -> TraceEntry {
-        let rule = &set.rules[self.rule as usize];
+    /// The trace entry it stands for, the names taken from the record's
+    /// policy set, its steps and `because` from the record, and the
+    /// error's message from the record's faults.
+    fn entry(&self, record: &Record) -> TraceEntry {
+        let rule = &record.set.rules[self.rule as usize];
         TraceEntry {
             rule: rule.id.clone(),
             kind: rule.kind_name.clone(),
@@ -419,12 +415,116 @@ impl Considered {
             outcome: self.outcome,
             failed: self.failed.as_ref().map(|seen| Failed {
                 condition: rule.conjunct_text[seen.condition as usize].clone(),
-                saw: seen.saw.clone(),
+                saw: seen.saw.to_value(),
             }),
-            error: self.error.map(|at| fault_message(faults, at)),
-            effect: self.effect.clone(),
-            because: self.because.clone(),
+            error: self
+                .error
+                .map(|at| fault_message(record.faults.as_deref(), at)),
+            effect: record
+                .effects_of(self.rule)
+                .iter()
+                .map(|(_, did)| record.step(did))
+                .collect(),
+            because: record.because_of(self.rule).map(str::to_owned),
             closest: self.closest,
+        }
+    }
+}
+
+/// One step a rule took, as the authorizer records it: a [`Step`], or an
+/// obligation the decision carries, by its index among the record's
+/// obligations (its kind, event or value are read from there when the
+/// trace is written, not copied into the step).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Did {
+    /// A step as it reads.
+    Step(Step),
+    /// `added obligation ...`: the `n`th of [`Record::obligations`].
+    Obligation(u32),
+}
+
+/// What the authorizer found for one decision, by index into the compiled
+/// policy set: the rules considered, the steps they took, their `because`
+/// texts, the obligations added and the errors. Shared (one `Arc`) by the
+/// decision's [`Trace`] and [`Obligations`], which build their entries
+/// from it when they are first read; the decision's JSON is written from
+/// it directly.
+#[derive(Debug)]
+pub struct Record {
+    /// The policy set the indexes are into.
+    pub set: Arc<PolicySet>,
+    /// The rules considered, in policy order.
+    pub considered: Vec<Considered>,
+    /// The steps, each with its rule's index, in rule order (stable: one
+    /// rule's steps in the order taken).
+    pub effects: Vec<(u32, Did)>,
+    /// The `because` texts of the matched rules that have one, by rule
+    /// index, in rule order.
+    pub because: Vec<(u32, String)>,
+    /// The obligations added, in the order added (the decision carries
+    /// them only on allow; the trace's steps index them either way).
+    pub obligations: Vec<Obligated>,
+    /// The decision's errors, which the records' `error`s index.
+    pub faults: Option<Arc<Faults>>,
+}
+
+impl Record {
+    /// The steps of rule `rule`, in order.
+    fn effects_of(&self, rule: u32) -> &[(u32, Did)] {
+        let start = self.effects.partition_point(|(r, _)| *r < rule);
+        let len = self.effects[start..].partition_point(|(r, _)| *r == rule);
+        &self.effects[start..start + len]
+    }
+
+    /// The `because` text of rule `rule`, when it has one.
+    fn because_of(&self, rule: u32) -> Option<&str> {
+        self.because
+            .binary_search_by_key(&rule, |(r, _)| *r)
+            .ok()
+            .map(|at| self.because[at].1.as_str())
+    }
+
+    /// The obligation a step indexes; `None` for an index out of range
+    /// (a record built by hand).
+    fn obligation(&self, at: u32) -> Option<&Obligated> {
+        self.obligations.get(at as usize)
+    }
+
+    /// The step `did` stands for.
+    fn step(&self, did: &Did) -> Step {
+        match did {
+            Did::Step(step) => step.clone(),
+            Did::Obligation(at) => match self.obligation(*at) {
+                Some(o) => Step::ObligationAdded {
+                    kind: o.kind,
+                    detail: o.detail(&self.set).map(str::to_owned),
+                },
+                None => Step::ObligationAdded {
+                    kind: "log",
+                    detail: None,
+                },
+            },
+        }
+    }
+
+    /// Appends the text of step `did` to `out`, as [`Step::push_text`]
+    /// writes the step it stands for.
+    fn push_text(&self, did: &Did, out: &mut String) {
+        match did {
+            Did::Step(step) => step.push_text(out),
+            Did::Obligation(at) => {
+                out.push_str("added obligation ");
+                match self.obligation(*at) {
+                    Some(o) => {
+                        out.push_str(o.kind);
+                        if let Some(detail) = o.detail(&self.set) {
+                            out.push(' ');
+                            out.push_str(detail);
+                        }
+                    }
+                    None => out.push_str("log"),
+                }
+            }
         }
     }
 }
@@ -435,7 +535,63 @@ pub struct Seen {
     /// The index of the conjunct among the rule's conditions.
     pub condition: u32,
     /// The value of the attribute it tested (`null` when missing).
-    pub saw: Value,
+    pub saw: Saw,
+}
+
+/// A value a false condition saw, kept small: nearly always a bool, a
+/// string or `null`; any other JSON value is boxed. (A `serde_json::Value`
+/// is 80 bytes with ordered maps; this keeps a trace record at 56.)
+#[derive(Debug, Clone, PartialEq)]
+pub enum Saw {
+    /// `null`: the attribute was missing.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    String(String),
+    /// Anything else.
+    Other(Box<Value>),
+}
+
+impl From<Value> for Saw {
+    fn from(value: Value) -> Saw {
+        let small = match &value {
+            Value::Null => Saw::Null,
+            Value::Bool(b) => Saw::Bool(*b),
+            _ => {
+                return match value {
+                    Value::String(text) => Saw::String(text),
+                    other => Saw::Other(Box::new(other)),
+                }
+            }
+        };
+        // A `null` or a bool owns nothing: skip the call that drops it.
+        std::mem::forget(value);
+        small
+    }
+}
+
+impl Saw {
+    /// The value as JSON.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Saw::Null => Value::Null,
+            Saw::Bool(b) => Value::Bool(*b),
+            Saw::String(text) => Value::String(text.clone()),
+            Saw::Other(value) => (**value).clone(),
+        }
+    }
+
+    /// Appends the value's JSON, as serde_json writes it compactly.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Saw::Null => out.extend_from_slice(b"null"),
+            Saw::Bool(true) => out.extend_from_slice(b"true"),
+            Saw::Bool(false) => out.extend_from_slice(b"false"),
+            Saw::String(text) => write_str(out, text),
+            Saw::Other(value) => write_value(out, value),
+        }
+    }
 }
 
 /// What [`Trace`] and [`Errors`] share: each is a list kept as the
@@ -543,15 +699,16 @@ macro_rules! deferred_list {
 
 deferred_list!(Trace, TraceEntry);
 deferred_list!(Errors, ErrorOut);
+deferred_list!(Obligations, ObligationOut);
 
 /// The trace of a decision: the rules considered, in policy order.
 ///
-/// A decision made by the engine holds its trace as [`Considered`] records
-/// and the policy set they index (one reference count per decision, not
-/// per entry). Writing the decision's JSON reads the names straight from
-/// the policy set; reading the trace as [`TraceEntry`]s (it dereferences
-/// to `Vec<TraceEntry>`, as it used to be) builds them once, on first
-/// use. Changing it (`DerefMut`) builds them and keeps only them.
+/// A decision made by the engine holds its trace as the authorizer's
+/// [`Record`] (one reference count per decision, not per entry). Writing
+/// the decision's JSON reads the names straight from the policy set;
+/// reading the trace as [`TraceEntry`]s (it dereferences to
+/// `Vec<TraceEntry>`, as it used to be) builds them once, on first use.
+/// Changing it (`DerefMut`) builds them and keeps only them.
 #[derive(Clone, Default)]
 pub struct Trace {
     lazy: Option<Lazy>,
@@ -559,23 +716,20 @@ pub struct Trace {
     owned: Vec<TraceEntry>,
 }
 
-/// A trace not read yet: the records, the policy set they index and the
-/// decision's errors, which their `error`s index.
+/// A trace not read yet: the record it is built from.
 #[derive(Clone)]
 struct Lazy {
-    set: Arc<PolicySet>,
-    considered: Vec<Considered>,
-    faults: Option<Arc<Faults>>,
+    record: Arc<Record>,
     /// The entries, built on first read.
     built: OnceLock<Vec<TraceEntry>>,
 }
 
 impl Lazy {
     fn build(&self) -> Vec<TraceEntry> {
-        let faults = self.faults.as_deref();
-        self.considered
+        self.record
+            .considered
             .iter()
-            .map(|c| c.entry(&self.set, faults))
+            .map(|c| c.entry(&self.record))
             .collect()
     }
 }
@@ -590,22 +744,14 @@ fn fault_message(faults: Option<&Faults>, at: u32) -> String {
 }
 
 impl Trace {
-    /// A trace of `considered`, whose rule and condition indexes are into
-    /// `set` and whose errors are indexes into `faults` (the decision's
-    /// errors, shared with [`Decision::errors`]).
-    pub fn new(
-        set: Arc<PolicySet>,
-        considered: Vec<Considered>,
-        faults: Option<Arc<Faults>>,
-    ) -> Trace {
-        if considered.is_empty() {
+    /// The trace of `record`'s considered rules.
+    pub fn new(record: Arc<Record>) -> Trace {
+        if record.considered.is_empty() {
             return Trace::default();
         }
         Trace {
             lazy: Some(Lazy {
-                set,
-                considered,
-                faults,
+                record,
                 built: OnceLock::new(),
             }),
             owned: Vec::new(),
@@ -615,7 +761,7 @@ impl Trace {
     /// How many rules were considered (without building the entries).
     pub fn len(&self) -> usize {
         match &self.lazy {
-            Some(lazy) => lazy.considered.len(),
+            Some(lazy) => lazy.record.considered.len(),
             None => self.owned.len(),
         }
     }
@@ -630,8 +776,8 @@ impl Trace {
         // One buffer for the text of every step.
         let mut text = String::new();
         match &self.lazy {
-            Some(lazy) => write_list(out, &lazy.considered, |out, c| {
-                c.write_json(&lazy.set, lazy.faults.as_deref(), out, &mut text)
+            Some(lazy) => write_list(out, &lazy.record.considered, |out, c| {
+                c.write_json(&lazy.record, out, &mut text)
             }),
             None => write_list(out, &self.owned, |out, entry| {
                 entry.write_json(out, &mut text)
@@ -640,6 +786,119 @@ impl Trace {
     }
 }
 
+/// The obligations of a decision: what the broker must do.
+///
+/// A decision made by the engine holds them as the authorizer recorded
+/// them (kinds, the rules by index, events read from the policy set) in
+/// its [`Record`]; reading them as [`ObligationOut`]s (it dereferences to
+/// `Vec<ObligationOut>`) builds those once, on first use, and writing the
+/// decision's JSON writes them straight from the record. Changing it
+/// (`DerefMut`) builds them and keeps only them.
+#[derive(Clone, Default)]
+pub struct Obligations {
+    lazy: Option<LazyObligations>,
+    /// The obligations, when built from them or changed.
+    owned: Vec<ObligationOut>,
+}
+
+/// Obligations not read yet.
+#[derive(Clone)]
+struct LazyObligations {
+    record: Arc<Record>,
+    /// The obligations, built on first read.
+    built: OnceLock<Vec<ObligationOut>>,
+}
+
+impl LazyObligations {
+    fn build(&self) -> Vec<ObligationOut> {
+        let set = &self.record.set;
+        self.record
+            .obligations
+            .iter()
+            .map(|o| ObligationOut {
+                kind: o.kind.to_owned(),
+                event: o.event(set).map(str::to_owned),
+                value: o.value.clone(),
+                rule: set.rules[o.rule as usize].id.as_str().to_owned(),
+            })
+            .collect()
+    }
+}
+
+impl Obligations {
+    /// The obligations `record` added (none when it added none).
+    pub fn recorded(record: Arc<Record>) -> Obligations {
+        if record.obligations.is_empty() {
+            return Obligations::default();
+        }
+        Obligations {
+            lazy: Some(LazyObligations {
+                record,
+                built: OnceLock::new(),
+            }),
+            owned: Vec::new(),
+        }
+    }
+
+    /// How many obligations (without building them).
+    pub fn len(&self) -> usize {
+        match &self.lazy {
+            Some(lazy) => lazy.record.obligations.len(),
+            None => self.owned.len(),
+        }
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the obligations' JSON array to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Some(lazy) = &self.lazy else {
+            write_list(out, &self.owned, |out, o| {
+                write_obligation(
+                    out,
+                    &o.kind,
+                    o.event.as_deref(),
+                    o.value.as_deref(),
+                    |out| write_str(out, &o.rule),
+                )
+            });
+            return;
+        };
+        let set = &lazy.record.set;
+        write_list(out, &lazy.record.obligations, |out, o| {
+            write_obligation(out, o.kind, o.event(set), o.value.as_deref(), |out| {
+                write_name(out, &set.rules[o.rule as usize].id)
+            })
+        });
+    }
+}
+
+/// One obligation's JSON object, as the derived `Serialize` of
+/// [`ObligationOut`] writes it; `rule` writes the rule id.
+fn write_obligation(
+    out: &mut Vec<u8>,
+    kind: &str,
+    event: Option<&str>,
+    value: Option<&str>,
+    rule: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(b"{\"kind\":");
+    write_str(out, kind);
+    if let Some(event) = event {
+        out.extend_from_slice(b",\"event\":");
+        write_str(out, event);
+    }
+    if let Some(value) = value {
+        out.extend_from_slice(b",\"value\":");
+        write_str(out, value);
+    }
+    out.extend_from_slice(b",\"rule\":");
+    rule(out);
+    out.push(b'}');
+}
 
 /// The errors of a decision as the authorizer records them: each one's rule
 /// by index and what went wrong, typed ([`Fault`]), with the policy set the
@@ -782,8 +1041,9 @@ pub struct Decision {
     pub scope: Vec<String>,
     /// Granted lifetime in seconds; 0 on deny.
     pub ttl: u64,
-    /// What the broker must do; empty on deny.
-    pub obligations: Vec<ObligationOut>,
+    /// What the broker must do; empty on deny (read as a
+    /// `Vec<ObligationOut>`; see [`Obligations`]).
+    pub obligations: Obligations,
     /// The rules that decided.
     pub reasons: Vec<String>,
     /// Requested items no matched permit covered (or a limit removed).
@@ -808,7 +1068,7 @@ impl Decision {
             decision: Effect::Deny,
             scope: Vec::new(),
             ttl: 0,
-            obligations: Vec::new(),
+            obligations: Obligations::default(),
             reasons: Vec::new(),
             dropped_scope: Vec::new(),
             errors: Errors::from(vec![ErrorOut::in_request(message)]),
@@ -848,21 +1108,7 @@ impl Decision {
         out.extend_from_slice(b",\"ttl\":");
         out.extend_from_slice(digits(self.ttl, &mut [0u8; 20]).as_bytes());
         out.extend_from_slice(b",\"obligations\":");
-        write_list(out, &self.obligations, |out, o| {
-            out.extend_from_slice(b"{\"kind\":");
-            write_str(out, &o.kind);
-            if let Some(event) = &o.event {
-                out.extend_from_slice(b",\"event\":");
-                write_str(out, event);
-            }
-            if let Some(value) = &o.value {
-                out.extend_from_slice(b",\"value\":");
-                write_str(out, value);
-            }
-            out.extend_from_slice(b",\"rule\":");
-            write_str(out, &o.rule);
-            out.push(b'}');
-        });
+        self.obligations.write_json(out);
         out.extend_from_slice(b",\"reasons\":");
         write_list(out, &self.reasons, |out, item| write_str(out, item));
         out.extend_from_slice(b",\"dropped_scope\":");
@@ -912,9 +1158,12 @@ impl TraceEntry {
                 kind: &self.kind,
                 at: &self.at,
                 outcome: self.outcome,
-                failed: self.failed.as_ref().map(|f| (&f.condition, &f.saw)),
+                failed: self
+                    .failed
+                    .as_ref()
+                    .map(|f| (&f.condition, SawRef::Value(&f.saw))),
                 error: self.error.as_ref().map(|e| e as &dyn fmt::Display),
-                effect: &self.effect,
+                effect: Steps::Owned(&self.effect),
                 because: self.because.as_deref(),
                 closest: self.closest,
             },
@@ -924,15 +1173,10 @@ impl TraceEntry {
 
 impl Considered {
     /// Appends the JSON of the entry it stands for, the names read from
-    /// `set`: the same text as [`TraceEntry`]'s.
-    fn write_json(
-        &self,
-        set: &PolicySet,
-        faults: Option<&Faults>,
-        out: &mut Vec<u8>,
-        text: &mut String,
-    ) {
-        let rule = &set.rules[self.rule as usize];
+    /// the record's policy set: the same text as [`TraceEntry`]'s.
+    fn write_json(&self, record: &Record, out: &mut Vec<u8>, text: &mut String) {
+        let rule = &record.set.rules[self.rule as usize];
+        let faults = record.faults.as_deref();
         let error = self.error.map(|at| match faults.and_then(|f| f.list.get(at as usize)) {
             Some(fault) => &fault.error as &dyn fmt::Display,
             None => &"" as &dyn fmt::Display,
@@ -948,14 +1192,32 @@ impl Considered {
                 failed: self
                     .failed
                     .as_ref()
-                    .map(|seen| (&rule.conjunct_text[seen.condition as usize], &seen.saw)),
+                    .map(|seen| {
+                        (
+                            &rule.conjunct_text[seen.condition as usize],
+                            SawRef::Saw(&seen.saw),
+                        )
+                    }),
                 error,
-                effect: &self.effect,
-                because: self.because.as_deref(),
+                effect: Steps::Recorded(record.effects_of(self.rule), record),
+                because: record.because_of(self.rule),
                 closest: self.closest,
             },
         );
     }
+}
+
+/// The value a failed condition saw: an owned entry's, or a record's.
+enum SawRef<'a> {
+    Value(&'a Value),
+    Saw(&'a Saw),
+}
+
+/// A trace entry's steps: owned, or recorded with the record that reads
+/// them.
+enum Steps<'a> {
+    Owned(&'a [Step]),
+    Recorded(&'a [(u32, Did)], &'a Record),
 }
 
 /// A trace entry's fields, borrowed from wherever they live.
@@ -964,11 +1226,11 @@ struct EntryParts<'a> {
     kind: &'a Name,
     at: &'a Name,
     outcome: Outcome,
-    failed: Option<(&'a Name, &'a Value)>,
+    failed: Option<(&'a Name, SawRef<'a>)>,
     /// The message, written when the entry is (an owned entry's `String`,
     /// or the error a recorded entry indexes).
     error: Option<&'a dyn fmt::Display>,
-    effect: &'a [Step],
+    effect: Steps<'a>,
     because: Option<&'a str>,
     closest: bool,
 }
@@ -991,20 +1253,34 @@ fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
         out.extend_from_slice(b",\"failed\":{\"condition\":");
         write_name(out, condition);
         out.extend_from_slice(b",\"saw\":");
-        write_value(out, saw);
+        match saw {
+            SawRef::Value(value) => write_value(out, value),
+            SawRef::Saw(saw) => saw.write_json(out),
+        }
         out.push(b'}');
     }
     if let Some(error) = entry.error {
         out.extend_from_slice(b",\"error\":");
         write_display(out, text, error);
     }
-    if !entry.effect.is_empty() {
-        out.extend_from_slice(b",\"effect\":");
-        write_list(out, entry.effect, |out, step| {
-            text.clear();
-            step.push_text(text);
-            write_str(out, text);
-        });
+    match entry.effect {
+        Steps::Owned(steps) if !steps.is_empty() => {
+            out.extend_from_slice(b",\"effect\":");
+            write_list(out, steps, |out, step| {
+                text.clear();
+                step.push_text(text);
+                write_str(out, text);
+            });
+        }
+        Steps::Recorded(steps, record) if !steps.is_empty() => {
+            out.extend_from_slice(b",\"effect\":");
+            write_list(out, steps, |out, (_, did)| {
+                text.clear();
+                record.push_text(did, text);
+                write_str(out, text);
+            });
+        }
+        _ => {}
     }
     if let Some(because) = entry.because {
         out.extend_from_slice(b",\"because\":");

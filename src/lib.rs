@@ -204,8 +204,8 @@ pub mod server;
 pub mod testgen;
 
 pub use decision::{
-    Decision, Effect, ErrorOut, Errors, Failed, Name, ObligationOut, Outcome, PolicyRef, Step,
-    TraceEntry,
+    Decision, Effect, ErrorOut, Errors, Failed, Name, ObligationOut, Obligations, Outcome,
+    PolicyRef, Step, TraceEntry,
 };
 pub use diagnostics::Diagnostics;
 pub use engine::{DataError, Engine, DEFAULT_PACK};

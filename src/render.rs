@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
-use crate::authorize::{authorize, Authorization, Compiled, Obligated};
+use crate::authorize::{authorize, Authorization, Compiled};
 use crate::compile::{Node, NodeId, Tree};
-use crate::decision::{Decision, Errors, Faults, Name, ObligationOut, PolicyRef, Trace};
+use crate::decision::{
+    Decision, Effect, Errors, Faults, Name, Obligations, PolicyRef, Record, Trace,
+};
 use crate::ir::PolicySet;
 use crate::request::{Prepared, Request};
 
@@ -57,30 +59,39 @@ pub fn decision(outcome: Authorization, set: &Arc<PolicySet>, digest: &Name) -> 
     // that index them, until the decision is written or read.
     let faults = (!outcome.errors.is_empty())
         .then(|| Arc::new(Faults::new(Arc::clone(set), outcome.errors)));
+    let errors = Errors::recorded(faults.clone());
+    let allow = outcome.effect == Effect::Allow;
+    // The trace and the obligations share one record, which holds what
+    // they are built from until they are read.
+    let (trace, obligations) = if outcome.trace.is_empty() {
+        (Trace::default(), Obligations::default())
+    } else {
+        let record = Arc::new(Record {
+            set: Arc::clone(set),
+            considered: outcome.trace,
+            effects: outcome.effects,
+            because: outcome.because,
+            obligations: outcome.obligations,
+            faults,
+        });
+        let obligations = if allow {
+            Obligations::recorded(Arc::clone(&record))
+        } else {
+            Obligations::default()
+        };
+        (Trace::new(record), obligations)
+    };
     Decision {
         decision: outcome.effect,
         scope: outcome.scope,
         ttl: outcome.ttl,
-        obligations: outcome
-            .obligations
-            .into_iter()
-            .map(|o| obligation(o, set))
-            .collect(),
+        obligations,
         reasons: outcome.reasons.into_iter().map(id).collect(),
         dropped_scope: outcome.dropped,
-        errors: Errors::recorded(faults.clone()),
-        trace: Trace::new(Arc::clone(set), outcome.trace, faults),
+        errors,
+        trace,
         policy: PolicyRef {
             digest: digest.clone(),
         },
-    }
-}
-
-fn obligation(o: Obligated, set: &PolicySet) -> ObligationOut {
-    ObligationOut {
-        kind: o.kind.to_owned(),
-        event: o.event,
-        value: o.value,
-        rule: set.rules[o.rule as usize].id.as_str().to_owned(),
     }
 }

@@ -170,16 +170,13 @@ impl Request {
         }
         // Named attributes that hold JSON (a list of objects, a typed key
         // of `context`): no nulls inside, and a typed key of the right type.
-        for def in crate::schema::ATTRIBUTES {
-            // A string, a bool, a duration, a level, a timestamp or a list
-            // of strings is never read as JSON (its Rust type is a
-            // `String`, `bool`, `u64`, `Sensitivity` or `Vec<String>`):
-            // skipped without reading it (the unit test
-            // `only_lists_and_open_types_read_as_json` holds the table to
-            // this).
-            if !may_hold_json(def.ty) {
-                continue;
-            }
+        // A string, a bool, a duration, a level, a timestamp or a list of
+        // strings is never read as JSON (its Rust type is a `String`,
+        // `bool`, `u64`, `Sensitivity` or `Vec<String>`): only the other
+        // attributes, listed once, are read (the unit test
+        // `only_lists_and_open_types_read_as_json` holds the table to
+        // this).
+        for def in json_attributes() {
             let Some(crate::schema::Field::Json(value)) = def.attr.field(self) else {
                 continue;
             };
@@ -235,6 +232,19 @@ impl Request {
             approval: unverified_approval(self.context.get("approval")),
         })
     }
+}
+
+/// The named attributes that may be read as JSON ([`may_hold_json`]),
+/// listed on first use.
+fn json_attributes() -> &'static [&'static crate::schema::AttrDef] {
+    static LIST: std::sync::OnceLock<Vec<&'static crate::schema::AttrDef>> =
+        std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        crate::schema::ATTRIBUTES
+            .iter()
+            .filter(|def| may_hold_json(def.ty))
+            .collect()
+    })
 }
 
 /// Whether a named attribute of this type may be read as JSON

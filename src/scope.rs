@@ -81,16 +81,28 @@ impl ScopeItem {
 
     /// One pass over a printable ASCII item, accepting only what
     /// [`ScopeItem::parse_checked`] accepts and giving the same item;
-    /// `None` sends anything else (every error included) to it.
+    /// `None` sends anything else (every error included) to it. Each byte
+    /// is read once (the verb, then the resource segment by segment).
     fn parse_plain(text: &str) -> Option<Self> {
         let bytes = text.as_bytes();
         if bytes.len() > MAX_LEN {
             return None;
         }
-        let colon = bytes.iter().position(|&b| b == b':')?;
-        let (verb, resource) = (&bytes[..colon], &bytes[colon + 1..]);
-        let star_verb = verb == b"*";
-        if verb.is_empty() || resource.is_empty() || !(star_verb || verb.iter().all(verb_byte)) {
+        // The verb: `*`, or verb bytes up to the first `:`.
+        let mut at = 0;
+        while at < bytes.len() && verb_byte(&bytes[at]) {
+            at += 1;
+        }
+        let star_verb = at == 0 && bytes.first() == Some(&b'*');
+        if star_verb {
+            at = 1;
+        }
+        if at == 0 || bytes.get(at) != Some(&b':') {
+            return None;
+        }
+        let colon = at;
+        let resource = &bytes[colon + 1..];
+        if resource.is_empty() {
             return None;
         }
         let scheme_len = match scheme_slash(resource) {
@@ -99,21 +111,26 @@ impl ScopeItem {
             None => 0,
         };
         let mut wild = star_verb;
-        let mut segments = resource[scheme_len..].split(|&b| b == b'/').peekable();
-        while let Some(segment) = segments.next() {
-            match segment {
-                b"" | b"." | b".." => return None,
-                b"*" => wild = true,
-                b"**" if segments.peek().is_none() => wild = true,
-                _ => {
-                    // A `%` goes to the full parse, which looks for
-                    // percent-encoded separators.
-                    let printable = |b: &u8| b > &b' ' && *b < 0x7f && *b != b'*' && *b != b'%';
-                    if !segment.iter().all(printable) {
-                        return None;
-                    }
+        let path = &resource[scheme_len..];
+        let mut start = 0;
+        // Per segment: a byte that is not printable ASCII, or a `%` (the
+        // full parse looks for percent-encoded separators), or a `*`.
+        let (mut odd, mut stars) = (false, 0usize);
+        for (i, &b) in path.iter().enumerate() {
+            if b == b'/' {
+                if !plain_segment(&path[start..i], odd, stars, false, &mut wild) {
+                    return None;
                 }
+                start = i + 1;
+                odd = false;
+                stars = 0;
+                continue;
             }
+            odd |= b <= b' ' || b >= 0x7f || b == b'%';
+            stars += usize::from(b == b'*');
+        }
+        if !plain_segment(&path[start..], odd, stars, true, &mut wild) {
+            return None;
         }
         Some(Self {
             text: text.into(),
@@ -350,6 +367,25 @@ fn is_scheme(scheme: &[u8]) -> bool {
         && bytes.all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
         })
+}
+
+/// One segment of a resource for [`ScopeItem::parse_plain`]: `odd` when it
+/// holds a byte that is not printable ASCII or a `%`, `stars` its `*`s,
+/// `last` when it ends the resource. False for a segment the full parse
+/// must judge; `wild` is set for `*`, and `**` at the end.
+fn plain_segment(segment: &[u8], odd: bool, stars: usize, last: bool, wild: &mut bool) -> bool {
+    match segment {
+        b"" | b"." | b".." => false,
+        b"*" => {
+            *wild = true;
+            true
+        }
+        b"**" if last => {
+            *wild = true;
+            true
+        }
+        _ => !odd && stars == 0,
+    }
 }
 
 /// A byte a verb other than `*` may hold.
