@@ -306,8 +306,9 @@ struct Walk<'a> {
     prepared: &'a Prepared,
     request: &'a Request,
     evaluator: Evaluator<'a>,
-    /// The tree's candidates, ascending.
-    candidates: Vec<u32>,
+    /// The tree's candidates, ascending, each with the conjuncts of its
+    /// condition the walk proved true.
+    candidates: Vec<(u32, u64)>,
     /// The switches whose value the request missed (for `mark_closest`).
     near: Vec<NodeId>,
     /// The trace so far, in policy order.
@@ -330,7 +331,7 @@ impl<'a> Walk<'a> {
         // grow them push by push.
         let mut candidates = Vec::with_capacity(32);
         let mut near = Vec::with_capacity(8);
-        compiled.tree.candidates(
+        compiled.tree.candidates_proven(
             |attr| crate::eval::attr_value(request, prepared, attr),
             &mut candidates,
             &mut near,
@@ -403,10 +404,10 @@ impl<'a> Walk<'a> {
     /// Evaluates the tree's candidates, in policy order.
     fn evaluate_candidates(&mut self) {
         for i in 0..self.candidates.len() {
-            let index = self.candidates[i];
+            let (index, known) = self.candidates[i];
             let rule = &self.set.rules[index as usize];
             let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
-            let entry = match self.evaluator.rule(rule) {
+            let entry = match self.evaluator.rule_known(rule, known) {
                 RuleResult::True => Considered::new(index, Outcome::Matched),
                 RuleResult::False(at) => {
                     let mut entry = Considered::new(index, Outcome::NotMatched);

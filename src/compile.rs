@@ -516,15 +516,18 @@ impl Serialize for Children {
 /// The walk's stack of nodes to visit: on the call stack while it is
 /// small (a request that has every switched attribute needs two slots per
 /// level), spilling to the heap only when a missing attribute fans out.
+///
+/// Each node comes with whether the path to it followed only the request's
+/// own values (see [`Tree::proven`]).
 #[derive(Default)]
 struct Stack {
-    inline: [NodeId; 32],
+    inline: [(NodeId, bool); 32],
     len: usize,
-    spill: Vec<NodeId>,
+    spill: Vec<(NodeId, bool)>,
 }
 
 impl Stack {
-    fn push(&mut self, id: NodeId) {
+    fn push(&mut self, id: (NodeId, bool)) {
         match self.inline.get_mut(self.len) {
             Some(slot) if self.spill.is_empty() => {
                 *slot = id;
@@ -534,7 +537,7 @@ impl Stack {
         }
     }
 
-    fn pop(&mut self) -> Option<NodeId> {
+    fn pop(&mut self) -> Option<(NodeId, bool)> {
         if let Some(id) = self.spill.pop() {
             return Some(id);
         }
@@ -617,6 +620,14 @@ pub struct Tree {
     pub nodes: Vec<Node>,
     /// Where the walk starts.
     pub root: NodeId,
+    /// Per node, for a leaf, per rule of the leaf: the conjuncts of the
+    /// rule (bit `i` for conjunct `i`, the first 64) that hold of every
+    /// request whose walk reaches the leaf by following, at each switch and
+    /// cut above it, the request's own value (not every child, as a
+    /// missing value does). Empty for other nodes, and may be empty
+    /// altogether (nothing known): [`Tree::candidates_proven`].
+    #[serde(skip)]
+    pub proven: Vec<Vec<u64>>,
 }
 
 impl Serialize for Attr {
@@ -929,6 +940,9 @@ impl<'s> Heads<'s> {
 struct Scope<'s> {
     used: Vec<Key<'s>>,
     bounds: Vec<(Key<'s>, Bounds)>,
+    /// The value of each switch above whose child (named by that value)
+    /// is being built; not the switches whose `other` or `rest` is.
+    chosen: Vec<(Key<'s>, &'s str)>,
 }
 
 impl<'s> Scope<'s> {
@@ -938,6 +952,15 @@ impl<'s> Scope<'s> {
             .rev()
             .find(|(k, _)| *k == key)
             .map_or(Bounds::default(), |(_, bounds)| *bounds)
+    }
+
+    /// The value the switch on `key` above took to reach here, if any.
+    fn chosen(&self, key: Key<'s>) -> Option<&'s str> {
+        self.chosen
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, value)| *value)
     }
 
     /// True when `test` on `key` can still tell requests apart here.
@@ -954,8 +977,11 @@ impl<'s> Scope<'s> {
 const EXCEPT_BUDGET: usize = 4;
 
 struct Builder<'s> {
+    set: &'s PolicySet,
     heads: Heads<'s>,
     nodes: Vec<Node>,
+    /// [`Tree::proven`], per node.
+    proven: Vec<Vec<u64>>,
     /// The keys switched on so far, in the order met: a key's position is
     /// its slot.
     slots: Vec<Key<'s>>,
@@ -964,7 +990,60 @@ struct Builder<'s> {
 impl<'s> Builder<'s> {
     fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
+        self.proven.push(Vec::new());
         NodeId((self.nodes.len() - 1) as u32)
+    }
+
+    /// A leaf of `rules`, with the conjuncts of each that the switches and
+    /// cuts above decide (`scope`).
+    fn leaf(&mut self, rules: Vec<u32>, scope: &Scope<'s>) -> NodeId {
+        let proven: Vec<u64> = rules.iter().map(|&rule| self.proven(rule, scope)).collect();
+        let id = self.push(Node::Leaf { rules });
+        if proven.iter().any(|&mask| mask != 0) {
+            self.proven[id.0 as usize] = proven;
+        }
+        id
+    }
+
+    /// The conjuncts of `rule` (bit `i` for conjunct `i`, the first 64)
+    /// that hold of every request whose value of each switch above is the
+    /// one `scope` chose, and whose number at each cut above lies within
+    /// `scope`'s bounds: an indexed string, bool or presence test that lets
+    /// the chosen value through, a range that covers the bounds. The walk
+    /// reaches the leaf that way only with such a value (a missing value or
+    /// one of another type visits every child, and the path is then not
+    /// counted: [`Tree::candidates_proven`]), and the tests read the value
+    /// as the evaluator does, so each of these conjuncts evaluates to true.
+    fn proven(&self, rule: u32, scope: &Scope<'s>) -> u64 {
+        if scope.chosen.is_empty() && scope.bounds.is_empty() {
+            return 0;
+        }
+        let Some(rule) = self.set.rules.get(rule as usize) else {
+            return 0;
+        };
+        let mut mask = 0u64;
+        let mut values = Vec::new();
+        for (i, conjunct) in rule.conjuncts.iter().enumerate().take(64) {
+            values.clear();
+            let Some((key, test)) = head_of(conjunct, &mut values) else {
+                continue;
+            };
+            let holds = match test {
+                Test::In(from, to) => scope
+                    .chosen(key)
+                    .is_some_and(|v| values[from as usize..to as usize].contains(&v)),
+                Test::Except(from, to) => scope
+                    .chosen(key)
+                    .is_some_and(|v| !values[from as usize..to as usize].contains(&v)),
+                Test::Range(range) => {
+                    scope.bounds.iter().any(|(k, _)| *k == key) && range.covers(&scope.bounds(key))
+                }
+            };
+            if holds {
+                mask |= 1 << i;
+            }
+        }
+        mask
     }
 
     /// The slot of a key, a new one the first time the key is met.
@@ -989,7 +1068,7 @@ impl<'s> Builder<'s> {
 
     fn build(&mut self, rules: Vec<u32>, scope: &mut Scope<'s>) -> NodeId {
         if rules.len() <= LEAF_SIZE {
-            return self.push(Node::Leaf { rules });
+            return self.leaf(rules, scope);
         }
         // The attribute most of these rules test. There are few distinct
         // attributes: a list in first-seen order does what a map would.
@@ -1015,7 +1094,7 @@ impl<'s> Builder<'s> {
             })
             .map(|(key, _)| *key);
         match best {
-            None => self.push(Node::Leaf { rules }),
+            None => self.leaf(rules, scope),
             Some(key) if key.on == On::Num => self.range(rules, key, scope),
             Some(key) => self.switch(rules, key, scope),
         }
@@ -1089,7 +1168,9 @@ impl<'s> Builder<'s> {
         drop(rules);
         let mut built = Vec::with_capacity(children.len());
         for (value, rules) in children {
+            scope.chosen.push((key, value));
             let child = self.build(rules, scope);
+            scope.chosen.pop();
             built.push((Box::<str>::from(value), child));
         }
         let other = (!other.is_empty()).then(|| self.build(other, scope));
@@ -1136,7 +1217,7 @@ impl<'s> Builder<'s> {
         let Some(&cut) = cuts.get(cuts.len() / 2) else {
             // Every active range has a threshold strictly inside the
             // bounds, so this is not reached; a leaf is always correct.
-            return self.push(Node::Leaf { rules });
+            return self.leaf(rules, scope);
         };
         let (mut below, mut above, mut rest) = (Vec::new(), Vec::new(), Vec::new());
         for (&rule, test) in rules.iter().zip(&tests) {
@@ -1187,8 +1268,10 @@ impl<'s> Builder<'s> {
 /// Builds the decision tree of a checked policy set.
 pub fn compile(set: &PolicySet) -> Tree {
     let mut builder = Builder {
+        set,
         heads: heads(set),
         nodes: Vec::new(),
+        proven: Vec::new(),
         slots: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
@@ -1196,6 +1279,7 @@ pub fn compile(set: &PolicySet) -> Tree {
     Tree {
         nodes: builder.nodes,
         root,
+        proven: builder.proven,
     }
 }
 
@@ -1215,16 +1299,67 @@ impl Tree {
         out: &mut Vec<u32>,
         near_misses: &mut Vec<NodeId>,
     ) {
+        let exact = self.walk(value, near_misses, |_, rules, _| {
+            out.extend_from_slice(rules);
+        });
+        out.sort_unstable();
+        if !exact {
+            out.dedup();
+        }
+    }
+
+    /// As [`Tree::candidates`], each candidate with the conjuncts of its
+    /// condition the walk decided are true for this request (bit `i` for
+    /// conjunct `i`; see [`Tree::proven`]): those of a leaf reached by
+    /// following only the request's own values. A rule reached by several
+    /// paths has what any of them proved.
+    pub fn candidates_proven<'r>(
+        &self,
+        value: impl Fn(&Attr) -> Option<Val<'r>>,
+        out: &mut Vec<(u32, u64)>,
+        near_misses: &mut Vec<NodeId>,
+    ) {
+        let exact = self.walk(value, near_misses, |id, rules, path_exact| {
+            match self.proven.get(id.0 as usize) {
+                Some(proven) if path_exact && proven.len() == rules.len() => {
+                    out.extend(rules.iter().copied().zip(proven.iter().copied()));
+                }
+                _ => out.extend(rules.iter().map(|&rule| (rule, 0))),
+            }
+        });
+        out.sort_unstable_by_key(|&(rule, _)| rule);
+        if !exact {
+            out.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.1 |= later.1;
+                }
+                same
+            });
+        }
+    }
+
+    /// Walks the tree for a request, giving each leaf reached (its id, its
+    /// rules, and whether the path to it followed only the request's own
+    /// values) to `leaf`; true when every switch and cut followed one
+    /// child (so no rule is met twice).
+    #[inline]
+    fn walk<'r>(
+        &self,
+        value: impl Fn(&Attr) -> Option<Val<'r>>,
+        near_misses: &mut Vec<NodeId>,
+        mut leaf: impl FnMut(NodeId, &[u32], bool),
+    ) -> bool {
         let mut stack = Stack::default();
-        stack.push(self.root);
+        stack.push((self.root, true));
         let mut exact = true;
         // Each slot's value, read from the request the first time a node
         // switches on it (a walk meets the same few attributes at many
         // nodes).
         let mut reads = [Read::Unread; SLOTS];
-        while let Some(id) = stack.pop() {
+        while let Some((id, path)) = stack.pop() {
             match self.node(id) {
-                Node::Leaf { rules } => out.extend_from_slice(rules),
+                Node::Leaf { rules } => leaf(id, rules, path),
                 Node::Switch {
                     attr,
                     fields,
@@ -1234,7 +1369,7 @@ impl Tree {
                     slot,
                     ..
                 } => {
-                    stack.push(*rest);
+                    stack.push((*rest, path));
                     let read = remembered(&mut reads, *slot, || {
                         match key_of(*on, value(attr), fields) {
                             Some(key) => Read::Key(key, hash_key(key)),
@@ -1243,19 +1378,21 @@ impl Tree {
                     });
                     match read {
                         Read::Key(key, hash) => match children.get_hashed(key, hash) {
-                            Some(child) => stack.push(*child),
+                            Some(child) => stack.push((*child, path)),
                             // A string no child names follows `other`
                             // when there is one: that is not a miss (and
                             // the rules of the children may be candidates
-                            // through it).
+                            // through it). Nothing is proved there.
                             None => match children.other {
-                                Some(other) => stack.push(other),
+                                Some(other) => stack.push((other, path)),
                                 None => near_misses.push(id),
                             },
                         },
                         Read::Every | Read::Num(_) | Read::Unread => {
                             exact = false;
-                            children.values().for_each(|&child| stack.push(child));
+                            children
+                                .values()
+                                .for_each(|&child| stack.push((child, false)));
                         }
                     }
                 }
@@ -1267,7 +1404,7 @@ impl Tree {
                     rest,
                     slot,
                 } => {
-                    stack.push(*rest);
+                    stack.push((*rest, path));
                     let read = remembered(&mut reads, *slot, || {
                         match value(attr).as_ref().and_then(number) {
                             Some(n) => Read::Num(n),
@@ -1275,21 +1412,18 @@ impl Tree {
                         }
                     });
                     match read {
-                        Read::Num(n) if cut.is_above(n) => stack.push(*above),
-                        Read::Num(_) => stack.push(*below),
+                        Read::Num(n) if cut.is_above(n) => stack.push((*above, path)),
+                        Read::Num(_) => stack.push((*below, path)),
                         Read::Every | Read::Key(..) | Read::Unread => {
                             exact = false;
-                            stack.push(*below);
-                            stack.push(*above);
+                            stack.push((*below, false));
+                            stack.push((*above, false));
                         }
                     }
                 }
             }
         }
-        out.sort_unstable();
-        if !exact {
-            out.dedup();
-        }
+        exact
     }
 
     /// About [`NEAR_LIMIT`] rules found below the children of the given

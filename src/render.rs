@@ -41,6 +41,7 @@ pub fn decide_naive(set: &Arc<PolicySet>, digest: &Name, request: &Request) -> D
     let tree = Tree {
         nodes: vec![Node::Leaf { rules: all }],
         root: NodeId(0),
+        proven: Vec::new(),
     };
     decide(
         &Compiled {
