@@ -307,8 +307,8 @@ struct Walk<'a> {
     request: &'a Request,
     evaluator: Evaluator<'a>,
     /// The tree's candidates, ascending, each with the conjuncts of its
-    /// condition the walk proved true.
-    candidates: Vec<(u32, u64)>,
+    /// condition the walk proved true ([`crate::compile::proven_rule`]).
+    candidates: Vec<u64>,
     /// The switches whose value the request missed (for `mark_closest`).
     near: Vec<NodeId>,
     /// The trace so far, in policy order.
@@ -404,7 +404,7 @@ impl<'a> Walk<'a> {
     /// Evaluates the tree's candidates, in policy order.
     fn evaluate_candidates(&mut self) {
         for i in 0..self.candidates.len() {
-            let (index, known) = self.candidates[i];
+            let (index, known) = crate::compile::proven_rule(self.candidates[i]);
             let rule = &self.set.rules[index as usize];
             let fails_closed = !matches!(rule.kind, RuleKind::Permit { .. });
             let entry = match self.evaluator.rule_known(rule, known) {

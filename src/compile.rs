@@ -254,6 +254,12 @@ fn bool_key(b: bool) -> &'static str {
     }
 }
 
+/// A candidate of [`Tree::candidates_proven`]: the rule's index and the
+/// conjuncts proved true (bit `i` for conjunct `i`).
+pub fn proven_rule(candidate: u64) -> (u32, u32) {
+    ((candidate >> 32) as u32, candidate as u32)
+}
+
 /// The largest duration, in seconds, that a double holds exactly: a
 /// duration compares with a duration as an integer, with a number as a
 /// double, so the tree indexes only durations where both agree.
@@ -621,13 +627,13 @@ pub struct Tree {
     /// Where the walk starts.
     pub root: NodeId,
     /// Per node, for a leaf, per rule of the leaf: the conjuncts of the
-    /// rule (bit `i` for conjunct `i`, the first 64) that hold of every
+    /// rule (bit `i` for conjunct `i`, the first 32) that hold of every
     /// request whose walk reaches the leaf by following, at each switch and
     /// cut above it, the request's own value (not every child, as a
     /// missing value does). Empty for other nodes, and may be empty
     /// altogether (nothing known): [`Tree::candidates_proven`].
     #[serde(skip)]
-    pub proven: Vec<Vec<u64>>,
+    pub proven: Vec<Vec<u32>>,
 }
 
 impl Serialize for Attr {
@@ -981,7 +987,7 @@ struct Builder<'s> {
     heads: Heads<'s>,
     nodes: Vec<Node>,
     /// [`Tree::proven`], per node.
-    proven: Vec<Vec<u64>>,
+    proven: Vec<Vec<u32>>,
     /// The keys switched on so far, in the order met: a key's position is
     /// its slot.
     slots: Vec<Key<'s>>,
@@ -997,7 +1003,7 @@ impl<'s> Builder<'s> {
     /// A leaf of `rules`, with the conjuncts of each that the switches and
     /// cuts above decide (`scope`).
     fn leaf(&mut self, rules: Vec<u32>, scope: &Scope<'s>) -> NodeId {
-        let proven: Vec<u64> = rules.iter().map(|&rule| self.proven(rule, scope)).collect();
+        let proven: Vec<u32> = rules.iter().map(|&rule| self.proven(rule, scope)).collect();
         let id = self.push(Node::Leaf { rules });
         if proven.iter().any(|&mask| mask != 0) {
             self.proven[id.0 as usize] = proven;
@@ -1005,7 +1011,7 @@ impl<'s> Builder<'s> {
         id
     }
 
-    /// The conjuncts of `rule` (bit `i` for conjunct `i`, the first 64)
+    /// The conjuncts of `rule` (bit `i` for conjunct `i`, the first 32)
     /// that hold of every request whose value of each switch above is the
     /// one `scope` chose, and whose number at each cut above lies within
     /// `scope`'s bounds: an indexed string, bool or presence test that lets
@@ -1014,16 +1020,16 @@ impl<'s> Builder<'s> {
     /// one of another type visits every child, and the path is then not
     /// counted: [`Tree::candidates_proven`]), and the tests read the value
     /// as the evaluator does, so each of these conjuncts evaluates to true.
-    fn proven(&self, rule: u32, scope: &Scope<'s>) -> u64 {
+    fn proven(&self, rule: u32, scope: &Scope<'s>) -> u32 {
         if scope.chosen.is_empty() && scope.bounds.is_empty() {
             return 0;
         }
         let Some(rule) = self.set.rules.get(rule as usize) else {
             return 0;
         };
-        let mut mask = 0u64;
+        let mut mask = 0u32;
         let mut values = Vec::new();
-        for (i, conjunct) in rule.conjuncts.iter().enumerate().take(64) {
+        for (i, conjunct) in rule.conjuncts.iter().enumerate().take(32) {
             values.clear();
             let Some((key, test)) = head_of(conjunct, &mut values) else {
                 continue;
@@ -1309,30 +1315,35 @@ impl Tree {
     }
 
     /// As [`Tree::candidates`], each candidate with the conjuncts of its
-    /// condition the walk decided are true for this request (bit `i` for
-    /// conjunct `i`; see [`Tree::proven`]): those of a leaf reached by
-    /// following only the request's own values. A rule reached by several
-    /// paths has what any of them proved.
+    /// condition the walk decided are true for this request: the rule's
+    /// index in the high 32 bits, and bit `i` of the low 32 for conjunct
+    /// `i` ([`Tree::proven`]; [`proven_rule`] splits them). The conjuncts
+    /// are those of a leaf reached by following only the request's own
+    /// values; a rule reached by several paths has what any of them proved.
     pub fn candidates_proven<'r>(
         &self,
         value: impl Fn(&Attr) -> Option<Val<'r>>,
-        out: &mut Vec<(u32, u64)>,
+        out: &mut Vec<u64>,
         near_misses: &mut Vec<NodeId>,
     ) {
         let exact = self.walk(value, near_misses, |id, rules, path_exact| {
             match self.proven.get(id.0 as usize) {
-                Some(proven) if path_exact && proven.len() == rules.len() => {
-                    out.extend(rules.iter().copied().zip(proven.iter().copied()));
-                }
-                _ => out.extend(rules.iter().map(|&rule| (rule, 0))),
+                Some(proven) if path_exact && proven.len() == rules.len() => out.extend(
+                    rules
+                        .iter()
+                        .zip(proven)
+                        .map(|(&rule, &mask)| (u64::from(rule) << 32) | u64::from(mask)),
+                ),
+                _ => out.extend(rules.iter().map(|&rule| u64::from(rule) << 32)),
             }
         });
-        out.sort_unstable_by_key(|&(rule, _)| rule);
+        // In rule order (the masks only order a rule's own copies).
+        out.sort_unstable();
         if !exact {
             out.dedup_by(|later, kept| {
-                let same = later.0 == kept.0;
+                let same = *later >> 32 == *kept >> 32;
                 if same {
-                    kept.1 |= later.1;
+                    *kept |= *later;
                 }
                 same
             });
@@ -1641,6 +1652,73 @@ mod tests {
         match Engine::compile([("t.writ", source)], None) {
             Ok(engine) => engine.tree().render(engine.policy()),
             Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    /// The candidates of a walk over `source` for a request with
+    /// `subject.kind` and `context.risk_score` as given (missing when
+    /// `None`): each rule's id with the conjuncts proved, in rule order.
+    fn proved(source: &str, kind: Option<&str>, risk: Option<f64>) -> Vec<(String, u32)> {
+        let engine = match Engine::compile([("t.writ", source)], None) {
+            Ok(engine) => engine,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let mut out = Vec::new();
+        let mut near = Vec::new();
+        engine.tree().candidates_proven(
+            |attr| match &*attr.path() {
+                "subject.kind" => kind.map(|k| Val::Str(Cow::Borrowed(k))),
+                "context.risk_score" => risk.map(Val::Num),
+                _ => None,
+            },
+            &mut out,
+            &mut near,
+        );
+        out.into_iter()
+            .map(|c| {
+                let (rule, mask) = proven_rule(c);
+                (engine.policy().rules[rule as usize].id.to_string(), mask)
+            })
+            .collect()
+    }
+
+    /// A walk proves the conjuncts its switches and cuts decided, only on
+    /// paths that followed the request's own values: not below a missing
+    /// value, not under `other`, not a test the switch left in `rest`.
+    #[test]
+    fn a_walk_proves_what_its_switches_decided() {
+        let source = "@id(\"a\") forbid if subject.kind == \"ci\" and context.risk_score > 70;\n\
+             @id(\"b\") forbid if context.risk_score >= 40 and subject.kind in [\"ci\", \"agent\"];\n\
+             @id(\"c\") forbid if subject.kind == \"agent\" and context.risk_score < 10;\n\
+             @id(\"d\") forbid if subject.kind != \"human\" and context.risk_score > 90;\n\
+             @id(\"e\") forbid if subject.kind == \"ci\" and context.risk_score == 80;\n";
+        let ids = |v: &[(String, u32)]| v.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        let ci = proved(source, Some("ci"), Some(95.0));
+        assert_eq!(ids(&ci), ["a", "b", "d"], "{ci:?}");
+        for (id, mask) in &ci {
+            // Every conjunct of these holds for `ci` at 95; the walk proves
+            // the kind test of each and may leave the range to evaluation,
+            // but never claims a conjunct that is false.
+            assert_ne!(*mask, 0, "{id}: {ci:?}");
+            assert_eq!(mask & !0b11, 0, "{id}: {ci:?}");
+        }
+        // At 75, `d`'s range is false, and `e`'s `== 80`: neither proved.
+        for (id, mask) in proved(source, Some("ci"), Some(75.0)) {
+            match id.as_str() {
+                "a" | "b" => assert_ne!(mask, 0, "{id}"),
+                _ => assert_eq!(mask & 0b10, 0, "{id}: its range is false at 75"),
+            }
+        }
+        // A missing kind visits every child: nothing proved of the kind.
+        for (id, mask) in proved(source, None, Some(95.0)) {
+            let kind_at = usize::from(id == "b");
+            assert_eq!(mask & (1 << kind_at), 0, "{id}");
+        }
+        // A missing score visits both sides of each cut: nothing proved of
+        // the ranges.
+        for (id, mask) in proved(source, Some("ci"), None) {
+            let range_at = usize::from(id != "b");
+            assert_eq!(mask & (1 << range_at), 0, "{id}");
         }
     }
 

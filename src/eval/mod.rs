@@ -532,15 +532,15 @@ impl<'a> Evaluator<'a> {
     }
 
     /// As [`Evaluator::rule`], skipping the conjuncts known to be true
-    /// (bit `i` of `known` for conjunct `i`, as the decision tree's walk
+    /// (bit `i` of `known` for conjunct `i`, the first 32, as the decision tree's walk
     /// proves them: [`crate::compile::Tree::candidates_proven`]). A true
     /// conjunct is neither the first false one nor an error, and evaluating
     /// has no side effects, so the result is the same as
     /// [`Evaluator::rule`]'s.
-    pub fn rule_known(&mut self, rule: &'a Rule, known: u64) -> RuleResult {
+    pub fn rule_known(&mut self, rule: &'a Rule, known: u32) -> RuleResult {
         let mut error = None;
         for (index, conjunct) in rule.conjuncts.iter().enumerate() {
-            if index < 64 && known & (1 << index) != 0 {
+            if index < 32 && known & (1 << index) != 0 {
                 continue;
             }
             match self.truth(conjunct) {
