@@ -6,8 +6,11 @@
 //! attribute that the most remaining rules test, so a request follows one
 //! child per switch (plus the rules that do not test that attribute) and
 //! reaches a handful of candidates whatever the number of rules. The
-//! candidates' full conditions are then evaluated, so the tree only prunes:
-//! it decides exactly as evaluating every rule in order would.
+//! candidates' conditions are then evaluated, so the tree only prunes: it
+//! decides exactly as evaluating every rule in order would. A candidate
+//! reached by the request's own values comes with the conjuncts the
+//! switches and cuts above its leaf decided ([`Tree::proven`]), which are
+//! true and so are not evaluated again.
 //!
 //! When a request lacks the switched attribute, or holds a non-string in it,
 //! the walk visits every child: a forbid that would error on the missing
