@@ -602,8 +602,21 @@ impl Saw {
 /// read; changing it (`DerefMut`) builds it and keeps only it; equality,
 /// `Debug` and serde are the list's.
 macro_rules! deferred_list {
-    ($list:ident, $item:ty) => {
+    ($list:ident, $item:ty, len: |$lazy:ident| $len:expr, $len_doc:literal, $empty_doc:literal) => {
         impl $list {
+            #[doc = $len_doc]
+            pub fn len(&self) -> usize {
+                match &self.lazy {
+                    Some($lazy) => $len,
+                    None => self.owned.len(),
+                }
+            }
+
+            #[doc = $empty_doc]
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
             /// The list, built if it was not.
             pub fn into_vec(self) -> Vec<$item> {
                 match self.lazy {
@@ -697,9 +710,27 @@ macro_rules! deferred_list {
     };
 }
 
-deferred_list!(Trace, TraceEntry);
-deferred_list!(Errors, ErrorOut);
-deferred_list!(Obligations, ObligationOut);
+deferred_list!(
+    Trace,
+    TraceEntry,
+    len: |lazy| lazy.record.considered.len(),
+    "How many rules were considered (without building the entries).",
+    "True when no rule was considered."
+);
+deferred_list!(
+    Errors,
+    ErrorOut,
+    len: |lazy| lazy.faults.list.len(),
+    "How many errors (without building them).",
+    "True when there is no error."
+);
+deferred_list!(
+    Obligations,
+    ObligationOut,
+    len: |lazy| lazy.record.obligations.len(),
+    "How many obligations (without building them).",
+    "True when there is none."
+);
 
 /// The trace of a decision: the rules considered, in policy order.
 ///
@@ -756,19 +787,6 @@ impl Trace {
             }),
             owned: Vec::new(),
         }
-    }
-
-    /// How many rules were considered (without building the entries).
-    pub fn len(&self) -> usize {
-        match &self.lazy {
-            Some(lazy) => lazy.record.considered.len(),
-            None => self.owned.len(),
-        }
-    }
-
-    /// True when no rule was considered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends the trace's JSON array to `out`.
@@ -838,19 +856,6 @@ impl Obligations {
             }),
             owned: Vec::new(),
         }
-    }
-
-    /// How many obligations (without building them).
-    pub fn len(&self) -> usize {
-        match &self.lazy {
-            Some(lazy) => lazy.record.obligations.len(),
-            None => self.owned.len(),
-        }
-    }
-
-    /// True when there is none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends the obligations' JSON array to `out`.
@@ -977,19 +982,6 @@ impl Errors {
                 }),
             owned: Vec::new(),
         }
-    }
-
-    /// How many errors (without building them).
-    pub fn len(&self) -> usize {
-        match &self.lazy {
-            Some(lazy) => lazy.faults.list.len(),
-            None => self.owned.len(),
-        }
-    }
-
-    /// True when there is no error.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends the errors' JSON array to `out`.
