@@ -183,7 +183,7 @@ impl fmt::Display for Step {
 }
 
 /// The decimal digits of `n`, in `buffer`.
-fn digits(n: u64, buffer: &mut [u8; 20]) -> &str {
+pub(crate) fn digits(n: u64, buffer: &mut [u8; 20]) -> &str {
     let mut at = buffer.len();
     let mut n = n;
     loop {

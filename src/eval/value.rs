@@ -173,22 +173,10 @@ pub fn to_json(val: &Val) -> Value {
 /// A duration as the trace shows it, `3600s`: the digits of `seconds`
 /// and an `s`, written without the formatting machinery.
 fn seconds_text(seconds: u64) -> String {
-    // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = seconds;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut text = String::with_capacity(digits.len() - at + 1);
-    for &digit in &digits[at..] {
-        text.push(char::from(digit));
-    }
+    let mut buffer = [0u8; 20];
+    let digits = crate::decision::digits(seconds, &mut buffer);
+    let mut text = String::with_capacity(digits.len() + 1);
+    text.push_str(digits);
     text.push('s');
     text
 }
