@@ -55,20 +55,38 @@ pub(super) async fn issue(State(app): State<Arc<App>>, request: HttpRequest) -> 
     respond(&app, result)
 }
 
-async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, ApiError> {
-    let ledger = ledger_of(&app)?;
-    let (headers, bytes) = read_body(&app, request).await?;
+/// What `POST /v1/grants` hands the ledger: the issuance's keys and the
+/// decision to run once the subject's grants are counted, boxed.
+struct Pending {
+    key: Option<String>,
+    request_digest: String,
+    grant_id: String,
+    counted: String,
+    window: std::time::Duration,
+    now: i64,
+    log_line: Arc<Mutex<Option<String>>>,
+    decide: Box<dyn Fn(u64) -> Verdict + Send + Sync>,
+}
+
+/// Reads and checks the body and builds the issuance's decision
+/// ([`Pending`]), or the error answer.
+fn pending(
+    app: &Arc<App>,
+    ledger: &Ledger,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Pending, ApiError> {
     // The fast way: one pass from the text into the request, with
     // `credential_ref` set aside (`request::typed`). A body it does not
     // take is read the careful way below, which names what is wrong; the
     // two read a body they both take into the same request.
-    let text = std::str::from_utf8(&bytes).ok();
+    let text = std::str::from_utf8(bytes).ok();
     let fast = text
         .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
         .and_then(|text| Some((text, typed::read_grant(text, MAX_JSON_DEPTH)?)));
     let (credential_ref, request_digest, mut request, mut prepared) = match fast {
         Some((text, (request, credential_ref))) => {
-            let key = idempotency_key(&headers)?;
+            let key = idempotency_key(headers)?;
             let request_digest = match &key {
                 Some(_) => body_digest(text).ok_or_else(|| {
                     ApiError::invalid("the request body is not one JSON document")
@@ -88,8 +106,8 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
                 max_bytes: app.max_body,
                 max_depth: MAX_JSON_DEPTH,
             };
-            let value = json::read(&bytes, limits).map_err(json_error)?;
-            let key = idempotency_key(&headers)?;
+            let value = json::read(bytes, limits).map_err(json_error)?;
+            let key = idempotency_key(headers)?;
             // What the key is bound to: the body as parsed (so spacing does
             // not matter, but every field and value does, `credential_ref`
             // included). Only a key is bound to anything: without one,
@@ -150,7 +168,7 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
         request.environment.time = Some(logged_at.clone());
         app.metrics.time_filled();
     }
-    let request_id = super::request_id(&headers);
+    let request_id = super::request_id(headers);
     // The decision's log line, built where the decision is made (inside the
     // ledger's transaction) and written once the ledger has answered.
     let log_line: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -282,6 +300,36 @@ async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, Ap
             }
         }
     };
+    Ok(Pending {
+        key,
+        request_digest,
+        grant_id,
+        counted,
+        window,
+        now,
+        log_line,
+        decide: Box::new(decide),
+    })
+}
+
+async fn issue_inner(app: Arc<App>, request: HttpRequest) -> Result<Response, ApiError> {
+    let ledger = ledger_of(&app)?;
+    let (headers, bytes) = read_body(&app, request).await?;
+    // Everything up to the ledger is done by a plain function, so that the
+    // request, its prepared form and the decision's closure (several KB)
+    // are not part of this future's state: the future is moved into a box
+    // or two on its way through the router, and each move copies all of it.
+    let Pending {
+        key,
+        request_digest,
+        grant_id,
+        counted,
+        window,
+        now,
+        log_line,
+        decide,
+    } = pending(&app, ledger, &headers, &bytes)?;
+    drop((headers, bytes));
     let issued = ledger
         .issue(
             Issue {
