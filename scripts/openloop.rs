@@ -49,10 +49,11 @@
 //! kernel's receive timestamp of each answer (`SO_TIMESTAMPNS`): the
 //! server's part, from the request handed to the kernel to its answer
 //! arriving in the generator's socket (the server's queue, its work and
-//! its waiting for a CPU, and the loopback), and the generator's part,
-//! the rest (sending after the due time, which includes waiting for a free
-//! connection when the server is behind, and reading the answer after it
-//! arrived). The total is still measured from the due time.
+//! its waiting for a CPU, and the loopback), plus any wait for a free
+//! connection after the due time (every connection busy with an earlier
+//! request), and the generator's part, the rest (sending after the due
+//! time for its own reasons, and reading the answer after it arrived).
+//! The total is still measured from the due time.
 //!
 //! `OPENLOOP_SLICE_US=N` asks the kernel (EEVDF, Linux 6.12 and later)
 //! for a scheduler slice of N µs for the generator (the default is
@@ -386,6 +387,9 @@ struct Pending {
     /// When the last byte was handed to the kernel (HTTP/1.1), on the
     /// real-time clock the kernel's receive timestamps use.
     sent: Option<i128>,
+    /// How long it waited, after it was due, for a connection to be free
+    /// (every one busy with an earlier request: the server's part).
+    queued: Duration,
 }
 
 struct Connection {
@@ -399,6 +403,8 @@ struct Connection {
     pending: Option<Pending>,
     /// Registered for `EPOLLOUT` too (a write that did not finish).
     watching_out: bool,
+    /// When its last answer was read (and it became free).
+    freed: Instant,
 }
 
 struct Sample {
@@ -409,6 +415,9 @@ struct Sample {
     /// The rest is the generator's: sending after the due time, and
     /// reading the answer after it arrived.
     wire: Option<Duration>,
+    /// Waited for a free connection after it was due (HTTP/1.1): the
+    /// server's part too.
+    queued: Duration,
     late: bool,
     status: u16,
     /// The answer was not what the mix expected.
@@ -761,6 +770,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 have: 0,
                 pending: None,
                 watching_out: false,
+                freed: Instant::now(),
             })
         })
         .collect();
@@ -786,6 +796,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                     samples.push(Sample {
                         latency: $now.saturating_duration_since(pending.due),
                         wire: None,
+                        queued: pending.queued,
                         late: pending.late,
                         status: 0,
                         wrong: mix[(pending.index % mix.len() as u64) as usize].expect
@@ -822,6 +833,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 due,
                 late: now.saturating_duration_since(due) > Duration::from_millis(1),
                 sent: None,
+                queued: conn.freed.saturating_duration_since(due),
             });
             next += 1;
             busy += 1;
@@ -958,12 +970,14 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 samples.push(Sample {
                     latency: now.saturating_duration_since(pending.due),
                     wire,
+                    queued: pending.queued,
                     late,
                     status,
                     wrong,
                 });
                 busy -= 1;
                 conn.have = 0;
+                conn.freed = now;
                 free.push(c);
             } else if failed {
                 drop_connection!(c, now);
@@ -1412,6 +1426,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             samples.push(Sample {
                 latency: now.saturating_duration_since(stream.pending.due),
                 wire: None,
+                queued: Duration::ZERO,
                 late: stream.pending.late,
                 status,
                 wrong,
@@ -1473,6 +1488,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                         due,
                         late: now.saturating_duration_since(due) > Duration::from_millis(1),
                         sent: None,
+                        queued: Duration::ZERO,
                     },
                     status: 0,
                     body: Vec::new(),
@@ -1643,10 +1659,13 @@ fn main() {
     );
     // Where the time went (HTTP/1.1): the server's part (request handed
     // to the kernel to answer arrived) and the generator's (the rest).
-    let mut wire: Vec<Duration> = samples.iter().filter_map(|s| s.wire).collect();
+    let mut wire: Vec<Duration> = samples
+        .iter()
+        .filter_map(|s| s.wire.map(|w| w + s.queued))
+        .collect();
     let mut own: Vec<Duration> = samples
         .iter()
-        .filter_map(|s| s.wire.map(|w| s.latency.saturating_sub(w)))
+        .filter_map(|s| s.wire.map(|w| s.latency.saturating_sub(w + s.queued)))
         .collect();
     if !wire.is_empty() {
         wire.sort_unstable();
@@ -1655,7 +1674,7 @@ fn main() {
             v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
         };
         println!(
-            "  split of {} answers: server (sent to arrived) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; generator (late sending + late reading) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+            "  split of {} answers: server (waiting for a free connection + sent to arrived) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; generator (late sending + late reading) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
             wire.len(),
             at(&wire, 0.5),
             at(&wire, 0.99),
