@@ -86,7 +86,7 @@ cpu_ticks() {
 # for a CPU (the second field of each thread's schedstat; the threads
 # alive now).
 run_wait() {
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {print s + 0}'
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}'
 }
 
 decisions() {

@@ -542,7 +542,7 @@ fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, O
     let header = std::mem::size_of::<sys::Cmsghdr>();
     let mut stamp = None;
     let mut at = 0usize;
-    let bytes: &[u8] = bytemuck_u64(&control);
+    let bytes: &[u8] = words_as_bytes(&control);
     while at + header <= msg.controllen.min(bytes.len()) {
         let word = |i: usize| u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
         let len = word(at) as usize;
@@ -551,7 +551,10 @@ fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, O
         if len < header {
             break;
         }
-        if level as i32 == sys::SOL_SOCKET && kind as i32 == sys::SO_TIMESTAMPNS && at + header + 16 <= bytes.len() {
+        if level as i32 == sys::SOL_SOCKET
+            && kind as i32 == sys::SO_TIMESTAMPNS
+            && at + header + 16 <= bytes.len()
+        {
             let seconds = word(at + header) as i64 as i128;
             let nanos = word(at + header + 8) as i64 as i128;
             if seconds > 0 {
@@ -564,7 +567,7 @@ fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, O
 }
 
 /// The bytes of a `u64` buffer.
-fn bytemuck_u64(words: &[u64]) -> &[u8] {
+fn words_as_bytes(words: &[u64]) -> &[u8] {
     // SAFETY: any bytes are valid `u8`s, and the length is the same memory.
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), std::mem::size_of_val(words)) }
 }
