@@ -45,15 +45,20 @@
 //! `/proc/self/stat`), since it shares the machine with the server, and
 //! how long it was runnable but waiting for a CPU (`/proc/self/schedstat`).
 //!
-//! Over HTTP/1.1 a second line splits the latency in two, with the
-//! kernel's receive timestamp of each answer (`SO_TIMESTAMPNS`): the
+//! A second line splits the latency in two, with the kernel's receive
+//! timestamp of each answer (`SO_TIMESTAMPNS`; over HTTP/2, that of the
+//! last segment of the read that completed the answer): the
 //! server's part, from the request handed to the kernel to its answer
 //! arriving in the generator's socket (the server's queue, its work and
 //! its waiting for a CPU, and the loopback), plus any wait for a free
-//! connection after the due time (every connection busy with an earlier
-//! request), and the generator's part, the rest (sending after the due
-//! time for its own reasons, and reading the answer after it arrived).
-//! The total is still measured from the due time.
+//! connection after the due time (HTTP/1.1: every connection busy with
+//! an earlier request; over HTTP/2 a wait for room on a stream-limited
+//! connection is not told apart and counts as the generator's), and the
+//! generator's part, the rest (sending after the due time for its own
+//! reasons, and reading the answer after it arrived). The send time is
+//! taken just before the write that finishes the request (an answer can
+//! arrive before that write returns). The total is still measured from
+//! the due time.
 //!
 //! `OPENLOOP_SLICE_US=N` asks the kernel (EEVDF, Linux 6.12 and later)
 //! for a scheduler slice of N µs for the generator (the default is
@@ -384,8 +389,8 @@ struct Pending {
     due: Instant,
     /// Sent more than 1 ms after it was due.
     late: bool,
-    /// When the last byte was handed to the kernel (HTTP/1.1), on the
-    /// real-time clock the kernel's receive timestamps use.
+    /// When the write that finished it began, on the real-time clock the
+    /// kernel's receive timestamps use.
     sent: Option<i128>,
     /// How long it waited, after it was due, for a connection to be free
     /// (every one busy with an earlier request: the server's part).
@@ -409,7 +414,7 @@ struct Connection {
 
 struct Sample {
     latency: Duration,
-    /// HTTP/1.1: from the request handed to the kernel to its answer
+    /// From the request handed to the kernel to its answer
     /// arriving in the generator's socket (the kernel's receive
     /// timestamp): the server's part of `latency`, loopback included.
     /// The rest is the generator's: sending after the due time, and
@@ -841,6 +846,9 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             next += 1;
             busy += 1;
             let mut failed = false;
+            // Taken before the write: the answer can arrive before the
+            // write returns.
+            let writing = real_now();
             while conn.written < conn.out.len() {
                 match conn.stream.write(&conn.out[conn.written..]) {
                     Ok(0) => {
@@ -867,7 +875,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             }
             if conn.written == conn.out.len() {
                 if let Some(pending) = conn.pending.as_mut() {
-                    pending.sent = Some(real_now());
+                    pending.sent = Some(writing);
                 }
             }
             if failed {
@@ -898,6 +906,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             let now = Instant::now();
             let mut failed = false;
             if flags & sys::EPOLLOUT != 0 && conn.written < conn.out.len() {
+                let writing = real_now();
                 loop {
                     match conn.stream.write(&conn.out[conn.written..]) {
                         Ok(0) => {
@@ -920,7 +929,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 }
                 if conn.written == conn.out.len() {
                     if let Some(pending) = conn.pending.as_mut().filter(|p| p.sent.is_none()) {
-                        pending.sent = Some(real_now());
+                        pending.sent = Some(writing);
                     }
                 }
                 if conn.written == conn.out.len() && conn.watching_out {
@@ -1162,6 +1171,8 @@ struct H2Connection {
     /// The server's SETTINGS came; GOAWAY came.
     ready: bool,
     closing: bool,
+    /// Streams whose request is in `out`, not yet all written.
+    unsent: Vec<u32>,
 }
 
 impl H2Connection {
@@ -1293,6 +1304,19 @@ impl H2Connection {
         true
     }
 
+    /// Marks the streams whose requests are now all written as sent at
+    /// `at` (taken just before the write that finished them).
+    fn mark_sent(&mut self, at: i128) {
+        if self.written < self.out.len() || self.unsent.is_empty() {
+            return;
+        }
+        for id in self.unsent.drain(..) {
+            if let Some(stream) = self.streams.get_mut(&id) {
+                stream.pending.sent = Some(at);
+            }
+        }
+    }
+
     /// Writes what is queued; false when the connection is broken.
     fn flush(&mut self, poller: &Poller, token: u64) -> bool {
         while self.written < self.out.len() {
@@ -1363,6 +1387,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 received: 0,
                 ready: false,
                 closing: false,
+                unsent: Vec::new(),
             };
             // The preface; no server push; the client's windows wide open.
             conn.out.extend_from_slice(h2::PREFACE);
@@ -1402,6 +1427,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 ));
             }
             conn.out.clear();
+            stamp_arrivals(&conn.stream);
             poller.watch(&conn.stream, index);
             Some(conn)
         })
@@ -1416,25 +1442,36 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
     let mut answers: Vec<(Stream, bool)> = Vec::new();
     let mut head = Vec::new();
     let mut body_bytes = Vec::new();
-    let mut record =
-        |stream: Stream, ok: bool, now: Instant, samples: &mut Vec<Sample>, mix: &mut [Body]| {
-            let status = if ok { stream.status } else { 0 };
-            let wrong = check(
-                mix,
-                stream.pending.index,
-                status,
-                &stream.body,
-                &mut reported,
-            );
-            samples.push(Sample {
-                latency: now.saturating_duration_since(stream.pending.due),
-                wire: None,
-                queued: Duration::ZERO,
-                late: stream.pending.late,
-                status,
-                wrong,
-            });
+    let mut arrivals: Vec<Option<i128>> = Vec::new();
+    let mut record = |stream: Stream,
+                      ok: bool,
+                      arrived: Option<i128>,
+                      now: Instant,
+                      samples: &mut Vec<Sample>,
+                      mix: &mut [Body]| {
+        let status = if ok { stream.status } else { 0 };
+        let wire = match (stream.pending.sent, arrived) {
+            (Some(sent), Some(arrived)) if ok && arrived >= sent => {
+                Some(Duration::from_nanos((arrived - sent) as u64))
+            }
+            _ => None,
         };
+        let wrong = check(
+            mix,
+            stream.pending.index,
+            status,
+            &stream.body,
+            &mut reported,
+        );
+        samples.push(Sample {
+            latency: now.saturating_duration_since(stream.pending.due),
+            wire,
+            queued: Duration::ZERO,
+            late: stream.pending.late,
+            status,
+            wrong,
+        });
+    };
     loop {
         let now = Instant::now();
         // Queue everything that is due on connections that can take it.
@@ -1483,6 +1520,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 h2::frame(&mut conn.out, h2::DATA, flags, id, chunk);
             }
             conn.window -= body_bytes.len() as i64;
+            conn.unsent.push(id);
             conn.streams.insert(
                 id,
                 Stream {
@@ -1504,7 +1542,10 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
         for c in 0..conns.len() {
             let broken = match conns[c].as_mut() {
                 Some(conn) if conn.written < conn.out.len() && !conn.watching_out => {
-                    !conn.flush(&poller, c as u64)
+                    let writing = real_now();
+                    let ok = conn.flush(&poller, c as u64);
+                    conn.mark_sent(writing);
+                    !ok
                 }
                 _ => false,
             };
@@ -1513,7 +1554,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                     poller.control(sys::EPOLL_CTL_DEL, conn.stream.as_raw_fd(), 0, 0);
                     for (_, stream) in conn.streams {
                         busy -= 1;
-                        record(stream, false, now, &mut samples, mix);
+                        record(stream, false, None, now, &mut samples, mix);
                     }
                 }
             }
@@ -1526,7 +1567,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             eprintln!("openloop: {busy} answers still missing 30 s after the end; giving up");
             for conn in conns.iter_mut().filter_map(Option::take) {
                 for (_, stream) in conn.streams {
-                    record(stream, false, now, &mut samples, mix);
+                    record(stream, false, None, now, &mut samples, mix);
                 }
             }
             break;
@@ -1543,7 +1584,9 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             let now = Instant::now();
             let mut broken = false;
             if flags & sys::EPOLLOUT != 0 {
+                let writing = real_now();
                 broken = !conn.flush(&poller, c as u64);
+                conn.mark_sent(writing);
             }
             while !broken {
                 if conn.have == conn.input.len() {
@@ -1551,27 +1594,30 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                     conn.input.resize(len * 2, 0);
                 }
                 let have = conn.have;
-                match conn.stream.read(&mut conn.input[have..]) {
-                    Ok(0) => broken = true,
-                    Ok(n) => {
+                match read_stamped(&conn.stream, &mut conn.input[have..]) {
+                    Ok((0, _)) => broken = true,
+                    Ok((n, stamp)) => {
                         conn.have += n;
                         broken = !conn.frames(&mut answers);
+                        // The answers this read completed arrived then.
+                        arrivals.resize(answers.len(), stamp);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => broken = true,
                 }
             }
-            for (stream, ok) in answers.drain(..) {
+            arrivals.resize(answers.len(), None);
+            for ((stream, ok), arrived) in answers.drain(..).zip(arrivals.drain(..)) {
                 busy -= 1;
-                record(stream, ok, now, &mut samples, mix);
+                record(stream, ok, arrived, now, &mut samples, mix);
             }
             if broken {
                 if let Some(conn) = conns[c].take() {
                     poller.control(sys::EPOLL_CTL_DEL, conn.stream.as_raw_fd(), 0, 0);
                     for (_, stream) in conn.streams {
                         busy -= 1;
-                        record(stream, false, now, &mut samples, mix);
+                        record(stream, false, None, now, &mut samples, mix);
                     }
                 }
             }
@@ -1660,7 +1706,7 @@ fn main() {
         cpu.as_secs_f64() * 1e6 / latencies.len() as f64,
         waited.as_secs_f64() * 1e6 / latencies.len() as f64,
     );
-    // Where the time went (HTTP/1.1): the server's part (request handed
+    // Where the time went: the server's part (request handed
     // to the kernel to answer arrived) and the generator's (the rest).
     let mut wire: Vec<Duration> = samples
         .iter()
