@@ -40,6 +40,11 @@
 # meet the same noise, and their CPU per answer can be compared where
 # runs one after the other cannot. Prints a line for each, `bin` and
 # `pair`, with the server's context switches per answer (perf).
+# Every open-loop line also gives the time the server's threads were
+# runnable but waiting for a CPU, per answer (/proc/PID/task/*/schedstat),
+# and openloop's split of the latency into the server's part and the
+# generator's (scripts/openloop.rs). OPENLOOP_SLICE_US is passed to the
+# generators (a shorter scheduler slice for them; scripts/openloop.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +80,13 @@ trap cleanup EXIT
 # utime + stime of a process, in clock ticks.
 cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Nanoseconds the threads of a process have spent runnable but waiting
+# for a CPU (the second field of each thread's schedstat; the threads
+# alive now).
+run_wait() {
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}'
 }
 
 decisions() {
@@ -170,6 +182,8 @@ open_scenario() {
   local before after line status=0 load
   load="$(cut -d' ' -f1 /proc/loadavg)"
   before="$(cpu_ticks "$server")"
+  local wait_before wait_after
+  wait_before="$(run_wait "$server")"
   # The generator's own CPU (user + system, as its parent sees it): it
   # shares the cores with the server.
   local TIMEFORMAT='%U %S' perf=""
@@ -180,6 +194,7 @@ open_scenario() {
   { time "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
       "$protocol" >"$tmp/open.line" 2>"$tmp/open.err"; } 2>"$tmp/open.time" || status=$?
   after="$(cpu_ticks "$server")"
+  wait_after="$(run_wait "$server")"
   if [ -n "$perf" ]; then
     kill -INT "$perf"
     wait "$perf" || true
@@ -194,8 +209,12 @@ open_scenario() {
   us_per="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$answered" \
     'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
   gen_per="$(awk -v n="$answered" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n; else print "?" }' "$tmp/open.time")"
-  printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer, generator CPU %s us/request, load %s\n' \
-    "$protocol" "$rate" "$connections" "$line" "$us_per" "$gen_per" "$load"
+  local waited
+  waited="$(awk -v w=$(( wait_after - wait_before )) -v n="$answered" \
+    'BEGIN { if (n > 0) printf "%.1f", w / 1e3 / n; else print "?" }')"
+  printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer, runnable but waiting %s us/answer, generator CPU %s us/request, load %s\n' \
+    "$protocol" "$rate" "$connections" "$(head -n1 <<<"$line")" "$us_per" "$waited" "$gen_per" "$load"
+  tail -n +2 <<<"$line"
   if [ -n "$perf" ]; then
     awk -F, -v n="$answered" '$1 ~ /^[0-9]+$/ && n > 0 {
         name = $3; sub(/^syscalls:sys_enter_/, "", name); printf " %s %.2f", name, $1 / n
@@ -241,6 +260,9 @@ pair_scenario() {
   load="$(cut -d' ' -f1 /proc/loadavg)"
   a_before="$(cpu_ticks "$a_pid")"
   b_before="$(cpu_ticks "$b_pid")"
+  local a_wait b_wait
+  a_wait="$(run_wait "$a_pid")"
+  b_wait="$(run_wait "$b_pid")"
   perf stat -x, -o "$tmp/a.perf" -e context-switches -p "$a_pid" &
   local a_perf=$!
   perf stat -x, -o "$tmp/b.perf" -e context-switches -p "$b_pid" &
@@ -253,6 +275,8 @@ pair_scenario() {
   wait "$a" || status=$?
   a_after="$(cpu_ticks "$a_pid")"
   b_after="$(cpu_ticks "$b_pid")"
+  a_wait=$(( $(run_wait "$a_pid") - a_wait ))
+  b_wait=$(( $(run_wait "$b_pid") - b_wait ))
   kill -INT "$a_perf" "$b_perf"
   wait "$a_perf" "$b_perf" || true
   cat "$tmp/a.err" "$tmp/b.err" >&2
@@ -260,18 +284,25 @@ pair_scenario() {
   wait "$a_pid" "$b_pid" || true
   server=""
   pair_pid=""
-  local which line answered ticks switches
+  local which line answered ticks switches waited
   for which in a b; do
     line="$(cat "$tmp/$which.line")"
     answered="${line%% requests*}"
-    if [ "$which" = a ]; then ticks=$(( a_after - a_before )); else ticks=$(( b_after - b_before )); fi
+    if [ "$which" = a ]; then
+      ticks=$(( a_after - a_before )) waited="$a_wait"
+    else
+      ticks=$(( b_after - b_before )) waited="$b_wait"
+    fi
     switches="$(awk -F, '$3 == "context-switches" {print $1}' "$tmp/$which.perf")"
-    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer, %s context switches/answer, load %s\n' \
-      "$( [ "$which" = a ] && echo bin || echo pair )" "$protocol" "$rate" "$connections" "$line" \
+    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer, runnable but waiting %s us/answer, %s context switches/answer, load %s\n' \
+      "$( [ "$which" = a ] && echo bin || echo pair )" "$protocol" "$rate" "$connections" \
+      "$(head -n1 <<<"$line")" \
       "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$answered" \
         'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')" \
+      "$(awk -v w="$waited" -v n="$answered" 'BEGIN { if (n > 0) printf "%.1f", w / 1e3 / n; else print "?" }')" \
       "$(awk -v c="${switches:-0}" -v n="$answered" 'BEGIN { if (n > 0) printf "%.2f", c / n; else print "?" }')" \
       "$load"
+    tail -n +2 <<<"$line"
   done
   if [ "$status" -ne 0 ]; then
     echo "loadtest: wrong answers (above)" >&2

@@ -42,7 +42,32 @@
 //! were sent more than 1 ms after they were due (when that is large, the
 //! connections or the generator, not only the server, were the limit),
 //! and the generator's own CPU time per request (user + system, from
-//! `/proc/self/stat`), since it shares the machine with the server.
+//! `/proc/self/stat`), since it shares the machine with the server, and
+//! how long it was runnable but waiting for a CPU (`/proc/self/schedstat`).
+//!
+//! A second line splits the latency in two, with the kernel's receive
+//! timestamp of each answer (`SO_TIMESTAMPNS`; over HTTP/2, that of the
+//! last segment of the read that completed the answer): the
+//! server's part, from the request handed to the kernel to its answer
+//! arriving in the generator's socket (the server's queue, its work and
+//! its waiting for a CPU, and the loopback), plus any wait for a free
+//! connection after the due time (HTTP/1.1: every connection busy with
+//! an earlier request; over HTTP/2 a wait for room on a stream-limited
+//! connection is not told apart and counts as the generator's), and the
+//! generator's part, the rest (sending after the due time for its own
+//! reasons, and reading the answer after it arrived). The send time is
+//! taken just before the write that finishes the request (an answer can
+//! arrive before that write returns). The total is still measured from
+//! the due time.
+//!
+//! `OPENLOOP_SLICE_US=N` asks the kernel (EEVDF, Linux 6.12 and later)
+//! for a scheduler slice of N µs for the generator (the default is
+//! about 1.4 ms on a 2-CPU host). A thread with a shorter slice
+//! than the one running gets the CPU soon after it is woken instead of
+//! waiting out the other's slice; its share of the CPU is unchanged. It
+//! is the generator's own setting (the server is left as it is): it
+//! makes the generator send and read on time, so that less of what it
+//! measures is its own waiting.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -86,6 +111,62 @@ mod sys {
     pub const CLOCK_MONOTONIC: c_int = 1;
     pub const TFD_NONBLOCK: c_int = 0o4000;
     pub const TFD_CLOEXEC: c_int = 0o2000000;
+    pub const CLOCK_REALTIME: c_int = 0;
+    pub const SOL_SOCKET: c_int = 1;
+    /// `SO_TIMESTAMPNS`, which is also the control message's type.
+    pub const SO_TIMESTAMPNS: c_int = 35;
+
+    /// `struct sched_attr` (Linux).
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct SchedAttr {
+        pub size: u32,
+        pub policy: u32,
+        pub flags: u64,
+        pub nice: i32,
+        pub priority: u32,
+        /// For `SCHED_OTHER` (Linux 6.12 and later): the thread's slice,
+        /// in nanoseconds.
+        pub runtime: u64,
+        pub deadline: u64,
+        pub period: u64,
+        pub util_min: u32,
+        pub util_max: u32,
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub const SYS_SCHED_SETATTR: c_long = 314;
+    #[cfg(target_arch = "x86_64")]
+    pub const SYS_SCHED_GETATTR: c_long = 315;
+    #[cfg(target_arch = "aarch64")]
+    pub const SYS_SCHED_SETATTR: c_long = 274;
+    #[cfg(target_arch = "aarch64")]
+    pub const SYS_SCHED_GETATTR: c_long = 275;
+
+    #[repr(C)]
+    pub struct Iovec {
+        pub base: *mut u8,
+        pub len: usize,
+    }
+
+    #[repr(C)]
+    pub struct Msghdr {
+        pub name: *mut u8,
+        pub namelen: u32,
+        pub iov: *mut Iovec,
+        pub iovlen: usize,
+        pub control: *mut u8,
+        pub controllen: usize,
+        pub flags: c_int,
+    }
+
+    /// `struct cmsghdr`, followed by its data (8-byte aligned on 64-bit).
+    #[repr(C)]
+    pub struct Cmsghdr {
+        pub len: usize,
+        pub level: c_int,
+        pub kind: c_int,
+    }
 
     extern "C" {
         pub fn epoll_create1(flags: c_int) -> c_int;
@@ -104,6 +185,16 @@ mod sys {
             old: *mut Itimerspec,
         ) -> c_int;
         pub fn read(fd: c_int, buf: *mut u8, count: usize) -> isize;
+        pub fn recvmsg(fd: c_int, msg: *mut Msghdr, flags: c_int) -> isize;
+        pub fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_int,
+            len: u32,
+        ) -> c_int;
+        pub fn clock_gettime(clock: c_int, time: *mut Timespec) -> c_int;
+        pub fn syscall(number: c_long, ...) -> c_long;
     }
 }
 
@@ -298,6 +389,12 @@ struct Pending {
     due: Instant,
     /// Sent more than 1 ms after it was due.
     late: bool,
+    /// When the write that finished it began, on the real-time clock the
+    /// kernel's receive timestamps use.
+    sent: Option<i128>,
+    /// How long it waited, after it was due, for a connection to be free
+    /// (every one busy with an earlier request: the server's part).
+    queued: Duration,
 }
 
 struct Connection {
@@ -311,10 +408,21 @@ struct Connection {
     pending: Option<Pending>,
     /// Registered for `EPOLLOUT` too (a write that did not finish).
     watching_out: bool,
+    /// When its last answer was read (and it became free).
+    freed: Instant,
 }
 
 struct Sample {
     latency: Duration,
+    /// From the request handed to the kernel to its answer
+    /// arriving in the generator's socket (the kernel's receive
+    /// timestamp): the server's part of `latency`, loopback included.
+    /// The rest is the generator's: sending after the due time, and
+    /// reading the answer after it arrived.
+    wire: Option<Duration>,
+    /// Waited for a free connection after it was due (HTTP/1.1): the
+    /// server's part too.
+    queued: Duration,
     late: bool,
     status: u16,
     /// The answer was not what the mix expected.
@@ -348,6 +456,138 @@ fn parse_answer(input: &[u8]) -> Option<(u16, std::ops::Range<usize>)> {
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     Some((status, end + 4..end + 4 + length))
+}
+
+/// The real-time clock in nanoseconds (the clock of the kernel's receive
+/// timestamps).
+fn real_now() -> i128 {
+    let mut time = sys::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the kernel writes one `timespec`.
+    unsafe { sys::clock_gettime(sys::CLOCK_REALTIME, &mut time) };
+    time.tv_sec as i128 * 1_000_000_000 + time.tv_nsec as i128
+}
+
+/// Sets this thread's scheduler slice to `micros` (EEVDF, Linux 6.12 and
+/// later; the kernel keeps it within 0.1 to 100 ms), keeping its policy
+/// and nice value. Says why on stderr when the kernel refuses.
+fn set_slice(micros: u64) {
+    let size = std::mem::size_of::<sys::SchedAttr>() as u32;
+    let mut attr = sys::SchedAttr::default();
+    // SAFETY: the kernel writes at most `size` bytes into `attr`.
+    let read = unsafe {
+        sys::syscall(
+            sys::SYS_SCHED_GETATTR,
+            0 as std::os::raw::c_int,
+            &mut attr as *mut sys::SchedAttr,
+            size,
+            0 as std::os::raw::c_uint,
+        )
+    };
+    attr.size = size;
+    attr.flags = 0;
+    attr.runtime = micros * 1000;
+    // SAFETY: the kernel reads `size` bytes of `attr`.
+    let set = read == 0
+        && unsafe {
+            sys::syscall(
+                sys::SYS_SCHED_SETATTR,
+                0 as std::os::raw::c_int,
+                &attr as *const sys::SchedAttr,
+                0 as std::os::raw::c_uint,
+            )
+        } == 0;
+    if !set {
+        eprintln!(
+            "openloop: cannot set the generator's slice to {micros} us: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Asks the kernel to stamp what arrives on `stream` (`SO_TIMESTAMPNS`).
+fn stamp_arrivals(stream: &TcpStream) {
+    let on: std::os::raw::c_int = 1;
+    // SAFETY: `on` outlives the call.
+    unsafe {
+        sys::setsockopt(
+            stream.as_raw_fd(),
+            sys::SOL_SOCKET,
+            sys::SO_TIMESTAMPNS,
+            &on,
+            4,
+        )
+    };
+}
+
+/// `read` with the kernel's receive timestamp of what was read (real-time
+/// nanoseconds), when it gives one.
+fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<i128>)> {
+    let mut iov = sys::Iovec {
+        base: buf.as_mut_ptr(),
+        len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    let mut msg = sys::Msghdr {
+        name: std::ptr::null_mut(),
+        namelen: 0,
+        iov: &mut iov,
+        iovlen: 1,
+        control: control.as_mut_ptr().cast(),
+        controllen: std::mem::size_of_val(&control),
+        flags: 0,
+    };
+    // SAFETY: every pointer in `msg` is to a live buffer of the given size.
+    let n = unsafe { sys::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let header = std::mem::size_of::<sys::Cmsghdr>();
+    let mut stamp = None;
+    let mut at = 0usize;
+    let bytes: &[u8] = words_as_bytes(&control);
+    while at + header <= msg.controllen.min(bytes.len()) {
+        let word = |i: usize| u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+        let len = word(at) as usize;
+        let level = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap_or([0; 4]));
+        let kind = u32::from_ne_bytes(bytes[at + 12..at + 16].try_into().unwrap_or([0; 4]));
+        if len < header {
+            break;
+        }
+        if level as i32 == sys::SOL_SOCKET
+            && kind as i32 == sys::SO_TIMESTAMPNS
+            && at + header + 16 <= bytes.len()
+        {
+            let seconds = word(at + header) as i64 as i128;
+            let nanos = word(at + header + 8) as i64 as i128;
+            if seconds > 0 {
+                stamp = Some(seconds * 1_000_000_000 + nanos);
+            }
+        }
+        at += (len + 7) & !7;
+    }
+    Ok((n as usize, stamp))
+}
+
+/// The bytes of a `u64` buffer.
+fn words_as_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: any bytes are valid `u8`s, and the length is the same memory.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), std::mem::size_of_val(words)) }
+}
+
+/// How long this (one-threaded) process has been runnable but waiting for
+/// a CPU, from `/proc/self/schedstat` (zero when the kernel does not keep
+/// it).
+fn run_wait() -> Duration {
+    let text = std::fs::read_to_string("/proc/self/schedstat").unwrap_or_default();
+    let nanos = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(nanos)
 }
 
 /// The CPU time (user + system) this process has used, from `/proc`.
@@ -528,6 +768,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
     let mut conns: Vec<Option<Connection>> = (0..connections)
         .map(|index| {
             let stream = connect(port);
+            stamp_arrivals(&stream);
             poller.watch(&stream, index);
             Some(Connection {
                 stream,
@@ -537,6 +778,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 have: 0,
                 pending: None,
                 watching_out: false,
+                freed: Instant::now(),
             })
         })
         .collect();
@@ -561,6 +803,8 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                     busy -= 1;
                     samples.push(Sample {
                         latency: $now.saturating_duration_since(pending.due),
+                        wire: None,
+                        queued: pending.queued,
                         late: pending.late,
                         status: 0,
                         wrong: mix[(pending.index % mix.len() as u64) as usize].expect
@@ -596,10 +840,15 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 index: next,
                 due,
                 late: now.saturating_duration_since(due) > Duration::from_millis(1),
+                sent: None,
+                queued: conn.freed.saturating_duration_since(due),
             });
             next += 1;
             busy += 1;
             let mut failed = false;
+            // Taken before the write: the answer can arrive before the
+            // write returns.
+            let writing = real_now();
             while conn.written < conn.out.len() {
                 match conn.stream.write(&conn.out[conn.written..]) {
                     Ok(0) => {
@@ -622,6 +871,11 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                         failed = true;
                         break;
                     }
+                }
+            }
+            if conn.written == conn.out.len() {
+                if let Some(pending) = conn.pending.as_mut() {
+                    pending.sent = Some(writing);
                 }
             }
             if failed {
@@ -652,6 +906,7 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             let now = Instant::now();
             let mut failed = false;
             if flags & sys::EPOLLOUT != 0 && conn.written < conn.out.len() {
+                let writing = real_now();
                 loop {
                     match conn.stream.write(&conn.out[conn.written..]) {
                         Ok(0) => {
@@ -672,6 +927,11 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                         }
                     }
                 }
+                if conn.written == conn.out.len() {
+                    if let Some(pending) = conn.pending.as_mut().filter(|p| p.sent.is_none()) {
+                        pending.sent = Some(writing);
+                    }
+                }
                 if conn.written == conn.out.len() && conn.watching_out {
                     poller.control(
                         sys::EPOLL_CTL_MOD,
@@ -684,15 +944,17 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             }
             // Read what is there; an answer with no request is a failure.
             let mut answered = None;
+            let mut arrived = None;
             while !failed {
                 if conn.have == conn.input.len() {
                     let len = conn.input.len();
                     conn.input.resize(len * 2, 0);
                 }
-                match conn.stream.read(&mut conn.input[conn.have..]) {
-                    Ok(0) => failed = true,
-                    Ok(n) => {
+                match read_stamped(&conn.stream, &mut conn.input[conn.have..]) {
+                    Ok((0, _)) => failed = true,
+                    Ok((n, stamp)) => {
                         conn.have += n;
+                        arrived = stamp.or(arrived);
                         if conn.pending.is_none() {
                             failed = true;
                         } else if let Some(answer) = parse_answer(&conn.input[..conn.have]) {
@@ -711,14 +973,23 @@ fn run_http1(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 };
                 let (index, late) = (pending.index, pending.late);
                 let wrong = check(mix, index, status, &conn.input[range], &mut reported);
+                let wire = match (pending.sent, arrived) {
+                    (Some(sent), Some(arrived)) if arrived >= sent => {
+                        Some(Duration::from_nanos((arrived - sent) as u64))
+                    }
+                    _ => None,
+                };
                 samples.push(Sample {
                     latency: now.saturating_duration_since(pending.due),
+                    wire,
+                    queued: pending.queued,
                     late,
                     status,
                     wrong,
                 });
                 busy -= 1;
                 conn.have = 0;
+                conn.freed = now;
                 free.push(c);
             } else if failed {
                 drop_connection!(c, now);
@@ -900,6 +1171,8 @@ struct H2Connection {
     /// The server's SETTINGS came; GOAWAY came.
     ready: bool,
     closing: bool,
+    /// Streams whose request is in `out`, not yet all written.
+    unsent: Vec<u32>,
 }
 
 impl H2Connection {
@@ -1031,6 +1304,19 @@ impl H2Connection {
         true
     }
 
+    /// Marks the streams whose requests are now all written as sent at
+    /// `at` (taken just before the write that finished them).
+    fn mark_sent(&mut self, at: i128) {
+        if self.written < self.out.len() || self.unsent.is_empty() {
+            return;
+        }
+        for id in self.unsent.drain(..) {
+            if let Some(stream) = self.streams.get_mut(&id) {
+                stream.pending.sent = Some(at);
+            }
+        }
+    }
+
     /// Writes what is queued; false when the connection is broken.
     fn flush(&mut self, poller: &Poller, token: u64) -> bool {
         while self.written < self.out.len() {
@@ -1101,6 +1387,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 received: 0,
                 ready: false,
                 closing: false,
+                unsent: Vec::new(),
             };
             // The preface; no server push; the client's windows wide open.
             conn.out.extend_from_slice(h2::PREFACE);
@@ -1140,6 +1427,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 ));
             }
             conn.out.clear();
+            stamp_arrivals(&conn.stream);
             poller.watch(&conn.stream, index);
             Some(conn)
         })
@@ -1154,23 +1442,36 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
     let mut answers: Vec<(Stream, bool)> = Vec::new();
     let mut head = Vec::new();
     let mut body_bytes = Vec::new();
-    let mut record =
-        |stream: Stream, ok: bool, now: Instant, samples: &mut Vec<Sample>, mix: &mut [Body]| {
-            let status = if ok { stream.status } else { 0 };
-            let wrong = check(
-                mix,
-                stream.pending.index,
-                status,
-                &stream.body,
-                &mut reported,
-            );
-            samples.push(Sample {
-                latency: now.saturating_duration_since(stream.pending.due),
-                late: stream.pending.late,
-                status,
-                wrong,
-            });
+    let mut arrivals: Vec<Option<i128>> = Vec::new();
+    let mut record = |stream: Stream,
+                      ok: bool,
+                      arrived: Option<i128>,
+                      now: Instant,
+                      samples: &mut Vec<Sample>,
+                      mix: &mut [Body]| {
+        let status = if ok { stream.status } else { 0 };
+        let wire = match (stream.pending.sent, arrived) {
+            (Some(sent), Some(arrived)) if ok && arrived >= sent => {
+                Some(Duration::from_nanos((arrived - sent) as u64))
+            }
+            _ => None,
         };
+        let wrong = check(
+            mix,
+            stream.pending.index,
+            status,
+            &stream.body,
+            &mut reported,
+        );
+        samples.push(Sample {
+            latency: now.saturating_duration_since(stream.pending.due),
+            wire,
+            queued: Duration::ZERO,
+            late: stream.pending.late,
+            status,
+            wrong,
+        });
+    };
     loop {
         let now = Instant::now();
         // Queue everything that is due on connections that can take it.
@@ -1219,6 +1520,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                 h2::frame(&mut conn.out, h2::DATA, flags, id, chunk);
             }
             conn.window -= body_bytes.len() as i64;
+            conn.unsent.push(id);
             conn.streams.insert(
                 id,
                 Stream {
@@ -1226,6 +1528,8 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                         index: next,
                         due,
                         late: now.saturating_duration_since(due) > Duration::from_millis(1),
+                        sent: None,
+                        queued: Duration::ZERO,
                     },
                     status: 0,
                     body: Vec::new(),
@@ -1238,7 +1542,10 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
         for c in 0..conns.len() {
             let broken = match conns[c].as_mut() {
                 Some(conn) if conn.written < conn.out.len() && !conn.watching_out => {
-                    !conn.flush(&poller, c as u64)
+                    let writing = real_now();
+                    let ok = conn.flush(&poller, c as u64);
+                    conn.mark_sent(writing);
+                    !ok
                 }
                 _ => false,
             };
@@ -1247,7 +1554,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                     poller.control(sys::EPOLL_CTL_DEL, conn.stream.as_raw_fd(), 0, 0);
                     for (_, stream) in conn.streams {
                         busy -= 1;
-                        record(stream, false, now, &mut samples, mix);
+                        record(stream, false, None, now, &mut samples, mix);
                     }
                 }
             }
@@ -1260,7 +1567,7 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             eprintln!("openloop: {busy} answers still missing 30 s after the end; giving up");
             for conn in conns.iter_mut().filter_map(Option::take) {
                 for (_, stream) in conn.streams {
-                    record(stream, false, now, &mut samples, mix);
+                    record(stream, false, None, now, &mut samples, mix);
                 }
             }
             break;
@@ -1277,7 +1584,9 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
             let now = Instant::now();
             let mut broken = false;
             if flags & sys::EPOLLOUT != 0 {
+                let writing = real_now();
                 broken = !conn.flush(&poller, c as u64);
+                conn.mark_sent(writing);
             }
             while !broken {
                 if conn.have == conn.input.len() {
@@ -1285,27 +1594,30 @@ fn run_h2(setup: &Setup, mix: &mut [Body]) -> (Vec<Sample>, Instant) {
                     conn.input.resize(len * 2, 0);
                 }
                 let have = conn.have;
-                match conn.stream.read(&mut conn.input[have..]) {
-                    Ok(0) => broken = true,
-                    Ok(n) => {
+                match read_stamped(&conn.stream, &mut conn.input[have..]) {
+                    Ok((0, _)) => broken = true,
+                    Ok((n, stamp)) => {
                         conn.have += n;
                         broken = !conn.frames(&mut answers);
+                        // The answers this read completed arrived then.
+                        arrivals.resize(answers.len(), stamp);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => broken = true,
                 }
             }
-            for (stream, ok) in answers.drain(..) {
+            arrivals.resize(answers.len(), None);
+            for ((stream, ok), arrived) in answers.drain(..).zip(arrivals.drain(..)) {
                 busy -= 1;
-                record(stream, ok, now, &mut samples, mix);
+                record(stream, ok, arrived, now, &mut samples, mix);
             }
             if broken {
                 if let Some(conn) = conns[c].take() {
                     poller.control(sys::EPOLL_CTL_DEL, conn.stream.as_raw_fd(), 0, 0);
                     for (_, stream) in conn.streams {
                         busy -= 1;
-                        record(stream, false, now, &mut samples, mix);
+                        record(stream, false, None, now, &mut samples, mix);
                     }
                 }
             }
@@ -1340,7 +1652,15 @@ fn main() {
         total: (rate * seconds) as u64,
         interval: 1.0 / rate,
     };
+    if let Some(micros) = std::env::var("OPENLOOP_SLICE_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+    {
+        set_slice(micros);
+    }
     let cpu_before = cpu_time();
+    let wait_before = run_wait();
     let (samples, start) = match protocol {
         "http1" => run_http1(&setup, &mut mix),
         "h2" => run_h2(&setup, &mut mix),
@@ -1351,6 +1671,7 @@ fn main() {
     };
     let took = start.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
+    let waited = run_wait().saturating_sub(wait_before);
     if samples.is_empty() {
         fail("no request was answered".to_owned());
     }
@@ -1372,7 +1693,7 @@ fn main() {
     };
     let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
     println!(
-        "{} requests in {:.2} s ({:.0}/s offered {rate:.0}/s; {}; wrong: {wrong}); from due time: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; sent >1 ms late: {late}; generator CPU {:.1} us/request",
+        "{} requests in {:.2} s ({:.0}/s offered {rate:.0}/s; {}; wrong: {wrong}); from due time: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; sent >1 ms late: {late}; generator CPU {:.1} us/request, runnable but waiting {:.1} us/request",
         latencies.len(),
         took.as_secs_f64(),
         latencies.len() as f64 / took.as_secs_f64(),
@@ -1383,7 +1704,35 @@ fn main() {
         quantile(0.999),
         latencies[latencies.len() - 1].as_secs_f64() * 1e3,
         cpu.as_secs_f64() * 1e6 / latencies.len() as f64,
+        waited.as_secs_f64() * 1e6 / latencies.len() as f64,
     );
+    // Where the time went: the server's part (request handed
+    // to the kernel to answer arrived) and the generator's (the rest).
+    let mut wire: Vec<Duration> = samples
+        .iter()
+        .filter_map(|s| s.wire.map(|w| w + s.queued))
+        .collect();
+    let mut own: Vec<Duration> = samples
+        .iter()
+        .filter_map(|s| s.wire.map(|w| s.latency.saturating_sub(w + s.queued)))
+        .collect();
+    if !wire.is_empty() {
+        wire.sort_unstable();
+        own.sort_unstable();
+        let at = |v: &[Duration], q: f64| {
+            v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+        };
+        println!(
+            "  split of {} answers: server (waiting for a free connection + sent to arrived) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; generator (late sending + late reading) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+            wire.len(),
+            at(&wire, 0.5),
+            at(&wire, 0.99),
+            at(&wire, 0.999),
+            at(&own, 0.5),
+            at(&own, 0.99),
+            at(&own, 0.999),
+        );
+    }
     if wrong > 0 {
         std::process::exit(1);
     }
