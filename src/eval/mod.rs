@@ -601,6 +601,12 @@ impl<'a> Evaluator<'a> {
             .iter()
             .map(|t| {
                 let text = self.template(t, Fill::ScopeItem)?;
+                // A grant nearly always names what was requested: an item
+                // is what its text parses to, so a requested item of the
+                // same text (validation parsed it) is that item.
+                if let Some(item) = self.prepared.scope.iter().find(|i| i.as_str() == text) {
+                    return Ok(item.clone());
+                }
                 ScopeItem::parse(&text).map_err(|error| {
                     Box::new(EvalError::ScopeItem {
                         error,
