@@ -90,7 +90,7 @@ impl ScopeItem {
         }
         // The verb: `*`, or verb bytes up to the first `:`.
         let mut at = 0;
-        while at < bytes.len() && verb_byte(&bytes[at]) {
+        while at < bytes.len() && BYTE_CLASS[usize::from(bytes[at])] & VERB != 0 {
             at += 1;
         }
         let star_verb = at == 0 && bytes.first() == Some(&b'*');
@@ -113,23 +113,23 @@ impl ScopeItem {
         let mut wild = star_verb;
         let path = &resource[scheme_len..];
         let mut start = 0;
-        // Per segment: a byte that is not printable ASCII, or a `%` (the
-        // full parse looks for percent-encoded separators), or a `*`.
-        let (mut odd, mut stars) = (false, 0usize);
+        // Per segment: whether it holds a byte that is not printable ASCII,
+        // or a `%` (the full parse looks for percent-encoded separators),
+        // and whether it holds a `*`: the bits of the bytes' classes.
+        let mut seen = 0u8;
         for (i, &b) in path.iter().enumerate() {
-            if b == b'/' {
-                if !plain_segment(&path[start..i], odd, stars, false, &mut wild) {
+            let class = BYTE_CLASS[usize::from(b)];
+            if class & SLASH != 0 {
+                if !plain_segment(&path[start..i], seen, false, &mut wild) {
                     return None;
                 }
                 start = i + 1;
-                odd = false;
-                stars = 0;
+                seen = 0;
                 continue;
             }
-            odd |= b <= b' ' || b >= 0x7f || b == b'%';
-            stars += usize::from(b == b'*');
+            seen |= class;
         }
-        if !plain_segment(&path[start..], odd, stars, true, &mut wild) {
+        if !plain_segment(&path[start..], seen, true, &mut wild) {
             return None;
         }
         Some(Self {
@@ -369,11 +369,49 @@ fn is_scheme(scheme: &[u8]) -> bool {
         })
 }
 
-/// One segment of a resource for [`ScopeItem::parse_plain`]: `odd` when it
-/// holds a byte that is not printable ASCII or a `%`, `stars` its `*`s,
-/// `last` when it ends the resource. False for a segment the full parse
-/// must judge; `wild` is set for `*`, and `**` at the end.
-fn plain_segment(segment: &[u8], odd: bool, stars: usize, last: bool, wild: &mut bool) -> bool {
+/// [`BYTE_CLASS`]'s bit for a byte a verb other than `*` may hold
+/// ([`verb_byte`]).
+const VERB: u8 = 1;
+/// Its bit for a byte that is not printable ASCII, or a `%`.
+const ODD: u8 = 2;
+/// Its bit for `*`.
+const STAR: u8 = 4;
+/// Its bit for `/`.
+const SLASH: u8 = 8;
+
+/// What each byte is to [`ScopeItem::parse_plain`], as bits: [`VERB`],
+/// [`ODD`], [`STAR`], [`SLASH`]; one lookup a byte instead of a chain of
+/// comparisons.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-') {
+            class |= VERB;
+        }
+        if byte <= b' ' || byte >= 0x7f || byte == b'%' {
+            class |= ODD;
+        }
+        if byte == b'*' {
+            class |= STAR;
+        }
+        if byte == b'/' {
+            class |= SLASH;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+/// One segment of a resource for [`ScopeItem::parse_plain`]: `seen` the
+/// [`BYTE_CLASS`] bits of its bytes, `last` when it ends the resource.
+/// False for a segment the full parse must judge (one with an [`ODD`] byte
+/// or a `*` other than a whole `*` or a final `**`); `wild` is set for
+/// `*`, and `**` at the end.
+fn plain_segment(segment: &[u8], seen: u8, last: bool, wild: &mut bool) -> bool {
     match segment {
         b"" | b"." | b".." => false,
         b"*" => {
@@ -384,7 +422,7 @@ fn plain_segment(segment: &[u8], odd: bool, stars: usize, last: bool, wild: &mut
             *wild = true;
             true
         }
-        _ => !odd && stars == 0,
+        _ => seen & (ODD | STAR) == 0,
     }
 }
 
@@ -717,6 +755,17 @@ mod tests {
         assert_eq!(percent_encoded("%%2f"), Some("%2f"));
         assert_eq!(percent_encoded("a%20b%3A"), None);
         assert_eq!(percent_encoded("é%2e"), Some("%2e"));
+    }
+
+    #[test]
+    fn the_byte_classes_are_the_comparisons_they_replace() {
+        for b in 0..=255u8 {
+            let class = BYTE_CLASS[usize::from(b)];
+            assert_eq!(class & VERB != 0, verb_byte(&b), "{b}");
+            assert_eq!(class & ODD != 0, b <= b' ' || b >= 0x7f || b == b'%', "{b}");
+            assert_eq!(class & STAR != 0, b == b'*', "{b}");
+            assert_eq!(class & SLASH != 0, b == b'/', "{b}");
+        }
     }
 
     #[test]

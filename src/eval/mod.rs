@@ -362,9 +362,6 @@ impl<'a> Evaluator<'a> {
 
     /// An expression that must be a bool.
     pub fn truth(&mut self, expr: &'a Expr) -> Res<bool> {
-        if let Some(answer) = self.quick_truth(expr) {
-            return answer;
-        }
         // `and`, `or`, `not` and `has` are a bool or an error: decided here
         // without a value in between, behind the same depth guard as
         // `eval`, so the answer and the error are the ones `eval` gives.
@@ -391,6 +388,12 @@ impl<'a> Evaluator<'a> {
             };
             self.depth -= 1;
             return result;
+        }
+        // The quick path answers none of those four (it takes only the
+        // comparisons and `in` of an attribute), so trying it second
+        // changes no answer and spares the connectives the attempt.
+        if let Some(answer) = self.quick_truth(expr) {
+            return answer;
         }
         match self.eval(expr)? {
             Val::Bool(b) => Ok(b),
@@ -601,6 +604,12 @@ impl<'a> Evaluator<'a> {
             .iter()
             .map(|t| {
                 let text = self.template(t, Fill::ScopeItem)?;
+                // A grant nearly always names what was requested: an item
+                // is what its text parses to, so a requested item of the
+                // same text (validation parsed it) is that item.
+                if let Some(item) = self.prepared.scope.iter().find(|i| i.as_str() == text) {
+                    return Ok(item.clone());
+                }
                 ScopeItem::parse(&text).map_err(|error| {
                     Box::new(EvalError::ScopeItem {
                         error,

@@ -546,3 +546,36 @@ fn the_rules_that_read_one_missing_attribute_share_its_message() {
         assert_eq!(&general, error, "{:?}", rule.conjunct_text);
     }
 }
+
+/// A grant whose text a requested item has is that item (validation's
+/// parse, reused); one no requested item has is parsed: both are what
+/// parsing the filled text gives.
+#[test]
+fn grant_items_are_the_parse_of_their_text_requested_or_not() {
+    let engine = engine(
+        r#"@id("p") permit grant ["deploy:{resource.id}", "read:{resource.id}/logs", "read:db://{resource.kind}/**"];"#,
+    );
+    let (request, prepared) = request(
+        r#"{"action":"deploy","resource":{"id":"k8s://prod/pay","kind":"x"},
+            "requested":{"scope":["read:k8s://prod/pay/logs","deploy:k8s://prod/pay"]}}"#,
+    );
+    let crate::ir::RuleKind::Permit { grant, .. } = &engine.policy().rules[0].kind else {
+        panic!("the rule is a permit");
+    };
+    let mut evaluator = Evaluator::new(&request, &prepared, &engine.policy().data);
+    let items = match evaluator.scope_items(grant) {
+        Ok(items) => items,
+        Err(error) => panic!("the grant is built: {error}"),
+    };
+    let texts = [
+        "deploy:k8s://prod/pay",
+        "read:k8s://prod/pay/logs",
+        "read:db://x/**",
+    ];
+    let parsed: Vec<ScopeItem> = texts
+        .iter()
+        .map(|text| ScopeItem::parse(text).expect("a valid item"))
+        .collect();
+    assert_eq!(items, parsed);
+    assert!(items[2].has_wildcard() && !items[0].has_wildcard());
+}
