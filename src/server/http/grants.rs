@@ -184,18 +184,19 @@ fn pending(
         .as_ref()
         .and_then(|a| approval_attestation(a.approval.as_ref()?, approval_token?, now));
     let (window, window_from) = repeat_window(&loaded.engine, app.repeat_window);
-    let from_broker = request.context.get(RECENT_ISSUANCES).cloned();
-    let request = Mutex::new(request);
     // The answer's `issuance_count` but for its value, and the grant id as
     // JSON, written here rather than for each decision of the group.
-    let count_rest = json!({
-        "source": "ledger",
-        "window_seconds": window.as_secs(),
-        "window_from": window_from,
-        "ignored_from_request": from_broker,
-    })
-    .to_string();
-    let grant_json = Value::from(grant_id.clone()).to_string();
+    let count_rest = count_rest(
+        window.as_secs(),
+        window_from,
+        request.context.get(RECENT_ISSUANCES),
+    );
+    let request = Mutex::new(request);
+    let grant_json = {
+        let mut text = Vec::with_capacity(grant_id.len() + 2);
+        json_string(&mut text, &grant_id);
+        utf8(text)
+    };
     let counted = subject.clone();
     let decide = {
         let grant_id = grant_id.clone();
@@ -601,6 +602,28 @@ fn count_object(count: u64, rest: &str) -> String {
     }
     text.push('}');
     text
+}
+
+/// The members of the answer's `issuance_count` but its `value`, as the
+/// object's text: the same bytes as `json!({"source": "ledger",
+/// "window_seconds": .., "window_from": .., "ignored_from_request": ..})
+/// .to_string()` (`null` when the broker sent no count), written directly.
+fn count_rest(window_seconds: u64, window_from: &str, from_broker: Option<&Value>) -> String {
+    let mut text = Vec::with_capacity(128);
+    text.extend_from_slice(b"{\"source\":\"ledger\",\"window_seconds\":");
+    text.extend_from_slice(window_seconds.to_string().as_bytes());
+    text.extend_from_slice(b",\"window_from\":");
+    json_string(&mut text, window_from);
+    text.extend_from_slice(b",\"ignored_from_request\":");
+    match from_broker {
+        // Writing a value to a `Vec` cannot fail (its keys are strings).
+        Some(value) => {
+            let _ = serde_json::to_writer(&mut text, value);
+        }
+        None => text.extend_from_slice(b"null"),
+    }
+    text.push(b'}');
+    utf8(text)
 }
 
 /// JSON text written by writ as a string, without a copy (it is always
@@ -1453,7 +1476,30 @@ mod tests {
                 "ignored_from_request": from_broker,
             });
             assert_eq!(count_object(7, &rest), whole.to_string());
+            assert_eq!(
+                count_rest(3600, "--repeat-window", from_broker.as_ref()),
+                rest
+            );
         }
+        for from_broker in [
+            None,
+            Some(json!({"b": [1, "x\u{1}"], "a": -2.5})),
+            Some(json!(u64::MAX)),
+        ] {
+            let window_from = "policy \"constant\" repeat_window \u{e9}";
+            let rest = json!({
+                "source": "ledger",
+                "window_seconds": 0,
+                "window_from": window_from,
+                "ignored_from_request": from_broker,
+            })
+            .to_string();
+            assert_eq!(count_rest(0, window_from, from_broker.as_ref()), rest);
+        }
+        let id = crate::ledger::new_grant_id();
+        let mut text = Vec::new();
+        json_string(&mut text, &id);
+        assert_eq!(utf8(text), Value::from(id).to_string());
         assert_eq!(count_object(0, "{}"), r#"{"value":0}"#);
     }
 
