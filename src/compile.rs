@@ -1385,20 +1385,34 @@ impl Tree {
         near_misses: &mut Vec<NodeId>,
     ) {
         let exact = self.walk(value, near_misses, |id, rules, taint| {
-            match self.proven.get(id.0 as usize) {
-                Some(proven) if taint == 0 && proven.len() == rules.len() => out.extend(
-                    rules
-                        .iter()
-                        .zip(proven)
-                        .map(|(&rule, &mask)| (u64::from(rule) << 32) | u64::from(mask)),
-                ),
-                Some(proven) if proven.len() == rules.len() => {
-                    out.extend(rules.iter().zip(proven).map(|(&rule, &mask)| {
-                        let kept = self.untainted(rule, mask, taint);
-                        (u64::from(rule) << 32) | u64::from(kept)
-                    }))
+            // Most leaves a walk meets are empty (a switch's `rest`, a
+            // value no rule below names).
+            if rules.is_empty() {
+                return;
+            }
+            let proven = self
+                .proven
+                .get(id.0 as usize)
+                .filter(|proven| proven.len() == rules.len());
+            // Pushed one by one: `out` has room for a typical walk, and a
+            // plain loop costs less than `extend`'s general path.
+            match proven {
+                Some(proven) if taint == 0 => {
+                    for (&rule, &mask) in rules.iter().zip(proven) {
+                        out.push((u64::from(rule) << 32) | u64::from(mask));
+                    }
                 }
-                _ => out.extend(rules.iter().map(|&rule| u64::from(rule) << 32)),
+                Some(proven) => {
+                    for (&rule, &mask) in rules.iter().zip(proven) {
+                        let kept = self.untainted(rule, mask, taint);
+                        out.push((u64::from(rule) << 32) | u64::from(kept));
+                    }
+                }
+                None => {
+                    for &rule in rules {
+                        out.push(u64::from(rule) << 32);
+                    }
+                }
             }
         });
         // In rule order (the masks only order a rule's own copies).
