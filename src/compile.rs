@@ -639,15 +639,14 @@ pub struct Tree {
     /// altogether (nothing known): [`Tree::candidates_proven`].
     #[serde(skip)]
     pub proven: Vec<Vec<u32>>,
-    /// Per rule, per conjunct that some leaf proves ([`Tree::proven`]):
-    /// the slot of the switch or cut that proves it (the slot of
-    /// [`Node::Switch`] and [`Node::Range`], at most [`TAINT_FAR`]), so
-    /// that a walk that visited every child of the switches of some slots
-    /// keeps what the others proved. Empty for a rule with nothing proved,
-    /// and may be empty altogether: a leaf reached below such a switch
-    /// then proves nothing.
+    /// For conjunct `i` of rule `r`, at `32 * r + i`: the slot of the
+    /// switches or cuts that prove it where a leaf proves it
+    /// ([`Tree::proven`]; the slot of [`Node::Switch`] and [`Node::Range`],
+    /// at most [`TAINT_FAR`]), so that a walk that visited every child of
+    /// the switches of some slots keeps what the others proved. May be
+    /// empty: a leaf reached below such a switch then proves nothing.
     #[serde(skip)]
-    pub proven_slots: Vec<Vec<u8>>,
+    pub proven_slots: Vec<u8>,
 }
 
 /// The highest bit of a walk's taint ([`Tree::candidates_proven`]): it
@@ -1011,9 +1010,12 @@ struct Builder<'s> {
     nodes: Vec<Node>,
     /// [`Tree::proven`], per node.
     proven: Vec<Vec<u32>>,
-    /// Per rule, the key of each conjunct a leaf proved (resolved to
-    /// slots at the end: [`Tree::proven_slots`]).
-    proven_keys: Vec<Vec<Option<Key<'s>>>>,
+    /// For conjunct `i` of rule `r`, at `32 * r + i`: the key that proves
+    /// it where a leaf does, as its position in `keys` (`u8::MAX` for
+    /// none yet); resolved to slots at the end ([`Tree::proven_slots`]).
+    proven_keys: Vec<u8>,
+    /// The keys that proved a conjunct, in the order met.
+    keys: Vec<Key<'s>>,
     /// The keys switched on so far, in the order met: a key's position is
     /// its slot.
     slots: Vec<Key<'s>>,
@@ -1078,12 +1080,18 @@ impl<'s> Builder<'s> {
             if holds {
                 mask |= 1 << i;
                 // The key that proves conjunct `i`, the same in every
-                // leaf (it is the conjunct's own head).
-                if let Some(keys) = self.proven_keys.get_mut(index as usize) {
-                    if keys.len() <= i {
-                        keys.resize(i + 1, None);
+                // leaf (it is the conjunct's own head): noted once.
+                let keys = &mut self.keys;
+                if let Some(noted) = self.proven_keys.get_mut(32 * index as usize + i) {
+                    if *noted == u8::MAX {
+                        let at = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                            keys.push(key);
+                            keys.len() - 1
+                        });
+                        // Past 254 keys the conjunct counts as the far
+                        // slot's, which a taint never leaves out.
+                        *noted = at.min(usize::from(u8::MAX - 1)) as u8;
                     }
-                    keys[i] = Some(key);
                 }
             }
         }
@@ -1316,28 +1324,32 @@ pub fn compile(set: &PolicySet) -> Tree {
         heads: heads(set),
         nodes: Vec::new(),
         proven: Vec::new(),
-        proven_keys: vec![Vec::new(); set.rules.len()],
+        proven_keys: vec![u8::MAX; 32 * set.rules.len()],
+        keys: Vec::new(),
         slots: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
     let root = builder.build(all, &mut Scope::default());
     // Every key that proved a conjunct has a switch or cut above that
-    // leaf, so a slot; one without (not reached) stands for the far slot,
-    // which a taint never leaves out.
-    let slots = &builder.slots;
+    // leaf, so a slot; a conjunct never proved (or past the keys noted)
+    // stands for the far slot, which a taint never leaves out.
+    let far = TAINT_FAR as u8;
+    let slot_of_key: Vec<u8> = builder
+        .keys
+        .iter()
+        .take(usize::from(u8::MAX - 1))
+        .map(|key| {
+            builder
+                .slots
+                .iter()
+                .position(|k| k == key)
+                .map_or(far, |at| at.min(TAINT_FAR as usize) as u8)
+        })
+        .collect();
     let proven_slots = builder
         .proven_keys
         .iter()
-        .map(|keys| {
-            keys.iter()
-                .map(|key| {
-                    let slot = key
-                        .and_then(|key| slots.iter().position(|k| *k == key))
-                        .map_or(TAINT_FAR, |at| (at as u32).min(TAINT_FAR));
-                    slot as u8
-                })
-                .collect()
-        })
+        .map(|&key| slot_of_key.get(usize::from(key)).copied().unwrap_or(far))
         .collect();
     Tree {
         nodes: builder.nodes,
@@ -1434,7 +1446,7 @@ impl Tree {
     /// walk, so a slot whose switches visit every child does so at each
     /// of them, and is in the taint of every path below them).
     fn untainted(&self, rule: u32, mask: u32, taint: u32) -> u32 {
-        let Some(slots) = self.proven_slots.get(rule as usize) else {
+        let Some(slots) = self.proven_slots.get(32 * rule as usize..) else {
             return 0;
         };
         let mut kept = mask;
