@@ -8,9 +8,10 @@
 //! reaches a handful of candidates whatever the number of rules. The
 //! candidates' conditions are then evaluated, so the tree only prunes: it
 //! decides exactly as evaluating every rule in order would. A candidate
-//! reached by the request's own values comes with the conjuncts the
-//! switches and cuts above its leaf decided ([`Tree::proven`]), which are
-//! true and so are not evaluated again.
+//! comes with the conjuncts that the switches and cuts above its leaf
+//! decided by the request's own values ([`Tree::proven`]; below a switch
+//! whose value is missing, those of the other slots: [`Tree::proven_slots`]),
+//! which are true and so are not evaluated again.
 //!
 //! When a request lacks the switched attribute, or holds a non-string in it,
 //! the walk visits every child: a forbid that would error on the missing
