@@ -8,9 +8,10 @@
 //! reaches a handful of candidates whatever the number of rules. The
 //! candidates' conditions are then evaluated, so the tree only prunes: it
 //! decides exactly as evaluating every rule in order would. A candidate
-//! reached by the request's own values comes with the conjuncts the
-//! switches and cuts above its leaf decided ([`Tree::proven`]), which are
-//! true and so are not evaluated again.
+//! comes with the conjuncts that the switches and cuts above its leaf
+//! decided by the request's own values ([`Tree::proven`]; below a switch
+//! whose value is missing, those of the other slots: [`Tree::proven_slots`]),
+//! which are true and so are not evaluated again.
 //!
 //! When a request lacks the switched attribute, or holds a non-string in it,
 //! the walk visits every child: a forbid that would error on the missing
@@ -526,17 +527,19 @@ impl Serialize for Children {
 /// small (a request that has every switched attribute needs two slots per
 /// level), spilling to the heap only when a missing attribute fans out.
 ///
-/// Each node comes with whether the path to it followed only the request's
-/// own values (see [`Tree::proven`]).
+/// Each node comes with the taint of the path to it: the slots (one bit
+/// each, [`taint_bit`]) of the switches and cuts above it whose every child
+/// the walk visited; 0 when the path followed only the request's own values
+/// (see [`Tree::proven`]).
 #[derive(Default)]
 struct Stack {
-    inline: [(NodeId, bool); 32],
+    inline: [(NodeId, u32); 32],
     len: usize,
-    spill: Vec<(NodeId, bool)>,
+    spill: Vec<(NodeId, u32)>,
 }
 
 impl Stack {
-    fn push(&mut self, id: (NodeId, bool)) {
+    fn push(&mut self, id: (NodeId, u32)) {
         match self.inline.get_mut(self.len) {
             Some(slot) if self.spill.is_empty() => {
                 *slot = id;
@@ -546,7 +549,7 @@ impl Stack {
         }
     }
 
-    fn pop(&mut self) -> Option<(NodeId, bool)> {
+    fn pop(&mut self) -> Option<(NodeId, u32)> {
         if let Some(id) = self.spill.pop() {
             return Some(id);
         }
@@ -637,6 +640,23 @@ pub struct Tree {
     /// altogether (nothing known): [`Tree::candidates_proven`].
     #[serde(skip)]
     pub proven: Vec<Vec<u32>>,
+    /// For conjunct `i` of rule `r`, at `32 * r + i`: the slot of the
+    /// switches or cuts that prove it where a leaf proves it
+    /// ([`Tree::proven`]; the slot of [`Node::Switch`] and [`Node::Range`],
+    /// at most [`TAINT_FAR`]), so that a walk that visited every child of
+    /// the switches of some slots keeps what the others proved. May be
+    /// empty: a leaf reached below such a switch then proves nothing.
+    #[serde(skip)]
+    pub proven_slots: Vec<u8>,
+}
+
+/// The highest bit of a walk's taint ([`Tree::candidates_proven`]): it
+/// stands for this slot and every slot after it.
+pub const TAINT_FAR: u32 = 31;
+
+/// The taint bit of a slot.
+fn taint_bit(slot: u32) -> u32 {
+    1 << slot.min(TAINT_FAR)
 }
 
 impl Serialize for Attr {
@@ -991,6 +1011,12 @@ struct Builder<'s> {
     nodes: Vec<Node>,
     /// [`Tree::proven`], per node.
     proven: Vec<Vec<u32>>,
+    /// For conjunct `i` of rule `r`, at `32 * r + i`: the key that proves
+    /// it where a leaf does, as its position in `keys` (`u8::MAX` for
+    /// none yet); resolved to slots at the end ([`Tree::proven_slots`]).
+    proven_keys: Vec<u8>,
+    /// The keys that proved a conjunct, in the order met.
+    keys: Vec<Key<'s>>,
     /// The keys switched on so far, in the order met: a key's position is
     /// its slot.
     slots: Vec<Key<'s>>,
@@ -1006,7 +1032,10 @@ impl<'s> Builder<'s> {
     /// A leaf of `rules`, with the conjuncts of each that the switches and
     /// cuts above decide (`scope`).
     fn leaf(&mut self, rules: Vec<u32>, scope: &Scope<'s>) -> NodeId {
-        let proven: Vec<u32> = rules.iter().map(|&rule| self.proven(rule, scope)).collect();
+        let proven: Vec<u32> = rules
+            .iter()
+            .map(|&rule| self.proven(rule, scope))
+            .collect();
         let id = self.push(Node::Leaf { rules });
         if proven.iter().any(|&mask| mask != 0) {
             self.proven[id.0 as usize] = proven;
@@ -1023,11 +1052,12 @@ impl<'s> Builder<'s> {
     /// one of another type visits every child, and the path is then not
     /// counted: [`Tree::candidates_proven`]), and the tests read the value
     /// as the evaluator does, so each of these conjuncts evaluates to true.
-    fn proven(&self, rule: u32, scope: &Scope<'s>) -> u32 {
+    fn proven(&mut self, index: u32, scope: &Scope<'s>) -> u32 {
         if scope.chosen.is_empty() && scope.bounds.is_empty() {
             return 0;
         }
-        let Some(rule) = self.set.rules.get(rule as usize) else {
+        let set: &'s PolicySet = self.set;
+        let Some(rule) = set.rules.get(index as usize) else {
             return 0;
         };
         let mut mask = 0u32;
@@ -1050,6 +1080,20 @@ impl<'s> Builder<'s> {
             };
             if holds {
                 mask |= 1 << i;
+                // The key that proves conjunct `i`, the same in every
+                // leaf (it is the conjunct's own head): noted once.
+                let keys = &mut self.keys;
+                if let Some(noted) = self.proven_keys.get_mut(32 * index as usize + i) {
+                    if *noted == u8::MAX {
+                        let at = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                            keys.push(key);
+                            keys.len() - 1
+                        });
+                        // Past 254 keys the conjunct counts as the far
+                        // slot's, which a taint never leaves out.
+                        *noted = at.min(usize::from(u8::MAX - 1)) as u8;
+                    }
+                }
             }
         }
         mask
@@ -1281,14 +1325,38 @@ pub fn compile(set: &PolicySet) -> Tree {
         heads: heads(set),
         nodes: Vec::new(),
         proven: Vec::new(),
+        proven_keys: vec![u8::MAX; 32 * set.rules.len()],
+        keys: Vec::new(),
         slots: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
     let root = builder.build(all, &mut Scope::default());
+    // Every key that proved a conjunct has a switch or cut above that
+    // leaf, so a slot; a conjunct never proved (or past the keys noted)
+    // stands for the far slot, which a taint never leaves out.
+    let far = TAINT_FAR as u8;
+    let slot_of_key: Vec<u8> = builder
+        .keys
+        .iter()
+        .take(usize::from(u8::MAX - 1))
+        .map(|key| {
+            builder
+                .slots
+                .iter()
+                .position(|k| k == key)
+                .map_or(far, |at| at.min(TAINT_FAR as usize) as u8)
+        })
+        .collect();
+    let proven_slots = builder
+        .proven_keys
+        .iter()
+        .map(|&key| slot_of_key.get(usize::from(key)).copied().unwrap_or(far))
+        .collect();
     Tree {
         nodes: builder.nodes,
         root,
         proven: builder.proven,
+        proven_slots,
     }
 }
 
@@ -1329,15 +1397,35 @@ impl Tree {
         out: &mut Vec<u64>,
         near_misses: &mut Vec<NodeId>,
     ) {
-        let exact = self.walk(value, near_misses, |id, rules, path_exact| {
-            match self.proven.get(id.0 as usize) {
-                Some(proven) if path_exact && proven.len() == rules.len() => out.extend(
-                    rules
-                        .iter()
-                        .zip(proven)
-                        .map(|(&rule, &mask)| (u64::from(rule) << 32) | u64::from(mask)),
-                ),
-                _ => out.extend(rules.iter().map(|&rule| u64::from(rule) << 32)),
+        let exact = self.walk(value, near_misses, |id, rules, taint| {
+            // Most leaves a walk meets are empty (a switch's `rest`, a
+            // value no rule below names).
+            if rules.is_empty() {
+                return;
+            }
+            let proven = self
+                .proven
+                .get(id.0 as usize)
+                .filter(|proven| proven.len() == rules.len());
+            // Pushed one by one: `out` has room for a typical walk, and a
+            // plain loop costs less than `extend`'s general path.
+            match proven {
+                Some(proven) if taint == 0 => {
+                    for (&rule, &mask) in rules.iter().zip(proven) {
+                        out.push((u64::from(rule) << 32) | u64::from(mask));
+                    }
+                }
+                Some(proven) => {
+                    for (&rule, &mask) in rules.iter().zip(proven) {
+                        let kept = self.untainted(rule, mask, taint);
+                        out.push((u64::from(rule) << 32) | u64::from(kept));
+                    }
+                }
+                None => {
+                    for &rule in rules {
+                        out.push(u64::from(rule) << 32);
+                    }
+                }
             }
         });
         // In rule order (the masks only order a rule's own copies).
@@ -1353,19 +1441,42 @@ impl Tree {
         }
     }
 
+    /// Of the conjuncts of `rule` that a leaf proved (`mask`), those that a
+    /// switch or cut of a slot outside `taint` proved: those switches
+    /// followed the request's own value (a slot's value is read once a
+    /// walk, so a slot whose switches visit every child does so at each
+    /// of them, and is in the taint of every path below them).
+    fn untainted(&self, rule: u32, mask: u32, taint: u32) -> u32 {
+        let Some(slots) = self.proven_slots.get(32 * rule as usize..) else {
+            return 0;
+        };
+        let mut kept = mask;
+        let mut bits = mask;
+        while bits != 0 {
+            let i = bits.trailing_zeros();
+            bits &= bits - 1;
+            match slots.get(i as usize) {
+                Some(&slot) if taint & taint_bit(u32::from(slot)) == 0 => {}
+                _ => kept &= !(1 << i),
+            }
+        }
+        kept
+    }
+
     /// Walks the tree for a request, giving each leaf reached (its id, its
-    /// rules, and whether the path to it followed only the request's own
-    /// values) to `leaf`; true when every switch and cut followed one
-    /// child (so no rule is met twice).
+    /// rules, and the taint of the path to it: the slots of the switches
+    /// and cuts above it whose every child the walk visited, 0 when it
+    /// followed only the request's own values) to `leaf`; true when every
+    /// switch and cut followed one child (so no rule is met twice).
     #[inline]
     fn walk<'r>(
         &self,
         value: impl Fn(&Attr) -> Option<Val<'r>>,
         near_misses: &mut Vec<NodeId>,
-        mut leaf: impl FnMut(NodeId, &[u32], bool),
+        mut leaf: impl FnMut(NodeId, &[u32], u32),
     ) -> bool {
         let mut stack = Stack::default();
-        stack.push((self.root, true));
+        stack.push((self.root, 0));
         let mut exact = true;
         // Each slot's value, read from the request the first time a node
         // switches on it (a walk meets the same few attributes at many
@@ -1404,9 +1515,10 @@ impl Tree {
                         },
                         Read::Every | Read::Num(_) | Read::Unread => {
                             exact = false;
+                            let taint = path | taint_bit(*slot);
                             children
                                 .values()
-                                .for_each(|&child| stack.push((child, false)));
+                                .for_each(|&child| stack.push((child, taint)));
                         }
                     }
                 }
@@ -1430,8 +1542,9 @@ impl Tree {
                         Read::Num(_) => stack.push((*below, path)),
                         Read::Every | Read::Key(..) | Read::Unread => {
                             exact = false;
-                            stack.push((*below, false));
-                            stack.push((*above, false));
+                            let taint = path | taint_bit(*slot);
+                            stack.push((*below, taint));
+                            stack.push((*above, taint));
                         }
                     }
                 }
@@ -1723,6 +1836,49 @@ mod tests {
             let range_at = usize::from(id != "b");
             assert_eq!(mask & (1 << range_at), 0, "{id}");
         }
+    }
+
+    /// Below a switch whose value is missing, what the other switches and
+    /// cuts on the path decided still holds: a missing kind leaves the
+    /// ranges proved, a missing score the kind tests; never a conjunct of
+    /// the missing attribute, never one that is false.
+    #[test]
+    fn a_missing_value_leaves_what_the_other_switches_proved() {
+        let source = "@id(\"a\") forbid if subject.kind == \"ci\" and context.risk_score > 70;\n\
+             @id(\"b\") forbid if context.risk_score >= 40 and subject.kind in [\"ci\", \"agent\"];\n\
+             @id(\"c\") forbid if subject.kind == \"agent\" and context.risk_score < 10;\n\
+             @id(\"d\") forbid if subject.kind != \"human\" and context.risk_score > 90;\n\
+             @id(\"e\") forbid if subject.kind == \"ci\" and context.risk_score == 80;\n";
+        // Conjunct positions: the kind test, then the range (`b` the other
+        // way round).
+        let kind_at = |id: &str| u32::from(id == "b");
+        let range_at = |id: &str| u32::from(id != "b");
+        let no_kind = proved(source, None, Some(95.0));
+        for (id, mask) in &no_kind {
+            assert_eq!(mask & (1 << kind_at(id)), 0, "{id}: {no_kind:?}");
+            if mask & (1 << range_at(id)) != 0 {
+                // `c`'s `< 10` and `e`'s `== 80` are false at 95.
+                assert!(["a", "b", "d"].contains(&id.as_str()), "{id}");
+            }
+        }
+        let ranges = no_kind
+            .iter()
+            .filter(|(id, mask)| mask & (1 << range_at(id)) != 0)
+            .count();
+        assert!(ranges > 0, "the cuts followed 95: {no_kind:?}");
+        let no_risk = proved(source, Some("ci"), None);
+        for (id, mask) in &no_risk {
+            assert_eq!(mask & (1 << range_at(id)), 0, "{id}: {no_risk:?}");
+            if mask & (1 << kind_at(id)) != 0 {
+                // `c` tests for an agent.
+                assert_ne!(id, "c", "{no_risk:?}");
+            }
+        }
+        let kinds = no_risk
+            .iter()
+            .filter(|(id, mask)| mask & (1 << kind_at(id)) != 0)
+            .count();
+        assert!(kinds > 0, "the kind switch followed ci: {no_risk:?}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn decide_naive(set: &Arc<PolicySet>, digest: &Name, request: &Request) -> D
         nodes: vec![Node::Leaf { rules: all }],
         root: NodeId(0),
         proven: Vec::new(),
+        proven_slots: Vec::new(),
     };
     decide(
         &Compiled {

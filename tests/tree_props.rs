@@ -21,6 +21,11 @@
 //! of a single test on any attribute and tests of an attribute the
 //! requests lack, with requests in which the number is missing, moved or
 //! a string, properties are missing, set, set to `""` or cleared.
+//!
+//! Each entry of the tree's trace, not only those that decide, is the
+//! naive trace's entry for that rule (bar `closest`): the conjuncts the walk
+//! proved true and skipped change neither the first false condition nor
+//! what it saw.
 
 use proptest::prelude::*;
 use writ::decision::Outcome;
@@ -88,6 +93,25 @@ fn same_on(set: GenSet, request_seed: u64, random: usize) -> Result<(), TestCase
                 .collect()
         };
         prop_assert_eq!(decisive(&tree), decisive(&naive), "trace: {}", at());
+        // And every rule the tree reached, matched or not, fared as it does
+        // evaluated in full: the same first false condition and the value
+        // it saw, though the walk skipped the conjuncts it proved true
+        // (below a missing value too, what the other switches proved).
+        // Only `closest` may differ: the naive walk reaches every permit.
+        let reached = |d: &writ::Decision| -> Vec<writ::decision::TraceEntry> {
+            d.trace
+                .iter()
+                .map(|e| writ::decision::TraceEntry {
+                    closest: false,
+                    ..e.clone()
+                })
+                .collect()
+        };
+        let in_naive = reached(&naive);
+        for entry in reached(&tree) {
+            let same = in_naive.iter().find(|e| e.rule == entry.rule);
+            prop_assert_eq!(Some(&entry), same, "trace entry: {}", at());
+        }
     }
     Ok(())
 }
