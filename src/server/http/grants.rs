@@ -1222,11 +1222,7 @@ mod tests {
             }
         });
         let (request, _) = Request::from_value(every).expect("a request");
-        assert_eq!(
-            recorded_text(&request),
-            None,
-            "a subject token is redacted"
-        );
+        assert_eq!(recorded_text(&request), None, "a subject token is redacted");
         for text in plain.iter().map(String::as_str).chain(awkward) {
             let (mut request, _) = Request::parse_json(text).expect("a request");
             for count in [None, Some(0_u64), Some(u64::MAX)] {
