@@ -717,6 +717,12 @@ fn constant(expr: &Expr) -> Option<Lit> {
         K::Binary(op, left, right) => {
             // `false and x` is false and `true or x` is true whatever x is.
             let l = constant(left);
+            // Past `and` and `or`, a side that reads the request makes the
+            // whole read it: the right side (often a list, which would be
+            // copied) is not worked out.
+            if l.is_none() && !matches!(op, BinOp::And | BinOp::Or) {
+                return None;
+            }
             let r = constant(right);
             match op {
                 BinOp::And if l == Some(Lit::Bool(false)) || r == Some(Lit::Bool(false)) => {
