@@ -613,23 +613,40 @@ struct Facts<'r> {
     conjuncts: &'r [Expr],
     /// Per attribute, the values all its tests together let through.
     tests: Vec<(Attr, Values)>,
+    /// Per conjunct, what [`Facts::implies`] asks of it, worked out once
+    /// rather than for every pair of rules compared.
+    each: Vec<Conjunct>,
+}
+
+/// One conjunct, as [`Facts::implies`] reads it.
+struct Conjunct {
+    /// True whatever the request.
+    always: bool,
+    /// Its test ([`test_of`]), if it is one.
+    test: Option<(Attr, Values)>,
 }
 
 impl<'r> Facts<'r> {
     fn of(rule: &'r Rule) -> Facts<'r> {
         let mut tests: Vec<(Attr, Values)> = Vec::new();
+        let mut each = Vec::with_capacity(rule.conjuncts.len());
         for conjunct in &rule.conjuncts {
-            let Some((attr, values)) = test_of(conjunct) else {
-                continue;
-            };
-            match tests.iter_mut().find(|(a, _)| *a == attr) {
-                Some((_, existing)) => *existing = existing.intersect(&values),
-                None => tests.push((attr, values)),
+            let test = test_of(conjunct);
+            if let Some((attr, values)) = &test {
+                match tests.iter_mut().find(|(a, _)| a == attr) {
+                    Some((_, existing)) => *existing = existing.intersect(values),
+                    None => tests.push((attr.clone(), values.clone())),
+                }
             }
+            each.push(Conjunct {
+                always: constant(conjunct) == Some(Lit::Bool(true)),
+                test,
+            });
         }
         Facts {
             conjuncts: &rule.conjuncts,
             tests,
+            each,
         }
     }
 
@@ -637,9 +654,13 @@ impl<'r> Facts<'r> {
         self.tests.iter().find(|(a, _)| a == attr).map(|(_, v)| v)
     }
 
-    /// True when every request these facts match also passes `conjunct`.
-    fn implies(&self, conjunct: &Expr) -> bool {
-        if constant(conjunct) == Some(Lit::Bool(true)) {
+    /// True when every request these facts match also passes conjunct
+    /// `at` of `other`.
+    fn implies(&self, other: &Facts<'_>, at: usize) -> bool {
+        let (Some(conjunct), Some(known)) = (other.conjuncts.get(at), other.each.get(at)) else {
+            return false;
+        };
+        if known.always {
             return true;
         }
         if self.conjuncts.iter().any(|c| same(c, conjunct)) {
@@ -651,15 +672,15 @@ impl<'r> Facts<'r> {
                 return true;
             }
         }
-        match test_of(conjunct) {
-            Some((attr, wider)) => self.values(&attr).is_some_and(|mine| mine.within(&wider)),
+        match &known.test {
+            Some((attr, wider)) => self.values(attr).is_some_and(|mine| mine.within(wider)),
             None => false,
         }
     }
 
     /// True when every conjunct of `other` follows from these facts.
     fn implies_all(&self, other: &Facts<'_>) -> bool {
-        other.conjuncts.iter().all(|c| self.implies(c))
+        (0..other.conjuncts.len()).all(|at| self.implies(other, at))
     }
 
     /// True when no request can pass both these facts and `other`'s.
@@ -975,13 +996,14 @@ fn no_identity(
     }
     // A forbid that tests identity and otherwise applies whenever this
     // permit does turns away every request without a workload identity.
-    let guarded = set.rules.iter().any(|rule| {
+    let guarded = set.rules.iter().zip(facts).any(|(rule, theirs)| {
         matches!(rule.kind, RuleKind::Forbid)
             && rule.conjuncts.iter().any(mentions_identity)
             && rule
                 .conjuncts
                 .iter()
-                .all(|c| mentions_identity(c) || facts[index].implies(c))
+                .enumerate()
+                .all(|(at, c)| mentions_identity(c) || facts[index].implies(theirs, at))
     });
     if guarded {
         return None;
