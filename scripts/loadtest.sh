@@ -34,6 +34,9 @@
 # COUNTS: perf events to count on the server during the measured run,
 # printed per answer, e.g.
 #   COUNTS=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_writev,context-switches
+# PROFILE: instead of COUNTS, a path prefix: `perf record -g` (software
+# cpu-clock) of the server during the measured run, written to
+# PROFILE.PROTOCOL.RATE (read with `perf report -i`).
 # PAIR: another writ binary to run side by side with BIN, at the same time
 # and the same rate, one generator each (so each server is offered RATE,
 # the machine twice that): on a machine shared with other work, the two
@@ -190,6 +193,9 @@ open_scenario() {
   if [ -n "${COUNTS:-}" ]; then
     perf stat -x, -o "$tmp/perf.csv" -e "$COUNTS" -p "$server" &
     perf=$!
+  elif [ -n "${PROFILE:-}" ]; then
+    perf record -q -F 4999 -e cpu-clock -g -o "$PROFILE.$protocol.$rate" -p "$server" 2>/dev/null &
+    perf=$!
   fi
   { time "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
       "$protocol" >"$tmp/open.line" 2>"$tmp/open.err"; } 2>"$tmp/open.time" || status=$?
@@ -215,7 +221,7 @@ open_scenario() {
   printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer, runnable but waiting %s us/answer, generator CPU %s us/request, load %s\n' \
     "$protocol" "$rate" "$connections" "$(head -n1 <<<"$line")" "$us_per" "$waited" "$gen_per" "$load"
   tail -n +2 <<<"$line"
-  if [ -n "$perf" ]; then
+  if [ -n "$perf" ] && [ -n "${COUNTS:-}" ]; then
     awk -F, -v n="$answered" '$1 ~ /^[0-9]+$/ && n > 0 {
         name = $3; sub(/^syscalls:sys_enter_/, "", name); printf " %s %.2f", name, $1 / n
       } END { print "" }' "$tmp/perf.csv" | sed 's/^/  per answer:/'

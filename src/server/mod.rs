@@ -191,10 +191,26 @@ pub(crate) struct App {
     watch: tokio::sync::Mutex<Watch>,
 }
 
+/// Turns off the `tracing` spans of hyper's HTTP/2 codec (the `h2` crate
+/// opens them on every frame and stream), unless the process has set a
+/// subscriber of its own. writ writes no `tracing` output, so with no
+/// subscriber the spans are off already, but `oci-client` turns on
+/// `tracing`'s `log` feature, and that hands every span to the `log`
+/// crate for as long as no dispatcher has been set: about 4,600
+/// instructions of every HTTP/2 decision (callgrind, docs/performance.md
+/// "Server CPU, round 30"). A dispatcher that takes nothing ends both.
+fn quiet_tracing() {
+    if !tracing::dispatcher::has_been_set() {
+        // Set by another thread in between: theirs stands.
+        let _ = tracing::dispatcher::set_global_default(tracing::Dispatch::none());
+    }
+}
+
 /// Runs the server until `SIGTERM` or `SIGINT`. Errors are for stderr: a
 /// policy set that does not compile, an address that cannot be bound, a
 /// decision log that cannot be opened.
 pub fn run(config: Config) -> Result<(), String> {
+    quiet_tracing();
     // A workload token is a bearer credential: it is never written to the
     // decision log, whatever `--redact` says.
     let mut redact = config.redact.clone();
