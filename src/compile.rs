@@ -179,6 +179,33 @@ fn hash_key(key: &str) -> u64 {
     hash
 }
 
+/// FNV-1a as a [`std::hash::Hasher`], for the builder's map of a switch's
+/// values: the keys are short strings, and SipHash (the default) cost
+/// more than the rest of the map. Iteration stays in insertion order.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
+
 /// What a walk has read of one slot of the request (see [`Node::Switch`]'s
 /// `slot`).
 #[derive(Clone, Copy)]
@@ -867,7 +894,19 @@ struct Heads<'s> {
     entries: Vec<Head<'s>>,
     /// The values of all head tests.
     values: Vec<&'s str>,
+    /// Per rule, where its conjuncts start in `conjuncts`.
+    conjunct_start: Vec<u32>,
+    /// Per conjunct of each rule: its head test, as its index in
+    /// `entries`, or [`NO_HEAD`], or [`MERGED`] when another conjunct of
+    /// the rule tests the same key (the entry holds what both let
+    /// through, so the conjunct's own test is read again from it).
+    conjuncts: Vec<u32>,
 }
+
+/// A conjunct that is no head test ([`Heads::conjuncts`]).
+const NO_HEAD: u32 = u32::MAX;
+/// A conjunct whose head test was merged with another's.
+const MERGED: u32 = u32::MAX - 1;
 
 /// The values `from..to` kept, in order, when `keep` holds of them,
 /// compacted in place; the new end.
@@ -932,17 +971,35 @@ fn heads(set: &PolicySet) -> Heads<'_> {
         rules: Vec::with_capacity(set.rules.len()),
         entries: Vec::new(),
         values: Vec::new(),
+        conjunct_start: Vec::with_capacity(set.rules.len()),
+        conjuncts: Vec::new(),
     };
     for rule in &set.rules {
         let first = heads.entries.len();
+        let first_conjunct = heads.conjuncts.len();
+        heads.conjunct_start.push(first_conjunct as u32);
         for conjunct in &rule.conjuncts {
             let start = heads.values.len();
             let Some((key, test)) = head_of(conjunct, &mut heads.values) else {
+                heads.conjuncts.push(NO_HEAD);
                 continue;
             };
-            match heads.entries[first..].iter_mut().find(|(k, _)| *k == key) {
-                Some((_, earlier)) => *earlier = merge(*earlier, test, &mut heads.values, start),
-                None => heads.entries.push((key, test)),
+            match heads.entries[first..].iter().position(|(k, _)| *k == key) {
+                Some(at) => {
+                    let (_, earlier) = &mut heads.entries[first + at];
+                    *earlier = merge(*earlier, test, &mut heads.values, start);
+                    let entry = (first + at) as u32;
+                    for noted in &mut heads.conjuncts[first_conjunct..] {
+                        if *noted == entry {
+                            *noted = MERGED;
+                        }
+                    }
+                    heads.conjuncts.push(MERGED);
+                }
+                None => {
+                    heads.conjuncts.push(heads.entries.len() as u32);
+                    heads.entries.push((key, test));
+                }
             }
         }
         heads.rules.push((first as u32, heads.entries.len() as u32));
@@ -1020,6 +1077,9 @@ struct Builder<'s> {
     /// The keys switched on so far, in the order met: a key's position is
     /// its slot.
     slots: Vec<Key<'s>>,
+    /// [`Builder::proven`]'s list of a conjunct's values, kept between
+    /// calls.
+    scratch: Vec<&'s str>,
 }
 
 impl<'s> Builder<'s> {
@@ -1061,11 +1121,27 @@ impl<'s> Builder<'s> {
             return 0;
         };
         let mut mask = 0u32;
-        let mut values = Vec::new();
+        // One list for every call: most rules' values fit what it grew to.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let noted = self.heads.conjunct_start.get(index as usize).map_or(0, |&at| at as usize);
         for (i, conjunct) in rule.conjuncts.iter().enumerate().take(32) {
-            values.clear();
-            let Some((key, test)) = head_of(conjunct, &mut values) else {
-                continue;
+            // The conjunct's head as `heads` found it; read again only
+            // when it was merged with another conjunct's.
+            let (key, test, values) = match self.heads.conjuncts.get(noted + i) {
+                Some(&NO_HEAD) => continue,
+                Some(&entry) if entry != MERGED => {
+                    let Some(&(key, test)) = self.heads.entries.get(entry as usize) else {
+                        continue;
+                    };
+                    (key, test, &self.heads.values[..])
+                }
+                _ => {
+                    scratch.clear();
+                    let Some((key, test)) = head_of(conjunct, &mut scratch) else {
+                        continue;
+                    };
+                    (key, test, &scratch[..])
+                }
             };
             let holds = match test {
                 Test::In(from, to) => scope
@@ -1096,6 +1172,7 @@ impl<'s> Builder<'s> {
                 }
             }
         }
+        self.scratch = scratch;
         mask
     }
 
@@ -1161,13 +1238,18 @@ impl<'s> Builder<'s> {
             .collect();
         // The values, in the order they first appear; then the values that
         // only complements name, each a child of its own.
-        let mut children: IndexMap<&'s str, Vec<u32>> = IndexMap::new();
+        let mut children: IndexMap<&'s str, Vec<u32>, BuildFnv> = IndexMap::default();
         let mut excepts = 0usize;
+        // The child of each value of the `In` tests, in the order read, so
+        // the rules are placed below without hashing the values again.
+        let mut placed: Vec<u32> = Vec::new();
         for test in tests.iter().flatten() {
             match *test {
                 Test::In(from, to) => {
                     for &value in self.heads.values(from, to) {
-                        children.entry(value).or_default();
+                        let entry = children.entry(value);
+                        placed.push(entry.index() as u32);
+                        entry.or_default();
                     }
                 }
                 Test::Except(..) => excepts += 1,
@@ -1189,11 +1271,15 @@ impl<'s> Builder<'s> {
         }
         let mut other = Vec::new();
         let mut rest = Vec::new();
+        let mut placed = placed.into_iter();
         for (&rule, test) in rules.iter().zip(&tests) {
             match *test {
                 Some(Test::In(from, to)) => {
-                    for value in self.heads.values(from, to) {
-                        if let Some(child) = children.get_mut(value) {
+                    for _ in from..to {
+                        let child = placed
+                            .next()
+                            .and_then(|at| children.get_index_mut(at as usize));
+                        if let Some((_, child)) = child {
                             child.push(rule);
                         }
                     }
@@ -1328,6 +1414,7 @@ pub fn compile(set: &PolicySet) -> Tree {
         proven_keys: vec![u8::MAX; 32 * set.rules.len()],
         keys: Vec::new(),
         slots: Vec::new(),
+        scratch: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
     let root = builder.build(all, &mut Scope::default());

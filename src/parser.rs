@@ -168,7 +168,7 @@ impl LimitCounter {
             Token::LParen | Token::LBracket => {
                 // `a[b][c]...` nests without nesting brackets: count each
                 // `[` as an operator too.
-                if *token == Token::LBracket {
+                if matches!(token, Token::LBracket) {
                     self.operators += 1;
                     if let Some(error) = too_long(self.operators) {
                         return Some(error);
@@ -256,7 +256,7 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
                 if last_was_has {
                     after_has.push(t.span.start as usize);
                 }
-                last_was_has = token == Token::Has;
+                last_was_has = matches!(token, Token::Has);
                 if let Some(last) = item_names.last_mut() {
                     if last.3 == usize::MAX {
                         last.3 = t.span.start as usize;
@@ -265,7 +265,7 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> (File, Diagnostics) {
                 if let (true, Token::Ident(name)) = (at_item_start, &token) {
                     item_names.push((t.span.start as usize, t.span.end as usize, name.to_string(), usize::MAX));
                 }
-                at_item_start = token == Token::Semi;
+                at_item_start = matches!(token, Token::Semi);
                 return Some(Ok((t.span.start as usize, token, t.span.end as usize)));
             }
         }
@@ -547,6 +547,9 @@ pub fn parse_hole(
     if let Some(error) = check_limits(&tokens, 0) {
         return Err(HoleFault::Limit(error));
     }
+    if let Some(path) = name_path(file, &tokens) {
+        return Ok(path);
+    }
     let stream = tokens
         .into_iter()
         .filter(|t| !t.token.is_trivia())
@@ -560,6 +563,44 @@ pub fn parse_hole(
         Ok(expr)
     } else {
         Err(HoleFault::NotAnExpression)
+    }
+}
+
+/// A hole that is a name or a path of names (`action`, `resource.id`,
+/// most holes), built as the grammar builds it (`Name`, then one `Field`
+/// a name, each spanning from the first name to its own end) without
+/// running the parser; `None` for any other tokens, which the parser reads.
+fn name_path(file: FileId, tokens: &[lexer::Spanned]) -> Option<crate::ast::Expr> {
+    use crate::ast::{Expr, ExprKind, Ident};
+    let mut tokens = tokens.iter().filter(|t| !t.token.is_trivia());
+    let first = tokens.next()?;
+    let Token::Ident(name) = &first.token else {
+        return None;
+    };
+    let start = first.span.start as usize;
+    let mut expr = Expr::new(
+        ExprKind::Name(name.clone()),
+        Span::new(file, start, first.span.end as usize),
+    );
+    loop {
+        match tokens.next() {
+            None => return Some(expr),
+            Some(t) if matches!(t.token, Token::Dot) => {}
+            Some(_) => return None,
+        }
+        let field = tokens.next()?;
+        let Token::Ident(name) = &field.token else {
+            return None;
+        };
+        let end = field.span.end as usize;
+        let ident = Ident {
+            name: name.clone(),
+            span: Span::new(file, field.span.start as usize, end),
+        };
+        expr = Expr::new(
+            ExprKind::Field(Box::new(expr), ident),
+            Span::new(file, start, end),
+        );
     }
 }
 
@@ -685,6 +726,36 @@ mod tests {
         let long = format!("forbid if a == \"{}\";", "x".repeat(20_000));
         let (_, diags) = parse(&long);
         assert_eq!(diags.codes(), ["writ::limits::string_too_long"]);
+    }
+
+    /// The grammar's parse of a hole's tokens, without the shortcut.
+    fn parsed_hole(tokens: Vec<lexer::Spanned>) -> Option<crate::ast::Expr> {
+        let stream = tokens
+            .into_iter()
+            .filter(|t| !t.token.is_trivia())
+            .map(|t| Ok::<_, NoError>((t.span.start as usize, t.token, t.span.end as usize)));
+        generated::ExprParser::new()
+            .parse(FileId(3), &mut Vec::new(), &mut Vec::new(), stream)
+            .ok()
+    }
+
+    #[test]
+    fn a_name_path_hole_is_built_as_the_grammar_builds_it() {
+        for text in ["action", "resource.id", "context.a.b.c", " subject . kind ", "x_1.owner"] {
+            let (tokens, errors) = lexer::lex(FileId(3), text);
+            assert!(errors.is_empty(), "{text}: {errors:?}");
+            let shortcut = name_path(FileId(3), &tokens);
+            assert!(shortcut.is_some(), "{text}");
+            assert_eq!(shortcut, parsed_hole(tokens.clone()), "{text}");
+            assert_eq!(parse_hole(FileId(3), tokens).ok(), shortcut, "{text}");
+        }
+        // Anything else is left to the parser, which still reads it.
+        for text in ["a.if", "len(x)", "a + b", "a[b]", "a.", ".a", "\"a\"", "a b"] {
+            let (tokens, _) = lexer::lex(FileId(3), text);
+            assert_eq!(name_path(FileId(3), &tokens), None, "{text}");
+        }
+        let (tokens, _) = lexer::lex(FileId(3), "a.if");
+        assert_eq!(parse_hole(FileId(3), tokens.clone()).ok(), parsed_hole(tokens));
     }
 
     #[test]

@@ -70,10 +70,9 @@ impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> SourceFile {
         let text: Arc<str> = text.into();
         let mut line_starts = vec![0u32];
-        // `match_indices` with a char pattern searches with memchr.
         line_starts.extend(
-            text.match_indices('\n')
-                .map(|(offset, _)| u32::try_from(offset + 1).unwrap_or(u32::MAX)),
+            memchr::memchr_iter(b'\n', text.as_bytes())
+                .map(|offset| u32::try_from(offset + 1).unwrap_or(u32::MAX)),
         );
         SourceFile {
             name: name.into(),

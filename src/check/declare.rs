@@ -130,10 +130,10 @@ impl Checker<'_> {
     /// on a dimension (`subject.repository`, `context.pipeline.protected`)
     /// whose first field is free.
     pub(super) fn free_chain<'e>(&self, expr: &'e ast::Expr) -> Option<(Dim, Vec<&'e ast::Ident>)> {
-        let mut fields = Vec::new();
-        let mut at = expr;
+        // Most chains are built-in attributes: tell first, collect after.
+        let (mut at, mut first, mut count) = (expr, None, 0);
         while let A::Field(base, field) = &at.kind {
-            fields.push(field);
+            (first, count) = (Some(field), count + 1);
             at = base;
         }
         let A::Name(root) = &at.kind else {
@@ -141,9 +141,18 @@ impl Checker<'_> {
         };
         let shadowed = self.locals.iter().any(|(n, _)| n == root) || self.consts.contains_key(&**root);
         let dim = Dim::from_name(root).filter(|d| !shadowed && *d != Dim::Requested)?;
+        let first = first?;
+        if !matches!(Attr::of(dim, &first.name), Attr::Extra(..)) {
+            return None;
+        }
+        let mut fields = Vec::with_capacity(count);
+        let mut at = expr;
+        while let A::Field(base, field) = &at.kind {
+            fields.push(field);
+            at = base;
+        }
         fields.reverse();
-        let first = fields.first()?;
-        matches!(Attr::of(dim, &first.name), Attr::Extra(..)).then_some((dim, fields))
+        Some((dim, fields))
     }
 
     /// Whether `dim.field` is declared, so that a name close to a built-in
