@@ -16,7 +16,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::NoTls;
 
 use super::{
     json_column, list_query, now_ms, window_ms, Action, Applied, Change, FeedEntry, FeedKind,
@@ -188,18 +188,15 @@ impl Postgres {
     /// [`FLUSHERS`] tasks at a time (one) each take the queued issuances (at most
     /// one per subject and per idempotency key, none of a group in flight:
     /// the others wait for the next group) and run them in one transaction
-    /// of two round trips, a few statements each whatever the group's size.
-    /// The first is one simple query (the group's subjects and windows
-    /// written as constants), which PostgreSQL answers with one reply, where
-    /// a statement of its own (a `Sync` each) costs one reply and often one
-    /// wake-up of each side: it begins, creates and locks the group's
-    /// subjects' counter rows in sorted order (one upsert), counts each
-    /// subject's grants in its window (one statement, after the locks, so
-    /// under READ COMMITTED it sees every grant committed by the
-    /// transactions, of this replica or another, that held a lock before)
-    /// and looks the keys up; each `decide` runs; the second records the
-    /// grants and the answers (prepared once per connection, the rows as
-    /// arrays, `unnest`ed) and commits, pipelined; only then is each
+    /// of two round trips, a few statements each whatever the group's size
+    /// (the group's rows go as arrays, `unnest`ed), pipelined and prepared
+    /// once per connection. The first round trip begins, creates and locks
+    /// the group's subjects' counter rows in sorted order (one upsert),
+    /// counts each subject's grants in its window (one statement, after
+    /// the locks, so under READ COMMITTED it sees every grant committed by
+    /// the transactions, of this replica or another, that held a lock
+    /// before) and looks the keys up; each `decide` runs; the second
+    /// records the grants and the answers and commits; only then is each
     /// issuance answered. Locking in sorted order keeps two groups from
     /// deadlocking.
     pub(crate) async fn issue<F>(&self, issue: Issue<'_>, decide: F) -> Result<Issued, LedgerError>
@@ -484,20 +481,18 @@ fn read_feed(row: &tokio_postgres::Row) -> Result<FeedEntry, LedgerError> {
     })
 }
 
-/// The statements of the first round trip, prepared by name once per
-/// connection (SQL `PREPARE`, so that one simple query can run them with
-/// their generic plans): create the group's subjects' counter rows where
-/// missing and lock every one of them until the transaction ends, in
-/// sorted order (an upsert takes its rows in the order they come; the
-/// no-op update is what locks a row that exists, as `SELECT ... FOR
-/// UPDATE` would); count each subject's grants within its window, in the
-/// arrays' order (a statement of its own, after the lock: under READ
-/// COMMITTED each statement takes its own snapshot, so this one sees the
-/// grants of every transaction that held a lock before); the answers
-/// stored for the group's idempotency keys.
-const PREPARE: &str = "PREPARE writ_lock(TEXT[]) AS INSERT INTO writ_subjects (subject_id, issued) SELECT s, 0 FROM unnest($1::TEXT[]) AS v(s) ORDER BY s ON CONFLICT (subject_id) DO UPDATE SET issued = writ_subjects.issued; \
-PREPARE writ_count(TEXT[], BIGINT[]) AS SELECT (SELECT COUNT(*) FROM writ_grants AS g WHERE g.subject_id = v.s AND g.issued_at > v.since) FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS v(s, since, n) ORDER BY v.n; \
-PREPARE writ_keys(TEXT[]) AS SELECT idempotency_key, status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ANY($1::TEXT[])";
+/// Creates the group's subjects' counter rows where missing and locks every
+/// one of them until the transaction ends, in sorted order (an upsert takes
+/// its rows in the order they come; the no-op update is what locks a row
+/// that exists, as `SELECT ... FOR UPDATE` would). One statement per group.
+const LOCK_SUBJECTS: &str = "INSERT INTO writ_subjects (subject_id, issued) SELECT s, 0 FROM unnest($1::TEXT[]) AS v(s) ORDER BY s ON CONFLICT (subject_id) DO UPDATE SET issued = writ_subjects.issued";
+/// Each subject's grants issued within its window, in the arrays' order.
+/// A statement of its own, after [`LOCK_SUBJECTS`]: under READ COMMITTED
+/// its snapshot is taken once every lock is held, so it sees the grants of
+/// every transaction that held a lock before.
+const COUNT_GRANTS: &str = "SELECT (SELECT COUNT(*) FROM writ_grants AS g WHERE g.subject_id = v.s AND g.issued_at > v.since) FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS v(s, since, n) ORDER BY v.n";
+/// The answers stored for the group's idempotency keys.
+const FIND_KEYS: &str = "SELECT idempotency_key, status, body, request_digest FROM writ_idempotency WHERE idempotency_key = ANY($1::TEXT[])";
 /// Records the group's grants (not revoked, not narrowed: the defaults).
 const INSERT_GRANTS: &str = "INSERT INTO writ_grants (grant_id, decision_id, policy_digest, subject_id, task_id, request, scope, ttl, issued_at, expires_at, obligations, credential_ref, approval_attestation) SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::TEXT[])";
 /// Stores the group's answers under their keys.
@@ -687,81 +682,6 @@ fn take_group(queue: &mut Queue) -> Vec<Job> {
     group
 }
 
-/// Appends `text` to `sql` as an escape string constant, `E'...'`, with
-/// each backslash and each quote doubled: the constant reads back as
-/// `text` whatever `standard_conforming_strings` is, and nothing in `text`
-/// can end it. (A NUL, which no PostgreSQL text holds, makes the driver
-/// refuse the whole message.)
-fn push_text(sql: &mut String, text: &str) {
-    sql.push_str("E'");
-    let mut rest = text;
-    while let Some(at) = rest.find(['\\', '\'']) {
-        let (plain, special) = rest.split_at(at);
-        sql.push_str(plain);
-        let quoted = &special[..1];
-        sql.push_str(quoted);
-        sql.push_str(quoted);
-        rest = &special[1..];
-    }
-    sql.push_str(rest);
-    sql.push('\'');
-}
-
-/// Appends a number.
-fn push_number(sql: &mut String, number: i64) {
-    use std::fmt::Write as _;
-    // Writing to a `String` does not fail.
-    let _ = write!(sql, "{number}");
-}
-
-/// Appends `texts` as a `TEXT[]` constant: each element double-quoted
-/// with its backslashes and double quotes escaped, the whole a
-/// [`push_text`] constant.
-fn push_text_array<'a>(sql: &mut String, texts: impl Iterator<Item = &'a str>) {
-    let mut array = String::from("{");
-    for (n, text) in texts.enumerate() {
-        if n > 0 {
-            array.push(',');
-        }
-        array.push('"');
-        for c in text.chars() {
-            if c == '\\' || c == '"' {
-                array.push('\\');
-            }
-            array.push(c);
-        }
-        array.push('"');
-    }
-    array.push('}');
-    push_text(sql, &array);
-}
-
-/// The first round trip of a group commit, one simple query of the
-/// [`PREPARE`]d statements: begin, lock the subjects' rows, count, and look
-/// the keys up (when the group has keys).
-fn first_message(group: &[Job]) -> String {
-    let mut sql = String::with_capacity(128 + group.len() * 120);
-    sql.push_str("BEGIN; EXECUTE writ_lock(");
-    push_text_array(&mut sql, group.iter().map(|job| job.subject.as_str()));
-    sql.push_str("); EXECUTE writ_count(");
-    push_text_array(&mut sql, group.iter().map(|job| job.subject.as_str()));
-    sql.push_str(", '{");
-    for (n, job) in group.iter().enumerate() {
-        if n > 0 {
-            sql.push(',');
-        }
-        push_number(&mut sql, job.since);
-    }
-    sql.push_str("}')");
-    let mut keys = group.iter().filter_map(|job| job.key.as_deref()).peekable();
-    if keys.peek().is_some() {
-        sql.push_str("; EXECUTE writ_keys(");
-        push_text_array(&mut sql, keys);
-        sql.push(')');
-    }
-    sql
-}
-
 /// The group's grants as arrays, one per column of [`INSERT_GRANTS`].
 #[derive(Default)]
 struct GrantColumns<'a> {
@@ -812,33 +732,9 @@ struct KeyColumns<'a> {
     digest: Vec<&'a str>,
 }
 
-/// An answer stored under an idempotency key.
-struct Stored {
-    status: i32,
-    body: String,
-    digest: Option<String>,
-}
-
-/// A column of a row of a simple query, as text.
-fn column<'r>(row: &'r SimpleQueryRow, index: usize) -> Result<Option<&'r str>, Failure> {
-    row.try_get(index).map_err(|e| classify(&e))
-}
-
-/// A column that must hold a number.
-fn number(row: &SimpleQueryRow, index: usize, what: &str) -> Result<i64, Failure> {
-    column(row, index)?
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| {
-            Failure::Fail(unavailable(format!(
-                "PostgreSQL answered {what} that is not a number"
-            )))
-        })
-}
-
 /// One attempt at a group: one transaction of two round trips, a few
-/// statements each whatever the group's size: the first one simple query
-/// (one reply), the second the prepared inserts and COMMIT, pipelined. The
-/// answers in the group's order.
+/// statements each whatever the group's size (its rows passed as arrays);
+/// the answers in the group's order.
 async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure> {
     let client = pool.get().await.map_err(pool_error)?;
     // Until the transaction is over, a failure closes the connection
@@ -848,47 +744,47 @@ async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure
     let Some(client) = guard.0.as_ref() else {
         return Err(Failure::Fail(unavailable("no connection")));
     };
+    let prepare = |sql: &'static str| async move {
+        client.prepare_cached(sql).await.map_err(|e| classify(&e))
+    };
+    let (lock_subjects, count_grants, find_keys, insert_grants, store_keys) = tokio::try_join!(
+        prepare(LOCK_SUBJECTS),
+        prepare(COUNT_GRANTS),
+        prepare(FIND_KEYS),
+        prepare(INSERT_GRANTS),
+        prepare(STORE_KEYS),
+    )?;
 
     // Round trip 1: begin; create and lock the subjects' rows; count; look
-    // the keys up. A failing statement is the error (the later ones do not
-    // run).
-    let first = first_message(group);
-    let replies = match client.simple_query(&first).await {
-        Ok(replies) => replies,
-        // A connection's first group: its statements are not prepared yet.
-        Err(error) if error.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => {
+    // the keys up.
+    let subjects: Vec<&str> = group.iter().map(|job| job.subject.as_str()).collect();
+    let since: Vec<i64> = group.iter().map(|job| job.since).collect();
+    let keys: Vec<&str> = group.iter().filter_map(|job| job.key.as_deref()).collect();
+    let mut first: Vec<Pending<'_, Vec<tokio_postgres::Row>>> = vec![
+        Box::pin(async { client.batch_execute("BEGIN").await.map(|()| Vec::new()) }),
+        Box::pin(async {
             client
-                .batch_execute(&format!("ROLLBACK; {PREPARE}"))
+                .execute(&lock_subjects, &[&subjects])
                 .await
-                .map_err(|e| classify(&e))?;
-            client
-                .simple_query(&first)
-                .await
-                .map_err(|e| classify(&e))?
-        }
-        Err(error) => return Err(classify(&error)),
-    };
-    let mut statement = 0;
-    let mut counts = Vec::with_capacity(group.len());
+                .map(|_| Vec::new())
+        }),
+        Box::pin(async { client.query(&count_grants, &[&subjects, &since]).await }),
+    ];
+    if !keys.is_empty() {
+        first.push(Box::pin(async { client.query(&find_keys, &[&keys]).await }));
+    }
+    let mut results = Vec::with_capacity(first.len());
+    // The first failure is the cause; the later statements of the pipeline
+    // only report that the transaction is aborted.
+    for result in join_all(first).await {
+        results.push(result.map_err(|e| classify(&e))?);
+    }
+    let mut results = results.into_iter().skip(2);
+    let counts = results.next().unwrap_or_default();
     let mut stored = std::collections::HashMap::new();
-    for reply in &replies {
-        match reply {
-            SimpleQueryMessage::CommandComplete(_) => statement += 1,
-            // The count's rows: the statement after BEGIN and the lock.
-            SimpleQueryMessage::Row(row) if statement == 2 => {
-                counts.push(number(row, 0, "a count")?);
-            }
-            SimpleQueryMessage::Row(row) if statement == 3 => {
-                let key = column(row, 0)?.unwrap_or_default().to_owned();
-                let answer = Stored {
-                    status: i32::try_from(number(row, 1, "a status")?).unwrap_or(500),
-                    body: column(row, 2)?.unwrap_or_default().to_owned(),
-                    digest: column(row, 3)?.map(str::to_owned),
-                };
-                stored.insert(key, answer);
-            }
-            _ => {}
-        }
+    for row in results.next().unwrap_or_default() {
+        let key: String = row.try_get(0).map_err(|e| classify(&e))?;
+        stored.insert(key, row);
     }
     if counts.len() != group.len() {
         return Err(Failure::Fail(unavailable(format!(
@@ -901,18 +797,16 @@ async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure
     // Each decision, in turn.
     let mut answers = Vec::with_capacity(group.len());
     let mut verdicts = Vec::with_capacity(group.len());
-    for (job, &count) in group.iter().zip(&counts) {
+    for (job, count) in group.iter().zip(&counts) {
         if let Some(row) = job.key.as_ref().and_then(|key| stored.get(key)) {
-            let issued = if row
-                .digest
-                .as_ref()
-                .is_some_and(|first| *first != job.digest)
-            {
+            let first: Option<String> = row.try_get(3).map_err(|e| classify(&e))?;
+            let issued = if first.is_some_and(|first| first != job.digest) {
                 Issued::key_reused()
             } else {
+                let status: i32 = row.try_get(1).map_err(|e| classify(&e))?;
                 Issued {
-                    status: u16::try_from(row.status).unwrap_or(500),
-                    body: row.body.clone(),
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row.try_get(2).map_err(|e| classify(&e))?,
                     replayed: true,
                     key_reused: false,
                 }
@@ -920,20 +814,13 @@ async fn commit_group(pool: &Pool, group: &[Job]) -> Result<Vec<Issued>, Failure
             answers.push(Some(issued));
             verdicts.push(None);
         } else {
+            let count: i64 = count.try_get(0).map_err(|e| classify(&e))?;
             answers.push(None);
             verdicts.push(Some((job.decide)(u64::try_from(count).unwrap_or(0))));
         }
     }
 
-    // Message 2: the grants (their many texts as binary arrays: a
-    // prepared statement's parameters cost PostgreSQL less than the same
-    // texts written as constants would to parse), the answers under their
-    // keys, then COMMIT, pipelined.
-    let (insert_grants, store_keys) = tokio::try_join!(
-        client.prepare_cached(INSERT_GRANTS),
-        client.prepare_cached(STORE_KEYS),
-    )
-    .map_err(|e| classify(&e))?;
+    // Round trip 2: the grants, the answers under their keys, commit.
     let mut grants = GrantColumns::default();
     let mut stores = KeyColumns::default();
     for (job, verdict) in group.iter().zip(&verdicts) {
@@ -1109,33 +996,6 @@ mod tests {
     use super::super::tests::postgres_url;
     use super::super::{new_grant_id, Ledger};
     use super::*;
-
-    #[test]
-    fn a_text_constant_reads_back_as_the_text() {
-        let cases = [
-            ("plain", "E'plain'"),
-            ("", "E''"),
-            ("o'brien", "E'o''brien'"),
-            (r"back\slash", r"E'back\\slash'"),
-            (r"\'", r"E'\\'''"),
-            (
-                r"x'); DROP TABLE writ_grants; --",
-                r"E'x''); DROP TABLE writ_grants; --'",
-            ),
-            ("ünï\u{2019}", "E'ünï\u{2019}'"),
-        ];
-        for (text, constant) in cases {
-            let mut sql = String::new();
-            push_text(&mut sql, text);
-            assert_eq!(sql, constant, "{text}");
-        }
-        let mut sql = String::new();
-        push_number(&mut sql, -42);
-        assert_eq!(sql, "-42");
-        let mut sql = String::new();
-        push_text_array(&mut sql, ["a", r#"o'b"c\d"#, ""].into_iter());
-        assert_eq!(sql, r#"E'{"a","o''b\\"c\\\\d",""}'"#);
-    }
 
     /// Quotes, backslashes and what would end a statement, in every text a
     /// group commit writes, are recorded and counted as they are.
