@@ -22,7 +22,9 @@
 # (`off on`), MODES (`closed open`), THREADS (wrk, 1), CONNECTIONS (32),
 # CYCLE (300), RATE_SQLITE (2000) and RATE_POSTGRES (5000): the offered
 # rates, OPEN_SECONDS (10), OPEN_CONNECTIONS (64), ROUNDS (1), BIN (skip the
-# build), SERVER_ARGS (more `writ serve` options), PG_URL (the cluster of
+# build), BINS (several builds side by side: each scenario of each round is
+# run with each of them in turn, its line named by the build's path, so
+# what the other processes on the machine do weighs alike on each), SERVER_ARGS (more `writ serve` options), PG_URL (the cluster of
 # `scripts/postgres.sh start`; the script uses its own database
 # `writ_load` on it, emptied before each PostgreSQL scenario, and never the
 # tests' database).
@@ -57,9 +59,14 @@ if [[ " ${modes[*]} " == *" closed "* ]] && ! command -v wrk >/dev/null; then
   echo "grantload: wrk is not installed (apt-get install -y wrk)" >&2
   exit 2
 fi
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=target/release/writ
+if [ -n "${BINS:-}" ]; then
+  read -r -a bins <<<"$BINS"
+else
+  if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=target/release/writ
+  fi
+  bins=("$BIN")
 fi
 
 tmp="$(mktemp -d)"
@@ -167,6 +174,7 @@ seconds_of() {
 run() {
   local store="$1" mix="$2" log="$3" mode="$4"
   local name="$store/$mix/log-$log/$mode"
+  [ "${#bins[@]}" -gt 1 ] && name="$BIN $name"
   local ledger args=()
   if [ "$store" = sqlite ]; then
     rm -f "$tmp"/writ.db*
@@ -291,7 +299,9 @@ for _ in $(seq 1 "$rounds"); do
     for mix in "${mixes[@]}"; do
       for log in "${logs[@]}"; do
         for mode in "${modes[@]}"; do
-          run "$store" "$mix" "$log" "$mode"
+          for BIN in "${bins[@]}"; do
+            run "$store" "$mix" "$log" "$mode"
+          done
         done
       done
     done

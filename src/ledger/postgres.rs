@@ -988,3 +988,103 @@ fn borrowed(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)>
         .map(|v| v.as_ref() as &(dyn ToSql + Sync))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::tests::postgres_url;
+    use super::super::{new_grant_id, Ledger};
+    use super::*;
+
+    /// Quotes, backslashes and what would end a statement, in every text a
+    /// group commit writes, are recorded and counted as they are.
+    #[tokio::test]
+    async fn awkward_texts_are_recorded_counted_and_replayed_as_they_are() {
+        let Some(url) = postgres_url("awkward_texts_are_recorded_counted_and_replayed_as_they_are")
+        else {
+            return;
+        };
+        let ledger = Ledger::open(&url).await.expect("PostgreSQL URL opens");
+        let who = format!(
+            r"spiffe://test/{}/o'brien\'); DROP TABLE writ_grants; --",
+            new_grant_id()
+        );
+        let key = format!(r"key-'{}'\", new_grant_id());
+        let now = now_ms();
+        let issue = |id: String, key: Option<String>| {
+            let who = who.clone();
+            let ledger = &ledger;
+            async move {
+                let owned = (id.clone(), who.clone());
+                ledger
+                    .issue(
+                        Issue {
+                            subject_id: &who,
+                            window: Duration::from_secs(3600),
+                            now,
+                            idempotency_key: key.as_deref(),
+                            request_digest: r"sha256:'\",
+                            grant_id: &id,
+                        },
+                        move |count| Verdict {
+                            grant: Some(Grant {
+                                grant_id: owned.0.clone(),
+                                decision_id: r"d-'\".to_owned(),
+                                policy_digest: "sha256:'".to_owned(),
+                                subject_id: owned.1.clone(),
+                                task_id: Some(r"task 'one' \n".to_owned()),
+                                request: json!({"note": "it's a \\ \"quoted\" ünï", "n": count}),
+                                scope: vec![r"read:db://o'brien\x".to_owned()],
+                                ttl: 300,
+                                issued_at: now,
+                                expires_at: now + 300_000,
+                                obligations: json!([{"kind": "note", "text": "'); --"}]),
+                                credential_ref: Some(r"lease-'1'\".to_owned()),
+                                revoked_at: None,
+                                revoked_by: None,
+                                reason: None,
+                                narrowed: false,
+                                redecision: None,
+                                redecided_at: None,
+                                approval: None,
+                            }),
+                            status: 201,
+                            body: json!({"count": count, "quote": "'\\"}).to_string(),
+                            request_text: None,
+                            obligations_text: None,
+                        },
+                    )
+                    .await
+                    .expect("issue")
+            }
+        };
+        let first_id = new_grant_id();
+        let first = issue(first_id.clone(), Some(key.clone())).await;
+        assert_eq!(first.status, 201);
+        assert_eq!(first.body, json!({"count": 0, "quote": "'\\"}).to_string());
+        let again = issue(new_grant_id(), Some(key.clone())).await;
+        assert!(again.replayed, "the key's first answer is replayed");
+        assert_eq!(again.body, first.body);
+        let second = issue(new_grant_id(), None).await;
+        assert_eq!(
+            second.body,
+            json!({"count": 1, "quote": "'\\"}).to_string(),
+            "the first grant is counted under the awkward subject"
+        );
+        let stored = ledger.get(&first_id).await.expect("get").expect("recorded");
+        assert_eq!(stored.subject_id, who);
+        assert_eq!(stored.decision_id, r"d-'\");
+        assert_eq!(stored.task_id.as_deref(), Some(r"task 'one' \n"));
+        assert_eq!(
+            stored.request,
+            json!({"note": "it's a \\ \"quoted\" ünï", "n": 0})
+        );
+        assert_eq!(stored.scope, vec![r"read:db://o'brien\x".to_owned()]);
+        assert_eq!(
+            stored.obligations,
+            json!([{"kind": "note", "text": "'); --"}])
+        );
+        assert_eq!(stored.credential_ref.as_deref(), Some(r"lease-'1'\"));
+    }
+}
