@@ -55,7 +55,9 @@
 //! again, narrower; a rule whose range covers the whole of a side is no
 //! longer tested there and sits in that side's `rest`. So each rule hangs
 //! under a logarithmic number of nodes, and a request follows one path of
-//! cuts, one comparison each. A value that is not a number or a duration
+//! cuts, one comparison each. A side of a cut with one or two rules is cut
+//! again while one of them has a threshold inside it (elsewhere so few
+//! rules make a leaf). A value that is not a number or a duration
 //! (or a `NaN`, or a duration too large for a double to hold exactly)
 //! visits both sides: its comparison errs, and a forbid must still apply.
 
