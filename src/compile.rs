@@ -55,7 +55,9 @@
 //! again, narrower; a rule whose range covers the whole of a side is no
 //! longer tested there and sits in that side's `rest`. So each rule hangs
 //! under a logarithmic number of nodes, and a request follows one path of
-//! cuts, one comparison each. A value that is not a number or a duration
+//! cuts, one comparison each. A side of a cut with one or two rules is cut
+//! again while one of them has a threshold inside it (elsewhere so few
+//! rules make a leaf). A value that is not a number or a duration
 //! (or a `NaN`, or a duration too large for a double to hold exactly)
 //! visits both sides: its comparison errs, and a forbid must still apply.
 
@@ -1333,6 +1335,26 @@ impl<'s> Builder<'s> {
         })
     }
 
+    /// One side of a cut on `key`, within the bounds `scope` gives it. A
+    /// side of a few rules (at most [`LEAF_SIZE`]) would be a leaf; while
+    /// one of them still has a threshold on `key` inside the side, it is
+    /// cut again instead: the value is read already, a cut costs the walk
+    /// one comparison, and a rule whose range misses the request's value
+    /// (a forbid `context.risk_score >= 81` below a cut at `<= 81`) is then
+    /// not a candidate, evaluated and listed for nothing.
+    fn side(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
+        let cut_again = !rules.is_empty()
+            && rules.len() <= LEAF_SIZE
+            && rules
+                .iter()
+                .any(|&rule| matches!(self.test(rule, key, scope), Some(Test::Range(_))));
+        if cut_again {
+            self.range(rules, key, scope)
+        } else {
+            self.build(rules, scope)
+        }
+    }
+
     /// A range switch: the median of the thresholds the rules here use
     /// within the current bounds cuts the values in two.
     fn range(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
@@ -1380,7 +1402,7 @@ impl<'s> Builder<'s> {
                 hi: Some(cut),
             },
         ));
-        let below = self.build(below, scope);
+        let below = self.side(below, key, scope);
         scope.bounds.pop();
         scope.bounds.push((
             key,
@@ -1389,7 +1411,7 @@ impl<'s> Builder<'s> {
                 hi: bounds.hi,
             },
         ));
-        let above = self.build(above, scope);
+        let above = self.side(above, key, scope);
         scope.bounds.pop();
         let rest = self.build(rest, scope);
         let slot = self.slot(key);
@@ -2000,6 +2022,29 @@ mod tests {
             hi: None
         }));
         assert!(!gt.covers(&Bounds::default()));
+    }
+
+    /// A side of a cut with a rule or two is cut again while one of them
+    /// still has a threshold inside it: a rule whose range misses the
+    /// request's number is no candidate, however few share its side.
+    #[test]
+    fn a_small_side_is_cut_again_until_its_ranges_decide() {
+        let source = "@id(\"a\") forbid if context.risk_score > 90;\n\
+             @id(\"b\") forbid if context.risk_score >= 80;\n\
+             @id(\"c\") forbid if context.risk_score < 10;\n";
+        let ids = |v: Vec<(String, u32)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        // Above the cut at 80, `a` and `b` share a side: cut again at 90.
+        assert_eq!(ids(proved(source, None, Some(85.0))), ["b"]);
+        assert_eq!(ids(proved(source, None, Some(95.0))), ["a", "b"]);
+        // Below it, `c` alone: cut again at 10.
+        assert!(ids(proved(source, None, Some(50.0))).is_empty());
+        assert_eq!(ids(proved(source, None, Some(5.0))), ["c"]);
+        // Each range the walk reached is proved (it covers its leaf).
+        for (id, mask) in proved(source, None, Some(95.0)) {
+            assert_eq!(mask, 1, "{id}");
+        }
+        // A missing score still reaches every rule.
+        assert_eq!(ids(proved(source, None, None)), ["a", "b", "c"]);
     }
 
     #[test]
