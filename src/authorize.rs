@@ -20,7 +20,7 @@ use std::fmt;
 use crate::compile::{NodeId, Tree, NEAR_LIMIT};
 use std::sync::Arc;
 
-use crate::decision::{Considered, Did, Effect, Name, Outcome, Seen, Step};
+use crate::decision::{Considered, Did, Effect, Name, Outcome, Saw, Seen, Step};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
 use crate::ir::{Expr, Obligation, PolicySet, Rule, RuleKind, TtlCap};
 use crate::request::{Prepared, Request};
@@ -506,7 +506,7 @@ impl<'a> Walk<'a> {
             &everything
         };
         let mut out = Scope {
-            scope: Vec::new(),
+            scope: Vec::with_capacity(wanted.len()),
             dropped: Vec::new(),
             contributing: vec![false; granted.len()],
             deny: false,
@@ -606,18 +606,21 @@ impl<'a> Walk<'a> {
         // Sized once: a push that grows a vector costs more than the
         // allocation.
         let mut caps: Vec<Cap> = Vec::with_capacity(granted.len() + self.matched.len());
-        for (g, contributes) in granted.iter().zip(contributing) {
-            if let RuleKind::Permit {
-                ttl: Some(seconds), ..
-            } = *self.kind(g.rule)
-            {
-                if *contributes {
-                    caps.push(Cap::new(g.rule, seconds));
-                }
-            }
-        }
+        // The grants are the matched permits whose grant was built, in the
+        // same (policy) order as the matched rules: read together, the
+        // caps come in policy order, with no sort.
+        let mut grants = granted.iter().zip(contributing).peekable();
         for i in 0..self.matched.len() {
             let (slot, rule) = self.matched_rule(i);
+            if let Some((g, contributes)) = grants.next_if(|(g, _)| g.slot == slot) {
+                if let (RuleKind::Permit {
+                    ttl: Some(seconds), ..
+                }, true) = (self.kind(g.rule), *contributes)
+                {
+                    caps.push(Cap::new(g.rule, *seconds));
+                }
+                continue;
+            }
             match self.kind(rule) {
                 RuleKind::LimitTtl(TtlCap::Const(seconds)) => {
                     caps.push(Cap::new(rule, *seconds));
@@ -628,7 +631,7 @@ impl<'a> Walk<'a> {
                 _ => {}
             }
         }
-        caps.sort_by_key(|cap| cap.rule);
+        debug_assert!(caps.windows(2).all(|w| w[0].rule < w[1].rule));
         // A computed cap only ever lowers: when nothing else bounds the
         // TTL, it caps the default, so a far-away instant or a large value
         // in the request or the data never grants more than the hour a
@@ -789,7 +792,13 @@ impl<'a> Walk<'a> {
         if self
             .obligations
             .iter()
-            .any(|o| o.kind == kind && o.event(set) == event && o.value == value)
+            // The cheapest comparisons first: the value (nearly always
+            // none), the kind (the same literal, so the same pointer).
+            .any(|o| {
+                o.value == value
+                    && (std::ptr::eq(o.kind, kind) || o.kind == kind)
+                    && o.event(set) == event
+            })
         {
             return Ok(());
         }
@@ -887,8 +896,15 @@ impl<'a> Walk<'a> {
 
 /// The `at`th condition of `rule`, which was false, and the value it saw.
 fn seen<'a>(evaluator: &mut Evaluator<'a>, rule: &'a Rule, at: usize) -> Seen {
+    let conjunct = &rule.conjuncts[at];
+    // Most false conjuncts saw a bool known from their shape alone:
+    // recorded without a JSON value in between.
+    let saw = match crate::eval::saw_bool(conjunct) {
+        Some(known) => Saw::Bool(known),
+        None => evaluator.saw(conjunct).into(),
+    };
     Seen {
         condition: at as u32,
-        saw: evaluator.saw(&rule.conjuncts[at]).into(),
+        saw,
     }
 }

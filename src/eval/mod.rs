@@ -571,8 +571,10 @@ impl<'a> Evaluator<'a> {
     /// an error, a `true` would have made it true). Evaluation has no side
     /// effects, so these are the values evaluating again would give.
     pub fn saw(&mut self, conjunct: &'a Expr) -> Value {
+        if let Some(known) = saw_bool(conjunct) {
+            return Value::Bool(known);
+        }
         let target = match &conjunct.kind {
-            ExprKind::Binary(BinOp::Or, _, _) => return Value::Bool(false),
             ExprKind::Binary(_, left, right) => {
                 if matches!(left.kind, ExprKind::Lit(_)) {
                     right
@@ -580,7 +582,6 @@ impl<'a> Evaluator<'a> {
                     left
                 }
             }
-            ExprKind::Not(_) => return Value::Bool(true),
             ExprKind::Matches(inner, _) => inner,
             _ => return Value::Bool(false),
         };
@@ -666,6 +667,20 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// The bool a false conjunct saw when it is known without evaluating
+/// anything ([`Evaluator::saw`] says why): `false` for an `or` and for a
+/// conjunct that is not a comparison, `in`, `matches` or `not`; `true`
+/// for a `not`. `None` when the value its attribute side holds must be
+/// read.
+pub fn saw_bool(conjunct: &Expr) -> Option<bool> {
+    match &conjunct.kind {
+        ExprKind::Binary(BinOp::Or, _, _) => Some(false),
+        ExprKind::Binary(..) | ExprKind::Matches(..) => None,
+        ExprKind::Not(_) => Some(true),
+        _ => Some(false),
+    }
+}
+
 /// `left op right` for an equality or an order, as [`Evaluator::binary`]
 /// works it out; `None` for another operator or when the comparison errs.
 fn compared(op: BinOp, left: &Val<'_>, right: &Val<'_>, span: Span) -> Option<bool> {
@@ -745,9 +760,16 @@ fn refused(text: &str, fill: Fill) -> bool {
         Fill::Text => false,
         Fill::ScopeItem => text.contains('*') || text.is_empty(),
         Fill::Obligation(_) => {
-            text.contains('*')
-                || text.trim().is_empty()
-                || crate::scope::percent_encoded(text).is_some()
+            let bytes = text.as_bytes();
+            // A value that starts with printable ASCII is not blank: `trim`
+            // keeps that byte.
+            let blank = match bytes.first() {
+                Some(b) if b.is_ascii_graphic() => false,
+                _ => text.trim().is_empty(),
+            };
+            blank
+                || bytes.contains(&b'*')
+                || (bytes.contains(&b'%') && crate::scope::percent_encoded(text).is_some())
         }
     }
 }

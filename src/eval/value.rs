@@ -69,7 +69,37 @@ pub(super) fn from_lit(lit: &Lit) -> Option<Val<'_>> {
 }
 
 /// The value of a request attribute; `None` when it is absent.
+///
+/// Inlined where it is called: a decision reads about thirty attributes
+/// (the tree's switches, the conditions, the templates), and a named one
+/// of the table is a field of the request, read in a few instructions
+/// once the call and the copy of the value out of it are gone. The
+/// others (the time, free attributes) are read by [`other_value`].
+#[inline(always)]
 pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr) -> Option<Val<'a>> {
+    if matches!(attr, Attr::Extra(..) | Attr::EnvironmentTime) {
+        return other_value(request, prepared, attr);
+    }
+    field_value(attr.field(request)?)
+}
+
+/// A named attribute's value as a value.
+#[inline(always)]
+fn field_value(field: Field<'_>) -> Option<Val<'_>> {
+    Some(match field {
+        Field::Str(text) => Val::Str(Cow::Borrowed(text)),
+        Field::Bool(b) => Val::Bool(b),
+        Field::Dur(seconds) => Val::Dur(seconds),
+        Field::Level(level) => Val::Level(level),
+        Field::Strs(items) => Val::Strs(items),
+        Field::Json(value) => from_json(value)?,
+    })
+}
+
+/// The value of the time or of a free attribute (`Attr::Extra`): what
+/// [`attr_value`] reads out of line.
+#[inline(never)]
+fn other_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr) -> Option<Val<'a>> {
     match attr {
         // The time is parsed once, by validation.
         Attr::EnvironmentTime => prepared.time.map(Val::Time),
@@ -95,14 +125,9 @@ pub fn attr_value<'a>(request: &'a Request, prepared: &'a Prepared, attr: &Attr)
             };
             extra(map, name).and_then(from_json)
         }
-        known => Some(match known.field(request)? {
-            Field::Str(text) => Val::Str(Cow::Borrowed(text)),
-            Field::Bool(b) => Val::Bool(b),
-            Field::Dur(seconds) => Val::Dur(seconds),
-            Field::Level(level) => Val::Level(level),
-            Field::Strs(items) => Val::Strs(items),
-            Field::Json(value) => from_json(value)?,
-        }),
+        // A named attribute is read by `attr_value`, which sends only the
+        // two above here.
+        known => field_value(known.field(request)?),
     }
 }
 
