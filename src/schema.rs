@@ -390,7 +390,7 @@ macro_rules! schema {
 
             /// The named value of a request, `None` when it is absent or
             /// the attribute is not named by the table.
-            #[inline]
+            #[inline(always)]
             pub fn field<'a>(&self, request: &'a Request) -> Option<Field<'a>> {
                 match self {
                     $($( Attr::$Var => schema_read!($kind request $dfield $field), )*)*
