@@ -1907,16 +1907,20 @@ mod tests {
             .collect()
     }
 
+    /// Five forbids, each a kind test and a range on the score (`b` the
+    /// other way round), for the tests of what a walk proves.
+    const KIND_AND_SCORE: &str = "@id(\"a\") forbid if subject.kind == \"ci\" and context.risk_score > 70;\n\
+         @id(\"b\") forbid if context.risk_score >= 40 and subject.kind in [\"ci\", \"agent\"];\n\
+         @id(\"c\") forbid if subject.kind == \"agent\" and context.risk_score < 10;\n\
+         @id(\"d\") forbid if subject.kind != \"human\" and context.risk_score > 90;\n\
+         @id(\"e\") forbid if subject.kind == \"ci\" and context.risk_score == 80;\n";
+
     /// A walk proves the conjuncts its switches and cuts decided, only on
     /// paths that followed the request's own values: not below a missing
     /// value, not under `other`, not a test the switch left in `rest`.
     #[test]
     fn a_walk_proves_what_its_switches_decided() {
-        let source = "@id(\"a\") forbid if subject.kind == \"ci\" and context.risk_score > 70;\n\
-             @id(\"b\") forbid if context.risk_score >= 40 and subject.kind in [\"ci\", \"agent\"];\n\
-             @id(\"c\") forbid if subject.kind == \"agent\" and context.risk_score < 10;\n\
-             @id(\"d\") forbid if subject.kind != \"human\" and context.risk_score > 90;\n\
-             @id(\"e\") forbid if subject.kind == \"ci\" and context.risk_score == 80;\n";
+        let source = KIND_AND_SCORE;
         let ids = |v: &[(String, u32)]| v.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         let ci = proved(source, Some("ci"), Some(95.0));
         assert_eq!(ids(&ci), ["a", "b", "d"], "{ci:?}");
@@ -1953,11 +1957,7 @@ mod tests {
     /// the missing attribute, never one that is false.
     #[test]
     fn a_missing_value_leaves_what_the_other_switches_proved() {
-        let source = "@id(\"a\") forbid if subject.kind == \"ci\" and context.risk_score > 70;\n\
-             @id(\"b\") forbid if context.risk_score >= 40 and subject.kind in [\"ci\", \"agent\"];\n\
-             @id(\"c\") forbid if subject.kind == \"agent\" and context.risk_score < 10;\n\
-             @id(\"d\") forbid if subject.kind != \"human\" and context.risk_score > 90;\n\
-             @id(\"e\") forbid if subject.kind == \"ci\" and context.risk_score == 80;\n";
+        let source = KIND_AND_SCORE;
         // Conjunct positions: the kind test, then the range (`b` the other
         // way round).
         let kind_at = |id: &str| u32::from(id == "b");
