@@ -1146,14 +1146,16 @@ impl TraceEntry {
             out,
             text,
             EntryParts {
-                rule: &self.rule,
-                kind: &self.kind,
-                at: &self.at,
+                head: Head::Names {
+                    rule: &self.rule,
+                    kind: &self.kind,
+                    at: &self.at,
+                },
                 outcome: self.outcome,
                 failed: self
                     .failed
                     .as_ref()
-                    .map(|f| (&f.condition, SawRef::Value(&f.saw))),
+                    .map(|f| (Condition::Name(&f.condition), SawRef::Value(&f.saw))),
                 error: self.error.as_ref().map(|e| e as &dyn fmt::Display),
                 effect: Steps::Owned(&self.effect),
                 because: self.because.as_deref(),
@@ -1173,23 +1175,20 @@ impl Considered {
             Some(fault) => &fault.error as &dyn fmt::Display,
             None => &"" as &dyn fmt::Display,
         });
+        let json = rule.trace_json.of(rule);
         write_entry(
             out,
             text,
             EntryParts {
-                rule: &rule.id,
-                kind: &rule.kind_name,
-                at: &rule.location,
+                head: Head::Json(&json.head),
                 outcome: self.outcome,
-                failed: self
-                    .failed
-                    .as_ref()
-                    .map(|seen| {
-                        (
-                            &rule.conjunct_text[seen.condition as usize],
-                            SawRef::Saw(&seen.saw),
-                        )
-                    }),
+                failed: self.failed.as_ref().map(|seen| {
+                    let condition = match json.failed.get(seen.condition as usize) {
+                        Some(prefix) => Condition::Json(prefix),
+                        None => Condition::Name(&rule.conjunct_text[seen.condition as usize]),
+                    };
+                    (condition, SawRef::Saw(&seen.saw))
+                }),
                 error,
                 effect: Steps::Recorded(record.effects_of(self.rule), record),
                 because: record.because_of(self.rule),
@@ -1212,13 +1211,98 @@ enum Steps<'a> {
     Recorded(&'a [(u32, Did)], &'a Record),
 }
 
+/// A trace entry's `rule`, `kind` and `at`: the names, or the JSON a
+/// [`TraceJson`] wrote of them.
+enum Head<'a> {
+    Names {
+        rule: &'a Name,
+        kind: &'a Name,
+        at: &'a Name,
+    },
+    Json(&'a [u8]),
+}
+
+/// A failed condition's text: the name, or the JSON a [`TraceJson`] wrote
+/// of it (up to the `saw`).
+enum Condition<'a> {
+    Name(&'a Name),
+    Json(&'a [u8]),
+}
+
+/// The fixed text of one rule's trace entries as JSON: the head
+/// (`{"rule":...,"kind":...,"at":...`) and, for each conjunct, what a
+/// failure of it starts with (`,"failed":{"condition":...,"saw":`). Written
+/// the first time one of the rule's entries is, then copied whole into
+/// every answer that has one (about 75 short copies and checks a pack
+/// decision otherwise, and a byte-by-byte escape of each condition with a
+/// quote in it; docs/performance.md "Server CPU, round 31"). Nothing is
+/// built for a rule whose entries are never written as JSON.
+#[derive(Clone, Default)]
+pub struct TraceJson(OnceLock<Box<RuleJson>>);
+
+/// What [`TraceJson`] holds.
+#[derive(Clone)]
+pub(crate) struct RuleJson {
+    head: Box<[u8]>,
+    failed: Box<[Box<[u8]>]>,
+}
+
+impl TraceJson {
+    /// The rule's JSON texts; `rule` is the rule this belongs to.
+    pub(crate) fn of(&self, rule: &crate::ir::Rule) -> &RuleJson {
+        self.0.get_or_init(|| {
+            let mut head = Vec::new();
+            write_head(&mut head, &rule.id, &rule.kind_name, &rule.location);
+            let failed = rule
+                .conjunct_text
+                .iter()
+                .map(|condition| {
+                    let mut prefix = Vec::new();
+                    write_failed(&mut prefix, condition);
+                    prefix.into_boxed_slice()
+                })
+                .collect();
+            Box::new(RuleJson {
+                head: head.into_boxed_slice(),
+                failed,
+            })
+        })
+    }
+}
+
+/// Not part of what a rule is: any two are equal.
+impl PartialEq for TraceJson {
+    fn eq(&self, _: &TraceJson) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for TraceJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TraceJson")
+    }
+}
+
+fn write_head(out: &mut Vec<u8>, rule: &Name, kind: &Name, at: &Name) {
+    out.extend_from_slice(b"{\"rule\":");
+    write_name(out, rule);
+    out.extend_from_slice(b",\"kind\":");
+    write_name(out, kind);
+    out.extend_from_slice(b",\"at\":");
+    write_name(out, at);
+}
+
+fn write_failed(out: &mut Vec<u8>, condition: &Name) {
+    out.extend_from_slice(b",\"failed\":{\"condition\":");
+    write_name(out, condition);
+    out.extend_from_slice(b",\"saw\":");
+}
+
 /// A trace entry's fields, borrowed from wherever they live.
 struct EntryParts<'a> {
-    rule: &'a Name,
-    kind: &'a Name,
-    at: &'a Name,
+    head: Head<'a>,
     outcome: Outcome,
-    failed: Option<(&'a Name, SawRef<'a>)>,
+    failed: Option<(Condition<'a>, SawRef<'a>)>,
     /// The message, written when the entry is (an owned entry's `String`,
     /// or the error a recorded entry indexes).
     error: Option<&'a dyn fmt::Display>,
@@ -1230,21 +1314,20 @@ struct EntryParts<'a> {
 /// Appends a trace entry's JSON, as the derived `Serialize` of
 /// [`TraceEntry`] writes it; `text` is scratch space for the steps' text.
 fn write_entry(out: &mut Vec<u8>, text: &mut String, entry: EntryParts<'_>) {
-    out.extend_from_slice(b"{\"rule\":");
-    write_name(out, entry.rule);
-    out.extend_from_slice(b",\"kind\":");
-    write_name(out, entry.kind);
-    out.extend_from_slice(b",\"at\":");
-    write_name(out, entry.at);
+    match entry.head {
+        Head::Names { rule, kind, at } => write_head(out, rule, kind, at),
+        Head::Json(json) => out.extend_from_slice(json),
+    }
     out.extend_from_slice(match entry.outcome {
         Outcome::Matched => b",\"outcome\":\"matched\"",
         Outcome::NotMatched => b",\"outcome\":\"not_matched\"",
         Outcome::Error => b",\"outcome\":\"error\"",
     });
     if let Some((condition, saw)) = entry.failed {
-        out.extend_from_slice(b",\"failed\":{\"condition\":");
-        write_name(out, condition);
-        out.extend_from_slice(b",\"saw\":");
+        match condition {
+            Condition::Name(condition) => write_failed(out, condition),
+            Condition::Json(json) => out.extend_from_slice(json),
+        }
         match saw {
             SawRef::Value(value) => write_value(out, value),
             SawRef::Saw(saw) => saw.write_json(out),

@@ -372,6 +372,51 @@ mod tests {
         assert_eq!(owned.trace.len(), 1);
     }
 
+    /// The fixed text of a rule's trace entries is written once and then
+    /// copied: conditions that need escapes, a failure at the second
+    /// conjunct of a rule, and the same rules written again by later
+    /// decisions give serde's text each time.
+    #[test]
+    fn trace_text_written_once_is_serdes_text() {
+        let policy = r#"
+@id("quoted")
+forbid if context.note == "say \"hi\"\\now";
+@id("second-fails")
+permit if action == "deploy" and context.ticket == "T-\"7\"" grant ["read:db"];
+@id("open")
+permit grant ["read:db"];
+"#;
+        let engine = Engine::compile([("dir \"q\"/p.writ", policy)], None).expect("compiles");
+        let text = include_str!("../examples/ci-deploy.json");
+        let with_note = text.replace(
+            r#""context": { "recent_issuances": 0 }"#,
+            r#""context": { "recent_issuances": 0, "note": "x", "ticket": "y" }"#,
+        );
+        assert_ne!(with_note, text);
+        let mut texts = Vec::new();
+        for request in [text, with_note.as_str(), text] {
+            let decision = engine.decide_json(request).expect("a valid request");
+            let written = decision.to_json();
+            assert_eq!(
+                serde_json::to_string(&decision).expect("serializes"),
+                written
+            );
+            assert!(written.contains(r#""at":"dir \"q\"/p.writ:"#), "{written}");
+            texts.push(written);
+        }
+        assert_eq!(texts[0], texts[2]);
+        assert!(
+            texts[1].contains(r#""condition":"context.note == \"say \\\"hi\\\"\\\\now\"""#),
+            "{}",
+            texts[1]
+        );
+        assert!(
+            texts[1].contains(r#""condition":"context.ticket == \"T-\\\"7\\\"\"""#),
+            "{}",
+            texts[1]
+        );
+    }
+
     /// A decision's errors are recorded typed and written when read: the
     /// JSON written from them is serde's text of the errors read, each
     /// erring trace entry carries its error's message, and errors changed

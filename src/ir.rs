@@ -392,6 +392,9 @@ pub struct Rule {
     /// `permit`, `forbid`, `limit`, `require`, shared by every rule of the
     /// kind: a trace entry costs reference counts, not copies.
     pub kind_name: crate::name::Name,
+    /// The fixed text of the rule's trace entries as JSON, written out the
+    /// first time one of them is.
+    pub(crate) trace_json: crate::decision::TraceJson,
 }
 
 /// A checked policy set.

@@ -120,6 +120,7 @@ impl Checker<'_> {
             keyword_span: rule.keyword_span,
             condition_span: rule.condition.as_ref().map(|c| c.span),
             grant_span,
+            trace_json: Default::default(),
         })
     }
 
