@@ -85,6 +85,11 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# stime alone (kernel time) of a process, in clock ticks.
+sys_ticks() {
+  awk '{print $15}' "/proc/$1/stat"
+}
+
 # Nanoseconds the threads of a process have spent runnable but waiting
 # for a CPU (the second field of each thread's schedstat; the threads
 # alive now).
@@ -185,6 +190,8 @@ open_scenario() {
   local before after line status=0 load
   load="$(cut -d' ' -f1 /proc/loadavg)"
   before="$(cpu_ticks "$server")"
+  local sys_before sys_after
+  sys_before="$(sys_ticks "$server")"
   local wait_before wait_after
   wait_before="$(run_wait "$server")"
   # The generator's own CPU (user + system, as its parent sees it): it
@@ -200,6 +207,7 @@ open_scenario() {
   { time "$tmp/openloop" "$port" /v1/decide "$mix" "$rate" "$seconds" "$connections" 0 run \
       "$protocol" >"$tmp/open.line" 2>"$tmp/open.err"; } 2>"$tmp/open.time" || status=$?
   after="$(cpu_ticks "$server")"
+  sys_after="$(sys_ticks "$server")"
   wait_after="$(run_wait "$server")"
   if [ -n "$perf" ]; then
     kill -INT "$perf"
@@ -215,11 +223,14 @@ open_scenario() {
   us_per="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$answered" \
     'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
   gen_per="$(awk -v n="$answered" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n; else print "?" }' "$tmp/open.time")"
+  local sys_per
+  sys_per="$(awk -v t=$(( sys_after - sys_before )) -v hz="$(getconf CLK_TCK)" -v n="$answered" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')"
   local waited
   waited="$(awk -v w=$(( wait_after - wait_before )) -v n="$answered" \
     'BEGIN { if (n > 0) printf "%.1f", w / 1e3 / n; else print "?" }')"
-  printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer, runnable but waiting %s us/answer, generator CPU %s us/request, load %s\n' \
-    "$protocol" "$rate" "$connections" "$(head -n1 <<<"$line")" "$us_per" "$waited" "$gen_per" "$load"
+  printf 'open %-5s %6s/s x%-3s %s | server CPU %s us/answer (system %s), runnable but waiting %s us/answer, generator CPU %s us/request, load %s\n' \
+    "$protocol" "$rate" "$connections" "$(head -n1 <<<"$line")" "$us_per" "$sys_per" "$waited" "$gen_per" "$load"
   tail -n +2 <<<"$line"
   if [ -n "$perf" ] && [ -n "${COUNTS:-}" ]; then
     awk -F, -v n="$answered" '$1 ~ /^[0-9]+$/ && n > 0 {
@@ -300,7 +311,7 @@ pair_scenario() {
       ticks=$(( b_after - b_before )) waited="$b_wait"
     fi
     switches="$(awk -F, '$3 == "context-switches" {print $1}' "$tmp/$which.perf")"
-    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer, runnable but waiting %s us/answer, %s context switches/answer, load %s\n' \
+    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer (system %s), runnable but waiting %s us/answer, %s context switches/answer, load %s\n' \
       "$( [ "$which" = a ] && echo bin || echo pair )" "$protocol" "$rate" "$connections" \
       "$(head -n1 <<<"$line")" \
       "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$answered" \
