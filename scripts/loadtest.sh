@@ -311,7 +311,7 @@ pair_scenario() {
       ticks=$(( b_after - b_before )) waited="$b_wait"
     fi
     switches="$(awk -F, '$3 == "context-switches" {print $1}' "$tmp/$which.perf")"
-    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer (system %s), runnable but waiting %s us/answer, %s context switches/answer, load %s\n' \
+    printf 'pair %-4s %-5s %6s/s x%-3s %s | server CPU %s us/answer, runnable but waiting %s us/answer, %s context switches/answer, load %s\n' \
       "$( [ "$which" = a ] && echo bin || echo pair )" "$protocol" "$rate" "$connections" \
       "$(head -n1 <<<"$line")" \
       "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$answered" \
