@@ -67,8 +67,8 @@ pub(crate) const MIGRATIONS: [(i64, &str, &str); 7] = [
 
 /// What PostgreSQL runs after a version's common SQL, in the same
 /// transaction: settings of its own that change no table's contents nor
-/// any answer. A server that has not the feature (CockroachDB answers
-/// `0A000`, not supported) skips it, since none is needed to be correct.
+/// any answer. A server that refuses it as not supported or not in its
+/// grammar skips it, since none is needed to be correct.
 pub(crate) const POSTGRES_ONLY: [(i64, &str); 1] =
     [(7, include_str!("migrations/0007_statistics.postgres.sql"))];
 

@@ -87,10 +87,10 @@ where
 }
 
 /// Runs a migration's PostgreSQL-only part ([`POSTGRES_ONLY`]) under a
-/// savepoint: a server that does not support it (`0A000`, as CockroachDB
-/// answers an `ALTER COLUMN ... SET STATISTICS`) is rolled back to the
-/// savepoint and the migration goes on without it. Any other error fails
-/// the migration.
+/// savepoint: on a server that refuses it as not supported (`0A000`) or
+/// not in its grammar (`42601`), as another dialect the store targets
+/// (CockroachDB, YugabyteDB) may, it is rolled back to the savepoint and
+/// the migration goes on without it. Any other error fails the migration.
 async fn postgres_only(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Result<(), Failure> {
     tx.batch_execute("SAVEPOINT writ_postgres_only")
         .await
@@ -100,7 +100,10 @@ async fn postgres_only(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Resul
             tx.batch_execute("RELEASE SAVEPOINT writ_postgres_only")
                 .await
         }
-        Err(error) if error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+        Err(error)
+            if error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+                || error.code() == Some(&SqlState::SYNTAX_ERROR) =>
+        {
             tx.batch_execute("ROLLBACK TO SAVEPOINT writ_postgres_only")
                 .await
         }
