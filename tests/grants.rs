@@ -520,7 +520,7 @@ fn ledger_migrate_reports_the_schema_and_refuses_a_dead_database() {
     let file = dir.file("writ.db");
     let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &file.to_string_lossy()]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("schema version 6"), "{stderr}");
+    assert!(stderr.contains("schema version 7"), "{stderr}");
     let url = format!("postgres://writ@127.0.0.1:{}/writ", free_port());
     let (code, _, stderr) = writ(&["ledger", "migrate", "--ledger", &url]);
     assert_eq!(code, 2, "{stderr}");

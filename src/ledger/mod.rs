@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 /// The versioned migrations, in order: (version, name, SQL). The SQL is
 /// common to SQLite and PostgreSQL.
-pub(crate) const MIGRATIONS: [(i64, &str, &str); 6] = [
+pub(crate) const MIGRATIONS: [(i64, &str, &str); 7] = [
     (1, "grants", include_str!("migrations/0001_grants.sql")),
     (
         2,
@@ -58,10 +58,22 @@ pub(crate) const MIGRATIONS: [(i64, &str, &str); 6] = [
         "approval_attestation",
         include_str!("migrations/0006_approval_attestation.sql"),
     ),
+    (
+        7,
+        "statistics",
+        include_str!("migrations/0007_statistics.sql"),
+    ),
 ];
 
+/// What PostgreSQL runs after a version's common SQL, in the same
+/// transaction: settings of its own that change no table's contents nor
+/// any answer. A server that refuses it as not supported or not in its
+/// grammar skips it, since none is needed to be correct.
+pub(crate) const POSTGRES_ONLY: [(i64, &str); 1] =
+    [(7, include_str!("migrations/0007_statistics.postgres.sql"))];
+
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use tokio_postgres::NoTls;
 use super::{
     json_column, list_query, now_ms, window_ms, Action, Applied, Change, FeedEntry, FeedKind,
     Filter, Grant, Issue, Issued, LedgerError, Param, Verdict, FEED_COLUMNS, MIGRATIONS,
-    READ_COLUMNS, SCHEMA_VERSION,
+    POSTGRES_ONLY, READ_COLUMNS, SCHEMA_VERSION,
 };
 
 /// How many times a transaction that hit a serialization failure, a
@@ -86,6 +86,32 @@ where
     )))
 }
 
+/// Runs a migration's PostgreSQL-only part ([`POSTGRES_ONLY`]) under a
+/// savepoint: on a server that refuses it as not supported (`0A000`) or
+/// not in its grammar (`42601`), as another dialect the store targets
+/// (CockroachDB, YugabyteDB) may, it is rolled back to the savepoint and
+/// the migration goes on without it. Any other error fails the migration.
+async fn postgres_only(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Result<(), Failure> {
+    tx.batch_execute("SAVEPOINT writ_postgres_only")
+        .await
+        .map_err(|e| classify(&e))?;
+    match tx.batch_execute(sql).await {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT writ_postgres_only")
+                .await
+        }
+        Err(error)
+            if error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+                || error.code() == Some(&SqlState::SYNTAX_ERROR) =>
+        {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT writ_postgres_only")
+                .await
+        }
+        Err(error) => Err(error),
+    }
+    .map_err(|e| classify(&e))
+}
+
 impl Postgres {
     pub(crate) fn open(url: &str) -> Result<Postgres, LedgerError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
@@ -143,6 +169,9 @@ impl Postgres {
                 for (version, name, sql) in MIGRATIONS {
                     if version > current {
                         tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
+                        for (_, own) in POSTGRES_ONLY.iter().filter(|(v, _)| *v == version) {
+                            postgres_only(&tx, own).await?;
+                        }
                         tx.execute(
                             "INSERT INTO writ_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                             &[&version, &name, &now_ms()],

@@ -1616,3 +1616,57 @@ async fn a_version_5_ledger_is_migrated_to_keep_attestations() {
         }
     }
 }
+
+/// Version 7 on PostgreSQL: autovacuum's ANALYZE keeps no statistics for
+/// the wide columns no query filters on (the stored request and answer,
+/// the obligations, ...), and still keeps them for those the counts and
+/// lists filter on.
+#[tokio::test]
+async fn postgres_keeps_no_statistics_for_the_wide_columns() {
+    let Some(url) = postgres_url("postgres_keeps_no_statistics_for_the_wide_columns") else {
+        return;
+    };
+    let (isolated, schema) = isolated_postgres(&url, "v7").await;
+    let ledger = Ledger::open(&isolated).await.expect("opens and migrates");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers");
+    tokio::spawn(connection);
+    let targets = client
+        .query(
+            "SELECT c.relname || '.' || a.attname, a.attstattarget::INTEGER FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname IN ('writ_grants', 'writ_idempotency') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .expect("the columns' statistics targets");
+    let none: Vec<String> = targets
+        .iter()
+        .filter(|row| row.get::<_, Option<i32>>(1) == Some(0))
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        none,
+        [
+            "writ_grants.approval_attestation",
+            "writ_grants.credential_ref",
+            "writ_grants.decision_id",
+            "writ_grants.obligations",
+            "writ_grants.policy_digest",
+            "writ_grants.redecision",
+            "writ_grants.request",
+            "writ_grants.revoke_reason",
+            "writ_grants.revoked_by",
+            "writ_grants.scope",
+            "writ_idempotency.body",
+            "writ_idempotency.request_digest",
+        ]
+    );
+    assert_eq!(
+        targets.len(),
+        none.len() + 12,
+        "the other columns keep theirs"
+    );
+    drop(ledger);
+    drop_isolated(&url, &schema).await;
+}

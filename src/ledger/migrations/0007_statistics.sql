@@ -1,0 +1,4 @@
+-- writ ledger, version 7: no statistics for the columns no query filters
+-- on. Nothing to change on SQLite, which keeps no statistics unless asked
+-- (ANALYZE); on PostgreSQL the store also runs
+-- 0007_statistics.postgres.sql in this version's transaction.
