@@ -842,16 +842,23 @@ impl<'a> Walk<'a> {
                 .map(|(at, r)| (at, r, Some(at))),
         );
         if pool.len() < 3 {
-            for rule in self.compiled.tree.rules_below(&self.near) {
+            let evaluator = &mut self.evaluator;
+            self.compiled.tree.near_rules(&self.near, |rule, false_first| {
                 let is_permit = matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
                 if !is_permit || pool.iter().any(|p| p.1 == rule) {
-                    continue;
+                    return;
                 }
-                match self.evaluator.rule(&set.rules[rule as usize]) {
+                // A first conjunct the tree knows is false is what
+                // evaluating the rule would find first.
+                if false_first {
+                    pool.push((0, rule, Some(0)));
+                    return;
+                }
+                match evaluator.rule(&set.rules[rule as usize]) {
                     RuleResult::False(at) => pool.push((at, rule, Some(at))),
                     _ => pool.push((0, rule, None)),
                 }
-            }
+            });
         }
         pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         pool.truncate(3);

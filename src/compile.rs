@@ -154,32 +154,55 @@ impl On {
     }
 }
 
-/// The key of a request's value for a switch of type `on`; `None` when
-/// the value is missing or of another type (the walk then visits every
-/// child). `fields` are those of a presence switch below the attribute.
-fn key_of<'r>(on: On, value: Option<Val<'r>>, fields: &[Box<str>]) -> Option<&'r str> {
-    if on == On::Has {
-        return Some(presence_key(present(value.as_ref(), fields)));
-    }
-    match (on, value?) {
-        (On::Str, Val::Str(Cow::Borrowed(text))) => Some(text),
-        (On::Str, Val::Level(level)) => Some(level.as_str()),
-        (On::Bool, Val::Bool(b)) => Some(bool_key(b)),
-        _ => None,
+/// The key of a request's value for a switch of type `on`, with its
+/// [`hash_key`] (known beforehand for the four keys of bools and
+/// presences); [`Read::Every`] when the value is missing or of another
+/// type (the walk then visits every child). `fields` are those of a
+/// presence switch below the attribute. Out of line, as the walk's
+/// leaves are better inlined into it.
+#[inline(never)]
+fn read_key<'r>(on: On, value: Option<Val<'r>>, fields: &[Box<str>]) -> Read<'r> {
+    match on {
+        On::Has => match present(value.as_ref(), fields) {
+            true => Read::Key(presence_key(true), PRESENT_HASH),
+            false => Read::Key(presence_key(false), ABSENT_HASH),
+        },
+        On::Bool => match value {
+            Some(Val::Bool(true)) => Read::Key(bool_key(true), TRUE_HASH),
+            Some(Val::Bool(false)) => Read::Key(bool_key(false), FALSE_HASH),
+            _ => Read::Every,
+        },
+        On::Str => match value {
+            Some(Val::Str(Cow::Borrowed(text))) => Read::Key(text, hash_key(text)),
+            Some(Val::Level(level)) => {
+                let text = level.as_str();
+                Read::Key(text, hash_key(text))
+            }
+            _ => Read::Every,
+        },
+        On::Num => Read::Every,
     }
 }
 
 /// A 64-bit FNV-1a hash of a switch value: the children of a switch are
 /// found by it (and one comparison of the string), so that a walk hashes
 /// each request value once instead of comparing it at every switch.
-fn hash_key(key: &str) -> u64 {
+const fn hash_key(key: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
+    let mut bytes = key.as_bytes();
+    while let [byte, rest @ ..] = bytes {
+        hash ^= *byte as u64;
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        bytes = rest;
     }
     hash
 }
+
+/// The [`hash_key`]s of the keys of bools and presences.
+const TRUE_HASH: u64 = hash_key("true");
+const FALSE_HASH: u64 = hash_key("false");
+const PRESENT_HASH: u64 = hash_key("present");
+const ABSENT_HASH: u64 = hash_key("absent");
 
 /// FNV-1a as a [`std::hash::Hasher`], for the builder's map of a switch's
 /// values: the keys are short strings, and SipHash (the default) cost
@@ -605,18 +628,27 @@ pub const NEAR_LIMIT: usize = 6;
 /// are met again, and found once).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Below {
-    /// `(nodes visited, rule)`, in the order met; the rules of one leaf
-    /// share the count.
-    found: Box<[(u32, u32)]>,
+    /// `(nodes visited, rule, false first)`, in the order met; the rules
+    /// of one leaf share the count. `false first` says that the rule's
+    /// first conjunct is false for every request that misses the switch
+    /// ([`Builder::false_when_missed`]).
+    found: Box<[(u32, u32, bool)]>,
     /// The nodes the whole search visits, or `NEAR_BUDGET + 1` when it
     /// stopped early.
     visits: u32,
+    /// What [`Tree::near_rules`] gives when this switch is the first one
+    /// missed, up to where it would go on to the next: each rule once,
+    /// with its `false first`.
+    alone: Box<[(u32, bool)]>,
+    /// Whether [`Tree::near_rules`] stops within this switch when it is
+    /// the first one missed (then `alone` is all it gives).
+    stops: bool,
 }
 
 impl Below {
     /// The search below the `children` of a switch, in `nodes`.
     fn search(nodes: &[Node], children: &Children) -> Below {
-        let mut found: Vec<(u32, u32)> = Vec::new();
+        let mut found: Vec<(u32, u32, bool)> = Vec::new();
         let mut stack: Vec<NodeId> = children.values().rev().copied().collect();
         let mut visits = 0u32;
         let most = 2 * NEAR_LIMIT - 1;
@@ -629,8 +661,8 @@ impl Below {
             match &nodes[id.0 as usize] {
                 Node::Leaf { rules } => {
                     for &rule in rules {
-                        if !found.iter().any(|&(_, r)| r == rule) {
-                            found.push((visits, rule));
+                        if !found.iter().any(|&(_, r, _)| r == rule) {
+                            found.push((visits, rule, false));
                         }
                     }
                 }
@@ -650,7 +682,73 @@ impl Below {
         Below {
             found: found.into_boxed_slice(),
             visits,
+            alone: Box::default(),
+            stops: false,
         }
+    }
+
+    /// Notes [`Below::alone`] and [`Below::stops`], once `found` is final.
+    fn note_alone(&mut self) {
+        let mut alone = Vec::new();
+        self.stops = self.take(0, &mut Met::default(), &mut |rule, false_first| {
+            alone.push((rule, false_first))
+        });
+        self.alone = alone.into_boxed_slice();
+    }
+
+    /// Gives `met` this switch's rules not in `found` (noting them there),
+    /// as [`Tree::near_rules`] takes them after `spent` nodes of the
+    /// searches of earlier switches; true when the search stops here.
+    fn take(&self, spent: u32, found: &mut Met, met: &mut impl FnMut(u32, bool)) -> bool {
+        // The leaf being taken, by its visit count (counts start at 1).
+        let mut leaf = 0u32;
+        for &(visits, rule, false_first) in self.found.iter() {
+            if visits != leaf {
+                // Before a node past the budget, or before any node once
+                // enough are found, the search stops: a leaf's rules are
+                // all taken, or none.
+                if spent + visits > NEAR_BUDGET || found.len() >= NEAR_LIMIT {
+                    return true;
+                }
+                leaf = visits;
+            }
+            if found.insert(rule) {
+                met(rule, false_first);
+            }
+        }
+        spent + self.visits > NEAR_BUDGET || found.len() >= NEAR_LIMIT
+    }
+}
+
+/// The rules [`Tree::near_rules`] met so far: a few, kept on the stack
+/// (a leaf taken whole may bring more, kept after them in a list).
+#[derive(Default)]
+struct Met {
+    inline: [u32; 2 * NEAR_LIMIT],
+    len: usize,
+    spill: Vec<u32>,
+}
+
+impl Met {
+    /// How many rules were met.
+    fn len(&self) -> usize {
+        self.len + self.spill.len()
+    }
+
+    /// Notes `rule`; false when it was met before.
+    fn insert(&mut self, rule: u32) -> bool {
+        let inline = self.inline.get(..self.len).unwrap_or_default();
+        if inline.contains(&rule) || self.spill.contains(&rule) {
+            return false;
+        }
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = rule;
+                self.len += 1;
+            }
+            None => self.spill.push(rule),
+        }
+        true
     }
 }
 
@@ -1322,7 +1420,14 @@ impl<'s> Builder<'s> {
         // A switch with an `other` child is never missed.
         let below = match children.other {
             Some(_) => Below::default(),
-            None => Below::search(&self.nodes, &children),
+            None => {
+                let mut below = Below::search(&self.nodes, &children);
+                for met in below.found.iter_mut() {
+                    met.2 = self.false_when_missed(met.1, key, &children);
+                }
+                below.note_alone();
+                below
+            }
         };
         self.push(Node::Switch {
             attr: key.attr.clone(),
@@ -1333,6 +1438,36 @@ impl<'s> Builder<'s> {
             slot,
             below,
         })
+    }
+
+    /// Whether the first conjunct of `rule` is false for every request
+    /// that misses a switch on `key` with these `children` (and no
+    /// `other`): it is a head test on `key` that lets through only values
+    /// the switch names. A request misses the switch only with a value of
+    /// the switch's type that no child names (a missing value, or one of
+    /// another type, visits every child), and the head test reads that
+    /// value as the evaluator does, so the conjunct is false, not an
+    /// error, and [`crate::eval::Evaluator::rule`] gives `False(0)`
+    /// without evaluating it.
+    fn false_when_missed(&mut self, rule: u32, key: Key<'s>, children: &Children) -> bool {
+        let set: &'s PolicySet = self.set;
+        let Some(first) = set
+            .rules
+            .get(rule as usize)
+            .and_then(|rule| rule.conjuncts.first())
+        else {
+            return false;
+        };
+        let mut values = std::mem::take(&mut self.scratch);
+        values.clear();
+        let false_first = match head_of(first, &mut values) {
+            Some((head, Test::In(from, to))) if head == key => values
+                .get(from as usize..to as usize)
+                .is_some_and(|named| named.iter().all(|v| children.get(v).is_some())),
+            _ => false,
+        };
+        self.scratch = values;
+        false_first
     }
 
     /// One side of a cut on `key`, within the bounds `scope` gives it. A
@@ -1605,10 +1740,7 @@ impl Tree {
                 } => {
                     stack.push((*rest, path));
                     let read = remembered(&mut reads, *slot, || {
-                        match key_of(*on, value(attr), fields) {
-                            Some(key) => Read::Key(key, hash_key(key)),
-                            None => Read::Every,
-                        }
+                        read_key(*on, value(attr), fields)
                     });
                     match read {
                         Read::Key(key, hash) => match children.get_hashed(key, hash) {
@@ -1669,35 +1801,40 @@ impl Tree {
     /// value been different. Read from what [`Below`] kept of each switch
     /// when the tree was built, so it visits no node.
     pub fn rules_below(&self, switches: &[NodeId]) -> Vec<u32> {
-        let mut found: Vec<u32> = Vec::with_capacity(2 * NEAR_LIMIT);
+        let mut found = Vec::with_capacity(2 * NEAR_LIMIT);
+        self.near_rules(switches, |rule, _| found.push(rule));
+        found
+    }
+
+    /// As [`Tree::rules_below`], giving each rule to `met` in turn instead
+    /// of collecting them, with whether its first conjunct is false for
+    /// this request (known when the tree was built: the rule's first
+    /// conjunct is a head test on the missed switch's attribute that lets
+    /// through only values the switch names, and the request's value is
+    /// none of them).
+    pub fn near_rules(&self, switches: &[NodeId], mut met: impl FnMut(u32, bool)) {
+        // Most default denies find enough below the first switch missed:
+        // what they find there was listed when the tree was built.
+        if let Some(Node::Switch { below, .. }) = switches.first().map(|&id| self.node(id)) {
+            if below.stops {
+                for &(rule, false_first) in below.alone.iter() {
+                    met(rule, false_first);
+                }
+                return;
+            }
+        }
+        let mut found = Met::default();
         // The nodes the searches of the switches before spent.
         let mut spent = 0u32;
         for &switch in switches {
             let Node::Switch { below, .. } = self.node(switch) else {
                 continue;
             };
-            // The leaf being taken, by its visit count (counts start at 1).
-            let mut leaf = 0u32;
-            for &(visits, rule) in below.found.iter() {
-                if visits != leaf {
-                    // Before a node past the budget, or before any node
-                    // once enough are found, the search stops: a leaf's
-                    // rules are all taken, or none.
-                    if spent + visits > NEAR_BUDGET || found.len() >= NEAR_LIMIT {
-                        return found;
-                    }
-                    leaf = visits;
-                }
-                if !found.contains(&rule) {
-                    found.push(rule);
-                }
+            if below.take(spent, &mut found, &mut met) {
+                return;
             }
             spent += below.visits;
-            if spent > NEAR_BUDGET || found.len() >= NEAR_LIMIT {
-                return found;
-            }
         }
-        found
     }
 
     /// The tree as indented text, rules named by id.
@@ -2045,6 +2182,36 @@ mod tests {
         }
         // A missing score still reaches every rule.
         assert_eq!(ids(proved(source, None, None)), ["a", "b", "c"]);
+    }
+
+    /// The rules below a missed switch carry whether their first conjunct
+    /// is false for a request that misses it: a head test on the switch's
+    /// attribute whose every value the switch names, and only that (`d`'s
+    /// first conjunct lets through `"x"`, which no child names).
+    #[test]
+    fn a_missed_switch_knows_which_first_conjuncts_are_false() {
+        let source = "@id(\"a\") forbid if action == \"read\" and subject.kind == \"ci\";\n\
+             @id(\"b\") forbid if subject.kind == \"ci\" and action == \"write\";\n\
+             @id(\"c\") forbid if action in [\"read\", \"write\"] and subject.kind == \"agent\";\n\
+             @id(\"d\") forbid if action in [\"read\", \"x\"] and action != \"x\";\n";
+        let engine = match Engine::compile([("t.writ", source)], None) {
+            Ok(engine) => engine,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let tree = engine.tree();
+        let Node::Switch { attr, children, .. } = tree.node(tree.root) else {
+            panic!("the root is a switch");
+        };
+        assert_eq!(attr.path(), "action");
+        assert!(children.get("x").is_none() && children.other().is_none());
+        let mut met = Vec::new();
+        tree.near_rules(&[tree.root], |rule, false_first| {
+            met.push((engine.policy().rules[rule as usize].id.to_string(), false_first));
+        });
+        met.sort();
+        let expected = [("a", true), ("b", false), ("c", true), ("d", false)]
+            .map(|(id, false_first)| (id.to_string(), false_first));
+        assert_eq!(met, expected);
     }
 
     #[test]
