@@ -15,6 +15,7 @@
 //! here) and obligations (permits' and `require`s',
 //! deduplicated, in policy order).
 
+use std::cell::Cell;
 use std::fmt;
 
 use crate::compile::{NodeId, Tree, NEAR_LIMIT};
@@ -148,9 +149,92 @@ impl fmt::Display for AuthError {
     }
 }
 
+/// The vectors an authorization works in and then drops: the tree's
+/// candidates, the switches it missed, the matched rules' slots, the
+/// grants, which grants cover each kept item, the TTL caps, and the string
+/// a grant's template is filled into. Kept per thread between decisions,
+/// emptied, so that a decision does not allocate and free each of them
+/// again: none of them is part of the outcome.
+#[derive(Default)]
+struct Scratch {
+    candidates: Vec<u64>,
+    near: Vec<NodeId>,
+    matched: Vec<usize>,
+    granted: Vec<Grant>,
+    kept: Vec<Covering>,
+    caps: Vec<Cap>,
+    /// A grant's text, filled from its template.
+    text: String,
+}
+
+/// A vector longer than this is not kept for the next decision, so that
+/// one large decision does not hold its memory for the life of the thread.
+const SCRATCH_KEPT: usize = 1024;
+
+impl Scratch {
+    /// Empties every vector (the grants' items are dropped), keeping the
+    /// room of those that are not too large.
+    fn empty(&mut self) {
+        fn reset<T>(vec: &mut Vec<T>) {
+            if vec.capacity() > SCRATCH_KEPT {
+                *vec = Vec::new();
+            } else {
+                vec.clear();
+            }
+        }
+        reset(&mut self.candidates);
+        reset(&mut self.near);
+        reset(&mut self.matched);
+        reset(&mut self.granted);
+        reset(&mut self.kept);
+        reset(&mut self.caps);
+        if self.text.capacity() > SCRATCH_KEPT {
+            self.text = String::new();
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's [`Scratch`], taken for the length of a decision (a
+    /// decision that would find it taken, or one that panicked, gets or
+    /// leaves empty vectors: only the reuse is lost).
+    static SCRATCH: Cell<Scratch> = const { Cell::new(Scratch {
+        candidates: Vec::new(),
+        near: Vec::new(),
+        matched: Vec::new(),
+        granted: Vec::new(),
+        kept: Vec::new(),
+        caps: Vec::new(),
+        text: String::new(),
+    }) };
+}
+
 /// Authorizes a request already validated into `prepared`.
 pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) -> Authorization {
-    let mut walk = Walk::new(compiled, request, prepared);
+    let mut scratch = SCRATCH.with(Cell::take);
+    let outcome = authorize_in(compiled, request, prepared, &mut scratch);
+    scratch.empty();
+    SCRATCH.with(|cell| cell.set(scratch));
+    outcome
+}
+
+/// [`authorize`], working in `scratch`'s (empty) vectors.
+fn authorize_in(
+    compiled: &Compiled,
+    request: &Request,
+    prepared: &Prepared,
+    scratch: &mut Scratch,
+) -> Authorization {
+    let Scratch {
+        candidates,
+        near,
+        matched,
+        granted,
+        kept,
+        caps,
+        text,
+    } = scratch;
+    let mut walk = Walk::new(compiled, request, prepared, candidates, near, matched);
     walk.evaluate_candidates();
 
     // A matching forbid (or one that failed closed) denies.
@@ -166,7 +250,8 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         return walk.deny(reasons, Vec::new());
     }
 
-    let granted = walk.grants();
+    walk.grants(granted, text);
+    let granted: &[Grant] = granted;
     if granted.is_empty() {
         // Deny by default, naming the permits that came closest. No permit
         // matched, so no requested item is covered.
@@ -179,15 +264,15 @@ pub fn authorize(compiled: &Compiled, request: &Request, prepared: &Prepared) ->
         return walk.deny(Vec::new(), dropped);
     }
 
-    let scope = walk.scope(&granted);
+    let scope = walk.scope(granted, kept);
     if scope.deny {
         return walk.deny(Vec::new(), scope.dropped);
     }
-    let ttl = match walk.ttl(&granted, &scope.contributing) {
+    let ttl = match walk.ttl(granted, &scope.contributing, caps) {
         Ok(ttl) => ttl,
         Err(reasons) => return walk.deny(reasons, Vec::new()),
     };
-    if let Err(rule) = walk.obligations(&granted) {
+    if let Err(rule) = walk.obligations(granted) {
         return walk.deny(vec![rule], Vec::new());
     }
     let reasons = granted.iter().map(|g| g.rule).collect();
@@ -276,6 +361,16 @@ impl Covering {
         self.bits == 0 && self.rest.is_empty()
     }
 
+    /// Adds the grants `other` has.
+    fn add(&mut self, other: &Covering) {
+        self.bits |= other.bits;
+        for &i in &other.rest {
+            if !self.rest.contains(&i) {
+                self.rest.push(i);
+            }
+        }
+    }
+
     /// Grant `i` covers the item.
     fn has(&self, i: usize) -> bool {
         if i < 64 {
@@ -292,15 +387,15 @@ struct Scope {
     scope: Vec<String>,
     /// Items dropped.
     dropped: Vec<String>,
-    /// For each grant: it covers a granted item.
-    contributing: Vec<bool>,
+    /// The grants that cover a granted item.
+    contributing: Covering,
     /// Something was asked for or granted, nothing survived, and no permit
     /// allows without scope.
     deny: bool,
 }
 
-/// The state of one authorization.
-struct Walk<'a> {
+/// The state of one authorization; `'s` is its scratch vectors'.
+struct Walk<'a, 's> {
     compiled: &'a Compiled<'a>,
     set: &'a PolicySet,
     prepared: &'a Prepared,
@@ -308,14 +403,14 @@ struct Walk<'a> {
     evaluator: Evaluator<'a>,
     /// The tree's candidates, ascending, each with the conjuncts of its
     /// condition the walk proved true ([`crate::compile::proven_rule`]).
-    candidates: Vec<u64>,
+    candidates: &'s [u64],
     /// The switches whose value the request missed (for `mark_closest`).
-    near: Vec<NodeId>,
+    near: &'s [NodeId],
     /// The trace so far, in policy order.
     trace: Vec<Considered>,
     errors: Vec<Fault>,
     /// The slots of the rules that matched, in policy order.
-    matched: Vec<usize>,
+    matched: &'s mut Vec<usize>,
     /// The steps taken, each with its rule's index, in the order taken
     /// (sorted by rule at the end: [`Walk::finish_effects`]).
     effects: Vec<(u32, Did)>,
@@ -325,19 +420,30 @@ struct Walk<'a> {
     obligations: Vec<Obligated>,
 }
 
-impl<'a> Walk<'a> {
-    fn new(compiled: &'a Compiled<'a>, request: &'a Request, prepared: &'a Prepared) -> Walk<'a> {
+impl<'a, 's> Walk<'a, 's> {
+    /// The walk of the tree for `request`, in the scratch vectors given
+    /// (empty).
+    fn new(
+        compiled: &'a Compiled<'a>,
+        request: &'a Request,
+        prepared: &'a Prepared,
+        candidates: &'s mut Vec<u64>,
+        near: &'s mut Vec<NodeId>,
+        matched: &'s mut Vec<usize>,
+    ) -> Walk<'a, 's> {
         // Sized for a typical pack's candidates, so that the walk does not
-        // grow them push by push.
-        let mut candidates = Vec::with_capacity(32);
-        let mut near = Vec::with_capacity(8);
+        // grow them push by push (no allocation once a decision on this
+        // thread has made the room).
+        candidates.reserve(32);
+        near.reserve(8);
         compiled.tree.candidates_proven(
             |attr| crate::eval::attr_value(request, prepared, attr),
-            &mut candidates,
-            &mut near,
+            candidates,
+            near,
         );
         let set: &PolicySet = compiled.set;
         let count = candidates.len();
+        matched.reserve(count);
         Walk {
             compiled,
             set,
@@ -348,7 +454,7 @@ impl<'a> Walk<'a> {
             candidates,
             near,
             errors: Vec::new(),
-            matched: Vec::with_capacity(count),
+            matched,
             effects: Vec::new(),
             because: Vec::new(),
             obligations: Vec::new(),
@@ -444,16 +550,17 @@ impl<'a> Walk<'a> {
         self.effects.reserve_exact(steps);
     }
 
-    /// Builds the matched permits' grants; a grant that cannot be built
-    /// makes its permit not match.
-    fn grants(&mut self) -> Vec<Grant> {
-        let mut granted = Vec::with_capacity(self.matched.len());
+    /// Builds the matched permits' grants into `granted` (empty), filling
+    /// their templates in `text`; a grant that cannot be built makes its
+    /// permit not match.
+    fn grants(&mut self, granted: &mut Vec<Grant>, text: &mut String) {
+        granted.reserve(self.matched.len());
         for i in 0..self.matched.len() {
             let (slot, rule) = self.matched_rule(i);
             let RuleKind::Permit { grant, .. } = self.kind(rule) else {
                 continue;
             };
-            match self.evaluator.scope_items(grant) {
+            match self.evaluator.scope_items_in(grant, text) {
                 Ok(items) => granted.push(Grant { slot, rule, items }),
                 Err(error) => {
                     self.trace[slot].outcome = Outcome::Error;
@@ -461,7 +568,6 @@ impl<'a> Walk<'a> {
                 }
             }
         }
-        granted
     }
 
     /// Each applicable scope limit's patterns, built for this request. A
@@ -488,7 +594,8 @@ impl<'a> Walk<'a> {
     /// The scope: the requested items (or, when none were requested,
     /// everything granted) that a grant covers and every limit keeps. On
     /// success each granting permit's first step says what it granted.
-    fn scope(&mut self, granted: &[Grant]) -> Scope {
+    /// `kept` (empty) is the room for which grants cover each kept item.
+    fn scope(&mut self, granted: &[Grant], kept: &mut Vec<Covering>) -> Scope {
         let limits = self.scope_limits();
         let prepared = self.prepared;
         let requested = !prepared.scope.is_empty();
@@ -508,14 +615,17 @@ impl<'a> Walk<'a> {
         let mut out = Scope {
             scope: Vec::with_capacity(wanted.len()),
             dropped: Vec::new(),
-            contributing: vec![false; granted.len()],
+            contributing: Covering {
+                bits: 0,
+                rest: Vec::new(),
+            },
             deny: false,
         };
         let mut limit_drops: Vec<Vec<String>> = vec![Vec::new(); limits.len()];
         // For each item in `out.scope`: which grants cover it, so that a
         // grant and an item are matched once, not again for the
         // contributing flags and the permits' steps.
-        let mut kept: Vec<Covering> = Vec::with_capacity(wanted.len());
+        kept.reserve(wanted.len());
         for item in wanted {
             let covering = Covering::of(granted, item);
             if covering.is_empty() {
@@ -533,9 +643,7 @@ impl<'a> Walk<'a> {
                 out.dropped.push(item.as_str().to_owned());
                 continue;
             }
-            for (i, flag) in out.contributing.iter_mut().enumerate() {
-                *flag |= covering.has(i);
-            }
+            out.contributing.add(&covering);
             out.scope.push(item.as_str().to_owned());
             kept.push(covering);
         }
@@ -556,7 +664,7 @@ impl<'a> Walk<'a> {
             out.deny = !plain_allow;
         }
         if !out.deny {
-            self.permit_steps(granted, &out, &kept, requested);
+            self.permit_steps(granted, &out, kept, requested);
         }
         out
     }
@@ -573,7 +681,7 @@ impl<'a> Walk<'a> {
         for (i, g) in granted.iter().enumerate() {
             let step = if g.items.is_empty() {
                 Step::AllowedWithoutScope
-            } else if scope.contributing[i] || !requested {
+            } else if scope.contributing.has(i) || !requested {
                 let mut items = String::new();
                 for (text, covering) in scope.scope.iter().zip(kept) {
                     if covering.has(i) {
@@ -602,20 +710,30 @@ impl<'a> Walk<'a> {
     /// that cannot be (a missing attribute, a string that is no
     /// timestamp, data of another type) caps at 0, with its error: a
     /// limit fails closed like a forbid.
-    fn ttl(&mut self, granted: &[Grant], contributing: &[bool]) -> Result<u64, Vec<u32>> {
+    /// `caps` (empty) is the room for the caps met.
+    fn ttl(
+        &mut self,
+        granted: &[Grant],
+        contributing: &Covering,
+        caps: &mut Vec<Cap>,
+    ) -> Result<u64, Vec<u32>> {
         // Sized once: a push that grows a vector costs more than the
         // allocation.
-        let mut caps: Vec<Cap> = Vec::with_capacity(granted.len() + self.matched.len());
+        caps.reserve(granted.len() + self.matched.len());
         // The grants are the matched permits whose grant was built, in the
         // same (policy) order as the matched rules: read together, the
         // caps come in policy order, with no sort.
-        let mut grants = granted.iter().zip(contributing).peekable();
+        let mut grants = granted
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g, contributing.has(i)))
+            .peekable();
         for i in 0..self.matched.len() {
             let (slot, rule) = self.matched_rule(i);
             if let Some((g, contributes)) = grants.next_if(|(g, _)| g.slot == slot) {
                 if let (RuleKind::Permit {
                     ttl: Some(seconds), ..
-                }, true) = (self.kind(g.rule), *contributes)
+                }, true) = (self.kind(g.rule), contributes)
                 {
                     caps.push(Cap::new(g.rule, *seconds));
                 }
@@ -640,7 +758,7 @@ impl<'a> Walk<'a> {
         if ttl.is_none() && !caps.is_empty() && caps.iter().all(|cap| cap.computed) {
             ttl = Some(DEFAULT_TTL);
         }
-        for cap in &caps {
+        for cap in caps.iter() {
             let step = match ttl {
                 Some(now) if now <= cap.seconds => Step::TtlKept {
                     cap: cap.seconds,
@@ -666,7 +784,7 @@ impl<'a> Walk<'a> {
         // requested TTL of 0 never gets here (validation refuses it), so
         // the zero comes from the caps of 0 seconds, which are the reasons.
         let mut reasons = Vec::new();
-        for cap in &caps {
+        for cap in caps.iter() {
             if cap.seconds > 0 {
                 continue;
             }
@@ -843,7 +961,7 @@ impl<'a> Walk<'a> {
         );
         if pool.len() < 3 {
             let evaluator = &mut self.evaluator;
-            self.compiled.tree.near_rules(&self.near, |rule, false_first| {
+            self.compiled.tree.near_rules(self.near, |rule, false_first| {
                 let is_permit = matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
                 if !is_permit || pool.iter().any(|p| p.1 == rule) {
                     return;
@@ -913,5 +1031,39 @@ fn seen<'a>(evaluator: &mut Evaluator<'a>, rule: &'a Rule, at: usize) -> Seen {
     Seen {
         condition: at as u32,
         saw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Covering;
+
+    fn covering(grants: &[usize]) -> Covering {
+        let mut covering = Covering {
+            bits: 0,
+            rest: Vec::new(),
+        };
+        for &i in grants {
+            if i < 64 {
+                covering.bits |= 1 << i;
+            } else {
+                covering.rest.push(i);
+            }
+        }
+        covering
+    }
+
+    #[test]
+    fn the_union_of_coverings_has_the_grants_of_each() {
+        // Grants past the 64 a bit set holds, one of them in both.
+        let (a, b) = (covering(&[0, 5, 63, 64, 100]), covering(&[5, 70, 100]));
+        let mut union = covering(&[]);
+        assert!(union.is_empty());
+        union.add(&a);
+        union.add(&b);
+        for i in 0..200 {
+            assert_eq!(union.has(i), a.has(i) || b.has(i), "grant {i}");
+        }
+        assert_eq!(union.rest.len(), 3, "{:?}", union.rest);
     }
 }

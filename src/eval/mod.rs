@@ -601,24 +601,40 @@ impl<'a> Evaluator<'a> {
 
     /// Builds scope items from templates; the first that fails fails all.
     pub fn scope_items(&mut self, templates: &'a [Template]) -> Res<Vec<ScopeItem>> {
-        templates
-            .iter()
-            .map(|t| {
-                let text = self.template(t, Fill::ScopeItem)?;
-                // A grant nearly always names what was requested: an item
-                // is what its text parses to, so a requested item of the
-                // same text (validation parsed it) is that item.
-                if let Some(item) = self.prepared.scope.iter().find(|i| i.as_str() == text) {
-                    return Ok(item.clone());
-                }
-                ScopeItem::parse(&text).map_err(|error| {
-                    Box::new(EvalError::ScopeItem {
-                        error,
-                        span: t.span,
-                    })
+        // Room for the first template filled, as `template` makes.
+        let room = templates.first().map_or(0, |t| t.source.len() + 48);
+        self.scope_items_in(templates, &mut String::with_capacity(room))
+    }
+
+    /// [`Evaluator::scope_items`], each template filled into `text`
+    /// (emptied first) instead of a string of its own: a caller that keeps
+    /// `text` from one decision to the next spares an allocation a
+    /// template.
+    pub fn scope_items_in(
+        &mut self,
+        templates: &'a [Template],
+        text: &mut String,
+    ) -> Res<Vec<ScopeItem>> {
+        let mut items = Vec::with_capacity(templates.len());
+        for t in templates {
+            text.clear();
+            self.template_into(t, Fill::ScopeItem, text)?;
+            // A grant nearly always names what was requested: an item
+            // is what its text parses to, so a requested item of the
+            // same text (validation parsed it) is that item.
+            if let Some(item) = self.prepared.scope.iter().find(|i| i.as_str() == text.as_str()) {
+                items.push(item.clone());
+                continue;
+            }
+            let item = ScopeItem::parse(text).map_err(|error| {
+                Box::new(EvalError::ScopeItem {
+                    error,
+                    span: t.span,
                 })
-            })
-            .collect()
+            })?;
+            items.push(item);
+        }
+        Ok(items)
     }
 
     /// Fills an obligation's template, refusing what a broker could read
@@ -642,6 +658,12 @@ impl<'a> Evaluator<'a> {
     /// Fills a template's holes.
     pub fn template(&mut self, template: &'a Template, fill: Fill) -> Res<String> {
         let mut out = String::with_capacity(template.source.len() + 48);
+        self.template_into(template, fill, &mut out)?;
+        Ok(out)
+    }
+
+    /// Fills a template's holes, appending to `out`.
+    fn template_into(&mut self, template: &'a Template, fill: Fill, out: &mut String) -> Res<()> {
         for part in &template.parts {
             match part {
                 TemplatePart::Text(text) => out.push_str(text),
@@ -663,7 +685,7 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
