@@ -498,6 +498,8 @@ impl<'a, 's> Walk<'a, 's> {
 
     /// Records an error of `rule`; its index among the decision's errors,
     /// which the rule's trace entry keeps instead of the message.
+    #[cold]
+    #[inline(never)]
     fn fault(&mut self, rule: u32, error: AuthError) -> u32 {
         let at = self.errors.len() as u32;
         self.errors.push(Fault {
@@ -937,6 +939,8 @@ impl<'a, 's> Walk<'a, 's> {
     /// Costs a handful of rule evaluations, whatever the size of the
     /// policy: the rules below the missed switches were listed when the
     /// tree was built ([`Tree::rules_below`]).
+    #[cold]
+    #[inline(never)]
     fn mark_closest(&mut self) {
         let set = self.set;
         // The permits that did not match, with the conjunct that failed:
@@ -1002,6 +1006,8 @@ impl<'a, 's> Walk<'a, 's> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn deny(mut self, reasons: Vec<u32>, dropped: Vec<String>) -> Authorization {
         self.finish_effects();
         Authorization {
