@@ -182,6 +182,14 @@ impl fmt::Display for Step {
     }
 }
 
+/// Room for a step's text, in bytes: the scratch buffer a trace's JSON
+/// writes the steps' texts into starts this large, for the longest a pack
+/// writes (`added obligation revoke_on state_change`), so that it is not
+/// grown step by step (about 200 instructions an answer; growing it by
+/// `reserve` before the first step cost more, docs/performance.md "Server
+/// CPU, round 32").
+const STEP_TEXT: usize = 128;
+
 /// The decimal digits of `n`, in `buffer`.
 pub(crate) fn digits(n: u64, buffer: &mut [u8; 20]) -> &str {
     let mut at = buffer.len();
@@ -791,8 +799,8 @@ impl Trace {
 
     /// Appends the trace's JSON array to `out`.
     fn write_json(&self, out: &mut Vec<u8>) {
-        // One buffer for the text of every step.
-        let mut text = String::new();
+        // One buffer for the text of every step, made once.
+        let mut text = String::with_capacity(STEP_TEXT);
         match &self.lazy {
             Some(lazy) => write_list(out, &lazy.record.considered, |out, c| {
                 c.write_json(&lazy.record, out, &mut text)

@@ -48,13 +48,16 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     max_depth: usize,
 ) -> Result<Request, D::Error> {
     let fault = RefCell::new(None);
+    let mut request = Request::default();
     deserializer.deserialize_map(RootVisitor {
         reader: Reader {
             fault: &fault,
             max_depth,
         },
         aside: None,
-    })
+        into: &mut request,
+    })?;
+    Ok(request)
 }
 
 /// Reads a `POST /v1/grants` body (its byte order mark already skipped):
@@ -70,11 +73,13 @@ pub(crate) fn read_grant(text: &str, max_depth: usize) -> Option<(Request, Optio
         fault: &fault,
         max_depth,
     };
+    let mut request = Request::default();
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let request = deserializer
+    deserializer
         .deserialize_map(RootVisitor {
             reader,
             aside: Some(&aside),
+            into: &mut request,
         })
         .ok()?;
     deserializer.end().ok()?;
@@ -82,11 +87,13 @@ pub(crate) fn read_grant(text: &str, max_depth: usize) -> Option<(Request, Optio
 }
 
 fn read_with(text: &str, reader: Reader<'_>) -> Option<Request> {
+    let mut request = Request::default();
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let request = deserializer
+    deserializer
         .deserialize_map(RootVisitor {
             reader,
             aside: None,
+            into: &mut request,
         })
         .ok()?;
     deserializer.end().ok()?;
@@ -169,51 +176,60 @@ fn once<E: de::Error>(read: &mut u8, key: u8) -> Result<(), E> {
     Ok(())
 }
 
-/// The request object's reader; with `aside`, it also takes a
-/// `credential_ref` string there (a `POST /v1/grants` body).
-struct RootVisitor<'a> {
+/// The request object's reader, into `into` (a default request); with
+/// `aside`, it also takes a `credential_ref` string there (a `POST
+/// /v1/grants` body).
+///
+/// The request and its objects are filled where they are, not built and
+/// returned: a request is 928 bytes, and each return moved it (or an
+/// object) once more (this reader took about 1,400 instructions an answer
+/// fewer so, docs/performance.md "Server CPU, round 32"). A read that
+/// fails leaves `into` half filled; the callers drop it.
+struct RootVisitor<'a, 'r> {
     reader: Reader<'a>,
     aside: Option<&'a RefCell<Option<String>>>,
+    into: &'r mut Request,
 }
 
-impl<'de> Visitor<'de> for RootVisitor<'_> {
-    type Value = Request;
+impl<'de> Visitor<'de> for RootVisitor<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a request object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let reader = self.reader;
         reader.enter(1)?;
-        let mut request = Request::default();
-        // The objects read so far, a bit each (the scalars are `Some`).
+        let request = self.into;
+        // The objects read so far, a bit each (the scalars are `Some`): an
+        // object is read only into a default one.
         let mut read = 0u8;
         while let Some(key) = next_key(&mut map)? {
             match &*key {
                 "subject" => {
                     once(&mut read, 1)?;
-                    request.subject = map.next_value_seed(Open::new(reader))?;
+                    map.next_value_seed(Open::new(reader, &mut request.subject))?;
                 }
                 "action" => fill(&mut request.action, map.next_value()?)?,
                 "resource" => {
                     once(&mut read, 2)?;
-                    request.resource = map.next_value_seed(Open::new(reader))?;
+                    map.next_value_seed(Open::new(reader, &mut request.resource))?;
                 }
                 "intent" => {
                     once(&mut read, 4)?;
-                    request.intent = map.next_value_seed(Open::new(reader))?;
+                    map.next_value_seed(Open::new(reader, &mut request.intent))?;
                 }
                 "environment" => {
                     once(&mut read, 8)?;
-                    request.environment = map.next_value_seed(Open::new(reader))?;
+                    map.next_value_seed(Open::new(reader, &mut request.environment))?;
                 }
                 "sensitivity" => {
                     fill(&mut request.sensitivity, map.next_value::<Sensitivity>()?)?
                 }
                 "requested" => {
                     once(&mut read, 16)?;
-                    request.requested = map.next_value_seed(Open::new(reader))?;
+                    map.next_value_seed(Open::new(reader, &mut request.requested))?;
                 }
                 "context" => {
                     once(&mut read, 32)?;
@@ -228,7 +244,7 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
                 _ => return Err(give_up("not a field of a request")),
             }
         }
-        Ok(request)
+        Ok(())
     }
 }
 
@@ -343,40 +359,38 @@ impl Object for Requested {
     }
 }
 
-/// The seed of one of the request's objects.
-struct Open<'a, T> {
+/// The seed of one of the request's objects, read into `into` (a default
+/// object, not read yet).
+struct Open<'a, 'r, T> {
     reader: Reader<'a>,
-    object: std::marker::PhantomData<T>,
+    into: &'r mut T,
 }
 
-impl<'a, T> Open<'a, T> {
-    fn new(reader: Reader<'a>) -> Self {
-        Open {
-            reader,
-            object: std::marker::PhantomData,
-        }
+impl<'a, 'r, T> Open<'a, 'r, T> {
+    fn new(reader: Reader<'a>, into: &'r mut T) -> Self {
+        Open { reader, into }
     }
 }
 
-impl<'de, T: Object> DeserializeSeed<'de> for Open<'_, T> {
-    type Value = T;
+impl<'de, T: Object> DeserializeSeed<'de> for Open<'_, '_, T> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de, T: Object> Visitor<'de> for Open<'_, T> {
-    type Value = T;
+impl<'de, T: Object> Visitor<'de> for Open<'_, '_, T> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let reader = self.reader;
         reader.enter(2)?;
-        let mut object = T::default();
+        let object = self.into;
         while let Some(key) = next_key(&mut map)? {
             if object.named(&key, &mut map, reader)? {
                 continue;
@@ -388,7 +402,7 @@ impl<'de, T: Object> Visitor<'de> for Open<'_, T> {
             let value = map.next_value_seed(reader.value(3))?;
             object.other(key, value)?;
         }
-        Ok(object)
+        Ok(())
     }
 }
 
