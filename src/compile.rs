@@ -1778,9 +1778,11 @@ impl Tree {
                         Read::Every | Read::Num(_) | Read::Unread => {
                             exact = false;
                             let taint = path | taint_bit(*slot);
+                            // Pushed as they are: few of a switch's
+                            // children are empty.
                             children
                                 .values()
-                                .for_each(|&child| self.push_unless_empty(&mut stack, child, taint));
+                                .for_each(|&child| stack.push((child, taint)));
                         }
                     }
                 }
