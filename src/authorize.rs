@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::decision::{Considered, Did, Effect, Name, Outcome, Saw, Seen, Step};
 use crate::eval::{EvalError, Evaluator, Fill, RuleResult};
-use crate::ir::{Expr, Obligation, PolicySet, Rule, RuleKind, TtlCap};
+use crate::ir::{Attr, Expr, Obligation, PolicySet, Rule, RuleKind, TtlCap};
 use crate::request::{Prepared, Request};
 use crate::scope::ScopeItem;
 
@@ -986,6 +986,11 @@ impl<'a, 's> Walk<'a, 's> {
         pool.truncate(3);
         // The entries inserted below grow the trace once.
         self.trace.reserve(pool.len());
+        // The last entry (its attribute and place in the trace) whose
+        // conjunct read an attribute as it is: the closest permits below a
+        // missed switch mostly failed on that switch's attribute, and saw
+        // the same value, copied from it.
+        let mut last: Option<(&Attr, usize)> = None;
         for (_, index, at) in pool {
             // The trace stays sorted by rule: the candidates, ascending,
             // and the permits inserted below in order.
@@ -998,8 +1003,38 @@ impl<'a, 's> Walk<'a, 's> {
             };
             let rule = &set.rules[index as usize];
             let mut entry = Considered::new(index, Outcome::NotMatched);
-            entry.failed = at.map(|at| seen(&mut self.evaluator, rule, at));
+            let mut noted = None;
+            if let Some(at) = at {
+                let attr = rule.conjuncts.get(at).and_then(crate::eval::saw_attr);
+                let earlier = match (attr, last) {
+                    (Some(attr), Some((seen_attr, slot))) if attr == seen_attr => self
+                        .trace
+                        .get(slot)
+                        .and_then(|c| c.failed.as_ref())
+                        .map(|seen| seen.saw.clone()),
+                    _ => None,
+                };
+                entry.failed = Some(match earlier {
+                    Some(saw) => Seen {
+                        condition: at as u32,
+                        saw,
+                    },
+                    None => {
+                        noted = attr.map(|attr| (attr, place));
+                        seen(&mut self.evaluator, rule, at)
+                    }
+                });
+            }
             entry.closest = true;
+            // The entry copied from moves down when one goes before it.
+            if let Some((_, slot)) = &mut last {
+                if place <= *slot {
+                    *slot += 1;
+                }
+            }
+            if noted.is_some() {
+                last = noted;
+            }
             // Keep the trace in policy order (three entries at most are
             // added, so inserting beats sorting).
             self.trace.insert(place, entry);

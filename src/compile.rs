@@ -576,8 +576,10 @@ impl Serialize for Children {
 }
 
 /// The walk's stack of nodes to visit: on the call stack while it is
-/// small (a request that has every switched attribute needs two slots per
-/// level), spilling to the heap only when a missing attribute fans out.
+/// small (a request that has every switched attribute needs at most one
+/// slot per level, a `rest` with rules: the child it follows is visited at
+/// once, and empty leaves are not pushed), spilling to the heap only when
+/// a missing attribute fans out.
 ///
 /// Each node comes with the taint of the path to it: the slots (one bit
 /// each, [`taint_bit`]) of the switches and cuts above it whose every child
@@ -585,7 +587,7 @@ impl Serialize for Children {
 /// (see [`Tree::proven`]).
 #[derive(Default)]
 struct Stack {
-    inline: [(NodeId, u32); 32],
+    inline: [(NodeId, u32); 16],
     len: usize,
     spill: Vec<(NodeId, u32)>,
 }
@@ -1711,11 +1713,22 @@ impl Tree {
         kept
     }
 
+    /// Pushes `id` for the walk to visit, unless it is a leaf without
+    /// rules (most of the leaves a walk meets: a switch's `rest`, a side
+    /// no range reaches), which gives a walk nothing.
+    #[inline(always)]
+    fn push_unless_empty(&self, stack: &mut Stack, id: NodeId, path: u32) {
+        if !matches!(self.nodes.get(id.0 as usize), Some(Node::Leaf { rules }) if rules.is_empty()) {
+            stack.push((id, path));
+        }
+    }
+
     /// Walks the tree for a request, giving each leaf reached (its id, its
     /// rules, and the taint of the path to it: the slots of the switches
     /// and cuts above it whose every child the walk visited, 0 when it
-    /// followed only the request's own values) to `leaf`; true when every
-    /// switch and cut followed one child (so no rule is met twice).
+    /// followed only the request's own values) to `leaf` (a leaf without
+    /// rules may be skipped); true when every switch and cut followed one
+    /// child (so no rule is met twice).
     #[inline]
     fn walk<'r>(
         &self,
@@ -1724,13 +1737,17 @@ impl Tree {
         mut leaf: impl FnMut(NodeId, &[u32], u32),
     ) -> bool {
         let mut stack = Stack::default();
-        stack.push((self.root, 0));
+        // The node visited: the child a switch or cut followed is visited
+        // next at once instead of pushed and popped (it would be the next
+        // popped, so the order is the same).
+        let (mut id, mut path) = (self.root, 0);
         let mut exact = true;
         // Each slot's value, read from the request the first time a node
         // switches on it (a walk meets the same few attributes at many
         // nodes).
         let mut reads = [Read::Unread; SLOTS];
-        while let Some((id, path)) = stack.pop() {
+        loop {
+            let mut follow = None;
             match self.node(id) {
                 Node::Leaf { rules } => leaf(id, rules, path),
                 Node::Switch {
@@ -1742,25 +1759,27 @@ impl Tree {
                     slot,
                     ..
                 } => {
-                    stack.push((*rest, path));
+                    self.push_unless_empty(&mut stack, *rest, path);
                     let read = remembered(&mut reads, *slot, || {
                         read_key(*on, value(attr), fields)
                     });
                     match read {
                         Read::Key(key, hash) => match children.get_hashed(key, hash) {
-                            Some(child) => stack.push((*child, path)),
+                            Some(child) => follow = Some(*child),
                             // A string no child names follows `other`
                             // when there is one: that is not a miss (and
                             // the rules of the children may be candidates
                             // through it). Nothing is proved there.
                             None => match children.other {
-                                Some(other) => stack.push((other, path)),
+                                Some(other) => follow = Some(other),
                                 None => near_misses.push(id),
                             },
                         },
                         Read::Every | Read::Num(_) | Read::Unread => {
                             exact = false;
                             let taint = path | taint_bit(*slot);
+                            // Pushed as they are: few of a switch's
+                            // children are empty.
                             children
                                 .values()
                                 .for_each(|&child| stack.push((child, taint)));
@@ -1775,7 +1794,7 @@ impl Tree {
                     rest,
                     slot,
                 } => {
-                    stack.push((*rest, path));
+                    self.push_unless_empty(&mut stack, *rest, path);
                     let read = remembered(&mut reads, *slot, || {
                         match value(attr).as_ref().and_then(number) {
                             Some(n) => Read::Num(n),
@@ -1783,16 +1802,24 @@ impl Tree {
                         }
                     });
                     match read {
-                        Read::Num(n) if cut.is_above(n) => stack.push((*above, path)),
-                        Read::Num(_) => stack.push((*below, path)),
+                        Read::Num(n) if cut.is_above(n) => follow = Some(*above),
+                        Read::Num(_) => follow = Some(*below),
                         Read::Every | Read::Key(..) | Read::Unread => {
                             exact = false;
                             let taint = path | taint_bit(*slot);
-                            stack.push((*below, taint));
-                            stack.push((*above, taint));
+                            self.push_unless_empty(&mut stack, *below, taint);
+                            self.push_unless_empty(&mut stack, *above, taint);
                         }
                     }
                 }
+            }
+            if let Some(next) = follow {
+                id = next;
+                continue;
+            }
+            match stack.pop() {
+                Some((next, taint)) => (id, path) = (next, taint),
+                None => break,
             }
         }
         exact

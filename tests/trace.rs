@@ -262,3 +262,51 @@ fn eval_rejects_a_malformed_request_naming_the_field() {
     let missing = writ_eval("tests/trace/no_such_request.json", &[]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// The closest permits of a default deny that failed on one attribute
+/// share the value it holds (copied from the first entry that read it);
+/// one that failed on another attribute, between them in policy order,
+/// says what that one holds (`Walk::mark_closest`).
+#[test]
+fn closest_permits_say_what_their_own_attribute_held() {
+    let policy = r#"
+@id("a")
+permit if action == "read" and subject.kind == "ci";
+@id("b")
+permit if subject.owner == "nobody" and action == "read";
+@id("c")
+permit if action in ["write", "read"] and subject.kind == "ci";
+"#;
+    let engine = Engine::compile([("closest.writ", policy.to_owned())], None).expect("compiles");
+    let request = Request::from_json(
+        r#"{"subject":{"id":"s","kind":"ci","owner":"payments"},"action":"deploy","resource":{"id":"r","kind":"db"}}"#,
+    )
+    .expect("valid request");
+    let decision = engine.decide(&request);
+    assert!(!decision.is_allow());
+    let saw = |rule: &str| {
+        let entry = entry(&decision, rule);
+        assert!(entry.closest, "{rule} is not marked closest");
+        let failed = entry.failed.as_ref().expect("the failed condition");
+        (failed.condition.to_string(), failed.saw.clone())
+    };
+    assert_eq!(
+        saw("a"),
+        ("action == \"read\"".to_owned(), Value::from("deploy"))
+    );
+    assert_eq!(
+        saw("b"),
+        (
+            "subject.owner == \"nobody\"".to_owned(),
+            Value::from("payments")
+        )
+    );
+    assert_eq!(
+        saw("c"),
+        (
+            "action in [\"write\", \"read\"]".to_owned(),
+            Value::from("deploy")
+        )
+    );
+    assert_eq!(decision.to_json(), engine.decide_naive(&request).to_json());
+}

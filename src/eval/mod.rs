@@ -574,16 +574,8 @@ impl<'a> Evaluator<'a> {
         if let Some(known) = saw_bool(conjunct) {
             return Value::Bool(known);
         }
-        let target = match &conjunct.kind {
-            ExprKind::Binary(_, left, right) => {
-                if matches!(left.kind, ExprKind::Lit(_)) {
-                    right
-                } else {
-                    left
-                }
-            }
-            ExprKind::Matches(inner, _) => inner,
-            _ => return Value::Bool(false),
+        let Some(target) = saw_target(conjunct) else {
+            return Value::Bool(false);
         };
         // An attribute, the commonest, is read directly: what `eval` gives
         // without its bookkeeping (a missing one is `null` either way).
@@ -700,6 +692,33 @@ pub fn saw_bool(conjunct: &Expr) -> Option<bool> {
         ExprKind::Binary(..) | ExprKind::Matches(..) => None,
         ExprKind::Not(_) => Some(true),
         _ => Some(false),
+    }
+}
+
+/// The side of a comparison or `matches` whose value [`Evaluator::saw`]
+/// reads (the one that is not a constant); `None` for other conjuncts.
+fn saw_target(conjunct: &Expr) -> Option<&Expr> {
+    match &conjunct.kind {
+        ExprKind::Binary(_, left, right) => Some(if matches!(left.kind, ExprKind::Lit(_)) {
+            right
+        } else {
+            left
+        }),
+        ExprKind::Matches(inner, _) => Some(inner),
+        _ => None,
+    }
+}
+
+/// The attribute a false conjunct's [`Evaluator::saw`] reads as it is,
+/// when its value must be read ([`saw_bool`] is `None`) and that side is
+/// an attribute: two such conjuncts on one attribute saw the same value.
+pub fn saw_attr(conjunct: &Expr) -> Option<&Attr> {
+    if saw_bool(conjunct).is_some() {
+        return None;
+    }
+    match &saw_target(conjunct)?.kind {
+        ExprKind::Attr(attr) => Some(attr),
+        _ => None,
     }
 }
 
