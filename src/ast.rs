@@ -222,8 +222,9 @@ pub enum ExprKind {
     Call(Box<(Ident, Vec<Expr>)>),
     /// `not x`
     Not(Box<Expr>),
-    /// `a == b`, `a and b`, `a + b`, ...
-    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `a == b`, `a and b`, `a + b`, ...: the operands in one box (one
+    /// allocation a binary operator, not two).
+    Binary(BinOp, Box<(Expr, Expr)>),
     /// `until context.exception.expires`: the time left until an
     /// instant, a duration.
     Until(Box<Expr>),

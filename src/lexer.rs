@@ -246,7 +246,7 @@ fn lex_string(lex: &mut logos::Lexer<Token>) -> Result<String, LexErrorKind> {
     let rest = lex.remainder();
     // Most strings have no escapes: find the closing quote and copy the
     // text at once.
-    if let Some(end) = rest.bytes().position(|b| matches!(b, b'"' | b'\\' | b'\n')) {
+    if let Some(end) = memchr::memchr3(b'"', b'\\', b'\n', rest.as_bytes()) {
         if rest.as_bytes()[end] == b'"' {
             let out = rest[..end].to_owned();
             lex.bump(end + 1);

@@ -649,7 +649,7 @@ mod tests {
         };
         assert!(matches!(
             cond.kind,
-            ExprKind::Binary(crate::ast::BinOp::Or, _, _)
+            ExprKind::Binary(crate::ast::BinOp::Or, _)
         ));
     }
 
@@ -675,7 +675,7 @@ mod tests {
         };
         assert!(matches!(
             inner.kind,
-            ExprKind::Binary(crate::ast::BinOp::Add, _, _)
+            ExprKind::Binary(crate::ast::BinOp::Add, _)
         ));
         // Inside a call, each argument is a value of its own.
         let cap = ttl_cap("limit ttl min(ttl_exception, until context.exception.expires) if a;");
@@ -693,10 +693,10 @@ mod tests {
         let Some(cond) = &rule.condition else {
             panic!("no condition")
         };
-        let ExprKind::Binary(crate::ast::BinOp::Lt, left, _) = &cond.kind else {
+        let ExprKind::Binary(crate::ast::BinOp::Lt, operands) = &cond.kind else {
             panic!("not a comparison: {cond:?}")
         };
-        assert!(matches!(left.kind, ExprKind::Until(_)));
+        assert!(matches!(operands.0.kind, ExprKind::Until(_)));
         // After a dot, `until` is a field name.
         ttl_cap("limit ttl until context.until;");
         // Nothing takes an unbracketed `until` as an operand of `+`.

@@ -78,7 +78,7 @@ impl Checker<'_> {
             A::Has(base, fields) => self.has(base, fields, span),
             A::Until(inner) => self.until(inner, span),
             A::Quantifier(quantifier) => self.quantifier(quantifier, span),
-            A::Binary(op, left, right) => self.binary(*op, left, right, span),
+            A::Binary(op, operands) => self.binary(*op, &operands.0, &operands.1, span),
             A::Error => None,
         }
     }

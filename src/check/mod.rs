@@ -199,9 +199,9 @@ pub(super) fn is_reserved(name: &str) -> bool {
 
 pub(super) fn flatten_and<'e>(expr: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {
     match &expr.kind {
-        A::Binary(BinOp::And, left, right) => {
-            flatten_and(left, out);
-            flatten_and(right, out);
+        A::Binary(BinOp::And, operands) => {
+            flatten_and(&operands.0, out);
+            flatten_and(&operands.1, out);
         }
         _ => out.push(expr),
     }
