@@ -333,6 +333,7 @@ impl Grant {
 /// Which grants cover one scope item, by their index among the grants: a
 /// bit each for the first 64 (a decision rarely has more than a few
 /// grants), a list for the rest.
+#[derive(Default)]
 struct Covering {
     bits: u64,
     rest: Vec<usize>,
@@ -341,20 +342,23 @@ struct Covering {
 impl Covering {
     /// The grants of `granted` that cover `item`.
     fn of(granted: &[Grant], item: &ScopeItem) -> Covering {
-        let mut covering = Covering {
-            bits: 0,
-            rest: Vec::new(),
-        };
+        let mut covering = Covering::default();
         for (i, g) in granted.iter().enumerate() {
             if g.covers(item) {
-                if i < 64 {
-                    covering.bits |= 1 << i;
-                } else {
-                    covering.rest.push(i);
-                }
+                covering.insert(i);
             }
         }
         covering
+    }
+
+    /// Notes that grant `i` covers the item (once: each grant's index is
+    /// inserted at most once by [`Covering::of`]).
+    fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.bits |= 1 << i;
+        } else {
+            self.rest.push(i);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -617,10 +621,7 @@ impl<'a, 's> Walk<'a, 's> {
         let mut out = Scope {
             scope: Vec::with_capacity(wanted.len()),
             dropped: Vec::new(),
-            contributing: Covering {
-                bits: 0,
-                rest: Vec::new(),
-            },
+            contributing: Covering::default(),
             deny: false,
         };
         let mut limit_drops: Vec<Vec<String>> = vec![Vec::new(); limits.len()];
@@ -1080,16 +1081,9 @@ mod tests {
     use super::Covering;
 
     fn covering(grants: &[usize]) -> Covering {
-        let mut covering = Covering {
-            bits: 0,
-            rest: Vec::new(),
-        };
+        let mut covering = Covering::default();
         for &i in grants {
-            if i < 64 {
-                covering.bits |= 1 << i;
-            } else {
-                covering.rest.push(i);
-            }
+            covering.insert(i);
         }
         covering
     }
