@@ -230,6 +230,29 @@ fn revision(server: &Server) -> String {
         .to_owned()
 }
 
+/// Waits until every server reports revision `to`, checking each status
+/// read on the way: the revision serving before (`before`'s) is paired
+/// with its own digest until the swap, and never a new revision with the
+/// old digest (the revision and the set are read from one snapshot).
+fn switched(servers: &[&Server], before: &Value, to: &str) {
+    let (old_revision, old_digest) = (&before["policy"]["revision"], &before["policy"]["digest"]);
+    wait_until(
+        &format!("every replica on {to}"),
+        Duration::from_secs(3),
+        || {
+            servers.iter().all(|server| {
+                let now = status(server);
+                assert_eq!(
+                    now["policy"]["revision"] == *old_revision,
+                    now["policy"]["digest"] == *old_digest,
+                    "a revision reported with another set's digest: {now}"
+                );
+                now["policy"]["revision"] == to
+            })
+        },
+    );
+}
+
 fn replica(url: &str, public: &str, cache: &Path, scratch: &Arc<TempDir>) -> Server {
     Server::start(
         &[
@@ -281,9 +304,7 @@ fn two_replicas_pull_switch_and_refuse_together() {
     let bundle = signed_bundle(&dir, "r2", "pong", &private);
     let published = std::time::Instant::now();
     source.publish(&bundle);
-    wait_until("both replicas on r2", Duration::from_secs(3), || {
-        revision(&a) == "r2" && revision(&b) == "r2"
-    });
+    switched(&[&a, &b], &sa, "r2");
     eprintln!(
         "both replicas serve r2 {:?} after it was published (poll 200ms)",
         published.elapsed()
@@ -537,9 +558,7 @@ fn two_replicas_pull_from_an_oci_registry_switch_and_refuse_together() {
         .is_some_and(|e| e.starts_with("sha256:")));
 
     push(&signed_bundle(&dir, "r2", "pong", &private));
-    wait_until("both replicas on r2", Duration::from_secs(3), || {
-        revision(&a) == "r2" && revision(&b) == "r2"
-    });
+    switched(&[&a, &b], &sa, "r2");
     let second = status(&a)["policy"]["digest"].clone();
     assert_eq!(status(&b)["policy"]["digest"], second);
 

@@ -75,6 +75,19 @@ struct Active {
     from: &'static str,
 }
 
+impl Active {
+    fn of(bundle: &Bundle, from: &'static str) -> Active {
+        Active {
+            revision: bundle.manifest.revision.clone(),
+            policy_digest: bundle.manifest.policy_digest.clone(),
+            digest: bundle.archive_digest.clone(),
+            signed_by: bundle.signed_by.clone(),
+            at: SystemTime::now(),
+            from,
+        }
+    }
+}
+
 /// An outcome with its time and error.
 #[derive(Debug, Clone)]
 struct Event {
@@ -248,15 +261,12 @@ impl Puller {
     }
 
     fn activated(&self, bundle: &Bundle, from: &'static str) {
+        self.activate(Active::of(bundle, from));
+    }
+
+    fn activate(&self, active: Active) {
         let mut state = self.state();
-        state.active = Some(Active {
-            revision: bundle.manifest.revision.clone(),
-            policy_digest: bundle.manifest.policy_digest.clone(),
-            digest: bundle.archive_digest.clone(),
-            signed_by: bundle.signed_by.clone(),
-            at: SystemTime::now(),
-            from,
-        });
+        state.active = Some(active);
         state.activations += 1;
     }
 
@@ -296,11 +306,6 @@ impl Puller {
             "consecutive_fetch_failures": state.consecutive_failures,
             "last_fetch_error": event(state.last_fetch_error.as_ref()),
         })
-    }
-
-    /// The revision serving, for `policy.revision`.
-    pub(crate) fn revision(&self) -> Option<String> {
-        self.state().active.as_ref().map(|a| a.revision.clone())
     }
 
     /// The URL, for `policy.source`.
@@ -376,6 +381,7 @@ fn event(event: Option<&Event>) -> Value {
 
 fn loaded(bundle: Bundle) -> Loaded {
     Loaded {
+        revision: Some(bundle.manifest.revision),
         files: bundle.policies.into_iter().map(|(name, _)| name).collect(),
         engine: bundle.engine,
         loaded_at: super::now_rfc3339(),
@@ -561,12 +567,15 @@ async fn pull(app: &Arc<App>, puller: &Arc<Puller>, trigger: Trigger) -> Pulled 
     .unwrap_or_else(|e| (Vec::new(), Err(format!("the checking thread failed: {e}"))));
     match opened {
         Ok(bundle) => {
-            puller.activated(&bundle, "source");
+            // The puller's `active` follows the swap, so the status never
+            // names a bundle before it serves.
+            let active = Active::of(&bundle, "source");
             let revision = bundle.manifest.revision.clone();
             let archive_digest = bundle.archive_digest.clone();
             let candidate = loaded(bundle);
             let dropped = Dropped::between(&app.current.load_full(), &candidate);
             let outcome = super::finish(app, trigger, Ok((candidate, dropped)));
+            puller.activate(active);
             super::http::spawn_redecision(app.clone(), outcome.digest.clone());
             {
                 let mut state = puller.state();

@@ -36,6 +36,10 @@ pub(crate) struct Loaded {
     /// The content digest of the bytes it was compiled from (file names,
     /// texts, manifests, data), which the watcher compares the files with.
     pub(crate) content: String,
+    /// The bundle's revision, when the set came from a bundle; read with
+    /// the engine from one snapshot, so `/v1/status` never pairs one
+    /// set's revision with another's digest.
+    pub(crate) revision: Option<String>,
 }
 
 impl Loaded {
@@ -51,6 +55,7 @@ impl Loaded {
             files: vec!["t.writ".to_owned()],
             loaded_at: super::now_rfc3339(),
             content: String::new(),
+            revision: None,
         }
     }
 
@@ -456,6 +461,7 @@ pub(crate) fn compile(snapshot: &Snapshot) -> Result<Loaded, Refusal> {
         files: names,
         loaded_at: super::now_rfc3339(),
         content: snapshot.content.clone(),
+        revision: None,
     })
 }
 
@@ -651,6 +657,7 @@ mod tests {
             files: files.iter().map(|(n, _)| (*n).to_owned()).collect(),
             loaded_at: String::new(),
             content: String::new(),
+            revision: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::state::ReloadEvent;
+use super::state::{Loaded, ReloadEvent};
 use super::App;
 
 /// How long the ledger may take to answer the health check.
@@ -22,12 +22,13 @@ pub(crate) fn revision(digest: &str) -> String {
     hex.chars().take(12).collect()
 }
 
-/// The revision serving: the bundle's, or the digest's head.
-fn serving_revision(app: &App, digest: &str) -> String {
-    app.bundle
-        .as_ref()
-        .and_then(|puller| puller.revision())
-        .unwrap_or_else(|| revision(digest))
+/// The revision serving: the bundle's, or the digest's head, both read
+/// from the one snapshot that is serving.
+fn serving_revision(loaded: &Loaded) -> String {
+    loaded
+        .revision
+        .clone()
+        .unwrap_or_else(|| revision(loaded.engine.digest()))
 }
 
 /// Where the policy set is read from.
@@ -139,7 +140,7 @@ pub(crate) async fn report(app: &App) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": app.started_at,
         "policy": {
-            "revision": serving_revision(app, digest),
+            "revision": serving_revision(&loaded),
             "digest": digest,
             "rules": loaded.engine.policy().rules.len(),
             "files": loaded.files,
@@ -170,7 +171,7 @@ pub(crate) async fn render(app: &App, out: &mut String) {
     let _ = writeln!(
         out,
         "writ_policy_revision_info{{revision=\"{}\",source=\"{}\"}} 1",
-        serving_revision(app, loaded.engine.digest()),
+        serving_revision(&loaded),
         source(app)["kind"].as_str().unwrap_or_default()
     );
     if let Ok(at) = time::OffsetDateTime::parse(
