@@ -61,6 +61,10 @@ struct Checker<'s> {
     /// The files that declare attributes: in them, every free attribute
     /// read must be declared.
     strict_files: Vec<crate::source::FileId>,
+    /// Condition texts met so far, by the source text they are made from:
+    /// a conjunct written the same way in many rules (`subject.attested
+    /// == true`) shares one text instead of one allocation each.
+    condition_texts: HashMap<&'s str, Name, crate::compile::BuildFnv>,
 }
 
 /// How deep the checker recurses into one expression. The parser's limits
@@ -97,6 +101,7 @@ pub fn check(
         expect_level: false,
         declared: Vec::new(),
         strict_files: Vec::new(),
+        condition_texts: HashMap::default(),
     };
     for file in &files {
         checker.current_file = file.file;

@@ -78,7 +78,7 @@ impl Checker<'_> {
         let conjuncts = self.conjuncts(rule, &mut ok);
         let conjunct_text: Vec<Name> = conjuncts
             .iter()
-            .map(|c: &Expr| Name::from(&*condition_text(self.sources.slice(c.span))))
+            .map(|c: &Expr| self.condition_text(c.span))
             .collect();
         if ok {
             self.contradictions(&conjuncts, rule);
@@ -122,6 +122,19 @@ impl Checker<'_> {
             grant_span,
             trace_json: Default::default(),
         })
+    }
+
+    /// The text a trace shows for the condition written at `span`, shared
+    /// with every conjunct written the same way.
+    fn condition_text(&mut self, span: Span) -> Name {
+        let sources = self.sources;
+        let written = sources.slice(span);
+        if let Some(text) = self.condition_texts.get(written) {
+            return text.clone();
+        }
+        let text = Name::from(&*condition_text(written));
+        self.condition_texts.insert(written, text.clone());
+        text
     }
 
     /// The rule's `@id`, if valid, and its other annotations by name.
