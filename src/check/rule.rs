@@ -434,8 +434,8 @@ impl Checker<'_> {
     pub(super) fn contradictions(&mut self, conjuncts: &[Expr], rule: &ast::Rule) {
         // A rule tests few attributes: its head tests in order, their
         // values in one list (one allocation a rule, not one a test).
-        let mut values: Vec<&str> = Vec::new();
-        let mut tests: Vec<(&Attr, std::ops::Range<usize>)> = Vec::new();
+        let mut values: Vec<&str> = Vec::with_capacity(2 * conjuncts.len());
+        let mut tests: Vec<(&Attr, std::ops::Range<usize>)> = Vec::with_capacity(conjuncts.len());
         for conjunct in conjuncts {
             let start = values.len();
             if let Some(attr) = crate::allowed::head_test_into(conjunct, &mut values) {
