@@ -887,6 +887,26 @@ mod tests {
     }
 
     #[test]
+    fn plain_template_literals_shift_their_offsets() {
+        let source = r#"grant ["{action}:{ resource.id }"]"#;
+        let (_, texts) = template_in(source);
+        assert_eq!(texts, ["action", "resource", ".", "id"]);
+        let value = "{action}:{ resource.id }";
+        let literal = &source[7..7 + value.len() + 2];
+        let Some(Offsets::Shifted(base)) = value_offsets(value, literal, 7) else {
+            panic!("a plain literal takes the shift");
+        };
+        assert_eq!(base, 8);
+        // An escape, or a text that is not the literal, takes the table
+        // or nothing.
+        assert!(matches!(
+            value_offsets("a\\{b", r#""a\{b""#, 0),
+            Some(Offsets::Table(_))
+        ));
+        assert!(value_offsets("ab", "name", 0).is_none());
+    }
+
+    #[test]
     fn template_faults_come_in_order() {
         let span = Span::new(FileId(0), 0, 0);
         let faults: Vec<_> = TemplateLexer::new("a{b}c}{d", span, "").collect();
