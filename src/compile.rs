@@ -208,7 +208,7 @@ const ABSENT_HASH: u64 = hash_key("absent");
 /// values: the keys are short strings, and SipHash (the default) cost
 /// more than the rest of the map. Iteration stays in insertion order.
 #[derive(Clone, Copy)]
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Fnv {
@@ -229,7 +229,7 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
+pub(crate) type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
 
 /// What a walk has read of one slot of the request (see [`Node::Switch`]'s
 /// `slot`).

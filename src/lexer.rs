@@ -524,7 +524,18 @@ impl Iterator for Lexed<'_> {
 /// (the backslash of an escape), and the last entry is the closing quote.
 /// `None` when `literal` (the source text, quotes included, starting at
 /// `start`) is not a string literal whose value is `value`.
-fn value_offsets(value: &str, literal: &str, start: usize) -> Option<Vec<u32>> {
+fn value_offsets(value: &str, literal: &str, start: usize) -> Option<Offsets> {
+    // Most literals are their value between quotes, with no escape: each
+    // byte then sits one past its index, and no table is needed.
+    let plain = memchr::memchr2(b'\\', b'"', value.as_bytes()).is_none();
+    if plain
+        && literal.len() == value.len() + 2
+        && literal.starts_with('"')
+        && literal.ends_with('"')
+        && literal.get(1..=value.len()) == Some(value)
+    {
+        return u32::try_from(start + 1).ok().map(Offsets::Shifted);
+    }
     let body = literal.strip_prefix('"')?;
     let mut offsets = Vec::with_capacity(value.len() + 1);
     let mut chars = body.char_indices();
@@ -533,7 +544,7 @@ fn value_offsets(value: &str, literal: &str, start: usize) -> Option<Vec<u32>> {
         let bytes: u32 = match c {
             '"' => {
                 offsets.push(at(i)?);
-                return (offsets.len() == value.len() + 1).then_some(offsets);
+                return (offsets.len() == value.len() + 1).then_some(Offsets::Table(offsets));
             }
             '\\' => match chars.next()?.1 {
                 // Escaped braces stay escaped in the value: two bytes.
@@ -549,6 +560,26 @@ fn value_offsets(value: &str, literal: &str, start: usize) -> Option<Vec<u32>> {
         offsets.extend((0..bytes).map(|k| from + k));
     }
     None
+}
+
+/// [`value_offsets`]: file offsets of a literal's value bytes.
+enum Offsets {
+    /// Byte `i` is at `base + i` (no escape changes a length).
+    Shifted(u32),
+    /// Byte `i` is at `table[i]`.
+    Table(Vec<u32>),
+}
+
+impl Offsets {
+    /// The file offset of the value's byte `i` (`i` up to the value's
+    /// length, which is the closing quote).
+    fn at(&self, i: usize) -> u32 {
+        match self {
+            // `i` is at most the value's length, which fits in the file.
+            Offsets::Shifted(base) => base.saturating_add(i as u32),
+            Offsets::Table(table) => table[i],
+        }
+    }
 }
 
 /// A piece of a template string (a grant, a scope limit, an audience, a
@@ -598,7 +629,7 @@ pub struct TemplateLexer<'a> {
     /// Bytes of `value` already split off.
     at: usize,
     /// File offsets of the value's bytes, when it is written as a literal.
-    offsets: Option<Vec<u32>>,
+    offsets: Option<Offsets>,
     /// Where the template is written (a constant's name, when the text
     /// comes from a constant): holes' tokens point here without offsets.
     whole: Span,
@@ -628,8 +659,8 @@ impl<'a> TemplateLexer<'a> {
         match &self.offsets {
             Some(offsets) => Span {
                 file: self.file,
-                start: offsets[from],
-                end: offsets[to],
+                start: offsets.at(from),
+                end: offsets.at(to),
             },
             None => self.whole,
         }
@@ -853,6 +884,26 @@ mod tests {
         // A hole whose own text holds an escaped quote.
         let (_, texts) = template_in(r#"x = "{resource[\"ownerID\"]}";"#);
         assert_eq!(texts, ["resource", "[", r#"\"ownerID\""#, "]"]);
+    }
+
+    #[test]
+    fn plain_template_literals_shift_their_offsets() {
+        let source = r#"grant ["{action}:{ resource.id }"]"#;
+        let (_, texts) = template_in(source);
+        assert_eq!(texts, ["action", "resource", ".", "id"]);
+        let value = "{action}:{ resource.id }";
+        let literal = &source[7..7 + value.len() + 2];
+        let Some(Offsets::Shifted(base)) = value_offsets(value, literal, 7) else {
+            panic!("a plain literal takes the shift");
+        };
+        assert_eq!(base, 8);
+        // An escape, or a text that is not the literal, takes the table
+        // or nothing.
+        assert!(matches!(
+            value_offsets("a\\{b", r#""a\{b""#, 0),
+            Some(Offsets::Table(_))
+        ));
+        assert!(value_offsets("ab", "name", 0).is_none());
     }
 
     #[test]

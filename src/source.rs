@@ -150,8 +150,13 @@ impl Sources {
 
     /// `file:line` of a span, as traces show it.
     pub fn location(&self, span: Span) -> String {
+        use std::fmt::Write;
         let file = self.get(span.file);
-        format!("{}:{}", file.name, file.line_of(span.start))
+        // Sized for the name, the colon and any line number, so that the
+        // text is written without growing (one per rule at compile).
+        let mut location = String::with_capacity(file.name.len() + 21);
+        let _ = write!(location, "{}:{}", file.name, file.line_of(span.start));
+        location
     }
 
     /// The text under a span.

@@ -61,6 +61,10 @@ struct Checker<'s> {
     /// The files that declare attributes: in them, every free attribute
     /// read must be declared.
     strict_files: Vec<crate::source::FileId>,
+    /// Condition texts met so far, by the source text they are made from:
+    /// a conjunct written the same way in many rules (`subject.attested
+    /// == true`) shares one text instead of one allocation each.
+    condition_texts: HashMap<&'s str, Name, crate::compile::BuildFnv>,
 }
 
 /// How deep the checker recurses into one expression. The parser's limits
@@ -97,6 +101,7 @@ pub fn check(
         expect_level: false,
         declared: Vec::new(),
         strict_files: Vec::new(),
+        condition_texts: HashMap::default(),
     };
     for file in &files {
         checker.current_file = file.file;
@@ -231,6 +236,62 @@ mod tests {
         }
         rule.condition = Some(condition);
         check(&sources, vec![parsed], None).1
+    }
+
+    /// Checks one file; the rules that checked and the diagnostics.
+    fn check_text(text: &str) -> (PolicySet, Diagnostics) {
+        let mut sources = Sources::new();
+        let file = sources.add("t.writ", text);
+        let (parsed, diagnostics) = crate::parser::parse_file(file, sources.get(file));
+        assert!(diagnostics.is_empty(), "{}", diagnostics.render(false));
+        check(&sources, vec![parsed], None)
+    }
+
+    #[test]
+    fn contradictions_intersect_every_test_of_an_attribute() {
+        // Each pair of tests shares a value; the three together share none.
+        let (_, d) = check_text(
+            r#"forbid if action in ["a", "b"] and action in ["b", "c"] and action in ["c", "a"];"#,
+        );
+        assert_eq!(d.codes(), ["writ::check::never_holds"]);
+        // One value is in all three.
+        let (_, d) = check_text(
+            r#"forbid if action in ["a", "b"] and action in ["b", "c"] and action in ["b", "a"];"#,
+        );
+        assert!(d.is_empty(), "{}", d.render(false));
+        // A test on another attribute in between changes nothing, and the
+        // first attribute (in the order written) whose tests allow nothing
+        // is the one named.
+        let (_, d) = check_text(
+            r#"forbid if resource.kind == "x" and action == "a" and resource.kind == "y" and action == "b";"#,
+        );
+        assert_eq!(d.codes(), ["writ::check::never_holds"]);
+        let rendered = d.render(false);
+        assert!(rendered.contains("`resource.kind` cannot"), "{rendered}");
+        // One test that allows nothing on its own.
+        let (_, d) = check_text("forbid if sensitivity < public;");
+        assert_eq!(d.codes(), ["writ::check::never_holds"]);
+    }
+
+    #[test]
+    fn conjuncts_written_alike_share_one_text() {
+        let (set, d) = check_text(
+            "forbid if subject.attested == true and action == \"a\";\n\
+             forbid if subject.attested == true and action == \"b\";\n\
+             forbid if subject.attested  ==  true;",
+        );
+        assert!(d.is_empty(), "{}", d.render(false));
+        let texts: Vec<&crate::ir::Rule> = set.rules.iter().collect();
+        let first = &texts[0].conjunct_text[0];
+        let second = &texts[1].conjunct_text[0];
+        assert_eq!(first.as_str(), "subject.attested == true");
+        assert!(std::ptr::eq(first.as_str(), second.as_str()));
+        // Written otherwise, it has a text of its own, collapsed the same.
+        let third = &texts[2].conjunct_text[0];
+        assert_eq!(third.as_str(), "subject.attested == true");
+        assert!(!std::ptr::eq(first.as_str(), third.as_str()));
+        assert_eq!(texts[0].conjunct_text[1].as_str(), "action == \"a\"");
+        assert_eq!(texts[1].conjunct_text[1].as_str(), "action == \"b\"");
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl Checker<'_> {
         let conjuncts = self.conjuncts(rule, &mut ok);
         let conjunct_text: Vec<Name> = conjuncts
             .iter()
-            .map(|c: &Expr| Name::from(&*condition_text(self.sources.slice(c.span))))
+            .map(|c: &Expr| self.condition_text(c.span))
             .collect();
         if ok {
             self.contradictions(&conjuncts, rule);
@@ -122,6 +122,19 @@ impl Checker<'_> {
             grant_span,
             trace_json: Default::default(),
         })
+    }
+
+    /// The text a trace shows for the condition written at `span`, shared
+    /// with every conjunct written the same way.
+    fn condition_text(&mut self, span: Span) -> Name {
+        let sources = self.sources;
+        let written = sources.slice(span);
+        if let Some(text) = self.condition_texts.get(written) {
+            return text.clone();
+        }
+        let text = Name::from(&*condition_text(written));
+        self.condition_texts.insert(written, text.clone());
+        text
     }
 
     /// The rule's `@id`, if valid, and its other annotations by name.
@@ -419,19 +432,31 @@ impl Checker<'_> {
 
     /// Reports rules whose head tests on one attribute cannot all hold.
     pub(super) fn contradictions(&mut self, conjuncts: &[Expr], rule: &ast::Rule) {
-        // A rule tests few attributes: a list in first-seen order.
-        let mut sets: Vec<(&Attr, Vec<&str>)> = Vec::new();
+        // A rule tests few attributes: its head tests in order, their
+        // values in one list (one allocation a rule, not one a test).
+        let mut values: Vec<&str> = Vec::with_capacity(2 * conjuncts.len());
+        let mut tests: Vec<(&Attr, std::ops::Range<usize>)> = Vec::with_capacity(conjuncts.len());
         for conjunct in conjuncts {
-            let Some((attr, values)) = crate::allowed::head_test(conjunct) else {
-                continue;
-            };
-            match sets.iter_mut().find(|(a, _)| *a == attr) {
-                Some((_, existing)) => existing.retain(|v| values.contains(v)),
-                None => sets.push((attr, values)),
+            let start = values.len();
+            if let Some(attr) = crate::allowed::head_test_into(conjunct, &mut values) {
+                tests.push((attr, start..values.len()));
             }
         }
+        // The first attribute (in first-seen order) whose tests together
+        // allow no value: none of its first test's values is in every
+        // later test of it.
+        let empty = tests.iter().enumerate().find_map(|(at, (attr, first))| {
+            if tests[..at].iter().any(|(seen, _)| seen == attr) {
+                return None;
+            }
+            let later = || tests[at + 1..].iter().filter(|(a, _)| a == attr);
+            let allowed = values[first.clone()]
+                .iter()
+                .any(|v| later().all(|(_, range)| values[range.clone()].contains(v)));
+            (!allowed).then_some(*attr)
+        });
         let span = rule.condition.as_ref().map_or(rule.span, |c| c.span);
-        if let Some((attr, _)) = sets.iter().find(|(_, values)| values.is_empty()) {
+        if let Some(attr) = empty {
             self.error(
                 span,
                 CheckError::NeverHolds {
