@@ -555,8 +555,9 @@ pub enum Saw {
     Null,
     /// A boolean.
     Bool(bool),
-    /// A string.
-    String(String),
+    /// A string: shared, as the closest permits of a default deny that
+    /// failed on one attribute saw the same value (one copy for them all).
+    String(Arc<str>),
     /// Anything else.
     Other(Box<Value>),
 }
@@ -568,7 +569,7 @@ impl From<Value> for Saw {
             Value::Bool(b) => Saw::Bool(*b),
             _ => {
                 return match value {
-                    Value::String(text) => Saw::String(text),
+                    Value::String(text) => Saw::String(Arc::from(text)),
                     other => Saw::Other(Box::new(other)),
                 }
             }
@@ -585,7 +586,7 @@ impl Saw {
         match self {
             Saw::Null => Value::Null,
             Saw::Bool(b) => Value::Bool(*b),
-            Saw::String(text) => Value::String(text.clone()),
+            Saw::String(text) => Value::String(String::from(&**text)),
             Saw::Other(value) => (**value).clone(),
         }
     }
