@@ -1091,7 +1091,7 @@ fn seen<'a>(evaluator: &mut Evaluator<'a>, rule: &'a Rule, at: usize) -> Seen {
     // recorded without a JSON value in between.
     let saw = match crate::eval::saw_bool(conjunct) {
         Some(known) => Saw::Bool(known),
-        None => evaluator.saw_kept(conjunct),
+        None => evaluator.saw(conjunct).into(),
     };
     Seen {
         condition: at as u32,

@@ -555,9 +555,8 @@ pub enum Saw {
     Null,
     /// A boolean.
     Bool(bool),
-    /// A string: shared, as the closest permits of a default deny that
-    /// failed on one attribute saw the same value (one copy for them all).
-    String(Arc<str>),
+    /// A string.
+    String(String),
     /// Anything else.
     Other(Box<Value>),
 }
@@ -569,7 +568,7 @@ impl From<Value> for Saw {
             Value::Bool(b) => Saw::Bool(*b),
             _ => {
                 return match value {
-                    Value::String(text) => Saw::String(Arc::from(text)),
+                    Value::String(text) => Saw::String(text),
                     other => Saw::Other(Box::new(other)),
                 }
             }
@@ -586,7 +585,7 @@ impl Saw {
         match self {
             Saw::Null => Value::Null,
             Saw::Bool(b) => Value::Bool(*b),
-            Saw::String(text) => Value::String(String::from(&**text)),
+            Saw::String(text) => Value::String(text.clone()),
             Saw::Other(value) => (**value).clone(),
         }
     }

@@ -23,7 +23,6 @@ pub(crate) use value::says_nothing;
 pub use value::{attr_value, to_json, Val};
 
 use crate::ast::BinOp;
-use crate::decision::Saw;
 use crate::ir::{Attr, Expr, ExprKind, Lit, Rule, Template, TemplatePart};
 use crate::request::{Prepared, Request};
 use crate::schema::Field;
@@ -590,21 +589,6 @@ impl<'a> Evaluator<'a> {
             Ok(v) => to_json(&v),
             Err(_) => Value::Null,
         }
-    }
-
-    /// [`Evaluator::saw`] as a trace keeps it ([`Saw`]): a string read
-    /// from the request as it is is copied once, straight into the shared
-    /// string the trace holds (which the entries that saw the same value
-    /// then share), not through a JSON value.
-    pub fn saw_kept(&mut self, conjunct: &'a Expr) -> Saw {
-        if let (Some(attr), true) = (saw_attr(conjunct), self.depth < MAX_DEPTH) {
-            return match attr_value(self.request, self.prepared, attr) {
-                Some(Val::Str(text)) => Saw::String(Arc::from(&*text)),
-                Some(value) => to_json(&value).into(),
-                None => Saw::Null,
-            };
-        }
-        self.saw(conjunct).into()
     }
 
     /// Builds scope items from templates; the first that fails fails all.
