@@ -954,45 +954,68 @@ impl<'a, 's> Walk<'a, 's> {
         };
         let count = self.trace.iter().filter(|c| missed(c).is_some()).count();
         // (conditions held, rule index, failed conjunct), best first.
-        // Room for the permits near the missed switches too, so that the
-        // pool is allocated once.
-        let mut pool: Vec<(usize, u32, Option<usize>)> =
-            Vec::with_capacity(count + 2 * NEAR_LIMIT);
-        pool.extend(
-            self.trace
-                .iter()
-                .filter_map(missed)
-                .map(|(at, r)| (at, r, Some(at))),
-        );
-        if pool.len() < 3 {
-            let evaluator = &mut self.evaluator;
-            self.compiled.tree.near_rules(self.near, |rule, false_first| {
-                let is_permit = matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
-                if !is_permit || pool.iter().any(|p| p.1 == rule) {
-                    return;
+        let mut known = [(0, 0, None); 3];
+        let mut found: Vec<(usize, u32, Option<usize>)>;
+        let tree = self.compiled.tree;
+        let pool: &[(usize, u32, Option<usize>)] = match tree.near_permits_false(self.near) {
+            // No permit was a candidate, and each permit near the missed
+            // switch held no condition: the closest are the first by rule
+            // index, which is the order the sort below would give them.
+            Some(permits) if count == 0 => {
+                for (slot, &rule) in known.iter_mut().zip(permits) {
+                    *slot = (0, rule, Some(0));
                 }
-                // A first conjunct the tree knows is false is what
-                // evaluating the rule would find first.
-                if false_first {
-                    pool.push((0, rule, Some(0)));
-                    return;
+                &known[..permits.len().min(known.len())]
+            }
+            _ => {
+                // Room for the permits near the missed switches too, so
+                // that the pool is allocated once.
+                found = Vec::with_capacity(count + 2 * NEAR_LIMIT);
+                found.extend(
+                    self.trace
+                        .iter()
+                        .filter_map(missed)
+                        .map(|(at, r)| (at, r, Some(at))),
+                );
+                if found.len() < 3 {
+                    let evaluator = &mut self.evaluator;
+                    tree.near_rules(self.near, |rule, false_first| {
+                        let is_permit =
+                            matches!(set.rules[rule as usize].kind, RuleKind::Permit { .. });
+                        if !is_permit || found.iter().any(|p| p.1 == rule) {
+                            return;
+                        }
+                        // A first conjunct the tree knows is false is what
+                        // evaluating the rule would find first.
+                        if false_first {
+                            found.push((0, rule, Some(0)));
+                            return;
+                        }
+                        match evaluator.rule(&set.rules[rule as usize]) {
+                            RuleResult::False(at) => found.push((at, rule, Some(at))),
+                            _ => found.push((0, rule, None)),
+                        }
+                    });
                 }
-                match evaluator.rule(&set.rules[rule as usize]) {
-                    RuleResult::False(at) => pool.push((at, rule, Some(at))),
-                    _ => pool.push((0, rule, None)),
-                }
-            });
+                found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                found.truncate(3);
+                &found
+            }
+        };
+        // The entries inserted below grow the trace once. Most default
+        // denies that get here have no trace yet: a new one of that size
+        // costs less than growing the empty one.
+        if self.trace.capacity() == 0 {
+            self.trace = Vec::with_capacity(pool.len());
+        } else {
+            self.trace.reserve(pool.len());
         }
-        pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        pool.truncate(3);
-        // The entries inserted below grow the trace once.
-        self.trace.reserve(pool.len());
         // The last entry (its attribute and place in the trace) whose
         // conjunct read an attribute as it is: the closest permits below a
         // missed switch mostly failed on that switch's attribute, and saw
         // the same value, copied from it.
         let mut last: Option<(&Attr, usize)> = None;
-        for (_, index, at) in pool {
+        for &(_, index, at) in pool {
             // The trace stays sorted by rule: the candidates, ascending,
             // and the permits inserted below in order.
             let place = match self.trace.binary_search_by_key(&index, |c| c.rule) {

@@ -67,12 +67,12 @@ use std::fmt::Write as _;
 
 use indexmap::IndexMap;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::allowed::head_test_into;
 use crate::ast::BinOp;
 use crate::eval::{says_nothing, Val};
-use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, Ty};
+use crate::ir::{Attr, Expr, ExprKind, Lit, PolicySet, RuleKind, Ty};
 
 /// Index of a node in [`Tree::nodes`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -163,10 +163,7 @@ impl On {
 #[inline(never)]
 fn read_key<'r>(on: On, value: Option<Val<'r>>, fields: &[Box<str>]) -> Read<'r> {
     match on {
-        On::Has => match present(value.as_ref(), fields) {
-            true => Read::Key(presence_key(true), PRESENT_HASH),
-            false => Read::Key(presence_key(false), ABSENT_HASH),
-        },
+        On::Has => has_key(present(value.as_ref(), fields)),
         On::Bool => match value {
             Some(Val::Bool(true)) => Read::Key(bool_key(true), TRUE_HASH),
             Some(Val::Bool(false)) => Read::Key(bool_key(false), FALSE_HASH),
@@ -181,6 +178,36 @@ fn read_key<'r>(on: On, value: Option<Val<'r>>, fields: &[Box<str>]) -> Read<'r>
             _ => Read::Every,
         },
         On::Num => Read::Every,
+    }
+}
+
+/// The key of a presence switch below an attribute (`fields` not empty),
+/// reading the attribute from the request through `value` unless the
+/// last such switch read the same one (`object_of`, which it updates).
+/// Out of line, as [`read_key`].
+#[inline(never)]
+fn read_below<'t, 'r>(
+    object_of: &mut Option<(&'t Attr, Option<&'r Map<String, Value>>)>,
+    attr: &'t Attr,
+    fields: &[Box<str>],
+    value: &impl Fn(&Attr) -> Option<Val<'r>>,
+) -> Read<'r> {
+    let map = match *object_of {
+        Some((read, map)) if read == attr => map,
+        _ => {
+            let map = object(value(attr));
+            *object_of = Some((attr, map));
+            map
+        }
+    };
+    has_key(map.is_some_and(|map| present_below(map, fields)))
+}
+
+/// The key of a presence switch, with its hash.
+fn has_key(present: bool) -> Read<'static> {
+    match present {
+        true => Read::Key(presence_key(true), PRESENT_HASH),
+        false => Read::Key(presence_key(false), ABSENT_HASH),
     }
 }
 
@@ -272,10 +299,28 @@ fn present(value: Option<&Val<'_>>, fields: &[Box<str>]) -> bool {
     let Some(value) = value else {
         return false;
     };
-    let Some((last, path)) = fields.split_last() else {
+    if fields.is_empty() {
         return !says_nothing(value);
-    };
+    }
     let Val::Json(Value::Object(first)) = value else {
+        return false;
+    };
+    present_below(first, fields)
+}
+
+/// The object a value is, if it is one: all that a presence below an
+/// attribute reads of it ([`present`]).
+fn object(value: Option<Val<'_>>) -> Option<&Map<String, Value>> {
+    match value {
+        Some(Val::Json(Value::Object(map))) => Some(map),
+        _ => None,
+    }
+}
+
+/// [`present`] below an attribute that holds the object `first`, for
+/// `fields` not empty.
+fn present_below(first: &Map<String, Value>, fields: &[Box<str>]) -> bool {
+    let Some((last, path)) = fields.split_last() else {
         return false;
     };
     let mut map = first;
@@ -645,6 +690,9 @@ pub struct Below {
     /// Whether [`Tree::near_rules`] stops within this switch when it is
     /// the first one missed (then `alone` is all it gives).
     stops: bool,
+    /// When `stops` and every permit of `alone` has its first conjunct
+    /// false: those permits, by rule index ([`Tree::near_permits_false`]).
+    permits_false: Option<Box<[u32]>>,
 }
 
 impl Below {
@@ -686,6 +734,7 @@ impl Below {
             visits,
             alone: Box::default(),
             stops: false,
+            permits_false: None,
         }
     }
 
@@ -696,6 +745,30 @@ impl Below {
             alone.push((rule, false_first))
         });
         self.alone = alone.into_boxed_slice();
+    }
+
+    /// Notes [`Below::permits_false`], once `alone` is noted.
+    fn note_permits_false(&mut self, set: &PolicySet) {
+        if !self.stops {
+            return;
+        }
+        let permit = |rule: u32| {
+            matches!(
+                set.rules.get(rule as usize).map(|r| &r.kind),
+                Some(RuleKind::Permit { .. })
+            )
+        };
+        let mut permits = Vec::new();
+        for &(rule, false_first) in self.alone.iter() {
+            if permit(rule) {
+                if !false_first {
+                    return;
+                }
+                permits.push(rule);
+            }
+        }
+        permits.sort_unstable();
+        self.permits_false = Some(permits.into_boxed_slice());
     }
 
     /// Gives `met` this switch's rules not in `found` (noting them there),
@@ -1432,6 +1505,7 @@ impl<'s> Builder<'s> {
                     met.2 = self.false_when_missed(met.1, key, &children);
                 }
                 below.note_alone();
+                below.note_permits_false(self.set);
                 below
             }
         };
@@ -1746,6 +1820,11 @@ impl Tree {
         // switches on it (a walk meets the same few attributes at many
         // nodes).
         let mut reads = [Read::Unread; SLOTS];
+        // The object that the attribute of the last presence below an
+        // attribute held: the presences of several fields below one
+        // attribute (`resource.properties has owner`, `... has ticket`),
+        // each a slot of its own, read it from the request once.
+        let mut object_of: Option<(&Attr, Option<&'r Map<String, Value>>)> = None;
         loop {
             let mut follow = None;
             match self.node(id) {
@@ -1760,8 +1839,9 @@ impl Tree {
                     ..
                 } => {
                     self.push_unless_empty(&mut stack, *rest, path);
-                    let read = remembered(&mut reads, *slot, || {
-                        read_key(*on, value(attr), fields)
+                    let read = remembered(&mut reads, *slot, || match (on, fields.is_empty()) {
+                        (On::Has, false) => read_below(&mut object_of, attr, fields, &value),
+                        _ => read_key(*on, value(attr), fields),
                     });
                     match read {
                         Read::Key(key, hash) => match children.get_hashed(key, hash) {
@@ -1865,6 +1945,20 @@ impl Tree {
                 return;
             }
             spent += below.visits;
+        }
+    }
+
+    /// When the first of the missed `switches` gives [`Tree::near_rules`]
+    /// all it finds, and every permit among them has its first conjunct
+    /// false for this request: those permits, by rule index. Each then
+    /// held no condition, so a default deny with no permit among its
+    /// candidates names the first of them as the closest, without
+    /// evaluating or sorting them ([`Below::permits_false`], worked out
+    /// when the tree was built).
+    pub fn near_permits_false(&self, switches: &[NodeId]) -> Option<&[u32]> {
+        match switches.first().map(|&id| self.node(id)) {
+            Some(Node::Switch { below, .. }) => below.permits_false.as_deref(),
+            _ => None,
         }
     }
 

@@ -662,3 +662,70 @@ fn rules_below_missed_switches_are_those_the_walk_finds() {
         assert!(compared > 100, "most runs find rules");
     }
 }
+
+/// The permits kept with a switch for a default deny that misses it first
+/// (`Tree::near_permits_false`) are the permits `Tree::near_rules` gives
+/// there, by rule index, each with its first conjunct false; and they are
+/// kept whenever that holds of what `near_rules` gives and it stops within
+/// that switch (the authorizer then skips the search and the sort), on
+/// every shape and the default pack, for runs of one to three switches.
+#[test]
+fn permits_known_false_below_a_missed_switch_are_those_near_rules_gives() {
+    let mut engines = vec![Engine::default_pack(None).expect("the pack compiles")];
+    for shape in Shape::ALL {
+        let set = generate_shape(GenConfig::issuance(2_000), shape);
+        engines.push(
+            Engine::compile([("gen.writ", set.writ_source())], None).expect("the set compiles"),
+        );
+    }
+    let mut rng = Rng::new(33);
+    let mut kept = 0;
+    for engine in &engines {
+        let (tree, set) = (engine.tree(), engine.policy());
+        let switches: Vec<writ::compile::NodeId> = (0..tree.nodes.len() as u32)
+            .map(writ::compile::NodeId)
+            .filter(|&id| {
+                matches!(tree.node(id), writ::compile::Node::Switch { children, .. }
+                    if children.other().is_none())
+            })
+            .collect();
+        for _ in 0..2_000 {
+            let count = 1 + rng.below(3);
+            let near: Vec<_> = (0..count).map(|_| *rng.pick(&switches)).collect();
+            let mut given = Vec::new();
+            tree.near_rules(&near, |rule, false_first| {
+                if matches!(
+                    set.rules[rule as usize].kind,
+                    writ::ir::RuleKind::Permit { .. }
+                ) {
+                    given.push((rule, false_first));
+                }
+            });
+            let all_false = given.iter().all(|&(_, false_first)| false_first);
+            let mut permits: Vec<u32> = given.iter().map(|&(rule, _)| rule).collect();
+            permits.sort_unstable();
+            // Alone: the first switch's own list gives all (the search
+            // stops there) when `near_rules` gives the same for it alone.
+            let mut alone = Vec::new();
+            tree.near_rules(&near[..1], |rule, _| alone.push(rule));
+            let mut whole = Vec::new();
+            tree.near_rules(&near, |rule, _| whole.push(rule));
+            match tree.near_permits_false(&near) {
+                Some(known) => {
+                    kept += 1;
+                    assert!(all_false, "switches {near:?}: {given:?}");
+                    assert_eq!(known, &permits[..], "switches {near:?}");
+                    assert_eq!(
+                        alone, whole,
+                        "switches {near:?}: the search stops at the first"
+                    );
+                }
+                None => assert!(
+                    !all_false || alone != whole || whole.len() < writ::compile::NEAR_LIMIT,
+                    "switches {near:?}: {given:?} not kept"
+                ),
+            }
+        }
+    }
+    assert!(kept > 100, "some runs keep their permits: {kept}");
+}
