@@ -624,32 +624,42 @@ fn rules_below_by_walking(
     found
 }
 
+/// The default pack and every shape at `rules` rules, compiled.
+fn pack_and_shapes(rules: usize) -> Vec<Engine> {
+    let mut engines = vec![Engine::default_pack(None).expect("the pack compiles")];
+    for shape in Shape::ALL {
+        let set = generate_shape(GenConfig::issuance(rules), shape);
+        engines.push(
+            Engine::compile([("gen.writ", set.writ_source())], None).expect("the set compiles"),
+        );
+    }
+    engines
+}
+
+/// The switches a walk can miss: those without an `other` child.
+fn missable_switches(tree: &writ::compile::Tree) -> Vec<writ::compile::NodeId> {
+    (0..tree.nodes.len() as u32)
+        .map(writ::compile::NodeId)
+        .filter(|&id| {
+            matches!(tree.node(id), writ::compile::Node::Switch { children, .. }
+                if children.other().is_none())
+        })
+        .collect()
+}
+
 /// The rules below missed switches, read from what the tree kept when it
 /// was built, are those the walk finds, on every shape and the default
 /// pack, for runs of one to six switches without an `other` child (the
 /// only ones a request misses; the same switch twice included).
 #[test]
 fn rules_below_missed_switches_are_those_the_walk_finds() {
-    let mut engines = vec![Engine::default_pack(None).expect("the pack compiles")];
-    for shape in Shape::ALL {
-        let set = generate_shape(GenConfig::issuance(2_000), shape);
-        engines.push(
-            Engine::compile([("gen.writ", set.writ_source())], None).expect("the set compiles"),
-        );
-    }
+    let mut engines = pack_and_shapes(2_000);
     let set = generate_flags(GenConfig::issuance(2_000));
     engines.push(Engine::compile([("gen.writ", set.writ_source())], None).expect("compiles"));
     let mut rng = Rng::new(18);
     for engine in &engines {
         let tree = engine.tree();
-        let switches: Vec<writ::compile::NodeId> = (0..tree.nodes.len() as u32)
-            .map(writ::compile::NodeId)
-            // A walk misses only a switch without an `other` child.
-            .filter(|&id| {
-                matches!(tree.node(id), writ::compile::Node::Switch { children, .. }
-                    if children.other().is_none())
-            })
-            .collect();
+        let switches = missable_switches(tree);
         assert!(switches.len() > 1, "a tree with switches");
         let mut compared = 0;
         for _ in 0..4_000 {
@@ -671,24 +681,12 @@ fn rules_below_missed_switches_are_those_the_walk_finds() {
 /// every shape and the default pack, for runs of one to three switches.
 #[test]
 fn permits_known_false_below_a_missed_switch_are_those_near_rules_gives() {
-    let mut engines = vec![Engine::default_pack(None).expect("the pack compiles")];
-    for shape in Shape::ALL {
-        let set = generate_shape(GenConfig::issuance(2_000), shape);
-        engines.push(
-            Engine::compile([("gen.writ", set.writ_source())], None).expect("the set compiles"),
-        );
-    }
+    let engines = pack_and_shapes(2_000);
     let mut rng = Rng::new(33);
     let mut kept = 0;
     for engine in &engines {
         let (tree, set) = (engine.tree(), engine.policy());
-        let switches: Vec<writ::compile::NodeId> = (0..tree.nodes.len() as u32)
-            .map(writ::compile::NodeId)
-            .filter(|&id| {
-                matches!(tree.node(id), writ::compile::Node::Switch { children, .. }
-                    if children.other().is_none())
-            })
-            .collect();
+        let switches = missable_switches(tree);
         for _ in 0..2_000 {
             let count = 1 + rng.below(3);
             let near: Vec<_> = (0..count).map(|_| *rng.pick(&switches)).collect();
