@@ -110,6 +110,14 @@ struct PullState {
     refusals: u64,
 }
 
+impl PullState {
+    /// Records the bundle now serving.
+    fn activate(&mut self, active: Active) {
+        self.active = Some(active);
+        self.activations += 1;
+    }
+}
+
 /// The puller: its settings and what it has seen.
 #[derive(Debug)]
 pub(crate) struct Puller {
@@ -260,16 +268,6 @@ impl Puller {
         crate::bundle::open(bytes, &self.keys).map_err(|e| e.to_string())
     }
 
-    fn activated(&self, bundle: &Bundle, from: &'static str) {
-        self.activate(Active::of(bundle, from));
-    }
-
-    fn activate(&self, active: Active) {
-        let mut state = self.state();
-        state.active = Some(active);
-        state.activations += 1;
-    }
-
     /// Writes the archive to the cache; a failure is reported, not fatal.
     fn persist(&self, bytes: &[u8]) {
         if let Some(file) = self.cache_file() {
@@ -413,8 +411,11 @@ pub(crate) fn start(config: &BundleConfig) -> Result<(Puller, Loaded), String> {
     let source_error = match from_source {
         Ok((bytes, etag, bundle)) => {
             puller.persist(&bytes);
-            puller.activated(&bundle, "source");
-            puller.state().etag = etag;
+            {
+                let mut state = puller.state();
+                state.activate(Active::of(&bundle, "source"));
+                state.etag = etag;
+            }
             eprintln!(
                 "writ: bundle revision {} from `{}` ({})",
                 bundle.manifest.revision, puller.url, bundle.archive_digest
@@ -445,7 +446,7 @@ pub(crate) fn start(config: &BundleConfig) -> Result<(Puller, Loaded), String> {
         .and_then(|bytes| puller.open(&bytes));
     match cached {
         Ok(bundle) => {
-            puller.activated(&bundle, "cache");
+            puller.state().activate(Active::of(&bundle, "cache"));
             eprintln!(
                 "writ: serving the cached bundle revision {} from `{}` until the source answers",
                 bundle.manifest.revision,
@@ -570,22 +571,20 @@ async fn pull(app: &Arc<App>, puller: &Arc<Puller>, trigger: Trigger) -> Pulled 
             // The puller's `active` follows the swap, so the status never
             // names a bundle before it serves.
             let active = Active::of(&bundle, "source");
-            let revision = bundle.manifest.revision.clone();
-            let archive_digest = bundle.archive_digest.clone();
             let candidate = loaded(bundle);
             let dropped = Dropped::between(&app.current.load_full(), &candidate);
             let outcome = super::finish(app, trigger, Ok((candidate, dropped)));
-            puller.activate(active);
-            super::http::spawn_redecision(app.clone(), outcome.digest.clone());
+            eprintln!(
+                "writ: bundle revision {} from `{}` activated ({})",
+                active.revision, puller.url, active.digest
+            );
             {
                 let mut state = puller.state();
+                state.activate(active);
                 state.etag = etag;
                 state.refused = None;
             }
-            eprintln!(
-                "writ: bundle revision {revision} from `{}` activated ({archive_digest})",
-                puller.url
-            );
+            super::http::spawn_redecision(app.clone(), outcome.digest.clone());
             let persisting = puller.clone();
             let _ = tokio::task::spawn_blocking(move || persisting.persist(&bytes)).await;
             Pulled::Done(outcome)
