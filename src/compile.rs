@@ -1169,6 +1169,9 @@ fn heads(set: &PolicySet) -> Heads<'_> {
         conjunct_start: Vec::with_capacity(set.rules.len()),
         conjuncts: Vec::with_capacity(conjuncts),
     };
+    // The previous rule's head tests: most rules test the keys the one
+    // before tested, which are found there without hashing.
+    let mut previous = 0..0;
     for rule in &set.rules {
         let first = heads.entries.len();
         let first_conjunct = heads.conjuncts.len();
@@ -1179,7 +1182,13 @@ fn heads(set: &PolicySet) -> Heads<'_> {
                 heads.conjuncts.push(NO_HEAD);
                 continue;
             };
-            let key = heads.keys.insert_full(key).0 as KeyId;
+            let known = heads.entries.get(previous.clone()).and_then(|entries| {
+                entries
+                    .iter()
+                    .map(|&(id, _)| id)
+                    .find(|&id| heads.keys.get_index(id as usize) == Some(&key))
+            });
+            let key = known.unwrap_or_else(|| heads.keys.insert_full(key).0 as KeyId);
             match heads.entries[first..].iter().position(|(k, _)| *k == key) {
                 Some(at) => {
                     let (_, earlier) = &mut heads.entries[first + at];
@@ -1199,6 +1208,7 @@ fn heads(set: &PolicySet) -> Heads<'_> {
             }
         }
         heads.rules.push((first as u32, heads.entries.len() as u32));
+        previous = first..heads.entries.len();
     }
     heads
 }
