@@ -65,7 +65,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -879,6 +879,19 @@ struct Key<'s> {
     fields: &'s [Box<str>],
 }
 
+impl std::hash::Hash for Key<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.attr.hash(state);
+        state.write_u8(self.on as u8);
+        self.fields.hash(state);
+    }
+}
+
+/// A [`Key`] by its position in [`Heads::keys`]: keys are compared, looked
+/// up and remembered while the tree is built as these numbers, which are
+/// equal exactly when the keys are.
+type KeyId = u32;
+
 impl<'s> Key<'s> {
     fn new(attr: &'s Attr, on: On) -> Key<'s> {
         Key {
@@ -1065,8 +1078,10 @@ fn head_of<'e>(conjunct: &'e Expr, out: &mut Vec<&'e str>) -> Option<Head<'e>> {
 struct Heads<'s> {
     /// Per rule, its range of `entries`.
     rules: Vec<(u32, u32)>,
-    /// The head tests of all rules.
-    entries: Vec<Head<'s>>,
+    /// Every key a head test tests, in the order met.
+    keys: IndexSet<Key<'s>, BuildFnv>,
+    /// The head tests of all rules, each with its key's position in `keys`.
+    entries: Vec<(KeyId, Test)>,
     /// The values of all head tests.
     values: Vec<&'s str>,
     /// Per rule, where its conjuncts start in `conjuncts`.
@@ -1148,11 +1163,15 @@ fn heads(set: &PolicySet) -> Heads<'_> {
     let conjuncts: usize = set.rules.iter().map(|rule| rule.conjuncts.len()).sum();
     let mut heads = Heads {
         rules: Vec::with_capacity(set.rules.len()),
+        keys: IndexSet::default(),
         entries: Vec::with_capacity(conjuncts),
         values: Vec::new(),
         conjunct_start: Vec::with_capacity(set.rules.len()),
         conjuncts: Vec::with_capacity(conjuncts),
     };
+    // The previous rule's head tests: most rules test the keys the one
+    // before tested, which are found there without hashing.
+    let mut previous = 0..0;
     for rule in &set.rules {
         let first = heads.entries.len();
         let first_conjunct = heads.conjuncts.len();
@@ -1163,6 +1182,13 @@ fn heads(set: &PolicySet) -> Heads<'_> {
                 heads.conjuncts.push(NO_HEAD);
                 continue;
             };
+            let known = heads.entries.get(previous.clone()).and_then(|entries| {
+                entries
+                    .iter()
+                    .map(|&(id, _)| id)
+                    .find(|&id| heads.keys.get_index(id as usize) == Some(&key))
+            });
+            let key = known.unwrap_or_else(|| heads.keys.insert_full(key).0 as KeyId);
             match heads.entries[first..].iter().position(|(k, _)| *k == key) {
                 Some(at) => {
                     let (_, earlier) = &mut heads.entries[first + at];
@@ -1182,19 +1208,26 @@ fn heads(set: &PolicySet) -> Heads<'_> {
             }
         }
         heads.rules.push((first as u32, heads.entries.len() as u32));
+        previous = first..heads.entries.len();
     }
     heads
 }
 
 impl<'s> Heads<'s> {
     /// The head tests of `rule`.
-    fn of(&self, rule: u32) -> &[Head<'s>] {
+    fn of(&self, rule: u32) -> &[(KeyId, Test)] {
         let (from, to) = self.rules[rule as usize];
         &self.entries[from as usize..to as usize]
     }
 
     fn values(&self, from: u32, to: u32) -> &[&'s str] {
         &self.values[from as usize..to as usize]
+    }
+
+    /// The key numbered `id`.
+    fn key(&self, id: KeyId) -> Key<'s> {
+        // Every number handed out is a position in `keys`.
+        self.keys[id as usize]
     }
 }
 
@@ -1203,15 +1236,16 @@ impl<'s> Heads<'s> {
 /// to each numeric attribute.
 #[derive(Default)]
 struct Scope<'s> {
-    used: Vec<Key<'s>>,
-    bounds: Vec<(Key<'s>, Bounds)>,
+    /// Per key number, how many switches above are on that key.
+    used: Vec<u32>,
+    bounds: Vec<(KeyId, Bounds)>,
     /// The value of each switch above whose child (named by that value)
     /// is being built; not the switches whose `other` or `rest` is.
-    chosen: Vec<(Key<'s>, &'s str)>,
+    chosen: Vec<(KeyId, &'s str)>,
 }
 
 impl<'s> Scope<'s> {
-    fn bounds(&self, key: Key<'s>) -> Bounds {
+    fn bounds(&self, key: KeyId) -> Bounds {
         self.bounds
             .iter()
             .rev()
@@ -1220,7 +1254,7 @@ impl<'s> Scope<'s> {
     }
 
     /// The value the switch on `key` above took to reach here, if any.
-    fn chosen(&self, key: Key<'s>) -> Option<&'s str> {
+    fn chosen(&self, key: KeyId) -> Option<&'s str> {
         self.chosen
             .iter()
             .rev()
@@ -1228,10 +1262,19 @@ impl<'s> Scope<'s> {
             .map(|(_, value)| *value)
     }
 
+    /// Notes a switch on `key` above (`by` 1) or its end (`by` -1).
+    fn switch_on(&mut self, key: KeyId, by: i32) {
+        if let Some(n) = self.used.get_mut(key as usize) {
+            *n = n.saturating_add_signed(by);
+        }
+    }
+
     /// True when `test` on `key` can still tell requests apart here.
-    fn active(&self, key: Key<'s>, test: &Test) -> bool {
+    fn active(&self, key: KeyId, test: &Test) -> bool {
         match test {
-            Test::In(from, to) | Test::Except(from, to) => from < to && !self.used.contains(&key),
+            Test::In(from, to) | Test::Except(from, to) => {
+                from < to && self.used.get(key as usize).copied().unwrap_or(0) == 0
+            }
             Test::Range(bounds) => !bounds.is_empty() && !bounds.covers(&self.bounds(key)),
         }
     }
@@ -1252,13 +1295,16 @@ struct Builder<'s> {
     /// none yet); resolved to slots at the end ([`Tree::proven_slots`]).
     proven_keys: Vec<u8>,
     /// The keys that proved a conjunct, in the order met.
-    keys: Vec<Key<'s>>,
+    keys: Vec<KeyId>,
     /// The keys switched on so far, in the order met: a key's position is
     /// its slot.
-    slots: Vec<Key<'s>>,
+    slots: Vec<KeyId>,
     /// [`Builder::proven`]'s list of a conjunct's values, kept between
     /// calls.
     scratch: Vec<&'s str>,
+    /// [`Builder::build`]'s count of rules per key number, all zero
+    /// between calls.
+    counts: Vec<u32>,
 }
 
 impl<'s> Builder<'s> {
@@ -1319,7 +1365,12 @@ impl<'s> Builder<'s> {
                     let Some((key, test)) = head_of(conjunct, &mut scratch) else {
                         continue;
                     };
-                    (key, test, &scratch[..])
+                    // A key no head test has is neither chosen nor bounded
+                    // above: the conjunct is not proven.
+                    let Some(key) = self.heads.keys.get_index_of(&key) else {
+                        continue;
+                    };
+                    (key as KeyId, test, &scratch[..])
                 }
             };
             let holds = match test {
@@ -1356,7 +1407,7 @@ impl<'s> Builder<'s> {
     }
 
     /// The slot of a key, a new one the first time the key is met.
-    fn slot(&mut self, key: Key<'s>) -> u32 {
+    fn slot(&mut self, key: KeyId) -> u32 {
         match self.slots.iter().position(|k| *k == key) {
             Some(at) => at as u32,
             None => {
@@ -1367,7 +1418,7 @@ impl<'s> Builder<'s> {
     }
 
     /// The head test of `rule` on `key`, if it is active here.
-    fn test(&self, rule: u32, key: Key<'s>, scope: &Scope<'s>) -> Option<Test> {
+    fn test(&self, rule: u32, key: KeyId, scope: &Scope<'s>) -> Option<Test> {
         self.heads
             .of(rule)
             .iter()
@@ -1379,41 +1430,51 @@ impl<'s> Builder<'s> {
         if rules.len() <= LEAF_SIZE {
             return self.leaf(rules, scope);
         }
-        // The attribute most of these rules test. There are few distinct
-        // attributes: a list in first-seen order does what a map would.
-        let mut counts: Vec<(Key<'s>, usize)> = Vec::new();
+        // The attribute most of these rules test: a count per key number,
+        // and the keys counted in the order met.
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.resize(self.heads.keys.len(), 0);
+        let mut met: Vec<KeyId> = Vec::new();
         for &rule in &rules {
-            for (key, test) in self.heads.of(rule) {
-                if scope.active(*key, test) {
-                    match counts.iter_mut().find(|(k, _)| k == key) {
-                        Some((_, count)) => *count += 1,
-                        None => counts.push((*key, 1)),
+            for &(key, ref test) in self.heads.of(rule) {
+                if scope.active(key, test) {
+                    if let Some(count) = counts.get_mut(key as usize) {
+                        if *count == 0 {
+                            met.push(key);
+                        }
+                        *count += 1;
                     }
                 }
             }
         }
         // Ties go to strings, bools and presences before ranges (a range
         // switch halves the rules at best), then to the first key.
-        let best = counts
-            .iter()
-            .max_by(|a, b| {
-                a.1.cmp(&b.1)
-                    .then_with(|| (b.0.on == On::Num).cmp(&(a.0.on == On::Num)))
-                    .then_with(|| b.0.cmp(&a.0))
+        let count = |key: KeyId| counts.get(key as usize).copied().unwrap_or(0);
+        let best = met.iter().copied().max_by(|&a, &b| {
+            count(a).cmp(&count(b)).then_with(|| {
+                let (a, b) = (self.heads.key(a), self.heads.key(b));
+                (b.on == On::Num).cmp(&(a.on == On::Num)).then_with(|| b.cmp(&a))
             })
-            .map(|(key, _)| *key);
+        });
+        for &key in &met {
+            if let Some(count) = counts.get_mut(key as usize) {
+                *count = 0;
+            }
+        }
+        self.counts = counts;
         match best {
             None => self.leaf(rules, scope),
-            Some(key) if key.on == On::Num => self.range(rules, key, scope),
+            Some(key) if self.heads.key(key).on == On::Num => self.range(rules, key, scope),
             Some(key) => self.switch(rules, key, scope),
         }
     }
 
     /// A switch on strings, bools or presence.
-    fn switch(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
+    fn switch(&mut self, rules: Vec<u32>, id: KeyId, scope: &mut Scope<'s>) -> NodeId {
+        let key = self.heads.key(id);
         let tests: Vec<Option<Test>> = rules
             .iter()
-            .map(|&rule| self.test(rule, key, scope))
+            .map(|&rule| self.test(rule, id, scope))
             .collect();
         // The values, in the order they first appear; then the values that
         // only complements name, each a child of its own.
@@ -1476,25 +1537,25 @@ impl<'s> Builder<'s> {
             }
         }
         drop(tests);
-        scope.used.push(key);
+        scope.switch_on(id, 1);
         if children.is_empty() && other.is_empty() {
             // Only complements, too many to index: switch on something else.
-            let id = self.build(rest, scope);
-            scope.used.pop();
-            return id;
+            let node = self.build(rest, scope);
+            scope.switch_on(id, -1);
+            return node;
         }
         drop(rules);
         let mut built = Vec::with_capacity(children.len());
         for (value, rules) in children {
-            scope.chosen.push((key, value));
+            scope.chosen.push((id, value));
             let child = self.build(rules, scope);
             scope.chosen.pop();
             built.push((Box::<str>::from(value), child));
         }
         let other = (!other.is_empty()).then(|| self.build(other, scope));
         let rest = self.build(rest, scope);
-        scope.used.pop();
-        let slot = self.slot(key);
+        scope.switch_on(id, -1);
+        let slot = self.slot(id);
         let children = Children::new(built, other);
         // A switch with an `other` child is never missed.
         let below = match children.other {
@@ -1557,7 +1618,7 @@ impl<'s> Builder<'s> {
     /// one comparison, and a rule whose range misses the request's value
     /// (a forbid `context.risk_score >= 81` below a cut at `<= 81`) is then
     /// not a candidate, evaluated and listed for nothing.
-    fn side(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
+    fn side(&mut self, rules: Vec<u32>, key: KeyId, scope: &mut Scope<'s>) -> NodeId {
         let cut_again = !rules.is_empty()
             && rules.len() <= LEAF_SIZE
             && rules
@@ -1572,7 +1633,7 @@ impl<'s> Builder<'s> {
 
     /// A range switch: the median of the thresholds the rules here use
     /// within the current bounds cuts the values in two.
-    fn range(&mut self, rules: Vec<u32>, key: Key<'s>, scope: &mut Scope<'s>) -> NodeId {
+    fn range(&mut self, rules: Vec<u32>, key: KeyId, scope: &mut Scope<'s>) -> NodeId {
         let bounds = scope.bounds(key);
         let tests: Vec<Option<Bounds>> = rules
             .iter()
@@ -1631,7 +1692,7 @@ impl<'s> Builder<'s> {
         let rest = self.build(rest, scope);
         let slot = self.slot(key);
         self.push(Node::Range {
-            attr: key.attr.clone(),
+            attr: self.heads.key(key).attr.clone(),
             cut,
             below,
             above,
@@ -1652,9 +1713,14 @@ pub fn compile(set: &PolicySet) -> Tree {
         keys: Vec::new(),
         slots: Vec::new(),
         scratch: Vec::new(),
+        counts: Vec::new(),
     };
     let all: Vec<u32> = (0..set.rules.len() as u32).collect();
-    let root = builder.build(all, &mut Scope::default());
+    let mut scope = Scope {
+        used: vec![0; builder.heads.keys.len()],
+        ..Scope::default()
+    };
+    let root = builder.build(all, &mut scope);
     // Every key that proved a conjunct has a switch or cut above that
     // leaf, so a slot; a conjunct never proved (or past the keys noted)
     // stands for the far slot, which a taint never leaves out.
