@@ -200,7 +200,9 @@ fn read_below<'t, 'r>(
             map
         }
     };
-    has_key(map.is_some_and(|map| present_below(map, fields)))
+    // No field is present in an empty object (as the request's
+    // `resource.properties` often is): nothing to look up.
+    has_key(map.is_some_and(|map| !map.is_empty() && present_below(map, fields)))
 }
 
 /// The key of a presence switch, with its hash.
@@ -1858,8 +1860,17 @@ impl Tree {
     /// no range reaches), which gives a walk nothing.
     #[inline(always)]
     fn push_unless_empty(&self, stack: &mut Stack, id: NodeId, path: u32) {
-        if !matches!(self.nodes.get(id.0 as usize), Some(Node::Leaf { rules }) if rules.is_empty()) {
+        if let Some(id) = self.unless_empty(id) {
             stack.push((id, path));
+        }
+    }
+
+    /// `id`, unless it is a leaf without rules.
+    #[inline(always)]
+    fn unless_empty(&self, id: NodeId) -> Option<NodeId> {
+        match self.nodes.get(id.0 as usize) {
+            Some(Node::Leaf { rules }) if rules.is_empty() => None,
+            _ => Some(id),
         }
     }
 
@@ -1904,25 +1915,37 @@ impl Tree {
                     slot,
                     ..
                 } => {
-                    self.push_unless_empty(&mut stack, *rest, path);
                     let read = remembered(&mut reads, *slot, || match (on, fields.is_empty()) {
                         (On::Has, false) => read_below(&mut object_of, attr, fields, &value),
                         _ => read_key(*on, value(attr), fields),
                     });
+                    // `rest` is visited after the child followed, or after
+                    // every child; or at once when the request misses the
+                    // switch: it would be the next popped.
                     match read {
+                        // A string no child names follows `other` when
+                        // there is one: that is not a miss (and the rules
+                        // of the children may be candidates through it).
+                        // Nothing is proved there.
                         Read::Key(key, hash) => match children.get_hashed(key, hash) {
-                            Some(child) => follow = Some(*child),
-                            // A string no child names follows `other`
-                            // when there is one: that is not a miss (and
-                            // the rules of the children may be candidates
-                            // through it). Nothing is proved there.
+                            Some(&child) => {
+                                self.push_unless_empty(&mut stack, *rest, path);
+                                follow = Some(child);
+                            }
                             None => match children.other {
-                                Some(other) => follow = Some(other),
-                                None => near_misses.push(id),
+                                Some(other) => {
+                                    self.push_unless_empty(&mut stack, *rest, path);
+                                    follow = Some(other);
+                                }
+                                None => {
+                                    near_misses.push(id);
+                                    follow = self.unless_empty(*rest);
+                                }
                             },
                         },
                         Read::Every | Read::Num(_) | Read::Unread => {
                             exact = false;
+                            self.push_unless_empty(&mut stack, *rest, path);
                             let taint = path | taint_bit(*slot);
                             // Pushed as they are: few of a switch's
                             // children are empty.
@@ -1940,7 +1963,6 @@ impl Tree {
                     rest,
                     slot,
                 } => {
-                    self.push_unless_empty(&mut stack, *rest, path);
                     let read = remembered(&mut reads, *slot, || {
                         match value(attr).as_ref().and_then(number) {
                             Some(n) => Read::Num(n),
@@ -1948,10 +1970,22 @@ impl Tree {
                         }
                     });
                     match read {
-                        Read::Num(n) if cut.is_above(n) => follow = Some(*above),
-                        Read::Num(_) => follow = Some(*below),
+                        // A side without rules (most often the one the
+                        // forbids of a chain are not on) is not visited:
+                        // `rest` is, at once.
+                        Read::Num(n) => {
+                            let side = if cut.is_above(n) { *above } else { *below };
+                            match self.unless_empty(side) {
+                                Some(side) => {
+                                    self.push_unless_empty(&mut stack, *rest, path);
+                                    follow = Some(side);
+                                }
+                                None => follow = self.unless_empty(*rest),
+                            }
+                        }
                         Read::Every | Read::Key(..) | Read::Unread => {
                             exact = false;
+                            self.push_unless_empty(&mut stack, *rest, path);
                             let taint = path | taint_bit(*slot);
                             self.push_unless_empty(&mut stack, *below, taint);
                             self.push_unless_empty(&mut stack, *above, taint);
