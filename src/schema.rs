@@ -34,6 +34,8 @@
 //! is the order of [`Attr`]'s variants, which the decision tree uses to break
 //! ties; keep new lines at the end of their block.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -365,7 +367,7 @@ macro_rules! schema {
         pub enum Attr {
             $($( $(#[doc = $doc])* $Var, )*)*
             /// Another attribute of a dimension: `subject.repository`, `context.approval`.
-            Extra(Dim, Box<str>),
+            Extra(Dim, Arc<str>),
         }
 
         /// The table: every named attribute of a request.

@@ -40,12 +40,14 @@ pub enum EvalError {
     },
     /// A request attribute is absent.
     Missing {
-        /// The message, written once when the error is made and shared by
-        /// the errors of every rule that reads the same attribute in one
-        /// decision (a decision may list one for each): "`subject.owner`
-        /// is missing". Build it with [`EvalError::missing`] or
-        /// [`EvalError::missing_text`].
-        message: Arc<str>,
+        /// The attribute's path, or its dimension when `name` is given:
+        /// `subject.owner`, `context`. The message ("`context.ticket` is
+        /// missing") is written only when the error is shown: most such
+        /// errors are of permits that do not match, and are dropped.
+        path: &'static str,
+        /// A free attribute's name below `path` (the policy's own string,
+        /// shared, not copied).
+        name: Option<Arc<str>>,
         /// The expression that read it.
         span: Span,
     },
@@ -303,45 +305,10 @@ impl EvalError {
 
 impl EvalError {
     /// The error for a missing attribute, its path the dimension and the
-    /// name (`("context", Some("ticket"))`) or a whole path (`("action",
-    /// None)`): the message is written in one allocation of its exact
-    /// size ([`EvalError::missing_text`]).
-    pub fn missing(path: &str, name: Option<&str>, span: Span) -> Box<EvalError> {
-        Box::new(EvalError::Missing {
-            message: EvalError::missing_text(path, name),
-            span,
-        })
-    }
-
-    /// The message of [`EvalError::missing`], to share among the errors of
-    /// the rules that read the same missing attribute: "`context.ticket`
-    /// is missing".
-    pub fn missing_text(path: &str, name: Option<&str>) -> Arc<str> {
-        const END: &str = "` is missing";
-        let parts = [
-            "`",
-            path,
-            if name.is_some() { "." } else { "" },
-            name.unwrap_or(""),
-            END,
-        ];
-        let size: usize = parts.iter().map(|part| part.len()).sum();
-        // Written on the stack and copied into the `Arc` (one allocation)
-        // when it fits, as nearly every attribute's path does.
-        let mut buffer = [0u8; 96];
-        if size > buffer.len() {
-            return Arc::from(parts.concat());
-        }
-        let mut at = 0;
-        for part in parts {
-            buffer[at..at + part.len()].copy_from_slice(part.as_bytes());
-            at += part.len();
-        }
-        match std::str::from_utf8(&buffer[..size]) {
-            Ok(text) => Arc::from(text),
-            // Whole strings were copied, so the bytes are UTF-8.
-            Err(_) => Arc::from(parts.concat()),
-        }
+    /// name (`("context", Some(ticket))`) or a whole path (`("action",
+    /// None)`).
+    pub fn missing(path: &'static str, name: Option<Arc<str>>, span: Span) -> Box<EvalError> {
+        Box::new(EvalError::Missing { path, name, span })
     }
 }
 
@@ -349,7 +316,10 @@ impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EvalError::Null { .. } => f.write_str("value is null"),
-            EvalError::Missing { message, .. } => f.write_str(message),
+            EvalError::Missing { path, name, .. } => match name {
+                Some(name) => write!(f, "`{path}.{name}` is missing"),
+                None => write!(f, "`{path}` is missing"),
+            },
             EvalError::Unbound { .. } => f.write_str("unbound name"),
             EvalError::DataMissing { key, .. } => write!(f, "data `{key}` is missing"),
             EvalError::FieldMissing { field, .. } => write!(f, "field `{field}` is missing"),

@@ -88,11 +88,6 @@ pub struct Evaluator<'a> {
     locals: Vec<Val<'a>>,
     /// How many `eval` calls are open.
     depth: usize,
-    /// The message of the last missing attribute met, with its path and
-    /// name: the rules that read the same missing attribute (a request
-    /// rarely lacks more than one that rules read) share one message
-    /// instead of each writing its own.
-    missing: Option<(&'static str, Option<&'a str>, Arc<str>)>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -108,7 +103,6 @@ impl<'a> Evaluator<'a> {
             data,
             locals: Vec::new(),
             depth: 0,
-            missing: None,
         }
     }
 
@@ -208,23 +202,13 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The error of reading `attr`, which the request lacks: its message
-    /// shared with the errors of the other rules of this decision that
-    /// read it (the text is the same, so only the allocation is saved).
-    fn missing(&mut self, attr: &'a Attr, span: Span) -> Box<EvalError> {
-        let (path, name) = match attr {
-            Attr::Extra(dim, name) => (dim.name(), Some(&**name)),
-            known => (known.def().map_or("", |def| def.path), None),
-        };
-        let message = match &self.missing {
-            Some((p, n, message)) if *p == path && *n == name => Arc::clone(message),
-            _ => {
-                let message = EvalError::missing_text(path, name);
-                self.missing = Some((path, name, Arc::clone(&message)));
-                message
-            }
-        };
-        Box::new(EvalError::Missing { message, span })
+    /// The error of reading `attr`, which the request lacks: its path and
+    /// name, the message written only if the error is shown.
+    fn missing(&self, attr: &'a Attr, span: Span) -> Box<EvalError> {
+        match attr {
+            Attr::Extra(dim, name) => EvalError::missing(dim.name(), Some(Arc::clone(name)), span),
+            known => EvalError::missing(known.def().map_or("", |def| def.path), None, span),
+        }
     }
 
     fn field(&mut self, base: &'a Expr, name: &'a str, span: Span) -> Res<Val<'a>> {
